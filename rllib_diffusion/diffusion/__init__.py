@@ -1,0 +1,77 @@
+"""Pure-torch diffusion and flow-matching core (no ``ray`` import).
+
+Shape glossary:
+    B   batch size
+    K   number of denoising steps (K_ft: the fine-tuned last ones)
+    S   number of steps a chain or Euler integration takes
+    Ta  action horizon (chunk length)
+    Da  action dimension
+    Dc  conditioning dimension
+
+Modules: ``schedules`` (NoiseSchedule), ``sampling`` (DDPM/DDIM steps, chains),
+``logprob`` (per-transition log-probs), ``losses`` (denoising loss), ``flow``
+(flow matching, Euler sampler), ``ema`` (weight averaging), ``networks``.
+"""
+
+from rllib_diffusion.diffusion.ema import EMA, ema_update_
+from rllib_diffusion.diffusion.flow import (
+    VelocityFn,
+    VelocityNet,
+    euler_sample,
+    flow_matching_loss,
+    linear_path,
+)
+from rllib_diffusion.diffusion.logprob import chain_logprobs, transition_logprob
+from rllib_diffusion.diffusion.losses import EpsNet, denoising_loss, reduce_per_sample
+from rllib_diffusion.diffusion.networks import (
+    MLP,
+    DiffusionMLP,
+    SinusoidalPosEmb,
+    TemporalUNet1D,
+    TimeEmbedding,
+    build_network,
+    make_activation,
+)
+from rllib_diffusion.diffusion.sampling import (
+    ChainOutput,
+    EpsFn,
+    ddim_mean_std,
+    ddim_timesteps,
+    ddpm_mean_std,
+    gaussian_step,
+    sample_chain,
+)
+from rllib_diffusion.diffusion.schedules import NoiseSchedule, cosine_betas, linear_betas, vp_betas
+
+__all__ = [
+    "EMA",
+    "MLP",
+    "ChainOutput",
+    "DiffusionMLP",
+    "EpsFn",
+    "EpsNet",
+    "NoiseSchedule",
+    "SinusoidalPosEmb",
+    "TemporalUNet1D",
+    "TimeEmbedding",
+    "VelocityFn",
+    "VelocityNet",
+    "build_network",
+    "chain_logprobs",
+    "cosine_betas",
+    "ddim_mean_std",
+    "ddim_timesteps",
+    "ddpm_mean_std",
+    "denoising_loss",
+    "ema_update_",
+    "euler_sample",
+    "flow_matching_loss",
+    "gaussian_step",
+    "linear_betas",
+    "linear_path",
+    "make_activation",
+    "reduce_per_sample",
+    "sample_chain",
+    "transition_logprob",
+    "vp_betas",
+]

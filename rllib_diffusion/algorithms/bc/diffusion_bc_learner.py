@@ -1,0 +1,55 @@
+"""Learner of diffusion behaviour cloning: denoising (or flow-matching) regression + EMA."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.annotations import override
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.diffusion import ema_update_
+from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
+
+
+class DiffusionBCTorchLearner(TorchLearner):
+    """MSE between predicted and true noise (or velocity); AdamW; EMA per gradient step."""
+
+    @override(TorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self.module[module_id].unwrapped()
+        params = self.get_parameters(module.net)
+        optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+        self.register_optimizer(
+            module_id=module_id,
+            optimizer=optimizer,
+            params=params,
+            lr_or_lr_schedule=config.lr,
+        )
+
+    @override(TorchLearner)
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
+        pred, target = fwd_out[PREDICTION], fwd_out[TARGET]
+        loss = torch.nn.functional.mse_loss(pred, target)
+        self.metrics.log_value((module_id, M.BC_LOSS), loss.detach(), window=1)
+        return loss
+
+    @override(TorchLearner)
+    def apply_gradients(self, gradients_dict: dict[Any, Any]) -> None:
+        super().apply_gradients(gradients_dict)
+        # EMA follows every gradient step (RLlib's after_gradient_based_update runs
+        # once per update() call, i.e. once per many minibatches).
+        for module_id in self.module.keys():
+            self._update_ema(module_id)
+
+    def _update_ema(self, module_id) -> None:
+        cfg = self.config.get_config_for_module(module_id)
+        module = self.module[module_id].unwrapped()
+        module.ema_step += 1
+        step = int(module.ema_step)
+        if step <= cfg.ema_start:
+            # Before EMA starts, the EMA copy tracks the weights exactly.
+            ema_update_(module.ema_net, module.net, 0.0)
+        elif step % cfg.ema_update_every == 0:
+            ema_update_(module.ema_net, module.net, cfg.ema_decay)

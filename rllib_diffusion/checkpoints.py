@@ -1,0 +1,93 @@
+"""Checkpoint helpers: atomic saves, metadata, and loading policies with clear errors.
+
+Every checkpoint written by this package is an RLlib ``Algorithm`` checkpoint plus
+``rllib_diffusion.json`` (algorithm name, env, policy config incl. normalisation,
+run metadata), which lets loaders check what they are given before unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+META_FILE = "rllib_diffusion.json"
+MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete or of the wrong kind."""
+
+
+def save_algorithm_checkpoint(algo: Any, path: str | os.PathLike, meta: dict[str, Any]) -> str:
+    """Save ``algo`` to ``path`` atomically (temp dir, then rename) with our metadata.
+
+    An existing checkpoint at ``path`` is replaced only once the new one is complete.
+    """
+    path = Path(path).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        algo.save_to_path(str(tmp))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return str(path)
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata of a checkpoint written by this package, or a CheckpointError saying why not."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"Checkpoint not found: '{path}'. Check the path (a directory).")
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        hint = (
+            " It looks like a plain RLlib checkpoint (not from rllib-diffusion); "
+            "`collect --policy` accepts those."
+            if (path / "algorithm_state.pkl").exists() or (path / "rllib_checkpoint.json").exists()
+            else ""
+        )
+        raise CheckpointError(
+            f"'{path}' is not an rllib-diffusion checkpoint (no {META_FILE}).{hint}"
+        )
+    return json.loads(meta_path.read_text())
+
+
+def load_policy_module(
+    path: str | os.PathLike, *, expect_algorithms: tuple[str, ...] | None = None
+):
+    """Load the diffusion policy RLModule of a checkpoint (on CPU, inference-capable).
+
+    Args:
+        path: checkpoint directory written by this package.
+        expect_algorithms: allowed ``meta["algorithm"]`` values (None: any).
+
+    Returns:
+        ``(module, meta)``.
+    """
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    meta = read_checkpoint_meta(path)
+    algo = meta.get("algorithm")
+    if expect_algorithms is not None and algo not in expect_algorithms:
+        raise CheckpointError(
+            f"Checkpoint '{path}' is a {algo!r} checkpoint; expected one of "
+            f"{list(expect_algorithms)}."
+        )
+    module_dir = Path(path).expanduser().resolve() / MODULE_SUBDIR
+    if not module_dir.is_dir():
+        raise CheckpointError(
+            f"Checkpoint '{path}' is incomplete: '{MODULE_SUBDIR}' is missing. Re-save it."
+        )
+    module = RLModule.from_checkpoint(str(module_dir))
+    module.eval()
+    return module, meta

@@ -1,0 +1,1 @@
+"""Producing datasets locally: behaviour-policy training and Minari recording."""

@@ -1,0 +1,165 @@
+"""Conversion of episode datasets to the parquet form RLlib's offline API reads.
+
+Each row is one training sample: ``obs`` (To*Do,) normalised observation window,
+flattened, and ``actions`` (Ta*Da,) normalised action chunk, flattened. Rows are
+shuffled once at write time. The result is cached by a fingerprint of the data and
+the windowing/normalisation settings, so the conversion happens once per dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rllib_diffusion import columns as C
+from rllib_diffusion.data.episodes import EpisodeDataset
+from rllib_diffusion.data.normalization import DatasetNormalization
+from rllib_diffusion.data.windows import make_windows
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the on-disk layout changes, so stale caches are not reused.
+FORMAT_VERSION = 1
+META_FILE = "rllib_diffusion_windows.json"
+
+
+@dataclass
+class OfflineDataInfo:
+    """Where the parquet samples are and what they hold."""
+
+    path: str
+    normalization: DatasetNormalization
+    num_samples: int
+    obs_dim: int  # To * Do
+    action_shape: tuple[int, int]  # (Ta, Da)
+    cached: bool
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("RLLIB_DIFFUSION_CACHE", os.path.join("~", ".cache", "rllib_diffusion"))
+    return Path(root).expanduser() / "windows"
+
+
+def _fingerprint(
+    dataset: EpisodeDataset, horizon: int, obs_history: int, norm: DatasetNormalization
+) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps([FORMAT_VERSION, horizon, obs_history, norm.to_dict()]).encode())
+    for ep in dataset.episodes:
+        h.update(np.ascontiguousarray(ep.observations).tobytes())
+        h.update(np.ascontiguousarray(ep.actions).tobytes())
+    return h.hexdigest()[:20]
+
+
+def prepare_offline_data(
+    dataset: EpisodeDataset,
+    *,
+    horizon: int,
+    obs_history: int = 1,
+    normalization: DatasetNormalization | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    rows_per_file: int = 200_000,
+    seed: int = 0,
+) -> OfflineDataInfo:
+    """Window, normalise, shuffle and write ``dataset`` as parquet (cached).
+
+    Args:
+        dataset: the episodes.
+        horizon: Ta, action-chunk length.
+        obs_history: To, stacked observations.
+        normalization: statistics to use (default: min-max fit on ``dataset``).
+        cache_dir: where converted datasets live (default ``$RLLIB_DIFFUSION_CACHE`` or
+            ``~/.cache/rllib_diffusion``; the parquet goes to ``<cache_dir>/windows/<key>``).
+        rows_per_file: parquet rows per file (RLlib's readers parallelise over files).
+        seed: seed of the write-time shuffle.
+
+    Returns:
+        :class:`OfflineDataInfo`; ``path`` is a directory for ``offline_data(input_=[path])``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    norm = normalization or DatasetNormalization.fit(dataset)
+    root = Path(cache_dir).expanduser() / "windows" if cache_dir else default_cache_dir()
+    key = _fingerprint(dataset, horizon, obs_history, norm)
+    final = root / key
+    meta_path = final / META_FILE
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        return OfflineDataInfo(
+            path=str(final),
+            normalization=norm,
+            num_samples=int(meta["num_samples"]),
+            obs_dim=int(meta["obs_dim"]),
+            action_shape=tuple(meta["action_shape"]),
+            cached=True,
+        )
+
+    windows = make_windows(dataset, horizon=horizon, obs_history=obs_history)
+    n = len(windows)
+    obs = norm.obs.normalize(windows.obs).reshape(n, -1).astype(np.float32)
+    act = norm.action.normalize(windows.actions).astype(np.float32)
+    action_shape = (int(act.shape[1]), int(act.shape[2]))
+    act = act.reshape(n, -1)
+    order = np.random.default_rng(seed).permutation(n)
+    obs, act = obs[order], act[order]
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        for part, start in enumerate(range(0, n, rows_per_file)):
+            sl = slice(start, start + rows_per_file)
+            table = pa.table(
+                {
+                    C.OBS: _fixed_list(obs[sl]),
+                    C.ACTIONS: _fixed_list(act[sl]),
+                }
+            )
+            pq.write_table(table, tmp / f"part-{part:05d}.parquet")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "num_samples": n,
+            "obs_dim": int(obs.shape[1]),
+            "action_shape": list(action_shape),
+            "horizon": horizon,
+            "obs_history": obs_history,
+            "dataset": dataset.name,
+            "env_id": dataset.env_id,
+            "normalization": norm.to_dict(),
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process finished the same conversion first: keep theirs.
+            if not meta_path.is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+        raise
+    logger.info("Wrote %d windows (Ta=%d, To=%d) to %s", n, horizon, obs_history, final)
+    return OfflineDataInfo(
+        path=str(final),
+        normalization=norm,
+        num_samples=n,
+        obs_dim=int(obs.shape[1]),
+        action_shape=action_shape,
+        cached=False,
+    )
+
+
+def _fixed_list(arr: np.ndarray):
+    import pyarrow as pa
+
+    return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])

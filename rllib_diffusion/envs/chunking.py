@@ -1,0 +1,164 @@
+"""Gymnasium wrapper that lets a chunked diffusion policy act in a plain env.
+
+Glossary: To observation history, Do obs dim, Ta action horizon (chunk length),
+Da action dim, act_steps (<= Ta) actions of each chunk executed open loop.
+
+The policy lives entirely in normalised [-1, 1] space: the wrapper normalises
+observations with the dataset statistics (and stacks To of them) and unnormalises
+the chunk before executing it. One wrapper step = one decision = up to
+``act_steps`` env steps whose rewards are **summed**; the chunk stops early at
+termination or truncation, which are kept apart.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+ENV_NAME = "rllib_diffusion/ChunkedEnv"
+
+
+class ActionChunkWrapper(gym.Wrapper):
+    """Executes ``act_steps`` actions of a (Ta, Da) chunk per step.
+
+    Args:
+        env: the underlying env with a Box observation and action space.
+        horizon: Ta, chunk length the policy outputs.
+        act_steps: how many actions of each chunk to execute (1 <= act_steps <= Ta).
+        obs_history: To, number of stacked observations given to the policy.
+        obs_low/obs_high, action_low/action_high: min-max normalisation statistics
+            (per dimension) of the dataset the policy was trained on. ``None`` means
+            identity (the policy acts in raw units).
+
+    Observation space: Box (To * Do,) of normalised observations (unbounded, since
+    states outside the dataset's range normalise beyond ±1).
+    Action space: Box [-1, 1] of shape (Ta, Da).
+    ``info["env_steps"]`` counts the env steps of the decision.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        *,
+        horizon: int,
+        act_steps: int | None = None,
+        obs_history: int = 1,
+        obs_low: np.ndarray | None = None,
+        obs_high: np.ndarray | None = None,
+        action_low: np.ndarray | None = None,
+        action_high: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(env)
+        if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(
+            env.observation_space, gym.spaces.Box
+        ):
+            raise TypeError("ActionChunkWrapper needs Box observation and action spaces.")
+        act_steps = horizon if act_steps is None else act_steps
+        if not 1 <= act_steps <= horizon:
+            raise ValueError(f"act_steps must be in [1, horizon={horizon}], got {act_steps}.")
+        if obs_history < 1:
+            raise ValueError(f"obs_history must be >= 1, got {obs_history}.")
+        self.horizon, self.act_steps, self.obs_history = horizon, act_steps, obs_history
+        obs_dim = int(np.prod(env.observation_space.shape))
+        act_dim = int(np.prod(env.action_space.shape))
+        self._obs_stats = _stats(obs_low, obs_high, obs_dim, "observation")
+        self._act_stats = _stats(action_low, action_high, act_dim, "action")
+        self._env_low = env.action_space.low.astype(np.float64)
+        self._env_high = env.action_space.high.astype(np.float64)
+        self.observation_space = gym.spaces.Box(
+            -np.inf, np.inf, (obs_history * obs_dim,), dtype=np.float32
+        )
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (horizon, act_dim), dtype=np.float32)
+        self._history: deque[np.ndarray] = deque(maxlen=obs_history)
+
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        if self._obs_stats is None:
+            return np.asarray(obs, dtype=np.float32)
+        low, high = self._obs_stats
+        return (2.0 * (obs - low) / (high - low + 1e-6) - 1.0).astype(np.float32)
+
+    def unnormalize_action(self, action: np.ndarray) -> np.ndarray:
+        if self._act_stats is None:
+            return np.asarray(action, dtype=np.float64)
+        low, high = self._act_stats
+        return (np.asarray(action, dtype=np.float64) + 1.0) / 2.0 * (high - low + 1e-6) + low
+
+    def _observation(self) -> np.ndarray:
+        return np.concatenate(list(self._history), axis=0).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        first = self.normalize_obs(obs)
+        self._history.clear()
+        for _ in range(self.obs_history):
+            self._history.append(first)
+        return self._observation(), info
+
+    def step(self, action: np.ndarray):
+        chunk = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
+        env_actions = np.clip(self.unnormalize_action(chunk), self._env_low, self._env_high)
+        total_reward = 0.0
+        terminated = truncated = False
+        info: dict[str, Any] = {}
+        steps = 0
+        for i in range(self.act_steps):
+            obs, reward, terminated, truncated, info = self.env.step(env_actions[i])
+            total_reward += float(reward)
+            steps += 1
+            self._history.append(self.normalize_obs(obs))
+            if terminated or truncated:
+                break
+        info = dict(info)
+        info["env_steps"] = steps
+        return self._observation(), total_reward, terminated, truncated, info
+
+
+def _stats(low, high, dim: int, what: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if low is None and high is None:
+        return None
+    if low is None or high is None:
+        raise ValueError(f"Give both {what} low and high normalisation statistics, or neither.")
+    low = np.asarray(low, dtype=np.float64).reshape(-1)
+    high = np.asarray(high, dtype=np.float64).reshape(-1)
+    if low.shape != (dim,) or high.shape != (dim,):
+        raise ValueError(
+            f"{what} normalisation statistics have {low.shape[0]} dims but the env's {what} "
+            f"space has {dim}: the policy/dataset was made for another env."
+        )
+    return low, high
+
+
+def make_chunked_env(config: dict[str, Any] | None = None) -> gym.Env:
+    """Env creator used by RLlib EnvRunners (``config`` is RLlib's env_config).
+
+    Keys: ``env_id`` (required), ``horizon``, ``act_steps``, ``obs_history``,
+    ``normalization`` (a ``DatasetNormalization.to_dict()``), ``env_kwargs``.
+    """
+    config = dict(config or {})
+    if "env_id" not in config:
+        raise ValueError("env_config needs 'env_id' (e.g. 'Hopper-v5').")
+    env = gym.make(config["env_id"], **config.get("env_kwargs", {}))
+    norm = config.get("normalization") or {}
+    obs_norm = norm.get("obs") or {}
+    act_norm = norm.get("action") or {}
+    return ActionChunkWrapper(
+        env,
+        horizon=int(config.get("horizon", 1)),
+        act_steps=config.get("act_steps"),
+        obs_history=int(config.get("obs_history", 1)),
+        obs_low=obs_norm.get("low"),
+        obs_high=obs_norm.get("high"),
+        action_low=act_norm.get("low"),
+        action_high=act_norm.get("high"),
+    )
+
+
+def register_chunked_env() -> str:
+    """Register :func:`make_chunked_env` with Ray Tune's registry; returns its name."""
+    from ray.tune.registry import register_env
+
+    register_env(ENV_NAME, make_chunked_env)
+    return ENV_NAME

@@ -1,0 +1,133 @@
+"""Evaluate a policy RLModule in its real env (outside RLlib's EnvRunners).
+
+Used by ``rllib-diffusion evaluate`` and the benchmarks: runs N episodes in lock-step
+(one batched forward per decision for all unfinished episodes), reports the mean ± std
+return over env steps and the normalised score, and can record a video rendered
+offscreen with MuJoCo (``MUJOCO_GL=egl`` or ``osmesa``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+
+from rllib_diffusion.envs.chunking import make_chunked_env
+from rllib_diffusion.envs.tasks import task_info
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_module(
+    module: Any,
+    env_config: dict[str, Any],
+    *,
+    num_episodes: int = 10,
+    seed: int = 0,
+    deterministic: bool = True,
+    video_path: str | None = None,
+    video_size: tuple[int, int] = (256, 256),
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run ``num_episodes`` episodes of ``module`` in ``make_chunked_env(env_config)``.
+
+    Returns a dict with ``episode_returns`` (summed env rewards), ``episode_lengths``
+    (env steps), ``episode_return_mean/std``, ``normalized_score`` (when the task has
+    reference scores), ``env_steps`` and ``seconds``.
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
+    start = time.perf_counter()
+    envs = []
+    for i in range(num_episodes):
+        cfg = dict(env_config)
+        if video_path and i == 0:
+            cfg["env_kwargs"] = {
+                **cfg.get("env_kwargs", {}),
+                "render_mode": "rgb_array",
+                "width": video_size[0],
+                "height": video_size[1],
+            }
+        envs.append(make_chunked_env(cfg))
+    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    returns = np.zeros(num_episodes)
+    lengths = np.zeros(num_episodes, dtype=np.int64)
+    alive = np.ones(num_episodes, dtype=bool)
+    frames: list[np.ndarray] = []
+    if video_path:
+        frames.append(envs[0].render())
+    forward = module.forward_inference if deterministic else module.forward_exploration
+    device = next(iter(module.parameters())).device
+    decisions = 0
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        batch = torch.as_tensor(np.stack([obs[i] for i in idx]), dtype=torch.float32, device=device)
+        with torch.no_grad():
+            actions = forward({Columns.OBS: batch})[Columns.ACTIONS].cpu().numpy()
+        for j, i in enumerate(idx):
+            obs[i], reward, terminated, truncated, info = envs[i].step(actions[j])
+            returns[i] += reward
+            lengths[i] += info.get("env_steps", 1)
+            if video_path and i == 0:
+                frames.append(envs[0].render())
+            if terminated or truncated:
+                alive[i] = False
+        decisions += 1
+        if progress and decisions % 50 == 0:
+            print(
+                f"[evaluate] decision {decisions}: {int(alive.sum())}/{num_episodes} episodes running",
+                flush=True,
+            )
+    for env in envs:
+        env.close()
+    result: dict[str, Any] = {
+        "env_id": env_config.get("env_id"),
+        "num_episodes": num_episodes,
+        "deterministic": deterministic,
+        "episode_returns": returns.tolist(),
+        "episode_lengths": lengths.tolist(),
+        "episode_return_mean": float(returns.mean()),
+        "episode_return_std": float(returns.std()),
+        "env_steps": int(lengths.sum()),
+        "seconds": time.perf_counter() - start,
+    }
+    info = task_info(env_config.get("env_id", ""))
+    if info is not None:
+        scores = 100.0 * (returns - info.ref_min_score) / (info.ref_max_score - info.ref_min_score)
+        result["normalized_score"] = float(scores.mean())
+        result["normalized_score_refs"] = {
+            "min": info.ref_min_score,
+            "max": info.ref_max_score,
+            "source": info.ref_source,
+        }
+    if video_path:
+        result["video"] = write_video(frames, video_path)
+    return result
+
+
+def write_video(frames: list[np.ndarray], path: str, fps: int = 30) -> str:
+    """Write frames to ``path`` (mp4 via imageio-ffmpeg, or .gif) atomically."""
+    try:
+        import imageio.v2 as imageio
+    except ImportError as err:  # pragma: no cover - depends on extras
+        raise ImportError(
+            "Writing videos needs imageio: pip install 'rllib-diffusion[viz]'."
+        ) from err
+    if any(f is None for f in frames):
+        raise RuntimeError(
+            "The env returned no frames; set MUJOCO_GL=egl (or osmesa) for offscreen rendering."
+        )
+    path = os.path.abspath(os.path.expanduser(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{ext}"
+    imageio.mimsave(tmp, frames, fps=fps) if ext == ".gif" else imageio.mimsave(
+        tmp, frames, fps=fps, macro_block_size=1
+    )
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,91 @@
+"""Process-level runtime setup shared by entry points (threads, Ray init)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+
+#: Environment for every Ray worker: one torch/BLAS thread per process. Without it each
+#: EnvRunner grabs all cores and sampling is several times slower on small machines.
+WORKER_ENV_VARS: dict[str, str] = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def limit_threads() -> None:
+    """Pin this process to one intra-op thread (call before heavy torch work)."""
+    for key, value in WORKER_ENV_VARS.items():
+        os.environ.setdefault(key, value)
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``/a new local instance) with worker env vars set.
+
+    Inside a Ray job (``ray job submit``) ``RAY_ADDRESS`` is set and we join that cluster.
+    """
+    import ray
+
+    quiet_ray_data()
+    if ray.is_initialized():
+        return
+    runtime_env = kwargs.pop("runtime_env", {}) or {}
+    env_vars = {**WORKER_ENV_VARS, **runtime_env.get("env_vars", {})}
+    runtime_env = {**runtime_env, "env_vars": env_vars}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, include_dashboard=False, **kwargs)
+
+
+def run_metadata() -> dict[str, Any]:
+    """Versions and git SHA recorded with every run and benchmark result."""
+    import platform
+
+    import gymnasium
+    import ray
+    import torch
+
+    import rllib_diffusion
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        ).stdout.strip()
+    except OSError:
+        sha = ""
+    try:
+        import mujoco
+
+        mujoco_version = mujoco.__version__
+    except ImportError:
+        mujoco_version = None
+    return {
+        "rllib_diffusion": rllib_diffusion.__version__,
+        "git_sha": sha or None,
+        "ray": ray.__version__,
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "mujoco": mujoco_version,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+    }
+
+
+def quiet_ray_data() -> None:
+    """Turn off ray.data's per-dataset progress bars/log blocks (they flood CLI output)."""
+    import logging
+
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    if hasattr(ctx, "enable_operator_progress_bars"):
+        ctx.enable_operator_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
