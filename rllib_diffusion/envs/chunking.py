@@ -68,10 +68,9 @@ class ActionChunkWrapper(gym.Wrapper):
         self._act_stats = _stats(action_low, action_high, act_dim, "action")
         self._env_low = env.action_space.low.astype(np.float64)
         self._env_high = env.action_space.high.astype(np.float64)
-        self.observation_space = gym.spaces.Box(
-            -np.inf, np.inf, (obs_history * obs_dim,), dtype=np.float32
+        self.observation_space, self.action_space = chunk_spaces(
+            obs_history * obs_dim, horizon, act_dim
         )
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (horizon, act_dim), dtype=np.float32)
         self._history: deque[np.ndarray] = deque(maxlen=obs_history)
 
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
@@ -114,6 +113,16 @@ class ActionChunkWrapper(gym.Wrapper):
         info = dict(info)
         info["env_steps"] = steps
         return self._observation(), total_reward, terminated, truncated, info
+
+
+def chunk_spaces(
+    obs_dim: int, horizon: int, action_dim: int
+) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """(observation, action) spaces a chunked policy sees: (To*Do,) unbounded, [-1, 1]^(Ta, Da)."""
+    return (
+        gym.spaces.Box(-np.inf, np.inf, (obs_dim,), dtype=np.float32),
+        gym.spaces.Box(-1.0, 1.0, (horizon, action_dim), dtype=np.float32),
+    )
 
 
 def _stats(low, high, dim: int, what: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -10,6 +10,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SAMPLERS = ("ddpm", "ddim", "flow")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names the allowed values."""
+
+
 NETWORKS = ("mlp", "unet")
 SCHEDULES = ("cosine", "vp", "linear")
 
@@ -67,7 +73,7 @@ class DiffusionPolicyConfig:
 
     def validate(self) -> None:
         def bad(msg: str) -> None:
-            raise ValueError(f"DiffusionPolicyConfig: {msg}")
+            raise ConfigError(f"DiffusionPolicyConfig: {msg}")
 
         if self.sampler not in SAMPLERS:
             bad(f"sampler={self.sampler!r}; allowed: {', '.join(SAMPLERS)}.")
@@ -102,7 +108,7 @@ class DiffusionPolicyConfig:
         if not strict:
             d = {k: v for k, v in d.items() if k in known}
         elif unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"DiffusionPolicyConfig: unknown keys {sorted(unknown)}; allowed: {sorted(known)}."
             )
         return cls(**d)

@@ -80,7 +80,7 @@ def build_pretrain_config(
 ):
     """The ``DiffusionBCConfig`` for ``settings`` on prepared ``data``."""
     from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig, cosine_lr_schedule
-    from rllib_diffusion.envs.chunking import register_chunked_env
+    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
 
     s = settings
     policy = DiffusionPolicyConfig(
@@ -99,6 +99,7 @@ def build_pretrain_config(
         env_id=env_id,
     )
     env_config = policy_env_config(policy)
+    obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
     total_samples = s.gradient_steps * s.batch_size
     lr = (
         cosine_lr_schedule(s.lr, s.lr_end, total_samples, s.warmup_steps * s.batch_size)
@@ -107,7 +108,12 @@ def build_pretrain_config(
     )
     config = (
         DiffusionBCConfig()
-        .environment(register_chunked_env(), env_config=env_config)
+        .environment(
+            register_chunked_env(),
+            env_config=env_config,
+            observation_space=obs_space,
+            action_space=act_space,
+        )
         .training(lr=lr, train_batch_size_per_learner=s.batch_size)
         .rl_module(model_config=policy.to_dict())
         .offline_data(

@@ -1,0 +1,290 @@
+"""``rllib-diffusion`` command line: collect | train-behavior | pretrain | evaluate | dataset-info.
+
+Each sub-command has a ``add_<name>_args(parser)`` / ``run_<name>(args)`` pair so that
+the scripts in ``experiments/`` reuse the exact same flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def _json_out(result: dict[str, Any], path: str | None) -> None:
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1, default=str)
+        os.replace(tmp, path)
+        print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------- collect
+def add_collect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")
+    p.add_argument(
+        "--dataset-id",
+        required=True,
+        help="Minari id to write, e.g. rllib-diffusion/hopper/medium-v0 "
+        "(stored under $MINARI_DATASETS_PATH, default ~/.minari/datasets)",
+    )
+    p.add_argument(
+        "--policy",
+        default="random",
+        help="'random' or an RLlib Algorithm checkpoint directory (e.g. from train-behavior)",
+    )
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--num-steps", type=int, help="record at least this many transitions")
+    size.add_argument("--num-episodes", type=int, help="record this many episodes")
+    p.add_argument("--num-envs", type=int, default=8, help="envs stepped in lock-step")
+    p.add_argument(
+        "--deterministic", action="store_true", help="act deterministically (default: sample)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ref-min-score", type=float, help="override the random-policy reference")
+    p.add_argument("--ref-max-score", type=float, help="override the expert reference")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset id")
+    p.add_argument("--json", help="also write the summary to this JSON file")
+
+
+def run_collect(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.collect.collect import collect_dataset
+
+    result = collect_dataset(
+        args.env,
+        args.dataset_id,
+        policy=args.policy,
+        num_episodes=args.num_episodes,
+        num_steps=args.num_steps,
+        num_envs=args.num_envs,
+        explore=not args.deterministic,
+        seed=args.seed,
+        ref_min_score=args.ref_min_score,
+        ref_max_score=args.ref_max_score,
+        overwrite=args.overwrite,
+    )
+    _json_out(result, args.json)
+    return result
+
+
+# ---------------------------------------------------------------------- train-behavior
+def add_train_behavior_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")
+    p.add_argument("--out", required=True, help="directory for checkpoints and progress")
+    p.add_argument("--target-return", type=float, help="stop once the mean return reaches this")
+    p.add_argument("--max-env-steps", type=int, default=3_000_000)
+    p.add_argument("--max-minutes", type=float, default=60.0)
+    p.add_argument("--checkpoint-every", type=int, default=5, help="iterations")
+    p.add_argument("--num-envs-per-runner", type=int, default=8)
+    p.add_argument("--num-env-runners", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_train_behavior(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.collect.behavior import BehaviorPPOSettings, train_behavior_policy
+
+    settings = BehaviorPPOSettings(
+        num_env_runners=args.num_env_runners,
+        num_envs_per_env_runner=args.num_envs_per_runner,
+        seed=args.seed,
+    )
+    return train_behavior_policy(
+        args.env,
+        args.out,
+        target_return=args.target_return,
+        max_env_steps=args.max_env_steps,
+        max_minutes=args.max_minutes,
+        checkpoint_every=args.checkpoint_every,
+        settings=settings,
+    )
+
+
+# ---------------------------------------------------------------------------- pretrain
+def add_pretrain_args(p: argparse.ArgumentParser) -> None:
+    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
+
+    d = PretrainSettings(dataset="")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="Minari id (e.g. mujoco/hopper/medium-v0) or dataset directory, "
+        "DPPO .npz, or robomimic .hdf5",
+    )
+    p.add_argument("--download", action="store_true", help="let Minari download the id")
+    p.add_argument("--env-id", help="env to evaluate in (default: the dataset's env)")
+    p.add_argument("--out", default=d.out_dir, help="output directory")
+    p.add_argument("--horizon", type=int, default=d.horizon, help="action chunk length Ta")
+    p.add_argument("--act-steps", type=int, default=d.act_steps, help="executed actions")
+    p.add_argument("--obs-history", type=int, default=d.obs_history, help="stacked obs To")
+    p.add_argument("--denoising-steps", type=int, default=d.denoising_steps, help="K")
+    p.add_argument("--sampler", choices=["ddpm", "ddim", "flow"], default=d.sampler)
+    p.add_argument("--ddim-steps", type=int, default=d.ddim_steps)
+    p.add_argument("--schedule", choices=["cosine", "vp", "linear"], default=d.schedule)
+    p.add_argument("--network", choices=["mlp", "unet"], default=d.network)
+    p.add_argument(
+        "--hidden-dims", type=int, nargs="+", default=list(d.hidden_dims), help="MLP sizes"
+    )
+    p.add_argument("--gradient-steps", type=int, default=d.gradient_steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-end", type=float, default=d.lr_end, help="cosine decay target")
+    p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
+    p.add_argument(
+        "--eval-interval", type=int, default=d.eval_interval, help="iterations (0: end only)"
+    )
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def pretrain_settings_from_args(args: argparse.Namespace):
+    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
+
+    return PretrainSettings(
+        dataset=args.dataset,
+        env_id=args.env_id,
+        out_dir=args.out,
+        download=args.download,
+        horizon=args.horizon,
+        act_steps=args.act_steps,
+        obs_history=args.obs_history,
+        denoising_steps=args.denoising_steps,
+        sampler=args.sampler,
+        ddim_steps=args.ddim_steps,
+        schedule=args.schedule,
+        network=args.network,
+        hidden_dims=tuple(args.hidden_dims),
+        gradient_steps=args.gradient_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_end=args.lr_end,
+        steps_per_iteration=args.steps_per_iteration,
+        eval_interval=args.eval_interval,
+        eval_episodes=args.eval_episodes,
+        checkpoint_interval=args.checkpoint_interval,
+        seed=args.seed,
+    )
+
+
+def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.algorithms.bc.pretrain import pretrain
+
+    return pretrain(pretrain_settings_from_args(args))
+
+
+# ---------------------------------------------------------------------------- evaluate
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory of this package")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stochastic", action="store_true", help="sample instead of deterministic")
+    p.add_argument(
+        "--video",
+        help="write a video of the first episode (.mp4 or .gif); renders offscreen, "
+        "set MUJOCO_GL=egl (default here) or osmesa",
+    )
+    p.add_argument("--json", help="also write the result to this JSON file")
+
+
+def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.utils.runtime import limit_threads
+
+    if args.video:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    limit_threads()
+    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
+    from rllib_diffusion.checkpoints import load_policy_module
+    from rllib_diffusion.evaluation import evaluate_module
+    from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+
+    module, meta = load_policy_module(args.checkpoint)
+    policy = DiffusionPolicyConfig.from_dict(meta["policy_config"], strict=False)
+    result = evaluate_module(
+        module,
+        policy_env_config(policy),
+        num_episodes=args.episodes,
+        seed=args.seed,
+        deterministic=not args.stochastic,
+        video_path=args.video,
+        progress=True,
+    )
+    result["checkpoint"] = os.path.abspath(args.checkpoint)
+    result["algorithm"] = meta.get("algorithm")
+    line = (
+        f"{meta.get('algorithm')} on {result['env_id']}: return "
+        f"{result['episode_return_mean']:.1f} ± {result['episode_return_std']:.1f} "
+        f"over {args.episodes} episodes"
+    )
+    if "normalized_score" in result:
+        line += f", normalised score {result['normalized_score']:.1f}"
+    print(line)
+    if args.video:
+        print(f"video: {result['video']}")
+    _json_out(result, args.json)
+    return result
+
+
+# ------------------------------------------------------------------------ dataset-info
+def add_dataset_info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="Minari id or directory, .npz or .hdf5")
+    p.add_argument("--download", action="store_true")
+
+
+def run_dataset_info(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.data import load_dataset
+
+    summary = load_dataset(args.dataset, download=args.download).summary()
+    print(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
+    "collect": (add_collect_args, run_collect, "record a Minari dataset from a policy"),
+    "train-behavior": (
+        add_train_behavior_args,
+        run_train_behavior,
+        "train a Gaussian behaviour policy with RLlib PPO (for collecting datasets)",
+    ),
+    "pretrain": (add_pretrain_args, run_pretrain, "diffusion BC pretraining (RLlib offline)"),
+    "evaluate": (add_evaluate_args, run_evaluate, "evaluate a checkpoint in its env"),
+    "dataset-info": (add_dataset_info_args, run_dataset_info, "summarise a dataset"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rllib-diffusion",
+        description="Diffusion and flow policies on Ray RLlib.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_args, _, help_text) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def run_command(run: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
+    """Run a sub-command; user errors print one clear line instead of a traceback."""
+    from rllib_diffusion.errors import USER_ERRORS
+
+    try:
+        run(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(COMMANDS[args.command][1], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
