@@ -88,6 +88,7 @@ def collect_episodes(
                     )
                 )
                 steps_done += T
+                obs_buf[i], act_buf[i], rew_buf[i] = [], [], []
                 alive[i] = False
                 if want_more():
                     start(i)

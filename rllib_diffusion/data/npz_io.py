@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 _REQUIRED = ("states", "actions", "traj_lengths")
 _FINAL_KEY = "final_states"
+_ENV_KEY = "env_id"
 
 
 def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> EpisodeDataset:
@@ -41,7 +42,8 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
 
     Args:
         path: the ``.npz`` file.
-        env_id: gymnasium id to attach (the file does not say which env it came from).
+        env_id: gymnasium id to attach (DPPO files do not say which env they came from;
+            files written by :func:`save_npz` do, and so do their reference scores).
 
     Raises:
         DatasetError: missing file, missing keys, or lengths that do not add up.
@@ -116,7 +118,25 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
                 truncations=trunc,
             )
         )
-    return EpisodeDataset(episodes=episodes, env_id=env_id, name=path.stem)
+    meta = _read_meta(data)
+    return EpisodeDataset(
+        episodes=episodes,
+        env_id=env_id or meta.get("env_id"),
+        name=path.stem,
+        ref_min_score=meta.get("ref_min_score"),
+        ref_max_score=meta.get("ref_max_score"),
+    )
+
+
+def _read_meta(data: dict[str, np.ndarray]) -> dict:
+    """Our optional metadata keys (absent in DPPO files)."""
+    meta: dict = {}
+    if _ENV_KEY in data and str(data[_ENV_KEY]):
+        meta["env_id"] = str(data[_ENV_KEY])
+    for key in ("ref_min_score", "ref_max_score"):
+        if key in data and np.isfinite(data[key]):
+            meta[key] = float(data[key])
+    return meta
 
 
 def _optional_per_step(
@@ -159,12 +179,20 @@ def save_npz(dataset: EpisodeDataset, path: str | os.PathLike[str]) -> str:
         "terminals": np.concatenate([ep.terminations for ep in eps]),
         "traj_lengths": np.array([ep.length for ep in eps], dtype=np.int64),
         _FINAL_KEY: np.stack([ep.observations[-1] for ep in eps]),
+        # Our metadata (DPPO's loader ignores unknown keys).
+        _ENV_KEY: np.array(dataset.env_id or ""),
+        "ref_min_score": np.array(
+            np.nan if dataset.ref_min_score is None else dataset.ref_min_score
+        ),
+        "ref_max_score": np.array(
+            np.nan if dataset.ref_max_score is None else dataset.ref_max_score
+        ),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # A file object keeps numpy from appending ".npz" to the temporary name.
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez_compressed(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -72,6 +72,19 @@ def test_save_load_round_trip_keeps_final_obs(
     assert_same_episodes(ds, load_npz(out))
 
 
+def test_npz_round_trip_keeps_env_and_reference_scores(
+    make_dataset: Callable[..., EpisodeDataset], tmp_path: Path
+) -> None:
+    ds = make_dataset(lengths=(3, 4))
+    ds.env_id, ds.ref_min_score, ds.ref_max_score = "Hopper-v5", 16.7, 3234.3
+    back = load_npz(save_npz(ds, tmp_path / "m.npz"))
+    assert (back.env_id, back.ref_min_score, back.ref_max_score) == ("Hopper-v5", 16.7, 3234.3)
+    assert load_npz(tmp_path / "m.npz", env_id="Walker2d-v5").env_id == "Walker2d-v5"
+    ds.env_id, ds.ref_min_score, ds.ref_max_score = None, None, None
+    bare = load_npz(save_npz(ds, tmp_path / "b.npz"))
+    assert (bare.env_id, bare.ref_min_score, bare.ref_max_score) == (None, None, None)
+
+
 def test_npz_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not found"):
         load_npz(tmp_path / "nope.npz")
