@@ -33,6 +33,11 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--out", default="runs/bench_bc")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="do not train: rebuild the result file from --out's result.json/progress.jsonl",
+    )
     args = p.parse_args()
 
     from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, pretrain
@@ -46,7 +51,10 @@ def main() -> None:
         eval_episodes=args.eval_episodes,
         seed=args.seed,
     )
-    summary = pretrain(settings)
+    if args.summarize_only:
+        summary = json.loads((Path(args.out) / "result.json").read_text())
+    else:
+        summary = pretrain(settings)
     progress = [json.loads(x) for x in (Path(args.out) / "progress.jsonl").read_text().splitlines()]
     ev = summary["evaluation"]
     dataset_ret = summary["dataset_return_mean"]
@@ -68,11 +76,21 @@ def main() -> None:
         "gradient_steps_per_second": summary["gradient_steps"] / summary["train_seconds"],
         "total_seconds": summary["total_seconds"],
     }
+    # Evaluations happen every eval_interval iterations; RLlib repeats the last one in
+    # between, so keep only the fresh ones.
+    interval = settings.eval_interval * settings.steps_per_iteration
+    evals = [
+        x
+        for x in progress
+        if "eval_return_mean" in x
+        and x["gradient_steps"] % interval == 0
+        and x["eval_return_mean"] == x["eval_return_mean"]
+    ]
     series = {
         "gradient_steps": [x["gradient_steps"] for x in progress],
         "loss": [x["loss"] for x in progress],
-        "eval_gradient_steps": [x["gradient_steps"] for x in progress if "eval_return_mean" in x],
-        "eval_return_mean": [x["eval_return_mean"] for x in progress if "eval_return_mean" in x],
+        "eval_gradient_steps": [x["gradient_steps"] for x in evals],
+        "eval_return_mean": [x["eval_return_mean"] for x in evals],
         "final_episode_returns": ev["episode_returns"],
     }
     path = write_result(

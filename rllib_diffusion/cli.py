@@ -1,4 +1,5 @@
-"""``rllib-diffusion`` command line: collect | train-behavior | pretrain | evaluate | dataset-info.
+"""``rllib-diffusion`` command line: collect | train-behavior | pretrain | pretrain-gaussian |
+finetune-gaussian | evaluate | dataset-info.
 
 Each sub-command has a ``add_<name>_args(parser)`` / ``run_<name>(args)`` pair so that
 the scripts in ``experiments/`` reuse the exact same flags.
@@ -176,6 +177,130 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
     return pretrain(pretrain_settings_from_args(args))
 
 
+# ------------------------------------------------------------------- pretrain-gaussian
+def add_pretrain_gaussian_args(p: argparse.ArgumentParser) -> None:
+    from rllib_diffusion.algorithms.gaussian.gaussian_bc import GaussianBCSettings
+
+    d = GaussianBCSettings(dataset="")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="Minari id (e.g. mujoco/hopper/medium-v0) or dataset directory, "
+        "DPPO .npz, or robomimic .hdf5",
+    )
+    p.add_argument("--download", action="store_true", help="let Minari download the id")
+    p.add_argument("--env-id", help="env to evaluate in (default: the dataset's env)")
+    p.add_argument("--out", default=d.out_dir, help="output directory")
+    p.add_argument(
+        "--hidden-dims", type=int, nargs="+", default=list(d.hidden_dims), help="MLP sizes"
+    )
+    p.add_argument("--activation", choices=["relu", "tanh", "silu"], default=d.activation)
+    p.add_argument(
+        "--state-dependent-std",
+        action="store_true",
+        help="let the network predict the log-std per state (default: one learned log-std)",
+    )
+    p.add_argument("--gradient-steps", type=int, default=d.gradient_steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-end", type=float, default=d.lr_end, help="cosine decay target")
+    p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
+    p.add_argument(
+        "--eval-interval", type=int, default=d.eval_interval, help="iterations (0: end only)"
+    )
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def run_pretrain_gaussian(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.algorithms.gaussian.gaussian_bc import (
+        GaussianBCSettings,
+        pretrain_gaussian,
+    )
+
+    return pretrain_gaussian(
+        GaussianBCSettings(
+            dataset=args.dataset,
+            env_id=args.env_id,
+            out_dir=args.out,
+            download=args.download,
+            hidden_dims=tuple(args.hidden_dims),
+            activation=args.activation,
+            free_log_std=not args.state_dependent_std,
+            gradient_steps=args.gradient_steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_end=args.lr_end,
+            steps_per_iteration=args.steps_per_iteration,
+            eval_interval=args.eval_interval,
+            eval_episodes=args.eval_episodes,
+            checkpoint_interval=args.checkpoint_interval,
+            seed=args.seed,
+        )
+    )
+
+
+# ------------------------------------------------------------------- finetune-gaussian
+def add_finetune_gaussian_args(p: argparse.ArgumentParser) -> None:
+    from rllib_diffusion.algorithms.gaussian.gaussian_ppo import GaussianPPOSettings
+
+    d = GaussianPPOSettings(checkpoint="")
+    p.add_argument(
+        "--checkpoint", required=True, help="GaussianBC checkpoint (from pretrain-gaussian)"
+    )
+    p.add_argument("--out", default=d.out_dir, help="output directory")
+    p.add_argument("--env-steps", type=int, default=d.env_steps, help="env-step budget")
+    p.add_argument("--num-env-runners", type=int, default=d.num_env_runners)
+    p.add_argument("--num-envs-per-runner", type=int, default=d.num_envs_per_env_runner)
+    p.add_argument(
+        "--train-batch-size", type=int, default=d.train_batch_size, help="env steps/iteration"
+    )
+    p.add_argument("--minibatch-size", type=int, default=d.minibatch_size)
+    p.add_argument("--epochs", type=int, default=d.num_epochs)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--clip", type=float, default=d.clip_param, help="PPO ratio clip")
+    p.add_argument("--gamma", type=float, default=d.gamma)
+    p.add_argument("--gae-lambda", type=float, default=d.lambda_)
+    p.add_argument(
+        "--eval-interval",
+        type=int,
+        default=d.eval_interval,
+        help="iterations between deterministic evaluations (0: end only)",
+    )
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.algorithms.gaussian.gaussian_ppo import (
+        GaussianPPOSettings,
+        finetune_gaussian_ppo,
+    )
+
+    return finetune_gaussian_ppo(
+        GaussianPPOSettings(
+            checkpoint=args.checkpoint,
+            out_dir=args.out,
+            env_steps=args.env_steps,
+            num_env_runners=args.num_env_runners,
+            num_envs_per_env_runner=args.num_envs_per_runner,
+            train_batch_size=args.train_batch_size,
+            minibatch_size=args.minibatch_size,
+            num_epochs=args.epochs,
+            lr=args.lr,
+            clip_param=args.clip,
+            gamma=args.gamma,
+            lambda_=args.gae_lambda,
+            eval_interval=args.eval_interval,
+            eval_episodes=args.eval_episodes,
+            checkpoint_interval=args.checkpoint_interval,
+            seed=args.seed,
+        )
+    )
+
+
 # ---------------------------------------------------------------------------- evaluate
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory of this package")
@@ -197,15 +322,25 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         os.environ.setdefault("MUJOCO_GL", "egl")
     limit_threads()
     from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
-    from rllib_diffusion.checkpoints import load_policy_module
+    from rllib_diffusion.checkpoints import CheckpointError, load_policy_module
     from rllib_diffusion.evaluation import evaluate_module
     from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
     module, meta = load_policy_module(args.checkpoint)
-    policy = DiffusionPolicyConfig.from_dict(meta["policy_config"], strict=False)
+    if "policy_config" in meta:
+        policy = DiffusionPolicyConfig.from_dict(meta["policy_config"], strict=False)
+        env_config = policy_env_config(policy)
+    elif "env_config" in meta:
+        # RLlib default-module checkpoints (GaussianBC / GaussianPPO) store their env.
+        env_config = meta["env_config"]
+    else:
+        raise CheckpointError(
+            f"Checkpoint '{args.checkpoint}' ({meta.get('algorithm')!r}) records neither a "
+            "policy_config nor an env_config; cannot rebuild its env."
+        )
     result = evaluate_module(
         module,
-        policy_env_config(policy),
+        env_config,
         num_episodes=args.episodes,
         seed=args.seed,
         deterministic=not args.stochastic,
@@ -250,6 +385,16 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
         "train a Gaussian behaviour policy with RLlib PPO (for collecting datasets)",
     ),
     "pretrain": (add_pretrain_args, run_pretrain, "diffusion BC pretraining (RLlib offline)"),
+    "pretrain-gaussian": (
+        add_pretrain_gaussian_args,
+        run_pretrain_gaussian,
+        "Gaussian-policy BC pretraining (RLlib BC; baseline)",
+    ),
+    "finetune-gaussian": (
+        add_finetune_gaussian_args,
+        run_finetune_gaussian,
+        "fine-tune a Gaussian BC policy with RLlib PPO (baseline)",
+    ),
     "evaluate": (add_evaluate_args, run_evaluate, "evaluate a checkpoint in its env"),
     "dataset-info": (add_dataset_info_args, run_dataset_info, "summarise a dataset"),
 }

@@ -61,14 +61,13 @@ def evaluate_module(
     frames: list[np.ndarray] = []
     if video_path:
         frames.append(envs[0].render())
-    forward = module.forward_inference if deterministic else module.forward_exploration
     device = next(iter(module.parameters())).device
     decisions = 0
     while alive.any():
         idx = np.flatnonzero(alive)
         batch = torch.as_tensor(np.stack([obs[i] for i in idx]), dtype=torch.float32, device=device)
         with torch.no_grad():
-            actions = forward({Columns.OBS: batch})[Columns.ACTIONS].cpu().numpy()
+            actions = policy_actions(module, batch, deterministic=deterministic).cpu().numpy()
         for j, i in enumerate(idx):
             obs[i], reward, terminated, truncated, info = envs[i].step(actions[j])
             returns[i] += reward
@@ -108,6 +107,40 @@ def evaluate_module(
     if video_path:
         result["video"] = write_video(frames, video_path)
     return result
+
+
+def policy_actions(module: Any, obs: torch.Tensor, *, deterministic: bool) -> torch.Tensor:
+    """Actions of ``module`` for a batch ``obs`` (B, obs_dim), shaped like its action space.
+
+    Modules that write ``Columns.ACTIONS`` themselves (diffusion) are used as they are.
+    RLlib's default modules (Gaussian BC/PPO) only return ``action_dist_inputs``; like
+    RLlib's EnvRunners, we build the module's action distribution from them, take
+    its deterministic form (the Gaussian mean) or a sample, and clip to the Box bounds.
+    """
+    if deterministic:
+        out = module.forward_inference({Columns.OBS: obs})
+    else:
+        out = module.forward_exploration({Columns.OBS: obs})
+    if Columns.ACTIONS in out:
+        return out[Columns.ACTIONS]
+    if Columns.ACTION_DIST_INPUTS not in out:
+        raise ValueError(
+            f"{type(module).__name__} returned neither '{Columns.ACTIONS}' nor "
+            f"'{Columns.ACTION_DIST_INPUTS}' (got {sorted(out)}); cannot act with it."
+        )
+    dist_cls = (
+        module.get_inference_action_dist_cls()
+        if deterministic
+        else module.get_exploration_action_dist_cls()
+    )
+    dist = dist_cls.from_logits(out[Columns.ACTION_DIST_INPUTS])
+    actions = dist.to_deterministic().sample() if deterministic else dist.sample()
+    space = getattr(module, "action_space", None)
+    if space is not None and hasattr(space, "low"):
+        low = torch.as_tensor(space.low, dtype=actions.dtype, device=actions.device)
+        high = torch.as_tensor(space.high, dtype=actions.dtype, device=actions.device)
+        actions = torch.clamp(actions, low, high)
+    return actions
 
 
 def write_video(frames: list[np.ndarray], path: str, fps: int = 30) -> str:

@@ -10,3 +10,22 @@ GRAD_STEPS = "charts/gradient_steps"
 EVAL_RETURN_MEAN = "episode_return_mean"
 EVAL_RETURN_STD = "episode_return_std"
 EVAL_NORMALIZED_SCORE = "normalized_score"
+
+# DPPO learner (per module).
+APPROX_KL = "approx_kl"
+CLIP_FRACTION = "clip_fraction"
+CLIP_FRACTION_PER_STEP = "clip_fraction/k"  # + fine-tuned step index
+RATIO_MEAN = "ratio_mean"
+EXPLAINED_VARIANCE = "explained_variance"
+KL_STOPPED = "kl_early_stopped"
+
+# DPPO algorithm results (top level of the result dict).
+DPPO_NAMESPACE = "dppo"
+ENV_STEPS = "env_steps_lifetime"  # true env steps (decisions × executed actions)
+TRAIN_RETURN = "train_return_mean"
+TRAIN_NORMALIZED = "train_normalized_score"
+EVAL_RETURN = "eval_return_mean"
+EVAL_NORMALIZED = "eval_normalized_score"
+SAMPLE_SECONDS = "sample_seconds"
+LEARN_SECONDS = "learn_seconds"
+SYNC_SECONDS = "sync_seconds"

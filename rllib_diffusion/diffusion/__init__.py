@@ -39,6 +39,7 @@ from rllib_diffusion.diffusion.sampling import (
     ddim_timesteps,
     ddpm_mean_std,
     gaussian_step,
+    reverse_timesteps,
     sample_chain,
 )
 from rllib_diffusion.diffusion.schedules import NoiseSchedule, cosine_betas, linear_betas, vp_betas
@@ -67,6 +68,7 @@ __all__ = [
     "euler_sample",
     "flow_matching_loss",
     "gaussian_step",
+    "reverse_timesteps",
     "linear_betas",
     "linear_path",
     "make_activation",

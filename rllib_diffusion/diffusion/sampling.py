@@ -31,6 +31,7 @@ __all__ = [
     "ddim_timesteps",
     "ddpm_mean_std",
     "gaussian_step",
+    "reverse_timesteps",
     "sample_chain",
 ]
 
@@ -179,6 +180,26 @@ class ChainOutput:
     stds: Tensor
 
 
+def reverse_timesteps(
+    method: str, num_steps: int, ddim_steps: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Timesteps visited by the reverse process, and the timestep each step lands on.
+
+    DDPM: ``t = K−1 … 0`` landing on ``t−1``; DDIM: ``reversed(ddim_timesteps)`` landing
+    on the next visited timestep, ``−1`` after the last.
+
+    Returns:
+        ``(timesteps (S,), prev_steps (S,))`` long tensors.
+    """
+    if method == "ddpm":
+        timesteps = torch.arange(num_steps - 1, -1, -1, dtype=torch.long)
+        return timesteps, timesteps - 1
+    if method == "ddim":
+        timesteps = ddim_timesteps(num_steps, ddim_steps or num_steps).flip(0)
+        return timesteps, torch.cat([timesteps[1:], timesteps.new_tensor([-1])])
+    raise ValueError(f"unknown sampling method {method!r}; allowed values: ['ddim', 'ddpm']")
+
+
 def sample_chain(
     eps_fn: EpsFn,
     schedule: NoiseSchedule,
@@ -224,15 +245,7 @@ def sample_chain(
     Returns:
         ``ChainOutput`` with S steps.
     """
-    num_steps = schedule.num_steps
-    if method == "ddpm":
-        timesteps = torch.arange(num_steps - 1, -1, -1, dtype=torch.long)
-        prev_steps = timesteps - 1
-    elif method == "ddim":
-        timesteps = ddim_timesteps(num_steps, ddim_steps or num_steps).flip(0)
-        prev_steps = torch.cat([timesteps[1:], timesteps.new_tensor([-1])])
-    else:
-        raise ValueError(f"unknown sampling method {method!r}; allowed values: ['ddim', 'ddpm']")
+    timesteps, prev_steps = reverse_timesteps(method, schedule.num_steps, ddim_steps)
 
     if x_init is None:
         device = schedule.betas.device if device is None else device

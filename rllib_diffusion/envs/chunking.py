@@ -32,10 +32,12 @@ class ActionChunkWrapper(gym.Wrapper):
         obs_low/obs_high, action_low/action_high: min-max normalisation statistics
             (per dimension) of the dataset the policy was trained on. ``None`` means
             identity (the policy acts in raw units).
+        flatten_actions: expose the chunk as a flat (Ta * Da,) Box, for policies that
+            need 1-D actions (RLlib's default Gaussian modules).
 
     Observation space: Box (To * Do,) of normalised observations (unbounded, since
     states outside the dataset's range normalise beyond ±1).
-    Action space: Box [-1, 1] of shape (Ta, Da).
+    Action space: Box [-1, 1] of shape (Ta, Da), or (Ta * Da,) with ``flatten_actions``.
     ``info["env_steps"]`` counts the env steps of the decision.
     """
 
@@ -50,6 +52,7 @@ class ActionChunkWrapper(gym.Wrapper):
         obs_high: np.ndarray | None = None,
         action_low: np.ndarray | None = None,
         action_high: np.ndarray | None = None,
+        flatten_actions: bool = False,
     ) -> None:
         super().__init__(env)
         if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(
@@ -68,8 +71,9 @@ class ActionChunkWrapper(gym.Wrapper):
         self._act_stats = _stats(action_low, action_high, act_dim, "action")
         self._env_low = env.action_space.low.astype(np.float64)
         self._env_high = env.action_space.high.astype(np.float64)
+        self._chunk_shape = (horizon, act_dim)
         self.observation_space, self.action_space = chunk_spaces(
-            obs_history * obs_dim, horizon, act_dim
+            obs_history * obs_dim, horizon, act_dim, flatten_actions=flatten_actions
         )
         self._history: deque[np.ndarray] = deque(maxlen=obs_history)
 
@@ -97,7 +101,7 @@ class ActionChunkWrapper(gym.Wrapper):
         return self._observation(), info
 
     def step(self, action: np.ndarray):
-        chunk = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
+        chunk = np.asarray(action, dtype=np.float64).reshape(self._chunk_shape)
         env_actions = np.clip(self.unnormalize_action(chunk), self._env_low, self._env_high)
         total_reward = 0.0
         terminated = truncated = False
@@ -116,12 +120,16 @@ class ActionChunkWrapper(gym.Wrapper):
 
 
 def chunk_spaces(
-    obs_dim: int, horizon: int, action_dim: int
+    obs_dim: int, horizon: int, action_dim: int, *, flatten_actions: bool = False
 ) -> tuple[gym.spaces.Box, gym.spaces.Box]:
-    """(observation, action) spaces a chunked policy sees: (To*Do,) unbounded, [-1, 1]^(Ta, Da)."""
+    """(observation, action) spaces a chunked policy sees: (To*Do,) unbounded, [-1, 1]^(Ta, Da).
+
+    With ``flatten_actions`` the action space is [-1, 1]^(Ta*Da,) instead.
+    """
+    act_shape = (horizon * action_dim,) if flatten_actions else (horizon, action_dim)
     return (
         gym.spaces.Box(-np.inf, np.inf, (obs_dim,), dtype=np.float32),
-        gym.spaces.Box(-1.0, 1.0, (horizon, action_dim), dtype=np.float32),
+        gym.spaces.Box(-1.0, 1.0, act_shape, dtype=np.float32),
     )
 
 
@@ -144,7 +152,8 @@ def make_chunked_env(config: dict[str, Any] | None = None) -> gym.Env:
     """Env creator used by RLlib EnvRunners (``config`` is RLlib's env_config).
 
     Keys: ``env_id`` (required), ``horizon``, ``act_steps``, ``obs_history``,
-    ``normalization`` (a ``DatasetNormalization.to_dict()``), ``env_kwargs``.
+    ``normalization`` (a ``DatasetNormalization.to_dict()``), ``env_kwargs``,
+    ``flatten_actions`` (1-D action space, for RLlib's default Gaussian modules).
     """
     config = dict(config or {})
     if "env_id" not in config:
@@ -162,6 +171,7 @@ def make_chunked_env(config: dict[str, Any] | None = None) -> gym.Env:
         obs_high=obs_norm.get("high"),
         action_low=act_norm.get("low"),
         action_high=act_norm.get("high"),
+        flatten_actions=bool(config.get("flatten_actions", False)),
     )
 
 

@@ -39,6 +39,22 @@ TARGET = "diffusion_target"
 FLOW_TIME_SCALE = 100.0
 
 
+def build_denoiser(cfg: DiffusionPolicyConfig) -> nn.Module:
+    """The ε- (or velocity-) network described by ``cfg``."""
+    common: dict[str, Any] = dict(
+        action_dim=cfg.action_dim,
+        horizon=cfg.horizon,
+        cond_dim=cfg.obs_dim,
+        time_dim=cfg.time_dim,
+    )
+    if cfg.network == "mlp":
+        common.update(hidden_dims=cfg.hidden_dims, activation=cfg.activation)
+        if cfg.sampler == "flow":
+            common["time_scale"] = FLOW_TIME_SCALE
+        return build_network("mlp", **common)
+    return build_network("unet", dims=cfg.unet_dims, **common)
+
+
 class DiffusionPolicyModule(TorchRLModule, InferenceOnlyAPI):
     """Diffusion/flow policy over normalised action chunks.
 
@@ -60,28 +76,13 @@ class DiffusionPolicyModule(TorchRLModule, InferenceOnlyAPI):
             )
         if cfg.sampler != "flow":
             self.schedule = NoiseSchedule.from_name(cfg.schedule, cfg.denoising_steps)
-        ema_net = self._build_net(cfg)
+        ema_net = build_denoiser(cfg)
         if not self.inference_only:
             self.net = ema_net
             ema_net = copy.deepcopy(ema_net)
         self.ema_net = ema_net.requires_grad_(False)
         # Counts gradient updates seen by the EMA; a buffer so checkpoints restore it.
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
-
-    @staticmethod
-    def _build_net(cfg: DiffusionPolicyConfig) -> nn.Module:
-        common: dict[str, Any] = dict(
-            action_dim=cfg.action_dim,
-            horizon=cfg.horizon,
-            cond_dim=cfg.obs_dim,
-            time_dim=cfg.time_dim,
-        )
-        if cfg.network == "mlp":
-            common.update(hidden_dims=cfg.hidden_dims, activation=cfg.activation)
-            if cfg.sampler == "flow":
-                common["time_scale"] = FLOW_TIME_SCALE
-            return build_network("mlp", **common)
-        return build_network("unet", dims=cfg.unet_dims, **common)
 
     # ------------------------------------------------------------------ acting
     def sample_actions(

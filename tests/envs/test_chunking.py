@@ -88,3 +88,20 @@ def test_make_chunked_env_hopper_spaces():
     env.reset(seed=0)
     _, _, _, _, info = env.step(np.zeros((4, 3), np.float32))
     assert info["env_steps"] == 2
+
+
+def test_flatten_actions_gives_1d_box_and_reshapes_inside_step():
+    env = ActionChunkWrapper(CountingEnv(), horizon=3, act_steps=2, flatten_actions=True)
+    assert env.action_space.shape == (3,)
+    assert (env.action_space.low == -1).all() and (env.action_space.high == 1).all()
+    env.reset()
+    _, reward, _, _, info = env.step(np.array([0.1, 0.2, 0.3], np.float32))
+    assert info["env_steps"] == 2
+    assert env.unwrapped.executed == pytest.approx([0.1, 0.2])
+    assert reward == pytest.approx(1 + 2)
+    hopper = make_chunked_env(
+        {"env_id": "Hopper-v5", "horizon": 2, "act_steps": 1, "flatten_actions": True}
+    )
+    assert hopper.action_space.shape == (6,)
+    hopper.reset(seed=0)
+    assert hopper.step(np.zeros(6, np.float32))[4]["env_steps"] == 1

@@ -196,7 +196,10 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         with open(progress_path, "w") as progress:
             for it in range(1, iterations + 1):
                 result = algo.train()
-                line = _progress_line(result, it, s, time.perf_counter() - train_start)
+                evaluated = bool(s.eval_interval) and it % s.eval_interval == 0
+                line = _progress_line(
+                    result, it, s, time.perf_counter() - train_start, evaluated=evaluated
+                )
                 progress.write(json.dumps(line) + "\n")
                 progress.flush()
                 msg = (
@@ -241,7 +244,9 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     return summary
 
 
-def _progress_line(result: dict[str, Any], it: int, s: PretrainSettings, seconds: float) -> dict:
+def _progress_line(
+    result: dict[str, Any], it: int, s: PretrainSettings, seconds: float, *, evaluated: bool
+) -> dict:
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS, LEARNER_RESULTS
 
@@ -253,6 +258,7 @@ def _progress_line(result: dict[str, Any], it: int, s: PretrainSettings, seconds
         "seconds": seconds,
     }
     ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
-    if "episode_return_mean" in ev:
+    # RLlib keeps the last evaluation's results around; report them only when fresh.
+    if evaluated and "episode_return_mean" in ev:
         line["eval_return_mean"] = float(ev["episode_return_mean"])
     return line

@@ -1,0 +1,289 @@
+"""DPPO (Ren et al. 2024): fine-tune a pretrained diffusion policy with denoising-chain PPO.
+
+Rollouts run on CPU EnvRunners in the action-chunk env; the LearnerGroup (GPU when
+available) updates the fine-tuned denoiser and the critic on (env step, denoising
+step) pairs. Start from a DiffusionBC checkpoint with :func:`dppo_config_from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    ENV_RUNNER_RESULTS,
+    LEARNER_RESULTS,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_MODULE_STEPS_TRAINED_LIFETIME,
+)
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.checkpoints import CheckpointError
+
+#: Algorithm name stored in checkpoint metadata.
+ALGORITHM_NAME = "DPPO"
+
+#: Fields of the policy config that must match between the pretrained checkpoint and
+#: the DPPO module, or the weights do not mean the same thing.
+MATCHING_POLICY_FIELDS = (
+    "obs_dim",
+    "action_dim",
+    "horizon",
+    "act_steps",
+    "obs_history",
+    "denoising_steps",
+    "sampler",
+    "ddim_steps",
+    "schedule",
+    "network",
+    "hidden_dims",
+    "unet_dims",
+    "time_dim",
+    "activation",
+    "env_id",
+)
+
+
+class DPPOConfig(PPOConfig):
+    """Config of :class:`DPPO` (gym defaults of DPPO.md, scaled for small machines).
+
+    Model knobs (K_ft, std floors, critic size) live in ``model_config`` as a
+    ``DPPOModelConfig`` dict; :func:`dppo_config_from_pretrained` fills them in.
+    """
+
+    def __init__(self, algo_class=None) -> None:
+        super().__init__(algo_class=algo_class or DPPO)
+        self.gamma = 0.99
+        self.lambda_ = 0.95
+        self.num_epochs = 5
+        self.clip_param = 0.01
+        self.clip_param_base = 0.01
+        self.gamma_denoising = 0.99
+        self.actor_lr = 1e-4
+        self.critic_lr = 1e-3
+        self.weight_decay = 0.0
+        self.vf_loss_coeff = 0.5
+        self.target_kl: float | None = 1.0
+        self.critic_warmup_iterations = 0
+        self.reward_scaling = True
+        self.pair_minibatch_size = 10_000
+        self.pretrained_checkpoint: str | None = None
+        self.use_kl_loss = False
+        self.entropy_coeff = 0.0
+        self.grad_clip = None
+        self.train_batch_size_per_learner = 2000
+        self.minibatch_size = 500  # unused by DPPO (see pair_minibatch_size)
+        # Diffusion sampling is slower than a Gaussian MLP: give runners time.
+        self.sample_timeout_s = 600.0
+
+    @override(PPOConfig)
+    def training(
+        self,
+        *,
+        actor_lr: float | None = NotProvided,
+        critic_lr: float | None = NotProvided,
+        weight_decay: float | None = NotProvided,
+        clip_param_base: float | None = NotProvided,
+        gamma_denoising: float | None = NotProvided,
+        target_kl: float | None = NotProvided,
+        critic_warmup_iterations: int | None = NotProvided,
+        reward_scaling: bool | None = NotProvided,
+        pair_minibatch_size: int | None = NotProvided,
+        pretrained_checkpoint: str | None = NotProvided,
+        **kwargs: Any,
+    ) -> DPPOConfig:
+        """DPPO knobs (plus RLlib's PPO ``training()`` args such as ``clip_param``,
+        ``num_epochs``, ``gamma``, ``lambda_``, ``vf_loss_coeff``, ``grad_clip``,
+        ``train_batch_size_per_learner`` (decisions = action chunks per iteration)).
+
+        Args:
+            actor_lr / critic_lr: learning rates of the two AdamW optimisers.
+            weight_decay: AdamW weight decay of both.
+            clip_param_base: clip coefficient of the first fine-tuned step; ``clip_param``
+                is the last step's (exponential schedule in between, DPPO.md).
+            gamma_denoising: denoising discount γ_den applied to advantages.
+            target_kl: stop the remaining minibatch updates of an iteration once the
+                approx-KL (k3) of a minibatch exceeds this (None: never).
+            critic_warmup_iterations: iterations during which only the critic learns.
+            reward_scaling: divide rewards by the running std of the discounted return.
+            pair_minibatch_size: (env step, denoising step) pairs per minibatch.
+            pretrained_checkpoint: DiffusionBC checkpoint whose EMA weights initialise
+                both the frozen and the fine-tuned denoiser.
+        """
+        super().training(**kwargs)
+        for name, value in (
+            ("actor_lr", actor_lr),
+            ("critic_lr", critic_lr),
+            ("weight_decay", weight_decay),
+            ("clip_param_base", clip_param_base),
+            ("gamma_denoising", gamma_denoising),
+            ("target_kl", target_kl),
+            ("critic_warmup_iterations", critic_warmup_iterations),
+            ("reward_scaling", reward_scaling),
+            ("pair_minibatch_size", pair_minibatch_size),
+            ("pretrained_checkpoint", pretrained_checkpoint),
+        ):
+            if value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    @override(PPOConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModule
+
+        return RLModuleSpec(module_class=DPPOModule)
+
+    @override(PPOConfig)
+    def get_default_learner_class(self):
+        from rllib_diffusion.algorithms.dppo.dppo_learner import DPPOTorchLearner
+
+        return DPPOTorchLearner
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return {}
+
+    @override(PPOConfig)
+    def validate(self) -> None:
+        # PPO's env-step minibatch is unused (DPPO minibatches are pairs); keep PPO's own
+        # check that it fits the batch from firing on it.
+        self.minibatch_size = min(self.minibatch_size, self.train_batch_size_per_learner)
+        super().validate()
+        if self.use_kl_loss or self.entropy_coeff != 0.0:
+            self._value_error("DPPO uses neither a KL loss nor an entropy bonus.")
+        for name in ("actor_lr", "critic_lr", "clip_param", "clip_param_base"):
+            if getattr(self, name) <= 0:
+                self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
+        if not 0 < self.gamma_denoising <= 1:
+            self._value_error(f"gamma_denoising must be in (0, 1], got {self.gamma_denoising}.")
+        if self.pair_minibatch_size < 1:
+            self._value_error(f"pair_minibatch_size must be >= 1, got {self.pair_minibatch_size}.")
+        if self.target_kl is not None and self.target_kl <= 0:
+            self._value_error(f"target_kl must be > 0 or None, got {self.target_kl}.")
+
+
+class DPPO(PPO):
+    """PPO's sample → update → sync loop with DPPO's learner, pretrained-weight loading,
+    true env-step counting and directly timed sample/learn/sync phases."""
+
+    @classmethod
+    @override(PPO)
+    def get_default_config(cls) -> DPPOConfig:
+        return DPPOConfig()
+
+    @override(PPO)
+    def setup(self, config: AlgorithmConfig) -> None:
+        super().setup(config)
+        self._env_steps_lifetime = 0
+        if self.config.pretrained_checkpoint:
+            load_pretrained_into(self, self.config.pretrained_checkpoint)
+
+    @override(PPO)
+    def training_step(self) -> None:
+        t0 = time.perf_counter()
+        episodes, runner_results = synchronous_parallel_sample(
+            worker_set=self.env_runner_group,
+            max_env_steps=self.config.total_train_batch_size,
+            sample_timeout_s=self.config.sample_timeout_s,
+            _uses_new_env_runners=True,
+            _return_metrics=True,
+        )
+        if not episodes:
+            return
+        self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
+        self._env_steps_lifetime += sum(
+            int(info.get("env_steps", 1)) for ep in episodes for info in ep.get_infos()[1:]
+        )
+        t1 = time.perf_counter()
+        learner_results = self.learner_group.update(
+            episodes=episodes,
+            timesteps={
+                NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                    (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+                ),
+                NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
+                    (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), default=0
+                ),
+            },
+            num_epochs=self.config.num_epochs,
+            minibatch_size=self.config.pair_minibatch_size,
+            shuffle_batch_per_epoch=True,
+        )
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        t2 = time.perf_counter()
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group,
+            policies=set(learner_results[0].keys()) - {ALL_MODULES},
+            inference_only=True,
+        )
+        t3 = time.perf_counter()
+        for key, value in (
+            (M.ENV_STEPS, self._env_steps_lifetime),
+            (M.SAMPLE_SECONDS, t1 - t0),
+            (M.LEARN_SECONDS, t2 - t1),
+            (M.SYNC_SECONDS, t3 - t2),
+        ):
+            self.metrics.log_value((M.DPPO_NAMESPACE, key), value, window=1)
+
+    @override(PPO)
+    def get_state(self, *args, **kwargs) -> dict[str, Any]:
+        state = super().get_state(*args, **kwargs)
+        state["dppo_env_steps_lifetime"] = self._env_steps_lifetime
+        return state
+
+    @override(PPO)
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self._env_steps_lifetime = int(state.get("dppo_env_steps_lifetime", 0))
+
+
+def load_pretrained_into(algo: DPPO, checkpoint: str | Path) -> None:
+    """Copy the EMA denoiser of a DiffusionBC checkpoint into every learner's DPPO module
+    (frozen and fine-tuned copy) and sync the EnvRunners. Validates compatibility."""
+    from rllib_diffusion.checkpoints import load_policy_module
+
+    bc_module, meta = load_policy_module(checkpoint, expect_algorithms=("DiffusionBC",))
+    ours = algo.config.model_config["policy"]
+    check_policy_match(meta["policy_config"], ours, str(checkpoint))
+    state = {k: v.detach().cpu() for k, v in bc_module.ema_net.state_dict().items()}
+
+    def _load(learner) -> None:
+        learner.module[DEFAULT_MODULE_ID].unwrapped().load_pretrained_denoiser(state)
+
+    algo.learner_group.foreach_learner(_load)
+    algo.env_runner_group.sync_weights(
+        from_worker_or_learner_group=algo.learner_group, inference_only=True
+    )
+    if algo.eval_env_runner_group is not None:
+        algo.eval_env_runner_group.sync_weights(
+            from_worker_or_learner_group=algo.learner_group, inference_only=True
+        )
+
+
+def check_policy_match(pretrained: dict[str, Any], ours: dict[str, Any], where: str) -> None:
+    """Raise a CheckpointError listing every field that differs."""
+    diffs = [
+        f"{name}: checkpoint {pretrained.get(name)!r} vs DPPO {ours.get(name)!r}"
+        for name in MATCHING_POLICY_FIELDS
+        if _norm(pretrained.get(name)) != _norm(ours.get(name))
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"Pretrained checkpoint '{where}' does not match the DPPO policy config: "
+            + "; ".join(diffs)
+            + ". Build the DPPO config from the checkpoint (dppo_config_from_pretrained) "
+            "or pretrain with the same settings."
+        )
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v

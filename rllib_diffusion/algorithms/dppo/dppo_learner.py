@@ -1,0 +1,147 @@
+"""DPPO learner: PPO on (env step, denoising step) pairs of the fine-tuned denoising chain.
+
+Loss (DPPO.md): per-minibatch advantage normalisation, denoising discount
+``γ_den^(K_ft − k − 1)``, per-step clip coefficient, clipped surrogate, value loss
+``0.5·(V − R)²·vf_coef``, no entropy or KL penalty; approx-KL (k3) early stop of the
+remaining minibatches of an update; separate actor/critic optimisers; critic warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import POLICY_LOSS_KEY, VF_LOSS_KEY
+from ray.rllib.evaluation.postprocessing import Postprocessing
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.torch_utils import explained_variance
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.dppo.dppo_connectors import (
+    DENOISE_K,
+    OLD_LOGP,
+    X_NEXT,
+    X_PREV,
+    ExpandDenoisingSteps,
+    RunningRewardScaling,
+)
+from rllib_diffusion.modules.apis import DenoisingChainAPI
+
+
+def clip_schedule(k_ft: int, clip: float, clip_base: float) -> torch.Tensor:
+    """Clip coefficient per fine-tuned step k = 0..K_ft−1 (exponential from base to clip).
+
+    ``c_k = c_base + (c − c_base)·(exp(3k/(K_ft−1)) − 1)/(exp(3) − 1)``; with K_ft = 1 the
+    single step gets ``c`` (the reference divides by zero there).
+    """
+    if k_ft == 1:
+        return torch.tensor([clip])
+    k = torch.arange(k_ft, dtype=torch.float64)
+    frac = (torch.exp(3 * k / (k_ft - 1)) - 1) / (math.exp(3) - 1)
+    return (clip_base + (clip - clip_base) * frac).float()
+
+
+class DPPOTorchLearner(PPOTorchLearner):
+    @override(PPOTorchLearner)
+    def build(self) -> None:
+        super().build()
+        self._kl_stopped = False
+        # Completed update() calls (= iterations); critic warm-up counts these.
+        self._updates_done = 0
+        if self._learner_connector is not None:
+            if self.config.reward_scaling:
+                self._learner_connector.insert_before(
+                    "GeneralAdvantageEstimation", RunningRewardScaling(gamma=self.config.gamma)
+                )
+            self._learner_connector.append(ExpandDenoisingSteps())
+
+    @classmethod
+    @override(PPOTorchLearner)
+    def rl_module_required_apis(cls) -> list[type]:
+        return [*super().rl_module_required_apis(), DenoisingChainAPI]
+
+    @override(PPOTorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self.module[module_id].unwrapped()
+        for name, net, lr in (
+            ("actor", module.actor_ft, config.actor_lr),
+            ("critic", module.critic, config.critic_lr),
+        ):
+            params = self.get_parameters(net)
+            self.register_optimizer(
+                module_id=module_id,
+                optimizer_name=name,
+                optimizer=torch.optim.AdamW(params, weight_decay=config.weight_decay),
+                params=params,
+                lr_or_lr_schedule=lr,
+            )
+
+    @override(PPOTorchLearner)
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        self._kl_stopped = False
+
+    @override(PPOTorchLearner)
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        self._updates_done += 1
+
+    @override(PPOTorchLearner)
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
+        module = self.module[module_id].unwrapped()
+        mask = batch[Columns.LOSS_MASK].bool() if Columns.LOSS_MASK in batch else None
+
+        def mmean(x: torch.Tensor) -> torch.Tensor:
+            return x[mask].mean() if mask is not None else x.mean()
+
+        k = batch[DENOISE_K].long()
+        k_ft = module.ft_denoising_steps
+        new_logp = module.pair_logp(batch[Columns.OBS], batch[X_PREV], batch[X_NEXT], k)
+        log_ratio = new_logp - batch[OLD_LOGP]
+        ratio = log_ratio.exp()
+
+        adv = batch[Postprocessing.ADVANTAGES]
+        valid = adv[mask] if mask is not None else adv
+        adv = (adv - valid.mean()) / (valid.std() + 1e-8)
+        adv = adv * config.gamma_denoising ** (k_ft - k - 1).float()
+        clip = clip_schedule(k_ft, config.clip_param, config.clip_param_base).to(adv.device)[k]
+        surrogate = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - clip, 1 + clip))
+        pg_loss = mmean(surrogate)
+        if self._updates_done < config.critic_warmup_iterations:
+            pg_loss = pg_loss * 0.0
+
+        values = module.compute_values(batch)
+        targets = batch[Postprocessing.VALUE_TARGETS]
+        vf_loss = mmean(0.5 * (values - targets) ** 2)
+        total = pg_loss + config.vf_loss_coeff * vf_loss
+
+        with torch.no_grad():
+            approx_kl = mmean((ratio - 1) - log_ratio)
+            clipped = ((ratio - 1).abs() > clip).float()
+            if config.target_kl is not None and approx_kl.item() > config.target_kl:
+                # Stop this and all remaining minibatch updates of the iteration.
+                self._kl_stopped = True
+            metrics = {
+                POLICY_LOSS_KEY: pg_loss,
+                VF_LOSS_KEY: vf_loss,
+                M.APPROX_KL: approx_kl,
+                M.CLIP_FRACTION: mmean(clipped),
+                M.RATIO_MEAN: mmean(ratio),
+                M.EXPLAINED_VARIANCE: explained_variance(targets, values),
+                M.KL_STOPPED: float(self._kl_stopped),
+            }
+            for step in range(k_ft):
+                sel = k == step if mask is None else (k == step) & mask
+                if sel.any():
+                    metrics[f"{M.CLIP_FRACTION_PER_STEP}{step}"] = clipped[sel].mean()
+        self.metrics.log_dict(metrics, key=module_id, window=1)
+        return total
+
+    @override(PPOTorchLearner)
+    def apply_gradients(self, gradients_dict) -> None:
+        if self._kl_stopped:
+            return
+        super().apply_gradients(gradients_dict)

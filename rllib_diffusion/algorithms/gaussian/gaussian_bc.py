@@ -1,0 +1,286 @@
+"""Gaussian behaviour cloning: the pretraining half of DPPO's Gaussian-policy baseline.
+
+RLlib's own ``BC`` with its default Gaussian MLP RLModule, trained on exactly the data
+DiffusionBC sees: ``prepare_offline_data(dataset, horizon=1)`` parquet of min-max
+normalised (observation, action) pairs, read through RLlib's offline API and reshaped
+by :class:`~rllib_diffusion.algorithms.bc.window_prelearner.WindowPreLearner`. The
+policy acts in the action-chunk env with Ta = act_steps = 1 and a flat action space,
+in the same normalised units, so the PPO fine-tuning stage
+(:mod:`rllib_diffusion.algorithms.gaussian.gaussian_ppo`) starts from it unchanged.
+
+Writes into ``out_dir``: ``checkpoint/`` (atomic, ``rllib_diffusion.json`` holds
+``algorithm="GaussianBC"``, ``env_config`` and ``model_config``), ``progress.jsonl`` and
+``result.json`` (summary incl. the final evaluation of the saved policy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from rllib_diffusion.data import load_dataset, validate_dataset
+from rllib_diffusion.data.errors import DatasetError
+from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
+
+ALGORITHM_NAME = "GaussianBC"
+
+
+@dataclass
+class GaussianBCSettings:
+    """Settings of a Gaussian BC run (CLI flags map 1:1 onto these).
+
+    Attributes:
+        dataset: Minari id or dataset directory, DPPO ``.npz``, or robomimic ``.hdf5``.
+        env_id: gymnasium env id (default: the dataset's).
+        out_dir: output directory.
+        download: let Minari download ``dataset`` (needs network).
+        hidden_dims: MLP sizes of the policy (and, later, of PPO's separate critic).
+        activation: hidden activation. ReLU by default: the policy is first fitted by
+            regression, where [256, 256] ReLU is the standard offline-RL BC network
+            (D4RL/CORL baselines); tanh (RLlib's and CleanRL's PPO-from-scratch default)
+            fits more slowly. Inputs are already in [-1, 1], so neither saturates early.
+        free_log_std: state-independent, learned log-std (the usual Gaussian-PPO
+            parameterisation). With ``False`` the head also predicts the log-std per
+            state, which maximum likelihood can shrink to almost nothing on
+            well-covered states, leaving PPO nothing to explore with.
+        gradient_steps: total gradient steps; batch_size: samples per step.
+        lr / lr_end / warmup_steps: Adam learning rate, cosine-decayed to ``lr_end``.
+        steps_per_iteration: gradient steps per RLlib iteration (one ``train()`` call).
+        eval_interval: evaluate in the env every this many iterations (0: only at the end).
+        eval_episodes: episodes per evaluation.
+        checkpoint_interval: save every this many iterations (0: only at the end).
+        seed: RNG seed.
+    """
+
+    dataset: str
+    env_id: str | None = None
+    out_dir: str = "runs/pretrain_gaussian"
+    download: bool = False
+    hidden_dims: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    free_log_std: bool = True
+    gradient_steps: int = 20_000
+    batch_size: int = 256
+    lr: float = 3e-4
+    lr_end: float = 3e-5
+    warmup_steps: int = 0
+    steps_per_iteration: int = 500
+    eval_interval: int = 0
+    eval_episodes: int = 10
+    checkpoint_interval: int = 0
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def gaussian_env_config(env_id: str, normalization: dict[str, Any]) -> dict[str, Any]:
+    """env_config of the chunk env a Gaussian policy acts in: Ta = act_steps = 1, 1-D actions."""
+    return {
+        "env_id": env_id,
+        "horizon": 1,
+        "act_steps": 1,
+        "obs_history": 1,
+        "normalization": normalization,
+        "flatten_actions": True,
+    }
+
+
+def gaussian_model_config(settings: GaussianBCSettings) -> dict[str, Any]:
+    """The ``DefaultModelConfig`` fields of the policy (stored in the checkpoint metadata)."""
+    return {
+        "fcnet_hiddens": [int(h) for h in settings.hidden_dims],
+        "fcnet_activation": settings.activation,
+        "free_log_std": bool(settings.free_log_std),
+        "vf_share_layers": False,
+    }
+
+
+def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo, env_id: str):
+    """RLlib ``BCConfig`` for ``settings`` on prepared ``data`` (Ta = 1 windows).
+
+    Returns ``(config, env_config, model_config)``.
+    """
+    from ray.rllib.algorithms.bc import BCConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule
+    from rllib_diffusion.algorithms.bc.window_prelearner import WindowPreLearner
+    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
+
+    s = settings
+    if data.action_shape[0] != 1:
+        raise DatasetError(
+            f"Gaussian BC needs single-action samples (horizon=1), got chunks of "
+            f"{data.action_shape[0]}; prepare the data with prepare_offline_data(..., horizon=1)."
+        )
+    env_config = gaussian_env_config(env_id, data.normalization.to_dict())
+    model_config = gaussian_model_config(s)
+    obs_space, act_space = chunk_spaces(data.obs_dim, 1, data.action_shape[1], flatten_actions=True)
+    total_samples = s.gradient_steps * s.batch_size
+    lr = (
+        cosine_lr_schedule(s.lr, s.lr_end, total_samples, s.warmup_steps * s.batch_size)
+        if s.lr_end != s.lr
+        else s.lr
+    )
+    config = (
+        BCConfig()
+        .environment(
+            register_chunked_env(),
+            env_config=env_config,
+            observation_space=obs_space,
+            action_space=act_space,
+        )
+        .training(lr=lr, train_batch_size_per_learner=s.batch_size)
+        .rl_module(model_config=DefaultModelConfig(**model_config))
+        .offline_data(
+            input_=[data.path],
+            prelearner_class=WindowPreLearner,
+            dataset_num_iters_per_learner=s.steps_per_iteration,
+            iter_batches_kwargs={"prefetch_batches": 2, "local_shuffle_buffer_size": 4096},
+            # One light pre-learner actor: RLlib's default (two actors of one CPU each)
+            # takes both CPUs of a 2-core machine and starves the parquet readers.
+            map_batches_kwargs={"concurrency": 1, "num_cpus": 0.25},
+        )
+        .evaluation(
+            evaluation_interval=s.eval_interval or None,
+            evaluation_duration=s.eval_episodes,
+            evaluation_duration_unit="episodes",
+            evaluation_num_env_runners=0,
+            evaluation_config={"explore": False},
+        )
+        .debugging(seed=s.seed)
+    )
+    return config, env_config, model_config
+
+
+def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
+    """Run Gaussian BC; returns the summary also written to ``result.json``."""
+    from rllib_diffusion.checkpoints import load_policy_module, save_algorithm_checkpoint
+    from rllib_diffusion.evaluation import evaluate_module
+    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
+
+    s = settings
+    limit_threads()
+    out = Path(s.out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    dataset = load_dataset(s.dataset, download=s.download)
+    env_id = s.env_id or dataset.env_id
+    if not env_id:
+        raise DatasetError(
+            f"Dataset '{s.dataset}' does not name its env; pass --env-id (e.g. Hopper-v5)."
+        )
+    env = gym.make(env_id)
+    validate_dataset(
+        dataset,
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        env_id=env_id,
+    )
+    env.close()
+    data = prepare_offline_data(dataset, horizon=1, seed=s.seed)
+    print(
+        f"[pretrain-gaussian] dataset {dataset.name}: {dataset.num_episodes} episodes, "
+        f"{dataset.num_transitions} transitions, return {dataset.episode_returns().mean():.1f}; "
+        f"{data.num_samples} samples {'(cached)' if data.cached else ''} at {data.path}",
+        flush=True,
+    )
+
+    init_ray()
+    config, env_config, model_config = build_gaussian_bc_config(s, data, env_id)
+    algo = config.build_algo()
+    iterations = -(-s.gradient_steps // s.steps_per_iteration)
+    meta = {
+        "algorithm": ALGORITHM_NAME,
+        "env_id": env_id,
+        "env_config": env_config,
+        "model_config": model_config,
+        "settings": asdict(s),
+        "dataset": dataset.summary(),
+        "run": run_metadata(),
+    }
+    train_start = time.perf_counter()
+    try:
+        with open(out / "progress.jsonl", "w") as progress:
+            for it in range(1, iterations + 1):
+                result = algo.train()
+                evaluated = bool(s.eval_interval) and it % s.eval_interval == 0
+                line = _progress_line(
+                    result, it, s, time.perf_counter() - train_start, evaluated=evaluated
+                )
+                progress.write(json.dumps(line) + "\n")
+                progress.flush()
+                msg = (
+                    f"[pretrain-gaussian] iter {it}/{iterations}  grad steps "
+                    f"{line['gradient_steps']}  nll {line['loss']:.4f}  {line['seconds']:.0f}s"
+                )
+                if "eval_return_mean" in line:
+                    msg += f"  eval return {line['eval_return_mean']:.1f}"
+                print(msg, flush=True)
+                if s.checkpoint_interval and it % s.checkpoint_interval == 0 and it < iterations:
+                    save_algorithm_checkpoint(algo, out / "checkpoint", {**meta, "iteration": it})
+            train_seconds = time.perf_counter() - train_start
+            ckpt = save_algorithm_checkpoint(
+                algo, out / "checkpoint", {**meta, "iteration": iterations}
+            )
+    finally:
+        algo.stop()
+    # Evaluate exactly what was saved.
+    module, _ = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
+    print(
+        f"[pretrain-gaussian] checkpoint: {ckpt}; evaluating {s.eval_episodes} episodes ...",
+        flush=True,
+    )
+    evaluation = evaluate_module(
+        module, env_config, num_episodes=s.eval_episodes, seed=10_000 + s.seed
+    )
+    summary = {
+        **meta,
+        "checkpoint": ckpt,
+        "gradient_steps": iterations * s.steps_per_iteration,
+        "train_seconds": train_seconds,
+        "total_seconds": time.perf_counter() - t0,
+        "dataset_return_mean": float(dataset.episode_returns().mean()),
+        "evaluation": evaluation,
+    }
+    _write_json(out / "result.json", summary)
+    print(
+        f"[pretrain-gaussian] eval return {evaluation['episode_return_mean']:.1f} ± "
+        f"{evaluation['episode_return_std']:.1f} over {s.eval_episodes} episodes "
+        f"(dataset mean {summary['dataset_return_mean']:.1f}); train time {train_seconds:.0f}s",
+        flush=True,
+    )
+    return summary
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _progress_line(
+    result: dict[str, Any], it: int, s: GaussianBCSettings, seconds: float, *, evaluated: bool
+) -> dict[str, Any]:
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS, LEARNER_RESULTS
+
+    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+    line: dict[str, Any] = {
+        "iteration": it,
+        "gradient_steps": it * s.steps_per_iteration,
+        "loss": float(learner.get(POLICY_LOSS_KEY, float("nan"))),
+        "seconds": seconds,
+    }
+    ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
+    # RLlib keeps the last evaluation's results around; report them only when fresh.
+    if evaluated and "episode_return_mean" in ev:
+        line["eval_return_mean"] = float(ev["episode_return_mean"])
+    return line

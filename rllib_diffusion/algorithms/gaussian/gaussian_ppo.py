@@ -1,0 +1,426 @@
+"""Gaussian PPO fine-tuning from a GaussianBC checkpoint: DPPO's Gaussian-policy baseline.
+
+RLlib's own ``PPO`` with its default ``DefaultPPOTorchRLModule`` (separate actor and
+critic MLPs of the BC policy's sizes) in the BC policy's env: the action-chunk env with
+Ta = act_steps = 1, flat actions and the dataset's min-max normalisation, so the
+pretrained policy acts exactly as it did under BC.
+
+Weight transfer (:func:`load_bc_policy`): RLlib's BC module has ``_encoder`` + ``_pi_head``,
+PPO's has ``encoder.actor_encoder`` + ``pi`` (+ ``encoder.critic_encoder`` + ``vf``), with
+identical layer layouts below those prefixes. The policy weights (log-std included) are
+renamed and loaded into the Learner's module, the critic keeps its fresh initialisation,
+the EnvRunners get the weights, and the result is checked: the Learner's and every
+EnvRunner's action-distribution inputs (so the deterministic actions and the log-std)
+must equal the BC module's on a batch of observations, or :func:`load_bc_policy` raises.
+
+Env steps are decisions of the chunk env; with Ta = act_steps = 1 they are real env steps.
+Writes into ``out_dir``: ``checkpoint/`` (``algorithm="GaussianPPO"``),
+``progress.jsonl`` (one line per iteration) and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rllib_diffusion.algorithms.gaussian.gaussian_bc import ALGORITHM_NAME as BC_ALGORITHM
+from rllib_diffusion.algorithms.gaussian.gaussian_bc import _write_json
+from rllib_diffusion.checkpoints import CheckpointError
+
+ALGORITHM_NAME = "GaussianPPO"
+
+#: BC module key prefix -> PPO module key prefix, for the policy's weights.
+BC_TO_PPO_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("_encoder.", "encoder.actor_encoder."),
+    ("_pi_head.", "pi."),
+)
+
+
+@dataclass
+class GaussianPPOSettings:
+    """Settings of a Gaussian PPO fine-tuning run (CLI flags map 1:1 onto these).
+
+    Attributes:
+        checkpoint: GaussianBC checkpoint (``<pretrain-gaussian out>/checkpoint``).
+        out_dir: output directory.
+        env_steps: env-step budget; training stops at the first iteration reaching it.
+        num_env_runners / num_envs_per_env_runner: sampling actors and envs per actor.
+        train_batch_size: env steps per iteration (per PPO update).
+        minibatch_size / num_epochs: SGD minibatch size and passes over each batch.
+        lr: Adam learning rate (actor and critic share RLlib PPO's one optimizer);
+            1e-4 is DPPO's fine-tuning actor rate.
+        clip_param: PPO ratio clip.
+        gamma / lambda_: discount and GAE lambda (per env step).
+        eval_interval: deterministic evaluation every this many iterations, plus one
+            before training (0: only the final one).
+        eval_episodes: episodes per evaluation.
+        checkpoint_interval: save every this many iterations (0: only at the end).
+        seed: RNG seed.
+    """
+
+    checkpoint: str
+    out_dir: str = "runs/finetune_gaussian"
+    env_steps: int = 1_000_000
+    num_env_runners: int = 1
+    num_envs_per_env_runner: int = 8
+    train_batch_size: int = 8192
+    minibatch_size: int = 512
+    num_epochs: int = 5
+    lr: float = 1e-4
+    clip_param: float = 0.2
+    gamma: float = 0.99
+    lambda_: float = 0.95
+    eval_interval: int = 5
+    eval_episodes: int = 10
+    checkpoint_interval: int = 10
+    seed: int = 0
+
+
+def read_gaussian_bc_meta(path: str) -> dict[str, Any]:
+    """Metadata of a GaussianBC checkpoint, or a CheckpointError naming what ``path`` is."""
+    from rllib_diffusion.checkpoints import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(path)
+    algo = meta.get("algorithm")
+    if algo != BC_ALGORITHM:
+        hint = " Diffusion policies are fine-tuned with DPPO." if algo == "DiffusionBC" else ""
+        raise CheckpointError(
+            f"'{path}' is a {algo!r} checkpoint, not a {BC_ALGORITHM!r} one; Gaussian PPO "
+            f"starts from the checkpoint of `rllib-diffusion pretrain-gaussian`.{hint}"
+        )
+    missing = [k for k in ("env_config", "model_config") if k not in meta]
+    if missing:
+        raise CheckpointError(f"GaussianBC checkpoint '{path}' lacks {missing} in its metadata.")
+    return meta
+
+
+def build_gaussian_ppo_config(
+    settings: GaussianPPOSettings, env_config: dict[str, Any], model_config: dict[str, Any]
+):
+    """RLlib ``PPOConfig`` for the BC policy's env and network."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from rllib_diffusion.envs.chunking import register_chunked_env
+
+    s = settings
+    return (
+        PPOConfig()
+        .environment(register_chunked_env(), env_config=env_config)
+        .env_runners(
+            num_env_runners=s.num_env_runners,
+            num_envs_per_env_runner=s.num_envs_per_env_runner,
+        )
+        .training(
+            train_batch_size_per_learner=s.train_batch_size,
+            minibatch_size=s.minibatch_size,
+            num_epochs=s.num_epochs,
+            lr=s.lr,
+            gamma=s.gamma,
+            lambda_=s.lambda_,
+            clip_param=s.clip_param,
+            # RLlib clamps the *squared* value error at vf_clip_param (default 10),
+            # which zeroes the critic's gradient on returns in the hundreds.
+            vf_clip_param=float("inf"),
+            # Plain clipped PPO as DPPO compares against: no KL penalty, no entropy bonus.
+            use_kl_loss=False,
+            entropy_coeff=0.0,
+            # No global-norm clip: actor and critic share one optimizer, and the fresh
+            # critic's large gradients would shrink the actor's steps.
+            grad_clip=None,
+        )
+        .rl_module(model_config=DefaultModelConfig(**model_config))
+        .debugging(seed=s.seed)
+    )
+
+
+def bc_to_ppo_state(
+    bc_state: dict[str, Any], ppo_state: dict[str, Any]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``ppo_state`` with its policy entries replaced by ``bc_state``'s (critic untouched).
+
+    Returns ``(new_state, [(bc_key, ppo_key), ...])``. Raises CheckpointError when a BC
+    key has no PPO counterpart, shapes differ, or a PPO policy key stays unfilled.
+    """
+    new_state = dict(ppo_state)
+    mapping: list[tuple[str, str]] = []
+    for key, value in bc_state.items():
+        target = next(
+            (dst + key[len(src) :] for src, dst in BC_TO_PPO_PREFIXES if key.startswith(src)),
+            None,
+        )
+        if target is None or target not in ppo_state:
+            raise CheckpointError(
+                f"BC weight '{key}' has no counterpart in the PPO module (looked for "
+                f"{target!r}); the RLlib module layouts differ from what this loader knows."
+            )
+        if tuple(np.shape(value)) != tuple(np.shape(ppo_state[target])):
+            raise CheckpointError(
+                f"BC weight '{key}' has shape {tuple(np.shape(value))} but PPO's '{target}' "
+                f"has {tuple(np.shape(ppo_state[target]))}: the networks differ."
+            )
+        new_state[target] = value
+        mapping.append((key, target))
+    filled = {dst for _, dst in mapping}
+    policy_prefixes = tuple(dst for _, dst in BC_TO_PPO_PREFIXES)
+    unfilled = [k for k in ppo_state if k.startswith(policy_prefixes) and k not in filled]
+    if unfilled:
+        raise CheckpointError(f"The BC checkpoint has no weights for PPO's policy keys {unfilled}.")
+    return new_state, mapping
+
+
+def load_bc_policy(
+    algo: Any, bc_module: Any, *, check_obs: np.ndarray | None = None
+) -> list[tuple[str, str]]:
+    """Load ``bc_module``'s policy into ``algo``'s PPO Learner and EnvRunners, and check it.
+
+    Raises RuntimeError if afterwards the Learner's or any EnvRunner's action-distribution
+    inputs on ``check_obs`` (default: 256 seeded uniform [-1.5, 1.5] observations)
+    differ from the BC module's. Returns the key mapping used.
+    """
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+    from ray.rllib.utils.numpy import convert_to_numpy
+
+    path = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
+    ppo_state = algo.learner_group.get_state(components=path)[COMPONENT_LEARNER][
+        COMPONENT_RL_MODULE
+    ][DEFAULT_MODULE_ID]
+    new_state, mapping = bc_to_ppo_state(convert_to_numpy(bc_module.get_state()), ppo_state)
+    algo.learner_group.set_state(
+        {COMPONENT_LEARNER: {COMPONENT_RL_MODULE: {DEFAULT_MODULE_ID: new_state}}}
+    )
+    algo.env_runner_group.sync_weights(
+        from_worker_or_learner_group=algo.learner_group, inference_only=True
+    )
+    if check_obs is None:
+        obs_dim = int(np.prod(bc_module.observation_space.shape))
+        check_obs = np.random.default_rng(0).uniform(-1.5, 1.5, (256, obs_dim))
+    check_obs = np.asarray(check_obs, dtype=np.float32)
+    expected = _dist_inputs(bc_module, check_obs)
+    copies = {
+        # foreach_learner returns call results (local or remote) to unwrap.
+        "learner": [
+            r.get()
+            for r in algo.learner_group.foreach_learner(
+                lambda learner: _dist_inputs(learner.module[DEFAULT_MODULE_ID], check_obs)
+            )
+        ],
+        "env runner": algo.env_runner_group.foreach_env_runner(
+            lambda runner: _dist_inputs(_single_module(runner.module), check_obs)
+        ),
+    }
+    for where, outputs in copies.items():
+        for i, got in enumerate(outputs):
+            diff = float(np.abs(got - expected).max())
+            if got.shape != expected.shape or not diff <= 1e-6:
+                raise RuntimeError(
+                    f"Loading the BC policy into PPO failed: the {where} #{i} module's "
+                    f"action-distribution inputs differ from the BC module's by {diff:.3g}."
+                )
+    return mapping
+
+
+def _single_module(module: Any) -> Any:
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
+
+    return module[DEFAULT_MODULE_ID] if isinstance(module, MultiRLModule) else module
+
+
+def _dist_inputs(module: Any, obs: np.ndarray) -> np.ndarray:
+    """Action-distribution inputs (mean, log-std) of an RLlib default module, (B, 2*Da)."""
+    from ray.rllib.core.columns import Columns
+
+    module = module.unwrapped() if hasattr(module, "unwrapped") else module
+    device = next(iter(module.parameters())).device
+    with torch.no_grad():
+        out = module.forward_inference({Columns.OBS: torch.as_tensor(obs, device=device)})
+    return out[Columns.ACTION_DIST_INPUTS].cpu().numpy()
+
+
+def finetune_gaussian_ppo(settings: GaussianPPOSettings) -> dict[str, Any]:
+    """Fine-tune a GaussianBC policy with RLlib PPO; returns the summary in ``result.json``."""
+    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+
+    from rllib_diffusion.checkpoints import load_policy_module, save_algorithm_checkpoint
+    from rllib_diffusion.envs.chunking import make_chunked_env
+    from rllib_diffusion.evaluation import evaluate_module
+    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
+
+    s = settings
+    _validate(s)
+    bc_meta = read_gaussian_bc_meta(s.checkpoint)
+    bc_module, _ = load_policy_module(s.checkpoint, expect_algorithms=(BC_ALGORITHM,))
+    env_config, model_config = bc_meta["env_config"], bc_meta["model_config"]
+    limit_threads()
+    out = Path(s.out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    init_ray()
+    config = build_gaussian_ppo_config(s, env_config, model_config)
+    algo = config.build_algo()
+    meta = {
+        "algorithm": ALGORITHM_NAME,
+        "env_id": bc_meta.get("env_id"),
+        "env_config": env_config,
+        "model_config": model_config,
+        "bc_checkpoint": str(Path(s.checkpoint).expanduser().resolve()),
+        "dataset": bc_meta.get("dataset"),
+        "settings": asdict(s),
+        "run": run_metadata(),
+    }
+    # Local inference copy of the Learner's policy for evaluate_module.
+    env = make_chunked_env(env_config)
+    eval_module = config.get_rl_module_spec(env=env, inference_only=True).build()
+    env.close()
+    state_path = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
+
+    def evaluate(seed: int) -> dict[str, Any]:
+        state = algo.learner_group.get_state(components=state_path)
+        eval_module.set_state(state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID])
+        return evaluate_module(eval_module, env_config, num_episodes=s.eval_episodes, seed=seed)
+
+    env_steps, it, initial = 0, 0, None
+    try:
+        mapping = load_bc_policy(algo, bc_module)
+        print(
+            f"[finetune-gaussian] loaded {len(mapping)} policy tensors from {s.checkpoint}; "
+            "PPO and BC actions match",
+            flush=True,
+        )
+        train_start = time.perf_counter()
+        with open(out / "progress.jsonl", "w") as progress:
+            if s.eval_interval:
+                initial = evaluate(10_000 + s.seed)
+                line = {"iteration": 0, "env_steps": 0, "seconds": 0.0, **_eval_fields(initial)}
+                progress.write(json.dumps(line) + "\n")
+                print(_message(line, s), flush=True)
+            while env_steps < s.env_steps:
+                it += 1
+                result = algo.train()
+                env_steps = int(result.get("num_env_steps_sampled_lifetime", 0))
+                line = _progress_line(result, it, env_steps, time.perf_counter() - train_start)
+                if s.eval_interval and it % s.eval_interval == 0:
+                    line.update(_eval_fields(evaluate(10_000 + s.seed + it)))
+                progress.write(json.dumps(line) + "\n")
+                progress.flush()
+                print(_message(line, s), flush=True)
+                if (
+                    s.checkpoint_interval
+                    and it % s.checkpoint_interval == 0
+                    and env_steps < s.env_steps
+                ):
+                    save_algorithm_checkpoint(
+                        algo, out / "checkpoint", {**meta, "iteration": it, "env_steps": env_steps}
+                    )
+        train_seconds = time.perf_counter() - train_start
+        ckpt = save_algorithm_checkpoint(
+            algo, out / "checkpoint", {**meta, "iteration": it, "env_steps": env_steps}
+        )
+    finally:
+        algo.stop()
+    # Evaluate exactly what was saved.
+    module, _ = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
+    print(
+        f"[finetune-gaussian] checkpoint: {ckpt}; evaluating {s.eval_episodes} episodes ...",
+        flush=True,
+    )
+    evaluation = evaluate_module(
+        module, env_config, num_episodes=s.eval_episodes, seed=20_000 + s.seed
+    )
+    summary = {
+        **meta,
+        "checkpoint": ckpt,
+        "weight_mapping": mapping,
+        "iterations": it,
+        "env_steps": env_steps,
+        "train_seconds": train_seconds,
+        "total_seconds": time.perf_counter() - t0,
+        "initial_evaluation": initial,
+        "evaluation": evaluation,
+    }
+    _write_json(out / "result.json", summary)
+    msg = (
+        f"[finetune-gaussian] eval return {evaluation['episode_return_mean']:.1f} ± "
+        f"{evaluation['episode_return_std']:.1f} over {s.eval_episodes} episodes"
+    )
+    if "normalized_score" in evaluation:
+        msg += f" (normalised score {evaluation['normalized_score']:.1f})"
+    print(f"{msg}; {env_steps} env steps in {train_seconds:.0f}s", flush=True)
+    return summary
+
+
+def _validate(s: GaussianPPOSettings) -> None:
+    from rllib_diffusion.modules.model_config import ConfigError
+
+    checks = {
+        "env_steps": s.env_steps >= 1,
+        "num_env_runners": s.num_env_runners >= 0,
+        "num_envs_per_env_runner": s.num_envs_per_env_runner >= 1,
+        "train_batch_size": s.train_batch_size >= 1,
+        "minibatch_size": 1 <= s.minibatch_size <= s.train_batch_size,
+        "num_epochs": s.num_epochs >= 1,
+        "lr": s.lr > 0,
+        "clip_param": s.clip_param > 0,
+        "gamma": 0 < s.gamma <= 1,
+        "lambda_": 0 <= s.lambda_ <= 1,
+        "eval_interval": s.eval_interval >= 0,
+        "eval_episodes": s.eval_episodes >= 1,
+        "checkpoint_interval": s.checkpoint_interval >= 0,
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        values = ", ".join(f"{name}={getattr(s, name)!r}" for name in bad)
+        raise ConfigError(
+            f"Invalid Gaussian PPO settings: {values} (need env_steps, batch sizes, epochs, "
+            "episodes >= 1, minibatch_size <= train_batch_size, lr and clip_param > 0, "
+            "gamma in (0, 1], lambda in [0, 1], intervals >= 0)."
+        )
+
+
+def _progress_line(result: dict[str, Any], it: int, env_steps: int, seconds: float) -> dict:
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS
+
+    runners = result.get(ENV_RUNNER_RESULTS, {})
+    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+    line: dict[str, Any] = {
+        "iteration": it,
+        "env_steps": env_steps,
+        "train_return_mean": float(runners.get("episode_return_mean", float("nan"))),
+        "seconds": seconds,
+    }
+    for key in ("policy_loss", "vf_loss", "entropy", "mean_kl_loss", "vf_explained_var"):
+        if key in learner:
+            line[key] = float(learner[key])
+    return line
+
+
+def _eval_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
+    fields = {
+        "eval_return_mean": evaluation["episode_return_mean"],
+        "eval_return_std": evaluation["episode_return_std"],
+    }
+    if "normalized_score" in evaluation:
+        fields["eval_normalized_score"] = evaluation["normalized_score"]
+    return fields
+
+
+def _message(line: dict[str, Any], s: GaussianPPOSettings) -> str:
+    msg = (
+        f"[finetune-gaussian] iter {line['iteration']}  env steps {line['env_steps']}/{s.env_steps}"
+    )
+    if "train_return_mean" in line:
+        msg += f"  train return {line['train_return_mean']:.1f}"
+    if "eval_return_mean" in line:
+        msg += f"  eval return {line['eval_return_mean']:.1f} ± {line['eval_return_std']:.1f}"
+        if "eval_normalized_score" in line:
+            msg += f" (score {line['eval_normalized_score']:.1f})"
+    return msg + f"  {line['seconds']:.0f}s"
