@@ -124,7 +124,7 @@ class ExpandDenoisingSteps(ConnectorV2):
             chains = torch.as_tensor(b[C.CHAINS])
             n, k_ft = chains.shape[0], chains.shape[1] - 1
 
-            def rep(x: Any) -> torch.Tensor:
+            def rep(x: Any, k_ft: int = k_ft) -> torch.Tensor:
                 return torch.as_tensor(x).repeat_interleave(k_ft, dim=0)
 
             pairs = {
