@@ -116,6 +116,8 @@ def plot(name: str, figures: dict, series: dict) -> None:
     )
     a.axhline(figures["dataset_return_mean"], color="k", ls="--", label="dataset mean")
     a.axhline(0.8 * figures["dataset_return_mean"], color="gray", ls=":", label="80% of dataset")
+    top = max([*series["eval_return_mean"], figures["dataset_return_mean"]])
+    a.set_ylim(0, 1.1 * top)
     a.set_xlabel("gradient steps")
     a.set_ylabel("eval return")
     a.legend()

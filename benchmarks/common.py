@@ -13,7 +13,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    """The command that produces the result (``--summarize-only`` only rebuilds it)."""
+    args = [a for a in sys.argv[1:] if a != "--summarize-only"]
+    return " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *args])
 
 
 def write_result(

@@ -36,12 +36,42 @@ def evaluate_module(
 ) -> dict[str, Any]:
     """Run ``num_episodes`` episodes of ``module`` in ``make_chunked_env(env_config)``.
 
+    Episode ``i`` resets its env with ``seed + i``; torch's RNG is seeded with ``seed``
+    for the duration of the call, so results are reproducible.
+
     Returns a dict with ``episode_returns`` (summed env rewards), ``episode_lengths``
     (env steps), ``episode_return_mean/std``, ``normalized_score`` (when the task has
     reference scores), ``env_steps`` and ``seconds``.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
+    # Diffusion sampling draws from torch's global RNG: seed it (and restore it after) so
+    # that an evaluation is reproducible from its seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _evaluate(
+            module,
+            env_config,
+            num_episodes=num_episodes,
+            seed=seed,
+            deterministic=deterministic,
+            video_path=video_path,
+            video_size=video_size,
+            progress=progress,
+        )
+
+
+def _evaluate(
+    module: Any,
+    env_config: dict[str, Any],
+    *,
+    num_episodes: int,
+    seed: int,
+    deterministic: bool,
+    video_path: str | None,
+    video_size: tuple[int, int],
+    progress: bool,
+) -> dict[str, Any]:
     start = time.perf_counter()
     envs = []
     for i in range(num_episodes):
