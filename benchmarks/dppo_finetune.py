@@ -29,7 +29,9 @@ def main() -> None:
     from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, finetune
 
     d = FinetuneSettings(checkpoint="")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--name", default="dppo_finetune_hopper_medium")
     p.add_argument("--out", default="runs/bench_dppo")
@@ -118,8 +120,18 @@ def plot(name: str, series: dict, others: list[tuple[str, dict]] | None = None) 
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(series["eval_env_steps"], series["eval_return_mean"], "o-", label="DPPO (deterministic eval)")
-    ax.plot(series["train_env_steps"], series["train_return_mean"], alpha=0.5, label="DPPO (train episodes)")
+    ax.plot(
+        series["eval_env_steps"],
+        series["eval_return_mean"],
+        "o-",
+        label="DPPO (deterministic eval)",
+    )
+    ax.plot(
+        series["train_env_steps"],
+        series["train_return_mean"],
+        alpha=0.5,
+        label="DPPO (train episodes)",
+    )
     for label, s in others or []:
         ax.plot(s["eval_env_steps"], s["eval_return_mean"], "s-", label=label)
     ax.set_xlabel("env steps")

@@ -1,12 +1,10 @@
-"""Main job: dataset -> diffusion BC pretraining on RLlib -> evaluation in the env.
+"""Main job: dataset -> diffusion BC pretraining (RLlib offline) -> DPPO fine-tuning
+(RLlib EnvRunners + LearnerGroup) -> evaluation, printing the return before and after.
 
-Default: the Hopper-v5 "medium" dataset shipped in ``data/`` (200 episodes recorded
-with ``rllib-diffusion collect`` from a PPO behaviour policy). Works unchanged as
+Default: the Hopper-v5 "medium" dataset shipped in ``data/`` (200 episodes recorded with
+``rllib-diffusion collect`` from a PPO behaviour policy). Works unchanged as
 ``ray job submit --working-dir . -- python experiments/pipeline.py``: inside a job it
-joins the cluster it was submitted to.
-
-Prints the dataset's mean return and the pretrained policy's return, and writes
-``<out>/summary.json``.
+joins the cluster it was submitted to. Writes ``<out>/summary.json``.
 """
 
 from __future__ import annotations
@@ -40,11 +38,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     for action in p._actions:
         if action.dest == "dataset":
             action.required = False
+    p.add_argument(
+        "--finetune-env-steps", type=int, default=150_000, help="DPPO budget (0: skip DPPO)"
+    )
+    p.add_argument("--num-envs-per-env-runner", type=int, default=10)
+    p.add_argument("--num-env-runners", type=int, default=1)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     from rllib_diffusion.algorithms.bc.pretrain import pretrain
+    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, finetune
     from rllib_diffusion.cli import pretrain_settings_from_args, run_command
 
     args = parse_args(argv)
@@ -53,33 +57,64 @@ def main(argv=None) -> int:
     results: dict = {}
 
     def job(a: argparse.Namespace) -> None:
-        print(f"[main] 1/2 pretraining a diffusion policy on {a.dataset}", flush=True)
-        summary = pretrain(pretrain_settings_from_args(a))
-        ev = summary["evaluation"]
+        steps = 2 if a.finetune_env_steps else 1
+        print(f"[main] 1/{steps} pretraining a diffusion policy on {a.dataset}", flush=True)
+        bc = pretrain(pretrain_settings_from_args(a))
+        ev = bc["evaluation"]
         results.update(
             dataset=a.dataset,
-            dataset_return_mean=summary["dataset_return_mean"],
+            dataset_return_mean=bc["dataset_return_mean"],
             pretrained_return_mean=ev["episode_return_mean"],
             pretrained_return_std=ev["episode_return_std"],
-            pretrained_normalized_score=ev.get("normalized_score"),
+            pretrained_checkpoint=bc["checkpoint"],
+            pretrain_gradient_steps=bc["gradient_steps"],
+            pretrain_minutes=(time.perf_counter() - t0) / 60,
             eval_episodes=ev["num_episodes"],
-            checkpoint=summary["checkpoint"],
-            gradient_steps=summary["gradient_steps"],
-            seconds=time.perf_counter() - t0,
         )
-        print("[main] 2/2 summary", flush=True)
-        print(
+        if a.finetune_env_steps:
+            print(
+                f"[main] 2/2 fine-tuning it with DPPO for {a.finetune_env_steps} env steps",
+                flush=True,
+            )
+            ft = finetune(
+                FinetuneSettings(
+                    checkpoint=bc["checkpoint"],
+                    out_dir=str(out / "dppo"),
+                    env_steps=a.finetune_env_steps,
+                    num_env_runners=a.num_env_runners,
+                    num_envs_per_env_runner=a.num_envs_per_env_runner,
+                    eval_interval=0,
+                    checkpoint_interval=0,
+                    eval_episodes=a.eval_episodes,
+                    seed=a.seed,
+                )
+            )
+            fe = ft["final_evaluation"]
+            results.update(
+                finetuned_return_mean=fe["episode_return_mean"],
+                finetuned_return_std=fe["episode_return_std"],
+                finetuned_normalized_score=fe.get("normalized_score"),
+                finetune_env_steps=ft["env_steps"],
+                finetuned_checkpoint=ft["checkpoint"],
+            )
+        results["minutes"] = (time.perf_counter() - t0) / 60
+        line = (
             f"[main] dataset mean return {results['dataset_return_mean']:.1f}; pretrained "
             f"diffusion policy {results['pretrained_return_mean']:.1f} ± "
-            f"{results['pretrained_return_std']:.1f} over {results['eval_episodes']} episodes "
-            f"(normalised score {results['pretrained_normalized_score']:.1f}); "
-            f"{results['seconds'] / 60:.1f} min",
-            flush=True,
+            f"{results['pretrained_return_std']:.1f}"
         )
+        if "finetuned_return_mean" in results:
+            line += (
+                f"; after DPPO ({results['finetune_env_steps']} env steps) "
+                f"{results['finetuned_return_mean']:.1f} ± {results['finetuned_return_std']:.1f}"
+            )
         print(
-            f"[main] evaluate again: rllib-diffusion evaluate --checkpoint {results['checkpoint']}",
+            f"{line} (mean ± std over {results['eval_episodes']} episodes); "
+            f"{results['minutes']:.1f} min",
             flush=True,
         )
+        final = results.get("finetuned_checkpoint", results["pretrained_checkpoint"])
+        print(f"[main] evaluate again: rllib-diffusion evaluate --checkpoint {final}", flush=True)
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / "summary.json.tmp"
         tmp.write_text(json.dumps(results, indent=1))

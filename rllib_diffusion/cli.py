@@ -15,6 +15,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
+def _invocation() -> str:
+    """How this process was started, as a user would type it."""
+    import shlex
+
+    prog = os.path.basename(sys.argv[0])
+    head = ["rllib-diffusion"] if prog == "rllib-diffusion" else [sys.argv[0]]
+    return shlex.join([*head, *sys.argv[1:]])
+
+
 def _json_out(result: dict[str, Any], path: str | None) -> None:
     if path:
         tmp = f"{path}.tmp"
@@ -301,6 +310,86 @@ def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+# ---------------------------------------------------------------------------- finetune
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings
+
+    d = FinetuneSettings(checkpoint="")
+    p.add_argument("--checkpoint", required=True, help="DiffusionBC checkpoint (from pretrain)")
+    p.add_argument("--out", default=d.out_dir, help="output directory")
+    p.add_argument("--env-steps", type=int, default=d.env_steps, help="budget of env steps")
+    p.add_argument("--num-env-runners", type=int, default=d.num_env_runners)
+    p.add_argument("--num-envs-per-env-runner", type=int, default=d.num_envs_per_env_runner)
+    p.add_argument(
+        "--decisions-per-iteration",
+        type=int,
+        default=d.decisions_per_iteration,
+        help="action chunks sampled per iteration (all runners together)",
+    )
+    p.add_argument("--num-epochs", type=int, default=d.num_epochs)
+    p.add_argument(
+        "--pair-minibatch-size",
+        type=int,
+        default=d.pair_minibatch_size,
+        help="(env step, denoising step) pairs per minibatch",
+    )
+    p.add_argument("--ft-denoising-steps", type=int, default=d.ft_denoising_steps, help="K'")
+    p.add_argument("--actor-lr", type=float, default=d.actor_lr)
+    p.add_argument("--critic-lr", type=float, default=d.critic_lr)
+    p.add_argument("--clip", type=float, default=d.clip, help="clip of the last denoising step")
+    p.add_argument("--clip-base", type=float, default=d.clip_base, help="clip of the first")
+    p.add_argument("--target-kl", type=float, default=d.target_kl)
+    p.add_argument("--gamma", type=float, default=d.gamma)
+    p.add_argument("--lambda", dest="lambda_", type=float, default=d.lambda_)
+    p.add_argument("--gamma-denoising", type=float, default=d.gamma_denoising)
+    p.add_argument("--no-reward-scaling", action="store_true")
+    p.add_argument("--critic-warmup-iterations", type=int, default=d.critic_warmup_iterations)
+    p.add_argument("--eval-interval", type=int, default=d.eval_interval, help="iterations")
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    p.add_argument("--num-learners", type=int, default=d.num_learners)
+    p.add_argument("--num-gpus-per-learner", type=float, default=d.num_gpus_per_learner)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def finetune_settings_from_args(args: argparse.Namespace):
+    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings
+
+    return FinetuneSettings(
+        checkpoint=args.checkpoint,
+        out_dir=args.out,
+        env_steps=args.env_steps,
+        num_env_runners=args.num_env_runners,
+        num_envs_per_env_runner=args.num_envs_per_env_runner,
+        decisions_per_iteration=args.decisions_per_iteration,
+        num_epochs=args.num_epochs,
+        pair_minibatch_size=args.pair_minibatch_size,
+        ft_denoising_steps=args.ft_denoising_steps,
+        actor_lr=args.actor_lr,
+        critic_lr=args.critic_lr,
+        clip=args.clip,
+        clip_base=args.clip_base,
+        target_kl=args.target_kl,
+        gamma=args.gamma,
+        lambda_=args.lambda_,
+        gamma_denoising=args.gamma_denoising,
+        reward_scaling=not args.no_reward_scaling,
+        critic_warmup_iterations=args.critic_warmup_iterations,
+        eval_interval=args.eval_interval,
+        eval_episodes=args.eval_episodes,
+        checkpoint_interval=args.checkpoint_interval,
+        num_learners=args.num_learners,
+        num_gpus_per_learner=args.num_gpus_per_learner,
+        seed=args.seed,
+    )
+
+
+def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.algorithms.dppo.finetune import finetune
+
+    return finetune(finetune_settings_from_args(args))
+
+
 # ---------------------------------------------------------------------------- evaluate
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory of this package")
@@ -316,7 +405,7 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from rllib_diffusion.utils.runtime import limit_threads
+    from rllib_diffusion.utils.runtime import limit_threads, run_metadata
 
     if args.video:
         os.environ.setdefault("MUJOCO_GL", "egl")
@@ -349,6 +438,8 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     )
     result["checkpoint"] = os.path.abspath(args.checkpoint)
     result["algorithm"] = meta.get("algorithm")
+    result["command"] = _invocation()
+    result["run"] = run_metadata()
     line = (
         f"{meta.get('algorithm')} on {result['env_id']}: return "
         f"{result['episode_return_mean']:.1f} ± {result['episode_return_std']:.1f} "
@@ -394,6 +485,11 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
         add_finetune_gaussian_args,
         run_finetune_gaussian,
         "fine-tune a Gaussian BC policy with RLlib PPO (baseline)",
+    ),
+    "finetune": (
+        add_finetune_args,
+        run_finetune,
+        "fine-tune a pretrained diffusion policy with DPPO (online, RLlib EnvRunners)",
     ),
     "evaluate": (add_evaluate_args, run_evaluate, "evaluate a checkpoint in its env"),
     "dataset-info": (add_dataset_info_args, run_dataset_info, "summarise a dataset"),

@@ -1,0 +1,7 @@
+"""Gymnasium wrappers (action chunks, normalisation), task tables and a toy task."""
+
+from rllib_diffusion.envs.toy import register as _register_toy
+
+# Registered on import so that EnvRunner processes (which import the chunk-env creator
+# from this package) can make it too.
+_register_toy()

@@ -260,13 +260,34 @@ def load_pretrained_into(algo: DPPO, checkpoint: str | Path) -> None:
         learner.module[DEFAULT_MODULE_ID].unwrapped().load_pretrained_denoiser(state)
 
     algo.learner_group.foreach_learner(_load)
-    algo.env_runner_group.sync_weights(
-        from_worker_or_learner_group=algo.learner_group, inference_only=True
-    )
-    if algo.eval_env_runner_group is not None:
-        algo.eval_env_runner_group.sync_weights(
-            from_worker_or_learner_group=algo.learner_group, inference_only=True
+    expected = _checksum(state.values())
+    for group in (algo.env_runner_group, algo.eval_env_runner_group):
+        if group is None:
+            continue
+        # sync_weights is fire-and-forget by default and skips runners with a request in
+        # flight: block, then verify every runner acts with the pretrained weights.
+        group.sync_weights(
+            from_worker_or_learner_group=algo.learner_group,
+            inference_only=True,
+            timeout_seconds=60.0,
         )
+        sums = group.foreach_env_runner(
+            lambda runner: _checksum(_single(runner.module).actor.state_dict().values())
+        )
+        if any(abs(x - expected) > 1e-6 * max(1.0, abs(expected)) for x in sums):
+            raise RuntimeError(
+                f"Pretrained weights did not reach every EnvRunner (checksums {sums} vs "
+                f"{expected}); retry, or raise the EnvRunners' request limits."
+            )
+
+
+def _single(module):
+    """The DPPO module inside an EnvRunner's (Multi)RLModule."""
+    return module if hasattr(module, "actor") else module[DEFAULT_MODULE_ID]
+
+
+def _checksum(tensors) -> float:
+    return float(sum(t.detach().double().sum().item() for t in tensors))
 
 
 def check_policy_match(pretrained: dict[str, Any], ours: dict[str, Any], where: str) -> None:

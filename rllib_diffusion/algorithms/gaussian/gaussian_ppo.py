@@ -195,8 +195,14 @@ def load_bc_policy(
     algo.learner_group.set_state(
         {COMPONENT_LEARNER: {COMPONENT_RL_MODULE: {DEFAULT_MODULE_ID: new_state}}}
     )
+    # sync_weights is fire-and-forget and silently skips an EnvRunner whose previous
+    # "set_state" request (e.g. from build_algo) is still in flight; waiting for those
+    # first makes this sync actually go out. Actor calls run in order, so the check
+    # below sees its result.
     algo.env_runner_group.sync_weights(
-        from_worker_or_learner_group=algo.learner_group, inference_only=True
+        from_worker_or_learner_group=algo.learner_group,
+        inference_only=True,
+        timeout_seconds=60.0,
     )
     if check_obs is None:
         obs_dim = int(np.prod(bc_module.observation_space.shape))
