@@ -44,17 +44,128 @@ def bc_section(r: dict) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v),
         "",
     ]
+    more = RESULTS / (r["name"].replace("bc_pretrain_", "bc_eval50_") + ".json")
+    if more.exists():
+        e = json.loads(more.read_text())
+        lines += [
+            f"Re-evaluated over {e['num_episodes']} episodes: return "
+            f"{_fmt(e['episode_return_mean'])} ± {_fmt(e['episode_return_std'])} "
+            f"({_fmt(100 * e['episode_return_mean'] / f['dataset_return_mean'])}% of the dataset "
+            f"mean), command `{e.get('command')}`.",
+            "",
+        ]
     png = RESULTS / f"{r['name']}.png"
     if png.exists():
         lines += [f"![{r['name']}](../benchmarks/results/{png.name})", ""]
     return lines
 
 
-SECTIONS = {"bc_pretrain": ("Diffusion BC pretraining", bc_section)}
+def finetune_section(r: dict) -> list[str]:
+    f = r["figures"]
+    lines = [f"### {r['name']}", ""]
+    if not f.get("complete", True):
+        lines += ["**Partial run** (cut short; the curve below is what finished).", ""]
+    rows = [
+        ("deterministic eval return at start (pretrained policy)", _fmt(f.get("start_return_mean"))),
+        ("best deterministic eval return during training", _fmt(f.get("best_eval_return_mean"))),
+        ("last periodic eval return", _fmt(f.get("last_eval_return_mean"))),
+    ]
+    if "final_return_mean" in f:
+        rows.append(
+            (
+                f"final checkpoint, {f['final_eval_episodes']} episodes",
+                f"{_fmt(f['final_return_mean'])} ± {_fmt(f['final_return_std'])} "
+                f"(normalised {_fmt(f.get('final_normalized_score'))})",
+            )
+        )
+    rows.append(("env steps / iterations", f"{f['env_steps']} / {f['iterations']}"))
+    if "train_minutes" in f:
+        rows.append(("wall time", f"{_fmt(f['train_minutes'])} min"))
+    if f.get("mean_sample_seconds") is not None:
+        rows.append(
+            (
+                "seconds per iteration: sample / learn / sync",
+                f"{_fmt(f['mean_sample_seconds'])} / {_fmt(f['mean_learn_seconds'])} / "
+                f"{_fmt(f['mean_sync_seconds'], 2)}",
+            )
+        )
+    if "bc_return_mean" in f:
+        rows.insert(0, ("Gaussian BC policy (10 episodes)", f"{_fmt(f['bc_return_mean'])} ± {_fmt(f['bc_return_std'])}"))
+    lines += ["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
+    lines += [
+        "",
+        f"Command: `{r['command']}`  ",
+        f"Machine: {r['machine']}; versions: "
+        + ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v),
+        "",
+    ]
+    return lines
+
+
+def comparison_plot(results: list[dict]) -> list[str]:
+    """DPPO vs the Gaussian baseline on the same task, if both result files exist."""
+    by_name = {r["name"]: r for r in results}
+    lines: list[str] = []
+    for r in results:
+        if not r["name"].startswith("dppo_finetune_"):
+            continue
+        task = r["name"][len("dppo_finetune_") :]
+        base = by_name.get(f"dppo_baseline_gaussian_ppo_{task}")
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return lines
+        fig, ax = plt.subplots(figsize=(7, 4))
+        s = r["series"]
+        ax.plot(s["eval_env_steps"], s["eval_return_mean"], "o-", label="DPPO from diffusion BC")
+        if base:
+            b = base["series"]
+            ax.plot(b["eval_env_steps"], b["eval_return_mean"], "s-", label="PPO from Gaussian BC")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("deterministic eval return (10 episodes)")
+        ax.set_title(f"Fine-tuning from BC, {task}")
+        ax.legend()
+        fig.tight_layout()
+        img = OUT.parent / "img" / f"dppo_vs_gaussian_{task}.png"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(img, dpi=100)
+        plt.close(fig)
+        lines += [f"![DPPO vs Gaussian PPO, {task}](img/{img.name})", ""]
+    return lines
+
+
+def behavior_section(r: dict) -> list[str]:
+    f = r["figures"]
+    return [
+        f"### {r['name']}",
+        "",
+        f"RLlib PPO behaviour policy on {f['env_id']} (Gaussian MLP {f['settings']['hidden']}, "
+        f"MeanStdFilter, {f['settings']['num_env_runners']} runner × "
+        f"{f['settings']['num_envs_per_env_runner']} envs, batch {f['settings']['train_batch_size']}): "
+        f"training return {_fmt(f['final_return'])} after {f['env_steps']} env steps "
+        f"({f['iterations']} iterations) in {_fmt(f['minutes'])} min "
+        f"({_fmt(f['env_steps_per_second'], 0)} env steps/s).",
+        "",
+        f"Command: `{r['command']}`",
+        "",
+    ]
+
+
+SECTIONS = {
+    "behavior_ppo": ("Behaviour policies for data collection", behavior_section),
+    "bc_pretrain": ("Diffusion BC pretraining", bc_section),
+    "dppo_finetune": ("DPPO fine-tuning", finetune_section),
+    "dppo_baseline": ("Baseline: RLlib PPO fine-tuning a Gaussian BC policy", finetune_section),
+}
 
 
 def main() -> None:
+    # Files without a "name" are supporting data (e.g. `rllib-diffusion evaluate --json`).
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    results = [r for r in results if "name" in r]
     lines = [
         "# Benchmarks",
         "",
@@ -70,6 +181,8 @@ def main() -> None:
             lines += [f"## {title}", ""]
             for r in group:
                 lines += render(r)
+            if prefix == "dppo_finetune":
+                lines += comparison_plot(results)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT}")
