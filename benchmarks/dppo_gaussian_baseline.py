@@ -24,7 +24,9 @@ from common import write_result  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", required=True)
     p.add_argument("--name", default="dppo_baseline_gaussian_ppo_hopper_medium")
     p.add_argument("--out", default="runs/bench_gaussian")

@@ -66,7 +66,10 @@ def finetune_section(r: dict) -> list[str]:
     if not f.get("complete", True):
         lines += ["**Partial run** (cut short; the curve below is what finished).", ""]
     rows = [
-        ("deterministic eval return at start (pretrained policy)", _fmt(f.get("start_return_mean"))),
+        (
+            "deterministic eval return at start (pretrained policy)",
+            _fmt(f.get("start_return_mean")),
+        ),
         ("best deterministic eval return during training", _fmt(f.get("best_eval_return_mean"))),
         ("last periodic eval return", _fmt(f.get("last_eval_return_mean"))),
     ]
@@ -90,7 +93,13 @@ def finetune_section(r: dict) -> list[str]:
             )
         )
     if "bc_return_mean" in f:
-        rows.insert(0, ("Gaussian BC policy (10 episodes)", f"{_fmt(f['bc_return_mean'])} ± {_fmt(f['bc_return_std'])}"))
+        rows.insert(
+            0,
+            (
+                "Gaussian BC policy (10 episodes)",
+                f"{_fmt(f['bc_return_mean'])} ± {_fmt(f['bc_return_std'])}",
+            ),
+        )
     lines += ["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     lines += [
         "",

@@ -83,6 +83,7 @@ def _evaluate(
                 "width": video_size[0],
                 "height": video_size[1],
             }
+            cfg["record_frames"] = True
         envs.append(make_chunked_env(cfg))
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     returns = np.zeros(num_episodes)
@@ -103,7 +104,7 @@ def _evaluate(
             returns[i] += reward
             lengths[i] += info.get("env_steps", 1)
             if video_path and i == 0:
-                frames.append(envs[0].render())
+                frames.extend(info.get("frames", []))
             if terminated or truncated:
                 alive[i] = False
         decisions += 1

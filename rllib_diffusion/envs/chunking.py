@@ -38,7 +38,9 @@ class ActionChunkWrapper(gym.Wrapper):
     Observation space: Box (To * Do,) of normalised observations (unbounded, since
     states outside the dataset's range normalise beyond ±1).
     Action space: Box [-1, 1] of shape (Ta, Da), or (Ta * Da,) with ``flatten_actions``.
-    ``info["env_steps"]`` counts the env steps of the decision.
+    ``info["env_steps"]`` counts the env steps of the decision. With
+    ``record_frames=True`` (env made with ``render_mode="rgb_array"``),
+    ``info["frames"]`` holds one rendered frame per executed env step.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class ActionChunkWrapper(gym.Wrapper):
         action_low: np.ndarray | None = None,
         action_high: np.ndarray | None = None,
         flatten_actions: bool = False,
+        record_frames: bool = False,
     ) -> None:
         super().__init__(env)
         if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(
@@ -65,6 +68,7 @@ class ActionChunkWrapper(gym.Wrapper):
         if obs_history < 1:
             raise ValueError(f"obs_history must be >= 1, got {obs_history}.")
         self.horizon, self.act_steps, self.obs_history = horizon, act_steps, obs_history
+        self.record_frames = record_frames
         obs_dim = int(np.prod(env.observation_space.shape))
         act_dim = int(np.prod(env.action_space.shape))
         self._obs_stats = _stats(obs_low, obs_high, obs_dim, "observation")
@@ -106,16 +110,21 @@ class ActionChunkWrapper(gym.Wrapper):
         total_reward = 0.0
         terminated = truncated = False
         info: dict[str, Any] = {}
+        frames: list[np.ndarray] = []
         steps = 0
         for i in range(self.act_steps):
             obs, reward, terminated, truncated, info = self.env.step(env_actions[i])
             total_reward += float(reward)
             steps += 1
             self._history.append(self.normalize_obs(obs))
+            if self.record_frames:
+                frames.append(self.env.render())
             if terminated or truncated:
                 break
         info = dict(info)
         info["env_steps"] = steps
+        if self.record_frames:
+            info["frames"] = frames
         return self._observation(), total_reward, terminated, truncated, info
 
 
@@ -172,6 +181,7 @@ def make_chunked_env(config: dict[str, Any] | None = None) -> gym.Env:
         action_low=act_norm.get("low"),
         action_high=act_norm.get("high"),
         flatten_actions=bool(config.get("flatten_actions", False)),
+        record_frames=bool(config.get("record_frames", False)),
     )
 
 

@@ -186,3 +186,31 @@ def test_result_json_of_pretrain(pretrained):
     result = json.loads(Path(out / "result.json").read_text())
     assert result["run"]["ray"].startswith("2.60")
     assert result["dataset"]["num_episodes"] == 12
+
+
+def test_cli_evaluate_writes_offscreen_video(pretrained, tmp_path, monkeypatch):
+    import imageio.v3 as iio
+
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    video = tmp_path / "ep.mp4"
+    out_json = tmp_path / "eval.json"
+    rc = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(pretrained[0] / "checkpoint"),
+            "--episodes",
+            "1",
+            "--video",
+            str(video),
+            "--json",
+            str(out_json),
+        ]
+    )
+    assert rc == 0
+    frames = iio.imread(video)
+    steps = json.loads(out_json.read_text())["episode_lengths"][0]
+    # One frame after reset plus one per executed env step.
+    assert frames.shape[0] == 1 + steps
+    assert frames.shape[1:] == (256, 256, 3)
+    assert frames.std() > 0  # not a blank image
