@@ -19,7 +19,6 @@ from rllib_diffusion.algorithms.gaussian.gaussian_ppo import (
 )
 from rllib_diffusion.checkpoints import CheckpointError, load_policy_module
 from rllib_diffusion.cli import main
-from rllib_diffusion.collect.collect import collect_dataset
 from rllib_diffusion.evaluation import policy_actions
 from rllib_diffusion.modules.model_config import ConfigError
 
@@ -40,20 +39,10 @@ TINY_PPO = dict(
 
 
 @pytest.fixture(scope="module")
-def gaussian_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gaussian")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
-    mp.setenv("RLLIB_DIFFUSION_CACHE", str(root / "cache"))
-    collect_dataset("Hopper-v5", "test/hopper/random-v0", num_episodes=12, num_envs=4)
-    yield root, "test/hopper/random-v0"
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def bc_run(gaussian_dataset, ray_session):
-    root, dataset_id = gaussian_dataset
-    out = root / "bc"
+def bc_run(tiny_dataset, ray_session):
+    # The session-wide tiny Hopper dataset of tests/algorithms/conftest.py.
+    root, dataset_id = tiny_dataset
+    out = root / "gaussian" / "bc"
     return out, pretrain_gaussian(GaussianBCSettings(dataset_id, out_dir=str(out), **TINY_BC))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
 from rllib_diffusion.checkpoints import read_checkpoint_meta
 from rllib_diffusion.envs.tasks import task_info
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+from rllib_diffusion.utils.io import write_json_atomic
 
 
 @dataclass
@@ -207,9 +207,7 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
         "final_evaluation": final_eval,
         "progress": lines,
     }
-    tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    os.replace(tmp, out / "result.json")
+    write_json_atomic(out / "result.json", summary)
     print(
         f"[finetune] return before {start_eval['episode_return_mean']:.1f} -> after "
         f"{final_eval['episode_return_mean']:.1f} ± {final_eval['episode_return_std']:.1f} "

@@ -15,16 +15,12 @@ Writes into ``out_dir``: ``checkpoint/`` (atomic, ``rllib_diffusion.json`` holds
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-
-from rllib_diffusion.data import load_dataset, validate_dataset
+from rllib_diffusion.algorithms.offline_run import load_validated_dataset, run_offline_training
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
 
@@ -160,8 +156,8 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
 
 def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
     """Run Gaussian BC; returns the summary also written to ``result.json``."""
-    from rllib_diffusion.checkpoints import load_policy_module, save_algorithm_checkpoint
-    from rllib_diffusion.evaluation import evaluate_module
+    from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
+
     from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
 
     s = settings
@@ -169,21 +165,7 @@ def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
     out = Path(s.out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-
-    dataset = load_dataset(s.dataset, download=s.download)
-    env_id = s.env_id or dataset.env_id
-    if not env_id:
-        raise DatasetError(
-            f"Dataset '{s.dataset}' does not name its env; pass --env-id (e.g. Hopper-v5)."
-        )
-    env = gym.make(env_id)
-    validate_dataset(
-        dataset,
-        observation_space=env.observation_space,
-        action_space=env.action_space,
-        env_id=env_id,
-    )
-    env.close()
+    dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
     data = prepare_offline_data(dataset, horizon=1, seed=s.seed)
     print(
         f"[pretrain-gaussian] dataset {dataset.name}: {dataset.num_episodes} episodes, "
@@ -191,11 +173,8 @@ def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
         f"{data.num_samples} samples {'(cached)' if data.cached else ''} at {data.path}",
         flush=True,
     )
-
     init_ray()
     config, env_config, model_config = build_gaussian_bc_config(s, data, env_id)
-    algo = config.build_algo()
-    iterations = -(-s.gradient_steps // s.steps_per_iteration)
     meta = {
         "algorithm": ALGORITHM_NAME,
         "env_id": env_id,
@@ -205,82 +184,19 @@ def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
         "dataset": dataset.summary(),
         "run": run_metadata(),
     }
-    train_start = time.perf_counter()
-    try:
-        with open(out / "progress.jsonl", "w") as progress:
-            for it in range(1, iterations + 1):
-                result = algo.train()
-                evaluated = bool(s.eval_interval) and it % s.eval_interval == 0
-                line = _progress_line(
-                    result, it, s, time.perf_counter() - train_start, evaluated=evaluated
-                )
-                progress.write(json.dumps(line) + "\n")
-                progress.flush()
-                msg = (
-                    f"[pretrain-gaussian] iter {it}/{iterations}  grad steps "
-                    f"{line['gradient_steps']}  nll {line['loss']:.4f}  {line['seconds']:.0f}s"
-                )
-                if "eval_return_mean" in line:
-                    msg += f"  eval return {line['eval_return_mean']:.1f}"
-                print(msg, flush=True)
-                if s.checkpoint_interval and it % s.checkpoint_interval == 0 and it < iterations:
-                    save_algorithm_checkpoint(algo, out / "checkpoint", {**meta, "iteration": it})
-            train_seconds = time.perf_counter() - train_start
-            ckpt = save_algorithm_checkpoint(
-                algo, out / "checkpoint", {**meta, "iteration": iterations}
-            )
-    finally:
-        algo.stop()
-    # Evaluate exactly what was saved.
-    module, _ = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
-    print(
-        f"[pretrain-gaussian] checkpoint: {ckpt}; evaluating {s.eval_episodes} episodes ...",
-        flush=True,
+    return run_offline_training(
+        config.build_algo,
+        tag="pretrain-gaussian",
+        out=out,
+        meta=meta,
+        dataset=dataset,
+        env_config=env_config,
+        iterations=-(-s.gradient_steps // s.steps_per_iteration),
+        steps_per_iteration=s.steps_per_iteration,
+        loss_key=POLICY_LOSS_KEY,
+        eval_interval=s.eval_interval,
+        eval_episodes=s.eval_episodes,
+        checkpoint_interval=s.checkpoint_interval,
+        seed=s.seed,
+        started=t0,
     )
-    evaluation = evaluate_module(
-        module, env_config, num_episodes=s.eval_episodes, seed=10_000 + s.seed
-    )
-    summary = {
-        **meta,
-        "checkpoint": ckpt,
-        "gradient_steps": iterations * s.steps_per_iteration,
-        "train_seconds": train_seconds,
-        "total_seconds": time.perf_counter() - t0,
-        "dataset_return_mean": float(dataset.episode_returns().mean()),
-        "evaluation": evaluation,
-    }
-    _write_json(out / "result.json", summary)
-    print(
-        f"[pretrain-gaussian] eval return {evaluation['episode_return_mean']:.1f} ± "
-        f"{evaluation['episode_return_std']:.1f} over {s.eval_episodes} episodes "
-        f"(dataset mean {summary['dataset_return_mean']:.1f}); train time {train_seconds:.0f}s",
-        flush=True,
-    )
-    return summary
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-
-
-def _progress_line(
-    result: dict[str, Any], it: int, s: GaussianBCSettings, seconds: float, *, evaluated: bool
-) -> dict[str, Any]:
-    from ray.rllib.core import DEFAULT_MODULE_ID
-    from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
-    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS, LEARNER_RESULTS
-
-    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
-    line: dict[str, Any] = {
-        "iteration": it,
-        "gradient_steps": it * s.steps_per_iteration,
-        "loss": float(learner.get(POLICY_LOSS_KEY, float("nan"))),
-        "seconds": seconds,
-    }
-    ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
-    # RLlib keeps the last evaluation's results around; report them only when fresh.
-    if evaluated and "episode_return_mean" in ev:
-        line["eval_return_mean"] = float(ev["episode_return_mean"])
-    return line

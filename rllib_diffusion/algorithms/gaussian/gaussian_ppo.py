@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from rllib_diffusion.algorithms.gaussian.gaussian_bc import ALGORITHM_NAME as BC_ALGORITHM
-from rllib_diffusion.algorithms.gaussian.gaussian_bc import _write_json
 from rllib_diffusion.checkpoints import CheckpointError
+from rllib_diffusion.utils.io import write_json_atomic
 
 ALGORITHM_NAME = "GaussianPPO"
 
@@ -352,7 +352,7 @@ def finetune_gaussian_ppo(settings: GaussianPPOSettings) -> dict[str, Any]:
         "initial_evaluation": initial,
         "evaluation": evaluation,
     }
-    _write_json(out / "result.json", summary)
+    write_json_atomic(out / "result.json", summary)
     msg = (
         f"[finetune-gaussian] eval return {evaluation['episode_return_mean']:.1f} ± "
         f"{evaluation['episode_return_std']:.1f} over {s.eval_episodes} episodes"

@@ -1,0 +1,145 @@
+"""The run driver shared by offline pretraining algorithms (diffusion BC, Gaussian BC).
+
+dataset → validation against the env → train ``iterations`` × ``algo.train()`` with a
+progress line each → atomic checkpoint(s) → evaluation of the saved checkpoint in the
+env → ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from rllib_diffusion.data import EpisodeDataset, load_dataset, validate_dataset
+from rllib_diffusion.data.errors import DatasetError
+from rllib_diffusion.utils.io import write_json_atomic
+
+
+def load_validated_dataset(
+    source: str, *, download: bool = False, env_id: str | None = None
+) -> tuple[EpisodeDataset, str]:
+    """Load ``source`` and check it against ``env_id`` (default: the dataset's env)."""
+    dataset = load_dataset(source, download=download)
+    env_id = env_id or dataset.env_id
+    if not env_id:
+        raise DatasetError(
+            f"Dataset '{source}' does not name its env; pass --env-id (e.g. Hopper-v5)."
+        )
+    env = gym.make(env_id)
+    try:
+        validate_dataset(
+            dataset,
+            observation_space=env.observation_space,
+            action_space=env.action_space,
+            env_id=env_id,
+        )
+    finally:
+        env.close()
+    return dataset, env_id
+
+
+def offline_progress_line(
+    result: dict[str, Any],
+    it: int,
+    *,
+    steps_per_iteration: int,
+    loss_key: str,
+    seconds: float,
+    evaluated: bool,
+) -> dict[str, Any]:
+    """One ``progress.jsonl`` line: iteration, gradient steps, loss, fresh eval return."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS, LEARNER_RESULTS
+
+    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+    line: dict[str, Any] = {
+        "iteration": it,
+        "gradient_steps": it * steps_per_iteration,
+        "loss": float(learner.get(loss_key, float("nan"))),
+        "seconds": seconds,
+    }
+    ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
+    # RLlib keeps the last evaluation's results around; report them only when fresh.
+    if evaluated and "episode_return_mean" in ev:
+        line["eval_return_mean"] = float(ev["episode_return_mean"])
+    return line
+
+
+def run_offline_training(
+    build_algo: Callable[[], Any],
+    *,
+    tag: str,
+    out: Path,
+    meta: dict[str, Any],
+    dataset: EpisodeDataset,
+    env_config: dict[str, Any],
+    iterations: int,
+    steps_per_iteration: int,
+    loss_key: str,
+    eval_interval: int,
+    eval_episodes: int,
+    checkpoint_interval: int,
+    seed: int,
+    started: float,
+) -> dict[str, Any]:
+    """Train, checkpoint, evaluate what was saved, write ``out/result.json``; return it."""
+    from rllib_diffusion.checkpoints import load_policy_module, save_algorithm_checkpoint
+    from rllib_diffusion.evaluation import evaluate_module
+
+    algo = build_algo()
+    train_start = time.perf_counter()
+    try:
+        with open(out / "progress.jsonl", "w") as progress:
+            for it in range(1, iterations + 1):
+                result = algo.train()
+                line = offline_progress_line(
+                    result,
+                    it,
+                    steps_per_iteration=steps_per_iteration,
+                    loss_key=loss_key,
+                    seconds=time.perf_counter() - train_start,
+                    evaluated=bool(eval_interval) and it % eval_interval == 0,
+                )
+                progress.write(json.dumps(line) + "\n")
+                progress.flush()
+                msg = (
+                    f"[{tag}] iter {it}/{iterations}  grad steps {line['gradient_steps']}"
+                    f"  loss {line['loss']:.4f}  {line['seconds']:.0f}s"
+                )
+                if "eval_return_mean" in line:
+                    msg += f"  eval return {line['eval_return_mean']:.1f}"
+                print(msg, flush=True)
+                if checkpoint_interval and it % checkpoint_interval == 0 and it < iterations:
+                    save_algorithm_checkpoint(algo, out / "checkpoint", {**meta, "iteration": it})
+            train_seconds = time.perf_counter() - train_start
+            ckpt = save_algorithm_checkpoint(
+                algo, out / "checkpoint", {**meta, "iteration": iterations}
+            )
+    finally:
+        algo.stop()
+    # Evaluate exactly what was saved.
+    module, _ = load_policy_module(ckpt, expect_algorithms=(meta["algorithm"],))
+    print(f"[{tag}] checkpoint: {ckpt}; evaluating {eval_episodes} episodes ...", flush=True)
+    evaluation = evaluate_module(module, env_config, num_episodes=eval_episodes, seed=10_000 + seed)
+    summary = {
+        **meta,
+        "checkpoint": ckpt,
+        "gradient_steps": iterations * steps_per_iteration,
+        "train_seconds": train_seconds,
+        "total_seconds": time.perf_counter() - started,
+        "dataset_return_mean": float(dataset.episode_returns().mean()),
+        "evaluation": evaluation,
+    }
+    write_json_atomic(out / "result.json", summary)
+    print(
+        f"[{tag}] eval return {evaluation['episode_return_mean']:.1f} ± "
+        f"{evaluation['episode_return_std']:.1f} over {eval_episodes} episodes "
+        f"(dataset mean {summary['dataset_return_mean']:.1f}); train time {train_seconds:.0f}s",
+        flush=True,
+    )
+    return summary
