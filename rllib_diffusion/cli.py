@@ -344,6 +344,9 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma-denoising", type=float, default=d.gamma_denoising)
     p.add_argument("--no-reward-scaling", action="store_true")
     p.add_argument("--critic-warmup-iterations", type=int, default=d.critic_warmup_iterations)
+    p.add_argument(
+        "--bc-loss-coeff", type=float, default=d.bc_loss_coeff, help="BC regulariser (0: off)"
+    )
     p.add_argument("--eval-interval", type=int, default=d.eval_interval, help="iterations")
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
     p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
@@ -375,6 +378,7 @@ def finetune_settings_from_args(args: argparse.Namespace):
         gamma_denoising=args.gamma_denoising,
         reward_scaling=not args.no_reward_scaling,
         critic_warmup_iterations=args.critic_warmup_iterations,
+        bc_loss_coeff=args.bc_loss_coeff,
         eval_interval=args.eval_interval,
         eval_episodes=args.eval_episodes,
         checkpoint_interval=args.checkpoint_interval,

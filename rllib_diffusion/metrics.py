@@ -18,6 +18,8 @@ CLIP_FRACTION_PER_STEP = "clip_fraction/k"  # + fine-tuned step index
 RATIO_MEAN = "ratio_mean"
 EXPLAINED_VARIANCE = "explained_variance"
 KL_STOPPED = "kl_early_stopped"
+DENOISING_STD = "denoising_std"  # mean exploration std of the fine-tuned steps in the batch
+BC_REGULARISER = "losses/bc_regulariser"
 
 # DPPO algorithm results (top level of the result dict).
 DPPO_NAMESPACE = "dppo"

@@ -34,8 +34,12 @@ from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyCon
 OBS_DIM, DA, TA, K, K_FT = 3, 2, 4, 6, 3
 
 
-def make_module(sampler="ddpm", k_ft=K_FT, inference_only=False, act_steps=TA) -> DPPOModule:
+def make_module(
+    sampler="ddpm", k_ft=K_FT, inference_only=False, act_steps=TA, network="mlp"
+) -> DPPOModule:
     policy = DiffusionPolicyConfig(
+        network=network,
+        unet_dims=(8, 16),
         obs_dim=OBS_DIM,
         action_dim=DA,
         horizon=TA,
@@ -67,9 +71,9 @@ def test_clip_schedule_single_and_multiple_steps():
     np.testing.assert_allclose(sched, expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_exploration_outputs_and_logp_recomputation(sampler):
-    module = make_module(sampler)
+@pytest.mark.parametrize("sampler,network", [("ddpm", "mlp"), ("ddim", "mlp"), ("ddpm", "unet")])
+def test_exploration_outputs_and_logp_recomputation(sampler, network):
+    module = make_module(sampler, network=network)
     obs = torch.randn(7, OBS_DIM)
     with torch.no_grad():
         out = module.forward_exploration({Columns.OBS: obs})
@@ -283,7 +287,17 @@ def test_finetune_smoke_and_checkpoint(pretrained, ray_session, tmp_path):
     assert lines[0]["iteration"] == 0 and "eval_return_mean" in lines[0]
     assert lines[-1]["env_steps"] >= 300
     assert all("eval_return_mean" in x for x in lines[1:])
-    assert {"approx_kl", "clip_fraction", "explained_variance", "sample_seconds"} <= set(lines[1])
+    assert {
+        "approx_kl",
+        "clip_fraction",
+        "clip_fraction_per_step",
+        "explained_variance",
+        "denoising_std",
+        "sample_seconds",
+        "learn_seconds",
+        "train_normalized_score",
+        "eval_normalized_score",
+    } <= set(lines[1])
     assert summary["final_evaluation"]["num_episodes"] == 2
     meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
     assert meta["algorithm"] == "DPPO"
@@ -307,3 +321,25 @@ def test_pretrained_mismatch_is_reported_field_by_field():
     with pytest.raises(CheckpointError) as err:
         check_policy_match(a, b, "ckpt")
     assert "obs_dim" in str(err.value) and "horizon" in str(err.value)
+
+
+def test_sampling_std_is_posterior_std_with_floor():
+    module = make_module()
+    k = torch.arange(K_FT)
+    # Fine-tuned DDPM steps are the last K_FT timesteps: t = K_FT-1 ... 0.
+    t = torch.arange(K_FT - 1, -1, -1)
+    post = (0.5 * module.schedule.posterior_log_variance_clipped[t]).exp()
+    expected = post.clamp(min=0.1)
+    torch.testing.assert_close(module.sampling_std(k), expected)
+
+
+def test_bc_regulariser_trains_only_the_fine_tuned_actor():
+    from rllib_diffusion.algorithms.dppo.dppo_learner import DPPOTorchLearner
+
+    module = make_module()
+    obs = torch.randn(5, OBS_DIM)
+    loss = DPPOTorchLearner._bc_regulariser(module, obs)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None for p in module.actor.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.actor_ft.parameters())

@@ -75,6 +75,7 @@ class DPPOConfig(PPOConfig):
         self.critic_warmup_iterations = 0
         self.reward_scaling = True
         self.pair_minibatch_size = 10_000
+        self.bc_loss_coeff = 0.0
         self.pretrained_checkpoint: str | None = None
         self.use_kl_loss = False
         self.entropy_coeff = 0.0
@@ -97,6 +98,7 @@ class DPPOConfig(PPOConfig):
         critic_warmup_iterations: int | None = NotProvided,
         reward_scaling: bool | None = NotProvided,
         pair_minibatch_size: int | None = NotProvided,
+        bc_loss_coeff: float | None = NotProvided,
         pretrained_checkpoint: str | None = NotProvided,
         **kwargs: Any,
     ) -> DPPOConfig:
@@ -115,6 +117,9 @@ class DPPOConfig(PPOConfig):
             critic_warmup_iterations: iterations during which only the critic learns.
             reward_scaling: divide rewards by the running std of the discounted return.
             pair_minibatch_size: (env step, denoising step) pairs per minibatch.
+            bc_loss_coeff: weight of the optional BC regulariser (0: off): the negative
+                log-likelihood under the fine-tuned actor of chains sampled from the
+                frozen pretrained actor at the minibatch's observations.
             pretrained_checkpoint: DiffusionBC checkpoint whose EMA weights initialise
                 both the frozen and the fine-tuned denoiser.
         """
@@ -129,6 +134,7 @@ class DPPOConfig(PPOConfig):
             ("critic_warmup_iterations", critic_warmup_iterations),
             ("reward_scaling", reward_scaling),
             ("pair_minibatch_size", pair_minibatch_size),
+            ("bc_loss_coeff", bc_loss_coeff),
             ("pretrained_checkpoint", pretrained_checkpoint),
         ):
             if value is not NotProvided:
@@ -165,6 +171,8 @@ class DPPOConfig(PPOConfig):
                 self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
         if not 0 < self.gamma_denoising <= 1:
             self._value_error(f"gamma_denoising must be in (0, 1], got {self.gamma_denoising}.")
+        if self.bc_loss_coeff < 0:
+            self._value_error(f"bc_loss_coeff must be >= 0, got {self.bc_loss_coeff}.")
         if self.pair_minibatch_size < 1:
             self._value_error(f"pair_minibatch_size must be >= 1, got {self.pair_minibatch_size}.")
         if self.target_kl is not None and self.target_kl <= 0:

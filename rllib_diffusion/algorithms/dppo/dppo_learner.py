@@ -117,6 +117,10 @@ class DPPOTorchLearner(PPOTorchLearner):
         targets = batch[Postprocessing.VALUE_TARGETS]
         vf_loss = mmean(0.5 * (values - targets) ** 2)
         total = pg_loss + config.vf_loss_coeff * vf_loss
+        bc_loss = None
+        if config.bc_loss_coeff > 0:
+            bc_loss = self._bc_regulariser(module, batch[Columns.OBS])
+            total = total + config.bc_loss_coeff * bc_loss
 
         with torch.no_grad():
             approx_kl = mmean((ratio - 1) - log_ratio)
@@ -132,13 +136,32 @@ class DPPOTorchLearner(PPOTorchLearner):
                 M.RATIO_MEAN: mmean(ratio),
                 M.EXPLAINED_VARIANCE: explained_variance(targets, values),
                 M.KL_STOPPED: float(self._kl_stopped),
+                M.DENOISING_STD: module.sampling_std(k).mean(),
             }
+            if bc_loss is not None:
+                metrics[M.BC_REGULARISER] = bc_loss
             for step in range(k_ft):
                 sel = k == step if mask is None else (k == step) & mask
                 if sel.any():
                     metrics[f"{M.CLIP_FRACTION_PER_STEP}{step}"] = clipped[sel].mean()
         self.metrics.log_dict(metrics, key=module_id, window=1)
         return total
+
+    @staticmethod
+    def _bc_regulariser(module, obs: torch.Tensor) -> torch.Tensor:
+        """−log-likelihood under the fine-tuned actor of chains from the frozen base actor."""
+        with torch.no_grad():
+            chain = module.sample(obs, deterministic=False, base_only=True)["chain"]
+        k_ft = chain.shape[1] - 1
+        n = obs.shape[0]
+        k = torch.arange(k_ft, device=obs.device).repeat(n)
+        logp = module.pair_logp(
+            obs.repeat_interleave(k_ft, dim=0),
+            chain[:, :-1].reshape(n * k_ft, *chain.shape[2:]),
+            chain[:, 1:].reshape(n * k_ft, *chain.shape[2:]),
+            k,
+        )
+        return -logp.mean()
 
     @override(PPOTorchLearner)
     def apply_gradients(self, gradients_dict) -> None:

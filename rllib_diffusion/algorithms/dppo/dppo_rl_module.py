@@ -146,9 +146,13 @@ class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingCha
         deterministic: bool,
         x_init: Tensor | None = None,
         generator: torch.Generator | None = None,
+        base_only: bool = False,
     ) -> dict[str, Tensor]:
         """Run the reverse chain; returns ``actions`` (B, Ta, Da), ``chain`` (B, K_ft+1, Ta, Da)
-        and ``logp`` (B, K_ft) (log-probs under the log-prob std floor)."""
+        and ``logp`` (B, K_ft) (log-probs under the log-prob std floor).
+
+        ``base_only`` runs the frozen pretrained actor for every step (the BC regulariser's
+        reference chains)."""
         pol, cfg = self.policy_config, self.dppo_config
         obs = obs.float()
         shape = (obs.shape[0], pol.horizon, pol.action_dim)
@@ -157,7 +161,7 @@ class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingCha
         first_ft = num_steps - cfg.ft_denoising_steps
         chain, logps = [], []
         for i in range(num_steps):
-            net = self.actor if i < first_ft else self.actor_ft
+            net = self.actor if (i < first_ft or base_only) else self.actor_ft
             if deterministic:
                 floor = (
                     0.0 if (pol.sampler == "ddim" or i == num_steps - 1) else DETERMINISTIC_MIN_STD
@@ -186,6 +190,26 @@ class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingCha
             "chain": torch.stack(chain, dim=1),
             "logp": torch.stack(logps, dim=1),
         }
+
+    def sampling_std(self, k: Tensor) -> Tensor:
+        """Exploration std ``(B,)`` of fine-tuned step ``k`` (posterior std with its floor).
+
+        For DDIM (η > 0) the std also depends on nothing but the timesteps, so a zero
+        sample suffices to evaluate it.
+        """
+        cfg, pol = self.dppo_config, self.policy_config
+        i = (len(self.timesteps) - cfg.ft_denoising_steps) + k.long()
+        t = self.timesteps[i]
+        if pol.sampler == "ddpm":
+            std = (0.5 * self.schedule.posterior_log_variance_clipped[t]).exp()
+        else:
+            a_t = self.schedule.alphas_cumprod[t]
+            t_prev = self.prev_steps[i]
+            a_prev = torch.where(
+                t_prev >= 0, self.schedule.alphas_cumprod[t_prev.clamp(min=0)], torch.ones_like(a_t)
+            )
+            std = cfg.ddim_eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+        return std.clamp(min=cfg.min_sampling_std)
 
     @override(DenoisingChainAPI)
     def pair_logp(self, obs: Tensor, x_prev: Tensor, x_next: Tensor, k: Tensor) -> Tensor:

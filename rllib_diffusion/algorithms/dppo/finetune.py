@@ -37,7 +37,8 @@ class FinetuneSettings:
             per minibatch.
         ft_denoising_steps: K_ft.
         actor_lr / critic_lr / clip / clip_base / target_kl / gamma / lambda_ /
-        gamma_denoising / reward_scaling / critic_warmup_iterations: DPPO.md knobs.
+        gamma_denoising / reward_scaling / critic_warmup_iterations / bc_loss_coeff:
+            DPPO.md knobs (see ``DPPOConfig.training``).
         eval_interval: deterministic evaluation every this many iterations (0: end only).
         eval_episodes: episodes per evaluation.
         checkpoint_interval: checkpoint every this many iterations (0: end only).
@@ -64,6 +65,7 @@ class FinetuneSettings:
     gamma_denoising: float = 0.99
     reward_scaling: bool = True
     critic_warmup_iterations: int = 0
+    bc_loss_coeff: float = 0.0
     eval_interval: int = 5
     eval_episodes: int = 10
     checkpoint_interval: int = 10
@@ -115,6 +117,7 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             gamma_denoising=s.gamma_denoising,
             reward_scaling=s.reward_scaling,
             critic_warmup_iterations=s.critic_warmup_iterations,
+            bc_loss_coeff=s.bc_loss_coeff,
             pretrained_checkpoint=str(Path(checkpoint).expanduser().resolve()),
         )
         .rl_module(model_config=model.to_dict())
@@ -258,6 +261,8 @@ def progress_line(result: dict[str, Any], it: int, env_id: str | None, *, evalua
         M.EXPLAINED_VARIANCE,
         M.RATIO_MEAN,
         M.KL_STOPPED,
+        M.DENOISING_STD,
+        M.BC_REGULARISER,
         "policy_loss",
         "vf_loss",
     ):
