@@ -394,6 +394,58 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
     return finetune(finetune_settings_from_args(args))
 
 
+# ----------------------------------------------------------------------------- offline
+def add_offline_args(p: argparse.ArgumentParser) -> None:
+    from rllib_diffusion.algorithms.diffusion_ql.train import ALGORITHMS, OfflineSettings
+
+    d = OfflineSettings(dataset="")
+    p.add_argument("--algo", choices=sorted(ALGORITHMS), default=d.algo)
+    p.add_argument("--dataset", required=True, help="Minari id or directory, .npz or .hdf5")
+    p.add_argument("--download", action="store_true", help="let Minari download the id")
+    p.add_argument("--env-id", help="env to evaluate in (default: the dataset's env)")
+    p.add_argument("--out", default=d.out_dir)
+    p.add_argument("--gradient-steps", type=int, default=d.gradient_steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
+    p.add_argument("--eta", type=float, help="Q-term weight (default: per-task paper value)")
+    p.add_argument("--grad-clip", type=float, help="grad-norm clip (default: per-task value)")
+    p.add_argument("--gamma", type=float, default=d.gamma)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--denoising-steps", type=int, default=d.denoising_steps)
+    p.add_argument("--num-candidates", type=int, default=d.num_candidates)
+    p.add_argument("--eval-interval", type=int, default=d.eval_interval, help="iterations")
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def run_offline(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings, train_offline
+
+    return train_offline(
+        OfflineSettings(
+            dataset=args.dataset,
+            algo=args.algo,
+            env_id=args.env_id,
+            out_dir=args.out,
+            download=args.download,
+            gradient_steps=args.gradient_steps,
+            batch_size=args.batch_size,
+            steps_per_iteration=args.steps_per_iteration,
+            eta=args.eta,
+            grad_clip=args.grad_clip,
+            gamma=args.gamma,
+            lr=args.lr,
+            denoising_steps=args.denoising_steps,
+            num_candidates=args.num_candidates,
+            eval_interval=args.eval_interval,
+            eval_episodes=args.eval_episodes,
+            checkpoint_interval=args.checkpoint_interval,
+            seed=args.seed,
+        )
+    )
+
+
 # ---------------------------------------------------------------------------- evaluate
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory of this package")
@@ -494,6 +546,11 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
         add_finetune_args,
         run_finetune,
         "fine-tune a pretrained diffusion policy with DPPO (online, RLlib EnvRunners)",
+    ),
+    "offline": (
+        add_offline_args,
+        run_offline,
+        "offline RL with diffusion/flow policies (Diffusion-QL; RLlib offline API)",
     ),
     "evaluate": (add_evaluate_args, run_evaluate, "evaluate a checkpoint in its env"),
     "dataset-info": (add_dataset_info_args, run_dataset_info, "summarise a dataset"),

@@ -31,3 +31,10 @@ EVAL_NORMALIZED = "eval_normalized_score"
 SAMPLE_SECONDS = "sample_seconds"
 LEARN_SECONDS = "learn_seconds"
 SYNC_SECONDS = "sync_seconds"
+
+# Offline actor-critic learners (per module).
+ACTOR_LOSS = "losses/actor_loss"
+CRITIC_LOSS = "losses/critic_loss"
+Q_LOSS = "losses/q_loss"
+Q_MEAN = "charts/q_mean"
+TARGET_MEAN = "charts/target_mean"

@@ -85,56 +85,124 @@ def prepare_offline_data(
     Returns:
         :class:`OfflineDataInfo`; ``path`` is a directory for ``offline_data(input_=[path])``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     norm = normalization or DatasetNormalization.fit(dataset)
     root = Path(cache_dir).expanduser() / "windows" if cache_dir else default_cache_dir()
     key = _fingerprint(dataset, horizon, obs_history, norm)
-    final = root / key
+
+    def build() -> tuple[dict[str, np.ndarray], dict]:
+        windows = make_windows(dataset, horizon=horizon, obs_history=obs_history)
+        n = len(windows)
+        obs = norm.obs.normalize(windows.obs).reshape(n, -1).astype(np.float32)
+        act = norm.action.normalize(windows.actions).astype(np.float32)
+        meta = {
+            "obs_dim": int(obs.shape[1]),
+            "action_shape": [int(act.shape[1]), int(act.shape[2])],
+            "horizon": horizon,
+            "obs_history": obs_history,
+            "normalization": norm.to_dict(),
+        }
+        return {C.OBS: obs, C.ACTIONS: act.reshape(n, -1)}, meta
+
+    meta, cached = write_cached_parquet(
+        root / key, build, dataset=dataset, rows_per_file=rows_per_file, seed=seed
+    )
+    return OfflineDataInfo(
+        path=str(root / key),
+        normalization=norm,
+        num_samples=int(meta["num_samples"]),
+        obs_dim=int(meta["obs_dim"]),
+        action_shape=tuple(meta["action_shape"]),
+        cached=cached,
+    )
+
+
+def prepare_transition_data(
+    dataset: EpisodeDataset,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    rows_per_file: int = 200_000,
+    seed: int = 0,
+) -> tuple[str, int]:
+    """Write ``dataset``'s transitions (raw units) as shuffled parquet for offline RL (cached).
+
+    Columns: ``obs`` (Do,), ``actions`` (Da,), ``rewards``, ``new_obs`` (Do,),
+    ``terminateds`` (1.0 only at true terminations; truncated ends bootstrap).
+
+    Returns:
+        ``(directory, num_transitions)``.
+    """
+    root = (
+        Path(cache_dir).expanduser() / "transitions"
+        if cache_dir
+        else default_cache_dir().parent / "transitions"
+    )
+    h = hashlib.sha1(json.dumps([FORMAT_VERSION, "transitions"]).encode())
+    for ep in dataset.episodes:
+        for arr in (ep.observations, ep.actions, ep.rewards, ep.terminations):
+            h.update(np.ascontiguousarray(arr).tobytes())
+    key = h.hexdigest()[:20]
+
+    def build() -> tuple[dict[str, np.ndarray], dict]:
+        eps = dataset.episodes
+        cols = {
+            C.OBS: np.concatenate([e.observations[:-1] for e in eps]).astype(np.float32),
+            C.ACTIONS: np.concatenate([e.actions for e in eps]).astype(np.float32),
+            C.REWARDS: np.concatenate([e.rewards for e in eps]).astype(np.float32),
+            C.NEXT_OBS: np.concatenate([e.observations[1:] for e in eps]).astype(np.float32),
+            C.TERMINATEDS: np.concatenate([e.terminations for e in eps]).astype(np.float32),
+        }
+        return cols, {"obs_dim": dataset.obs_dim, "action_dim": dataset.action_dim}
+
+    meta, _ = write_cached_parquet(
+        root / key, build, dataset=dataset, rows_per_file=rows_per_file, seed=seed
+    )
+    return str(root / key), int(meta["num_samples"])
+
+
+def write_cached_parquet(
+    final: Path,
+    build,
+    *,
+    dataset: EpisodeDataset,
+    rows_per_file: int,
+    seed: int,
+) -> tuple[dict, bool]:
+    """Write ``build()``'s columns, shuffled, to ``final`` unless already there.
+
+    ``build() -> (columns, meta)``; 2-D columns become fixed-size list columns. Written
+    into a temp directory and renamed, so a cache entry is complete or absent.
+
+    Returns:
+        ``(meta, cached)``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     meta_path = final / META_FILE
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        return OfflineDataInfo(
-            path=str(final),
-            normalization=norm,
-            num_samples=int(meta["num_samples"]),
-            obs_dim=int(meta["obs_dim"]),
-            action_shape=tuple(meta["action_shape"]),
-            cached=True,
-        )
-
-    windows = make_windows(dataset, horizon=horizon, obs_history=obs_history)
-    n = len(windows)
-    obs = norm.obs.normalize(windows.obs).reshape(n, -1).astype(np.float32)
-    act = norm.action.normalize(windows.actions).astype(np.float32)
-    action_shape = (int(act.shape[1]), int(act.shape[2]))
-    act = act.reshape(n, -1)
+        return json.loads(meta_path.read_text()), True
+    columns, meta = build()
+    n = len(next(iter(columns.values())))
     order = np.random.default_rng(seed).permutation(n)
-    obs, act = obs[order], act[order]
-
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    columns = {k: v[order] for k, v in columns.items()}
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         for part, start in enumerate(range(0, n, rows_per_file)):
             sl = slice(start, start + rows_per_file)
             table = pa.table(
                 {
-                    C.OBS: _fixed_list(obs[sl]),
-                    C.ACTIONS: _fixed_list(act[sl]),
+                    k: _fixed_list(v[sl]) if v.ndim == 2 else pa.array(v[sl])
+                    for k, v in columns.items()
                 }
             )
             pq.write_table(table, tmp / f"part-{part:05d}.parquet")
         meta = {
+            **meta,
             "format_version": FORMAT_VERSION,
             "num_samples": n,
-            "obs_dim": int(obs.shape[1]),
-            "action_shape": list(action_shape),
-            "horizon": horizon,
-            "obs_history": obs_history,
             "dataset": dataset.name,
             "env_id": dataset.env_id,
-            "normalization": norm.to_dict(),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         try:
@@ -148,15 +216,8 @@ def prepare_offline_data(
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
         raise
-    logger.info("Wrote %d windows (Ta=%d, To=%d) to %s", n, horizon, obs_history, final)
-    return OfflineDataInfo(
-        path=str(final),
-        normalization=norm,
-        num_samples=n,
-        obs_dim=int(obs.shape[1]),
-        action_shape=action_shape,
-        cached=False,
-    )
+    logger.info("Wrote %d rows to %s", n, final)
+    return meta, False
 
 
 def _fixed_list(arr: np.ndarray):

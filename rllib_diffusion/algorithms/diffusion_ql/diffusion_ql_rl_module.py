@@ -1,0 +1,172 @@
+"""RLModule of Diffusion-QL: diffusion (or flow) actor, its EMA, twin critics and targets.
+
+Glossary: B batch, N action candidates, Do obs dim, Da action dim, T denoising steps.
+
+Acting samples N candidate actions per state with the EMA actor and picks one by a
+softmax over (or the argmax of) the target critics' min-Q, as Diffusion-QL does. So the
+EnvRunners need ``ema_actor`` and ``critic_target``; ``actor`` and ``critic`` are
+learner-only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
+from torch import Tensor
+
+from rllib_diffusion.diffusion import DiffusionMLP, NoiseSchedule, euler_sample, sample_chain
+from rllib_diffusion.modules.critics import QEnsemble
+from rllib_diffusion.modules.diffusion_policy_module import FLOW_TIME_SCALE
+from rllib_diffusion.modules.model_config import ConfigError
+
+POLICIES = ("ddpm", "flow")
+SELECTIONS = ("softmax", "argmax")
+
+
+@dataclass
+class DiffusionQLModelConfig:
+    """Network and acting knobs (OFFLINE.md defaults).
+
+    Attributes:
+        obs_dim / action_dim: Do / Da.
+        policy: "ddpm" (VP schedule, ε-prediction) or "flow" (flow matching, Euler).
+        denoising_steps: T (DDPM steps or Euler steps).
+        hidden_dims: actor MLP (Mish).
+        critic_hidden_dims: each Q head's MLP (Mish).
+        num_critics: Q heads.
+        num_candidates: N actions sampled per state when acting.
+        action_selection: "softmax" over min-Q, or "argmax".
+        max_action: actions (and x̂0 during sampling) are clamped to ±max_action.
+        env_id: the env the data came from.
+    """
+
+    obs_dim: int
+    action_dim: int
+    policy: str = "ddpm"
+    denoising_steps: int = 5
+    hidden_dims: tuple[int, ...] = (256, 256, 256)
+    critic_hidden_dims: tuple[int, ...] = (256, 256, 256)
+    num_critics: int = 2
+    num_candidates: int = 50
+    action_selection: str = "softmax"
+    max_action: float = 1.0
+    env_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(self.hidden_dims)
+        self.critic_hidden_dims = tuple(self.critic_hidden_dims)
+        if self.policy not in POLICIES:
+            raise ConfigError(f"policy={self.policy!r}; allowed: {', '.join(POLICIES)}.")
+        if self.action_selection not in SELECTIONS:
+            raise ConfigError(
+                f"action_selection={self.action_selection!r}; allowed: {', '.join(SELECTIONS)}."
+            )
+        if self.num_critics < 2 or self.num_candidates < 1 or self.denoising_steps < 1:
+            raise ConfigError("need num_critics >= 2, num_candidates >= 1, denoising_steps >= 1.")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden_dims"], d["critic_hidden_dims"] = (
+            list(self.hidden_dims),
+            list(self.critic_hidden_dims),
+        )
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DiffusionQLModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class DiffusionQLModule(TorchRLModule, InferenceOnlyAPI):
+    """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
+
+    @override(TorchRLModule)
+    def setup(self) -> None:
+        cfg = DiffusionQLModelConfig.from_dict(dict(self.model_config or {}))
+        self.dql_config = cfg
+        if cfg.policy == "ddpm":
+            self.schedule = NoiseSchedule.from_name("vp", cfg.denoising_steps)
+        actor = DiffusionMLP(
+            cfg.action_dim,
+            1,
+            cfg.obs_dim,
+            hidden_dims=cfg.hidden_dims,
+            residual=False,
+            time_scale=FLOW_TIME_SCALE if cfg.policy == "flow" else 1.0,
+        )
+        critic = QEnsemble(
+            cfg.obs_dim,
+            cfg.action_dim,
+            num_heads=cfg.num_critics,
+            hidden_dims=cfg.critic_hidden_dims,
+        )
+        self.ema_actor = copy.deepcopy(actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+        if not self.inference_only:
+            self.actor, self.critic = actor, critic
+        # Gradient steps taken (EMA schedule); a buffer so checkpoints restore it.
+        self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
+
+    def sample(self, obs: Tensor, *, ema: bool, x_init: Tensor | None = None) -> Tensor:
+        """Actions ``(B, Da)`` from the (EMA) actor; differentiable w.r.t. the actor."""
+        cfg = self.dql_config
+        net = self.ema_actor if ema or self.inference_only else self.actor
+        obs = obs.float()
+        if x_init is None:
+            x_init = torch.randn(obs.shape[0], 1, cfg.action_dim, device=obs.device)
+        if cfg.policy == "flow":
+            out = euler_sample(lambda x, t: net(x, t, obs), x_init, cfg.denoising_steps)
+            return out[:, 0].clamp(-cfg.max_action, cfg.max_action)
+        chain = sample_chain(
+            lambda x, t: net(x, t, obs),
+            self.schedule,
+            tuple(x_init.shape),
+            clip_x0=cfg.max_action,
+            noise_clip=None,
+            final_clip=cfg.max_action,
+            x_init=x_init,
+        )
+        return chain.actions[:, 0]
+
+    def select_actions(self, obs: Tensor, *, explore: bool) -> Tensor:
+        """Sample N candidates per state with the EMA actor and pick one by target min-Q."""
+        cfg = self.dql_config
+        obs = obs.float()
+        b, n = obs.shape[0], cfg.num_candidates
+        obs_rep = obs.repeat_interleave(n, dim=0)
+        cand = self.sample(obs_rep, ema=True)
+        q = self.critic_target(obs_rep, cand).min(dim=0).values.view(b, n)
+        if cfg.action_selection == "argmax" and not explore:
+            idx = q.argmax(dim=1)
+        else:
+            idx = torch.multinomial(torch.softmax(q, dim=1), 1).squeeze(1)
+        return cand.view(b, n, -1)[torch.arange(b, device=obs.device), idx]
+
+    @override(TorchRLModule)
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {Columns.ACTIONS: self.select_actions(batch[Columns.OBS], explore=False)}
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        actions = self.select_actions(batch[Columns.OBS], explore=True)
+        return {
+            Columns.ACTIONS: actions,
+            Columns.ACTION_LOGP: torch.zeros(actions.shape[0], device=actions.device),
+        }
+
+    @override(TorchRLModule)
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        # The learner evaluates actor and critics itself (several losses, targets).
+        return {}
+
+    @override(InferenceOnlyAPI)
+    def get_non_inference_attributes(self) -> list[str]:
+        return ["actor", "critic"]

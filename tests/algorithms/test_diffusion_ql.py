@@ -1,0 +1,216 @@
+"""Diffusion-QL: losses against hand computations, target/EMA schedules, checkpoint, learning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+
+from rllib_diffusion.algorithms.diffusion_ql import OfflineSettings, train_offline
+from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import ACTOR, CRITIC, q_loss_term
+from rllib_diffusion.algorithms.diffusion_ql.train import build_offline_config
+from rllib_diffusion.checkpoints import load_policy_module
+
+OBS, ACT = 3, 2
+MID = "default_policy"
+
+
+def make_learner(policy="ddpm", **training):
+    settings = OfflineSettings(
+        dataset="unused",
+        algo="diffusion_ql" if policy == "ddpm" else "diffusion_ql_flow",
+        hidden_dims=(16, 16),
+        num_candidates=4,
+    )
+    config, _ = build_offline_config(settings, "/nonexistent", "Hopper-v5", OBS, ACT)
+    config.training(**training)
+    return config.build_learner(), config
+
+
+def tiny_batch(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        Columns.OBS: torch.randn(n, OBS, generator=g),
+        Columns.ACTIONS: torch.rand(n, ACT, generator=g) * 2 - 1,
+        Columns.REWARDS: torch.randn(n, generator=g),
+        Columns.NEXT_OBS: torch.randn(n, OBS, generator=g),
+        Columns.TERMINATEDS: (torch.rand(n, generator=g) > 0.5).float(),
+    }
+
+
+@pytest.mark.parametrize("policy", ["ddpm", "flow"])
+def test_critic_loss_matches_hand_computation(policy):
+    learner, config = make_learner(policy)
+    module = learner.module[MID].unwrapped()
+    batch = tiny_batch()
+    fixed_next = torch.rand(8, ACT) * 2 - 1
+    real_sample = module.sample
+    module.sample = lambda obs, ema, x_init=None: fixed_next if ema else real_sample(obs, ema=False)
+    learner.compute_loss_for_module(module_id=MID, config=config, batch=batch, fwd_out={})
+    logged = float(learner.metrics.peek((MID, "losses/critic_loss")))
+
+    def q_head(net, obs, act):
+        return net(torch.cat([obs, act], dim=-1)).squeeze(-1)
+
+    with torch.no_grad():
+        q_next = torch.minimum(
+            *(q_head(h, batch[Columns.NEXT_OBS], fixed_next) for h in module.critic_target.heads)
+        )
+        y = batch[Columns.REWARDS] + 0.99 * (1 - batch[Columns.TERMINATEDS]) * q_next
+        expected = sum(
+            ((q_head(h, batch[Columns.OBS], batch[Columns.ACTIONS]) - y) ** 2).mean()
+            for h in module.critic.heads
+        )
+    assert logged == pytest.approx(float(expected), rel=1e-5)
+    learner._temp_losses.clear()
+
+
+def test_q_term_normalises_by_the_other_head_without_gradient():
+    q = torch.tensor([[1.0, 3.0], [-2.0, 6.0]], requires_grad=True)
+    term = q_loss_term(q, (0, 1))
+    assert float(term) == pytest.approx(-(1 + 3) / 2 / ((2 + 6) / 2))
+    term.backward()
+    # d/dq0 = -1/(B * mean|q1|) = -1/(2*4); the normalising head gets no gradient.
+    np.testing.assert_allclose(q.grad[0].numpy(), [-0.125, -0.125])
+    np.testing.assert_allclose(q.grad[1].numpy(), [0.0, 0.0])
+
+
+def test_actor_loss_does_not_train_the_critic():
+    learner, config = make_learner()
+    module = learner.module[MID].unwrapped()
+    batch = tiny_batch()
+    torch.manual_seed(0)
+    loss = learner.compute_loss_for_module(module_id=MID, config=config, batch=batch, fwd_out={})
+    critic_loss = learner._temp_losses[(MID, CRITIC)]
+    expected = torch.autograd.grad(critic_loss, list(module.critic.parameters()), retain_graph=True)
+    grads = learner.compute_gradients({MID: loss})
+    got = [grads[learner.get_param_ref(p)] for p in module.critic.parameters()]
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+    assert all(learner.get_param_ref(p) in grads for p in module.actor.parameters())
+    assert ACTOR not in {k[1] for k in learner._temp_losses}
+
+
+def test_targets_polyak_and_ema_schedule():
+    learner, config = make_learner(ema_start=1, ema_update_every=2, tau=0.1, ema_decay=0.5)
+    module = learner.module[MID].unwrapped()
+
+    def step():
+        old_target = [p.clone() for p in module.critic_target.parameters()]
+        old_ema = [p.clone() for p in module.ema_actor.parameters()]
+        loss = learner.compute_loss_for_module(
+            module_id=MID, config=config, batch=tiny_batch(), fwd_out={}
+        )
+        learner.apply_gradients(learner.compute_gradients({MID: loss}))
+        return old_target, old_ema
+
+    old_target, _ = step()  # step 1 (<= ema_start): EMA copies the actor exactly
+    for t, o, c in zip(module.critic_target.parameters(), old_target, module.critic.parameters()):
+        torch.testing.assert_close(t, 0.9 * o + 0.1 * c)
+    for e, a in zip(module.ema_actor.parameters(), module.actor.parameters()):
+        torch.testing.assert_close(e, a)
+    _, old_ema = step()  # step 2: EMA update with decay 0.5
+    for e, o, a in zip(module.ema_actor.parameters(), old_ema, module.actor.parameters()):
+        torch.testing.assert_close(e, 0.5 * o + 0.5 * a)
+    _, old_ema = step()  # step 3: not an EMA step
+    for e, o in zip(module.ema_actor.parameters(), old_ema):
+        torch.testing.assert_close(e, o)
+    assert int(module.train_step) == 3
+
+
+@pytest.fixture(scope="module")
+def reach_datasets(tmp_path_factory):
+    """Toy task data where half of the actions are good and half are bad.
+
+    Diffusion BC reproduces both halves; Q-learning must prefer the good ones.
+    """
+    from rllib_diffusion.data import save_npz
+
+    from .test_dppo_learning import biased_dataset
+
+    root = tmp_path_factory.mktemp("reach")
+    good = biased_dataset(num_episodes=100, bias=0.0, seed=0)
+    bad = biased_dataset(num_episodes=100, bias=0.9, seed=1000)
+    good.episodes += bad.episodes
+    return save_npz(good, root / "mixed.npz"), root
+
+
+@pytest.mark.learning
+def test_diffusion_ql_beats_diffusion_bc_on_mixed_data(reach_datasets, ray_session):
+    from rllib_diffusion.algorithms.bc import PretrainSettings, pretrain
+
+    path, root = reach_datasets
+    bc = pretrain(
+        PretrainSettings(
+            dataset=path,
+            out_dir=str(root / "bc"),
+            horizon=1,
+            act_steps=1,
+            denoising_steps=5,
+            hidden_dims=(64, 64),
+            gradient_steps=1000,
+            steps_per_iteration=500,
+            batch_size=128,
+            warmup_steps=0,
+            eval_episodes=20,
+        )
+    )
+    dql = train_offline(
+        OfflineSettings(
+            dataset=path,
+            out_dir=str(root / "dql"),
+            gradient_steps=1000,
+            steps_per_iteration=500,
+            batch_size=128,
+            hidden_dims=(64, 64),
+            eval_episodes=20,
+            num_candidates=20,
+        )
+    )
+    bc_ret = bc["evaluation"]["episode_return_mean"]
+    dql_ret = dql["evaluation"]["episode_return_mean"]
+    print(json.dumps({"bc": bc_ret, "dql": dql_ret}))
+    assert dql_ret > bc_ret + 1.0, f"Diffusion-QL {dql_ret:.2f} vs BC {bc_ret:.2f}"
+
+
+def test_checkpoint_round_trip_identical_actions(reach_datasets, ray_session, tmp_path):
+    from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql import DiffusionQL
+    from rllib_diffusion.checkpoints import save_algorithm_checkpoint
+    from rllib_diffusion.data import load_dataset
+    from rllib_diffusion.data.offline import prepare_transition_data
+
+    path, _ = reach_datasets
+    settings = OfflineSettings(
+        dataset=path, steps_per_iteration=20, batch_size=32, hidden_dims=(16, 16), num_candidates=4
+    )
+    dataset = load_dataset(path)
+    data_path, _ = prepare_transition_data(dataset)
+    config, _ = build_offline_config(settings, data_path, dataset.env_id, 2, 1)
+    algo = config.build_algo()
+    try:
+        algo.train()
+        module = algo.learner_group._learner.module[MID]
+        ckpt = save_algorithm_checkpoint(algo, tmp_path / "ckpt", {"algorithm": "diffusion_ql"})
+    finally:
+        algo.stop()
+
+    def act(m):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return m.forward_inference({Columns.OBS: torch.zeros(5, 2)})[Columns.ACTIONS]
+
+    before = act(module)
+    loaded, _ = load_policy_module(ckpt, expect_algorithms=("diffusion_ql",))
+    torch.testing.assert_close(act(loaded), before)
+    assert int(loaded.train_step) == 20
+    restored = DiffusionQL.from_checkpoint(ckpt)
+    try:
+        torch.testing.assert_close(act(restored.learner_group._learner.module[MID]), before)
+        target = restored.learner_group._learner.module[MID].critic_target.state_dict()
+        for k, v in module.critic_target.state_dict().items():
+            torch.testing.assert_close(target[k], v)
+    finally:
+        restored.stop()
