@@ -550,7 +550,7 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "offline": (
         add_offline_args,
         run_offline,
-        "offline RL with diffusion/flow policies (Diffusion-QL; RLlib offline API)",
+        "offline RL with diffusion/flow policies (Diffusion-QL, IDQL; RLlib offline API)",
     ),
     "evaluate": (add_evaluate_args, run_evaluate, "evaluate a checkpoint in its env"),
     "dataset-info": (add_dataset_info_args, run_dataset_info, "summarise a dataset"),

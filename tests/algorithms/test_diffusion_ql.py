@@ -138,8 +138,9 @@ def reach_datasets(tmp_path_factory):
     return save_npz(good, root / "mixed.npz"), root
 
 
-@pytest.mark.learning
-def test_diffusion_ql_beats_diffusion_bc_on_mixed_data(reach_datasets, ray_session):
+@pytest.fixture(scope="module")
+def bc_on_mixed(reach_datasets, ray_session) -> float:
+    """Diffusion BC's return on the mixed data: the bar the Q-learners must clear."""
     from rllib_diffusion.algorithms.bc import PretrainSettings, pretrain
 
     path, root = reach_datasets
@@ -158,6 +159,12 @@ def test_diffusion_ql_beats_diffusion_bc_on_mixed_data(reach_datasets, ray_sessi
             eval_episodes=20,
         )
     )
+    return bc["evaluation"]["episode_return_mean"]
+
+
+@pytest.mark.learning
+def test_diffusion_ql_beats_diffusion_bc_on_mixed_data(reach_datasets, bc_on_mixed):
+    path, root = reach_datasets
     dql = train_offline(
         OfflineSettings(
             dataset=path,
@@ -170,7 +177,7 @@ def test_diffusion_ql_beats_diffusion_bc_on_mixed_data(reach_datasets, ray_sessi
             num_candidates=20,
         )
     )
-    bc_ret = bc["evaluation"]["episode_return_mean"]
+    bc_ret = bc_on_mixed
     dql_ret = dql["evaluation"]["episode_return_mean"]
     print(json.dumps({"bc": bc_ret, "dql": dql_ret}))
     assert dql_ret > bc_ret + 1.0, f"Diffusion-QL {dql_ret:.2f} vs BC {bc_ret:.2f}"
@@ -214,3 +221,78 @@ def test_checkpoint_round_trip_identical_actions(reach_datasets, ray_session, tm
             torch.testing.assert_close(target[k], v)
     finally:
         restored.stop()
+
+
+# ------------------------------------------------------------------------------- IDQL
+def make_idql_learner(**training):
+    settings = OfflineSettings(
+        dataset="unused", algo="idql", hidden_dims=(16, 16), num_candidates=4
+    )
+    config, _ = build_offline_config(settings, "/nonexistent", "Hopper-v5", OBS, ACT)
+    config.training(**training)
+    return config.build_learner(), config
+
+
+def test_idql_losses_match_hand_computation():
+    from rllib_diffusion.algorithms.idql.idql_learner import VALUE, expectile_loss
+
+    learner, config = make_idql_learner(expectile=0.8)
+    module = learner.module[MID].unwrapped()
+    batch = tiny_batch()
+    learner.compute_loss_for_module(module_id=MID, config=config, batch=batch, fwd_out={})
+    obs, act = batch[Columns.OBS], batch[Columns.ACTIONS]
+    with torch.no_grad():
+        xa = torch.cat([obs, act], dim=-1)
+        q_t = torch.minimum(*(h(xa).squeeze(-1) for h in module.critic_target.heads))
+        u = (q_t - module.value(obs).squeeze(-1)).numpy()
+        w = np.where(u < 0, 0.2, 0.8)
+        expected_v = float(np.mean(w * u**2))
+        y = batch[Columns.REWARDS] + 0.99 * (1 - batch[Columns.TERMINATEDS]) * module.value(
+            batch[Columns.NEXT_OBS]
+        ).squeeze(-1)
+        expected_q = float(sum(((h(xa).squeeze(-1) - y) ** 2).mean() for h in module.critic.heads))
+    assert float(learner.metrics.peek((MID, "losses/value_loss"))) == pytest.approx(
+        expected_v, rel=1e-5
+    )
+    assert float(learner.metrics.peek((MID, "losses/critic_loss"))) == pytest.approx(
+        expected_q, rel=1e-5
+    )
+    assert float(expectile_loss(torch.tensor([-1.0, 2.0]), 0.7)) == pytest.approx(
+        (0.3 * 1 + 0.7 * 4) / 2
+    )
+    assert {VALUE, CRITIC, ACTOR} == {k[1] for k in learner._temp_losses}
+    learner._temp_losses.clear()
+
+
+def test_idql_expectile_selection_needs_value_network():
+    from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_rl_module import (
+        DiffusionQLModelConfig,
+    )
+    from rllib_diffusion.modules.model_config import ConfigError
+
+    with pytest.raises(ConfigError, match="value_network"):
+        DiffusionQLModelConfig(obs_dim=2, action_dim=1, action_selection="expectile")
+
+
+@pytest.mark.learning
+def test_idql_beats_diffusion_bc_on_mixed_data(reach_datasets, ray_session):
+    path, root = reach_datasets
+    bc_return = json.loads((root / "bc" / "result.json").read_text())["evaluation"][
+        "episode_return_mean"
+    ]
+    idql = train_offline(
+        OfflineSettings(
+            dataset=path,
+            algo="idql",
+            out_dir=str(root / "idql"),
+            gradient_steps=1000,
+            steps_per_iteration=500,
+            batch_size=128,
+            hidden_dims=(64, 64),
+            eval_episodes=20,
+            num_candidates=20,
+        )
+    )
+    ret = idql["evaluation"]["episode_return_mean"]
+    print(json.dumps({"bc": bc_return, "idql": ret}))
+    assert ret > bc_return + 1.0, f"IDQL {ret:.2f} vs BC {bc_return:.2f}"

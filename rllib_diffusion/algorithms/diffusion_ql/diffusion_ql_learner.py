@@ -40,11 +40,73 @@ def q_loss_term(q_new: torch.Tensor, perm: tuple[int, int]) -> torch.Tensor:
     return -q_new[j].mean() / q_new[k].abs().mean().detach()
 
 
-class DiffusionQLTorchLearner(TorchLearner):
-    @override(TorchLearner)
+class SeparateLossesMixin:
+    """One backward per optimizer, in the order of ``OPTIMIZER_ORDER``.
+
+    ``compute_loss_for_module`` stores each optimizer's loss in
+    ``self._temp_losses[(module_id, name)]``. A loss that reaches another optimizer's
+    parameters (the actor's Q term reaches the critic) must come first: the next
+    optimizer's ``zero_grad`` drops those contributions before its own backward.
+    After every gradient step, ``update_targets(module_id)`` runs (Polyak/EMA).
+    """
+
+    OPTIMIZER_ORDER: tuple[str, ...] = ()
+
     def build(self) -> None:
         super().build()
         self._temp_losses: dict[tuple[Any, str], torch.Tensor] = {}
+
+    def compute_gradients(self, loss_per_module, **kwargs):
+        grads = {}
+        for module_id in loss_per_module:
+            if module_id not in self.module.keys():
+                continue
+            last = self.OPTIMIZER_ORDER[-1]
+            for name in self.OPTIMIZER_ORDER:
+                optim = self.get_optimizer(module_id, name)
+                optim.zero_grad(set_to_none=True)
+                self._temp_losses.pop((module_id, name)).backward(retain_graph=name != last)
+                params = self.filter_param_dict_for_optimizer(self._params, optim)
+                grads.update(
+                    {pid: p.grad.clone() for pid, p in params.items() if p.grad is not None}
+                )
+        self._temp_losses.clear()
+        return grads
+
+    def apply_gradients(self, gradients_dict) -> None:
+        super().apply_gradients(gradients_dict)
+        for module_id in self.module.keys():
+            self.update_targets(module_id)
+
+    def update_targets(self, module_id) -> None:
+        """Polyak-update ``critic_target`` (τ) and step the EMA actor schedule."""
+        cfg = self.config.get_config_for_module(module_id)
+        module = self.module[module_id].unwrapped()
+        module.train_step += 1
+        polyak_update_(module.critic_target, module.critic, cfg.tau)
+        step = int(module.train_step)
+        if step <= cfg.ema_start:
+            ema_update_(module.ema_actor, module.actor, 0.0)
+        elif step % cfg.ema_update_every == 0:
+            ema_update_(module.ema_actor, module.actor, cfg.ema_decay)
+
+
+def register_adam_optimizers(learner, module_id, nets_and_lrs) -> None:
+    """One Adam optimizer per ``(name, net, lr)``."""
+    for name, net, lr in nets_and_lrs:
+        params = learner.get_parameters(net)
+        learner.register_optimizer(
+            module_id=module_id,
+            optimizer_name=name,
+            optimizer=torch.optim.Adam(params),
+            params=params,
+            lr_or_lr_schedule=lr,
+        )
+
+
+class DiffusionQLTorchLearner(SeparateLossesMixin, TorchLearner):
+    # The actor's Q term reaches the critic: actor first (see SeparateLossesMixin).
+    OPTIMIZER_ORDER = (ACTOR, CRITIC)
 
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
@@ -98,37 +160,3 @@ class DiffusionQLTorchLearner(TorchLearner):
             window=1,
         )
         return actor_loss + critic_loss
-
-    @override(TorchLearner)
-    def compute_gradients(self, loss_per_module, **kwargs):
-        # One backward per optimizer: the actor's loss also reaches the critic through Q,
-        # which must not train the critic. Actor first; the critic's zero_grad then drops
-        # those contributions before its own backward.
-        grads = {}
-        for module_id in loss_per_module:
-            if module_id not in self.module.keys():
-                continue
-            for name in (ACTOR, CRITIC):
-                optim = self.get_optimizer(module_id, name)
-                optim.zero_grad(set_to_none=True)
-                self._temp_losses.pop((module_id, name)).backward(retain_graph=name == ACTOR)
-                params = self.filter_param_dict_for_optimizer(self._params, optim)
-                grads.update(
-                    {pid: p.grad.clone() for pid, p in params.items() if p.grad is not None}
-                )
-        self._temp_losses.clear()
-        return grads
-
-    @override(TorchLearner)
-    def apply_gradients(self, gradients_dict) -> None:
-        super().apply_gradients(gradients_dict)
-        for module_id in self.module.keys():
-            cfg = self.config.get_config_for_module(module_id)
-            module = self.module[module_id].unwrapped()
-            module.train_step += 1
-            polyak_update_(module.critic_target, module.critic, cfg.tau)
-            step = int(module.train_step)
-            if step <= cfg.ema_start:
-                ema_update_(module.ema_actor, module.actor, 0.0)
-            elif step % cfg.ema_update_every == 0:
-                ema_update_(module.ema_actor, module.actor, cfg.ema_decay)

@@ -1,4 +1,4 @@
-"""RLModule of Diffusion-QL: diffusion (or flow) actor, its EMA, twin critics and targets.
+"""RLModule of Diffusion-QL and IDQL: diffusion (or flow) actor, its EMA, critics, targets.
 
 Glossary: B batch, N action candidates, Do obs dim, Da action dim, T denoising steps.
 
@@ -21,13 +21,13 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import Tensor
 
-from rllib_diffusion.diffusion import DiffusionMLP, NoiseSchedule, euler_sample, sample_chain
+from rllib_diffusion.diffusion import MLP, DiffusionMLP, NoiseSchedule, euler_sample, sample_chain
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.diffusion_policy_module import FLOW_TIME_SCALE
 from rllib_diffusion.modules.model_config import ConfigError
 
 POLICIES = ("ddpm", "flow")
-SELECTIONS = ("softmax", "argmax")
+SELECTIONS = ("softmax", "argmax", "expectile")
 
 
 @dataclass
@@ -42,8 +42,13 @@ class DiffusionQLModelConfig:
         critic_hidden_dims: each Q head's MLP (Mish).
         num_critics: Q heads.
         num_candidates: N actions sampled per state when acting.
-        action_selection: "softmax" over min-Q, or "argmax".
+        action_selection: "softmax" over min-Q, "argmax", or "expectile" (IDQL: resample
+            with weights |τ − 1(Q − V < 0)|, needs ``value_network``).
         max_action: actions (and x̂0 during sampling) are clamped to ±max_action.
+        actor_layer_norm / actor_dropout / actor_residual: actor MLP options (IDQL uses
+            a residual MLP with LayerNorm and dropout 0.1).
+        value_network: build V(s) (IDQL's expectile critic).
+        expectile: τ of the expectile weights used by ``action_selection="expectile"``.
         env_id: the env the data came from.
     """
 
@@ -57,6 +62,11 @@ class DiffusionQLModelConfig:
     num_candidates: int = 50
     action_selection: str = "softmax"
     max_action: float = 1.0
+    actor_layer_norm: bool = False
+    actor_dropout: float = 0.0
+    actor_residual: bool = False
+    value_network: bool = False
+    expectile: float = 0.7
     env_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -68,6 +78,8 @@ class DiffusionQLModelConfig:
             raise ConfigError(
                 f"action_selection={self.action_selection!r}; allowed: {', '.join(SELECTIONS)}."
             )
+        if self.action_selection == "expectile" and not self.value_network:
+            raise ConfigError("action_selection='expectile' needs value_network=True.")
         if self.num_critics < 2 or self.num_candidates < 1 or self.denoising_steps < 1:
             raise ConfigError("need num_critics >= 2, num_candidates >= 1, denoising_steps >= 1.")
 
@@ -99,7 +111,9 @@ class DiffusionQLModule(TorchRLModule, InferenceOnlyAPI):
             1,
             cfg.obs_dim,
             hidden_dims=cfg.hidden_dims,
-            residual=False,
+            residual=cfg.actor_residual,
+            layer_norm=cfg.actor_layer_norm,
+            dropout=cfg.actor_dropout,
             time_scale=FLOW_TIME_SCALE if cfg.policy == "flow" else 1.0,
         )
         critic = QEnsemble(
@@ -112,6 +126,8 @@ class DiffusionQLModule(TorchRLModule, InferenceOnlyAPI):
         self.critic_target = copy.deepcopy(critic).requires_grad_(False)
         if not self.inference_only:
             self.actor, self.critic = actor, critic
+        if cfg.value_network and (cfg.action_selection == "expectile" or not self.inference_only):
+            self.value = MLP(cfg.obs_dim, 1, cfg.critic_hidden_dims, activation="mish")
         # Gradient steps taken (EMA schedule); a buffer so checkpoints restore it.
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
 
@@ -146,6 +162,10 @@ class DiffusionQLModule(TorchRLModule, InferenceOnlyAPI):
         q = self.critic_target(obs_rep, cand).min(dim=0).values.view(b, n)
         if cfg.action_selection == "argmax" and not explore:
             idx = q.argmax(dim=1)
+        elif cfg.action_selection == "expectile":
+            adv = q - self.value(obs).view(b, 1)
+            weights = (cfg.expectile - (adv < 0).float()).abs()
+            idx = torch.multinomial(weights, 1).squeeze(1)
         else:
             idx = torch.multinomial(torch.softmax(q, dim=1), 1).squeeze(1)
         return cand.view(b, n, -1)[torch.arange(b, device=obs.device), idx]
@@ -169,4 +189,7 @@ class DiffusionQLModule(TorchRLModule, InferenceOnlyAPI):
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
-        return ["actor", "critic"]
+        learner_only = ["actor", "critic"]
+        if self.dql_config.value_network and self.dql_config.action_selection != "expectile":
+            learner_only.append("value")
+        return learner_only

@@ -17,7 +17,28 @@ from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_rl_module import Diffu
 from rllib_diffusion.algorithms.offline_run import load_validated_dataset, run_offline_training
 from rllib_diffusion.data.offline import prepare_transition_data
 
-ALGORITHMS = {"diffusion_ql": "ddpm", "diffusion_ql_flow": "flow"}
+#: algo name -> model-config overrides (the algorithm class is chosen in ``_config_class``).
+ALGORITHMS: dict[str, dict[str, Any]] = {
+    "diffusion_ql": {"policy": "ddpm"},
+    "diffusion_ql_flow": {"policy": "flow"},
+    # IDQL-A: residual LayerNorm actor with dropout, V(s), argmax over N samples.
+    "idql": {
+        "policy": "ddpm",
+        "actor_layer_norm": True,
+        "actor_dropout": 0.1,
+        "actor_residual": True,
+        "value_network": True,
+        "action_selection": "argmax",
+    },
+}
+
+
+def _config_class(algo: str):
+    if algo == "idql":
+        from rllib_diffusion.algorithms.idql import IDQLConfig
+
+        return IDQLConfig
+    return DiffusionQLConfig
 
 
 @dataclass
@@ -26,7 +47,8 @@ class OfflineSettings:
 
     Attributes:
         dataset: Minari id/directory, ``.npz`` or ``.hdf5``.
-        algo: "diffusion_ql" (DDPM, T=5, VP) or "diffusion_ql_flow" (flow matching).
+        algo: "diffusion_ql" (DDPM, T=5, VP), "diffusion_ql_flow" (flow matching) or
+            "idql" (IQL critics, diffusion BC actor, argmax over N samples).
         env_id: env for evaluation (default: the dataset's).
         gradient_steps / batch_size / steps_per_iteration: budget.
         eta / grad_clip: None → the paper's per-task defaults (else η = 1, no clip).
@@ -70,11 +92,12 @@ def build_offline_config(
         from rllib_diffusion.modules.model_config import ConfigError
 
         raise ConfigError(f"algo={s.algo!r}; allowed: {', '.join(ALGORITHMS)}.")
-    paper = task_defaults(env_id)
+    # The per-task table holds Diffusion-QL's values; IDQL uses neither η nor a clip.
+    paper = task_defaults(env_id) if s.algo.startswith("diffusion_ql") else {}
     model = DiffusionQLModelConfig(
         obs_dim=obs_dim,
         action_dim=action_dim,
-        policy=ALGORITHMS[s.algo],
+        **ALGORITHMS[s.algo],
         denoising_steps=s.denoising_steps,
         hidden_dims=s.hidden_dims,
         num_candidates=s.num_candidates,
@@ -82,7 +105,7 @@ def build_offline_config(
     )
     obs_space, act_space = chunk_spaces(obs_dim, 1, action_dim, flatten_actions=True)
     config = (
-        DiffusionQLConfig()
+        _config_class(s.algo)()
         .environment(
             register_chunked_env(),
             env_config=offline_env_config(env_id),
@@ -93,7 +116,7 @@ def build_offline_config(
             actor_lr=s.lr,
             critic_lr=s.lr,
             gamma=s.gamma,
-            eta=s.eta if s.eta is not None else paper.get("eta", 1.0),
+            eta=s.eta if s.eta is not None else paper.get("eta", 0.0 if s.algo == "idql" else 1.0),
             grad_clip=s.grad_clip if s.grad_clip is not None else paper.get("grad_clip"),
             train_batch_size_per_learner=s.batch_size,
         )

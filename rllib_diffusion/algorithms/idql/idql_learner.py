@@ -1,0 +1,85 @@
+"""IDQL learner (Hansen-Estruch et al. 2023): IQL critics + diffusion BC actor.
+
+value:  mean(|τ − 1(u < 0)|·u²),  u = min_j Q′_j(s, a) − V(s)        (expectile regression)
+critic: Σ_j MSE(Q_j(s, a), r + γ(1 − d)·V(s′))
+actor:  denoising loss on dataset actions (plain diffusion BC)
+Policy extraction happens at acting time (N samples; argmax Q or expectile resampling).
+"""
+
+from __future__ import annotations
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.annotations import override
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import (
+    ACTOR,
+    CRITIC,
+    SeparateLossesMixin,
+    register_adam_optimizers,
+)
+from rllib_diffusion.diffusion import denoising_loss
+
+VALUE = "value"
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """``mean(|τ − 1(diff < 0)|·diff²)``."""
+    weight = (expectile - (diff < 0).float()).abs()
+    return (weight * diff**2).mean()
+
+
+class IDQLTorchLearner(SeparateLossesMixin, TorchLearner):
+    # The three losses touch disjoint parameters (targets are detached).
+    OPTIMIZER_ORDER = (ACTOR, VALUE, CRITIC)
+
+    @override(TorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self.module[module_id].unwrapped()
+        register_adam_optimizers(
+            self,
+            module_id,
+            (
+                (ACTOR, module.actor, config.actor_lr),
+                (VALUE, module.value, config.critic_lr),
+                (CRITIC, module.critic, config.critic_lr),
+            ),
+        )
+
+    @override(TorchLearner)
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
+        module = self.module[module_id].unwrapped()
+        obs = batch[Columns.OBS].float()
+        actions = batch[Columns.ACTIONS].float().reshape(obs.shape[0], -1)
+
+        with torch.no_grad():
+            q_target = module.critic_target(obs, actions).min(dim=0).values
+        v = module.value(obs).squeeze(-1)
+        value_loss = expectile_loss(q_target - v, config.expectile)
+
+        with torch.no_grad():
+            v_next = module.value(batch[Columns.NEXT_OBS].float()).squeeze(-1)
+            done = batch[Columns.TERMINATEDS].float()
+            y = batch[Columns.REWARDS].float() + config.gamma * (1.0 - done) * v_next
+        q = module.critic(obs, actions)
+        critic_loss = ((q - y.unsqueeze(0)) ** 2).mean(dim=1).sum()
+
+        actor_loss = denoising_loss(module.actor, module.schedule, actions.unsqueeze(1), obs)
+
+        self._temp_losses[(module_id, ACTOR)] = actor_loss
+        self._temp_losses[(module_id, VALUE)] = value_loss
+        self._temp_losses[(module_id, CRITIC)] = critic_loss
+        self.metrics.log_dict(
+            {
+                M.ACTOR_LOSS: actor_loss.detach(),
+                M.CRITIC_LOSS: critic_loss.detach(),
+                M.VALUE_LOSS: value_loss.detach(),
+                M.Q_MEAN: q.mean().detach(),
+                M.TARGET_MEAN: y.mean(),
+            },
+            key=module_id,
+            window=1,
+        )
+        return actor_loss + value_loss + critic_loss
