@@ -409,6 +409,7 @@ def add_offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
     p.add_argument("--eta", type=float, help="Q-term weight (default: per-task paper value)")
     p.add_argument("--grad-clip", type=float, help="grad-norm clip (default: per-task value)")
+    p.add_argument("--alpha", type=float, help="FQL distillation weight (default 10)")
     p.add_argument("--gamma", type=float, default=d.gamma)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--denoising-steps", type=int, default=d.denoising_steps)
@@ -433,6 +434,7 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
             batch_size=args.batch_size,
             steps_per_iteration=args.steps_per_iteration,
             eta=args.eta,
+            alpha=args.alpha,
             grad_clip=args.grad_clip,
             gamma=args.gamma,
             lr=args.lr,

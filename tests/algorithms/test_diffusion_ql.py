@@ -296,3 +296,43 @@ def test_idql_beats_diffusion_bc_on_mixed_data(reach_datasets, ray_session):
     ret = idql["evaluation"]["episode_return_mean"]
     print(json.dumps({"bc": bc_return, "idql": ret}))
     assert ret > bc_return + 1.0, f"IDQL {ret:.2f} vs BC {bc_return:.2f}"
+
+
+# -------------------------------------------------------------------------------- FQL
+def test_fql_losses_and_gradient_routing():
+    from rllib_diffusion.algorithms.fql.fql_learner import BC_FLOW
+
+    settings = OfflineSettings(
+        dataset="unused", algo="fql", hidden_dims=(16, 16), denoising_steps=2
+    )
+    config, _ = build_offline_config(settings, "/nonexistent", "Hopper-v5", OBS, ACT)
+    config.training(alpha=3.0)
+    learner = config.build_learner()
+    module = learner.module[MID].unwrapped()
+    assert module.fql_config.flow_steps == 4
+    batch = tiny_batch()
+    torch.manual_seed(0)
+    loss = learner.compute_loss_for_module(module_id=MID, config=config, batch=batch, fwd_out={})
+    assert {ACTOR, BC_FLOW, CRITIC} == {k[1] for k in learner._temp_losses}
+    # The one-step policy's loss: alpha * distillation - Q / mean|Q| (hand computation with
+    # the same noise: re-seed and replay the learner's draws).
+    torch.manual_seed(0)
+    with torch.no_grad():
+        torch.randn(8, ACT)  # next-action noise
+        _ = torch.rand(8)  # flow-matching time ...
+        _ = torch.randn(8, 1, ACT)  # ... and noise
+        z = torch.randn(8, ACT)
+        a = module.onestep_actions(batch[Columns.OBS], z)
+        target = module.flow_actions(batch[Columns.OBS], z)
+        q_pi = module.critic(batch[Columns.OBS], a).mean(0)
+        expected = 3.0 * ((a - target) ** 2).sum(-1).mean() - q_pi.mean() / q_pi.abs().mean()
+    assert float(learner.metrics.peek((MID, "losses/actor_loss"))) == pytest.approx(
+        float(expected), rel=1e-4
+    )
+    grads = learner.compute_gradients({MID: loss})
+    critic_loss_grads_only = all(
+        learner.get_param_ref(p) in grads for p in module.critic.parameters()
+    )
+    assert critic_loss_grads_only
+    # The inference-only module carries only the one-step policy.
+    assert module.get_non_inference_attributes() == ["bc_flow", "critic", "critic_target"]

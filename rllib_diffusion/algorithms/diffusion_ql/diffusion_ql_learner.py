@@ -79,11 +79,13 @@ class SeparateLossesMixin:
             self.update_targets(module_id)
 
     def update_targets(self, module_id) -> None:
-        """Polyak-update ``critic_target`` (τ) and step the EMA actor schedule."""
+        """Polyak-update ``critic_target`` (τ) and step the EMA actor schedule (if any)."""
         cfg = self.config.get_config_for_module(module_id)
         module = self.module[module_id].unwrapped()
         module.train_step += 1
         polyak_update_(module.critic_target, module.critic, cfg.tau)
+        if not hasattr(module, "ema_actor"):
+            return
         step = int(module.train_step)
         if step <= cfg.ema_start:
             ema_update_(module.ema_actor, module.actor, 0.0)

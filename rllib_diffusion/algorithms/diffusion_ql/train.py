@@ -30,10 +30,16 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
         "value_network": True,
         "action_selection": "argmax",
     },
+    # FQL: its own module (BC flow + one-step policy); ``hidden_dims`` sizes all nets.
+    "fql": {},
 }
 
 
 def _config_class(algo: str):
+    if algo == "fql":
+        from rllib_diffusion.algorithms.fql import FQLConfig
+
+        return FQLConfig
     if algo == "idql":
         from rllib_diffusion.algorithms.idql import IDQLConfig
 
@@ -48,10 +54,12 @@ class OfflineSettings:
     Attributes:
         dataset: Minari id/directory, ``.npz`` or ``.hdf5``.
         algo: "diffusion_ql" (DDPM, T=5, VP), "diffusion_ql_flow" (flow matching) or
-            "idql" (IQL critics, diffusion BC actor, argmax over N samples).
+            "idql" (IQL critics, diffusion BC actor, argmax over N samples) or "fql"
+            (BC flow with ``2 × denoising_steps`` Euler steps + one-step policy).
         env_id: env for evaluation (default: the dataset's).
         gradient_steps / batch_size / steps_per_iteration: budget.
         eta / grad_clip: None → the paper's per-task defaults (else η = 1, no clip).
+        alpha: FQL's distillation weight (None → 10; tune per task as the paper does).
         denoising_steps: T (DDPM steps or Euler steps).
         num_candidates: actions sampled per state when acting.
         eval_interval (iterations, 0: end only) / eval_episodes / checkpoint_interval.
@@ -66,6 +74,7 @@ class OfflineSettings:
     batch_size: int = 256
     steps_per_iteration: int = 1000
     eta: float | None = None
+    alpha: float | None = None
     grad_clip: float | None = None
     gamma: float = 0.99
     lr: float = 3e-4
@@ -94,15 +103,27 @@ def build_offline_config(
         raise ConfigError(f"algo={s.algo!r}; allowed: {', '.join(ALGORITHMS)}.")
     # The per-task table holds Diffusion-QL's values; IDQL uses neither η nor a clip.
     paper = task_defaults(env_id) if s.algo.startswith("diffusion_ql") else {}
-    model = DiffusionQLModelConfig(
-        obs_dim=obs_dim,
-        action_dim=action_dim,
-        **ALGORITHMS[s.algo],
-        denoising_steps=s.denoising_steps,
-        hidden_dims=s.hidden_dims,
-        num_candidates=s.num_candidates,
-        env_id=env_id,
-    )
+    if s.algo == "fql":
+        from rllib_diffusion.algorithms.fql.fql_rl_module import FQLModelConfig
+
+        model = FQLModelConfig(
+            obs_dim=obs_dim,
+            action_dim=action_dim,
+            flow_steps=s.denoising_steps * 2,
+            hidden_dims=s.hidden_dims,
+            critic_hidden_dims=s.hidden_dims,
+            env_id=env_id,
+        )
+    else:
+        model = DiffusionQLModelConfig(
+            obs_dim=obs_dim,
+            action_dim=action_dim,
+            **ALGORITHMS[s.algo],
+            denoising_steps=s.denoising_steps,
+            hidden_dims=s.hidden_dims,
+            num_candidates=s.num_candidates,
+            env_id=env_id,
+        )
     obs_space, act_space = chunk_spaces(obs_dim, 1, action_dim, flatten_actions=True)
     config = (
         _config_class(s.algo)()
@@ -131,6 +152,8 @@ def build_offline_config(
         )
         .debugging(seed=s.seed)
     )
+    if s.algo == "fql" and s.alpha is not None:
+        config.training(alpha=s.alpha)
     return config, model
 
 

@@ -1,0 +1,89 @@
+"""FQL learner: BC flow matching, one-step policy distilled toward the flow plus Q.
+
+critic:   Σ_j MSE(Q_j(s, a), r + γ(1 − d)·min_j Q′_j(s′, μ_ω(s′, z′)))
+bc flow:  flow matching on dataset actions
+one-step: α·‖μ_ω(s, z) − ODE_φ(s, z)‖² − λ·mean_j Q_j(s, μ_ω(s, z)),
+          λ = 1/stopgrad(mean|Q|) when ``normalize_q_loss``; ODE_φ: S Euler steps, no grad.
+"""
+
+from __future__ import annotations
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.annotations import override
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import (
+    ACTOR,
+    CRITIC,
+    SeparateLossesMixin,
+    register_adam_optimizers,
+)
+from rllib_diffusion.diffusion import flow_matching_loss
+
+BC_FLOW = "bc_flow"
+
+
+class FQLTorchLearner(SeparateLossesMixin, TorchLearner):
+    # The one-step policy's Q term reaches the critic: actor first.
+    OPTIMIZER_ORDER = (ACTOR, BC_FLOW, CRITIC)
+
+    @override(TorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self.module[module_id].unwrapped()
+        register_adam_optimizers(
+            self,
+            module_id,
+            (
+                (ACTOR, module.onestep, config.actor_lr),
+                (BC_FLOW, module.bc_flow, config.actor_lr),
+                (CRITIC, module.critic, config.critic_lr),
+            ),
+        )
+
+    @override(TorchLearner)
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
+        module = self.module[module_id].unwrapped()
+        obs = batch[Columns.OBS].float()
+        actions = batch[Columns.ACTIONS].float().reshape(obs.shape[0], -1)
+        da = actions.shape[1]
+
+        with torch.no_grad():
+            next_obs = batch[Columns.NEXT_OBS].float()
+            next_a = module.onestep_actions(
+                next_obs, torch.randn(obs.shape[0], da, device=obs.device)
+            )
+            q_next = module.critic_target(next_obs, next_a).min(dim=0).values
+            done = batch[Columns.TERMINATEDS].float()
+            y = batch[Columns.REWARDS].float() + config.gamma * (1.0 - done) * q_next
+        q = module.critic(obs, actions)
+        critic_loss = ((q - y.unsqueeze(0)) ** 2).mean(dim=1).sum()
+
+        flow_loss = flow_matching_loss(module.bc_flow, actions.unsqueeze(1), obs)
+
+        z = torch.randn(obs.shape[0], da, device=obs.device)
+        with torch.no_grad():
+            target_a = module.flow_actions(obs, z)
+        a = module.onestep_actions(obs, z)
+        distill = ((a - target_a) ** 2).sum(-1).mean()
+        q_pi = module.critic(obs, a).mean(dim=0)
+        lam = 1.0 / q_pi.abs().mean().detach() if config.normalize_q_loss else 1.0
+        actor_loss = config.alpha * distill - lam * q_pi.mean()
+
+        self._temp_losses[(module_id, ACTOR)] = actor_loss
+        self._temp_losses[(module_id, BC_FLOW)] = flow_loss
+        self._temp_losses[(module_id, CRITIC)] = critic_loss
+        self.metrics.log_dict(
+            {
+                M.ACTOR_LOSS: actor_loss.detach(),
+                M.CRITIC_LOSS: critic_loss.detach(),
+                M.BC_LOSS: flow_loss.detach(),
+                M.DISTILL_LOSS: distill.detach(),
+                M.Q_MEAN: q.mean().detach(),
+                M.TARGET_MEAN: y.mean(),
+            },
+            key=module_id,
+            window=1,
+        )
+        return actor_loss + flow_loss + critic_loss

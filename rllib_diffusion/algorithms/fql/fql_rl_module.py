@@ -1,0 +1,139 @@
+"""RLModule of FQL (Park, Li, Levine 2025): BC flow, one-step policy, critics.
+
+Glossary: B batch, Do obs dim, Da action dim, S Euler steps of the BC flow.
+
+Acting and TD targets use only the one-step policy ``a = μ_ω(s, z)``, z ~ N(0, I), so
+EnvRunners carry just ``onestep``; the BC flow and critics are learner-only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
+from torch import Tensor
+
+from rllib_diffusion.diffusion import MLP, DiffusionMLP, euler_sample
+from rllib_diffusion.modules.critics import QEnsemble
+from rllib_diffusion.modules.diffusion_policy_module import FLOW_TIME_SCALE
+
+
+@dataclass
+class FQLModelConfig:
+    """Attributes:
+    obs_dim / action_dim: Do / Da.
+    flow_steps: S, Euler steps of the BC flow (the distillation target).
+    hidden_dims: BC flow and one-step policy MLP sizes.
+    critic_hidden_dims: Q heads (LayerNorm MLPs, FQL: 4×512).
+    num_critics: Q heads.
+    max_action: actions are clamped to ±max_action.
+    env_id: the env the data came from.
+    """
+
+    obs_dim: int
+    action_dim: int
+    flow_steps: int = 10
+    hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    critic_hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
+    num_critics: int = 2
+    max_action: float = 1.0
+    env_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(self.hidden_dims)
+        self.critic_hidden_dims = tuple(self.critic_hidden_dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden_dims"], d["critic_hidden_dims"] = (
+            list(self.hidden_dims),
+            list(self.critic_hidden_dims),
+        )
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FQLModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class FQLModule(TorchRLModule, InferenceOnlyAPI):
+    """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
+
+    @override(TorchRLModule)
+    def setup(self) -> None:
+        cfg = FQLModelConfig.from_dict(dict(self.model_config or {}))
+        self.fql_config = cfg
+        self.onestep = MLP(
+            cfg.obs_dim + cfg.action_dim, cfg.action_dim, cfg.hidden_dims, activation="gelu"
+        )
+        if not self.inference_only:
+            self.bc_flow = DiffusionMLP(
+                cfg.action_dim,
+                1,
+                cfg.obs_dim,
+                hidden_dims=cfg.hidden_dims,
+                activation="gelu",
+                residual=False,
+                time_scale=FLOW_TIME_SCALE,
+            )
+            self.critic = QEnsemble(
+                cfg.obs_dim,
+                cfg.action_dim,
+                num_heads=cfg.num_critics,
+                hidden_dims=cfg.critic_hidden_dims,
+                activation="gelu",
+                layer_norm=True,
+            )
+            self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
+
+    def onestep_actions(self, obs: Tensor, noise: Tensor) -> Tensor:
+        """``μ_ω(s, z)`` clamped to the action bounds; obs (B, Do), noise (B, Da).
+
+        The clamp passes gradients straight through: data at the action bounds makes
+        the policy's raw output drift past them, where a plain clamp would cut the Q and
+        distillation gradients to zero and freeze those states' actions.
+        """
+        m = self.fql_config.max_action
+        out = self.onestep(torch.cat([obs.float(), noise], dim=-1))
+        return out + (out.clamp(-m, m) - out).detach()
+
+    def flow_actions(self, obs: Tensor, noise: Tensor) -> Tensor:
+        """Euler solution of the BC flow from ``noise`` (B, Da); differentiable."""
+        obs = obs.float()
+        out = euler_sample(
+            lambda x, t: self.bc_flow(x, t, obs), noise.unsqueeze(1), self.fql_config.flow_steps
+        )
+        m = self.fql_config.max_action
+        return out[:, 0].clamp(-m, m)
+
+    def _act(self, obs: Tensor) -> Tensor:
+        noise = torch.randn(obs.shape[0], self.fql_config.action_dim, device=obs.device)
+        return self.onestep_actions(obs, noise)
+
+    @override(TorchRLModule)
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {Columns.ACTIONS: self._act(batch[Columns.OBS])}
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        actions = self._act(batch[Columns.OBS])
+        return {
+            Columns.ACTIONS: actions,
+            Columns.ACTION_LOGP: torch.zeros(actions.shape[0], device=actions.device),
+        }
+
+    @override(TorchRLModule)
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {}
+
+    @override(InferenceOnlyAPI)
+    def get_non_inference_attributes(self) -> list[str]:
+        return ["bc_flow", "critic", "critic_target"]
