@@ -33,6 +33,50 @@ def _json_out(result: dict[str, Any], path: str | None) -> None:
         print(f"wrote {path}")
 
 
+def settings_from_args(cls, args: argparse.Namespace, **explicit: Any):
+    """Build the settings dataclass ``cls`` from parsed flags named like its fields.
+
+    ``--out`` fills ``out_dir``; lists become tuples; ``explicit`` wins over flags.
+    """
+    import dataclasses
+
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in explicit:
+            kwargs[f.name] = explicit[f.name]
+        elif f.name == "out_dir" and hasattr(args, "out"):
+            kwargs[f.name] = args.out
+        elif hasattr(args, f.name):
+            value = getattr(args, f.name)
+            kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--download``, ``--env-id``."""
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="Minari id (e.g. mujoco/hopper/medium-v0) or dataset directory, "
+        "DPPO .npz, or robomimic .hdf5",
+    )
+    p.add_argument("--download", action="store_true", help="let Minari download the id")
+    p.add_argument("--env-id", help="env to evaluate in (default: the dataset's env)")
+
+
+def add_offline_loop_args(p: argparse.ArgumentParser, d: Any) -> None:
+    """Budget, evaluation and checkpoint flags of offline runs; defaults from settings ``d``."""
+    p.add_argument("--gradient-steps", type=int, default=d.gradient_steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
+    p.add_argument(
+        "--eval-interval", type=int, default=d.eval_interval, help="iterations (0: end only)"
+    )
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
 # ----------------------------------------------------------------------------- collect
 def add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")
@@ -118,14 +162,7 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
 
     d = PretrainSettings(dataset="")
-    p.add_argument(
-        "--dataset",
-        required=True,
-        help="Minari id (e.g. mujoco/hopper/medium-v0) or dataset directory, "
-        "DPPO .npz, or robomimic .hdf5",
-    )
-    p.add_argument("--download", action="store_true", help="let Minari download the id")
-    p.add_argument("--env-id", help="env to evaluate in (default: the dataset's env)")
+    add_dataset_args(p)
     p.add_argument("--out", default=d.out_dir, help="output directory")
     p.add_argument("--horizon", type=int, default=d.horizon, help="action chunk length Ta")
     p.add_argument("--act-steps", type=int, default=d.act_steps, help="executed actions")
@@ -138,46 +175,15 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hidden-dims", type=int, nargs="+", default=list(d.hidden_dims), help="MLP sizes"
     )
-    p.add_argument("--gradient-steps", type=int, default=d.gradient_steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-end", type=float, default=d.lr_end, help="cosine decay target")
-    p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
-    p.add_argument(
-        "--eval-interval", type=int, default=d.eval_interval, help="iterations (0: end only)"
-    )
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
-    p.add_argument("--seed", type=int, default=d.seed)
+    add_offline_loop_args(p, d)
 
 
 def pretrain_settings_from_args(args: argparse.Namespace):
     from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
 
-    return PretrainSettings(
-        dataset=args.dataset,
-        env_id=args.env_id,
-        out_dir=args.out,
-        download=args.download,
-        horizon=args.horizon,
-        act_steps=args.act_steps,
-        obs_history=args.obs_history,
-        denoising_steps=args.denoising_steps,
-        sampler=args.sampler,
-        ddim_steps=args.ddim_steps,
-        schedule=args.schedule,
-        network=args.network,
-        hidden_dims=tuple(args.hidden_dims),
-        gradient_steps=args.gradient_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_end=args.lr_end,
-        steps_per_iteration=args.steps_per_iteration,
-        eval_interval=args.eval_interval,
-        eval_episodes=args.eval_episodes,
-        checkpoint_interval=args.checkpoint_interval,
-        seed=args.seed,
-    )
+    return settings_from_args(PretrainSettings, args)
 
 
 def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,14 +197,7 @@ def add_pretrain_gaussian_args(p: argparse.ArgumentParser) -> None:
     from rllib_diffusion.algorithms.gaussian.gaussian_bc import GaussianBCSettings
 
     d = GaussianBCSettings(dataset="")
-    p.add_argument(
-        "--dataset",
-        required=True,
-        help="Minari id (e.g. mujoco/hopper/medium-v0) or dataset directory, "
-        "DPPO .npz, or robomimic .hdf5",
-    )
-    p.add_argument("--download", action="store_true", help="let Minari download the id")
-    p.add_argument("--env-id", help="env to evaluate in (default: the dataset's env)")
+    add_dataset_args(p)
     p.add_argument("--out", default=d.out_dir, help="output directory")
     p.add_argument(
         "--hidden-dims", type=int, nargs="+", default=list(d.hidden_dims), help="MLP sizes"
@@ -209,17 +208,9 @@ def add_pretrain_gaussian_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let the network predict the log-std per state (default: one learned log-std)",
     )
-    p.add_argument("--gradient-steps", type=int, default=d.gradient_steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-end", type=float, default=d.lr_end, help="cosine decay target")
-    p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
-    p.add_argument(
-        "--eval-interval", type=int, default=d.eval_interval, help="iterations (0: end only)"
-    )
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
-    p.add_argument("--seed", type=int, default=d.seed)
+    add_offline_loop_args(p, d)
 
 
 def run_pretrain_gaussian(args: argparse.Namespace) -> dict[str, Any]:
@@ -229,24 +220,7 @@ def run_pretrain_gaussian(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     return pretrain_gaussian(
-        GaussianBCSettings(
-            dataset=args.dataset,
-            env_id=args.env_id,
-            out_dir=args.out,
-            download=args.download,
-            hidden_dims=tuple(args.hidden_dims),
-            activation=args.activation,
-            free_log_std=not args.state_dependent_std,
-            gradient_steps=args.gradient_steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            lr_end=args.lr_end,
-            steps_per_iteration=args.steps_per_iteration,
-            eval_interval=args.eval_interval,
-            eval_episodes=args.eval_episodes,
-            checkpoint_interval=args.checkpoint_interval,
-            seed=args.seed,
-        )
+        settings_from_args(GaussianBCSettings, args, free_log_std=not args.state_dependent_std)
     )
 
 
@@ -358,34 +332,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
 def finetune_settings_from_args(args: argparse.Namespace):
     from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings
 
-    return FinetuneSettings(
-        checkpoint=args.checkpoint,
-        out_dir=args.out,
-        env_steps=args.env_steps,
-        num_env_runners=args.num_env_runners,
-        num_envs_per_env_runner=args.num_envs_per_env_runner,
-        decisions_per_iteration=args.decisions_per_iteration,
-        num_epochs=args.num_epochs,
-        pair_minibatch_size=args.pair_minibatch_size,
-        ft_denoising_steps=args.ft_denoising_steps,
-        actor_lr=args.actor_lr,
-        critic_lr=args.critic_lr,
-        clip=args.clip,
-        clip_base=args.clip_base,
-        target_kl=args.target_kl,
-        gamma=args.gamma,
-        lambda_=args.lambda_,
-        gamma_denoising=args.gamma_denoising,
-        reward_scaling=not args.no_reward_scaling,
-        critic_warmup_iterations=args.critic_warmup_iterations,
-        bc_loss_coeff=args.bc_loss_coeff,
-        eval_interval=args.eval_interval,
-        eval_episodes=args.eval_episodes,
-        checkpoint_interval=args.checkpoint_interval,
-        num_learners=args.num_learners,
-        num_gpus_per_learner=args.num_gpus_per_learner,
-        seed=args.seed,
-    )
+    return settings_from_args(FinetuneSettings, args, reward_scaling=not args.no_reward_scaling)
 
 
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
@@ -400,13 +347,9 @@ def add_offline_args(p: argparse.ArgumentParser) -> None:
 
     d = OfflineSettings(dataset="")
     p.add_argument("--algo", choices=sorted(ALGORITHMS), default=d.algo)
-    p.add_argument("--dataset", required=True, help="Minari id or directory, .npz or .hdf5")
-    p.add_argument("--download", action="store_true", help="let Minari download the id")
-    p.add_argument("--env-id", help="env to evaluate in (default: the dataset's env)")
-    p.add_argument("--out", default=d.out_dir)
-    p.add_argument("--gradient-steps", type=int, default=d.gradient_steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
+    add_dataset_args(p)
+    p.add_argument("--out", default=d.out_dir, help="output directory")
+    add_offline_loop_args(p, d)
     p.add_argument("--eta", type=float, help="Q-term weight (default: per-task paper value)")
     p.add_argument("--grad-clip", type=float, help="grad-norm clip (default: per-task value)")
     p.add_argument("--alpha", type=float, help="FQL distillation weight (default 10)")
@@ -414,38 +357,12 @@ def add_offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--denoising-steps", type=int, default=d.denoising_steps)
     p.add_argument("--num-candidates", type=int, default=d.num_candidates)
-    p.add_argument("--eval-interval", type=int, default=d.eval_interval, help="iterations")
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
-    p.add_argument("--seed", type=int, default=d.seed)
 
 
 def run_offline(args: argparse.Namespace) -> dict[str, Any]:
     from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings, train_offline
 
-    return train_offline(
-        OfflineSettings(
-            dataset=args.dataset,
-            algo=args.algo,
-            env_id=args.env_id,
-            out_dir=args.out,
-            download=args.download,
-            gradient_steps=args.gradient_steps,
-            batch_size=args.batch_size,
-            steps_per_iteration=args.steps_per_iteration,
-            eta=args.eta,
-            alpha=args.alpha,
-            grad_clip=args.grad_clip,
-            gamma=args.gamma,
-            lr=args.lr,
-            denoising_steps=args.denoising_steps,
-            num_candidates=args.num_candidates,
-            eval_interval=args.eval_interval,
-            eval_episodes=args.eval_episodes,
-            checkpoint_interval=args.checkpoint_interval,
-            seed=args.seed,
-        )
-    )
+    return train_offline(settings_from_args(OfflineSettings, args))
 
 
 # ---------------------------------------------------------------------------- evaluate
