@@ -49,6 +49,8 @@ class DiffusionQLModelConfig:
             a residual MLP with LayerNorm and dropout 0.1).
         value_network: build V(s) (IDQL's expectile critic).
         expectile: τ of the expectile weights used by ``action_selection="expectile"``.
+        q_aggregation: how acting combines the target heads: "min" (Diffusion-QL, IDQL)
+            or "mean" (DAC).
         env_id: the env the data came from.
     """
 
@@ -67,6 +69,7 @@ class DiffusionQLModelConfig:
     actor_residual: bool = False
     value_network: bool = False
     expectile: float = 0.7
+    q_aggregation: str = "min"
     env_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -78,6 +81,8 @@ class DiffusionQLModelConfig:
             raise ConfigError(
                 f"action_selection={self.action_selection!r}; allowed: {', '.join(SELECTIONS)}."
             )
+        if self.q_aggregation not in ("min", "mean"):
+            raise ConfigError(f"q_aggregation={self.q_aggregation!r}; allowed: min, mean.")
         if self.action_selection == "expectile" and not self.value_network:
             raise ConfigError("action_selection='expectile' needs value_network=True.")
         if self.num_critics < 2 or self.num_candidates < 1 or self.denoising_steps < 1:
@@ -128,8 +133,10 @@ class DiffusionQLModule(TorchRLModule, InferenceOnlyAPI):
             self.actor, self.critic = actor, critic
         if cfg.value_network and (cfg.action_selection == "expectile" or not self.inference_only):
             self.value = MLP(cfg.obs_dim, 1, cfg.critic_hidden_dims, activation="mish")
-        # Gradient steps taken (EMA schedule); a buffer so checkpoints restore it.
+        # Gradient steps taken (EMA schedule) and DAC's dual variable η; buffers so
+        # checkpoints restore them.
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("dual_eta", torch.ones(()))
 
     def sample(self, obs: Tensor, *, ema: bool, x_init: Tensor | None = None) -> Tensor:
         """Actions ``(B, Da)`` from the (EMA) actor; differentiable w.r.t. the actor."""
@@ -159,7 +166,9 @@ class DiffusionQLModule(TorchRLModule, InferenceOnlyAPI):
         b, n = obs.shape[0], cfg.num_candidates
         obs_rep = obs.repeat_interleave(n, dim=0)
         cand = self.sample(obs_rep, ema=True)
-        q = self.critic_target(obs_rep, cand).min(dim=0).values.view(b, n)
+        q_heads = self.critic_target(obs_rep, cand)
+        q = q_heads.mean(dim=0) if cfg.q_aggregation == "mean" else q_heads.min(dim=0).values
+        q = q.view(b, n)
         if cfg.action_selection == "argmax" and not explore:
             idx = q.argmax(dim=1)
         elif cfg.action_selection == "expectile":

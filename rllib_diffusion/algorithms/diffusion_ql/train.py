@@ -30,12 +30,24 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
         "value_network": True,
         "action_selection": "argmax",
     },
+    # DAC: 10 critic heads, acting by the argmax of the mean over heads of 10 samples.
+    "dac": {
+        "policy": "ddpm",
+        "num_critics": 10,
+        "num_candidates": 10,
+        "action_selection": "argmax",
+        "q_aggregation": "mean",
+    },
     # FQL: its own module (BC flow + one-step policy); ``hidden_dims`` sizes all nets.
     "fql": {},
 }
 
 
 def _config_class(algo: str):
+    if algo == "dac":
+        from rllib_diffusion.algorithms.dac import DACConfig
+
+        return DACConfig
     if algo == "fql":
         from rllib_diffusion.algorithms.fql import FQLConfig
 
@@ -61,7 +73,8 @@ class OfflineSettings:
         eta / grad_clip: None → the paper's per-task defaults (else η = 1, no clip).
         alpha: FQL's distillation weight (None → 10; tune per task as the paper does).
         denoising_steps: T (DDPM steps or Euler steps).
-        num_candidates: actions sampled per state when acting.
+        num_candidates: actions sampled per state when acting (None: the algorithm's
+            default, 50 for Diffusion-QL/IDQL, 10 for DAC).
         eval_interval (iterations, 0: end only) / eval_episodes / checkpoint_interval.
     """
 
@@ -79,7 +92,7 @@ class OfflineSettings:
     gamma: float = 0.99
     lr: float = 3e-4
     denoising_steps: int = 5
-    num_candidates: int = 50
+    num_candidates: int | None = None
     hidden_dims: tuple[int, ...] = (256, 256, 256)
     eval_interval: int = 0
     eval_episodes: int = 10
@@ -103,6 +116,8 @@ def build_offline_config(
         raise ConfigError(f"algo={s.algo!r}; allowed: {', '.join(ALGORITHMS)}.")
     # The per-task table holds Diffusion-QL's values; IDQL uses neither η nor a clip.
     paper = task_defaults(env_id) if s.algo.startswith("diffusion_ql") else {}
+    if s.algo == "dac":
+        paper = {"grad_clip": 1.0}
     if s.algo == "fql":
         from rllib_diffusion.algorithms.fql.fql_rl_module import FQLModelConfig
 
@@ -121,9 +136,10 @@ def build_offline_config(
             **ALGORITHMS[s.algo],
             denoising_steps=s.denoising_steps,
             hidden_dims=s.hidden_dims,
-            num_candidates=s.num_candidates,
             env_id=env_id,
         )
+        if s.num_candidates is not None:
+            model.num_candidates = s.num_candidates
     obs_space, act_space = chunk_spaces(obs_dim, 1, action_dim, flatten_actions=True)
     config = (
         _config_class(s.algo)()
@@ -154,6 +170,13 @@ def build_offline_config(
     )
     if s.algo == "fql" and s.alpha is not None:
         config.training(alpha=s.alpha)
+    if s.algo == "dac":
+        from rllib_diffusion.algorithms.dac.dac import TASK_DEFAULTS as DAC_DEFAULTS
+
+        task = (env_id or "").split("-")[0].lower()
+        config.training(**DAC_DEFAULTS.get(task, {}))
+        if s.grad_clip is not None:
+            config.training(grad_clip=s.grad_clip)
     return config, model
 
 
