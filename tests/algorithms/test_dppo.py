@@ -343,3 +343,19 @@ def test_bc_regulariser_trains_only_the_fine_tuned_actor():
     loss.backward()
     assert all(p.grad is None for p in module.actor.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.actor_ft.parameters())
+
+
+def test_ddpm_policy_can_be_fine_tuned_with_ddim(pretrained):
+    from rllib_diffusion.algorithms.dppo.dppo import check_policy_match
+
+    ckpt = str(pretrained[0] / "checkpoint")
+    s = FinetuneSettings(checkpoint=ckpt, use_ddim=True, ddim_steps=5, ft_denoising_steps=2)
+    config = dppo_config_from_pretrained(ckpt, s)
+    policy = config.model_config["policy"]
+    assert (policy["sampler"], policy["ddim_steps"]) == ("ddim", 5)
+    meta = json.loads((pretrained[0] / "checkpoint" / "rllib_diffusion.json").read_text())
+    check_policy_match(meta["policy_config"], policy, ckpt)  # allowed: same ε-network
+    with pytest.raises(CheckpointError, match="sampler"):
+        check_policy_match(
+            {**meta["policy_config"], "sampler": "ddim"}, {**policy, "sampler": "ddpm"}, ckpt
+        )

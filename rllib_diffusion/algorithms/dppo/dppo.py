@@ -300,9 +300,13 @@ def _checksum(tensors) -> float:
 
 def check_policy_match(pretrained: dict[str, Any], ours: dict[str, Any], where: str) -> None:
     """Raise a CheckpointError listing every field that differs."""
+    fields = MATCHING_POLICY_FIELDS
+    if pretrained.get("sampler") == "ddpm" and ours.get("sampler") == "ddim":
+        # A DDPM ε-network may be fine-tuned with DDIM sampling (use_ddim).
+        fields = tuple(f for f in fields if f not in ("sampler", "ddim_steps"))
     diffs = [
         f"{name}: checkpoint {pretrained.get(name)!r} vs DPPO {ours.get(name)!r}"
-        for name in MATCHING_POLICY_FIELDS
+        for name in fields
         if _norm(pretrained.get(name)) != _norm(ours.get(name))
     ]
     if diffs:

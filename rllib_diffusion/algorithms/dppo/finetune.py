@@ -36,6 +36,8 @@ class FinetuneSettings:
         num_epochs / pair_minibatch_size: PPO epochs and (env step, denoising step) pairs
             per minibatch.
         ft_denoising_steps: K_ft.
+        use_ddim / ddim_steps: fine-tune a DDPM-pretrained ε-network with DDIM sampling
+            over ``ddim_steps`` leading timesteps (DPPO's setting for K = 100 policies).
         actor_lr / critic_lr / clip / clip_base / target_kl / gamma / lambda_ /
         gamma_denoising / reward_scaling / critic_warmup_iterations / bc_loss_coeff:
             DPPO.md knobs (see ``DPPOConfig.training``).
@@ -55,6 +57,8 @@ class FinetuneSettings:
     num_epochs: int = 5
     pair_minibatch_size: int = 10_000
     ft_denoising_steps: int = 10
+    use_ddim: bool = False
+    ddim_steps: int | None = None
     actor_lr: float = 1e-4
     critic_lr: float = 1e-3
     clip: float = 0.01
@@ -87,6 +91,11 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             f"{meta.get('algorithm')!r} checkpoint. Pretrain with `rllib-diffusion pretrain`."
         )
     policy = DiffusionPolicyConfig.from_dict(meta["policy_config"], strict=False)
+    if s.use_ddim:
+        # Same ε-network, sampled with DDIM over fewer (leading) timesteps.
+        policy = DiffusionPolicyConfig.from_dict(
+            {**policy.to_dict(), "sampler": "ddim", "ddim_steps": s.ddim_steps}
+        )
     model = DPPOModelConfig(policy=policy.to_dict(), ft_denoising_steps=s.ft_denoising_steps)
     obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
     config = (
