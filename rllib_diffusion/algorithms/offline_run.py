@@ -43,6 +43,55 @@ def load_validated_dataset(
     return dataset, env_id
 
 
+def configure_offline(
+    config: Any,
+    *,
+    env_config: dict[str, Any],
+    spaces: tuple[gym.Space, gym.Space],
+    data_path: str,
+    settings: Any,
+) -> Any:
+    """Wire an offline ``AlgorithmConfig``: chunk env and spaces, parquet input, batch,
+    periodic deterministic evaluation on the local evaluation EnvRunner, seed.
+
+    ``settings`` provides ``batch_size``, ``steps_per_iteration``, ``eval_interval``,
+    ``eval_episodes`` and ``seed``.
+    """
+    from rllib_diffusion.envs.chunking import register_chunked_env
+
+    s = settings
+    return (
+        config.environment(
+            register_chunked_env(),
+            env_config=env_config,
+            observation_space=spaces[0],
+            action_space=spaces[1],
+        )
+        .training(train_batch_size_per_learner=s.batch_size)
+        .offline_data(input_=[data_path], dataset_num_iters_per_learner=s.steps_per_iteration)
+        .evaluation(
+            evaluation_interval=s.eval_interval or None,
+            evaluation_duration=s.eval_episodes,
+            evaluation_duration_unit="episodes",
+            evaluation_num_env_runners=0,
+            evaluation_config={"explore": False},
+        )
+        .debugging(seed=s.seed)
+    )
+
+
+def lr_schedule(settings: Any) -> float | list[list[float]]:
+    """Constant ``lr``, or a cosine decay to ``lr_end`` with warm-up, in RLlib's form."""
+    from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule
+
+    s = settings
+    if s.lr_end == s.lr:
+        return s.lr
+    return cosine_lr_schedule(
+        s.lr, s.lr_end, s.gradient_steps * s.batch_size, s.warmup_steps * s.batch_size
+    )
+
+
 def offline_progress_line(
     result: dict[str, Any],
     it: int,

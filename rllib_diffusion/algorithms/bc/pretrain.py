@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.offline_run import load_validated_dataset, run_offline_training
+from rllib_diffusion.algorithms.offline_run import (
+    configure_offline,
+    load_validated_dataset,
+    lr_schedule,
+    run_offline_training,
+)
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
@@ -74,8 +79,8 @@ def build_pretrain_config(
     settings: PretrainSettings, data: OfflineDataInfo, env_id: str, obs_dim_raw: int
 ):
     """The ``DiffusionBCConfig`` for ``settings`` on prepared ``data``."""
-    from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig, cosine_lr_schedule
-    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
+    from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig
+    from rllib_diffusion.envs.chunking import chunk_spaces
 
     s = settings
     policy = DiffusionPolicyConfig(
@@ -93,37 +98,14 @@ def build_pretrain_config(
         normalization=data.normalization.to_dict(),
         env_id=env_id,
     )
-    env_config = policy_env_config(policy)
-    obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
-    total_samples = s.gradient_steps * s.batch_size
-    lr = (
-        cosine_lr_schedule(s.lr, s.lr_end, total_samples, s.warmup_steps * s.batch_size)
-        if s.lr_end != s.lr
-        else s.lr
+    config = configure_offline(
+        DiffusionBCConfig(),
+        env_config=policy_env_config(policy),
+        spaces=chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim),
+        data_path=data.path,
+        settings=s,
     )
-    config = (
-        DiffusionBCConfig()
-        .environment(
-            register_chunked_env(),
-            env_config=env_config,
-            observation_space=obs_space,
-            action_space=act_space,
-        )
-        .training(lr=lr, train_batch_size_per_learner=s.batch_size)
-        .rl_module(model_config=policy.to_dict())
-        .offline_data(
-            input_=[data.path],
-            dataset_num_iters_per_learner=s.steps_per_iteration,
-        )
-        .evaluation(
-            evaluation_interval=s.eval_interval or None,
-            evaluation_duration=s.eval_episodes,
-            evaluation_duration_unit="episodes",
-            evaluation_num_env_runners=0,
-            evaluation_config={"explore": False},
-        )
-        .debugging(seed=s.seed)
-    )
+    config.training(lr=lr_schedule(s)).rl_module(model_config=policy.to_dict())
     return config, policy
 
 

@@ -14,7 +14,11 @@ from typing import Any
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql import DiffusionQLConfig, task_defaults
 from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_rl_module import DiffusionQLModelConfig
-from rllib_diffusion.algorithms.offline_run import load_validated_dataset, run_offline_training
+from rllib_diffusion.algorithms.offline_run import (
+    configure_offline,
+    load_validated_dataset,
+    run_offline_training,
+)
 from rllib_diffusion.data.offline import prepare_transition_data
 
 #: algo name -> model-config overrides (the algorithm class is chosen in ``_config_class``).
@@ -108,7 +112,7 @@ def offline_env_config(env_id: str) -> dict[str, Any]:
 def build_offline_config(
     s: OfflineSettings, data_path: str, env_id: str, obs_dim: int, action_dim: int
 ):
-    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
+    from rllib_diffusion.envs.chunking import chunk_spaces
 
     if s.algo not in ALGORITHMS:
         from rllib_diffusion.modules.model_config import ConfigError
@@ -140,34 +144,20 @@ def build_offline_config(
         )
         if s.num_candidates is not None:
             model.num_candidates = s.num_candidates
-    obs_space, act_space = chunk_spaces(obs_dim, 1, action_dim, flatten_actions=True)
-    config = (
-        _config_class(s.algo)()
-        .environment(
-            register_chunked_env(),
-            env_config=offline_env_config(env_id),
-            observation_space=obs_space,
-            action_space=act_space,
-        )
-        .training(
-            actor_lr=s.lr,
-            critic_lr=s.lr,
-            gamma=s.gamma,
-            eta=s.eta if s.eta is not None else paper.get("eta", 0.0 if s.algo == "idql" else 1.0),
-            grad_clip=s.grad_clip if s.grad_clip is not None else paper.get("grad_clip"),
-            train_batch_size_per_learner=s.batch_size,
-        )
-        .rl_module(model_config=model.to_dict())
-        .offline_data(input_=[data_path], dataset_num_iters_per_learner=s.steps_per_iteration)
-        .evaluation(
-            evaluation_interval=s.eval_interval or None,
-            evaluation_duration=s.eval_episodes,
-            evaluation_duration_unit="episodes",
-            evaluation_num_env_runners=0,
-            evaluation_config={"explore": False},
-        )
-        .debugging(seed=s.seed)
+    config = configure_offline(
+        _config_class(s.algo)(),
+        env_config=offline_env_config(env_id),
+        spaces=chunk_spaces(obs_dim, 1, action_dim, flatten_actions=True),
+        data_path=data_path,
+        settings=s,
     )
+    config.training(
+        actor_lr=s.lr,
+        critic_lr=s.lr,
+        gamma=s.gamma,
+        eta=s.eta if s.eta is not None else paper.get("eta", 0.0 if s.algo == "idql" else 1.0),
+        grad_clip=s.grad_clip if s.grad_clip is not None else paper.get("grad_clip"),
+    ).rl_module(model_config=model.to_dict())
     if s.algo == "fql" and s.alpha is not None:
         config.training(alpha=s.alpha)
     if s.algo == "dac":

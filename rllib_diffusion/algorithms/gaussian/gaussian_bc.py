@@ -20,7 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rllib_diffusion.algorithms.offline_run import load_validated_dataset, run_offline_training
+from rllib_diffusion.algorithms.offline_run import (
+    configure_offline,
+    load_validated_dataset,
+    lr_schedule,
+    run_offline_training,
+)
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
 
@@ -104,9 +109,8 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
     from ray.rllib.algorithms.bc import BCConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
-    from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule
     from rllib_diffusion.algorithms.bc.window_prelearner import WindowPreLearner
-    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
+    from rllib_diffusion.envs.chunking import chunk_spaces
 
     s = settings
     if data.action_shape[0] != 1:
@@ -116,40 +120,21 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
         )
     env_config = gaussian_env_config(env_id, data.normalization.to_dict())
     model_config = gaussian_model_config(s)
-    obs_space, act_space = chunk_spaces(data.obs_dim, 1, data.action_shape[1], flatten_actions=True)
-    total_samples = s.gradient_steps * s.batch_size
-    lr = (
-        cosine_lr_schedule(s.lr, s.lr_end, total_samples, s.warmup_steps * s.batch_size)
-        if s.lr_end != s.lr
-        else s.lr
+    config = configure_offline(
+        BCConfig(),
+        env_config=env_config,
+        spaces=chunk_spaces(data.obs_dim, 1, data.action_shape[1], flatten_actions=True),
+        data_path=data.path,
+        settings=s,
     )
-    config = (
-        BCConfig()
-        .environment(
-            register_chunked_env(),
-            env_config=env_config,
-            observation_space=obs_space,
-            action_space=act_space,
-        )
-        .training(lr=lr, train_batch_size_per_learner=s.batch_size)
-        .rl_module(model_config=DefaultModelConfig(**model_config))
-        .offline_data(
-            input_=[data.path],
-            prelearner_class=WindowPreLearner,
-            dataset_num_iters_per_learner=s.steps_per_iteration,
-            iter_batches_kwargs={"prefetch_batches": 2, "local_shuffle_buffer_size": 4096},
-            # One light pre-learner actor: RLlib's default (two actors of one CPU each)
-            # takes both CPUs of a 2-core machine and starves the parquet readers.
-            map_batches_kwargs={"concurrency": 1, "num_cpus": 0.25},
-        )
-        .evaluation(
-            evaluation_interval=s.eval_interval or None,
-            evaluation_duration=s.eval_episodes,
-            evaluation_duration_unit="episodes",
-            evaluation_num_env_runners=0,
-            evaluation_config={"explore": False},
-        )
-        .debugging(seed=s.seed)
+    config.training(lr=lr_schedule(s)).rl_module(
+        model_config=DefaultModelConfig(**model_config)
+    ).offline_data(
+        prelearner_class=WindowPreLearner,
+        iter_batches_kwargs={"prefetch_batches": 2, "local_shuffle_buffer_size": 4096},
+        # One light pre-learner actor: RLlib's default (two actors of one CPU each)
+        # takes both CPUs of a 2-core machine and starves the parquet readers.
+        map_batches_kwargs={"concurrency": 1, "num_cpus": 0.25},
     )
     return config, env_config, model_config
 
