@@ -9,8 +9,6 @@ ACTIONS = "actions"  # (Ta, Da) normalised action chunk
 REWARDS = "rewards"
 NEXT_OBS = "new_obs"
 TERMINATEDS = "terminateds"
-TRUNCATEDS = "truncateds"
-EPS_ID = "eps_id"
 
 #: Extra model outputs of diffusion modules.
 CHAINS = "chains"  # (B, K_ft + 1, Ta, Da) fine-tuned part of the denoising chain

@@ -51,7 +51,7 @@ def test_checkpoint_round_trip_identical_actions_for_fixed_noise(
     settings = PretrainSettings(dataset=dataset_id, out_dir=str(tmp_path), **TINY)
     dataset = load_dataset(dataset_id)
     data = prepare_offline_data(dataset, horizon=settings.horizon)
-    config, policy = build_pretrain_config(settings, data, "Hopper-v5", dataset.obs_dim)
+    config, policy = build_pretrain_config(settings, data, "Hopper-v5")
     algo = config.build_algo()
     try:
         algo.train()

@@ -12,7 +12,7 @@ This is the library function behind ``rllib-diffusion pretrain`` and
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +72,9 @@ class PretrainSettings:
     eval_episodes: int = 10
     checkpoint_interval: int = 0
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_pretrain_config(
-    settings: PretrainSettings, data: OfflineDataInfo, env_id: str, obs_dim_raw: int
-):
+def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env_id: str):
     """The ``DiffusionBCConfig`` for ``settings`` on prepared ``data``."""
     from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig
     from rllib_diffusion.envs.chunking import chunk_spaces
@@ -139,7 +136,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         flush=True,
     )
     init_ray()
-    config, policy = build_pretrain_config(s, data, env_id, dataset.obs_dim)
+    config, policy = build_pretrain_config(s, data, env_id)
     meta = {
         "algorithm": ALGORITHM_NAME,
         "env_id": env_id,

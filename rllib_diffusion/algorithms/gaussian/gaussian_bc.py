@@ -16,7 +16,7 @@ Writes into ``out_dir``: ``checkpoint/`` (atomic, ``rllib_diffusion.json`` holds
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,6 @@ class GaussianBCSettings:
     eval_episodes: int = 10
     checkpoint_interval: int = 0
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def gaussian_env_config(env_id: str, normalization: dict[str, Any]) -> dict[str, Any]:
