@@ -16,11 +16,14 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import (
+from rllib_diffusion.algorithms.actor_critic import (
     ACTOR,
     CRITIC,
     SeparateLossesMixin,
+    ensemble_mse,
     register_adam_optimizers,
+    td_target,
+    transition_batch,
 )
 from rllib_diffusion.diffusion.schedules import _extract
 
@@ -33,9 +36,7 @@ def lcb_target(module, batch, *, gamma: float, rho: float, num_samples: int) -> 
         rep = next_obs.repeat_interleave(num_samples, dim=0)
         q = module.critic_target(rep, module.sample(rep, ema=True))  # (H, B*M)
         q = q.view(q.shape[0], b, num_samples).mean(dim=2)  # (H, B)
-        lcb = q.mean(dim=0) - rho * q.std(dim=0)
-        done = batch[Columns.TERMINATEDS].float()
-        return batch[Columns.REWARDS].float() + gamma * (1.0 - done) * lcb
+        return td_target(batch, q.mean(dim=0) - rho * q.std(dim=0), gamma)
 
 
 def dual_eta_step(eta: float, bc_loss: float, *, lr: float, threshold: float) -> float:
@@ -80,8 +81,7 @@ class DACTorchLearner(SeparateLossesMixin, TorchLearner):
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
         module = self.module[module_id].unwrapped()
-        obs = batch[Columns.OBS].float()
-        actions = batch[Columns.ACTIONS].float().reshape(obs.shape[0], -1)
+        obs, actions = transition_batch(batch)
 
         y = lcb_target(
             module,
@@ -91,7 +91,7 @@ class DACTorchLearner(SeparateLossesMixin, TorchLearner):
             num_samples=config.num_target_samples,
         )
         q = module.critic(obs, actions)
-        critic_loss = ((q - y.unsqueeze(0)) ** 2).mean(dim=1).sum()
+        critic_loss = ensemble_mse(q, y)
 
         t = torch.randint(0, module.schedule.num_steps, (obs.shape[0],), device=obs.device)
         noise = torch.randn(obs.shape[0], 1, actions.shape[1], device=obs.device)

@@ -14,11 +14,14 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import (
+from rllib_diffusion.algorithms.actor_critic import (
     ACTOR,
     CRITIC,
     SeparateLossesMixin,
+    ensemble_mse,
     register_adam_optimizers,
+    td_target,
+    transition_batch,
 )
 from rllib_diffusion.diffusion import flow_matching_loss
 
@@ -45,8 +48,7 @@ class FQLTorchLearner(SeparateLossesMixin, TorchLearner):
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
         module = self.module[module_id].unwrapped()
-        obs = batch[Columns.OBS].float()
-        actions = batch[Columns.ACTIONS].float().reshape(obs.shape[0], -1)
+        obs, actions = transition_batch(batch)
         da = actions.shape[1]
 
         with torch.no_grad():
@@ -55,10 +57,9 @@ class FQLTorchLearner(SeparateLossesMixin, TorchLearner):
                 next_obs, torch.randn(obs.shape[0], da, device=obs.device)
             )
             q_next = module.critic_target(next_obs, next_a).min(dim=0).values
-            done = batch[Columns.TERMINATEDS].float()
-            y = batch[Columns.REWARDS].float() + config.gamma * (1.0 - done) * q_next
+            y = td_target(batch, q_next, config.gamma)
         q = module.critic(obs, actions)
-        critic_loss = ((q - y.unsqueeze(0)) ** 2).mean(dim=1).sum()
+        critic_loss = ensemble_mse(q, y)
 
         flow_loss = flow_matching_loss(module.bc_flow, actions.unsqueeze(1), obs)
 

@@ -14,11 +14,14 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import (
+from rllib_diffusion.algorithms.actor_critic import (
     ACTOR,
     CRITIC,
     SeparateLossesMixin,
+    ensemble_mse,
     register_adam_optimizers,
+    td_target,
+    transition_batch,
 )
 from rllib_diffusion.diffusion import denoising_loss
 
@@ -51,8 +54,7 @@ class IDQLTorchLearner(SeparateLossesMixin, TorchLearner):
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
         module = self.module[module_id].unwrapped()
-        obs = batch[Columns.OBS].float()
-        actions = batch[Columns.ACTIONS].float().reshape(obs.shape[0], -1)
+        obs, actions = transition_batch(batch)
 
         with torch.no_grad():
             q_target = module.critic_target(obs, actions).min(dim=0).values
@@ -61,10 +63,9 @@ class IDQLTorchLearner(SeparateLossesMixin, TorchLearner):
 
         with torch.no_grad():
             v_next = module.value(batch[Columns.NEXT_OBS].float()).squeeze(-1)
-            done = batch[Columns.TERMINATEDS].float()
-            y = batch[Columns.REWARDS].float() + config.gamma * (1.0 - done) * v_next
+            y = td_target(batch, v_next, config.gamma)
         q = module.critic(obs, actions)
-        critic_loss = ((q - y.unsqueeze(0)) ** 2).mean(dim=1).sum()
+        critic_loss = ensemble_mse(q, y)
 
         actor_loss = denoising_loss(module.actor, module.schedule, actions.unsqueeze(1), obs)
 

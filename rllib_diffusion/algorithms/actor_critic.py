@@ -1,0 +1,100 @@
+"""Building blocks shared by the offline actor-critic learners (Diffusion-QL, IDQL, DAC, FQL).
+
+Glossary: B batch, H critic heads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+
+from rllib_diffusion.diffusion import ema_update_
+from rllib_diffusion.modules.critics import polyak_update_
+
+#: Optimizer names.
+ACTOR, CRITIC = "actor", "critic"
+
+
+def transition_batch(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(obs (B, Do), actions (B, Da))`` as float tensors."""
+    obs = batch[Columns.OBS].float()
+    return obs, batch[Columns.ACTIONS].float().reshape(obs.shape[0], -1)
+
+
+def td_target(batch: dict[str, Any], next_value: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``r + γ(1 − terminated)·next_value``; ``(B,)``. Truncated ends bootstrap."""
+    done = batch[Columns.TERMINATEDS].float()
+    return batch[Columns.REWARDS].float() + gamma * (1.0 - done) * next_value
+
+
+def ensemble_mse(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``Σ_h MSE(Q_h, y)`` for ``q`` (H, B) and targets ``y`` (B,)."""
+    return ((q - y.unsqueeze(0)) ** 2).mean(dim=1).sum()
+
+
+def register_adam_optimizers(learner, module_id, nets_and_lrs) -> None:
+    """One Adam optimizer per ``(name, net, lr)``."""
+    for name, net, lr in nets_and_lrs:
+        params = learner.get_parameters(net)
+        learner.register_optimizer(
+            module_id=module_id,
+            optimizer_name=name,
+            optimizer=torch.optim.Adam(params),
+            params=params,
+            lr_or_lr_schedule=lr,
+        )
+
+
+class SeparateLossesMixin:
+    """One backward per optimizer, in the order of ``OPTIMIZER_ORDER``.
+
+    ``compute_loss_for_module`` stores each optimizer's loss in
+    ``self._temp_losses[(module_id, name)]``. A loss that reaches another optimizer's
+    parameters (the actor's Q term reaches the critic) must come first: the next
+    optimizer's ``zero_grad`` drops those contributions before its own backward.
+    After every gradient step, ``update_targets(module_id)`` runs (Polyak/EMA).
+    """
+
+    OPTIMIZER_ORDER: tuple[str, ...] = ()
+
+    def build(self) -> None:
+        super().build()
+        self._temp_losses: dict[tuple[Any, str], torch.Tensor] = {}
+
+    def compute_gradients(self, loss_per_module, **kwargs):
+        grads = {}
+        for module_id in loss_per_module:
+            if module_id not in self.module.keys():
+                continue
+            last = self.OPTIMIZER_ORDER[-1]
+            for name in self.OPTIMIZER_ORDER:
+                optim = self.get_optimizer(module_id, name)
+                optim.zero_grad(set_to_none=True)
+                self._temp_losses.pop((module_id, name)).backward(retain_graph=name != last)
+                params = self.filter_param_dict_for_optimizer(self._params, optim)
+                grads.update(
+                    {pid: p.grad.clone() for pid, p in params.items() if p.grad is not None}
+                )
+        self._temp_losses.clear()
+        return grads
+
+    def apply_gradients(self, gradients_dict) -> None:
+        super().apply_gradients(gradients_dict)
+        for module_id in self.module.keys():
+            self.update_targets(module_id)
+
+    def update_targets(self, module_id) -> None:
+        """Polyak-update ``critic_target`` (τ) and step the EMA actor schedule (if any)."""
+        cfg = self.config.get_config_for_module(module_id)
+        module = self.module[module_id].unwrapped()
+        module.train_step += 1
+        polyak_update_(module.critic_target, module.critic, cfg.tau)
+        if not hasattr(module, "ema_actor"):
+            return
+        step = int(module.train_step)
+        if step <= cfg.ema_start:
+            ema_update_(module.ema_actor, module.actor, 0.0)
+        elif step % cfg.ema_update_every == 0:
+            ema_update_(module.ema_actor, module.actor, cfg.ema_decay)
