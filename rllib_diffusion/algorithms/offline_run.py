@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,54 @@ import gymnasium as gym
 from rllib_diffusion.data import EpisodeDataset, load_dataset, validate_dataset
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.utils.io import write_json_atomic
+
+
+@dataclass
+class OfflineRunSettings:
+    """Fields every offline run has (subclasses add their algorithm's knobs).
+
+    Attributes:
+        dataset: Minari id or dataset directory, DPPO ``.npz``, or robomimic ``.hdf5``.
+        env_id: gymnasium env id for evaluation (default: the dataset's).
+        out_dir: output directory.
+        download: let Minari download ``dataset`` (needs network).
+        gradient_steps: total gradient steps; batch_size: samples per step.
+        steps_per_iteration: gradient steps per RLlib iteration (one ``train()`` call).
+        eval_interval: evaluate in the env every this many iterations (0: only at the end).
+        eval_episodes: episodes per evaluation.
+        checkpoint_interval: save every this many iterations (0: only at the end).
+        seed: RNG seed.
+    """
+
+    dataset: str
+    env_id: str | None = None
+    out_dir: str = "runs/offline"
+    download: bool = False
+    gradient_steps: int = 20_000
+    batch_size: int = 256
+    steps_per_iteration: int = 500
+    eval_interval: int = 0
+    eval_episodes: int = 10
+    checkpoint_interval: int = 0
+    seed: int = 0
+
+    @property
+    def iterations(self) -> int:
+        """RLlib iterations covering ``gradient_steps``."""
+        return -(-self.gradient_steps // self.steps_per_iteration)
+
+
+def start_offline_run(s: OfflineRunSettings) -> tuple[Path, float, EpisodeDataset, str]:
+    """Threads, output dir, validated dataset, Ray: ``(out, start_time, dataset, env_id)``."""
+    from rllib_diffusion.utils.runtime import init_ray, limit_threads
+
+    limit_threads()
+    out = Path(s.out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
+    init_ray()
+    return out, started, dataset, env_id
 
 
 def load_validated_dataset(
@@ -121,25 +170,25 @@ def offline_progress_line(
 
 def run_offline_training(
     build_algo: Callable[[], Any],
+    settings: OfflineRunSettings,
     *,
     tag: str,
     out: Path,
     meta: dict[str, Any],
     dataset: EpisodeDataset,
     env_config: dict[str, Any],
-    iterations: int,
-    steps_per_iteration: int,
     loss_key: str,
-    eval_interval: int,
-    eval_episodes: int,
-    checkpoint_interval: int,
-    seed: int,
     started: float,
 ) -> dict[str, Any]:
     """Train, checkpoint, evaluate what was saved, write ``out/result.json``; return it."""
     from rllib_diffusion.checkpoints import load_policy_module, save_algorithm_checkpoint
     from rllib_diffusion.evaluation import evaluate_module
+    from rllib_diffusion.utils.runtime import run_metadata
 
+    s = settings
+    iterations, steps_per_iteration = s.iterations, s.steps_per_iteration
+    eval_interval, eval_episodes = s.eval_interval, s.eval_episodes
+    meta = {**meta, "settings": asdict(s), "dataset": dataset.summary(), "run": run_metadata()}
     algo = build_algo()
     train_start = time.perf_counter()
     try:
@@ -163,7 +212,7 @@ def run_offline_training(
                 if "eval_return_mean" in line:
                     msg += f"  eval return {line['eval_return_mean']:.1f}"
                 print(msg, flush=True)
-                if checkpoint_interval and it % checkpoint_interval == 0 and it < iterations:
+                if s.checkpoint_interval and it % s.checkpoint_interval == 0 and it < iterations:
                     save_algorithm_checkpoint(algo, out / "checkpoint", {**meta, "iteration": it})
             train_seconds = time.perf_counter() - train_start
             ckpt = save_algorithm_checkpoint(
@@ -174,7 +223,9 @@ def run_offline_training(
     # Evaluate exactly what was saved.
     module, _ = load_policy_module(ckpt, expect_algorithms=(meta["algorithm"],))
     print(f"[{tag}] checkpoint: {ckpt}; evaluating {eval_episodes} episodes ...", flush=True)
-    evaluation = evaluate_module(module, env_config, num_episodes=eval_episodes, seed=10_000 + seed)
+    evaluation = evaluate_module(
+        module, env_config, num_episodes=eval_episodes, seed=10_000 + s.seed
+    )
     summary = {
         **meta,
         "checkpoint": ckpt,

@@ -17,7 +17,11 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.checkpoints import Checkpointable
 
-from rllib_diffusion.algorithms.bc.window_prelearner import WindowPreLearner
+from rllib_diffusion.algorithms.bc.window_prelearner import (
+    LIGHT_PRELEARNER_KWARGS,
+    SHUFFLED_ITER_KWARGS,
+    WindowPreLearner,
+)
 
 
 class DiffusionBCConfig(BCConfig):
@@ -39,11 +43,8 @@ class DiffusionBCConfig(BCConfig):
         self.ema_start = 1000
         self.prelearner_class = WindowPreLearner
         self.dataset_num_iters_per_learner = 100
-        self.iter_batches_kwargs = {"prefetch_batches": 2, "local_shuffle_buffer_size": 4096}
-        # The pre-learner only reshapes columns: one light actor. RLlib's default (two
-        # actors of one CPU each) takes both CPUs of a 2-core machine and deadlocks the
-        # parquet read tasks that feed it.
-        self.map_batches_kwargs = {"concurrency": 1, "num_cpus": 0.25}
+        self.iter_batches_kwargs = dict(SHUFFLED_ITER_KWARGS)
+        self.map_batches_kwargs = dict(LIGHT_PRELEARNER_KWARGS)
 
     @override(BCConfig)
     def training(

@@ -11,17 +11,16 @@ This is the library function behind ``rllib-diffusion pretrain`` and
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.offline_run import (
+    OfflineRunSettings,
     configure_offline,
-    load_validated_dataset,
     lr_schedule,
     run_offline_training,
+    start_offline_run,
 )
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
@@ -30,29 +29,17 @@ ALGORITHM_NAME = "DiffusionBC"
 
 
 @dataclass
-class PretrainSettings:
-    """Settings of a pretraining run (CLI flags map 1:1 onto these).
+class PretrainSettings(OfflineRunSettings):
+    """Settings of a diffusion BC run (CLI flags map 1:1 onto these; shared fields in
+    :class:`OfflineRunSettings`).
 
     Attributes:
-        dataset: Minari id or dataset directory, DPPO ``.npz``, or robomimic ``.hdf5``.
-        env_id: gymnasium env id (default: the dataset's).
-        out_dir: output directory.
-        download: let Minari download ``dataset`` (needs network).
         horizon / act_steps / obs_history: Ta / executed actions / To.
         denoising_steps / sampler / ddim_steps / schedule / network / hidden_dims: policy.
-        gradient_steps: total gradient steps; batch_size: samples per step.
         lr / lr_end / warmup_steps: AdamW learning rate, cosine-decayed to ``lr_end``.
-        steps_per_iteration: gradient steps per RLlib iteration (one ``train()`` call).
-        eval_interval: evaluate in the env every this many iterations (0: only at the end).
-        eval_episodes: episodes per evaluation.
-        checkpoint_interval: save every this many iterations (0: only at the end).
-        seed: RNG seed.
     """
 
-    dataset: str
-    env_id: str | None = None
     out_dir: str = "runs/pretrain"
-    download: bool = False
     horizon: int = 4
     act_steps: int = 4
     obs_history: int = 1
@@ -62,16 +49,9 @@ class PretrainSettings:
     schedule: str = "cosine"
     network: str = "mlp"
     hidden_dims: tuple[int, ...] = (512, 512, 512)
-    gradient_steps: int = 20_000
-    batch_size: int = 256
     lr: float = 1e-3
     lr_end: float = 1e-4
     warmup_steps: int = 100
-    steps_per_iteration: int = 500
-    eval_interval: int = 0
-    eval_episodes: int = 10
-    checkpoint_interval: int = 0
-    seed: int = 0
 
 
 def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env_id: str):
@@ -119,14 +99,8 @@ def policy_env_config(policy: DiffusionPolicyConfig) -> dict[str, Any]:
 
 def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     """Run diffusion BC pretraining; returns the summary also written to ``result.json``."""
-    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
-
     s = settings
-    limit_threads()
-    out = Path(s.out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
+    out, started, dataset, env_id = start_offline_run(s)
     data = prepare_offline_data(dataset, horizon=s.horizon, obs_history=s.obs_history, seed=s.seed)
     print(
         f"[pretrain] dataset {dataset.name}: {dataset.num_episodes} episodes, "
@@ -135,29 +109,16 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         f"{'(cached)' if data.cached else ''} at {data.path}",
         flush=True,
     )
-    init_ray()
     config, policy = build_pretrain_config(s, data, env_id)
-    meta = {
-        "algorithm": ALGORITHM_NAME,
-        "env_id": env_id,
-        "policy_config": policy.to_dict(),
-        "settings": asdict(s),
-        "dataset": dataset.summary(),
-        "run": run_metadata(),
-    }
+    meta = {"algorithm": ALGORITHM_NAME, "env_id": env_id, "policy_config": policy.to_dict()}
     return run_offline_training(
         config.build_algo,
+        s,
         tag="pretrain",
         out=out,
         meta=meta,
         dataset=dataset,
         env_config=policy_env_config(policy),
-        iterations=-(-s.gradient_steps // s.steps_per_iteration),
-        steps_per_iteration=s.steps_per_iteration,
         loss_key=M.BC_LOSS,
-        eval_interval=s.eval_interval,
-        eval_episodes=s.eval_episodes,
-        checkpoint_interval=s.checkpoint_interval,
-        seed=s.seed,
-        started=t0,
+        started=started,
     )

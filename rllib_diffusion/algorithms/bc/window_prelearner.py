@@ -19,6 +19,14 @@ from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import columns as C
 
+#: ``map_batches`` settings for the column-reshaping pre-learners: one light actor.
+#: RLlib's default (two actors of one CPU each) takes both CPUs of a 2-core machine and
+#: deadlocks the parquet read tasks that feed it.
+LIGHT_PRELEARNER_KWARGS: dict[str, Any] = {"concurrency": 1, "num_cpus": 0.25}
+#: Learner-side iteration over the materialised data: prefetch and a local shuffle, so
+#: minibatches do not follow the parquet row order epoch after epoch.
+SHUFFLED_ITER_KWARGS: dict[str, Any] = {"prefetch_batches": 2, "local_shuffle_buffer_size": 4096}
+
 
 class WindowPreLearner(OfflinePreLearner):
     """``map_batches`` callable: rows of ``obs`` (To*Do,) and ``actions`` (Ta*Da,)."""

@@ -14,6 +14,10 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBC
+from rllib_diffusion.algorithms.bc.window_prelearner import (
+    LIGHT_PRELEARNER_KWARGS,
+    SHUFFLED_ITER_KWARGS,
+)
 from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearner
 
 #: Per-task hyper-parameters of the paper (OFFLINE.md): η and the grad-norm clip.
@@ -46,8 +50,8 @@ class DiffusionQLConfig(BCConfig):
         self.train_batch_size_per_learner = 256
         self.dataset_num_iters_per_learner = 1000
         self.prelearner_class = TransitionPreLearner
-        self.map_batches_kwargs = {"concurrency": 1, "num_cpus": 0.25}
-        self.iter_batches_kwargs = {"prefetch_batches": 2, "local_shuffle_buffer_size": 4096}
+        self.map_batches_kwargs = dict(LIGHT_PRELEARNER_KWARGS)
+        self.iter_batches_kwargs = dict(SHUFFLED_ITER_KWARGS)
 
     @override(BCConfig)
     def training(

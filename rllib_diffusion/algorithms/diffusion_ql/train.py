@@ -6,18 +6,17 @@ evaluation in the env (``result.json``, ``progress.jsonl`` in ``out_dir``).
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql import DiffusionQLConfig, task_defaults
 from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_rl_module import DiffusionQLModelConfig
 from rllib_diffusion.algorithms.offline_run import (
+    OfflineRunSettings,
     configure_offline,
-    load_validated_dataset,
     run_offline_training,
+    start_offline_run,
 )
 from rllib_diffusion.data.offline import prepare_transition_data
 
@@ -64,31 +63,23 @@ def _config_class(algo: str):
 
 
 @dataclass
-class OfflineSettings:
-    """Settings of an offline RL run.
+class OfflineSettings(OfflineRunSettings):
+    """Settings of an offline RL run (shared fields in :class:`OfflineRunSettings`).
 
     Attributes:
-        dataset: Minari id/directory, ``.npz`` or ``.hdf5``.
-        algo: "diffusion_ql" (DDPM, T=5, VP), "diffusion_ql_flow" (flow matching) or
-            "idql" (IQL critics, diffusion BC actor, argmax over N samples) or "fql"
-            (BC flow with ``2 × denoising_steps`` Euler steps + one-step policy).
-        env_id: env for evaluation (default: the dataset's).
-        gradient_steps / batch_size / steps_per_iteration: budget.
+        algo: "diffusion_ql" (DDPM, T=5, VP), "diffusion_ql_flow" (flow matching),
+            "idql" (IQL critics, diffusion BC actor, argmax over N samples), "dac", or
+            "fql" (BC flow with ``2 × denoising_steps`` Euler steps + one-step policy).
         eta / grad_clip: None → the paper's per-task defaults (else η = 1, no clip).
         alpha: FQL's distillation weight (None → 10; tune per task as the paper does).
+        gamma / lr: discount and Adam learning rate of all networks.
         denoising_steps: T (DDPM steps or Euler steps).
         num_candidates: actions sampled per state when acting (None: the algorithm's
             default, 50 for Diffusion-QL/IDQL, 10 for DAC).
-        eval_interval (iterations, 0: end only) / eval_episodes / checkpoint_interval.
+        hidden_dims: actor MLP sizes (FQL: all networks).
     """
 
-    dataset: str
     algo: str = "diffusion_ql"
-    env_id: str | None = None
-    out_dir: str = "runs/offline"
-    download: bool = False
-    gradient_steps: int = 20_000
-    batch_size: int = 256
     steps_per_iteration: int = 1000
     eta: float | None = None
     alpha: float | None = None
@@ -98,10 +89,6 @@ class OfflineSettings:
     denoising_steps: int = 5
     num_candidates: int | None = None
     hidden_dims: tuple[int, ...] = (256, 256, 256)
-    eval_interval: int = 0
-    eval_episodes: int = 10
-    checkpoint_interval: int = 0
-    seed: int = 0
 
 
 def offline_env_config(env_id: str) -> dict[str, Any]:
@@ -172,45 +159,30 @@ def build_offline_config(
 
 def train_offline(settings: OfflineSettings) -> dict[str, Any]:
     """Run an offline algorithm; returns the summary also written to ``result.json``."""
-    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
-
     s = settings
-    limit_threads()
-    out = Path(s.out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
+    out, started, dataset, env_id = start_offline_run(s)
     data_path, n = prepare_transition_data(dataset, seed=s.seed)
     print(
         f"[offline] {s.algo} on {dataset.name}: {dataset.num_episodes} episodes, {n} transitions, "
         f"return {dataset.episode_returns().mean():.1f}",
         flush=True,
     )
-    init_ray()
     config, model = build_offline_config(s, data_path, env_id, dataset.obs_dim, dataset.action_dim)
     meta = {
         "algorithm": s.algo,
         "env_id": env_id,
         "env_config": offline_env_config(env_id),
         "model_config": model.to_dict(),
-        "settings": asdict(s),
         "hyperparameters": {"eta": config.eta, "grad_clip": config.grad_clip, "tau": config.tau},
-        "dataset": dataset.summary(),
-        "run": run_metadata(),
     }
     return run_offline_training(
         config.build_algo,
+        s,
         tag="offline",
         out=out,
         meta=meta,
         dataset=dataset,
         env_config=offline_env_config(env_id),
-        iterations=-(-s.gradient_steps // s.steps_per_iteration),
-        steps_per_iteration=s.steps_per_iteration,
         loss_key=M.CRITIC_LOSS,
-        eval_interval=s.eval_interval,
-        eval_episodes=s.eval_episodes,
-        checkpoint_interval=s.checkpoint_interval,
-        seed=s.seed,
-        started=t0,
+        started=started,
     )

@@ -15,16 +15,15 @@ Writes into ``out_dir``: ``checkpoint/`` (atomic, ``rllib_diffusion.json`` holds
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from rllib_diffusion.algorithms.offline_run import (
+    OfflineRunSettings,
     configure_offline,
-    load_validated_dataset,
     lr_schedule,
     run_offline_training,
+    start_offline_run,
 )
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
@@ -33,14 +32,11 @@ ALGORITHM_NAME = "GaussianBC"
 
 
 @dataclass
-class GaussianBCSettings:
-    """Settings of a Gaussian BC run (CLI flags map 1:1 onto these).
+class GaussianBCSettings(OfflineRunSettings):
+    """Settings of a Gaussian BC run (CLI flags map 1:1 onto these; shared fields in
+    :class:`OfflineRunSettings`).
 
     Attributes:
-        dataset: Minari id or dataset directory, DPPO ``.npz``, or robomimic ``.hdf5``.
-        env_id: gymnasium env id (default: the dataset's).
-        out_dir: output directory.
-        download: let Minari download ``dataset`` (needs network).
         hidden_dims: MLP sizes of the policy (and, later, of PPO's separate critic).
         activation: hidden activation. ReLU by default: the policy is first fitted by
             regression, where [256, 256] ReLU is the standard offline-RL BC network
@@ -50,32 +46,16 @@ class GaussianBCSettings:
             parameterisation). With ``False`` the head also predicts the log-std per
             state, which maximum likelihood can shrink to almost nothing on
             well-covered states, leaving PPO nothing to explore with.
-        gradient_steps: total gradient steps; batch_size: samples per step.
         lr / lr_end / warmup_steps: Adam learning rate, cosine-decayed to ``lr_end``.
-        steps_per_iteration: gradient steps per RLlib iteration (one ``train()`` call).
-        eval_interval: evaluate in the env every this many iterations (0: only at the end).
-        eval_episodes: episodes per evaluation.
-        checkpoint_interval: save every this many iterations (0: only at the end).
-        seed: RNG seed.
     """
 
-    dataset: str
-    env_id: str | None = None
     out_dir: str = "runs/pretrain_gaussian"
-    download: bool = False
     hidden_dims: tuple[int, ...] = (256, 256)
     activation: str = "relu"
     free_log_std: bool = True
-    gradient_steps: int = 20_000
-    batch_size: int = 256
     lr: float = 3e-4
     lr_end: float = 3e-5
     warmup_steps: int = 0
-    steps_per_iteration: int = 500
-    eval_interval: int = 0
-    eval_episodes: int = 10
-    checkpoint_interval: int = 0
-    seed: int = 0
 
 
 def gaussian_env_config(env_id: str, normalization: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +88,11 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
     from ray.rllib.algorithms.bc import BCConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
-    from rllib_diffusion.algorithms.bc.window_prelearner import WindowPreLearner
+    from rllib_diffusion.algorithms.bc.window_prelearner import (
+        LIGHT_PRELEARNER_KWARGS,
+        SHUFFLED_ITER_KWARGS,
+        WindowPreLearner,
+    )
     from rllib_diffusion.envs.chunking import chunk_spaces
 
     s = settings
@@ -130,10 +114,8 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
         model_config=DefaultModelConfig(**model_config)
     ).offline_data(
         prelearner_class=WindowPreLearner,
-        iter_batches_kwargs={"prefetch_batches": 2, "local_shuffle_buffer_size": 4096},
-        # One light pre-learner actor: RLlib's default (two actors of one CPU each)
-        # takes both CPUs of a 2-core machine and starves the parquet readers.
-        map_batches_kwargs={"concurrency": 1, "num_cpus": 0.25},
+        iter_batches_kwargs=SHUFFLED_ITER_KWARGS,
+        map_batches_kwargs=LIGHT_PRELEARNER_KWARGS,
     )
     return config, env_config, model_config
 
@@ -142,14 +124,8 @@ def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
     """Run Gaussian BC; returns the summary also written to ``result.json``."""
     from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 
-    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
-
     s = settings
-    limit_threads()
-    out = Path(s.out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
+    out, started, dataset, env_id = start_offline_run(s)
     data = prepare_offline_data(dataset, horizon=1, seed=s.seed)
     print(
         f"[pretrain-gaussian] dataset {dataset.name}: {dataset.num_episodes} episodes, "
@@ -157,30 +133,21 @@ def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
         f"{data.num_samples} samples {'(cached)' if data.cached else ''} at {data.path}",
         flush=True,
     )
-    init_ray()
     config, env_config, model_config = build_gaussian_bc_config(s, data, env_id)
     meta = {
         "algorithm": ALGORITHM_NAME,
         "env_id": env_id,
         "env_config": env_config,
         "model_config": model_config,
-        "settings": asdict(s),
-        "dataset": dataset.summary(),
-        "run": run_metadata(),
     }
     return run_offline_training(
         config.build_algo,
+        s,
         tag="pretrain-gaussian",
         out=out,
         meta=meta,
         dataset=dataset,
         env_config=env_config,
-        iterations=-(-s.gradient_steps // s.steps_per_iteration),
-        steps_per_iteration=s.steps_per_iteration,
         loss_key=POLICY_LOSS_KEY,
-        eval_interval=s.eval_interval,
-        eval_episodes=s.eval_episodes,
-        checkpoint_interval=s.checkpoint_interval,
-        seed=s.seed,
-        started=t0,
+        started=started,
     )
