@@ -330,7 +330,44 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
     p.add_argument("--num-learners", type=int, default=d.num_learners)
     p.add_argument("--num-gpus-per-learner", type=float, default=d.num_gpus_per_learner)
+    p.add_argument(
+        "--env-runner-resources",
+        type=_json_resources,
+        default=d.env_runner_resources,
+        metavar="JSON",
+        help="custom Ray resources per EnvRunner, e.g. '{\"rollout\": 1}': EnvRunners only "
+        "run on nodes started with `ray start --resources '{\"rollout\": N}'`",
+    )
+    p.add_argument(
+        "--learner-resources",
+        type=_json_resources,
+        default=d.learner_resources,
+        metavar="JSON",
+        help="custom Ray resources per remote learner, e.g. '{\"learner\": 1}' "
+        "(needs --num-learners >= 1)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint if present (else start fresh); without it an "
+        "existing checkpoint in OUT is an error",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
+
+
+def _json_resources(text: str) -> dict[str, float]:
+    """argparse type of the *-resources flags: a JSON object of name -> amount."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object of resource amounts like '{{\"rollout\": 1}}', got {text!r}"
+        )
+    return {str(k): float(v) for k, v in value.items()}
 
 
 def finetune_settings_from_args(args: argparse.Namespace):

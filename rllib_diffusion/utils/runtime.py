@@ -32,12 +32,36 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         return
     runtime_env = kwargs.pop("runtime_env", {}) or {}
     env_vars = {**WORKER_ENV_VARS, **runtime_env.get("env_vars", {})}
-    runtime_env = {**runtime_env, "env_vars": env_vars}
+    runtime_env = _without_job_fields({**runtime_env, "env_vars": env_vars})
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, runtime_env=runtime_env, include_dashboard=False, **kwargs)
+
+
+def _without_job_fields(runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """Drop what a submitting job's runtime env already sets (the job's value wins).
+
+    Inside ``ray job submit`` Ray merges ``ray.init(runtime_env=...)`` into the job's
+    runtime env (``working_dir``, ``env_vars`` ...) and raises on any field or env var
+    set by both, e.g. ``--runtime-env-json '{"env_vars": {"OMP_NUM_THREADS": "1"}}'``.
+    """
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return runtime_env
+    try:
+        job_env = json.loads(raw).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return runtime_env
+    job_vars = job_env.get("env_vars") or {}
+    out = {k: v for k, v in runtime_env.items() if k != "env_vars" and k not in job_env}
+    env_vars = {k: v for k, v in runtime_env.get("env_vars", {}).items() if k not in job_vars}
+    if env_vars:
+        out["env_vars"] = env_vars
+    return out
 
 
 def run_metadata() -> dict[str, Any]:

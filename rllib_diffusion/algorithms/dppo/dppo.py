@@ -198,13 +198,7 @@ class DPPO(PPO):
     @override(PPO)
     def training_step(self) -> None:
         t0 = time.perf_counter()
-        episodes, runner_results = synchronous_parallel_sample(
-            worker_set=self.env_runner_group,
-            max_env_steps=self.config.total_train_batch_size,
-            sample_timeout_s=self.config.sample_timeout_s,
-            _uses_new_env_runners=True,
-            _return_metrics=True,
-        )
+        episodes, runner_results = self._sample_tolerating_failures()
         if not episodes:
             return
         self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
@@ -241,6 +235,44 @@ class DPPO(PPO):
             (M.SYNC_SECONDS, t3 - t2),
         ):
             self.metrics.log_value((M.DPPO_NAMESPACE, key), value, window=1)
+
+    def _sample_tolerating_failures(self) -> tuple[list, list]:
+        """``synchronous_parallel_sample`` as in PPO, plus: when no EnvRunner returned
+        anything because they died, wait for Ray to restart them (fault tolerance on),
+        resync them and sample again instead of skipping the update.
+
+        RLlib's PPO returns an empty iteration in that case; with one EnvRunner a
+        single crash would then yield an iteration without samples or metrics.
+        """
+        deadline = time.monotonic() + (self.config.sample_timeout_s or 600.0)
+        while True:
+            episodes, runner_results = synchronous_parallel_sample(
+                worker_set=self.env_runner_group,
+                max_env_steps=self.config.total_train_batch_size,
+                sample_timeout_s=self.config.sample_timeout_s,
+                _uses_new_env_runners=True,
+                _return_metrics=True,
+            )
+            group = self.env_runner_group
+            if (
+                episodes
+                or group.num_remote_env_runners() == 0
+                or group.num_healthy_remote_env_runners() > 0
+                or not self.config.restart_failed_env_runners
+                or time.monotonic() > deadline
+            ):
+                return episodes, runner_results
+            # Every remote EnvRunner is down: Ray Core restarts them (max_restarts);
+            # ping until they answer, sync their state/weights, then sample again.
+            restored = self.restore_env_runners(group)
+            if restored:
+                self._make_on_env_runners_recreated_callbacks(
+                    config=self.config,
+                    env_runner_group=group,
+                    restored_env_runner_indices=restored,
+                )
+            else:
+                time.sleep(1.0)
 
     @override(PPO)
     def get_state(self, *args, **kwargs) -> dict[str, Any]:

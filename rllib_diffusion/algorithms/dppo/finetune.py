@@ -2,24 +2,39 @@
 
 Library function behind ``rllib-diffusion finetune`` and ``experiments/finetune.py``.
 Writes into ``out_dir``: ``progress.jsonl`` (one line per iteration), ``checkpoint/``
-(atomic, every ``checkpoint_interval`` iterations and at the end) and ``result.json``.
+(atomic, every ``checkpoint_interval`` iterations and at the end), ``tensorboard/``
+(event files with the progress-line scalars, x-axis = env steps) and ``result.json``
+(incl. the nodes the EnvRunners and learners ran on).
+
+Cluster runs: ``env_runner_resources`` / ``learner_resources`` pin EnvRunners / remote
+learners to nodes that advertise those custom resources (``ray start --resources``);
+crashed EnvRunners are restarted by Ray and training goes on (RLlib fault tolerance);
+``resume`` continues a killed run from ``out_dir/checkpoint``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.dppo.dppo import ALGORITHM_NAME, DPPOConfig
+from rllib_diffusion.algorithms.dppo.dppo import (
+    ALGORITHM_NAME,
+    DPPOConfig,
+    _single,
+    check_policy_match,
+)
 from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
-from rllib_diffusion.checkpoints import read_checkpoint_meta
+from rllib_diffusion.checkpoints import CheckpointError, read_checkpoint_meta
 from rllib_diffusion.envs.tasks import task_info
-from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 from rllib_diffusion.utils.io import write_json_atomic
 
 
@@ -45,6 +60,17 @@ class FinetuneSettings:
         eval_episodes: episodes per evaluation.
         checkpoint_interval: checkpoint every this many iterations (0: end only).
         num_learners / num_gpus_per_learner: LearnerGroup layout (GPU learners when present).
+        env_runner_resources: custom Ray resources each EnvRunner requires, e.g.
+            ``{"rollout": 1}``: EnvRunners only run on nodes started with
+            ``ray start --resources '{"rollout": N}'`` (RLlib
+            ``custom_resources_per_env_runner``).
+        learner_resources: custom Ray resources each remote learner requires (RLlib
+            ``custom_resources_per_learner``); needs ``num_learners >= 1``: with 0 the
+            learner lives in the driver process, which ``ray job submit
+            --entrypoint-resources`` places instead.
+        resume: continue from ``out_dir/checkpoint`` if it exists (iteration counter,
+            env-step count, weights, optimiser and reward-scaling state); without it an
+            existing checkpoint there is an error rather than being overwritten.
         seed: RNG seed.
     """
 
@@ -75,6 +101,9 @@ class FinetuneSettings:
     checkpoint_interval: int = 10
     num_learners: int = 0
     num_gpus_per_learner: float = 0.0
+    env_runner_resources: dict[str, float] | None = None
+    learner_resources: dict[str, float] | None = None
+    resume: bool = False
     seed: int = 0
 
 
@@ -96,6 +125,14 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
         policy = DiffusionPolicyConfig.from_dict(
             {**policy.to_dict(), "sampler": "ddim", "ddim_steps": s.ddim_steps}
         )
+    runner_resources = check_custom_resources("env_runner_resources", s.env_runner_resources)
+    learner_resources = check_custom_resources("learner_resources", s.learner_resources)
+    if learner_resources and s.num_learners < 1:
+        raise ConfigError(
+            "learner_resources applies to remote learners: set num_learners >= 1 "
+            "(with 0 the learner runs in the driver process; place the driver with "
+            "`ray job submit --entrypoint-resources` instead)."
+        )
     model = DPPOModelConfig(policy=policy.to_dict(), ft_denoising_steps=s.ft_denoising_steps)
     obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
     config = (
@@ -110,8 +147,24 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             num_env_runners=s.num_env_runners,
             num_envs_per_env_runner=s.num_envs_per_env_runner,
             num_cpus_per_env_runner=1,
+            custom_resources_per_env_runner=runner_resources,
         )
-        .learners(num_learners=s.num_learners, num_gpus_per_learner=s.num_gpus_per_learner)
+        .learners(
+            num_learners=s.num_learners,
+            num_gpus_per_learner=s.num_gpus_per_learner,
+            custom_resources_per_learner=learner_resources,
+        )
+        # A crashed EnvRunner (node lost, OOM, kill) is restarted by Ray Core
+        # (max_restarts), re-synced by the Algorithm and training continues; DPPO's
+        # training_step re-samples when every runner was down (see DPPO).
+        .fault_tolerance(
+            restart_failed_env_runners=True,
+            max_num_env_runner_restarts=1000,
+            num_consecutive_env_runner_failures_tolerance=100,
+            # Pause of a runner whose env raised before it exits and restarts (2.60
+            # default 60 s stalls the whole iteration).
+            delay_between_env_runner_restarts_s=5.0,
+        )
         .training(
             train_batch_size_per_learner=s.decisions_per_iteration,
             num_epochs=s.num_epochs,
@@ -151,11 +204,16 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
     s = settings
     limit_threads()
     out = Path(s.out_dir).expanduser().resolve()
+    ckpt_dir = out / "checkpoint"
+    resume_meta = _resume_meta(ckpt_dir, s.resume)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     config = dppo_config_from_pretrained(s.checkpoint, s)
     policy = DiffusionPolicyConfig.from_dict(config.model_config["policy"], strict=False)
+    if resume_meta is not None:
+        _check_resumable(resume_meta, config.model_config, ckpt_dir)
     init_ray()
+    _warn_missing_resources(s)
     algo = config.build_algo()
     meta = {
         "algorithm": ALGORITHM_NAME,
@@ -166,44 +224,92 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
         "pretrained_checkpoint": str(Path(s.checkpoint).resolve()),
         "run": run_metadata(),
     }
-    # Where fine-tuning starts: the pretrained policy, deterministic, in the real env.
-    start_eval = evaluate_module(
-        algo.learner_group._learner.module["default_policy"]
-        if s.num_learners == 0
-        else _module_from(algo),
-        _env_config(policy),
-        num_episodes=s.eval_episodes,
-        seed=20_000 + s.seed,
-    )
-    print(
-        f"[finetune] start: pretrained policy return {start_eval['episode_return_mean']:.1f} ± "
-        f"{start_eval['episode_return_std']:.1f} ({s.eval_episodes} episodes)",
-        flush=True,
-    )
-    lines: list[dict[str, Any]] = [
-        {"iteration": 0, "env_steps": 0, "eval_return_mean": start_eval["episode_return_mean"]}
-    ]
-    it = 0
+    writer = None
     try:
-        with open(out / "progress.jsonl", "w") as progress:
-            progress.write(json.dumps(lines[0]) + "\n")
-            while True:
+        resumed: dict[str, Any] | None = None
+        if resume_meta is None:
+            # Where fine-tuning starts: the pretrained policy, deterministic, real env.
+            start_eval = evaluate_module(
+                algo.learner_group._learner.module["default_policy"]
+                if s.num_learners == 0
+                else _module_from(algo),
+                _env_config(policy),
+                num_episodes=s.eval_episodes,
+                seed=20_000 + s.seed,
+            )
+            print(
+                f"[finetune] start: pretrained policy return "
+                f"{start_eval['episode_return_mean']:.1f} ± "
+                f"{start_eval['episode_return_std']:.1f} ({s.eval_episodes} episodes)",
+                flush=True,
+            )
+            it = 0
+            seconds_before = 0.0
+            lines: list[dict[str, Any]] = [
+                {
+                    "iteration": 0,
+                    "env_steps": 0,
+                    "eval_return_mean": start_eval["episode_return_mean"],
+                }
+            ]
+        else:
+            it = int(resume_meta["iteration"])
+            restored_sums = restore_finetune_checkpoint(algo, ckpt_dir)
+            if algo.iteration != it:
+                raise CheckpointError(
+                    f"Checkpoint '{ckpt_dir}' says iteration {it} but restores "
+                    f"iteration {algo.iteration}; it is inconsistent, start a new --out."
+                )
+            start_eval = resume_meta.get("start_evaluation")
+            seconds_before = float(resume_meta.get("train_seconds", 0.0))
+            lines = _progress_up_to(out / "progress.jsonl", it)
+            resumed = {
+                "from_iteration": it,
+                "env_steps": algo._env_steps_lifetime,
+                "restored_weight_sums": restored_sums,
+            }
+            print(
+                f"[finetune] resumed from '{ckpt_dir}' at iteration {it} "
+                f"({algo._env_steps_lifetime} env steps)",
+                flush=True,
+            )
+        # progress.jsonl: the kept lines (all of them on a fresh run: just line 0),
+        # rewritten atomically, then appended to.
+        _write_lines_atomic(out / "progress.jsonl", lines)
+        if resume_meta is None:
+            # Events of an earlier run here that never reached a checkpoint.
+            shutil.rmtree(out / "tensorboard", ignore_errors=True)
+        writer = _tensorboard_writer(out / "tensorboard", purge_after=lines[-1])
+        if resume_meta is None:
+            _log_scalars(writer, lines[0])
+        env_steps = algo._env_steps_lifetime
+        with open(out / "progress.jsonl", "a") as progress:
+            while env_steps < s.env_steps:
                 it += 1
                 result = algo.train()
                 evaluated = bool(s.eval_interval) and it % s.eval_interval == 0
                 line = progress_line(result, it, policy.env_id, evaluated=evaluated)
+                # The algorithm's (checkpointed) count is the budget's source of truth.
+                env_steps = line["env_steps"] = int(algo._env_steps_lifetime)
                 lines.append(line)
                 progress.write(json.dumps(line) + "\n")
                 progress.flush()
+                _log_scalars(writer, line)
                 print(format_line(line), flush=True)
-                done = line["env_steps"] >= s.env_steps
+                done = env_steps >= s.env_steps
                 if s.checkpoint_interval and it % s.checkpoint_interval == 0 and not done:
-                    save_algorithm_checkpoint(algo, out / "checkpoint", {**meta, "iteration": it})
-                if done:
-                    break
-        ckpt = save_algorithm_checkpoint(algo, out / "checkpoint", {**meta, "iteration": it})
-        train_seconds = time.perf_counter() - t0
+                    seconds = seconds_before + time.perf_counter() - t0
+                    save_algorithm_checkpoint(
+                        algo, ckpt_dir, _ckpt_meta(meta, it, env_steps, start_eval, seconds)
+                    )
+        placement = runner_placement(algo)
+        train_seconds = seconds_before + time.perf_counter() - t0
+        ckpt = save_algorithm_checkpoint(
+            algo, ckpt_dir, _ckpt_meta(meta, it, env_steps, start_eval, train_seconds)
+        )
     finally:
+        if writer is not None:
+            writer.close()
         algo.stop()
     module, _ = load_policy_module(ckpt)
     final_eval = evaluate_module(
@@ -213,21 +319,230 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
         **meta,
         "checkpoint": ckpt,
         "iterations": it,
-        "env_steps": lines[-1]["env_steps"],
+        "env_steps": env_steps,
         "train_seconds": train_seconds,
+        "resumed": resumed,
+        "placement": placement,
         "start_evaluation": start_eval,
         "final_evaluation": final_eval,
         "progress": lines,
     }
     write_json_atomic(out / "result.json", summary)
+    before = "n/a" if not start_eval else f"{start_eval['episode_return_mean']:.1f}"
     print(
-        f"[finetune] return before {start_eval['episode_return_mean']:.1f} -> after "
+        f"[finetune] return before {before} -> after "
         f"{final_eval['episode_return_mean']:.1f} ± {final_eval['episode_return_std']:.1f} "
-        f"({s.eval_episodes} episodes, {summary['env_steps']} env steps, "
+        f"({s.eval_episodes} episodes, {env_steps} env steps, "
         f"{train_seconds / 60:.1f} min)",
         flush=True,
     )
     return summary
+
+
+# ------------------------------------------------------------------- resume helpers
+def _resume_meta(ckpt_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """The metadata of the checkpoint to resume from, or None for a fresh run."""
+    if not ckpt_dir.exists():
+        if resume:
+            print(f"[finetune] --resume: no checkpoint at '{ckpt_dir}' yet; starting fresh.")
+        return None
+    if not resume:
+        raise CheckpointError(
+            f"'{ckpt_dir}' already holds a fine-tuning checkpoint. Pass --resume to "
+            "continue that run, or use another --out."
+        )
+    meta = read_checkpoint_meta(ckpt_dir)
+    if meta.get("algorithm") != ALGORITHM_NAME or "iteration" not in meta:
+        raise CheckpointError(
+            f"'{ckpt_dir}' is not a DPPO fine-tuning checkpoint (algorithm "
+            f"{meta.get('algorithm')!r}); use another --out."
+        )
+    return meta
+
+
+def _check_resumable(meta: dict[str, Any], model_config: dict[str, Any], where: Path) -> None:
+    """The checkpoint's module must be the one these settings build."""
+    theirs = meta.get("dppo_model_config", {})
+    check_policy_match(theirs.get("policy", {}), model_config["policy"], str(where))
+    diffs = [
+        f"{k}: checkpoint {theirs.get(k)!r} vs now {v!r}"
+        for k, v in model_config.items()
+        if k != "policy" and _jsonable(theirs.get(k)) != _jsonable(v)
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"Cannot resume '{where}' with different model settings: " + "; ".join(diffs)
+        )
+
+
+def _jsonable(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=str))
+
+
+def restore_finetune_checkpoint(algo, ckpt_dir: str | os.PathLike) -> dict[str, float]:
+    """Restore ``algo`` (learner, optimisers, metrics, iteration, env-step count) from a
+    fine-tuning checkpoint; block until every EnvRunner acts with the restored weights.
+
+    Returns per-tensor sums of the restored learner module (recorded in ``result.json``).
+    """
+    algo.restore_from_path(str(Path(ckpt_dir)))
+    # Algorithm.restore_from_path syncs runner weights fire-and-forget: block and verify.
+    sums = algo.learner_group.foreach_learner(lambda learner: _weight_sums(learner))
+    learner_sums = [r.get() for r in sums][0]
+    expected = sum(v for k, v in learner_sums.items() if k.startswith("actor_ft."))
+    algo.env_runner_group.sync_weights(
+        from_worker_or_learner_group=algo.learner_group,
+        inference_only=True,
+        timeout_seconds=60.0,
+    )
+    got = algo.env_runner_group.foreach_env_runner(
+        lambda runner: sum(
+            float(t.double().sum()) for t in _single(runner.module).actor_ft.state_dict().values()
+        )
+    )
+    if any(abs(x - expected) > 1e-6 * max(1.0, abs(expected)) for x in got):
+        raise RuntimeError(
+            f"Restored weights did not reach every EnvRunner (sums {got} vs {expected})."
+        )
+    return learner_sums
+
+
+def _weight_sums(learner) -> dict[str, float]:
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    return {k: float(v.detach().double().sum()) for k, v in module.state_dict().items()}
+
+
+def _progress_up_to(path: Path, iteration: int) -> list[dict[str, Any]]:
+    """Progress lines of iterations ``<= iteration`` (later ones were not checkpointed
+    and are trained again); one line per iteration, in order."""
+    if not path.exists():
+        raise CheckpointError(f"Cannot resume: '{path}' is missing.")
+    kept: dict[int, dict[str, Any]] = {}
+    for raw in path.read_text().splitlines():
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue  # a line cut off by the kill
+        if int(line.get("iteration", -1)) <= iteration:
+            kept[int(line["iteration"])] = line
+    missing = sorted(set(range(iteration + 1)) - set(kept))
+    if missing:
+        raise CheckpointError(
+            f"Cannot resume: '{path}' lacks iterations {missing[:10]} of the checkpoint's "
+            f"{iteration}; use another --out."
+        )
+    return [kept[i] for i in range(iteration + 1)]
+
+
+def _write_lines_atomic(path: Path, lines: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def _ckpt_meta(
+    meta: dict[str, Any], it: int, env_steps: int, start_eval: Any, seconds: float
+) -> dict[str, Any]:
+    return {
+        **meta,
+        "iteration": it,
+        "env_steps": env_steps,
+        "start_evaluation": start_eval,
+        "train_seconds": seconds,
+    }
+
+
+# ------------------------------------------------------------ cluster/logging helpers
+def check_custom_resources(name: str, value: dict[str, Any] | None) -> dict[str, float]:
+    """Validate a custom-resources dict (``{"rollout": 1}``); returns a plain copy."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object like '{{\"rollout\": 1}}', got {value!r}.")
+    res: dict[str, float] = {}
+    for key, amount in value.items():
+        if key in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ConfigError(
+                f"{name}: {key!r} is not a custom resource; use the num_cpus/num_gpus flags."
+            )
+        try:
+            amount = float(amount)
+        except (TypeError, ValueError):
+            amount = -1.0
+        if amount <= 0:
+            raise ConfigError(f"{name}[{key!r}] must be a positive number, got {value[key]!r}.")
+        res[str(key)] = amount
+    return res
+
+
+def _warn_missing_resources(s: FinetuneSettings) -> None:
+    """Say so when no node offers a requested custom resource (the actors would wait
+    for one forever, e.g. a worker node not started with ``--resources``)."""
+    import ray
+
+    available = ray.cluster_resources()
+    for name, req in (
+        ("env_runner_resources", s.env_runner_resources),
+        ("learner_resources", s.learner_resources),
+    ):
+        for key in req or {}:
+            if key not in available:
+                print(
+                    f"[finetune] warning: {name} needs {key!r} but no node in the cluster "
+                    f"offers it (yet): start one with `ray start --resources "
+                    f"'{{\"{key}\": N}}'`; waiting for it.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
+def runner_placement(algo) -> dict[str, Any]:
+    """Node id, IP and pid of the driver, each remote EnvRunner and each remote learner."""
+    runners = algo.env_runner_group.foreach_env_runner(
+        lambda runner: {**_where(), "worker_index": runner.worker_index},
+        local_env_runner=False,
+    )
+    learners = []
+    if algo.config.num_learners > 0:
+        learners = [r.get() for r in algo.learner_group.foreach_learner(lambda _: _where())]
+    return {"driver": _where(), "env_runners": runners, "learners": learners}
+
+
+def _where() -> dict[str, Any]:
+    """Where the calling process runs (Ray node id, node IP, pid)."""
+    import ray
+
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "ip": ray.util.get_node_ip_address(),
+        "pid": os.getpid(),
+    }
+
+
+def _tensorboard_writer(logdir: Path, purge_after: dict[str, Any]):
+    """A tensorboardX writer; on resume, events past the checkpoint (env steps >
+    ``purge_after['env_steps']``) from the killed run are purged from the view."""
+    from tensorboardX import SummaryWriter
+
+    step = int(purge_after.get("env_steps", 0))
+    return SummaryWriter(str(logdir), purge_step=step + 1 if purge_after["iteration"] else None)
+
+
+def _log_scalars(writer, line: dict[str, Any]) -> None:
+    """Every number of a progress line as ``finetune/<key>`` at x = env steps."""
+    step = int(line.get("env_steps", 0))
+    for key, value in line.items():
+        if key == "env_steps":
+            continue
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in items:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            tag = f"finetune/{key}" if sub is None else f"finetune/{key}/{sub}"
+            writer.add_scalar(tag, float(v), global_step=step)
+    writer.flush()
 
 
 def _env_config(policy: DiffusionPolicyConfig) -> dict[str, Any]:
