@@ -1,0 +1,148 @@
+"""Offline → online fine-tuning of IDQL and FQL: buffer, episode conversion, a short run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+from rllib_diffusion.algorithms.online import (
+    TransitionReplayBuffer,
+    dataset_transitions,
+    episode_transitions,
+)
+
+
+def test_episode_transitions_pair_observations_and_mark_only_true_terminations():
+    obs = np.arange(8, dtype=np.float32).reshape(4, 2)
+    done = SingleAgentEpisode(
+        observations=list(obs),
+        actions=[np.array([0.1]), np.array([0.2]), np.array([0.3])],
+        rewards=[1.0, 2.0, 3.0],
+        terminated=True,
+        len_lookback_buffer=0,
+    )
+    cut = SingleAgentEpisode(
+        observations=list(obs[:3] + 100),
+        actions=[np.array([0.4]), np.array([0.5])],
+        rewards=[4.0, 5.0],
+        truncated=True,
+        len_lookback_buffer=0,
+    )
+    t = episode_transitions([done, cut])
+    np.testing.assert_array_equal(t[Columns.OBS], np.r_[obs[:3], obs[:2] + 100])
+    np.testing.assert_array_equal(t[Columns.NEXT_OBS], np.r_[obs[1:], obs[1:3] + 100])
+    np.testing.assert_allclose(t[Columns.ACTIONS][:, 0], [0.1, 0.2, 0.3, 0.4, 0.5])
+    np.testing.assert_array_equal(t[Columns.REWARDS], [1, 2, 3, 4, 5])
+    # Bootstrapping stops only where the MDP terminated, not at the time limit.
+    np.testing.assert_array_equal(t[Columns.TERMINATEDS], [0, 0, 1, 0, 0])
+
+
+def test_replay_buffer_is_fifo_and_samples_stored_rows():
+    buf = TransitionReplayBuffer(capacity=5, obs_dim=1, action_dim=1, seed=0)
+
+    def rows(start, n):
+        x = np.arange(start, start + n, dtype=np.float32)
+        return {
+            Columns.OBS: x[:, None],
+            Columns.ACTIONS: x[:, None],
+            Columns.REWARDS: x,
+            Columns.NEXT_OBS: x[:, None] + 1,
+            Columns.TERMINATEDS: np.zeros(n, np.float32),
+        }
+
+    buf.add(rows(0, 3))
+    buf.add(rows(3, 4))  # wraps: 0 and 1 are overwritten
+    assert buf.size == 5 and buf.added == 7
+    sample = buf.sample(200)
+    assert set(sample[Columns.REWARDS].tolist()) == {2.0, 3.0, 4.0, 5.0, 6.0}
+    np.testing.assert_array_equal(sample[Columns.NEXT_OBS][:, 0], sample[Columns.OBS][:, 0] + 1)
+    with pytest.raises(ValueError, match="empty"):
+        TransitionReplayBuffer(3, 1, 1).sample(1)
+
+
+@pytest.mark.parametrize("algo", ["idql", "fql"])
+def test_offline_then_online_continues_training_from_the_offline_checkpoint(
+    algo, ray_session, tmp_path
+):
+    from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings, train_offline
+    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
+    from rllib_diffusion.checkpoints import load_policy_module, read_checkpoint_meta
+    from rllib_diffusion.data import load_dataset, save_npz
+
+    from .test_dppo_learning import biased_dataset
+
+    path = save_npz(biased_dataset(num_episodes=20, bias=0.3), tmp_path / "reach.npz")
+    offline = train_offline(
+        OfflineSettings(
+            dataset=str(path),
+            algo=algo,
+            out_dir=str(tmp_path / "offline"),
+            gradient_steps=40,
+            steps_per_iteration=20,
+            batch_size=32,
+            hidden_dims=(16, 16),
+            num_candidates=4 if algo == "idql" else None,
+            eval_episodes=2,
+        )
+    )
+    online = finetune_online(
+        OnlineSettings(
+            checkpoint=offline["checkpoint"],
+            out_dir=str(tmp_path / "online"),
+            env_steps=60,
+            env_steps_per_iteration=30,
+            updates_per_env_step=0.5,
+            eval_interval=0,
+            eval_episodes=2,
+        )
+    )
+    n_offline = len(dataset_transitions(load_dataset(str(path)))[Columns.REWARDS])
+    progress = [json.loads(x) for x in (tmp_path / "online" / "progress.jsonl").open()]
+    assert [p["iteration"] for p in progress] == [1, 2]
+    assert online["env_steps"] >= 60
+    # The buffer starts with the offline data and grows by what the EnvRunners sampled.
+    assert progress[0]["replay_size"] == n_offline + progress[0]["env_steps"]
+    assert progress[1]["replay_size"] == n_offline + progress[1]["env_steps"]
+    meta = read_checkpoint_meta(online["checkpoint"])
+    assert meta["algorithm"] == algo and meta["phase"] == "online"
+    before, _ = load_policy_module(offline["checkpoint"])
+    after, _ = load_policy_module(online["checkpoint"])
+    b, a = before.state_dict(), after.state_dict()
+    assert b.keys() == a.keys()
+    assert any(not torch.equal(b[k], a[k]) for k in b if b[k].is_floating_point())
+    # Offline step counter (40) carried on, plus 0.5 update per env step.
+    assert int(a["train_step"]) == 40 + sum(
+        max(1, round(0.5 * (p["env_steps"] - q)))
+        for p, q in zip(progress, [0, progress[0]["env_steps"]])
+    )
+
+
+def test_online_flags_map_to_settings_and_wrong_checkpoint_is_one_line_error(tmp_path, capsys):
+    from rllib_diffusion.algorithms.online_run import OnlineSettings
+    from rllib_diffusion.checkpoints import META_FILE
+    from rllib_diffusion.cli import build_parser, main, settings_from_args
+
+    args = build_parser().parse_args(
+        [
+            "online",
+            "--checkpoint",
+            "c",
+            "--out",
+            "o",
+            "--env-steps",
+            "500",
+            "--updates-per-env-step",
+            "2",
+        ]
+    )
+    s = settings_from_args(OnlineSettings, args)
+    assert (s.checkpoint, s.out_dir, s.env_steps, s.updates_per_env_step) == ("c", "o", 500, 2.0)
+    (tmp_path / META_FILE).write_text(json.dumps({"algorithm": "DiffusionBC"}))
+    assert main(["online", "--checkpoint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rllib-diffusion offline" in err[0] and "DiffusionBC" in err[0]
