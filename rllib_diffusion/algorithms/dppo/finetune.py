@@ -342,6 +342,8 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
 # ------------------------------------------------------------------- resume helpers
 def _resume_meta(ckpt_dir: Path, resume: bool) -> dict[str, Any] | None:
     """The metadata of the checkpoint to resume from, or None for a fresh run."""
+    if resume and not ckpt_dir.exists():
+        _recover_interrupted_save(ckpt_dir)
     if not ckpt_dir.exists():
         if resume:
             print(f"[finetune] --resume: no checkpoint at '{ckpt_dir}' yet; starting fresh.")
@@ -358,6 +360,30 @@ def _resume_meta(ckpt_dir: Path, resume: bool) -> dict[str, Any] | None:
             f"{meta.get('algorithm')!r}); use another --out."
         )
     return meta
+
+
+def _recover_interrupted_save(ckpt_dir: Path) -> None:
+    """A kill between the two renames of ``save_algorithm_checkpoint`` leaves no
+    ``checkpoint/`` but a complete ``.checkpoint.tmp-PID`` (new; its metadata is written
+    last) or ``.checkpoint.old-PID`` (previous): put the newest complete one in place."""
+    from rllib_diffusion.checkpoints import META_FILE
+
+    def iteration(p: Path) -> int:
+        try:
+            return int(json.loads((p / META_FILE).read_text())["iteration"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -1
+
+    leftovers = [
+        p
+        for pattern in (f".{ckpt_dir.name}.tmp-*", f".{ckpt_dir.name}.old-*")
+        for p in ckpt_dir.parent.glob(pattern)
+        if iteration(p) >= 0
+    ]
+    if leftovers:
+        best = max(leftovers, key=iteration)
+        os.replace(best, ckpt_dir)
+        print(f"[finetune] recovered checkpoint '{ckpt_dir}' from an interrupted save ({best}).")
 
 
 def _check_resumable(meta: dict[str, Any], model_config: dict[str, Any], where: Path) -> None:
