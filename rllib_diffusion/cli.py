@@ -1,5 +1,5 @@
 """``rllib-diffusion`` command line: collect | train-behavior | pretrain | pretrain-gaussian |
-finetune-gaussian | evaluate | dataset-info.
+finetune-gaussian | finetune | offline | online | evaluate | dataset-info | tune.
 
 Each sub-command has a ``add_<name>_args(parser)`` / ``run_<name>(args)`` pair so that
 the scripts in ``experiments/`` reuse the exact same flags.
@@ -396,6 +396,15 @@ def add_offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, help="FQL distillation weight (default 10)")
     p.add_argument("--gamma", type=float, default=d.gamma)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument(
+        "--lr-end", type=float, help="cosine-decay the learning rate to this (default: constant)"
+    )
+    p.add_argument(
+        "--max-q-backup",
+        type=int,
+        default=d.max_q_backup,
+        help="Diffusion-QL: back up the max over N next actions (AntMaze: 10; 0: off)",
+    )
     p.add_argument("--denoising-steps", type=int, default=d.denoising_steps)
     p.add_argument("--num-candidates", type=int, default=d.num_candidates)
 
@@ -404,6 +413,40 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
     from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings, train_offline
 
     return train_offline(settings_from_args(OfflineSettings, args))
+
+
+# ------------------------------------------------------------------------------ online
+def add_online_args(p: argparse.ArgumentParser) -> None:
+    from rllib_diffusion.algorithms.online_run import OnlineSettings
+
+    d = OnlineSettings(checkpoint="")
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint of `rllib-diffusion offline` (any --algo)"
+    )
+    p.add_argument("--out", default=d.out_dir, help="output directory")
+    p.add_argument(
+        "--dataset", help="offline data that seeds the replay buffer (default: the checkpoint's)"
+    )
+    p.add_argument("--env-steps", type=int, default=d.env_steps, help="online env-step budget")
+    p.add_argument("--env-steps-per-iteration", type=int, default=d.env_steps_per_iteration)
+    p.add_argument(
+        "--updates-per-env-step",
+        type=float,
+        default=d.updates_per_env_step,
+        help="gradient steps per new env step (update-to-data ratio)",
+    )
+    p.add_argument("--num-env-runners", type=int, default=d.num_env_runners)
+    p.add_argument("--num-envs-per-env-runner", type=int, default=d.num_envs_per_env_runner)
+    p.add_argument("--eval-interval", type=int, default=d.eval_interval, help="iterations")
+    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def run_online(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
+
+    return finetune_online(settings_from_args(OnlineSettings, args))
 
 
 # ---------------------------------------------------------------------------- evaluate
@@ -484,6 +527,85 @@ def run_dataset_info(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+# -------------------------------------------------------------------------------- tune
+def add_tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "sweep",
+        help="sweep module: a file (tune_configs/dppo_hopper.py), a name in tune_configs/ "
+        "(dppo_hopper) or a dotted module; it defines make_sweep(args) -> TuneSweep",
+    )
+    p.add_argument("--checkpoint", help="pretrained checkpoint (DPPO sweeps: from pretrain)")
+    p.add_argument("--dataset", help="dataset (DiffusionBC / offline sweeps), as for pretrain")
+    p.add_argument("--download", action="store_true", help="let Minari download --dataset")
+    p.add_argument("--env-id", help="env to evaluate in (default: the dataset's)")
+    p.add_argument(
+        "--storage-path",
+        default="runs/tune",
+        help="local directory or URI (s3://bucket/prefix, gs://...) holding the experiment",
+    )
+    p.add_argument("--name", help="experiment name (default: the sweep module's name)")
+    p.add_argument("--num-samples", type=int, help="trials (default: the sweep's)")
+    p.add_argument("--max-iterations", type=int, help="iterations per trial (default: the sweep's)")
+    p.add_argument("--max-concurrent-trials", type=int, help="default: the sweep's (or Tune's)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a field of the sweep's settings for all trials, e.g. "
+        "decisions_per_iteration=500 num_env_runners=2 (python literals)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue STORAGE/NAME (unfinished trials continue, errored ones restart from "
+        "their last checkpoint); pass the same sweep and flags as the first run",
+    )
+    p.add_argument(
+        "--export-dir",
+        help="where to export the best checkpoint (default STORAGE/NAME/best_checkpoint)",
+    )
+    p.add_argument(
+        "--verbose", type=int, choices=[0, 1, 2], default=1, help="Tune output verbosity"
+    )
+
+
+def run_tune(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.modules.model_config import ConfigError
+    from rllib_diffusion.tuning import SweepArgs, run_sweep
+
+    overrides: dict[str, str] = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
+        overrides[key.strip()] = value
+    sweep_args = SweepArgs(
+        checkpoint=args.checkpoint,
+        dataset=args.dataset,
+        env_id=args.env_id,
+        download=args.download,
+        num_samples=args.num_samples,
+        max_iterations=args.max_iterations,
+        seed=args.seed,
+        overrides=overrides,
+    )
+    return run_sweep(
+        args.sweep,
+        sweep_args,
+        storage_path=args.storage_path,
+        name=args.name,
+        resume=args.resume,
+        export_dir=args.export_dir,
+        max_concurrent_trials=args.max_concurrent_trials,
+        verbose=args.verbose,
+        command=_invocation(),
+    )
+
+
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "collect": (add_collect_args, run_collect, "record a Minari dataset from a policy"),
     "train-behavior": (
@@ -510,10 +632,20 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "offline": (
         add_offline_args,
         run_offline,
-        "offline RL with diffusion/flow policies (Diffusion-QL, IDQL; RLlib offline API)",
+        "offline RL with diffusion/flow policies (Diffusion-QL, IDQL, DAC, FQL; RLlib offline API)",
+    ),
+    "online": (
+        add_online_args,
+        run_online,
+        "continue an offline run (IDQL, FQL, ...) online: EnvRunners fill a replay buffer",
     ),
     "evaluate": (add_evaluate_args, run_evaluate, "evaluate a checkpoint in its env"),
     "dataset-info": (add_dataset_info_args, run_dataset_info, "summarise a dataset"),
+    "tune": (
+        add_tune_args,
+        run_tune,
+        "Ray Tune sweep (ASHA / PBT) from a tune_configs/ module; exports the best checkpoint",
+    ),
 }
 
 

@@ -61,6 +61,9 @@ def online_config(s: OnlineSettings, meta: dict[str, Any]):
         s.eval_episodes,
         s.seed,
     )
+    if offline.lr_end is not None:
+        # Schedules are indexed by sampled steps, which restart online: keep the end value.
+        offline.lr, offline.lr_end = offline.lr_end, None
     model = meta["model_config"]
     config, _ = build_offline_config(
         offline, "", meta["env_id"], model["obs_dim"], model["action_dim"]

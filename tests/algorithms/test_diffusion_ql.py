@@ -68,6 +68,45 @@ def test_critic_loss_matches_hand_computation(policy):
     learner._temp_losses.clear()
 
 
+def test_max_q_backup_takes_the_max_over_sampled_next_actions():
+    from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import (
+        critic_target_values,
+    )
+
+    learner, config = make_learner(max_q_backup=3)
+    assert config.max_q_backup == 3
+    module = learner.module[MID].unwrapped()
+    batch = tiny_batch()
+    cands = torch.rand(8 * 3, ACT) * 2 - 1  # 3 next actions per next state, state-major
+    module.sample = lambda obs, ema, x_init=None: cands[: obs.shape[0]]
+    y = critic_target_values(module, batch, 0.99, max_q_backup=3)
+    with torch.no_grad():
+        rep = batch[Columns.NEXT_OBS].repeat_interleave(3, dim=0)
+        q = module.critic_target(rep, cands).min(dim=0).values.view(8, 3)
+        expected = (
+            batch[Columns.REWARDS] + 0.99 * (1 - batch[Columns.TERMINATEDS]) * q.max(1).values
+        )
+    torch.testing.assert_close(y, expected)
+    # N = 0 uses one next action per state: a different (lower or equal) backup.
+    y1 = critic_target_values(module, batch, 0.99)
+    assert torch.all(y1 <= y + 1e-6)
+
+
+def test_lr_end_gives_a_cosine_schedule_over_the_gradient_budget():
+    settings = OfflineSettings(
+        dataset="unused",
+        hidden_dims=(16, 16),
+        lr=1e-3,
+        lr_end=1e-5,
+        gradient_steps=100,
+        batch_size=10,
+    )
+    config, _ = build_offline_config(settings, "/nonexistent", "Hopper-v5", OBS, ACT)
+    sched = config.actor_lr
+    assert sched[0] == [0, pytest.approx(1e-3)] and sched[-1] == [1000, pytest.approx(1e-5)]
+    assert config.critic_lr == sched
+
+
 def test_q_term_normalises_by_the_other_head_without_gradient():
     q = torch.tensor([[1.0, 3.0], [-2.0, 6.0]], requires_grad=True)
     term = q_loss_term(q, (0, 1))
@@ -183,26 +222,35 @@ def test_diffusion_ql_beats_diffusion_bc_on_mixed_data(reach_datasets, bc_on_mix
     assert dql_ret > bc_ret + 1.0, f"Diffusion-QL {dql_ret:.2f} vs BC {bc_ret:.2f}"
 
 
-def test_checkpoint_round_trip_identical_actions(reach_datasets, ray_session, tmp_path):
-    from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql import DiffusionQL
+@pytest.mark.parametrize("algo", ["diffusion_ql", "idql", "dac", "fql"])
+def test_checkpoint_round_trip_identical_actions(algo, reach_datasets, ray_session, tmp_path):
+    """Actions, step counters, targets, EMA and optimizer states survive a checkpoint."""
+    from rllib_diffusion.algorithms.diffusion_ql.train import _config_class
     from rllib_diffusion.checkpoints import save_algorithm_checkpoint
     from rllib_diffusion.data import load_dataset
     from rllib_diffusion.data.offline import prepare_transition_data
 
     path, _ = reach_datasets
     settings = OfflineSettings(
-        dataset=path, steps_per_iteration=20, batch_size=32, hidden_dims=(16, 16), num_candidates=4
+        dataset=path,
+        algo=algo,
+        steps_per_iteration=20,
+        batch_size=32,
+        hidden_dims=(16, 16),
+        num_candidates=None if algo == "fql" else 4,
     )
     dataset = load_dataset(path)
     data_path, _ = prepare_transition_data(dataset)
     config, _ = build_offline_config(settings, data_path, dataset.env_id, 2, 1)
-    algo = config.build_algo()
+    algo_obj = config.build_algo()
     try:
-        algo.train()
-        module = algo.learner_group._learner.module[MID]
-        ckpt = save_algorithm_checkpoint(algo, tmp_path / "ckpt", {"algorithm": "diffusion_ql"})
+        algo_obj.train()
+        learner = algo_obj.learner_group._learner
+        module = learner.module[MID]
+        optim_state = {k: v["state"]["state"] for k, v in learner._get_optimizer_state().items()}
+        ckpt = save_algorithm_checkpoint(algo_obj, tmp_path / "ckpt", {"algorithm": algo})
     finally:
-        algo.stop()
+        algo_obj.stop()
 
     def act(m):
         torch.manual_seed(0)
@@ -210,15 +258,29 @@ def test_checkpoint_round_trip_identical_actions(reach_datasets, ray_session, tm
             return m.forward_inference({Columns.OBS: torch.zeros(5, 2)})[Columns.ACTIONS]
 
     before = act(module)
-    loaded, _ = load_policy_module(ckpt, expect_algorithms=("diffusion_ql",))
+    loaded, _ = load_policy_module(ckpt, expect_algorithms=(algo,))
     torch.testing.assert_close(act(loaded), before)
     assert int(loaded.train_step) == 20
-    restored = DiffusionQL.from_checkpoint(ckpt)
+    restored = _config_class(algo)().algo_class.from_checkpoint(ckpt)
     try:
-        torch.testing.assert_close(act(restored.learner_group._learner.module[MID]), before)
-        target = restored.learner_group._learner.module[MID].critic_target.state_dict()
-        for k, v in module.critic_target.state_dict().items():
-            torch.testing.assert_close(target[k], v)
+        r_learner = restored.learner_group._learner
+        r_module = r_learner.module[MID]
+        torch.testing.assert_close(act(r_module), before)
+        assert int(r_module.train_step) == 20
+        for name in ("critic_target", "ema_actor"):
+            if hasattr(module, name):
+                target = getattr(r_module, name).state_dict()
+                for k, v in getattr(module, name).state_dict().items():
+                    torch.testing.assert_close(target[k], v)
+        if algo == "dac":
+            torch.testing.assert_close(r_module.dual_eta, module.dual_eta)
+        r_optim = {k: v["state"]["state"] for k, v in r_learner._get_optimizer_state().items()}
+        assert r_optim.keys() == optim_state.keys()
+        for name, state in optim_state.items():
+            assert state, f"optimizer {name} has no state after a training iteration"
+            for pid, slots in state.items():
+                for slot, value in slots.items():
+                    np.testing.assert_allclose(r_optim[name][pid][slot], value)
     finally:
         restored.stop()
 

@@ -73,6 +73,9 @@ class OfflineSettings(OfflineRunSettings):
         eta / grad_clip: None → the paper's per-task defaults (else η = 1, no clip).
         alpha: FQL's distillation weight (None → 10; tune per task as the paper does).
         gamma / lr: discount and Adam learning rate of all networks.
+        lr_end: None → constant ``lr``; else cosine decay from ``lr`` to ``lr_end`` over
+            ``gradient_steps`` (Diffusion-QL's and DAC's ``lr_decay``).
+        max_q_backup: Diffusion-QL: back up the max over this many next actions (0: off).
         denoising_steps: T (DDPM steps or Euler steps).
         num_candidates: actions sampled per state when acting (None: the algorithm's
             default, 50 for Diffusion-QL/IDQL, 10 for DAC).
@@ -86,6 +89,8 @@ class OfflineSettings(OfflineRunSettings):
     grad_clip: float | None = None
     gamma: float = 0.99
     lr: float = 3e-4
+    lr_end: float | None = None
+    max_q_backup: int = 0
     denoising_steps: int = 5
     num_candidates: int | None = None
     hidden_dims: tuple[int, ...] = (256, 256, 256)
@@ -138,9 +143,15 @@ def build_offline_config(
         data_path=data_path,
         settings=s,
     )
+    lr: Any = s.lr
+    if s.lr_end is not None and s.lr_end != s.lr:
+        from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule
+
+        lr = cosine_lr_schedule(s.lr, s.lr_end, s.gradient_steps * s.batch_size)
     config.training(
-        actor_lr=s.lr,
-        critic_lr=s.lr,
+        actor_lr=lr,
+        critic_lr=lr,
+        max_q_backup=s.max_q_backup,
         gamma=s.gamma,
         eta=s.eta if s.eta is not None else paper.get("eta", 0.0 if s.algo == "idql" else 1.0),
         grad_clip=s.grad_clip if s.grad_clip is not None else paper.get("grad_clip"),
