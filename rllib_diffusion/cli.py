@@ -399,6 +399,13 @@ def add_offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lr-end", type=float, help="cosine-decay the learning rate to this (default: constant)"
     )
+    p.add_argument("--reward-scale", type=float, default=d.reward_scale)
+    p.add_argument("--reward-bias", type=float, default=d.reward_bias)
+    p.add_argument(
+        "--normalize-rewards",
+        action="store_true",
+        help="also scale rewards by 1000 / (max - min episode return) of the dataset (IQL)",
+    )
     p.add_argument(
         "--max-q-backup",
         type=int,

@@ -80,6 +80,15 @@ class SeparateLossesMixin:
         self._temp_losses.clear()
         return grads
 
+    def compute_losses(self, *, fwd_out, batch):
+        """Rewards become ``reward_scale · r + reward_bias`` before any loss sees them."""
+        for module_id, module_batch in batch.items():
+            cfg = self.config.get_config_for_module(module_id)
+            scale, bias = getattr(cfg, "reward_scale", 1.0), getattr(cfg, "reward_bias", 0.0)
+            if (scale, bias) != (1.0, 0.0) and Columns.REWARDS in module_batch:
+                module_batch[Columns.REWARDS] = scale * module_batch[Columns.REWARDS] + bias
+        return super().compute_losses(fwd_out=fwd_out, batch=batch)
+
     def apply_gradients(self, gradients_dict) -> None:
         super().apply_gradients(gradients_dict)
         for module_id in self.module.keys():

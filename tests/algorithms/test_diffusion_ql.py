@@ -92,6 +92,48 @@ def test_max_q_backup_takes_the_max_over_sampled_next_actions():
     assert torch.all(y1 <= y + 1e-6)
 
 
+@pytest.mark.parametrize("algo", ["diffusion_ql", "idql", "dac", "fql"])
+def test_reward_scale_and_bias_reach_every_loss(algo):
+    settings = OfflineSettings(dataset="unused", algo=algo, hidden_dims=(16, 16))
+    config, _ = build_offline_config(settings, "/nonexistent", "Hopper-v5", OBS, ACT)
+    config.training(reward_scale=2.0, reward_bias=-1.0)
+    learner = config.build_learner()
+
+    def critic_loss(batch, via_learner):
+        torch.manual_seed(0)
+        if via_learner:  # Learner.compute_losses applies the reward transform
+            learner.compute_losses(fwd_out={MID: {}}, batch={MID: batch})
+        else:
+            learner.compute_loss_for_module(module_id=MID, config=config, batch=batch, fwd_out={})
+        learner._temp_losses.clear()
+        return float(learner.metrics.peek((MID, "losses/critic_loss")))
+
+    scaled = tiny_batch()
+    scaled[Columns.REWARDS] = 2.0 * scaled[Columns.REWARDS] - 1.0
+    assert critic_loss(tiny_batch(), via_learner=True) == pytest.approx(
+        critic_loss(scaled, via_learner=False), rel=1e-5
+    )
+    assert critic_loss(tiny_batch(), via_learner=True) != pytest.approx(
+        critic_loss(tiny_batch(), via_learner=False), rel=1e-3
+    )
+
+
+def test_reward_normalization_factor_spans_1000_over_the_return_range():
+    from rllib_diffusion.algorithms.diffusion_ql.train import reward_normalization_factor
+    from rllib_diffusion.data.errors import DatasetError
+
+    from .test_dppo_learning import biased_dataset
+
+    data = biased_dataset(num_episodes=6, bias=0.3)
+    returns = data.episode_returns()
+    assert reward_normalization_factor(data) == pytest.approx(
+        1000.0 / (returns.max() - returns.min())
+    )
+    data.episodes = data.episodes[:1]
+    with pytest.raises(DatasetError, match="reward-scale"):
+        reward_normalization_factor(data)
+
+
 def test_lr_end_gives_a_cosine_schedule_over_the_gradient_budget():
     settings = OfflineSettings(
         dataset="unused",

@@ -66,6 +66,8 @@ class DiffusionQLConfig(BCConfig):
         self.ema_update_every = 5
         self.ema_start = 1000
         self.max_q_backup = 0
+        self.reward_scale = 1.0
+        self.reward_bias = 0.0
         self.train_batch_size_per_learner = 256
         self.dataset_num_iters_per_learner = 1000
         self.prelearner_class = TransitionPreLearner
@@ -89,6 +91,8 @@ class DiffusionQLConfig(BCConfig):
         ema_update_every: int | None = NotProvided,
         ema_start: int | None = NotProvided,
         max_q_backup: int | None = NotProvided,
+        reward_scale: float | None = NotProvided,
+        reward_bias: float | None = NotProvided,
         online_env_steps_per_iteration: int | None = NotProvided,
         updates_per_env_step: float | None = NotProvided,
         replay_capacity: int | None = NotProvided,
@@ -100,6 +104,7 @@ class DiffusionQLConfig(BCConfig):
         tau: Polyak rate of the target critics (every gradient step).
         ema_decay / ema_update_every / ema_start: EMA actor schedule (gradient steps).
         max_q_backup: N > 0 backs up the max over N sampled next actions (AntMaze).
+        reward_scale / reward_bias: every loss sees ``reward_scale · r + reward_bias``.
         online_env_steps_per_iteration / updates_per_env_step / replay_capacity: the
             online phase (config without offline ``input_``, see ``algorithms/online.py``).
         **kwargs: RLlib ``training()`` args (``gamma``, ``grad_clip``,
@@ -115,6 +120,8 @@ class DiffusionQLConfig(BCConfig):
             ("ema_update_every", ema_update_every),
             ("ema_start", ema_start),
             ("max_q_backup", max_q_backup),
+            ("reward_scale", reward_scale),
+            ("reward_bias", reward_bias),
             ("online_env_steps_per_iteration", online_env_steps_per_iteration),
             ("updates_per_env_step", updates_per_env_step),
             ("replay_capacity", replay_capacity),

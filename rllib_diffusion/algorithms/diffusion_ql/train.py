@@ -6,7 +6,7 @@ evaluation in the env (``result.json``, ``progress.jsonl`` in ``out_dir``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rllib_diffusion import metrics as M
@@ -76,6 +76,9 @@ class OfflineSettings(OfflineRunSettings):
         lr_end: None → constant ``lr``; else cosine decay from ``lr`` to ``lr_end`` over
             ``gradient_steps`` (Diffusion-QL's and DAC's ``lr_decay``).
         max_q_backup: Diffusion-QL: back up the max over this many next actions (0: off).
+        reward_scale / reward_bias: losses see ``reward_scale · r + reward_bias``.
+        normalize_rewards: additionally scale rewards by 1000 / (max − min episode return
+            of the dataset), IQL's locomotion normalisation.
         denoising_steps: T (DDPM steps or Euler steps).
         num_candidates: actions sampled per state when acting (None: the algorithm's
             default, 50 for Diffusion-QL/IDQL, 10 for DAC).
@@ -91,6 +94,9 @@ class OfflineSettings(OfflineRunSettings):
     lr: float = 3e-4
     lr_end: float | None = None
     max_q_backup: int = 0
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
+    normalize_rewards: bool = False
     denoising_steps: int = 5
     num_candidates: int | None = None
     hidden_dims: tuple[int, ...] = (256, 256, 256)
@@ -152,6 +158,8 @@ def build_offline_config(
         actor_lr=lr,
         critic_lr=lr,
         max_q_backup=s.max_q_backup,
+        reward_scale=s.reward_scale,
+        reward_bias=s.reward_bias,
         gamma=s.gamma,
         eta=s.eta if s.eta is not None else paper.get("eta", 0.0 if s.algo == "idql" else 1.0),
         grad_clip=s.grad_clip if s.grad_clip is not None else paper.get("grad_clip"),
@@ -168,6 +176,20 @@ def build_offline_config(
     return config, model
 
 
+def reward_normalization_factor(dataset) -> float:
+    """IQL's locomotion normalisation: ``1000 / (max − min)`` of the episode returns."""
+    from rllib_diffusion.data.errors import DatasetError
+
+    returns = dataset.episode_returns()
+    spread = float(returns.max() - returns.min())
+    if not spread > 0:
+        raise DatasetError(
+            "normalize_rewards needs episodes with different returns; this dataset's "
+            "returns are all equal. Use --reward-scale instead."
+        )
+    return 1000.0 / spread
+
+
 def train_offline(settings: OfflineSettings) -> dict[str, Any]:
     """Run an offline algorithm; returns the summary also written to ``result.json``."""
     s = settings
@@ -178,13 +200,26 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
         f"return {dataset.episode_returns().mean():.1f}",
         flush=True,
     )
+    factor = 1.0
+    if s.normalize_rewards:
+        factor = reward_normalization_factor(dataset)
+        # Stored as the effective scale, so online runs and restores use the same one.
+        s = replace(s, reward_scale=s.reward_scale * factor, normalize_rewards=False)
+        print(f"[offline] rewards scaled by {factor:.4g} (1000 / dataset return range)")
     config, model = build_offline_config(s, data_path, env_id, dataset.obs_dim, dataset.action_dim)
     meta = {
         "algorithm": s.algo,
         "env_id": env_id,
         "env_config": offline_env_config(env_id),
         "model_config": model.to_dict(),
-        "hyperparameters": {"eta": config.eta, "grad_clip": config.grad_clip, "tau": config.tau},
+        "hyperparameters": {
+            "eta": config.eta,
+            "grad_clip": config.grad_clip,
+            "tau": config.tau,
+            "reward_scale": config.reward_scale,
+            "reward_bias": config.reward_bias,
+            "reward_normalization_factor": factor,
+        },
     }
     return run_offline_training(
         config.build_algo,
