@@ -311,7 +311,18 @@ def main() -> None:
                 ]
                 lines += comparison_plot(results)
     if any(r["name"].startswith("offline_") for r in results):
-        lines += ["## Offline RL (Diffusion-QL, DAC, IDQL, FQL, d3rlpy baselines)", ""]
+        lines += [
+            "## Offline RL (Diffusion-QL, DAC, IDQL, FQL, d3rlpy baselines)",
+            "",
+            "One `benchmarks/offline.py` run per algorithm, each writing its own "
+            "`offline_<algo>_<data>.json` (runs may span sessions). d3rlpy runs need "
+            "`pip install -c constraints-cpu.txt d3rlpy==2.8.1` followed by "
+            "`pip install -c constraints-cpu.txt 'gymnasium[mujoco]==1.2.2'` (d3rlpy pins "
+            "gymnasium 1.0; it only uses our evaluation loop here). The runs so far shared "
+            "the 2 cores with each other and with test runs (load average 20–30), so the "
+            "gradient steps/s are lower bounds and not comparable between algorithms.",
+            "",
+        ]
         lines += offline_table(results)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
