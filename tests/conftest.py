@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray instance per test session, single-threaded torch."""
+"""Shared fixtures: one local Ray instance per test session, single-threaded torch, and a
+tiny collected dataset plus a tiny pretrained policy (built once per session)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,39 @@ def isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     monkeypatch.setenv("RLLIB_DIFFUSION_CACHE", str(tmp_path / "cache"))
     return tmp_path
+
+
+TINY = dict(
+    gradient_steps=40,
+    steps_per_iteration=20,
+    batch_size=32,
+    hidden_dims=(32, 32),
+    denoising_steps=5,
+    eval_episodes=2,
+    warmup_steps=0,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """12 random Hopper-v5 episodes as Minari dataset ``test/hopper/random-v0``."""
+    from rllib_diffusion.collect.collect import collect_dataset
+
+    root = tmp_path_factory.mktemp("bc")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+    mp.setenv("RLLIB_DIFFUSION_CACHE", str(root / "cache"))
+    collect_dataset("Hopper-v5", "test/hopper/random-v0", num_episodes=12, num_envs=4)
+    yield root, "test/hopper/random-v0"
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def pretrained(tiny_dataset, ray_session):
+    """A tiny DiffusionBC run on ``tiny_dataset``: ``(out_dir, summary)``."""
+    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, pretrain
+
+    root, dataset_id = tiny_dataset
+    out = root / "run"
+    summary = pretrain(PretrainSettings(dataset=dataset_id, out_dir=str(out), **TINY))
+    return out, summary
