@@ -1,0 +1,111 @@
+"""Offline RL sweep: Diffusion-QL, Diffusion-QL (flow), IDQL, DAC or FQL, with ASHA.
+
+    rllib-diffusion tune tune_configs/offline.py --dataset mujoco/hopper/medium-v0 \
+        --set algo=diffusion_ql --storage-path runs/tune --name dql_hopper --num-samples 8
+
+Pick the algorithm with ``--set algo=NAME`` (``OfflineSettings.algo``; default
+diffusion_ql): one algorithm per sweep, since a sweep has one trainable. Searched, per
+algorithm (``DiffusionQLConfig`` / ``IDQLConfig`` / ``DACConfig`` / ``FQLConfig`` fields):
+
+* diffusion_ql, diffusion_ql_flow: ``eta`` (Q-term weight), ``actor_lr``;
+* idql: ``expectile``, ``actor_lr``;
+* dac: ``lcb_rho``, ``bc_threshold``;
+* fql: ``alpha`` (distillation weight, FQL's per-task knob).
+
+One iteration = ``steps_per_iteration`` (1000) gradient steps, then a deterministic
+evaluation (``eval_episodes``, 5), so the metric
+``evaluation/env_runners/episode_return_mean`` is fresh every iteration; critic and
+actor losses (``learners/default_policy/losses/critic_loss``, ``…/actor_loss``) are
+logged too. As for diffusion_bc.py, one trial runs at a time by default (Ray Data
+actors need CPUs outside the trials' placement groups).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.diffusion_ql.train import (
+    ALGORITHMS,
+    OfflineSettings,
+    build_offline_config,
+)
+from rllib_diffusion.algorithms.offline_run import load_validated_dataset
+from rllib_diffusion.data.offline import prepare_transition_data
+from rllib_diffusion.modules.model_config import ConfigError
+from rllib_diffusion.tuning import (
+    EVAL_RETURN,
+    SweepArgs,
+    TuneSweep,
+    learner_metric,
+    offline_checkpoint_meta,
+    offline_trial_resources,
+)
+
+METRIC = EVAL_RETURN
+MAX_ITERATIONS = 50
+NUM_SAMPLES = 8
+
+
+def search_space(algo: str) -> dict[str, Any]:
+    """The ``training()`` arguments searched for ``algo``."""
+    lr = {"actor_lr": tune.loguniform(1e-4, 1e-3)}
+    spaces = {
+        "diffusion_ql": {"eta": tune.loguniform(0.1, 10.0), **lr},
+        "diffusion_ql_flow": {"eta": tune.loguniform(0.1, 10.0), **lr},
+        "idql": {"expectile": tune.choice([0.7, 0.8, 0.9]), **lr},
+        "dac": {
+            "lcb_rho": tune.choice([0.0, 0.5, 1.0, 1.5, 2.0]),
+            "bc_threshold": tune.choice([0.5, 1.0, 2.0]),
+        },
+        "fql": {"alpha": tune.choice([3.0, 10.0, 30.0, 100.0, 300.0])},
+    }
+    if algo not in spaces:
+        raise ConfigError(f"--set algo={algo}: allowed {', '.join(sorted(ALGORITHMS))}.")
+    return spaces[algo]
+
+
+def make_sweep(args: SweepArgs) -> TuneSweep:
+    max_t = args.max_iterations or MAX_ITERATIONS
+    dataset_id = args.require("dataset", "Minari id, dataset directory, .npz or .hdf5")
+    s = args.settings(
+        OfflineSettings,
+        dataset=dataset_id,
+        env_id=args.env_id,
+        download=args.download,
+        steps_per_iteration=1000,
+        eval_interval=1,
+        eval_episodes=5,
+        seed=args.seed,
+    )
+    s.gradient_steps = max_t * s.steps_per_iteration
+    space = search_space(s.algo)
+    dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
+    data_path, _ = prepare_transition_data(dataset, seed=s.seed)
+    config, _ = build_offline_config(s, data_path, env_id, dataset.obs_dim, dataset.action_dim)
+    config.training(**space)
+    offline_trial_resources(config)
+    return TuneSweep(
+        trainable=config.algo_class,
+        param_space=config,
+        metric=METRIC,
+        mode="max",
+        scheduler=ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max_t,
+            grace_period=max(1, max_t // 10),
+            reduction_factor=3,
+        ),
+        num_samples=args.num_samples or NUM_SAMPLES,
+        stop={"training_iteration": max_t},
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=2, checkpoint_frequency=max(1, max_t // 10), checkpoint_at_end=True
+        ),
+        max_concurrent_trials=1,
+        checkpoint_meta=offline_checkpoint_meta(s, env_id),
+        report_metrics=[learner_metric(M.CRITIC_LOSS), learner_metric(M.ACTOR_LOSS)],
+        description=f"{s.algo} on {dataset.name} ({env_id}), ASHA over {', '.join(space)}",
+    )
