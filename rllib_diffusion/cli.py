@@ -403,8 +403,10 @@ def add_offline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reward-bias", type=float, default=d.reward_bias)
     p.add_argument(
         "--normalize-rewards",
-        action="store_true",
-        help="also scale rewards by 1000 / (max - min episode return) of the dataset (IQL)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also scale rewards by 1000 / (max - min episode return) of the dataset "
+        "(IQL's normalisation; default: on for idql on MuJoCo locomotion, else off)",
     )
     p.add_argument(
         "--max-q-backup",

@@ -60,7 +60,9 @@ def test_finetune_flags_map_to_settings():
 def test_offline_flags_map_to_settings():
     args = build_parser().parse_args(["offline", "--dataset", "d", "--algo", "idql", "--eta", "2"])
     s = settings_from_args(OfflineSettings, args)
-    assert (s.algo, s.eta, s.alpha) == ("idql", 2.0, None)
+    assert (s.algo, s.eta, s.alpha, s.normalize_rewards) == ("idql", 2.0, None, None)
+    args = build_parser().parse_args(["offline", "--dataset", "d", "--no-normalize-rewards"])
+    assert settings_from_args(OfflineSettings, args).normalize_rewards is False
 
 
 def test_unknown_algorithm_is_rejected_by_the_parser():

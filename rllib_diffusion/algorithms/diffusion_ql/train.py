@@ -78,7 +78,8 @@ class OfflineSettings(OfflineRunSettings):
         max_q_backup: Diffusion-QL: back up the max over this many next actions (0: off).
         reward_scale / reward_bias: losses see ``reward_scale · r + reward_bias``.
         normalize_rewards: additionally scale rewards by 1000 / (max − min episode return
-            of the dataset), IQL's locomotion normalisation.
+            of the dataset), IQL's locomotion normalisation. None: the paper default (on for
+            IDQL, whose critic is IQL's, on Hopper/Walker2d/HalfCheetah; else off).
         denoising_steps: T (DDPM steps or Euler steps).
         num_candidates: actions sampled per state when acting (None: the algorithm's
             default, 50 for Diffusion-QL/IDQL, 10 for DAC).
@@ -96,7 +97,7 @@ class OfflineSettings(OfflineRunSettings):
     max_q_backup: int = 0
     reward_scale: float = 1.0
     reward_bias: float = 0.0
-    normalize_rewards: bool = False
+    normalize_rewards: bool | None = None
     denoising_steps: int = 5
     num_candidates: int | None = None
     hidden_dims: tuple[int, ...] = (256, 256, 256)
@@ -201,7 +202,10 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
         flush=True,
     )
     factor = 1.0
-    if s.normalize_rewards:
+    normalize = s.normalize_rewards
+    if normalize is None:  # IQL normalises the locomotion tasks' rewards; IDQL's critic is IQL's
+        normalize = s.algo == "idql" and bool(task_defaults(env_id))
+    if normalize:
         factor = reward_normalization_factor(dataset)
         # Stored as the effective scale, so online runs and restores use the same one.
         s = replace(s, reward_scale=s.reward_scale * factor, normalize_rewards=False)
