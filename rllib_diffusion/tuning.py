@@ -346,7 +346,7 @@ def run_sweep(
     """
     from ray import tune
 
-    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
+    from rllib_diffusion.utils.runtime import init_ray, limit_threads
 
     limit_threads()
     sweep = build_sweep(spec, args)
@@ -371,40 +371,76 @@ def run_sweep(
         f"searching {', '.join(sweep.searched_keys()) or 'nothing'}; storage {exp_path}",
         flush=True,
     )
+    tuner = _make_tuner(
+        sweep, name, storage, exp_path, resume, max_concurrent_trials, verbose, callbacks
+    )
+    started = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - started
+
+    summary = export_best(grid, sweep, exp_path, export_dir=export_dir, command=command)
+    summary.update(wall_seconds=wall, resumed=resume)
+    write_json(_join(exp_path, SUMMARY_FILE), summary)
+    _print_summary(summary)
+    return summary
+
+
+def _make_tuner(
+    sweep: TuneSweep,
+    name: str,
+    storage: str,
+    exp_path: str,
+    resume: bool,
+    max_concurrent_trials: int | None,
+    verbose: int,
+    callbacks: list[Any] | None,
+) -> Any:
+    """A new ``tune.Tuner`` for ``sweep``, or ``Tuner.restore`` of ``exp_path``."""
+    from ray import tune
+
     if resume:
         # The same param space again: Tune keeps non-primitive config values (classes,
         # functions) out of its saved state and resolves them from this one.
-        tuner = tune.Tuner.restore(
+        return tune.Tuner.restore(
             exp_path,
             trainable=sweep.trainable,
             param_space=sweep.param_dict(),
             resume_errored=True,
         )
-    else:
-        tuner = tune.Tuner(
-            sweep.trainable,
-            param_space=sweep.param_space,
-            tune_config=tune.TuneConfig(
-                metric=sweep.metric,
-                mode=sweep.mode,
-                scheduler=sweep.scheduler,
-                search_alg=sweep.search_alg,
-                num_samples=sweep.num_samples,
-                max_concurrent_trials=max_concurrent_trials or sweep.max_concurrent_trials,
-            ),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=storage,
-                stop=sweep.stop,
-                checkpoint_config=sweep.checkpoint_config,
-                callbacks=callbacks,
-                progress_reporter=_reporter(sweep),
-                verbose=verbose,
-            ),
-        )
-    started = time.perf_counter()
-    grid = tuner.fit()
-    wall = time.perf_counter() - started
+    return tune.Tuner(
+        sweep.trainable,
+        param_space=sweep.param_space,
+        tune_config=tune.TuneConfig(
+            metric=sweep.metric,
+            mode=sweep.mode,
+            scheduler=sweep.scheduler,
+            search_alg=sweep.search_alg,
+            num_samples=sweep.num_samples,
+            max_concurrent_trials=max_concurrent_trials or sweep.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            stop=sweep.stop,
+            checkpoint_config=sweep.checkpoint_config,
+            callbacks=callbacks,
+            progress_reporter=_reporter(sweep),
+            verbose=verbose,
+        ),
+    )
+
+
+def export_best(
+    grid: Any,
+    sweep: TuneSweep,
+    exp_path: str,
+    *,
+    export_dir: str | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Pick the best trial of ``grid`` (a ``ResultGrid``), export its latest checkpoint
+    with our meta, and return the sweep summary (every trial's row, the best one)."""
+    from rllib_diffusion.utils.runtime import run_metadata
 
     trials = [_trial_row(r, sweep) for r in grid]
     unfinished = _unfinished_trials(exp_path, sweep)
@@ -417,10 +453,9 @@ def run_sweep(
             "Check the metric name and the trial logs."
         )
     best = next(r for r in grid if _trial_id(r) == best_row["trial_id"])
-    dest = export_dir or _join(exp_path, BEST_CHECKPOINT_DIR)
     tune_meta = {
         "experiment": exp_path,
-        "sweep": sweep.source or spec,
+        "sweep": sweep.source,
         "trial_id": best_row["trial_id"],
         "trial_path": best.path,
         "source_checkpoint": best.checkpoint.path,
@@ -434,16 +469,12 @@ def run_sweep(
         "config": best_row["config"],
         "experiment_complete": not unfinished,
     }
-    meta = {
-        **sweep.checkpoint_meta(best.config),
-        "tune": tune_meta,
-        "command": command,
-        "run": run_metadata(),
-    }
-    exported = export_checkpoint(best.checkpoint, dest, meta)
-    summary = {
+    run = run_metadata()
+    meta = {**sweep.checkpoint_meta(best.config), "tune": tune_meta, "command": command, "run": run}
+    dest = export_dir or _join(exp_path, BEST_CHECKPOINT_DIR)
+    return {
         "experiment": exp_path,
-        "sweep": tune_meta["sweep"],
+        "sweep": sweep.source,
         "description": sweep.description,
         "metric": sweep.metric,
         "mode": sweep.mode,
@@ -451,17 +482,12 @@ def run_sweep(
         "num_trials": len(trials),
         "errored_trials": errored,
         "unfinished_trials": unfinished,
-        "wall_seconds": wall,
-        "resumed": resume,
         "best": best_row,
-        "best_checkpoint": exported,
+        "best_checkpoint": export_checkpoint(best.checkpoint, dest, meta),
         "trials": trials,
         "command": command,
-        "run": meta["run"],
+        "run": run,
     }
-    write_json(_join(exp_path, SUMMARY_FILE), summary)
-    _print_summary(summary)
-    return summary
 
 
 def _default_name(spec: str) -> str:
