@@ -249,9 +249,11 @@ def offline_table(results: list[dict]) -> list[str]:
         fig, ax = plt.subplots(figsize=(7.5, 4.2))
         for r in rows:
             sr = r["series"]
+            # The final checkpoint's evaluation replaces a periodic one at the same step.
+            curve = dict(zip(sr["eval_gradient_steps"], sr["eval_return_mean"]))
             ax.plot(
-                sr["eval_gradient_steps"],
-                sr["eval_return_mean"],
+                list(curve),
+                list(curve.values()),
                 "o-",
                 label=OFFLINE_LABELS.get(r["figures"]["algorithm"], r["figures"]["algorithm"]),
             )

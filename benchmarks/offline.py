@@ -256,7 +256,10 @@ def report(args, summary: dict[str, Any], progress: list[dict[str, Any]]) -> Non
     evals = [
         x
         for x in progress
-        if x.get("eval_return_mean") == x.get("eval_return_mean") and "eval_return_mean" in x
+        if x.get("eval_return_mean") == x.get("eval_return_mean")
+        and "eval_return_mean" in x
+        # the final checkpoint's evaluation stands for the last step
+        and x["gradient_steps"] < summary["gradient_steps"]
     ]
     series = {
         "eval_gradient_steps": [x["gradient_steps"] for x in evals] + [summary["gradient_steps"]],
