@@ -118,6 +118,19 @@ def test_reward_scale_and_bias_reach_every_loss(algo):
     )
 
 
+def test_reward_normalization_defaults_on_only_for_idql_on_locomotion():
+    from rllib_diffusion.algorithms.diffusion_ql.train import normalizes_rewards
+
+    def s(algo, flag=None):
+        return OfflineSettings(dataset="d", algo=algo, normalize_rewards=flag)
+
+    assert normalizes_rewards(s("idql"), "Hopper-v5")
+    assert not normalizes_rewards(s("idql"), "rllib_diffusion/ReachTarget-v0")
+    assert not normalizes_rewards(s("diffusion_ql"), "Hopper-v5")
+    assert not normalizes_rewards(s("idql", False), "Hopper-v5")
+    assert normalizes_rewards(s("fql", True), "rllib_diffusion/ReachTarget-v0")
+
+
 def test_reward_normalization_factor_spans_1000_over_the_return_range():
     from rllib_diffusion.algorithms.diffusion_ql.train import reward_normalization_factor
     from rllib_diffusion.data.errors import DatasetError

@@ -177,6 +177,14 @@ def build_offline_config(
     return config, model
 
 
+def normalizes_rewards(s: OfflineSettings, env_id: str | None) -> bool:
+    """``s.normalize_rewards``, or the paper default when None: IQL normalises the MuJoCo
+    locomotion rewards and IDQL's critic is IQL's, so on for IDQL there, else off."""
+    if s.normalize_rewards is not None:
+        return s.normalize_rewards
+    return s.algo == "idql" and bool(task_defaults(env_id))
+
+
 def reward_normalization_factor(dataset) -> float:
     """IQL's locomotion normalisation: ``1000 / (max − min)`` of the episode returns."""
     from rllib_diffusion.data.errors import DatasetError
@@ -202,10 +210,7 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
         flush=True,
     )
     factor = 1.0
-    normalize = s.normalize_rewards
-    if normalize is None:  # IQL normalises the locomotion tasks' rewards; IDQL's critic is IQL's
-        normalize = s.algo == "idql" and bool(task_defaults(env_id))
-    if normalize:
+    if normalizes_rewards(s, env_id):
         factor = reward_normalization_factor(dataset)
         # Stored as the effective scale, so online runs and restores use the same one.
         s = replace(s, reward_scale=s.reward_scale * factor, normalize_rewards=False)
