@@ -814,3 +814,50 @@ def offline_trial_resources(config: Any, cpus: float = 0.5) -> Any:
     them waiting forever. The trial process still uses a full core when it computes.
     """
     return config.resources(num_cpus_for_main_process=cpus).learners(num_cpus_per_learner=cpus)
+
+
+def asha_sweep(
+    *, max_t: int, num_samples: int, checkpoint_frequency: int, **fields: Any
+) -> TuneSweep:
+    """A :class:`TuneSweep` with ASHA on ``training_iteration`` (grace ``max_t // 10``,
+    reduction 3), stopped at ``max_t`` iterations, keeping the 2 latest checkpoints
+    (every ``checkpoint_frequency`` iterations) plus the final one. ``fields``: the
+    remaining ``TuneSweep`` fields (trainable, param_space, metric, checkpoint_meta ...).
+    """
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    return TuneSweep(
+        mode=fields.pop("mode", "max"),
+        scheduler=ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max_t,
+            grace_period=max(1, max_t // 10),
+            reduction_factor=3,
+        ),
+        num_samples=num_samples,
+        stop={"training_iteration": max_t},
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=2, checkpoint_frequency=checkpoint_frequency, checkpoint_at_end=True
+        ),
+        **fields,
+    )
+
+
+def offline_sweep_settings(args: SweepArgs, settings_class: type, max_t: int) -> Any:
+    """Settings of a DiffusionBC/offline sweep trial: ``--dataset`` required, 1,000
+    gradient steps per iteration, a 5-episode evaluation every iteration (the sweep
+    metric), ``gradient_steps`` covering ``max_t`` iterations."""
+    dataset_id = args.require("dataset", "Minari id, dataset directory, .npz or .hdf5")
+    s = args.settings(
+        settings_class,
+        dataset=dataset_id,
+        env_id=args.env_id,
+        download=args.download,
+        steps_per_iteration=1000,
+        eval_interval=1,
+        eval_episodes=5,
+        seed=args.seed,
+    )
+    s.gradient_steps = max_t * s.steps_per_iteration
+    return s

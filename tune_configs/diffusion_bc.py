@@ -21,7 +21,6 @@ by default; raise ``--max-concurrent-trials`` to about CPUs / 2 on bigger machin
 from __future__ import annotations
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBC
@@ -32,8 +31,10 @@ from rllib_diffusion.tuning import (
     EVAL_RETURN,
     SweepArgs,
     TuneSweep,
+    asha_sweep,
     diffusion_bc_checkpoint_meta,
     learner_metric,
+    offline_sweep_settings,
     offline_trial_resources,
 )
 
@@ -44,19 +45,8 @@ NUM_SAMPLES = 8
 
 def make_sweep(args: SweepArgs) -> TuneSweep:
     max_t = args.max_iterations or MAX_ITERATIONS
-    dataset_id = args.require("dataset", "Minari id, dataset directory, .npz or .hdf5")
-    s = args.settings(
-        PretrainSettings,
-        dataset=dataset_id,
-        env_id=args.env_id,
-        download=args.download,
-        steps_per_iteration=1000,
-        eval_interval=1,
-        eval_episodes=5,
-        seed=args.seed,
-    )
     # The lr is searched as a constant; gradient_steps only sizes the (unused) schedule.
-    s.gradient_steps = max_t * s.steps_per_iteration
+    s = offline_sweep_settings(args, PretrainSettings, max_t)
     dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
     data = prepare_offline_data(dataset, horizon=s.horizon, obs_history=s.obs_history, seed=s.seed)
     config, policy = build_pretrain_config(s, data, env_id)
@@ -69,22 +59,13 @@ def make_sweep(args: SweepArgs) -> TuneSweep:
             "hidden_dims": tune.choice([[256, 256, 256], [512, 512, 512]]),
         }
     )
-    return TuneSweep(
+    return asha_sweep(
+        max_t=max_t,
+        num_samples=args.num_samples or NUM_SAMPLES,
+        checkpoint_frequency=max(1, max_t // 10),
         trainable=DiffusionBC,
         param_space=config,
         metric=METRIC,
-        mode="max",
-        scheduler=ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=max_t,
-            grace_period=max(1, max_t // 10),
-            reduction_factor=3,
-        ),
-        num_samples=args.num_samples or NUM_SAMPLES,
-        stop={"training_iteration": max_t},
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=2, checkpoint_frequency=max(1, max_t // 10), checkpoint_at_end=True
-        ),
         max_concurrent_trials=1,
         checkpoint_meta=diffusion_bc_checkpoint_meta(s),
         report_metrics=[learner_metric(M.BC_LOSS)],

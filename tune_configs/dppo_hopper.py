@@ -17,7 +17,6 @@ Budget: ``--max-iterations`` (default 100) × ``decisions_per_iteration`` (2000)
 from __future__ import annotations
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.dppo import DPPO
@@ -27,6 +26,7 @@ from rllib_diffusion.tuning import (
     TRAIN_RETURN,
     SweepArgs,
     TuneSweep,
+    asha_sweep,
     dppo_checkpoint_meta,
     dppo_sweep_config,
     ft_denoising_choices,
@@ -55,24 +55,13 @@ def make_sweep(args: SweepArgs) -> TuneSweep:
         }
     )
     max_t = args.max_iterations or MAX_ITERATIONS
-    return TuneSweep(
+    return asha_sweep(
+        max_t=max_t,
+        num_samples=args.num_samples or NUM_SAMPLES,
+        checkpoint_frequency=settings.checkpoint_interval,
         trainable=DPPO,
         param_space=config,
         metric=METRIC,
-        mode="max",
-        scheduler=ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=max_t,
-            grace_period=max(1, max_t // 10),
-            reduction_factor=3,
-        ),
-        num_samples=args.num_samples or NUM_SAMPLES,
-        stop={"training_iteration": max_t},
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=2,
-            checkpoint_frequency=settings.checkpoint_interval,
-            checkpoint_at_end=True,
-        ),
         checkpoint_meta=dppo_checkpoint_meta(settings),
         report_metrics=[EVAL_RETURN, DPPO_ENV_STEPS, learner_metric(M.APPROX_KL)],
         description=f"DPPO on {ENV_ID}, ASHA over actor/critic lr, clip, K_ft",

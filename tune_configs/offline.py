@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.diffusion_ql.train import (
@@ -40,8 +39,10 @@ from rllib_diffusion.tuning import (
     EVAL_RETURN,
     SweepArgs,
     TuneSweep,
+    asha_sweep,
     learner_metric,
     offline_checkpoint_meta,
+    offline_sweep_settings,
     offline_trial_resources,
 )
 
@@ -70,40 +71,20 @@ def search_space(algo: str) -> dict[str, Any]:
 
 def make_sweep(args: SweepArgs) -> TuneSweep:
     max_t = args.max_iterations or MAX_ITERATIONS
-    dataset_id = args.require("dataset", "Minari id, dataset directory, .npz or .hdf5")
-    s = args.settings(
-        OfflineSettings,
-        dataset=dataset_id,
-        env_id=args.env_id,
-        download=args.download,
-        steps_per_iteration=1000,
-        eval_interval=1,
-        eval_episodes=5,
-        seed=args.seed,
-    )
-    s.gradient_steps = max_t * s.steps_per_iteration
+    s = offline_sweep_settings(args, OfflineSettings, max_t)
     space = search_space(s.algo)
     dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
     data_path, _ = prepare_transition_data(dataset, seed=s.seed)
     config, _ = build_offline_config(s, data_path, env_id, dataset.obs_dim, dataset.action_dim)
     config.training(**space)
     offline_trial_resources(config)
-    return TuneSweep(
+    return asha_sweep(
+        max_t=max_t,
+        num_samples=args.num_samples or NUM_SAMPLES,
+        checkpoint_frequency=max(1, max_t // 10),
         trainable=config.algo_class,
         param_space=config,
         metric=METRIC,
-        mode="max",
-        scheduler=ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=max_t,
-            grace_period=max(1, max_t // 10),
-            reduction_factor=3,
-        ),
-        num_samples=args.num_samples or NUM_SAMPLES,
-        stop={"training_iteration": max_t},
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=2, checkpoint_frequency=max(1, max_t // 10), checkpoint_at_end=True
-        ),
         max_concurrent_trials=1,
         checkpoint_meta=offline_checkpoint_meta(s, env_id),
         report_metrics=[learner_metric(M.CRITIC_LOSS), learner_metric(M.ACTOR_LOSS)],
