@@ -69,12 +69,17 @@ def add_offline_loop_args(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--gradient-steps", type=int, default=d.gradient_steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
+    add_eval_checkpoint_args(p, d)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def add_eval_checkpoint_args(p: argparse.ArgumentParser, d: Any) -> None:
+    """``--eval-interval``, ``--eval-episodes``, ``--checkpoint-interval`` (defaults from ``d``)."""
     p.add_argument(
         "--eval-interval", type=int, default=d.eval_interval, help="iterations (0: end only)"
     )
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
     p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
-    p.add_argument("--seed", type=int, default=d.seed)
 
 
 # ----------------------------------------------------------------------------- collect
@@ -245,14 +250,7 @@ def add_finetune_gaussian_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, default=d.clip_param, help="PPO ratio clip")
     p.add_argument("--gamma", type=float, default=d.gamma)
     p.add_argument("--gae-lambda", type=float, default=d.lambda_)
-    p.add_argument(
-        "--eval-interval",
-        type=int,
-        default=d.eval_interval,
-        help="iterations between deterministic evaluations (0: end only)",
-    )
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    add_eval_checkpoint_args(p, d)
     p.add_argument("--seed", type=int, default=d.seed)
 
 
@@ -325,9 +323,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bc-loss-coeff", type=float, default=d.bc_loss_coeff, help="BC regulariser (0: off)"
     )
-    p.add_argument("--eval-interval", type=int, default=d.eval_interval, help="iterations")
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    add_eval_checkpoint_args(p, d)
     p.add_argument("--num-learners", type=int, default=d.num_learners)
     p.add_argument("--num-gpus-per-learner", type=float, default=d.num_gpus_per_learner)
     p.add_argument(
@@ -446,9 +442,7 @@ def add_online_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--num-env-runners", type=int, default=d.num_env_runners)
     p.add_argument("--num-envs-per-env-runner", type=int, default=d.num_envs_per_env_runner)
-    p.add_argument("--eval-interval", type=int, default=d.eval_interval, help="iterations")
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    add_eval_checkpoint_args(p, d)
     p.add_argument("--seed", type=int, default=d.seed)
 
 
