@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,28 @@ def save_algorithm_checkpoint(algo: Any, path: str | os.PathLike, meta: dict[str
 
     An existing checkpoint at ``path`` is replaced only once the new one is complete.
     """
+    return write_checkpoint_dir(
+        path,
+        lambda tmp: algo.save_to_path(str(tmp)),
+        json.dumps(meta, indent=1, default=str),
+    )
+
+
+def write_checkpoint_dir(
+    path: str | os.PathLike, fill: Callable[[Path], Any], meta_text: str
+) -> str:
+    """Atomically create the checkpoint directory ``path``: ``fill(tmp)`` writes its files
+    into a temp dir next to it, our meta file (``meta_text``) is added, then the temp dir
+    is renamed into place; an existing ``path`` is replaced only once the new one is
+    complete."""
     path = Path(path).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     old = path.parent / f".{path.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        algo.save_to_path(str(tmp))
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+        fill(tmp)
+        (tmp / META_FILE).write_text(meta_text)
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)

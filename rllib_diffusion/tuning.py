@@ -23,7 +23,6 @@ import importlib
 import importlib.util
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -657,7 +656,7 @@ def export_checkpoint(checkpoint: Any, dest: str, meta: dict[str, Any]) -> str:
     export is replaced only once the new one is complete). URI: uploaded file by file
     with the meta file last, so a partial upload is never taken for a checkpoint.
     """
-    from rllib_diffusion.checkpoints import META_FILE
+    from rllib_diffusion.checkpoints import META_FILE, write_checkpoint_dir
 
     text = _json_text(meta)
     if _is_uri(dest):
@@ -672,21 +671,7 @@ def export_checkpoint(checkpoint: Any, dest: str, meta: dict[str, Any]) -> str:
             with fs.open_output_stream(f"{path}/{META_FILE}") as f:
                 f.write(text.encode())
         return dest
-    out = Path(dest).expanduser().resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        checkpoint.to_directory(str(tmp))
-        (tmp / META_FILE).write_text(text)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return str(out)
+    return write_checkpoint_dir(dest, lambda tmp: checkpoint.to_directory(str(tmp)), text)
 
 
 def write_json(dest: str, obj: Any) -> str:
