@@ -35,3 +35,12 @@ TARGET_MEAN = "charts/target_mean"
 VALUE_LOSS = "losses/value_loss"
 DISTILL_LOSS = "losses/distill_loss"
 DUAL_ETA = "charts/dual_eta"
+
+
+def float_or_none(v: object) -> float | None:
+    """``float(v)``, or None for missing, non-numeric and NaN values (progress lines)."""
+    try:
+        v = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if v != v else v

@@ -112,6 +112,7 @@ def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
         save_algorithm_checkpoint,
     )
     from rllib_diffusion.evaluation import evaluate_module
+    from rllib_diffusion.metrics import float_or_none
     from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
 
     s = settings
@@ -175,7 +176,7 @@ def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
                 line: dict[str, Any] = {
                     "iteration": it,
                     "env_steps": env_steps,
-                    "train_return_mean": _finite(runners.get("episode_return_mean")),
+                    "train_return_mean": float_or_none(runners.get("episode_return_mean")),
                     "replay_size": int(result.get(REPLAY_SIZE, 0)),
                     "seconds": time.perf_counter() - started,
                 }
@@ -223,11 +224,3 @@ def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
         flush=True,
     )
     return summary
-
-
-def _finite(v: Any) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if v != v else v

@@ -15,7 +15,6 @@ crashed EnvRunners are restarted by Ray and training goes on (RLlib fault tolera
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -600,10 +599,10 @@ def progress_line(result: dict[str, Any], it: int, env_id: str | None, *, evalua
         "iteration": it,
         "env_steps": int(dppo.get(M.ENV_STEPS, 0)),
         "decisions": int(result.get("num_env_steps_sampled_lifetime", 0)),
-        M.TRAIN_RETURN: _f(runners.get("episode_return_mean")),
-        M.SAMPLE_SECONDS: _f(dppo.get(M.SAMPLE_SECONDS)),
-        M.LEARN_SECONDS: _f(dppo.get(M.LEARN_SECONDS)),
-        M.SYNC_SECONDS: _f(dppo.get(M.SYNC_SECONDS)),
+        M.TRAIN_RETURN: M.float_or_none(runners.get("episode_return_mean")),
+        M.SAMPLE_SECONDS: M.float_or_none(dppo.get(M.SAMPLE_SECONDS)),
+        M.LEARN_SECONDS: M.float_or_none(dppo.get(M.LEARN_SECONDS)),
+        M.SYNC_SECONDS: M.float_or_none(dppo.get(M.SYNC_SECONDS)),
     }
     for key in (
         M.APPROX_KL,
@@ -617,8 +616,12 @@ def progress_line(result: dict[str, Any], it: int, env_id: str | None, *, evalua
         "vf_loss",
     ):
         if key in learner:
-            line[key] = _f(learner[key])
-    per_step = {k: _f(v) for k, v in learner.items() if str(k).startswith(M.CLIP_FRACTION_PER_STEP)}
+            line[key] = M.float_or_none(learner[key])
+    per_step = {
+        k: M.float_or_none(v)
+        for k, v in learner.items()
+        if str(k).startswith(M.CLIP_FRACTION_PER_STEP)
+    }
     if per_step:
         line["clip_fraction_per_step"] = per_step
     info = task_info(env_id or "")
@@ -626,7 +629,7 @@ def progress_line(result: dict[str, Any], it: int, env_id: str | None, *, evalua
         line[M.TRAIN_NORMALIZED] = _score(line[M.TRAIN_RETURN], info)
     ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
     if evaluated and "episode_return_mean" in ev:
-        line[M.EVAL_RETURN] = _f(ev["episode_return_mean"])
+        line[M.EVAL_RETURN] = M.float_or_none(ev["episode_return_mean"])
         if info:
             line[M.EVAL_NORMALIZED] = _score(line[M.EVAL_RETURN], info)
     return line
@@ -646,14 +649,6 @@ def format_line(line: dict[str, Any]) -> str:
     if M.EVAL_RETURN in line:
         msg += f"  EVAL return {g(M.EVAL_RETURN)}"
     return msg
-
-
-def _f(v: Any) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
 
 
 def _score(ret: float, info) -> float:
