@@ -13,6 +13,9 @@ Example (the shipped Hopper-v5 medium subset, 200 episodes, 61,915 transitions):
 
     python benchmarks/offline.py --algo diffusion_ql --dataset data/hopper-medium-v5-small.npz \
         --gradient-steps 20000 --eval-every 5000 --eval-episodes 10
+
+Runs longer than a session: add ``--checkpoint-every 1000`` and, after an interruption,
+run the same command with ``--resume`` (continues from the last checkpoint).
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ def main() -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/bench_offline/<algo>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--checkpoint-every", type=int, default=0, help="gradient steps between checkpoints"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue --out's run from its last checkpoint (runs spanning sessions)",
+    )
+    p.add_argument(
         "--summarize-only",
         action="store_true",
         help="do not train: rebuild the result file from --out's result.json/progress.jsonl",
@@ -70,7 +81,9 @@ def run_ours(args, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         steps_per_iteration=args.steps_per_iteration,
         eval_interval=max(args.eval_every // args.steps_per_iteration, 1),
         eval_episodes=args.eval_episodes,
+        checkpoint_interval=args.checkpoint_every // args.steps_per_iteration,
         seed=args.seed,
+        resume=args.resume,
     )
     if not args.summarize_only:
         if args.algo == "diffusion_bc":

@@ -106,3 +106,89 @@ def load_policy_module(
     module = RLModule.from_checkpoint(str(module_dir))
     module.eval()
     return module, meta
+
+
+# ---------------------------------------------------------------------------- resume
+def resume_checkpoint_meta(
+    ckpt_dir: str | os.PathLike,
+    resume: bool,
+    *,
+    algorithms: tuple[str, ...],
+    tag: str,
+    existing_is_error: bool = True,
+) -> dict[str, Any] | None:
+    """Metadata of the run checkpoint ``ckpt_dir`` to continue from, or None: start fresh.
+
+    With ``resume``, an interrupted save is recovered first and a missing checkpoint
+    means a fresh start. Without it, an existing checkpoint is an error when
+    ``existing_is_error`` (else it is overwritten by the new run). The checkpoint must be
+    one of ``algorithms`` and carry the ``iteration`` it was saved at.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if resume and not ckpt_dir.exists():
+        recover_interrupted_save(ckpt_dir, tag=tag)
+    if not ckpt_dir.exists():
+        if resume:
+            print(f"[{tag}] --resume: no checkpoint at '{ckpt_dir}' yet; starting fresh.")
+        return None
+    if not resume:
+        if existing_is_error:
+            raise CheckpointError(
+                f"'{ckpt_dir}' already holds a checkpoint. Pass --resume to continue that "
+                "run, or use another --out."
+            )
+        return None
+    meta = read_checkpoint_meta(ckpt_dir)
+    if meta.get("algorithm") not in algorithms or "iteration" not in meta:
+        raise CheckpointError(
+            f"Cannot resume from '{ckpt_dir}': it is not a {'/'.join(algorithms)} run "
+            f"checkpoint (algorithm {meta.get('algorithm')!r}); use another --out."
+        )
+    return meta
+
+
+def recover_interrupted_save(ckpt_dir: str | os.PathLike, *, tag: str) -> None:
+    """A kill between the two renames of ``write_checkpoint_dir`` leaves no checkpoint
+    but a complete ``.checkpoint.tmp-PID`` (new; its metadata is written last) or
+    ``.checkpoint.old-PID`` (previous): put the newest complete one in place."""
+    ckpt_dir = Path(ckpt_dir)
+
+    def iteration(p: Path) -> int:
+        try:
+            return int(json.loads((p / META_FILE).read_text())["iteration"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -1
+
+    leftovers = [
+        p
+        for pattern in (f".{ckpt_dir.name}.tmp-*", f".{ckpt_dir.name}.old-*")
+        for p in ckpt_dir.parent.glob(pattern)
+        if iteration(p) >= 0
+    ]
+    if leftovers:
+        best = max(leftovers, key=iteration)
+        os.replace(best, ckpt_dir)
+        print(f"[{tag}] recovered checkpoint '{ckpt_dir}' from an interrupted save ({best}).")
+
+
+def progress_up_to(path: str | os.PathLike, iteration: int, *, first: int = 0) -> list[dict]:
+    """``progress.jsonl`` lines of iterations ``first..iteration`` (later ones were not
+    checkpointed and are trained again); one line per iteration, in order."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"Cannot resume: '{path}' is missing.")
+    kept: dict[int, dict[str, Any]] = {}
+    for raw in path.read_text().splitlines():
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue  # a line cut off by the kill
+        if first <= int(line.get("iteration", -1)) <= iteration:
+            kept[int(line["iteration"])] = line
+    missing = sorted(set(range(first, iteration + 1)) - set(kept))
+    if missing:
+        raise CheckpointError(
+            f"Cannot resume: '{path}' lacks iterations {missing[:10]} of the checkpoint's "
+            f"{iteration}; use another --out."
+        )
+    return [kept[i] for i in range(first, iteration + 1)]

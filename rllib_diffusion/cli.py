@@ -71,6 +71,20 @@ def add_offline_loop_args(p: argparse.ArgumentParser, d: Any) -> None:
     p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
     add_eval_checkpoint_args(p, d)
     p.add_argument("--seed", type=int, default=d.seed)
+    add_resume_arg(
+        p,
+        "restores optimizers, targets, EMA and step counters; the training flags must be "
+        "the original ones; without it an existing checkpoint in OUT is overwritten",
+    )
+
+
+def add_resume_arg(p: argparse.ArgumentParser, existing: str) -> None:
+    """``--resume``: continue from OUT/checkpoint; ``existing`` says what happens without it."""
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue from OUT/checkpoint if present (else start fresh); {existing}",
+    )
 
 
 def add_eval_checkpoint_args(p: argparse.ArgumentParser, d: Any) -> None:
@@ -342,12 +356,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
         help="custom Ray resources per remote learner, e.g. '{\"learner\": 1}' "
         "(needs --num-learners >= 1)",
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from OUT/checkpoint if present (else start fresh); without it an "
-        "existing checkpoint in OUT is an error",
-    )
+    add_resume_arg(p, "without it an existing checkpoint in OUT is an error")
     p.add_argument("--seed", type=int, default=d.seed)
 
 

@@ -36,6 +36,9 @@ class OfflineRunSettings:
         eval_episodes: episodes per evaluation.
         checkpoint_interval: save every this many iterations (0: only at the end).
         seed: RNG seed.
+        resume: continue from ``out_dir/checkpoint`` if it exists (learner state with
+            optimizers, targets, EMA and step counters; iteration counter; progress
+            lines up to it); the other settings must match the checkpoint's.
     """
 
     dataset: str
@@ -49,6 +52,7 @@ class OfflineRunSettings:
     eval_episodes: int = 10
     checkpoint_interval: int = 0
     seed: int = 0
+    resume: bool = False
 
     @property
     def iterations(self) -> int:
@@ -141,6 +145,30 @@ def lr_schedule(settings: Any) -> float | list[list[float]]:
     )
 
 
+#: Settings that may change between a run and its ``--resume``.
+RUN_CONTROL_FIELDS = frozenset(
+    {"out_dir", "resume", "download", "eval_interval", "eval_episodes", "checkpoint_interval"}
+)
+
+
+def check_same_run_settings(theirs: dict[str, Any], ours: dict[str, Any], where: Path) -> None:
+    """A resumed run must train what the checkpoint's run trained (all but run control)."""
+    from rllib_diffusion.checkpoints import CheckpointError
+    from rllib_diffusion.utils.io import jsonable
+
+    diffs = [
+        f"{k}: checkpoint {jsonable(theirs.get(k))!r} vs now {jsonable(v)!r}"
+        for k, v in ours.items()
+        if k not in RUN_CONTROL_FIELDS and jsonable(theirs.get(k)) != jsonable(v)
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"Cannot resume '{where}' with different settings: "
+            + "; ".join(diffs)
+            + ". Pass the original flags, or use another --out."
+        )
+
+
 def offline_progress_line(
     result: dict[str, Any],
     it: int,
@@ -180,20 +208,51 @@ def run_offline_training(
     loss_key: str,
     started: float,
 ) -> dict[str, Any]:
-    """Train, checkpoint, evaluate what was saved, write ``out/result.json``; return it."""
-    from rllib_diffusion.checkpoints import load_policy_module, save_algorithm_checkpoint
+    """Train, checkpoint, evaluate what was saved, write ``out/result.json``; return it.
+
+    With ``settings.resume`` and a checkpoint in ``out``, training continues after the
+    checkpoint's iteration (see :class:`OfflineRunSettings`).
+    """
+    from rllib_diffusion.checkpoints import (
+        CheckpointError,
+        load_policy_module,
+        progress_up_to,
+        resume_checkpoint_meta,
+        save_algorithm_checkpoint,
+    )
     from rllib_diffusion.evaluation import evaluate_module
+    from rllib_diffusion.utils.io import write_jsonl_atomic
     from rllib_diffusion.utils.runtime import run_metadata
 
     s = settings
     iterations, steps_per_iteration = s.iterations, s.steps_per_iteration
     eval_interval, eval_episodes = s.eval_interval, s.eval_episodes
+    ckpt_dir = out / "checkpoint"
+    resume_meta = resume_checkpoint_meta(
+        ckpt_dir, s.resume, algorithms=(meta["algorithm"],), tag=tag, existing_is_error=False
+    )
+    if resume_meta is not None:
+        check_same_run_settings(resume_meta.get("settings", {}), asdict(s), ckpt_dir)
     meta = {**meta, "settings": asdict(s), "dataset": dataset.summary(), "run": run_metadata()}
     algo = build_algo()
-    train_start = time.perf_counter()
+    first, seconds_before, lines = 1, 0.0, []
     try:
-        with open(out / "progress.jsonl", "w") as progress:
-            for it in range(1, iterations + 1):
+        if resume_meta is not None:
+            done = int(resume_meta["iteration"])
+            algo.restore_from_path(str(ckpt_dir))
+            if algo.iteration != done:
+                raise CheckpointError(
+                    f"Checkpoint '{ckpt_dir}' says iteration {done} but restores iteration "
+                    f"{algo.iteration}; it is inconsistent, start a new --out."
+                )
+            first, seconds_before = done + 1, float(resume_meta.get("train_seconds", 0.0))
+            lines = progress_up_to(out / "progress.jsonl", done, first=1)
+            print(f"[{tag}] resumed from '{ckpt_dir}' at iteration {done}/{iterations}", flush=True)
+        # progress.jsonl: the kept lines (none on a fresh run), rewritten, then appended to.
+        write_jsonl_atomic(out / "progress.jsonl", lines)
+        train_start = time.perf_counter() - seconds_before
+        with open(out / "progress.jsonl", "a") as progress:
+            for it in range(first, iterations + 1):
                 result = algo.train()
                 line = offline_progress_line(
                     result,
@@ -213,10 +272,12 @@ def run_offline_training(
                     msg += f"  eval return {line['eval_return_mean']:.1f}"
                 print(msg, flush=True)
                 if s.checkpoint_interval and it % s.checkpoint_interval == 0 and it < iterations:
-                    save_algorithm_checkpoint(algo, out / "checkpoint", {**meta, "iteration": it})
+                    save_algorithm_checkpoint(
+                        algo, ckpt_dir, {**meta, "iteration": it, "train_seconds": line["seconds"]}
+                    )
             train_seconds = time.perf_counter() - train_start
             ckpt = save_algorithm_checkpoint(
-                algo, out / "checkpoint", {**meta, "iteration": iterations}
+                algo, ckpt_dir, {**meta, "iteration": iterations, "train_seconds": train_seconds}
             )
     finally:
         algo.stop()

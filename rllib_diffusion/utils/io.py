@@ -1,4 +1,4 @@
-"""Small file helpers: atomic JSON writes."""
+"""Small file helpers: atomic JSON and JSON-lines writes."""
 
 from __future__ import annotations
 
@@ -16,3 +16,17 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> str:
     tmp.write_text(json.dumps(obj, indent=1, default=str))
     os.replace(tmp, path)
     return str(path)
+
+
+def write_jsonl_atomic(path: str | os.PathLike, lines: list[dict[str, Any]]) -> str:
+    """Write ``lines`` as JSON lines to ``path`` via a temp file and ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    os.replace(tmp, path)
+    return str(path)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(value, default=str))

@@ -17,11 +17,15 @@ import pytest
 from rllib_diffusion.algorithms.dppo.dppo import _single
 from rllib_diffusion.algorithms.dppo.finetune import (
     FinetuneSettings,
-    _progress_up_to,
     dppo_config_from_pretrained,
     finetune,
 )
-from rllib_diffusion.checkpoints import CheckpointError, load_policy_module
+from rllib_diffusion.checkpoints import (
+    CheckpointError,
+    load_policy_module,
+    progress_up_to,
+    resume_checkpoint_meta,
+)
 from rllib_diffusion.cli import build_parser, finetune_settings_from_args
 from rllib_diffusion.modules.model_config import ConfigError
 
@@ -109,10 +113,10 @@ def test_progress_is_cut_back_to_the_checkpoint(tmp_path):
     path = tmp_path / "progress.jsonl"
     lines = [{"iteration": i, "env_steps": 10 * i} for i in range(5)]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"iteration": 5, "env_')
-    assert _progress_up_to(path, 3) == lines[:4]
+    assert progress_up_to(path, 3) == lines[:4]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines if x["iteration"] != 2))
     with pytest.raises(CheckpointError, match=r"lacks iterations \[2\]"):
-        _progress_up_to(path, 3)
+        progress_up_to(path, 3)
 
 
 def _actor_ft_sum(module) -> float:
@@ -241,8 +245,7 @@ def test_killed_run_resumes_from_its_checkpoint(pretrained, ray_session, tmp_pat
 
 
 def test_interrupted_checkpoint_save_is_recovered(tmp_path):
-    from rllib_diffusion.algorithms.dppo.finetune import _resume_meta
-
+    dppo = dict(algorithms=("DPPO",), tag="finetune")
     for name, it in (
         (".checkpoint.old-7", 2),
         (".checkpoint.tmp-7", 3),
@@ -252,6 +255,6 @@ def test_interrupted_checkpoint_save_is_recovered(tmp_path):
         if it is not None:  # tmp-8: killed before its metadata was written (incomplete)
             meta = {"algorithm": "DPPO", "iteration": it}
             (tmp_path / name / "rllib_diffusion.json").write_text(json.dumps(meta))
-    assert _resume_meta(tmp_path / "checkpoint", resume=False) is None
-    assert _resume_meta(tmp_path / "checkpoint", resume=True)["iteration"] == 3
+    assert resume_checkpoint_meta(tmp_path / "checkpoint", False, **dppo) is None
+    assert resume_checkpoint_meta(tmp_path / "checkpoint", True, **dppo)["iteration"] == 3
     assert not (tmp_path / ".checkpoint.tmp-7").exists()

@@ -31,10 +31,15 @@ from rllib_diffusion.algorithms.dppo.dppo import (
     check_policy_match,
 )
 from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
-from rllib_diffusion.checkpoints import CheckpointError, read_checkpoint_meta
+from rllib_diffusion.checkpoints import (
+    CheckpointError,
+    progress_up_to,
+    read_checkpoint_meta,
+    resume_checkpoint_meta,
+)
 from rllib_diffusion.envs.tasks import task_info
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
-from rllib_diffusion.utils.io import write_json_atomic
+from rllib_diffusion.utils.io import jsonable, write_json_atomic, write_jsonl_atomic
 
 
 @dataclass
@@ -204,7 +209,9 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
     limit_threads()
     out = Path(s.out_dir).expanduser().resolve()
     ckpt_dir = out / "checkpoint"
-    resume_meta = _resume_meta(ckpt_dir, s.resume)
+    resume_meta = resume_checkpoint_meta(
+        ckpt_dir, s.resume, algorithms=(ALGORITHM_NAME,), tag="finetune"
+    )
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     config = dppo_config_from_pretrained(s.checkpoint, s)
@@ -261,7 +268,7 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
                 )
             start_eval = resume_meta.get("start_evaluation")
             seconds_before = float(resume_meta.get("train_seconds", 0.0))
-            lines = _progress_up_to(out / "progress.jsonl", it)
+            lines = progress_up_to(out / "progress.jsonl", it)
             resumed = {
                 "from_iteration": it,
                 "env_steps": algo._env_steps_lifetime,
@@ -274,7 +281,7 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
             )
         # progress.jsonl: the kept lines (all of them on a fresh run: just line 0),
         # rewritten atomically, then appended to.
-        _write_lines_atomic(out / "progress.jsonl", lines)
+        write_jsonl_atomic(out / "progress.jsonl", lines)
         if resume_meta is None:
             # Events of an earlier run here that never reached a checkpoint.
             shutil.rmtree(out / "tensorboard", ignore_errors=True)
@@ -339,52 +346,6 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- resume helpers
-def _resume_meta(ckpt_dir: Path, resume: bool) -> dict[str, Any] | None:
-    """The metadata of the checkpoint to resume from, or None for a fresh run."""
-    if resume and not ckpt_dir.exists():
-        _recover_interrupted_save(ckpt_dir)
-    if not ckpt_dir.exists():
-        if resume:
-            print(f"[finetune] --resume: no checkpoint at '{ckpt_dir}' yet; starting fresh.")
-        return None
-    if not resume:
-        raise CheckpointError(
-            f"'{ckpt_dir}' already holds a fine-tuning checkpoint. Pass --resume to "
-            "continue that run, or use another --out."
-        )
-    meta = read_checkpoint_meta(ckpt_dir)
-    if meta.get("algorithm") != ALGORITHM_NAME or "iteration" not in meta:
-        raise CheckpointError(
-            f"'{ckpt_dir}' is not a DPPO fine-tuning checkpoint (algorithm "
-            f"{meta.get('algorithm')!r}); use another --out."
-        )
-    return meta
-
-
-def _recover_interrupted_save(ckpt_dir: Path) -> None:
-    """A kill between the two renames of ``save_algorithm_checkpoint`` leaves no
-    ``checkpoint/`` but a complete ``.checkpoint.tmp-PID`` (new; its metadata is written
-    last) or ``.checkpoint.old-PID`` (previous): put the newest complete one in place."""
-    from rllib_diffusion.checkpoints import META_FILE
-
-    def iteration(p: Path) -> int:
-        try:
-            return int(json.loads((p / META_FILE).read_text())["iteration"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return -1
-
-    leftovers = [
-        p
-        for pattern in (f".{ckpt_dir.name}.tmp-*", f".{ckpt_dir.name}.old-*")
-        for p in ckpt_dir.parent.glob(pattern)
-        if iteration(p) >= 0
-    ]
-    if leftovers:
-        best = max(leftovers, key=iteration)
-        os.replace(best, ckpt_dir)
-        print(f"[finetune] recovered checkpoint '{ckpt_dir}' from an interrupted save ({best}).")
-
-
 def _check_resumable(meta: dict[str, Any], model_config: dict[str, Any], where: Path) -> None:
     """The checkpoint's module must be the one these settings build."""
     theirs = meta.get("dppo_model_config", {})
@@ -392,16 +353,12 @@ def _check_resumable(meta: dict[str, Any], model_config: dict[str, Any], where: 
     diffs = [
         f"{k}: checkpoint {theirs.get(k)!r} vs now {v!r}"
         for k, v in model_config.items()
-        if k != "policy" and _jsonable(theirs.get(k)) != _jsonable(v)
+        if k != "policy" and jsonable(theirs.get(k)) != jsonable(v)
     ]
     if diffs:
         raise CheckpointError(
             f"Cannot resume '{where}' with different model settings: " + "; ".join(diffs)
         )
-
-
-def _jsonable(v: Any) -> Any:
-    return json.loads(json.dumps(v, default=str))
 
 
 def restore_finetune_checkpoint(algo, ckpt_dir: str | os.PathLike) -> dict[str, float]:
@@ -437,34 +394,6 @@ def _weight_sums(learner) -> dict[str, float]:
 
     module = learner.module[DEFAULT_MODULE_ID].unwrapped()
     return {k: float(v.detach().double().sum()) for k, v in module.state_dict().items()}
-
-
-def _progress_up_to(path: Path, iteration: int) -> list[dict[str, Any]]:
-    """Progress lines of iterations ``<= iteration`` (later ones were not checkpointed
-    and are trained again); one line per iteration, in order."""
-    if not path.exists():
-        raise CheckpointError(f"Cannot resume: '{path}' is missing.")
-    kept: dict[int, dict[str, Any]] = {}
-    for raw in path.read_text().splitlines():
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError:
-            continue  # a line cut off by the kill
-        if int(line.get("iteration", -1)) <= iteration:
-            kept[int(line["iteration"])] = line
-    missing = sorted(set(range(iteration + 1)) - set(kept))
-    if missing:
-        raise CheckpointError(
-            f"Cannot resume: '{path}' lacks iterations {missing[:10]} of the checkpoint's "
-            f"{iteration}; use another --out."
-        )
-    return [kept[i] for i in range(iteration + 1)]
-
-
-def _write_lines_atomic(path: Path, lines: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    os.replace(tmp, path)
 
 
 def _ckpt_meta(
