@@ -18,51 +18,25 @@ from __future__ import annotations
 
 from ray import tune
 
-from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.dppo import DPPO
-from rllib_diffusion.tuning import (
-    DPPO_ENV_STEPS,
-    EVAL_RETURN,
-    TRAIN_RETURN,
-    SweepArgs,
-    TuneSweep,
-    asha_sweep,
-    dppo_checkpoint_meta,
-    dppo_sweep_config,
-    ft_denoising_choices,
-    learner_metric,
-)
+from rllib_diffusion.tuning import SweepArgs, TuneSweep, dppo_asha_sweep
 
 ENV_ID = "Hopper-v5"
-METRIC = TRAIN_RETURN
 MAX_ITERATIONS = 100
 NUM_SAMPLES = 8
 
 
 def make_sweep(args: SweepArgs) -> TuneSweep:
-    config, settings = dppo_sweep_config(
-        args, env_id=ENV_ID, eval_interval=10, eval_episodes=10, checkpoint_interval=10
-    )
-    config.training(
-        actor_lr=tune.loguniform(1e-5, 3e-4),
-        critic_lr=tune.loguniform(3e-4, 3e-3),
-        clip_param=tune.choice([0.005, 0.01, 0.02, 0.05]),
-    )
-    config.rl_module(
-        model_config={
-            **config.model_config,
-            "ft_denoising_steps": tune.choice(ft_denoising_choices(config)),
-        }
-    )
-    max_t = args.max_iterations or MAX_ITERATIONS
-    return asha_sweep(
-        max_t=max_t,
-        num_samples=args.num_samples or NUM_SAMPLES,
-        checkpoint_frequency=settings.checkpoint_interval,
-        trainable=DPPO,
-        param_space=config,
-        metric=METRIC,
-        checkpoint_meta=dppo_checkpoint_meta(settings),
-        report_metrics=[EVAL_RETURN, DPPO_ENV_STEPS, learner_metric(M.APPROX_KL)],
-        description=f"DPPO on {ENV_ID}, ASHA over actor/critic lr, clip, K_ft",
+    return dppo_asha_sweep(
+        args,
+        env_id=ENV_ID,
+        max_iterations=MAX_ITERATIONS,
+        num_samples=NUM_SAMPLES,
+        search=dict(
+            actor_lr=tune.loguniform(1e-5, 3e-4),
+            critic_lr=tune.loguniform(3e-4, 3e-3),
+            clip_param=tune.choice([0.005, 0.01, 0.02, 0.05]),
+        ),
+        eval_interval=10,
+        eval_episodes=10,
+        checkpoint_interval=10,
     )

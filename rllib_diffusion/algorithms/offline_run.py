@@ -18,6 +18,7 @@ import gymnasium as gym
 
 from rllib_diffusion.data import EpisodeDataset, load_dataset, validate_dataset
 from rllib_diffusion.data.errors import DatasetError
+from rllib_diffusion.envs.tasks import make_env
 from rllib_diffusion.utils.io import write_json_atomic
 
 
@@ -83,7 +84,7 @@ def load_validated_dataset(
         raise DatasetError(
             f"Dataset '{source}' does not name its env; pass --env-id (e.g. Hopper-v5)."
         )
-    env = gym.make(env_id)
+    env = make_env(env_id)
     try:
         validate_dataset(
             dataset,

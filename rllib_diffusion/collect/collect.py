@@ -6,12 +6,11 @@ import logging
 import time
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from rllib_diffusion.collect.policies import CollectPolicy, RandomPolicy, RLlibCheckpointPolicy
 from rllib_diffusion.data import Episode, EpisodeDataset, write_minari
-from rllib_diffusion.envs.tasks import task_info
+from rllib_diffusion.envs.tasks import make_env, task_info
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def collect_episodes(
     """
     if (num_episodes is None) == (num_steps is None):
         raise ValueError("Give exactly one of num_episodes or num_steps.")
-    envs = [gym.make(env_id, **(env_kwargs or {})) for _ in range(num_envs)]
+    envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(num_envs)]
     started = 0
     obs_buf: list[list[np.ndarray]] = [[] for _ in envs]
     act_buf: list[list[np.ndarray]] = [[] for _ in envs]
@@ -110,7 +109,7 @@ def collect_episodes(
 def make_policy(spec: str, env_id: str, *, explore: bool = True, seed: int = 0) -> CollectPolicy:
     """``"random"`` or a path to an RLlib Algorithm checkpoint."""
     if spec == "random":
-        env = gym.make(env_id)
+        env = make_env(env_id)
         space = env.action_space
         env.close()
         return RandomPolicy(space, seed=seed)

@@ -27,6 +27,7 @@ import numpy as np
 
 from rllib_diffusion.data.episodes import Episode, EpisodeDataset
 from rllib_diffusion.data.errors import DatasetError
+from rllib_diffusion.envs.tasks import make_env
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def _spaces_for(env_id: str | None, obs_dim: int, action_dim: int) -> tuple[gym.
             gym.spaces.Box(-np.inf, np.inf, (action_dim,), np.float32),
         )
     try:
-        env = gym.make(env_id)
+        env = make_env(env_id)
     except gym.error.Error as err:
         raise DatasetError(
             f"Cannot make env '{env_id}' to describe the dataset: {err}. Import the package "

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from rllib_diffusion.data.episodes import EpisodeDataset
 from rllib_diffusion.data.errors import DatasetError
+from rllib_diffusion.envs.tasks import make_env
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def validate_dataset(
         )
     if observation_space is None and action_space is None and env_id is not None:
         try:
-            env = gym.make(env_id)
+            env = make_env(env_id)
         except gym.error.Error as err:
             raise DatasetError(
                 f"Cannot make env '{env_id}' to check the dataset against: {err}. Import the "

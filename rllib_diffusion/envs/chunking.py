@@ -18,6 +18,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from rllib_diffusion.envs.tasks import make_env
+
 ENV_NAME = "rllib_diffusion/ChunkedEnv"
 
 
@@ -167,7 +169,7 @@ def make_chunked_env(config: dict[str, Any] | None = None) -> gym.Env:
     config = dict(config or {})
     if "env_id" not in config:
         raise ValueError("env_config needs 'env_id' (e.g. 'Hopper-v5').")
-    env = gym.make(config["env_id"], **config.get("env_kwargs", {}))
+    env = make_env(config["env_id"], **config.get("env_kwargs", {}))
     norm = config.get("normalization") or {}
     obs_norm = norm.get("obs") or {}
     act_norm = norm.get("action") or {}
