@@ -198,7 +198,7 @@ OFFLINE_LABELS = {
 
 def offline_table(results: list[dict]) -> list[str]:
     """All ``offline_<algo>_<tag>`` results of one tag side by side, plus eval curves."""
-    group = [r for r in results if r["name"].startswith("offline_")]
+    group = [r for r in results if _is_offline(r)]
     lines: list[str] = []
     tags = sorted(
         {r["name"].split("_", 1)[1].split(f"{r['figures']['algorithm']}_", 1)[1] for r in group}
@@ -273,6 +273,44 @@ def offline_table(results: list[dict]) -> list[str]:
     return lines
 
 
+def _is_offline(r: dict) -> bool:
+    return r["name"].startswith("offline_") and not r["name"].startswith(ONLINE_PREFIX)
+
+
+ONLINE_PREFIX = "offline_to_online_"
+
+
+def online_table(results: list[dict]) -> list[str]:
+    """``offline_to_online_<algo>_<tag>`` results: return before and after online steps."""
+    rows = [r for r in results if r["name"].startswith(ONLINE_PREFIX)]
+    if not rows:
+        return []
+    lines = [
+        "### Offline → online",
+        "",
+        "`benchmarks/offline_to_online.py` continues the offline run's final checkpoint "
+        "(learner state with optimizers, targets, EMA) with one EnvRunner filling a replay "
+        "buffer that starts with the offline data. Returns are deterministic evaluations of "
+        "the offline policy (before) and of the final online checkpoint (after). Env "
+        "steps/s counts the whole run, evaluations included.",
+        "",
+        "| algorithm | offline gradient steps | online env steps | updates per env step | "
+        "return before | return after | normalised before → after | env steps/s | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f = r["figures"]
+        lines.append(
+            f"| {OFFLINE_LABELS.get(f['algorithm'], f['algorithm'])} "
+            f"| {f['offline_gradient_steps']} | {f['env_steps']} | {_fmt(f['updates_per_env_step'])} "
+            f"| {_fmt(f['return_before'])} ± {_fmt(f['return_before_std'])} "
+            f"| {_fmt(f['return_after'])} ± {_fmt(f['return_after_std'])} "
+            f"| {_fmt(f['normalized_before'])} → {_fmt(f['normalized_after'])} "
+            f"| {_fmt(f['env_steps_per_second'])} | `{r['command']}` |"
+        )
+    return [*lines, ""]
+
+
 SECTIONS = {
     "behavior_ppo": ("Behaviour policies for data collection", behavior_section),
     "bc_pretrain": ("Diffusion BC pretraining", bc_section),
@@ -312,7 +350,7 @@ def main() -> None:
                     "",
                 ]
                 lines += comparison_plot(results)
-    if any(r["name"].startswith("offline_") for r in results):
+    if any(_is_offline(r) for r in results):
         lines += [
             "## Offline RL (Diffusion-QL, DAC, IDQL, FQL, d3rlpy baselines)",
             "",
@@ -326,6 +364,7 @@ def main() -> None:
             "",
         ]
         lines += offline_table(results)
+        lines += online_table(results)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT}")
