@@ -359,3 +359,25 @@ def test_ddpm_policy_can_be_fine_tuned_with_ddim(pretrained):
         check_policy_match(
             {**meta["policy_config"], "sampler": "ddim"}, {**policy, "sampler": "ddpm"}, ckpt
         )
+
+
+def test_warmup_counter_and_reward_scaling_are_in_the_learner_state(pretrained, ray_session):
+    """A restored learner continues the critic warm-up count and the running reward std
+    (both live outside the module, so RLlib's own learner state would drop them)."""
+    from rllib_diffusion.algorithms.dppo.dppo_connectors import RunningRewardScaling
+
+    s = FinetuneSettings(
+        checkpoint=str(pretrained[0] / "checkpoint"), ft_denoising_steps=2, reward_scaling=True
+    )
+    config = dppo_config_from_pretrained(s.checkpoint, s)
+    env = gym.make("Hopper-v5")
+    source, target = config.build_learner(env=env), config.build_learner(env=env)
+    (scaler,) = source._reward_scalers()
+    assert isinstance(scaler, RunningRewardScaling)
+    source._updates_done = 7
+    scaler._update(np.array([1.0, 3.0, 8.0]))
+    target.set_state(source.get_state())
+    (restored,) = target._reward_scalers()
+    assert target._updates_done == 7
+    assert (restored.count, restored.mean, restored.m2) == (scaler.count, scaler.mean, scaler.m2)
+    assert restored.std == pytest.approx(np.std([1.0, 3.0, 8.0]))

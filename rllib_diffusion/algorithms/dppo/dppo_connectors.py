@@ -31,7 +31,8 @@ class RunningRewardScaling(ConnectorV2):
     """Scale rewards by 1/std of the running discounted return (per episode stream), clip ±clip.
 
     The discounted return of an ongoing episode is carried across iterations by episode
-    id; the running variance (Welford, all iterations) is part of the learner state.
+    id; the running variance (Welford, all iterations) is part of the learner state and
+    its checkpoints (``DPPOTorchLearner.get_state``).
     """
 
     def __init__(

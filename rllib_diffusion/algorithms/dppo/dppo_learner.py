@@ -30,6 +30,9 @@ from rllib_diffusion.algorithms.dppo.dppo_connectors import (
 )
 from rllib_diffusion.modules.apis import DenoisingChainAPI
 
+#: Learner-state key of DPPO's own counters (critic warm-up, reward-scaling statistics).
+DPPO_LEARNER_STATE = "dppo"
+
 
 def clip_schedule(k_ft: int, clip: float, clip_base: float) -> torch.Tensor:
     """Clip coefficient per fine-tuned step k = 0..K_ft−1 (exponential from base to clip).
@@ -88,6 +91,32 @@ class DPPOTorchLearner(PPOTorchLearner):
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
         self._updates_done += 1
+
+    def _reward_scalers(self) -> list[RunningRewardScaling]:
+        pipeline = self._learner_connector
+        if pipeline is None:
+            return []
+        return [c for c in pipeline.connectors if isinstance(c, RunningRewardScaling)]
+
+    @override(PPOTorchLearner)
+    def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        # Checkpointed with the learner so that a resumed run neither repeats the critic
+        # warm-up nor restarts the reward-scaling statistics.
+        state[DPPO_LEARNER_STATE] = {
+            "updates_done": self._updates_done,
+            "reward_scaling": [c.get_state() for c in self._reward_scalers()],
+        }
+        return state
+
+    @override(PPOTorchLearner)
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        own = state.get(DPPO_LEARNER_STATE)
+        if own is not None:
+            self._updates_done = int(own["updates_done"])
+            for connector, saved in zip(self._reward_scalers(), own["reward_scaling"]):
+                connector.set_state(saved)
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
