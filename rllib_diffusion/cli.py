@@ -473,6 +473,16 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
         "set MUJOCO_GL=egl (default here) or osmesa",
     )
     p.add_argument("--json", help="also write the result to this JSON file")
+    p.add_argument(
+        "--num-candidates",
+        type=int,
+        help="Diffusion-QL/IDQL/DAC: actions sampled per state (default: the checkpoint's)",
+    )
+    p.add_argument(
+        "--action-selection",
+        choices=["softmax", "argmax", "expectile"],
+        help="Diffusion-QL/IDQL/DAC: how a candidate is picked (expectile: IDQL only)",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -487,6 +497,13 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
     module, meta = load_policy_module(args.checkpoint)
+    acting = None
+    if args.num_candidates is not None or args.action_selection is not None:
+        from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_rl_module import set_acting
+
+        acting = set_acting(
+            module, num_candidates=args.num_candidates, action_selection=args.action_selection
+        )
     if "policy_config" in meta:
         policy = DiffusionPolicyConfig.from_dict(meta["policy_config"], strict=False)
         env_config = policy_env_config(policy)
@@ -509,6 +526,8 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     )
     result["checkpoint"] = os.path.abspath(args.checkpoint)
     result["algorithm"] = meta.get("algorithm")
+    if acting is not None:
+        result["acting"] = acting
     result["command"] = _invocation()
     result["run"] = run_metadata()
     line = (

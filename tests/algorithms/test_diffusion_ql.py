@@ -391,6 +391,29 @@ def test_idql_expectile_selection_needs_value_network():
         DiffusionQLModelConfig(obs_dim=2, action_dim=1, action_selection="expectile")
 
 
+def test_acting_can_be_changed_for_evaluation():
+    """`evaluate --num-candidates/--action-selection`: N = 1 acts with the EMA actor's own
+    sample; a selection the module cannot do, or a module of another family, is refused."""
+    from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_rl_module import set_acting
+    from rllib_diffusion.modules.model_config import ConfigError
+
+    module = make_idql_learner()[0].module[MID].unwrapped()
+    assert module.dql_config.num_candidates == 4
+    used = set_acting(module, num_candidates=1, action_selection="expectile")
+    assert used == {"num_candidates": 1, "action_selection": "expectile"}
+    obs = torch.randn(6, OBS)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        picked = module.select_actions(obs, explore=False)
+        torch.manual_seed(0)
+        torch.testing.assert_close(picked, module.sample(obs, ema=True))
+    dql = make_learner()[0].module[MID].unwrapped()
+    with pytest.raises(ConfigError, match="value_network"):
+        set_acting(dql, action_selection="expectile")
+    with pytest.raises(ConfigError, match="do(es)? not act that way"):
+        set_acting(torch.nn.Linear(2, 2), num_candidates=3)
+
+
 @pytest.mark.learning
 def test_idql_beats_diffusion_bc_on_mixed_data(reach_datasets, bc_on_mixed):
     path, root = reach_datasets

@@ -11,7 +11,7 @@ learner-only.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -202,3 +202,23 @@ class DiffusionQLModule(TorchRLModule, InferenceOnlyAPI):
         if self.dql_config.value_network and self.dql_config.action_selection != "expectile":
             learner_only.append("value")
         return learner_only
+
+
+def set_acting(
+    module: Any, *, num_candidates: int | None = None, action_selection: str | None = None
+) -> dict[str, Any]:
+    """Change how a Diffusion-QL-family module acts: ``num_candidates`` samples per state,
+    picked by ``action_selection`` (e.g. to evaluate one IDQL checkpoint with N = 1, i.e.
+    its BC actor alone, or with expectile resampling). Returns the acting settings used."""
+    cfg = getattr(module, "dql_config", None)
+    if not isinstance(cfg, DiffusionQLModelConfig):
+        raise ConfigError(
+            "--num-candidates/--action-selection apply to Diffusion-QL, IDQL and DAC "
+            "checkpoints (N sampled candidates scored by Q); this policy does not act that way."
+        )
+    changes = {"num_candidates": num_candidates, "action_selection": action_selection}
+    module.dql_config = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    return {
+        "num_candidates": module.dql_config.num_candidates,
+        "action_selection": module.dql_config.action_selection,
+    }
