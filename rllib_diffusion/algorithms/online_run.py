@@ -153,7 +153,8 @@ def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
     lines: list[dict[str, Any]] = []
     try:
         # Networks, targets, EMA, step counters and optimizer states of the offline run.
-        algo.learner_group.restore_from_path(str(Path(s.checkpoint) / "learner_group"))
+        # Absolute: pyarrow (under restore_from_path) rejects relative paths.
+        algo.learner_group.restore_from_path(str(Path(s.checkpoint).resolve() / "learner_group"))
         algo.env_runner_group.sync_weights(
             from_worker_or_learner_group=algo.learner_group, inference_only=True
         )

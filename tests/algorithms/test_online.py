@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -92,7 +93,8 @@ def test_offline_then_online_continues_training_from_the_offline_checkpoint(
     )
     online = finetune_online(
         OnlineSettings(
-            checkpoint=offline["checkpoint"],
+            # Relative, as users type it (RLlib's restore needs it made absolute).
+            checkpoint=os.path.relpath(offline["checkpoint"]),
             out_dir=str(tmp_path / "online"),
             env_steps=60,
             env_steps_per_iteration=30,
