@@ -311,6 +311,36 @@ def online_table(results: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def acting_table() -> list[str]:
+    """``evaluate --num-candidates/--action-selection --json`` results of one checkpoint."""
+    rows = []
+    for path in sorted(RESULTS.glob("eval_*.json")):
+        r = json.loads(path.read_text())
+        if "acting" in r:
+            rows.append(r)
+    if not rows:
+        return []
+    lines = [
+        "### One checkpoint, other action extraction",
+        "",
+        "The same final checkpoint evaluated (10 episodes, the benchmark's evaluation "
+        "seeds) with other numbers of sampled candidates and selection rules; N = 1 is the "
+        "diffusion BC actor alone (EMA weights), without the critic.",
+        "",
+        "| checkpoint | candidates N | selection | return (mean ± std) | normalised | command |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["checkpoint"], r["acting"]["num_candidates"])):
+        a = r["acting"]
+        lines.append(
+            f"| {r['algorithm']} (`{Path(r['checkpoint']).parent.name}`) "
+            f"| {a['num_candidates']} | {a['action_selection']} "
+            f"| {_fmt(r['episode_return_mean'])} ± {_fmt(r['episode_return_std'])} "
+            f"| {_fmt(r.get('normalized_score'))} | `{r['command']}` |"
+        )
+    return [*lines, ""]
+
+
 SECTIONS = {
     "behavior_ppo": ("Behaviour policies for data collection", behavior_section),
     "bc_pretrain": ("Diffusion BC pretraining", bc_section),
@@ -360,10 +390,13 @@ def main() -> None:
             "`pip install -c constraints-cpu.txt 'gymnasium[mujoco]==1.2.2'` (d3rlpy pins "
             "gymnasium 1.0; it only uses our evaluation loop here). The runs so far shared "
             "the 2 cores with each other and with test runs (load average 20–30), so the "
-            "gradient steps/s are lower bounds and not comparable between algorithms.",
+            "gradient steps/s are lower bounds and not comparable between algorithms. "
+            "Each result file records the git commit and settings it ran with (IDQL with "
+            "IQL's reward normalisation, its default on locomotion).",
             "",
         ]
         lines += offline_table(results)
+        lines += acting_table()
         lines += online_table(results)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
