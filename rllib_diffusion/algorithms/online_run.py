@@ -77,6 +77,9 @@ def online_config(s: OnlineSettings, meta: dict[str, Any]):
         num_env_runners=s.num_env_runners,
         num_envs_per_env_runner=s.num_envs_per_env_runner,
         num_cpus_per_env_runner=1,
+        # Diffusion acting (N candidates × T steps) on a busy CPU can take minutes per
+        # 1,000 steps; RLlib's 60 s default would drop the sample.
+        sample_timeout_s=600.0,
         # One sample() per runner and iteration yields ``env_steps_per_iteration`` steps.
         rollout_fragment_length=max(
             1,
@@ -173,12 +176,13 @@ def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
                 it += 1
                 result = algo.train()
                 runners = result.get(ENV_RUNNER_RESULTS, {})
-                env_steps = int(runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, env_steps))
+                lifetime = float_or_none(runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME))
+                env_steps = env_steps if lifetime is None else int(lifetime)
                 line: dict[str, Any] = {
                     "iteration": it,
                     "env_steps": env_steps,
                     "train_return_mean": float_or_none(runners.get("episode_return_mean")),
-                    "replay_size": int(result.get(REPLAY_SIZE, 0)),
+                    "replay_size": int(float_or_none(result.get(REPLAY_SIZE)) or 0),
                     "seconds": time.perf_counter() - started,
                 }
                 ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})

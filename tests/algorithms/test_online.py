@@ -148,3 +148,50 @@ def test_online_flags_map_to_settings_and_wrong_checkpoint_is_one_line_error(tmp
     assert main(["online", "--checkpoint", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "rllib-diffusion offline" in err[0] and "DiffusionBC" in err[0]
+
+
+def test_online_iteration_without_samples_is_skipped_not_fatal(ray_session, tmp_path, monkeypatch):
+    """A sample that returns nothing (timeout, restarting runner) costs one iteration
+    without updates; the run goes on and records the unchanged buffer."""
+    from rllib_diffusion.algorithms.diffusion_ql import diffusion_ql
+    from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings, train_offline
+    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
+    from rllib_diffusion.data import save_npz
+
+    from .test_dppo_learning import biased_dataset
+
+    path = save_npz(biased_dataset(num_episodes=10, bias=0.3), tmp_path / "reach.npz")
+    offline = train_offline(
+        OfflineSettings(
+            dataset=str(path),
+            algo="fql",
+            out_dir=str(tmp_path / "offline"),
+            gradient_steps=20,
+            steps_per_iteration=20,
+            batch_size=32,
+            hidden_dims=(16, 16),
+            eval_episodes=1,
+        )
+    )
+    real, calls = diffusion_ql.synchronous_parallel_sample, []
+
+    def second_call_empty(**kw):
+        calls.append(1)
+        return ([], []) if len(calls) == 2 else real(**kw)
+
+    monkeypatch.setattr(diffusion_ql, "synchronous_parallel_sample", second_call_empty)
+    finetune_online(
+        OnlineSettings(
+            checkpoint=offline["checkpoint"],
+            out_dir=str(tmp_path / "online"),
+            env_steps=60,
+            env_steps_per_iteration=30,
+            eval_interval=0,
+            eval_episodes=1,
+        )
+    )
+    progress = [json.loads(x) for x in (tmp_path / "online" / "progress.jsonl").open()]
+    assert [p["iteration"] for p in progress] == [1, 2, 3]
+    assert progress[1]["env_steps"] == progress[0]["env_steps"]
+    assert progress[1]["replay_size"] == progress[0]["replay_size"]
+    assert progress[2]["replay_size"] > progress[1]["replay_size"]

@@ -37,6 +37,8 @@ from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearne
 
 #: Result key: transitions in the online replay buffer (offline data included).
 REPLAY_SIZE = "replay_buffer_size"
+#: Online iterations whose sampling returned no transitions (lifetime count).
+EMPTY_SAMPLES = "num_empty_samples"
 
 #: Per-task hyper-parameters of the paper (OFFLINE.md): η and the grad-norm clip.
 TASK_DEFAULTS: dict[str, dict[str, float]] = {
@@ -211,6 +213,10 @@ class DiffusionQL(BC):
         self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
         new = episode_transitions(episodes)
         if not new:
+            # Nothing arrived (e.g. a sample timed out on an overloaded machine, or a
+            # runner is restarting): no update this iteration, the next one samples again.
+            self.metrics.log_value(REPLAY_SIZE, self.replay_buffer.size, window=1)
+            self.metrics.log_value(EMPTY_SAMPLES, 1, reduce="sum")
             return
         self.replay_buffer.add(new)
         n_new = len(new[Columns.REWARDS])
