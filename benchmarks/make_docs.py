@@ -239,6 +239,13 @@ def offline_table(results: list[dict]) -> list[str]:
                 f"| `{r['command']}` |"
             )
         lines += [""]
+        lines += [
+            f"- {OFFLINE_LABELS.get(r['figures']['algorithm'], r['figures']['algorithm'])}: "
+            f"{r['note']}"
+            for r in rows
+            if r.get("note")
+        ]
+        lines += [""] if any(r.get("note") for r in rows) else []
         try:
             import matplotlib
 

@@ -58,6 +58,7 @@ def main() -> None:
         action="store_true",
         help="continue --out's run from its last checkpoint (runs spanning sessions)",
     )
+    p.add_argument("--note", help="remark stored with the result and shown under the table")
     p.add_argument(
         "--summarize-only",
         action="store_true",
@@ -287,6 +288,7 @@ def report(args, summary: dict[str, Any], progress: list[dict[str, Any]]) -> Non
         env_id=summary["env_id"],
         dataset=summary["dataset"],
         settings=summary.get("settings"),
+        **({"note": args.note} if args.note else {}),
     )
     print(json.dumps(figures, indent=1))
     print(f"wrote {path}")
