@@ -836,27 +836,24 @@ def dppo_asha_sweep(
     max_iterations: int,
     num_samples: int,
     search: dict[str, Any],
-    search_ft_steps: bool = True,
     **defaults: Any,
 ) -> TuneSweep:
     """The DPPO fine-tuning sweep of ``tune_configs/``: DPPO from ``args.checkpoint``
     (which must be an ``env_id`` policy), ``defaults`` (``FinetuneSettings`` fields,
-    then the user's ``--set``), the ``search`` space of ``config.training`` keys plus,
-    with ``search_ft_steps``, K_ft over K/4, K/2 and K; ASHA on the training return."""
+    then the user's ``--set``), the ``search`` space of ``config.training`` keys plus
+    K_ft over K/4, K/2 and K; ASHA on the training return."""
     from ray import tune
 
     from rllib_diffusion.algorithms.dppo import DPPO
 
     config, settings = dppo_sweep_config(args, env_id=env_id, **defaults)
     config.training(**search)
-    searched = [*search, "K_ft"] if search_ft_steps else list(search)
-    if search_ft_steps:
-        config.rl_module(
-            model_config={
-                **config.model_config,
-                "ft_denoising_steps": tune.choice(ft_denoising_choices(config)),
-            }
-        )
+    config.rl_module(
+        model_config={
+            **config.model_config,
+            "ft_denoising_steps": tune.choice(ft_denoising_choices(config)),
+        }
+    )
     return asha_sweep(
         max_t=args.max_iterations or max_iterations,
         num_samples=args.num_samples or num_samples,
@@ -866,7 +863,7 @@ def dppo_asha_sweep(
         metric=TRAIN_RETURN,
         checkpoint_meta=dppo_checkpoint_meta(settings),
         report_metrics=[EVAL_RETURN, DPPO_ENV_STEPS, learner_metric(M.APPROX_KL)],
-        description=f"DPPO on {env_id}, ASHA over {', '.join(searched)}",
+        description=f"DPPO on {env_id}, ASHA over {', '.join(search)}, K_ft",
     )
 
 
