@@ -13,8 +13,14 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def command_line() -> str:
-    """The command that produces the result (``--summarize-only`` only rebuilds it)."""
-    args = [a for a in sys.argv[1:] if a != "--summarize-only"]
+    """The command that produces the result (``--summarize-only`` only rebuilds it, and a
+    ``--note`` is stored beside the command)."""
+    args, rest = [], iter(sys.argv[1:])
+    for a in rest:
+        if a == "--note":
+            next(rest, None)
+        elif a != "--summarize-only" and not a.startswith("--note="):
+            args.append(a)
     return " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *args])
 
 
