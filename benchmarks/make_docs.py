@@ -280,11 +280,11 @@ def offline_table(results: list[dict]) -> list[str]:
     return lines
 
 
+ONLINE_PREFIX = "offline_to_online_"
+
+
 def _is_offline(r: dict) -> bool:
     return r["name"].startswith("offline_") and not r["name"].startswith(ONLINE_PREFIX)
-
-
-ONLINE_PREFIX = "offline_to_online_"
 
 
 def online_table(results: list[dict]) -> list[str]:

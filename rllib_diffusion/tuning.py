@@ -833,19 +833,21 @@ def dppo_asha_sweep(
     args: SweepArgs,
     *,
     env_id: str,
-    max_iterations: int,
-    num_samples: int,
     search: dict[str, Any],
+    max_iterations: int = 100,
+    num_samples: int = 8,
     **defaults: Any,
 ) -> TuneSweep:
     """The DPPO fine-tuning sweep of ``tune_configs/``: DPPO from ``args.checkpoint``
-    (which must be an ``env_id`` policy), ``defaults`` (``FinetuneSettings`` fields,
-    then the user's ``--set``), the ``search`` space of ``config.training`` keys plus
-    K_ft over K/4, K/2 and K; ASHA on the training return."""
+    (which must be an ``env_id`` policy), ``defaults`` (``FinetuneSettings`` fields; a
+    10-episode evaluation and a checkpoint every 10 iterations unless given; then the
+    user's ``--set``), the ``search`` space of ``config.training`` keys plus K_ft over
+    K/4, K/2 and K; ASHA on the training return."""
     from ray import tune
 
     from rllib_diffusion.algorithms.dppo import DPPO
 
+    defaults = {"eval_interval": 10, "eval_episodes": 10, "checkpoint_interval": 10, **defaults}
     config, settings = dppo_sweep_config(args, env_id=env_id, **defaults)
     config.training(**search)
     config.rl_module(

@@ -26,23 +26,16 @@ from ray import tune
 from rllib_diffusion.tuning import SweepArgs, TuneSweep, dppo_asha_sweep
 
 ENV_ID = "FrankaKitchen-v1"
-MAX_ITERATIONS = 100
-NUM_SAMPLES = 8
 
 
 def make_sweep(args: SweepArgs) -> TuneSweep:
     return dppo_asha_sweep(
         args,
         env_id=ENV_ID,
-        max_iterations=MAX_ITERATIONS,
-        num_samples=NUM_SAMPLES,
         search=dict(
             actor_lr=tune.loguniform(3e-6, 1e-4),
             critic_lr=tune.loguniform(3e-4, 3e-3),
             clip_param=tune.choice([0.005, 0.01, 0.02]),
             gamma=tune.choice([0.99, 0.999]),
         ),
-        eval_interval=10,
-        eval_episodes=10,
-        checkpoint_interval=10,
     )
