@@ -3,7 +3,10 @@ tiny collected dataset plus a tiny pretrained policy (built once per session).""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -32,11 +35,34 @@ def ray_session():
         ray.shutdown()
 
 
+def use_data_root(mp: pytest.MonkeyPatch, root: Path) -> None:
+    """Point Minari (``root/minari``) and the window cache (``root/cache``) at ``root``."""
+    mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+    mp.setenv("RLLIB_DIFFUSION_CACHE", str(root / "cache"))
+
+
+@contextlib.contextmanager
+def collected_dataset(
+    tmp_path_factory, name: str, env_id: str, dataset_id: str, **collect_kwargs
+) -> Iterator[tuple[Path, str]]:
+    """Random episodes of ``env_id`` as Minari dataset ``dataset_id`` in a fresh data
+    root (active while the context lasts): ``(root, dataset_id)``."""
+    from rllib_diffusion.collect.collect import collect_dataset
+
+    root = tmp_path_factory.mktemp(name)
+    mp = pytest.MonkeyPatch()
+    use_data_root(mp, root)
+    try:
+        collect_dataset(env_id, dataset_id, **collect_kwargs)
+        yield root, dataset_id
+    finally:
+        mp.undo()
+
+
 @pytest.fixture
 def isolated_dirs(tmp_path, monkeypatch):
     """Private Minari root and window cache for a test."""
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    monkeypatch.setenv("RLLIB_DIFFUSION_CACHE", str(tmp_path / "cache"))
+    use_data_root(monkeypatch, tmp_path)
     return tmp_path
 
 
@@ -54,15 +80,10 @@ TINY = dict(
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """12 random Hopper-v5 episodes as Minari dataset ``test/hopper/random-v0``."""
-    from rllib_diffusion.collect.collect import collect_dataset
-
-    root = tmp_path_factory.mktemp("bc")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
-    mp.setenv("RLLIB_DIFFUSION_CACHE", str(root / "cache"))
-    collect_dataset("Hopper-v5", "test/hopper/random-v0", num_episodes=12, num_envs=4)
-    yield root, "test/hopper/random-v0"
-    mp.undo()
+    with collected_dataset(
+        tmp_path_factory, "bc", "Hopper-v5", "test/hopper/random-v0", num_episodes=12, num_envs=4
+    ) as data:
+        yield data
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ from rllib_diffusion.algorithms.diffusion_ql import OfflineSettings, train_offli
 from rllib_diffusion.checkpoints import CheckpointError, read_checkpoint_meta
 from rllib_diffusion.cli import build_parser, settings_from_args
 
+from ..conftest import use_data_root
+
 MID = "default_policy"
 
 
@@ -53,8 +55,7 @@ def test_killed_offline_run_resumes_from_its_checkpoint(
     from rllib_diffusion.algorithms.diffusion_ql.train import _config_class
 
     root, dataset_id = tiny_dataset
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
-    monkeypatch.setenv("RLLIB_DIFFUSION_CACHE", str(root / "cache"))
+    use_data_root(monkeypatch, root)
     out = tmp_path / "run"
     with monkeypatch.context() as m:
         _kill_at_iteration(m, 4)

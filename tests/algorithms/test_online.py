@@ -66,31 +66,38 @@ def test_replay_buffer_is_fifo_and_samples_stored_rows():
         TransitionReplayBuffer(3, 1, 1).sample(1)
 
 
-@pytest.mark.parametrize("algo", ["idql", "fql"])
-def test_offline_then_online_continues_training_from_the_offline_checkpoint(
-    algo, ray_session, tmp_path
-):
+def _tiny_offline_run(tmp_path, algo: str, num_episodes: int, **settings):
+    """A tiny offline run on toy reach data: ``(dataset path, train_offline summary)``."""
     from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings, train_offline
-    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
-    from rllib_diffusion.checkpoints import load_policy_module, read_checkpoint_meta
-    from rllib_diffusion.data import load_dataset, save_npz
+    from rllib_diffusion.data import save_npz
 
     from .test_dppo_learning import biased_dataset
 
-    path = save_npz(biased_dataset(num_episodes=20, bias=0.3), tmp_path / "reach.npz")
-    offline = train_offline(
+    path = save_npz(biased_dataset(num_episodes=num_episodes, bias=0.3), tmp_path / "reach.npz")
+    summary = train_offline(
         OfflineSettings(
             dataset=str(path),
             algo=algo,
             out_dir=str(tmp_path / "offline"),
-            gradient_steps=40,
             steps_per_iteration=20,
             batch_size=32,
             hidden_dims=(16, 16),
             num_candidates=4 if algo == "idql" else None,
-            eval_episodes=2,
+            **settings,
         )
     )
+    return path, summary
+
+
+@pytest.mark.parametrize("algo", ["idql", "fql"])
+def test_offline_then_online_continues_training_from_the_offline_checkpoint(
+    algo, ray_session, tmp_path
+):
+    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
+    from rllib_diffusion.checkpoints import load_policy_module, read_checkpoint_meta
+    from rllib_diffusion.data import load_dataset
+
+    path, offline = _tiny_offline_run(tmp_path, algo, 20, gradient_steps=40, eval_episodes=2)
     online = finetune_online(
         OnlineSettings(
             # Relative, as users type it (RLlib's restore needs it made absolute).
@@ -154,25 +161,9 @@ def test_online_iteration_without_samples_is_skipped_not_fatal(ray_session, tmp_
     """A sample that returns nothing (timeout, restarting runner) costs one iteration
     without updates; the run goes on and records the unchanged buffer."""
     from rllib_diffusion.algorithms.diffusion_ql import diffusion_ql
-    from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings, train_offline
     from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
-    from rllib_diffusion.data import save_npz
 
-    from .test_dppo_learning import biased_dataset
-
-    path = save_npz(biased_dataset(num_episodes=10, bias=0.3), tmp_path / "reach.npz")
-    offline = train_offline(
-        OfflineSettings(
-            dataset=str(path),
-            algo="fql",
-            out_dir=str(tmp_path / "offline"),
-            gradient_steps=20,
-            steps_per_iteration=20,
-            batch_size=32,
-            hidden_dims=(16, 16),
-            eval_episodes=1,
-        )
-    )
+    _, offline = _tiny_offline_run(tmp_path, "fql", 10, gradient_steps=20, eval_episodes=1)
     real, calls = diffusion_ql.synchronous_parallel_sample, []
 
     def second_call_empty(**kw):

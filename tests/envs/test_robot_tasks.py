@@ -11,6 +11,8 @@ import pytest
 
 from rllib_diffusion.envs.tasks import KITCHEN_TASKS, make_env, task_info
 
+from ..conftest import TINY, collected_dataset, use_data_root
+
 pytest.importorskip("gymnasium_robotics", reason="needs rllib-diffusion[robotics]")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,22 +51,17 @@ def test_unknown_env_error_is_gymnasiums():
 @pytest.fixture(scope="module")
 def kitchen_data(tmp_path_factory):
     """4 random Franka Kitchen episodes written as a local Minari dataset."""
-    from rllib_diffusion.collect.collect import collect_dataset
-
-    root = tmp_path_factory.mktemp("kitchen")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
-    mp.setenv("RLLIB_DIFFUSION_CACHE", str(root / "cache"))
-    collect_dataset(KITCHEN, "test/kitchen/random-v0", num_episodes=4, num_envs=2)
-    yield root, "test/kitchen/random-v0"
-    mp.undo()
+    with collected_dataset(
+        tmp_path_factory, "kitchen", KITCHEN, "test/kitchen/random-v0", num_episodes=4, num_envs=2
+    ) as data:
+        yield data
 
 
 def test_kitchen_dataset_round_trips_through_minari(kitchen_data, monkeypatch):
     from rllib_diffusion.algorithms.offline_run import load_validated_dataset
 
     root, dataset_id = kitchen_data
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+    use_data_root(monkeypatch, root)
     dataset, env_id = load_validated_dataset(dataset_id)
     assert env_id == KITCHEN and dataset.num_episodes == 4
     assert (dataset.obs_dim, dataset.action_dim) == (81, 9)
@@ -80,11 +77,9 @@ def test_dppo_kitchen_sweep_runs_and_exports(kitchen_data, ray_session, tmp_path
     from rllib_diffusion.tuning import BEST_CHECKPOINT_DIR, SUMMARY_FILE
 
     from ..algorithms.test_tuning import TINY_DPPO
-    from ..conftest import TINY
 
     root, dataset_id = kitchen_data
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
-    monkeypatch.setenv("RLLIB_DIFFUSION_CACHE", str(root / "cache"))
+    use_data_root(monkeypatch, root)
     bc = tmp_path / "bc"
     tiny = {**TINY, "eval_episodes": 1}
     pretrain(PretrainSettings(dataset=dataset_id, out_dir=str(bc), horizon=4, act_steps=4, **tiny))
