@@ -1,0 +1,194 @@
+"""Algorithm knobs declared once, in the ``AlgorithmConfig``, and derived everywhere else.
+
+A knob is a keyword-only argument of a config class's own ``training()`` (documented in
+its ``Args:`` section, default set once in ``__init__``), or an RLlib knob the class
+lists in ``RLLIB_KNOBS`` (name → help). From that declaration this module derives
+command-line flags (one flag name per knob across all commands, the help text and the
+default shown in ``--help``), the values a user actually typed, and the one-line refusal
+of a knob the chosen algorithm does not use. No ray import at module level: the CLI
+builds parsers before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from rllib_diffusion.modules.model_config import ConfigError
+
+__all__ = [
+    "Knob",
+    "add_knob_args",
+    "check_knobs",
+    "declared_knobs",
+    "flag_name",
+    "given_knobs",
+]
+
+#: Docstring line of an ``Args:`` entry: ``name: text`` or ``a / b: text``.
+_ARG_LINE = re.compile(r"^\s*([A-Za-z_][\w]*(?:\s*/\s*[A-Za-z_][\w]*)*)\s*:\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One algorithm knob.
+
+    Attributes:
+        name: attribute of the config (and keyword of ``training()``), e.g. ``actor_lr``.
+        default: the value of a fresh config instance.
+        type: scalar type of a flag value (``float``, ``int``, ``bool``, ``str``).
+        help: first sentence(s) from the ``Args:`` docs.
+        optional: None is an allowed value (``--target-kl none``): the default is None
+            or the docs say what None means.
+        sequence: the knob takes several values (``--hidden-dims 256 256``).
+        choices: allowed values, when declared as a ``Literal``.
+    """
+
+    name: str
+    default: Any
+    type: type
+    help: str
+    optional: bool = False
+    sequence: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return flag_name(self.name)
+
+
+def flag_name(name: str) -> str:
+    """``actor_lr`` → ``--actor-lr``; RLlib's ``lambda_`` → ``--lambda``."""
+    return "--" + name.rstrip("_").replace("_", "-")
+
+
+def _is_ours(cls: type) -> bool:
+    """Not one of RLlib's config classes (whose ``training()`` args are RLlib's)."""
+    return cls.__module__.split(".")[0] not in ("ray", "builtins")
+
+
+def _doc_args(doc: str | None) -> dict[str, str]:
+    """``Args:`` entries of a docstring: name → text (continuation lines joined)."""
+    out: dict[str, str] = {}
+    in_args, current = False, []
+    for raw in (doc or "").splitlines():
+        line = raw.strip()
+        if line.startswith("Args:"):
+            in_args, line = True, line[len("Args:") :].strip()
+        elif re.fullmatch(r"[A-Z]\w*:", line):  # the next section (Returns:, Raises:)
+            in_args = False
+        if not in_args or not line or line.startswith("**"):
+            current = [] if line.startswith("**") else current
+            continue
+        m = _ARG_LINE.match(line)
+        if m:
+            current = [n.strip() for n in m.group(1).split("/")]
+            out.update({n: m.group(2).strip() for n in current})
+        else:
+            out.update({n: f"{out[n]} {line}" for n in current})
+    return out
+
+
+def _scalar_type(annotation: Any) -> tuple[type, bool, bool, tuple | None]:
+    """``(type, optional, sequence, choices)`` of a ``training()`` annotation."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"typing": typing, **vars(typing)}, {})  # noqa: S307
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        t, _, seq, choices = _scalar_type(rest[0])
+        return t, len(rest) < len(args), seq, choices
+    if origin is typing.Literal:
+        return type(args[0]), False, False, tuple(args)
+    if origin in (tuple, list):
+        return _scalar_type(args[0])[0], False, True, None
+    return (annotation if isinstance(annotation, type) else str), False, False, None
+
+
+def declared_knobs(config_cls: type) -> list[Knob]:
+    """The knobs of ``config_cls``: keyword-only args of its own (non-RLlib) ``training()``
+    methods down its MRO, plus ``RLLIB_KNOBS``; defaults from a fresh instance."""
+    instance = config_cls()
+    found: dict[str, Knob] = {}
+    for cls in config_cls.__mro__:
+        if not _is_ours(cls) or "training" not in vars(cls):
+            continue
+        fn = vars(cls)["training"]
+        docs = _doc_args(fn.__doc__)
+        hints = typing.get_type_hints(fn)
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is not p.KEYWORD_ONLY or p.name in found:
+                continue
+            t, _, seq, choices = _scalar_type(hints.get(p.name, str))
+            default, text = getattr(instance, p.name), docs.get(p.name, "")
+            # RLlib annotates every training() arg ``X | None``: None is a real value
+            # only where the default is None or the docs say what None means.
+            optional = default is None or "None" in text
+            found[p.name] = Knob(p.name, default, t, text, optional, seq, choices)
+    for name, text in getattr(config_cls, "RLLIB_KNOBS", {}).items():
+        value = getattr(instance, name)
+        t = type(value) if value is not None else float
+        found.setdefault(name, Knob(name, value, t, text, optional=value is None))
+    return list(found.values())
+
+
+def _parse_value(knob: Knob):
+    def parse(text: str) -> Any:
+        if knob.optional and text.lower() == "none":
+            return None
+        if knob.type is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+        return knob.type(text)
+
+    return parse
+
+
+def add_knob_args(
+    parser: argparse.ArgumentParser | Any, knobs: list[Knob], *, defaults_of: str = ""
+) -> None:
+    """One flag per knob; absent flags stay absent (``argparse.SUPPRESS``) so that only
+    what the user typed overrides the config's own defaults."""
+    for k in knobs:
+        shown = list(k.default) if isinstance(k.default, tuple) else k.default
+        where = f" of {defaults_of}" if defaults_of else ""
+        help_text = f"{k.help} (default{where}: {shown})".strip()
+        kwargs: dict[str, Any] = dict(
+            dest=k.name, default=argparse.SUPPRESS, help=help_text, type=_parse_value(k)
+        )
+        if k.sequence:
+            kwargs["nargs"] = "+"
+        if k.choices:
+            kwargs["choices"] = k.choices
+        parser.add_argument(k.flag, **kwargs)
+
+
+def given_knobs(args: argparse.Namespace, knobs: list[Knob]) -> dict[str, Any]:
+    """The knob values the user typed (sequences as tuples)."""
+    out = {}
+    for k in knobs:
+        if hasattr(args, k.name):
+            v = getattr(args, k.name)
+            out[k.name] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def check_knobs(algo: str, allowed: set[str] | list[Knob], given: dict[str, Any]) -> None:
+    """Refuse knobs that ``algo`` does not use, in one line naming them and its knobs."""
+    names = {k.name if isinstance(k, Knob) else k for k in allowed}
+    unused = [n for n in given if n not in names]
+    if unused:
+        bad = ", ".join(flag_name(n) for n in unused)
+        raise ConfigError(
+            f"{bad} {'is not a knob' if len(unused) == 1 else 'are not knobs'} of {algo}; "
+            f"its knobs: {', '.join(flag_name(n) for n in sorted(names))}."
+        )
