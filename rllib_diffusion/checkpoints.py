@@ -1,37 +1,140 @@
-"""Checkpoint helpers: atomic saves, metadata, and loading policies with clear errors.
+"""Checkpoint helpers: atomic saves, typed metadata, and loading policies with clear errors.
 
 Every checkpoint written by this package is an RLlib ``Algorithm`` checkpoint plus
-``rllib_diffusion.json`` (algorithm name, env, policy config incl. normalisation,
-run metadata), which lets loaders check what they are given before unpickling.
+``rllib_diffusion.json``, a :class:`CheckpointMeta` (algorithm name, env, policy/model
+config incl. normalisation, run settings and metadata), which lets loaders check what
+they are given before unpickling. ``CheckpointMeta`` is the one place that writes and
+reads that file; checkpoints written before it was versioned (version 0) still load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 META_FILE = "rllib_diffusion.json"
 MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
+#: Version of the ``rllib_diffusion.json`` layout written by this code. 0: the unversioned
+#: files of the first releases (same keys, no ``version``).
+META_VERSION = 1
+
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, incomplete or of the wrong kind."""
 
 
-def save_algorithm_checkpoint(algo: Any, path: str | os.PathLike, meta: dict[str, Any]) -> str:
+@dataclass
+class CheckpointMeta(Mapping):
+    """What this package records next to RLlib's checkpoint files.
+
+    Attributes:
+        algorithm: the algorithm's name ("DiffusionBC", "DPPO", "GaussianBC",
+            "GaussianPPO", or an offline algorithm's registry name such as "idql").
+        env_id: the gymnasium env the policy acts in.
+        env_config: config of the (chunked) evaluation env, where not derived from
+            ``policy_config``.
+        policy_config: ``DiffusionPolicyConfig`` dict (DiffusionBC, DPPO).
+        model_config: the RLModule's model config (offline algorithms, Gaussian).
+        dppo_model_config: DPPO's ``DPPOModelConfig`` dict.
+        settings: the run's settings (knobs and run control) as given.
+        hyperparameters: resolved values the run used (e.g. per-task defaults).
+        dataset: summary of the training dataset.
+        pretrained_checkpoint: the DiffusionBC checkpoint a DPPO run started from.
+        bc_checkpoint: the GaussianBC checkpoint a Gaussian PPO run started from.
+        offline_checkpoint: the offline checkpoint an online run started from.
+        phase: "online" for the online phase of an offline algorithm.
+        run: package version, git SHA, host, ... (``utils.runtime.run_metadata``).
+        iteration: training iterations done when saved (run checkpoints).
+        env_steps: env steps done when saved (fine-tuning runs).
+        train_seconds: training wall time up to this checkpoint.
+        start_evaluation: evaluation of the starting policy (DPPO).
+        tune: the Tune trial an exported best checkpoint came from.
+        version: layout version (:data:`META_VERSION`).
+
+    Also a read-only ``Mapping`` of its non-None fields, for callers that still
+    probe keys; new code reads attributes.
+    """
+
+    algorithm: str
+    env_id: str | None = None
+    env_config: dict[str, Any] | None = None
+    policy_config: dict[str, Any] | None = None
+    model_config: dict[str, Any] | None = None
+    dppo_model_config: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
+    pretrained_checkpoint: str | None = None
+    bc_checkpoint: str | None = None
+    offline_checkpoint: str | None = None
+    phase: str | None = None
+    run: dict[str, Any] | None = None
+    iteration: int | None = None
+    env_steps: int | None = None
+    train_seconds: float | None = None
+    start_evaluation: dict[str, Any] | None = None
+    tune: dict[str, Any] | None = None
+    version: int = META_VERSION
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, where: str = "checkpoint") -> CheckpointMeta:
+        """Parse a stored (any version) or freshly built meta dict; unknown keys are an
+        error naming them."""
+        d = dict(d)
+        version = int(d.pop("version", 0))
+        if version > META_VERSION:
+            raise CheckpointError(
+                f"'{where}' was written by a newer rllib-diffusion (meta version {version} > "
+                f"{META_VERSION}); upgrade the package to load it."
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown or "algorithm" not in d:
+            raise CheckpointError(
+                f"'{where}' has unreadable metadata ({META_FILE}): "
+                + (f"unknown keys {unknown}" if unknown else "no 'algorithm'")
+                + "; was it written by rllib-diffusion?"
+            )
+        return cls(**d, version=META_VERSION)
+
+    def replace(self, **changes: Any) -> CheckpointMeta:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        """The file's text: fields that are set (None fields are left out)."""
+        return json.dumps(self._present(), indent=1, default=str)
+
+    # Mapping view (transition aid for key-probing callers).
+    def _present(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._present()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._present())
+
+    def __len__(self) -> int:
+        return len(self._present())
+
+
+def save_algorithm_checkpoint(
+    algo: Any, path: str | os.PathLike, meta: CheckpointMeta | Mapping[str, Any]
+) -> str:
     """Save ``algo`` to ``path`` atomically (temp dir, then rename) with our metadata.
 
     An existing checkpoint at ``path`` is replaced only once the new one is complete.
     """
-    return write_checkpoint_dir(
-        path,
-        lambda tmp: algo.save_to_path(str(tmp)),
-        json.dumps(meta, indent=1, default=str),
-    )
+    if not isinstance(meta, CheckpointMeta):
+        meta = CheckpointMeta.from_dict(meta, where=str(path))
+    return write_checkpoint_dir(path, lambda tmp: algo.save_to_path(str(tmp)), meta.to_json())
 
 
 def write_checkpoint_dir(
@@ -58,7 +161,7 @@ def write_checkpoint_dir(
     return str(path)
 
 
-def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint_meta(path: str | os.PathLike) -> CheckpointMeta:
     """Metadata of a checkpoint written by this package, or a CheckpointError saying why not."""
     path = Path(path).expanduser()
     if not path.exists():
@@ -74,7 +177,11 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"'{path}' is not an rllib-diffusion checkpoint (no {META_FILE}).{hint}"
         )
-    return json.loads(meta_path.read_text())
+    try:
+        raw = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"'{meta_path}' is not valid JSON ({err}); re-save it.") from None
+    return CheckpointMeta.from_dict(raw, where=str(path))
 
 
 def load_policy_module(
@@ -92,7 +199,7 @@ def load_policy_module(
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     meta = read_checkpoint_meta(path)
-    algo = meta.get("algorithm")
+    algo = meta.algorithm
     if expect_algorithms is not None and algo not in expect_algorithms:
         raise CheckpointError(
             f"Checkpoint '{path}' is a {algo!r} checkpoint; expected one of "
@@ -116,7 +223,7 @@ def resume_checkpoint_meta(
     algorithms: tuple[str, ...],
     tag: str,
     existing_is_error: bool = True,
-) -> dict[str, Any] | None:
+) -> CheckpointMeta | None:
     """Metadata of the run checkpoint ``ckpt_dir`` to continue from, or None: start fresh.
 
     With ``resume``, an interrupted save is recovered first and a missing checkpoint
@@ -139,10 +246,10 @@ def resume_checkpoint_meta(
             )
         return None
     meta = read_checkpoint_meta(ckpt_dir)
-    if meta.get("algorithm") not in algorithms or "iteration" not in meta:
+    if meta.algorithm not in algorithms or meta.iteration is None:
         raise CheckpointError(
             f"Cannot resume from '{ckpt_dir}': it is not a {'/'.join(algorithms)} run "
-            f"checkpoint (algorithm {meta.get('algorithm')!r}); use another --out."
+            f"checkpoint (algorithm {meta.algorithm!r}); use another --out."
         )
     return meta
 
@@ -155,9 +262,10 @@ def recover_interrupted_save(ckpt_dir: str | os.PathLike, *, tag: str) -> None:
 
     def iteration(p: Path) -> int:
         try:
-            return int(json.loads((p / META_FILE).read_text())["iteration"])
-        except (OSError, ValueError, KeyError, TypeError):
+            it = read_checkpoint_meta(p).iteration
+        except (OSError, ValueError):  # CheckpointError is a ValueError
             return -1
+        return -1 if it is None else int(it)
 
     leftovers = [
         p

@@ -656,9 +656,9 @@ def export_checkpoint(checkpoint: Any, dest: str, meta: dict[str, Any]) -> str:
     export is replaced only once the new one is complete). URI: uploaded file by file
     with the meta file last, so a partial upload is never taken for a checkpoint.
     """
-    from rllib_diffusion.checkpoints import META_FILE, write_checkpoint_dir
+    from rllib_diffusion.checkpoints import META_FILE, CheckpointMeta, write_checkpoint_dir
 
-    text = _json_text(meta)
+    text = CheckpointMeta.from_dict(meta, where=dest).to_json()
     if _is_uri(dest):
         import pyarrow.fs
 
