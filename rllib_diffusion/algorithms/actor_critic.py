@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from ray.rllib.core.columns import Columns
 
-from rllib_diffusion.diffusion import ema_update_
+from rllib_diffusion.diffusion import ema_step_
 from rllib_diffusion.modules.critics import polyak_update_
 
 #: Optimizer names.
@@ -102,8 +102,11 @@ class SeparateLossesMixin:
         polyak_update_(module.critic_target, module.critic, cfg.tau)
         if not hasattr(module, "ema_actor"):
             return
-        step = int(module.train_step)
-        if step <= cfg.ema_start:
-            ema_update_(module.ema_actor, module.actor, 0.0)
-        elif step % cfg.ema_update_every == 0:
-            ema_update_(module.ema_actor, module.actor, cfg.ema_decay)
+        ema_step_(
+            module.ema_actor,
+            module.actor,
+            int(module.train_step),
+            decay=cfg.ema_decay,
+            start=cfg.ema_start,
+            every=cfg.ema_update_every,
+        )

@@ -13,7 +13,7 @@ Modules: ``schedules`` (NoiseSchedule), ``sampling`` (DDPM/DDIM steps, chains),
 (flow matching, Euler sampler), ``ema`` (weight averaging), ``networks``.
 """
 
-from rllib_diffusion.diffusion.ema import EMA, ema_update_
+from rllib_diffusion.diffusion.ema import ema_schedule_decay, ema_step_, ema_update_
 from rllib_diffusion.diffusion.flow import (
     VelocityFn,
     VelocityNet,
@@ -45,7 +45,6 @@ from rllib_diffusion.diffusion.sampling import (
 from rllib_diffusion.diffusion.schedules import NoiseSchedule, cosine_betas, linear_betas, vp_betas
 
 __all__ = [
-    "EMA",
     "MLP",
     "ChainOutput",
     "DiffusionMLP",
@@ -64,6 +63,8 @@ __all__ = [
     "ddim_timesteps",
     "ddpm_mean_std",
     "denoising_loss",
+    "ema_schedule_decay",
+    "ema_step_",
     "ema_update_",
     "euler_sample",
     "flow_matching_loss",

@@ -1,10 +1,10 @@
-"""EMA of weights: the lerp formula, buffer copying, start_step / update_every, counters."""
+"""EMA of weights: the lerp formula, buffer copying, and the one start/every schedule."""
 
 import pytest
 import torch
 from torch import nn
 
-from rllib_diffusion.diffusion import EMA, ema_update_
+from rllib_diffusion.diffusion import ema_schedule_decay, ema_step_, ema_update_
 
 
 def _net(seed):
@@ -25,11 +25,19 @@ def test_ema_update_formula_and_buffers():
         ema_update_(target, nn.Linear(3, 4), 0.9)
 
 
-def test_ema_start_step_and_update_every():
-    model = _net(0)
-    ema = EMA(model, decay=0.5, start_step=3, update_every=2)
-    assert all(not p.requires_grad for p in ema.target.parameters())
-    assert all(p.requires_grad for p in model.parameters())
+def test_ema_schedule_copies_up_to_start_then_averages_every_nth_step():
+    """The one schedule used by the BC and actor-critic learners (steps count from 1)."""
+    kw = dict(decay=0.5, start=3, every=2)
+    assert [ema_schedule_decay(s, **kw) for s in range(1, 8)] == [
+        0.0,  # 1..3: copy (the average starts from the weights at step 3)
+        0.0,
+        0.0,
+        0.5,  # 4: a multiple of 2
+        None,  # 5: no update
+        0.5,
+        None,
+    ]
+    model, target = _net(0), _net(1)
 
     def set_model(v):
         with torch.no_grad():
@@ -37,31 +45,18 @@ def test_ema_start_step_and_update_every():
                 p.fill_(v)
 
     def target_value():
-        return next(iter(ema.target.parameters())).flatten()[0].item()
+        return next(iter(target.parameters())).flatten()[0].item()
 
-    set_model(1.0)
-    assert ema.update(0) is True  # before start_step: plain copy
-    assert target_value() == pytest.approx(1.0)
     set_model(3.0)
-    assert ema.update(1) is False  # not a multiple of update_every
-    assert target_value() == pytest.approx(1.0)
-    assert ema.update(2) is True  # still before start: copy
-    assert target_value() == pytest.approx(3.0)
+    assert ema_step_(target, model, 3, **kw) is True and target_value() == pytest.approx(3.0)
     set_model(5.0)
-    assert ema.update(3) is False
-    assert ema.update(4) is True  # averaged: 0.5·3 + 0.5·5
+    assert ema_step_(target, model, 5, **kw) is False and target_value() == pytest.approx(3.0)
+    assert ema_step_(target, model, 6, **kw) is True  # 0.5·3 + 0.5·5
     assert target_value() == pytest.approx(4.0)
-    assert ema.num_updates == 3 and ema.last_step == 4
-
-    state = ema.state_dict()
-    other = EMA(_net(1), decay=0.9)
-    other.load_state_dict(state)
-    assert other.state_dict() == state
-    assert other.decay == 0.5 and other.start_step == 3 and other.update_every == 2
 
 
 def test_ema_rejects_bad_settings():
     with pytest.raises(ValueError):
-        EMA(_net(0), decay=1.5)
+        ema_update_(_net(0), _net(1), 1.5)
     with pytest.raises(ValueError):
-        EMA(_net(0), update_every=0)
+        ema_schedule_decay(1, decay=0.9, start=0, every=0)

@@ -9,7 +9,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.diffusion import ema_update_
+from rllib_diffusion.diffusion import ema_step_
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
 
 
@@ -47,9 +47,11 @@ class DiffusionBCTorchLearner(TorchLearner):
         cfg = self.config.get_config_for_module(module_id)
         module = self.module[module_id].unwrapped()
         module.ema_step += 1
-        step = int(module.ema_step)
-        if step <= cfg.ema_start:
-            # Before EMA starts, the EMA copy tracks the weights exactly.
-            ema_update_(module.ema_net, module.net, 0.0)
-        elif step % cfg.ema_update_every == 0:
-            ema_update_(module.ema_net, module.net, cfg.ema_decay)
+        ema_step_(
+            module.ema_net,
+            module.net,
+            int(module.ema_step),
+            decay=cfg.ema_decay,
+            start=cfg.ema_start,
+            every=cfg.ema_update_every,
+        )
