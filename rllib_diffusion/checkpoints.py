@@ -107,22 +107,23 @@ class CheckpointMeta(Mapping):
     def replace(self, **changes: Any) -> CheckpointMeta:
         return dataclasses.replace(self, **changes)
 
-    def to_json(self) -> str:
-        """The file's text: fields that are set (None fields are left out)."""
-        return json.dumps(self._present(), indent=1, default=str)
-
-    # Mapping view (transition aid for key-probing callers).
-    def _present(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set (None fields are left out)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
+    def to_json(self) -> str:
+        """The file's text."""
+        return json.dumps(self.to_dict(), indent=1, default=str)
+
+    # Mapping view (transition aid for key-probing callers).
     def __getitem__(self, key: str) -> Any:
-        return self._present()[key]
+        return self.to_dict()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._present())
+        return iter(self.to_dict())
 
     def __len__(self) -> int:
-        return len(self._present())
+        return len(self.to_dict())
 
 
 def save_algorithm_checkpoint(

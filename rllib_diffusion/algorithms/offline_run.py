@@ -7,7 +7,6 @@ env → ``result.json``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ import gymnasium as gym
 from rllib_diffusion.data import EpisodeDataset, load_dataset, validate_dataset
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.envs.tasks import make_env
-from rllib_diffusion.utils.io import write_json_atomic
+from rllib_diffusion.run_loop import RunControl, RunFamily, run_training
 
 
 @dataclass
@@ -170,13 +169,87 @@ def check_same_run_settings(theirs: dict[str, Any], ours: dict[str, Any], where:
         )
 
 
+class OfflineFamily(RunFamily):
+    """Offline training on a dataset (diffusion BC, Gaussian BC, offline Q-learning): the
+    budget counts gradient steps, evaluation of the saved policy on its own env."""
+
+    unit = "gradient_steps"
+
+    def __init__(
+        self,
+        build_algo: Callable[[], Any],
+        settings: OfflineRunSettings,
+        *,
+        tag: str,
+        meta: dict[str, Any],
+        dataset: EpisodeDataset,
+        env_config: dict[str, Any],
+        loss_key: str,
+    ) -> None:
+        from rllib_diffusion.checkpoints import CheckpointMeta
+        from rllib_diffusion.utils.runtime import run_metadata
+
+        self.tag, self.build, self.settings = tag, build_algo, settings
+        self.dataset, self.env_config, self.loss_key = dataset, env_config, loss_key
+        self._meta = CheckpointMeta.from_dict(
+            {**meta, "settings": asdict(settings), "dataset": dataset.summary()}
+        ).replace(run=run_metadata())
+
+    def meta(self):
+        return self._meta
+
+    def check_resumable(self, saved, where: Path) -> None:
+        check_same_run_settings(saved.settings or {}, asdict(self.settings), where)
+
+    def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
+        return offline_progress_line(
+            result,
+            it,
+            steps_per_iteration=self.settings.steps_per_iteration,
+            loss_key=self.loss_key,
+            evaluated=evaluated,
+        )
+
+    def format_line(self, line: dict[str, Any], control: RunControl) -> str:
+        msg = (
+            f"[{self.tag}] iter {line['iteration']}/{self.settings.iterations}  grad steps "
+            f"{line['gradient_steps']}  loss {line['loss']:.4f}  {line['seconds']:.0f}s"
+        )
+        if "eval_return_mean" in line:
+            msg += f"  eval return {line['eval_return_mean']:.1f}"
+        return msg
+
+    def final_evaluation(self, ckpt: str, control: RunControl) -> dict[str, Any]:
+        from rllib_diffusion.checkpoints import load_policy_module
+        from rllib_diffusion.evaluation import evaluate_module
+
+        module, _ = load_policy_module(ckpt, expect_algorithms=(self._meta.algorithm,))
+        return evaluate_module(
+            module, self.env_config, num_episodes=control.eval_episodes, seed=10_000 + control.seed
+        )
+
+    def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+        summary = {
+            **base,
+            "dataset_return_mean": float(self.dataset.episode_returns().mean()),
+            "evaluation": evaluation,
+        }
+        print(
+            f"[{self.tag}] eval return {evaluation['episode_return_mean']:.1f} ± "
+            f"{evaluation['episode_return_std']:.1f} over {evaluation['num_episodes']} episodes "
+            f"(dataset mean {summary['dataset_return_mean']:.1f}); train time "
+            f"{base['train_seconds']:.0f}s",
+            flush=True,
+        )
+        return summary
+
+
 def offline_progress_line(
     result: dict[str, Any],
     it: int,
     *,
     steps_per_iteration: int,
     loss_key: str,
-    seconds: float,
     evaluated: bool,
 ) -> dict[str, Any]:
     """One ``progress.jsonl`` line: iteration, gradient steps, loss, fresh eval return."""
@@ -188,7 +261,6 @@ def offline_progress_line(
         "iteration": it,
         "gradient_steps": it * steps_per_iteration,
         "loss": float(learner.get(loss_key, float("nan"))),
-        "seconds": seconds,
     }
     ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
     # RLlib keeps the last evaluation's results around; report them only when fresh.
@@ -209,99 +281,31 @@ def run_offline_training(
     loss_key: str,
     started: float,
 ) -> dict[str, Any]:
-    """Train, checkpoint, evaluate what was saved, write ``out/result.json``; return it.
+    """Train, checkpoint, evaluate what was saved, write ``out/result.json``; return it
+    (the run loop with :class:`OfflineFamily`).
 
     With ``settings.resume`` and a checkpoint in ``out``, training continues after the
     checkpoint's iteration (see :class:`OfflineRunSettings`).
     """
-    from rllib_diffusion.checkpoints import (
-        CheckpointError,
-        load_policy_module,
-        progress_up_to,
-        resume_checkpoint_meta,
-        save_algorithm_checkpoint,
-    )
-    from rllib_diffusion.evaluation import evaluate_module
-    from rllib_diffusion.utils.io import write_jsonl_atomic
-    from rllib_diffusion.utils.runtime import run_metadata
-
     s = settings
-    iterations, steps_per_iteration = s.iterations, s.steps_per_iteration
-    eval_interval, eval_episodes = s.eval_interval, s.eval_episodes
-    ckpt_dir = out / "checkpoint"
-    resume_meta = resume_checkpoint_meta(
-        ckpt_dir, s.resume, algorithms=(meta["algorithm"],), tag=tag, existing_is_error=False
+    family = OfflineFamily(
+        build_algo,
+        s,
+        tag=tag,
+        meta=meta,
+        dataset=dataset,
+        env_config=env_config,
+        loss_key=loss_key,
     )
-    if resume_meta is not None:
-        check_same_run_settings(resume_meta.get("settings", {}), asdict(s), ckpt_dir)
-    meta = {**meta, "settings": asdict(s), "dataset": dataset.summary(), "run": run_metadata()}
-    algo = build_algo()
-    first, seconds_before, lines = 1, 0.0, []
-    try:
-        if resume_meta is not None:
-            done = int(resume_meta["iteration"])
-            algo.restore_from_path(str(ckpt_dir))
-            if algo.iteration != done:
-                raise CheckpointError(
-                    f"Checkpoint '{ckpt_dir}' says iteration {done} but restores iteration "
-                    f"{algo.iteration}; it is inconsistent, start a new --out."
-                )
-            first, seconds_before = done + 1, float(resume_meta.get("train_seconds", 0.0))
-            lines = progress_up_to(out / "progress.jsonl", done, first=1)
-            print(f"[{tag}] resumed from '{ckpt_dir}' at iteration {done}/{iterations}", flush=True)
-        # progress.jsonl: the kept lines (none on a fresh run), rewritten, then appended to.
-        write_jsonl_atomic(out / "progress.jsonl", lines)
-        train_start = time.perf_counter() - seconds_before
-        with open(out / "progress.jsonl", "a") as progress:
-            for it in range(first, iterations + 1):
-                result = algo.train()
-                line = offline_progress_line(
-                    result,
-                    it,
-                    steps_per_iteration=steps_per_iteration,
-                    loss_key=loss_key,
-                    seconds=time.perf_counter() - train_start,
-                    evaluated=bool(eval_interval) and it % eval_interval == 0,
-                )
-                progress.write(json.dumps(line) + "\n")
-                progress.flush()
-                msg = (
-                    f"[{tag}] iter {it}/{iterations}  grad steps {line['gradient_steps']}"
-                    f"  loss {line['loss']:.4f}  {line['seconds']:.0f}s"
-                )
-                if "eval_return_mean" in line:
-                    msg += f"  eval return {line['eval_return_mean']:.1f}"
-                print(msg, flush=True)
-                if s.checkpoint_interval and it % s.checkpoint_interval == 0 and it < iterations:
-                    save_algorithm_checkpoint(
-                        algo, ckpt_dir, {**meta, "iteration": it, "train_seconds": line["seconds"]}
-                    )
-            train_seconds = time.perf_counter() - train_start
-            ckpt = save_algorithm_checkpoint(
-                algo, ckpt_dir, {**meta, "iteration": iterations, "train_seconds": train_seconds}
-            )
-    finally:
-        algo.stop()
-    # Evaluate exactly what was saved.
-    module, _ = load_policy_module(ckpt, expect_algorithms=(meta["algorithm"],))
-    print(f"[{tag}] checkpoint: {ckpt}; evaluating {eval_episodes} episodes ...", flush=True)
-    evaluation = evaluate_module(
-        module, env_config, num_episodes=eval_episodes, seed=10_000 + s.seed
+    control = RunControl(
+        out_dir=str(out),
+        budget=s.gradient_steps,
+        eval_interval=s.eval_interval,
+        eval_episodes=s.eval_episodes,
+        checkpoint_interval=s.checkpoint_interval,
+        seed=s.seed,
+        resume=s.resume,
     )
-    summary = {
-        **meta,
-        "checkpoint": ckpt,
-        "gradient_steps": iterations * steps_per_iteration,
-        "train_seconds": train_seconds,
-        "total_seconds": time.perf_counter() - started,
-        "dataset_return_mean": float(dataset.episode_returns().mean()),
-        "evaluation": evaluation,
-    }
-    write_json_atomic(out / "result.json", summary)
-    print(
-        f"[{tag}] eval return {evaluation['episode_return_mean']:.1f} ± "
-        f"{evaluation['episode_return_std']:.1f} over {eval_episodes} episodes "
-        f"(dataset mean {summary['dataset_return_mean']:.1f}); train time {train_seconds:.0f}s",
-        flush=True,
-    )
+    summary = run_training(family, control)
+    summary["total_seconds"] = time.perf_counter() - started
     return summary
