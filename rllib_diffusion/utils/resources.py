@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from rllib_diffusion.modules.model_config import ConfigError
 
@@ -489,24 +489,27 @@ def resource_guard(
     flags: Mapping[str, str] | None = None,
     in_tune: bool = False,
     interval_s: float = 15.0,
+    stream: TextIO | None = None,
 ) -> Iterator[Verdict]:
     """Wrap ``config.build_algo()``: fail fast when the run can never start, else say
     what starts and repeat a progress line every ``interval_s`` until the block ends.
 
-    Raises :class:`ConfigError` (see :func:`check_resources`). Lines go to stderr.
+    Raises :class:`ConfigError` (see :func:`check_resources`). Lines go to ``stream``
+    (default: stderr).
     """
     request, verdict = check_resources(config, in_tune=in_tune, flags=flags, tag=tag)
+    out = stream or sys.stderr
     if not any(g.count for g in request.groups):
         yield verdict
         return
     first = verdict.message if verdict.status == "wait" else f"{tag}starting {request.describe()}"
-    print(first + " ...", file=sys.stderr, flush=True)
+    print(first + " ...", file=out, flush=True)
     stop, t0 = threading.Event(), time.monotonic()
 
     def repeat() -> None:
         while not stop.wait(interval_s):
             line = progress_line(request, verdict, time.monotonic() - t0, tag)
-            print(line, file=sys.stderr, flush=True)
+            print(line, file=out, flush=True)
 
     thread = threading.Thread(target=repeat, name="resource-guard", daemon=True)
     thread.start()
@@ -517,6 +520,4 @@ def resource_guard(
         thread.join(timeout=5.0)
     elapsed = time.monotonic() - t0
     if elapsed >= interval_s:
-        print(
-            f"{tag}{request.describe()} started after {elapsed:.0f}s", file=sys.stderr, flush=True
-        )
+        print(f"{tag}{request.describe()} started after {elapsed:.0f}s", file=out, flush=True)

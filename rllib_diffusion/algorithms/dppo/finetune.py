@@ -219,8 +219,8 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
     if resume_meta is not None:
         _check_resumable(resume_meta, config.model_config, ckpt_dir)
     init_ray()
-    _warn_missing_resources(s)
-    algo = config.build_algo()
+    with _warn_missing_resources(config):
+        algo = config.build_algo()
     meta = {
         "algorithm": ALGORITHM_NAME,
         "env_id": policy.env_id,
@@ -431,25 +431,21 @@ def check_custom_resources(name: str, value: dict[str, Any] | None) -> dict[str,
     return res
 
 
-def _warn_missing_resources(s: FinetuneSettings) -> None:
-    """Say so when no node offers a requested custom resource (the actors would wait
-    for one forever, e.g. a worker node not started with ``--resources``)."""
-    import ray
+def _warn_missing_resources(config: DPPOConfig):
+    """Context manager around ``build_algo()``: a one-line ``ConfigError`` when the
+    cluster can never hold this run's EnvRunners and learners (Ray would queue them
+    forever), else progress lines on stderr while they start (issue 20; see
+    :func:`rllib_diffusion.utils.resources.resource_guard`)."""
+    from rllib_diffusion.utils.resources import resource_guard
 
-    available = ray.cluster_resources()
-    for name, req in (
-        ("env_runner_resources", s.env_runner_resources),
-        ("learner_resources", s.learner_resources),
-    ):
-        for key in req or {}:
-            if key not in available:
-                print(
-                    f"[finetune] warning: {name} needs {key!r} but no node in the cluster "
-                    f"offers it (yet): start one with `ray start --resources "
-                    f"'{{\"{key}\": N}}'`; waiting for it.",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    flags = {
+        "num_env_runners": "--num-env-runners",
+        "custom_resources_per_env_runner": "--env-runner-resources",
+        "num_learners": "--num-learners",
+        "num_gpus_per_learner": "--num-gpus-per-learner",
+        "custom_resources_per_learner": "--learner-resources",
+    }
+    return resource_guard(config, tag="[finetune] ", flags=flags, stream=sys.stderr)
 
 
 def runner_placement(algo) -> dict[str, Any]:
