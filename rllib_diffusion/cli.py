@@ -152,7 +152,7 @@ def add_train_behavior_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-env-steps", type=int, default=3_000_000)
     p.add_argument("--max-minutes", type=float, default=60.0)
     p.add_argument("--checkpoint-every", type=int, default=5, help="iterations")
-    p.add_argument("--num-envs-per-runner", type=int, default=8)
+    p.add_argument("--num-envs-per-env-runner", type=int, default=8)
     p.add_argument("--num-env-runners", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
 
@@ -162,7 +162,7 @@ def run_train_behavior(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = BehaviorPPOSettings(
         num_env_runners=args.num_env_runners,
-        num_envs_per_env_runner=args.num_envs_per_runner,
+        num_envs_per_env_runner=args.num_envs_per_env_runner,
         seed=args.seed,
     )
     return train_behavior_policy(
@@ -254,18 +254,19 @@ def add_finetune_gaussian_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=d.out_dir, help="output directory")
     p.add_argument("--env-steps", type=int, default=d.env_steps, help="env-step budget")
     p.add_argument("--num-env-runners", type=int, default=d.num_env_runners)
-    p.add_argument("--num-envs-per-runner", type=int, default=d.num_envs_per_env_runner)
+    p.add_argument("--num-envs-per-env-runner", type=int, default=d.num_envs_per_env_runner)
     p.add_argument(
         "--train-batch-size", type=int, default=d.train_batch_size, help="env steps/iteration"
     )
     p.add_argument("--minibatch-size", type=int, default=d.minibatch_size)
-    p.add_argument("--epochs", type=int, default=d.num_epochs)
+    p.add_argument("--num-epochs", type=int, default=d.num_epochs)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--clip", type=float, default=d.clip_param, help="PPO ratio clip")
     p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--gae-lambda", type=float, default=d.lambda_)
+    p.add_argument("--lambda", dest="lambda_", type=float, default=d.lambda_, help="GAE λ")
     add_eval_checkpoint_args(p, d)
     p.add_argument("--seed", type=int, default=d.seed)
+    add_resume_arg(p, "without it an existing checkpoint in OUT is an error")
 
 
 def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
@@ -280,18 +281,19 @@ def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
             out_dir=args.out,
             env_steps=args.env_steps,
             num_env_runners=args.num_env_runners,
-            num_envs_per_env_runner=args.num_envs_per_runner,
+            num_envs_per_env_runner=args.num_envs_per_env_runner,
             train_batch_size=args.train_batch_size,
             minibatch_size=args.minibatch_size,
-            num_epochs=args.epochs,
+            num_epochs=args.num_epochs,
             lr=args.lr,
             clip_param=args.clip,
             gamma=args.gamma,
-            lambda_=args.gae_lambda,
+            lambda_=args.lambda_,
             eval_interval=args.eval_interval,
             eval_episodes=args.eval_episodes,
             checkpoint_interval=args.checkpoint_interval,
             seed=args.seed,
+            resume=args.resume,
         )
     )
 
@@ -389,23 +391,18 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- offline
 def add_offline_args(p: argparse.ArgumentParser) -> None:
-    from rllib_diffusion.algorithms.diffusion_ql.train import ALGORITHMS, OfflineSettings
+    """Run flags here; algorithm knobs derived from each algorithm's config."""
+    from rllib_diffusion.algorithms.offline_q.train import ALGORITHMS, OfflineSettings
 
     d = OfflineSettings(dataset="")
     p.add_argument("--algo", choices=sorted(ALGORITHMS), default=d.algo)
     add_dataset_args(p)
     p.add_argument("--out", default=d.out_dir, help="output directory")
     add_offline_loop_args(p, d)
-    p.add_argument("--eta", type=float, help="Q-term weight (default: per-task paper value)")
-    p.add_argument("--grad-clip", type=float, help="grad-norm clip (default: per-task value)")
-    p.add_argument("--alpha", type=float, help="FQL distillation weight (default 10)")
-    p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, help="both learning rates (default: the algorithm's)")
     p.add_argument(
         "--lr-end", type=float, help="cosine-decay the learning rate to this (default: constant)"
     )
-    p.add_argument("--reward-scale", type=float, default=d.reward_scale)
-    p.add_argument("--reward-bias", type=float, default=d.reward_bias)
     p.add_argument(
         "--normalize-rewards",
         action=argparse.BooleanOptionalAction,
@@ -413,20 +410,51 @@ def add_offline_args(p: argparse.ArgumentParser) -> None:
         help="also scale rewards by 1000 / (max - min episode return) of the dataset "
         "(IQL's normalisation; default: on for idql on MuJoCo locomotion, else off)",
     )
+    p.add_argument("--denoising-steps", type=int, help="T (FQL: half its Euler steps; default 5)")
     p.add_argument(
-        "--max-q-backup",
-        type=int,
-        default=d.max_q_backup,
-        help="Diffusion-QL: back up the max over N next actions (AntMaze: 10; 0: off)",
+        "--num-candidates", type=int, help="actions sampled per state when acting (not fql)"
     )
-    p.add_argument("--denoising-steps", type=int, default=d.denoising_steps)
-    p.add_argument("--num-candidates", type=int, default=d.num_candidates)
+    p.add_argument(
+        "--hidden-dims",
+        type=int,
+        nargs="+",
+        help="actor MLP sizes (fql: all networks); default: the algorithm's (fql: 4x512)",
+    )
+    add_offline_knob_args(p.add_argument_group("algorithm knobs (refused where unused)"))
+
+
+def add_offline_knob_args(group: Any) -> None:
+    """One flag per knob of any offline algorithm, saying which algorithms use it."""
+    import dataclasses
+
+    from rllib_diffusion.algorithms.offline_q.train import offline_knobs
+    from rllib_diffusion.knobs import add_knob_args
+
+    for knob, algos in offline_knobs():
+        tagged = dataclasses.replace(knob, help=f"[{', '.join(algos)}] {knob.help}")
+        add_knob_args(group, [tagged], defaults_of=algos[0])
+
+
+def offline_settings_from_args(args: argparse.Namespace):
+    """``OfflineSettings`` with only the knobs typed (others: the algorithm's defaults)."""
+    from rllib_diffusion.algorithms.offline_q.train import (
+        KNOB_FIELDS,
+        OfflineSettings,
+        offline_knobs,
+    )
+    from rllib_diffusion.knobs import given_knobs
+
+    given = given_knobs(args, [knob for knob, _ in offline_knobs()])
+    knobs = {k: v for k, v in given.items() if k not in KNOB_FIELDS}
+    return settings_from_args(OfflineSettings, args, knobs=knobs)
 
 
 def run_offline(args: argparse.Namespace) -> dict[str, Any]:
-    from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings, train_offline
+    from rllib_diffusion.algorithms.offline_q.train import check_settings, train_offline
 
-    return train_offline(settings_from_args(OfflineSettings, args))
+    settings = offline_settings_from_args(args)
+    check_settings(settings)  # a knob the algorithm does not use: one line, before Ray
+    return train_offline(settings)
 
 
 # ------------------------------------------------------------------------------ online

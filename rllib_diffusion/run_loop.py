@@ -72,6 +72,9 @@ class RunFamily:
     tag: str = "run"
     unit: str = "iterations"
     existing_is_error: bool = False
+    #: Evaluation of the starting policy (fine-tuning runs; set by ``start``), kept in
+    #: the checkpoint meta and restored from it on resume.
+    start_evaluation: dict[str, Any] | None = None
 
     def meta(self) -> CheckpointMeta:
         """Checkpoint metadata of this run (iteration and timing are added by the loop)."""
@@ -185,7 +188,7 @@ def _begin(
     if saved is None:
         first = family.start(algo, control)
         lines = [first] if first is not None else []
-        state = {"it": 0, "seconds_before": 0.0, "resumed": None, "start_line": first}
+        state = {"it": 0, "seconds_before": 0.0, "resumed": None}
         shutil.rmtree(out / "tensorboard", ignore_errors=True)  # an earlier run's events
     else:
         it = int(saved.iteration)
@@ -200,8 +203,8 @@ def _begin(
             "it": it,
             "seconds_before": float(saved.train_seconds or 0.0),
             "resumed": {"from_iteration": it},
-            "start_line": saved.start_evaluation,
         }
+        family.start_evaluation = saved.start_evaluation
         print(f"[{family.tag}] resumed from '{out / 'checkpoint'}' at iteration {it}", flush=True)
     write_jsonl_atomic(out / "progress.jsonl", lines)
     state["lines"] = lines
@@ -245,7 +248,7 @@ def _train(
                 iteration=state["it"],
                 env_steps=state["counter"] if family.unit == "env_steps" else None,
                 train_seconds=seconds,
-                start_evaluation=state["start_line"],
+                start_evaluation=family.start_evaluation,
             ),
         )
 

@@ -175,3 +175,39 @@ def test_cli_evaluate_gaussian_checkpoints(which, bc_run, ppo_run, tmp_path, cap
     assert result["algorithm"] == {"bc": "GaussianBC", "ppo": "GaussianPPO"}[which]
     assert len(result["episode_returns"]) == 2 and "normalized_score" in result
     assert main([*args, "--stochastic"]) == 0
+
+
+def test_ppo_finetune_resumes_through_the_run_loop(bc_run, ray_session, tmp_path, monkeypatch):
+    """The Gaussian baseline continues a crashed run from its checkpoint (the shared run
+    loop), refuses an existing run without --resume and a resume with other settings."""
+    from rllib_diffusion.algorithms.gaussian.gaussian_ppo import GaussianPPOFamily
+
+    out = tmp_path / "ppo"
+    kw = {**TINY_PPO, "env_steps": 128, "checkpoint_interval": 1}
+    ckpt = str(bc_run[0] / "checkpoint")
+    real_line = GaussianPPOFamily.progress_line
+
+    def crash_in_iteration_2(self, algo, result, it, **kwargs):
+        if it == 2:
+            raise KeyboardInterrupt("killed")
+        return real_line(self, algo, result, it, **kwargs)
+
+    monkeypatch.setattr(GaussianPPOFamily, "progress_line", crash_in_iteration_2)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_gaussian_ppo(GaussianPPOSettings(ckpt, out_dir=str(out), **kw))
+    monkeypatch.setattr(GaussianPPOFamily, "progress_line", real_line)
+    with pytest.raises(CheckpointError, match="--resume"):
+        finetune_gaussian_ppo(GaussianPPOSettings(ckpt, out_dir=str(out), **kw))
+    with pytest.raises(CheckpointError, match="lr: checkpoint 0.0001 vs now 0.001"):
+        finetune_gaussian_ppo(
+            GaussianPPOSettings(ckpt, out_dir=str(out), resume=True, **{**kw, "lr": 1e-3})
+        )
+    summary = finetune_gaussian_ppo(GaussianPPOSettings(ckpt, out_dir=str(out), resume=True, **kw))
+    assert summary["resumed"] == {"from_iteration": 1} and summary["iterations"] == 2
+    assert summary["env_steps"] >= 128
+    lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [0, 1, 2]
+    # The start evaluation survives the crash (checkpoint meta), as in DPPO.
+    assert summary["initial_evaluation"]["episode_returns"] == pytest.approx(
+        bc_run[1]["evaluation"]["episode_returns"]
+    )

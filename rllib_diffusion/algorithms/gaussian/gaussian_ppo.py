@@ -14,14 +14,13 @@ EnvRunner's action-distribution inputs (so the deterministic actions and the log
 must equal the BC module's on a batch of observations, or :func:`load_bc_policy` raises.
 
 Env steps are decisions of the chunk env; with Ta = act_steps = 1 they are real env steps.
-Writes into ``out_dir``: ``checkpoint/`` (``algorithm="GaussianPPO"``),
-``progress.jsonl`` (one line per iteration) and ``result.json``.
+Runs on the shared run loop (``rllib_diffusion.run_loop``): writes into ``out_dir``
+``checkpoint/`` (``algorithm="GaussianPPO"``), ``progress.jsonl`` (one line per
+iteration), ``tensorboard/`` and ``result.json``, and continues with ``resume``.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ import numpy as np
 import torch
 
 from rllib_diffusion.algorithms.gaussian.gaussian_bc import ALGORITHM_NAME as BC_ALGORITHM
-from rllib_diffusion.checkpoints import CheckpointError
-from rllib_diffusion.utils.io import write_json_atomic
+from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta
+from rllib_diffusion.run_loop import RunControl, RunFamily, eval_fields, run_training
 
 ALGORITHM_NAME = "GaussianPPO"
 
@@ -62,6 +61,10 @@ class GaussianPPOSettings:
         eval_episodes: episodes per evaluation.
         checkpoint_interval: save every this many iterations (0: only at the end).
         seed: RNG seed.
+        resume: continue from ``out_dir/checkpoint`` if present (learner and optimizer
+            state, iteration and env-step counters, progress lines up to it); the other
+            settings must match the checkpoint's. Without it an existing checkpoint in
+            ``out_dir`` is an error.
     """
 
     checkpoint: str
@@ -80,9 +83,10 @@ class GaussianPPOSettings:
     eval_episodes: int = 10
     checkpoint_interval: int = 10
     seed: int = 0
+    resume: bool = False
 
 
-def read_gaussian_bc_meta(path: str) -> dict[str, Any]:
+def read_gaussian_bc_meta(path: str) -> CheckpointMeta:
     """Metadata of a GaussianBC checkpoint, or a CheckpointError naming what ``path`` is."""
     from rllib_diffusion.checkpoints import read_checkpoint_meta
 
@@ -250,117 +254,140 @@ def _dist_inputs(module: Any, obs: np.ndarray) -> np.ndarray:
     return out[Columns.ACTION_DIST_INPUTS].cpu().numpy()
 
 
-def finetune_gaussian_ppo(settings: GaussianPPOSettings) -> dict[str, Any]:
-    """Fine-tune a GaussianBC policy with RLlib PPO; returns the summary in ``result.json``."""
-    from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+class GaussianPPOFamily(RunFamily):
+    """Gaussian PPO on the run loop: budget in env steps, the BC policy loaded on a fresh
+    start (with an iteration-0 evaluation when ``eval_interval`` > 0)."""
 
-    from rllib_diffusion.checkpoints import load_policy_module, save_algorithm_checkpoint
-    from rllib_diffusion.envs.chunking import make_chunked_env
-    from rllib_diffusion.evaluation import evaluate_module
-    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
+    tag = "finetune-gaussian"
+    unit = "env_steps"
+    existing_is_error = True
 
-    s = settings
-    _validate(s)
-    bc_meta = read_gaussian_bc_meta(s.checkpoint)
-    bc_module, _ = load_policy_module(s.checkpoint, expect_algorithms=(BC_ALGORITHM,))
-    env_config, model_config = bc_meta["env_config"], bc_meta["model_config"]
-    limit_threads()
-    out = Path(s.out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    def __init__(self, s: GaussianPPOSettings) -> None:
+        from rllib_diffusion.checkpoints import CheckpointMeta, load_policy_module
+        from rllib_diffusion.utils.runtime import run_metadata
 
-    init_ray()
-    config = build_gaussian_ppo_config(s, env_config, model_config)
-    algo = config.build_algo()
-    meta = {
-        "algorithm": ALGORITHM_NAME,
-        "env_id": bc_meta.get("env_id"),
-        "env_config": env_config,
-        "model_config": model_config,
-        "bc_checkpoint": str(Path(s.checkpoint).expanduser().resolve()),
-        "dataset": bc_meta.get("dataset"),
-        "settings": asdict(s),
-        "run": run_metadata(),
-    }
-    # Local inference copy of the Learner's policy for evaluate_module.
-    env = make_chunked_env(env_config)
-    eval_module = config.get_rl_module_spec(env=env, inference_only=True).build()
-    env.close()
-    state_path = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
+        self.s = s
+        bc_meta = read_gaussian_bc_meta(s.checkpoint)
+        self.bc_module, _ = load_policy_module(s.checkpoint, expect_algorithms=(BC_ALGORITHM,))
+        self.env_config, self.model_config = bc_meta.env_config, bc_meta.model_config
+        self.mapping: list | None = None
+        self._meta = CheckpointMeta(
+            algorithm=ALGORITHM_NAME,
+            env_id=bc_meta.env_id,
+            env_config=self.env_config,
+            model_config=self.model_config,
+            bc_checkpoint=str(Path(s.checkpoint).expanduser().resolve()),
+            dataset=bc_meta.dataset,
+            settings=asdict(s),
+            run=run_metadata(),
+        )
 
-    def evaluate(seed: int) -> dict[str, Any]:
-        state = algo.learner_group.get_state(components=state_path)
-        eval_module.set_state(state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID])
-        return evaluate_module(eval_module, env_config, num_episodes=s.eval_episodes, seed=seed)
+    def meta(self):
+        return self._meta
 
-    env_steps, it, initial = 0, 0, None
-    try:
-        mapping = load_bc_policy(algo, bc_module)
+    def check_resumable(self, saved, where: Path) -> None:
+        from rllib_diffusion.algorithms.offline_run import check_same_run_settings
+
+        check_same_run_settings(saved.settings or {}, asdict(self.s), where)
+
+    def build(self):
+        from rllib_diffusion.envs.chunking import make_chunked_env
+        from rllib_diffusion.utils.resources import resource_guard
+        from rllib_diffusion.utils.runtime import init_ray
+
+        init_ray()
+        config = build_gaussian_ppo_config(self.s, self.env_config, self.model_config)
+        # Fail fast when the cluster can never hold the EnvRunners (issue 20).
+        flags = {"num_env_runners": "--num-env-runners"}
+        with resource_guard(config, tag=f"[{self.tag}] ", flags=flags):
+            algo = config.build_algo()
+        # Local inference copy of the Learner's policy for evaluate_module.
+        env = make_chunked_env(self.env_config)
+        self.eval_module = config.get_rl_module_spec(env=env, inference_only=True).build()
+        env.close()
+        return algo
+
+    def evaluate(self, algo, seed: int) -> dict[str, Any]:
+        from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+
+        from rllib_diffusion.evaluation import evaluate_module
+
+        path = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
+        state = algo.learner_group.get_state(components=path)
+        self.eval_module.set_state(state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID])
+        return evaluate_module(
+            self.eval_module, self.env_config, num_episodes=self.s.eval_episodes, seed=seed
+        )
+
+    def start(self, algo, control: RunControl) -> dict[str, Any] | None:
+        self.mapping = load_bc_policy(algo, self.bc_module)
         print(
-            f"[finetune-gaussian] loaded {len(mapping)} policy tensors from {s.checkpoint}; "
+            f"[{self.tag}] loaded {len(self.mapping)} policy tensors from {self.s.checkpoint}; "
             "PPO and BC actions match",
             flush=True,
         )
-        train_start = time.perf_counter()
-        with open(out / "progress.jsonl", "w") as progress:
-            if s.eval_interval:
-                initial = evaluate(10_000 + s.seed)
-                line = {"iteration": 0, "env_steps": 0, "seconds": 0.0, **_eval_fields(initial)}
-                progress.write(json.dumps(line) + "\n")
-                print(_message(line, s), flush=True)
-            while env_steps < s.env_steps:
-                it += 1
-                result = algo.train()
-                env_steps = int(result.get("num_env_steps_sampled_lifetime", 0))
-                line = _progress_line(result, it, env_steps, time.perf_counter() - train_start)
-                if s.eval_interval and it % s.eval_interval == 0:
-                    line.update(_eval_fields(evaluate(10_000 + s.seed + it)))
-                progress.write(json.dumps(line) + "\n")
-                progress.flush()
-                print(_message(line, s), flush=True)
-                if (
-                    s.checkpoint_interval
-                    and it % s.checkpoint_interval == 0
-                    and env_steps < s.env_steps
-                ):
-                    save_algorithm_checkpoint(
-                        algo, out / "checkpoint", {**meta, "iteration": it, "env_steps": env_steps}
-                    )
-        train_seconds = time.perf_counter() - train_start
-        ckpt = save_algorithm_checkpoint(
-            algo, out / "checkpoint", {**meta, "iteration": it, "env_steps": env_steps}
+        if not control.eval_interval:
+            return None
+        self.start_evaluation = self.evaluate(algo, 10_000 + control.seed)
+        return {
+            "iteration": 0,
+            "env_steps": 0,
+            "seconds": 0.0,
+            **eval_fields(self.start_evaluation),
+        }
+
+    def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
+        line = _progress_line(result, it, int(result.get("num_env_steps_sampled_lifetime", 0)))
+        if evaluated:
+            line.update(eval_fields(self.evaluate(algo, 10_000 + self.s.seed + it)))
+        return line
+
+    def format_line(self, line: dict[str, Any], control: RunControl) -> str:
+        return _message(line, self.s)
+
+    def final_evaluation(self, ckpt: str, control: RunControl) -> dict[str, Any]:
+        from rllib_diffusion.checkpoints import load_policy_module
+        from rllib_diffusion.evaluation import evaluate_module
+
+        module, _ = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
+        return evaluate_module(
+            module, self.env_config, num_episodes=control.eval_episodes, seed=20_000 + control.seed
         )
-    finally:
-        algo.stop()
-    # Evaluate exactly what was saved.
-    module, _ = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
-    print(
-        f"[finetune-gaussian] checkpoint: {ckpt}; evaluating {s.eval_episodes} episodes ...",
-        flush=True,
+
+    def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+        summary = {
+            **base,
+            "weight_mapping": self.mapping,
+            "initial_evaluation": self.start_evaluation,
+            "evaluation": evaluation,
+        }
+        msg = (
+            f"[{self.tag}] eval return {evaluation['episode_return_mean']:.1f} ± "
+            f"{evaluation['episode_return_std']:.1f} over {self.s.eval_episodes} episodes"
+        )
+        if "normalized_score" in evaluation:
+            msg += f" (normalised score {evaluation['normalized_score']:.1f})"
+        print(f"{msg}; {base['env_steps']} env steps in {base['train_seconds']:.0f}s", flush=True)
+        return summary
+
+
+def finetune_gaussian_ppo(settings: GaussianPPOSettings) -> dict[str, Any]:
+    """Fine-tune a GaussianBC policy with RLlib PPO; returns the summary in ``result.json``."""
+    from rllib_diffusion.utils.runtime import limit_threads
+
+    s = settings
+    _validate(s)
+    limit_threads()
+    control = RunControl(
+        out_dir=s.out_dir,
+        budget=s.env_steps,
+        eval_interval=s.eval_interval,
+        eval_episodes=s.eval_episodes,
+        checkpoint_interval=s.checkpoint_interval,
+        seed=s.seed,
+        resume=s.resume,
     )
-    evaluation = evaluate_module(
-        module, env_config, num_episodes=s.eval_episodes, seed=20_000 + s.seed
-    )
-    summary = {
-        **meta,
-        "checkpoint": ckpt,
-        "weight_mapping": mapping,
-        "iterations": it,
-        "env_steps": env_steps,
-        "train_seconds": train_seconds,
-        "total_seconds": time.perf_counter() - t0,
-        "initial_evaluation": initial,
-        "evaluation": evaluation,
-    }
-    write_json_atomic(out / "result.json", summary)
-    msg = (
-        f"[finetune-gaussian] eval return {evaluation['episode_return_mean']:.1f} ± "
-        f"{evaluation['episode_return_std']:.1f} over {s.eval_episodes} episodes"
-    )
-    if "normalized_score" in evaluation:
-        msg += f" (normalised score {evaluation['normalized_score']:.1f})"
-    print(f"{msg}; {env_steps} env steps in {train_seconds:.0f}s", flush=True)
-    return summary
+    return run_training(GaussianPPOFamily(s), control)
 
 
 def _validate(s: GaussianPPOSettings) -> None:
@@ -391,7 +418,7 @@ def _validate(s: GaussianPPOSettings) -> None:
         )
 
 
-def _progress_line(result: dict[str, Any], it: int, env_steps: int, seconds: float) -> dict:
+def _progress_line(result: dict[str, Any], it: int, env_steps: int) -> dict:
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS
 
@@ -401,22 +428,11 @@ def _progress_line(result: dict[str, Any], it: int, env_steps: int, seconds: flo
         "iteration": it,
         "env_steps": env_steps,
         "train_return_mean": float(runners.get("episode_return_mean", float("nan"))),
-        "seconds": seconds,
     }
     for key in ("policy_loss", "vf_loss", "entropy", "mean_kl_loss", "vf_explained_var"):
         if key in learner:
             line[key] = float(learner[key])
     return line
-
-
-def _eval_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
-    fields = {
-        "eval_return_mean": evaluation["episode_return_mean"],
-        "eval_return_std": evaluation["episode_return_std"],
-    }
-    if "normalized_score" in evaluation:
-        fields["eval_normalized_score"] = evaluation["normalized_score"]
-    return fields
 
 
 def _message(line: dict[str, Any], s: GaussianPPOSettings) -> str:
