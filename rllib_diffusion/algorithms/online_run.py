@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +50,11 @@ class OnlineSettings:
     seed: int = 0
 
 
-def online_config(s: OnlineSettings, meta: dict[str, Any]):
-    """The offline run's config, switched to EnvRunner sampling (no offline input)."""
-    from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings, build_offline_config
+def online_config(s: OnlineSettings, meta: Any):
+    """The offline run's config, switched to its online phase (EnvRunners, no input)."""
+    from rllib_diffusion.algorithms.offline_q.train import build_offline_config, settings_from_meta
 
-    known = {f.name for f in fields(OfflineSettings)}
-    offline = OfflineSettings(**{k: v for k, v in meta["settings"].items() if k in known})
+    offline = settings_from_meta(meta["settings"])
     offline.eval_interval, offline.eval_episodes, offline.seed = (
         s.eval_interval,
         s.eval_episodes,
@@ -70,9 +69,11 @@ def online_config(s: OnlineSettings, meta: dict[str, Any]):
     )
     config.rl_module(model_config=model)
     config.offline_data(input_=None)
-    # MARWIL/BC configs mark themselves offline-only; RLlib builds EnvRunners only for
-    # configs that say they are online (``AlgorithmConfig.is_online``).
-    config._is_online = True
+    config.online_phase(
+        enabled=True,
+        env_steps_per_iteration=s.env_steps_per_iteration,
+        updates_per_env_step=s.updates_per_env_step,
+    )
     config.env_runners(
         num_env_runners=s.num_env_runners,
         num_envs_per_env_runner=s.num_envs_per_env_runner,
@@ -89,10 +90,6 @@ def online_config(s: OnlineSettings, meta: dict[str, Any]):
             ),
         ),
     )
-    config.training(
-        online_env_steps_per_iteration=s.env_steps_per_iteration,
-        updates_per_env_step=s.updates_per_env_step,
-    )
     return config
 
 
@@ -104,8 +101,8 @@ def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
         NUM_ENV_STEPS_SAMPLED_LIFETIME,
     )
 
-    from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql import REPLAY_SIZE
-    from rllib_diffusion.algorithms.diffusion_ql.train import ALGORITHMS
+    from rllib_diffusion.algorithms import registry
+    from rllib_diffusion.algorithms.offline_q.offline_q import REPLAY_SIZE
     from rllib_diffusion.algorithms.offline_run import load_validated_dataset
     from rllib_diffusion.algorithms.online import dataset_transitions
     from rllib_diffusion.checkpoints import (
@@ -123,10 +120,12 @@ def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
     started = time.perf_counter()
     meta = read_checkpoint_meta(s.checkpoint)
     algo_name = meta.get("algorithm")
-    if algo_name not in ALGORITHMS:
+    spec = registry.by_checkpoint_algorithm(algo_name)
+    if spec is None or spec.kind != registry.OFFLINE_Q:
         raise CheckpointError(
             f"Online fine-tuning continues an `rllib-diffusion offline` run "
-            f"({', '.join(ALGORITHMS)}); '{s.checkpoint}' is a {algo_name!r} checkpoint."
+            f"({', '.join(registry.names(registry.OFFLINE_Q))}); '{s.checkpoint}' is a "
+            f"{algo_name!r} checkpoint."
         )
     source = s.dataset or meta["settings"]["dataset"]
     dataset, env_id = load_validated_dataset(source, env_id=meta["env_id"])

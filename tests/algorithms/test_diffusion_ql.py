@@ -280,7 +280,7 @@ def test_diffusion_ql_beats_diffusion_bc_on_mixed_data(reach_datasets, bc_on_mix
 @pytest.mark.parametrize("algo", ["diffusion_ql", "idql", "dac", "fql"])
 def test_checkpoint_round_trip_identical_actions(algo, reach_datasets, ray_session, tmp_path):
     """Actions, step counters, targets, EMA and optimizer states survive a checkpoint."""
-    from rllib_diffusion.algorithms.diffusion_ql.train import _config_class
+    from rllib_diffusion.algorithms import registry
     from rllib_diffusion.checkpoints import save_algorithm_checkpoint
     from rllib_diffusion.data import load_dataset
     from rllib_diffusion.data.offline import prepare_transition_data
@@ -316,7 +316,7 @@ def test_checkpoint_round_trip_identical_actions(algo, reach_datasets, ray_sessi
     loaded, _ = load_policy_module(ckpt, expect_algorithms=(algo,))
     torch.testing.assert_close(act(loaded), before)
     assert int(loaded.train_step) == 20
-    restored = _config_class(algo)().algo_class.from_checkpoint(ckpt)
+    restored = registry.get(algo).config_class().algo_class.from_checkpoint(ckpt)
     try:
         r_learner = restored.learner_group._learner
         r_module = r_learner.module[MID]

@@ -52,7 +52,7 @@ def test_killed_offline_run_resumes_from_its_checkpoint(
 ):
     """Kill in iteration 4 (checkpoint at 2): --resume restores the learner state of
     iteration 2 and trains 3 and 4 again, so the run ends with exactly the budget."""
-    from rllib_diffusion.algorithms.diffusion_ql.train import _config_class
+    from rllib_diffusion.algorithms import registry
 
     root, dataset_id = tiny_dataset
     use_data_root(monkeypatch, root)
@@ -82,7 +82,7 @@ def test_killed_offline_run_resumes_from_its_checkpoint(
     # Time keeps counting from the checkpoint's.
     assert progress[2]["seconds"] > meta["train_seconds"]
     assert summary["gradient_steps"] == 80
-    final = _config_class("idql")().algo_class.from_checkpoint(summary["checkpoint"])
+    final = registry.get("idql").config_class().algo_class.from_checkpoint(summary["checkpoint"])
     try:
         # 40 restored steps + iterations 3 and 4 (a fresh start would give 40, a
         # repeated iteration 100), and the restored iteration counter.

@@ -160,17 +160,17 @@ def test_online_flags_map_to_settings_and_wrong_checkpoint_is_one_line_error(tmp
 def test_online_iteration_without_samples_is_skipped_not_fatal(ray_session, tmp_path, monkeypatch):
     """A sample that returns nothing (timeout, restarting runner) costs one iteration
     without updates; the run goes on and records the unchanged buffer."""
-    from rllib_diffusion.algorithms.diffusion_ql import diffusion_ql
+    from rllib_diffusion.algorithms.offline_q import offline_q
     from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
 
     _, offline = _tiny_offline_run(tmp_path, "fql", 10, gradient_steps=20, eval_episodes=1)
-    real, calls = diffusion_ql.synchronous_parallel_sample, []
+    real, calls = offline_q.synchronous_parallel_sample, []
 
     def second_call_empty(**kw):
         calls.append(1)
         return ([], []) if len(calls) == 2 else real(**kw)
 
-    monkeypatch.setattr(diffusion_ql, "synchronous_parallel_sample", second_call_empty)
+    monkeypatch.setattr(offline_q, "synchronous_parallel_sample", second_call_empty)
     finetune_online(
         OnlineSettings(
             checkpoint=offline["checkpoint"],

@@ -1,13 +1,22 @@
-"""DAC as an RLlib offline algorithm (Diffusion-QL's data path, module and targets)."""
+"""DAC as an RLlib offline algorithm: its own config, module (with the dual variable η)
+and learner; the data path, targets and online phase are the family's (``offline_q``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.algorithms.bc import BC, BCConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
-from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql import DiffusionQL, DiffusionQLConfig
+from rllib_diffusion.algorithms.offline_q.offline_q import (
+    EMAActorConfigMixin,
+    OfflineQConfigMixin,
+    OfflineQMixin,
+    set_provided,
+    task_name,
+)
 
 #: Per-task LCB coefficient ρ and BC threshold (OFFLINE.md).
 TASK_DEFAULTS: dict[str, dict[str, float]] = {
@@ -17,21 +26,26 @@ TASK_DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
-class DACConfig(DiffusionQLConfig):
-    """DAC knobs: η dual ascent (``eta_lr``, ``bc_threshold``), ``lcb_rho``, target samples."""
+class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
+    """DAC knobs: η₀ and its dual ascent (``eta_lr``, ``bc_threshold``), ``lcb_rho``,
+    target samples. Grad-norm clip 1 (the paper's)."""
+
+    ALGO_NAME = "dac"
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or DAC)
+        self.eta = 1.0
         self.eta_lr = 0.001
         self.bc_threshold = 1.0
         self.lcb_rho = 1.0
         self.num_target_samples = 10
         self.grad_clip = 1.0
 
-    @override(DiffusionQLConfig)
+    @override(BCConfig)
     def training(
         self,
         *,
+        eta: float | None = NotProvided,
         eta_lr: float | None = NotProvided,
         bc_threshold: float | None = NotProvided,
         lcb_rho: float | None = NotProvided,
@@ -39,21 +53,47 @@ class DACConfig(DiffusionQLConfig):
         **kwargs: Any,
     ) -> DACConfig:
         """Args:
-        eta_lr / bc_threshold: dual ascent of η (starts at 1, kept in [0.001, 100]).
+        eta: η₀, the initial value of the dual variable η (the BC-loss weight).
+        eta_lr: step size of the dual ascent of η (kept in [0.001, 100]).
+        bc_threshold: η rises while the BC loss is above this, falls below it.
         lcb_rho: ρ of the lower confidence bound over critic heads.
         num_target_samples: next actions per state averaged in the critic target.
-        **kwargs: ``DiffusionQLConfig.training`` args.
+        **kwargs: the shared offline-Q and RLlib ``training()`` args.
         """
         super().training(**kwargs)
-        for name, value in (
-            ("eta_lr", eta_lr),
-            ("bc_threshold", bc_threshold),
-            ("lcb_rho", lcb_rho),
-            ("num_target_samples", num_target_samples),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(
+            self,
+            {
+                "eta": eta,
+                "eta_lr": eta_lr,
+                "bc_threshold": bc_threshold,
+                "lcb_rho": lcb_rho,
+                "num_target_samples": num_target_samples,
+            },
+        )
         return self
+
+    @classmethod
+    def task_defaults(cls, env_id: str | None) -> dict[str, Any]:
+        """ρ and the BC threshold of the paper for ``env_id``'s task (else {})."""
+        return dict(TASK_DEFAULTS.get(task_name(env_id), {}))
+
+    @classmethod
+    def default_model_config(cls, obs_dim: int, action_dim: int, **overrides: Any):
+        """DAC's networks: 10 critic heads; acting by the argmax of the mean over heads
+        of 10 samples."""
+        from rllib_diffusion.algorithms.dac.dac_rl_module import DACModelConfig
+
+        defaults = dict(
+            num_critics=10, num_candidates=10, action_selection="argmax", q_aggregation="mean"
+        )
+        return DACModelConfig(obs_dim=obs_dim, action_dim=action_dim, **{**defaults, **overrides})
+
+    @override(BCConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        from rllib_diffusion.algorithms.dac.dac_rl_module import DACModule
+
+        return RLModuleSpec(module_class=DACModule)
 
     @override(AlgorithmConfig)
     def get_default_learner_class(self):
@@ -61,17 +101,19 @@ class DACConfig(DiffusionQLConfig):
 
         return DACTorchLearner
 
-    @override(DiffusionQLConfig)
+    @override(BCConfig)
     def validate(self) -> None:
         super().validate()
+        if not 0.001 <= self.eta <= 100:
+            self._value_error(f"eta (η₀) must be in [0.001, 100], got {self.eta}.")
         if self.num_target_samples < 1:
             self._value_error(f"num_target_samples must be >= 1, got {self.num_target_samples}.")
         if self.lcb_rho < 0:
             self._value_error(f"lcb_rho must be >= 0, got {self.lcb_rho}.")
 
 
-class DAC(DiffusionQL):
+class DAC(OfflineQMixin, BC):
     @classmethod
-    @override(DiffusionQL)
+    @override(BC)
     def get_default_config(cls) -> DACConfig:
         return DACConfig()

@@ -51,6 +51,10 @@ class DACTorchLearner(SeparateLossesMixin, TorchLearner):
     def build(self) -> None:
         super().build()
         self._last_bc_loss: dict = {}
+        # η starts at η₀; a checkpoint restored after build() overwrites it.
+        for module_id in self.module.keys():
+            eta0 = self.config.get_config_for_module(module_id).eta
+            self.module[module_id].unwrapped().dual_eta.fill_(eta0)
 
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id, config=None) -> None:

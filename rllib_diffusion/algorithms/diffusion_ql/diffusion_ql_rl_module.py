@@ -1,224 +1,31 @@
-"""RLModule of Diffusion-QL and IDQL: diffusion (or flow) actor, its EMA, critics, targets.
+"""RLModule of Diffusion-QL: diffusion (or flow) actor, its EMA, critics, targets.
 
-Glossary: B batch, N action candidates, Do obs dim, Da action dim, T denoising steps.
+Everything but the class itself is shared with DAC and IDQL
+(:mod:`rllib_diffusion.algorithms.offline_q.diffusion_actor_critic`).
 
-Acting samples N candidate actions per state with the EMA actor and picks one by a
-softmax over (or the argmax of) the target critics' min-Q, as Diffusion-QL does. So the
-EnvRunners need ``ema_actor`` and ``critic_target``; ``actor`` and ``critic`` are
-learner-only.
+Pre-redesign checkpoints of DAC and IDQL pickled this class (``DiffusionQLModule``) with
+their model configs and state (``dual_eta``, IDQL's ``value`` net): they still load
+here and act identically, since acting needs neither; the unknown config keys are
+ignored and RLlib loads module state non-strictly. Full-algorithm restores of such runs
+load that state into DAC's and IDQL's own modules, whose keys are the same.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
-
-import torch
-from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
-from ray.rllib.utils.annotations import override
-from torch import Tensor
 
-from rllib_diffusion.diffusion import MLP, DiffusionMLP, NoiseSchedule, euler_sample, sample_chain
-from rllib_diffusion.modules.critics import QEnsemble
-from rllib_diffusion.modules.diffusion_policy_module import FLOW_TIME_SCALE
-from rllib_diffusion.modules.model_config import ConfigError
+from rllib_diffusion.algorithms.offline_q.diffusion_actor_critic import (
+    DiffusionActorCriticConfig,
+    DiffusionActorCriticMixin,
+    set_acting,
+)
 
-POLICIES = ("ddpm", "flow")
-SELECTIONS = ("softmax", "argmax", "expectile")
+#: Diffusion-QL's model config is the shared diffusion actor-critic config.
+DiffusionQLModelConfig = DiffusionActorCriticConfig
 
-
-@dataclass
-class DiffusionQLModelConfig:
-    """Network and acting knobs (OFFLINE.md defaults).
-
-    Attributes:
-        obs_dim / action_dim: Do / Da.
-        policy: "ddpm" (VP schedule, ε-prediction) or "flow" (flow matching, Euler).
-        denoising_steps: T (DDPM steps or Euler steps).
-        hidden_dims: actor MLP (Mish).
-        critic_hidden_dims: each Q head's MLP (Mish).
-        num_critics: Q heads.
-        num_candidates: N actions sampled per state when acting.
-        action_selection: "softmax" over min-Q, "argmax", or "expectile" (IDQL: resample
-            with weights |τ − 1(Q − V < 0)|, needs ``value_network``).
-        max_action: actions (and x̂0 during sampling) are clamped to ±max_action.
-        actor_layer_norm / actor_dropout / actor_residual: actor MLP options (IDQL uses
-            a residual MLP with LayerNorm and dropout 0.1).
-        value_network: build V(s) (IDQL's expectile critic).
-        expectile: τ of the expectile weights used by ``action_selection="expectile"``.
-        q_aggregation: how acting combines the target heads: "min" (Diffusion-QL, IDQL)
-            or "mean" (DAC).
-        env_id: the env the data came from.
-    """
-
-    obs_dim: int
-    action_dim: int
-    policy: str = "ddpm"
-    denoising_steps: int = 5
-    hidden_dims: tuple[int, ...] = (256, 256, 256)
-    critic_hidden_dims: tuple[int, ...] = (256, 256, 256)
-    num_critics: int = 2
-    num_candidates: int = 50
-    action_selection: str = "softmax"
-    max_action: float = 1.0
-    actor_layer_norm: bool = False
-    actor_dropout: float = 0.0
-    actor_residual: bool = False
-    value_network: bool = False
-    expectile: float = 0.7
-    q_aggregation: str = "min"
-    env_id: str | None = None
-
-    def __post_init__(self) -> None:
-        self.hidden_dims = tuple(self.hidden_dims)
-        self.critic_hidden_dims = tuple(self.critic_hidden_dims)
-        if self.policy not in POLICIES:
-            raise ConfigError(f"policy={self.policy!r}; allowed: {', '.join(POLICIES)}.")
-        if self.action_selection not in SELECTIONS:
-            raise ConfigError(
-                f"action_selection={self.action_selection!r}; allowed: {', '.join(SELECTIONS)}."
-            )
-        if self.q_aggregation not in ("min", "mean"):
-            raise ConfigError(f"q_aggregation={self.q_aggregation!r}; allowed: min, mean.")
-        if self.action_selection == "expectile" and not self.value_network:
-            raise ConfigError("action_selection='expectile' needs value_network=True.")
-        if self.num_critics < 2 or self.num_candidates < 1 or self.denoising_steps < 1:
-            raise ConfigError("need num_critics >= 2, num_candidates >= 1, denoising_steps >= 1.")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hidden_dims"], d["critic_hidden_dims"] = (
-            list(self.hidden_dims),
-            list(self.critic_hidden_dims),
-        )
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiffusionQLModelConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+__all__ = ["DiffusionQLModelConfig", "DiffusionQLModule", "set_acting"]
 
 
-class DiffusionQLModule(TorchRLModule, InferenceOnlyAPI):
+class DiffusionQLModule(DiffusionActorCriticMixin, TorchRLModule, InferenceOnlyAPI):
     """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
-
-    @override(TorchRLModule)
-    def setup(self) -> None:
-        cfg = DiffusionQLModelConfig.from_dict(dict(self.model_config or {}))
-        self.dql_config = cfg
-        if cfg.policy == "ddpm":
-            self.schedule = NoiseSchedule.from_name("vp", cfg.denoising_steps)
-        actor = DiffusionMLP(
-            cfg.action_dim,
-            1,
-            cfg.obs_dim,
-            hidden_dims=cfg.hidden_dims,
-            residual=cfg.actor_residual,
-            layer_norm=cfg.actor_layer_norm,
-            dropout=cfg.actor_dropout,
-            time_scale=FLOW_TIME_SCALE if cfg.policy == "flow" else 1.0,
-        )
-        critic = QEnsemble(
-            cfg.obs_dim,
-            cfg.action_dim,
-            num_heads=cfg.num_critics,
-            hidden_dims=cfg.critic_hidden_dims,
-        )
-        self.ema_actor = copy.deepcopy(actor).requires_grad_(False)
-        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
-        if not self.inference_only:
-            self.actor, self.critic = actor, critic
-        if cfg.value_network and (cfg.action_selection == "expectile" or not self.inference_only):
-            self.value = MLP(cfg.obs_dim, 1, cfg.critic_hidden_dims, activation="mish")
-        # Gradient steps taken (EMA schedule) and DAC's dual variable η; buffers so
-        # checkpoints restore them.
-        self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
-        self.register_buffer("dual_eta", torch.ones(()))
-
-    def sample(self, obs: Tensor, *, ema: bool, x_init: Tensor | None = None) -> Tensor:
-        """Actions ``(B, Da)`` from the (EMA) actor; differentiable w.r.t. the actor."""
-        cfg = self.dql_config
-        net = self.ema_actor if ema or self.inference_only else self.actor
-        obs = obs.float()
-        if x_init is None:
-            x_init = torch.randn(obs.shape[0], 1, cfg.action_dim, device=obs.device)
-        if cfg.policy == "flow":
-            out = euler_sample(lambda x, t: net(x, t, obs), x_init, cfg.denoising_steps)
-            return out[:, 0].clamp(-cfg.max_action, cfg.max_action)
-        chain = sample_chain(
-            lambda x, t: net(x, t, obs),
-            self.schedule,
-            tuple(x_init.shape),
-            clip_x0=cfg.max_action,
-            noise_clip=None,
-            final_clip=cfg.max_action,
-            x_init=x_init,
-        )
-        return chain.actions[:, 0]
-
-    def select_actions(self, obs: Tensor, *, explore: bool) -> Tensor:
-        """Sample N candidates per state with the EMA actor and pick one by target min-Q."""
-        cfg = self.dql_config
-        obs = obs.float()
-        b, n = obs.shape[0], cfg.num_candidates
-        obs_rep = obs.repeat_interleave(n, dim=0)
-        cand = self.sample(obs_rep, ema=True)
-        q_heads = self.critic_target(obs_rep, cand)
-        q = q_heads.mean(dim=0) if cfg.q_aggregation == "mean" else q_heads.min(dim=0).values
-        q = q.view(b, n)
-        if cfg.action_selection == "argmax" and not explore:
-            idx = q.argmax(dim=1)
-        elif cfg.action_selection == "expectile":
-            adv = q - self.value(obs).view(b, 1)
-            weights = (cfg.expectile - (adv < 0).float()).abs()
-            idx = torch.multinomial(weights, 1).squeeze(1)
-        else:
-            idx = torch.multinomial(torch.softmax(q, dim=1), 1).squeeze(1)
-        return cand.view(b, n, -1)[torch.arange(b, device=obs.device), idx]
-
-    @override(TorchRLModule)
-    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTIONS: self.select_actions(batch[Columns.OBS], explore=False)}
-
-    @override(TorchRLModule)
-    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        actions = self.select_actions(batch[Columns.OBS], explore=True)
-        return {
-            Columns.ACTIONS: actions,
-            Columns.ACTION_LOGP: torch.zeros(actions.shape[0], device=actions.device),
-        }
-
-    @override(TorchRLModule)
-    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        # The learner evaluates actor and critics itself (several losses, targets).
-        return {}
-
-    @override(InferenceOnlyAPI)
-    def get_non_inference_attributes(self) -> list[str]:
-        learner_only = ["actor", "critic"]
-        if self.dql_config.value_network and self.dql_config.action_selection != "expectile":
-            learner_only.append("value")
-        return learner_only
-
-
-def set_acting(
-    module: Any, *, num_candidates: int | None = None, action_selection: str | None = None
-) -> dict[str, Any]:
-    """Change how a Diffusion-QL-family module acts: ``num_candidates`` samples per state,
-    picked by ``action_selection`` (e.g. to evaluate one IDQL checkpoint with N = 1, i.e.
-    its BC actor alone, or with expectile resampling). Returns the acting settings used."""
-    cfg = getattr(module, "dql_config", None)
-    if not isinstance(cfg, DiffusionQLModelConfig):
-        raise ConfigError(
-            "--num-candidates/--action-selection apply to Diffusion-QL, IDQL and DAC "
-            "checkpoints (N sampled candidates scored by Q); this policy does not act that way."
-        )
-    changes = {"num_candidates": num_candidates, "action_selection": action_selection}
-    module.dql_config = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
-    return {
-        "num_candidates": module.dql_config.num_candidates,
-        "action_selection": module.dql_config.action_selection,
-    }

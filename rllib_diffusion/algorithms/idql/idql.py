@@ -1,38 +1,67 @@
-"""IDQL as an RLlib offline algorithm.
-
-``IDQLConfig`` extends ``DiffusionQLConfig`` (same data path, targets, EMA and module)
-instead of ``BCConfig`` directly: the two differ only in the learner and a few knobs, and
-a second copy of that config would drift.
-"""
+"""IDQL as an RLlib offline algorithm: its own config, module (with the value net V(s))
+and learner; the data path, targets and online phase are the family's (``offline_q``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.algorithms.bc import BC, BCConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
-from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql import DiffusionQL, DiffusionQLConfig
+from rllib_diffusion.algorithms.offline_q.offline_q import (
+    EMAActorConfigMixin,
+    OfflineQConfigMixin,
+    OfflineQMixin,
+    set_provided,
+)
 
 
-class IDQLConfig(DiffusionQLConfig):
+class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     """IQL critics (expectile τ = 0.7 for locomotion, 0.9 AntMaze) + diffusion BC actor."""
+
+    ALGO_NAME = "idql"
+    #: IQL's critic, IQL's reward normalisation on locomotion.
+    NORMALIZES_LOCOMOTION_REWARDS = True
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or IDQL)
         self.expectile = 0.7
-        self.eta = 0.0  # no Q term in IDQL's actor loss
 
-    @override(DiffusionQLConfig)
+    @override(BCConfig)
     def training(self, *, expectile: float | None = NotProvided, **kwargs: Any) -> IDQLConfig:
         """Args:
-        expectile: τ of the value function's expectile regression.
-        **kwargs: ``DiffusionQLConfig.training`` args.
+        expectile: τ of the value function's expectile regression (and of the
+            expectile weights when acting with ``action_selection="expectile"``).
+        **kwargs: the shared offline-Q and RLlib ``training()`` args.
         """
         super().training(**kwargs)
-        if expectile is not NotProvided:
-            self.expectile = expectile
+        set_provided(self, {"expectile": expectile})
         return self
+
+    @classmethod
+    def default_model_config(cls, obs_dim: int, action_dim: int, **overrides: Any):
+        """IDQL-A's networks: residual LayerNorm actor with dropout 0.1, V(s), acting by
+        the argmax over N samples."""
+        from rllib_diffusion.algorithms.idql.idql_rl_module import IDQLModelConfig
+
+        defaults = dict(
+            actor_layer_norm=True, actor_dropout=0.1, actor_residual=True, action_selection="argmax"
+        )
+        return IDQLModelConfig(obs_dim=obs_dim, action_dim=action_dim, **{**defaults, **overrides})
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        # RLlib's hook for algorithm settings the module needs: acting's expectile.
+        return {"expectile": self.expectile}
+
+    @override(BCConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        from rllib_diffusion.algorithms.idql.idql_rl_module import IDQLModule
+
+        return RLModuleSpec(module_class=IDQLModule)
 
     @override(AlgorithmConfig)
     def get_default_learner_class(self):
@@ -40,15 +69,15 @@ class IDQLConfig(DiffusionQLConfig):
 
         return IDQLTorchLearner
 
-    @override(DiffusionQLConfig)
+    @override(BCConfig)
     def validate(self) -> None:
         super().validate()
         if not 0 < self.expectile < 1:
             self._value_error(f"expectile must be in (0, 1), got {self.expectile}.")
 
 
-class IDQL(DiffusionQL):
+class IDQL(OfflineQMixin, BC):
     @classmethod
-    @override(DiffusionQL)
+    @override(BC)
     def get_default_config(cls) -> IDQLConfig:
         return IDQLConfig()
