@@ -155,3 +155,32 @@ def test_two_cpu_learners_complete_an_iteration_with_identical_weights(pretraine
     }
     changed = [k for k in after[0] if k.startswith("actor_ft.") and after[0][k] != before[0][k]]
     assert changed, "the update changed no fine-tuned actor weight"
+
+
+def test_pending_request_repeats_a_line_while_waiting(pretrained, ray_session, monkeypatch):
+    """With an autoscaler, an impossible-now request is pending, not an error: the guard
+    says what is pending at once and repeats it; progress lines name pending actors."""
+    import ray
+
+    from rllib_diffusion.utils.resources import pending_actors
+
+    monkeypatch.setenv("RLLIB_DIFFUSION_AUTOSCALER", "1")
+    ckpt = str(pretrained[0] / "checkpoint")
+    s = FinetuneSettings(checkpoint=ckpt, ft_denoising_steps=2, env_runner_resources={"rollout": 1})
+    config = dppo_config_from_pretrained(ckpt, s)
+    lines = io.StringIO()
+    with resource_guard(config, tag="[t] ", stream=lines, interval_s=0.5) as verdict:
+        probe = ray.remote(resources={"rollout": 1})(_Probe).remote()
+        time.sleep(1.8)
+        pending = pending_actors()
+    ray.kill(probe)
+    assert verdict.status == "wait"
+    out = lines.getvalue().splitlines()
+    assert out[0].startswith("[t] pending until the autoscaler adds nodes: each EnvRunner needs")
+    repeats = [x for x in out[1:] if x.startswith("[t] pending until") and "still waiting" in x]
+    assert len(repeats) >= 2, out
+    assert pending == {"_Probe": 1}
+
+
+class _Probe:
+    """An actor that asks for a resource no node has."""
