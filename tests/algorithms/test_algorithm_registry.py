@@ -188,3 +188,31 @@ def test_no_family_imports_a_sibling(family):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]", out
+
+
+@pytest.mark.parametrize(
+    ("name", "module_class", "owned"),
+    [("idql", "IDQLModule", "value."), ("dac", "DACModule", "dual_eta")],
+)
+def test_pre_redesign_checkpoints_load_into_the_module_that_owns_their_state(
+    name, module_class, owned
+):
+    """The old shared ``DiffusionQLModule`` pickle of an IDQL/DAC run becomes that
+    algorithm's own module, with its value net / dual variable loaded from the old state."""
+    import pickle
+    from pathlib import Path
+
+    import torch
+
+    from rllib_diffusion.checkpoints import MODULE_SUBDIR, load_policy_module
+
+    ckpt = Path(__file__).parents[1] / "fixtures" / "legacy_v0" / name
+    module, _ = load_policy_module(ckpt)
+    assert type(module).__name__ == module_class
+    with open(ckpt / MODULE_SUBDIR / "module_state.pkl", "rb") as f:
+        old = pickle.load(f)
+    state = module.state_dict()
+    keys = [k for k in old if k.startswith(owned)]
+    assert keys
+    for k in keys:
+        torch.testing.assert_close(state[k], torch.as_tensor(old[k]))

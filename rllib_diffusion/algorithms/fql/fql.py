@@ -61,8 +61,10 @@ class FQLConfig(OfflineQConfigMixin, BCConfig):
         the BC flow takes ``2 × denoising_steps`` Euler steps."""
         from rllib_diffusion.algorithms.fql.fql_rl_module import FQLModelConfig
 
-        nets = {} if hidden_dims is None else dict.fromkeys(
-            ("hidden_dims", "critic_hidden_dims"), hidden_dims
+        nets = (
+            {}
+            if hidden_dims is None
+            else dict.fromkeys(("hidden_dims", "critic_hidden_dims"), hidden_dims)
         )
         return FQLModelConfig(
             obs_dim=obs_dim,

@@ -95,7 +95,9 @@ def check_settings(s: OfflineSettings) -> registry.AlgorithmSpec:
     unused = [f for f in MODEL_FIELDS if getattr(s, f) is not None and f not in used]
     if unused:
         flags = ", ".join("--" + f.replace("_", "-") for f in unused)
-        raise ConfigError(f"{flags} is not a network flag of {s.algo} (it uses: {', '.join(used)}).")
+        raise ConfigError(
+            f"{flags} is not a network flag of {s.algo} (it uses: {', '.join(used)})."
+        )
     return spec
 
 
