@@ -321,12 +321,22 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
         default=d.pair_minibatch_size,
         help="(env step, denoising step) pairs per minibatch",
     )
-    p.add_argument("--ft-denoising-steps", type=int, default=d.ft_denoising_steps, help="K'")
+    p.add_argument(
+        "--ft-denoising-steps",
+        type=int,
+        default=d.ft_denoising_steps,
+        help="K' (default: every DDIM step with --use-ddim, else the last 10 DDPM steps)",
+    )
     p.add_argument(
         "--use-ddim", action="store_true", help="sample with DDIM (a DDPM policy works too)"
     )
     p.add_argument("--ddim-steps", type=int, default=d.ddim_steps)
-    p.add_argument("--actor-lr", type=float, default=d.actor_lr)
+    p.add_argument(
+        "--actor-lr",
+        type=float,
+        default=d.actor_lr,
+        help="default: 1e-4 for an MLP denoiser, 1e-5 for a UNet (the DPPO reference's values)",
+    )
     p.add_argument("--critic-lr", type=float, default=d.critic_lr)
     p.add_argument("--clip", type=float, default=d.clip, help="clip of the last denoising step")
     p.add_argument("--clip-base", type=float, default=d.clip_base, help="clip of the first")

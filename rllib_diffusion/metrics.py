@@ -14,6 +14,13 @@ EXPLAINED_VARIANCE = "explained_variance"
 KL_STOPPED = "kl_early_stopped"
 DENOISING_STD = "denoising_std"  # mean exploration std of the fine-tuned steps in the batch
 BC_REGULARISER = "losses/bc_regulariser"
+# DPPO health signals, one value per iteration (see dppo_learner.py).
+RATIO_FIRST_MINIBATCH = "ratio_first_minibatch"  # mean ratio before any update: must be 1
+RATIO_FIRST_MINIBATCH_MAX_DEV = "ratio_first_minibatch_max_dev"  # max |ratio − 1| there
+ACTOR_GRAD_NORM = "actor_grad_norm"  # L2 norm of the actor gradient, mean over minibatches
+ACTOR_UPDATE_NORM = "actor_update_norm"  # ||θ_after − θ_before|| of the fine-tuned actor
+ACTOR_UPDATE_RELATIVE = "actor_update_relative"  # the same divided by ||θ_before||
+ACTOR_STEPS = "actor_steps"  # optimiser steps applied to the actor this iteration
 
 # DPPO algorithm results (top level of the result dict).
 DPPO_NAMESPACE = "dppo"
@@ -35,6 +42,13 @@ TARGET_MEAN = "charts/target_mean"
 VALUE_LOSS = "losses/value_loss"
 DISTILL_LOSS = "losses/distill_loss"
 DUAL_ETA = "charts/dual_eta"
+
+
+# Sweep metric (top level of every Tune result of a sweep; see rllib_diffusion.tuning.metric).
+SWEEP_NAMESPACE = "sweep"
+SWEEP_RETURN = "return_mean"  # last measured return of the sweep's source; NaN before any
+SWEEP_RETURN_FRESH = "return_fresh"  # 1.0 measured this iteration, 0.0 carried forward / none
+SWEEP_RETURN_ITERATION = "return_iteration"  # iteration it was measured at (0: never)
 
 
 def float_or_none(v: object) -> float | None:

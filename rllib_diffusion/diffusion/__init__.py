@@ -39,6 +39,8 @@ from rllib_diffusion.diffusion.sampling import (
     ddim_timesteps,
     ddpm_mean_std,
     gaussian_step,
+    reverse_step,
+    reverse_step_std,
     reverse_timesteps,
     sample_chain,
 )
@@ -69,6 +71,8 @@ __all__ = [
     "euler_sample",
     "flow_matching_loss",
     "gaussian_step",
+    "reverse_step",
+    "reverse_step_std",
     "reverse_timesteps",
     "linear_betas",
     "linear_path",

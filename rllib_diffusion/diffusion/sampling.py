@@ -4,6 +4,7 @@ Shape glossary:
     B   batch size
     K   number of denoising steps of the schedule
     S   number of steps actually taken by a chain (K for DDPM, ``ddim_steps`` for DDIM)
+    K_ft  the last steps of a chain that a second (fine-tuned) network takes (DPPO)
     Ta  action horizon (chunk length)
     Da  action dimension
     Dc  conditioning dimension (bound inside ``eps_fn`` by the caller)
@@ -31,6 +32,8 @@ __all__ = [
     "ddim_timesteps",
     "ddpm_mean_std",
     "gaussian_step",
+    "reverse_step",
+    "reverse_step_std",
     "reverse_timesteps",
     "sample_chain",
 ]
@@ -73,9 +76,8 @@ def ddpm_mean_std(
     """
     x0_hat = _clip(schedule.predict_x0(x_t, t, eps_hat), clip_x0)
     mean = schedule.posterior_mean(x0_hat, x_t, t)
-    std = (0.5 * _extract(schedule.posterior_log_variance_clipped, t, x_t)).exp()
-    std = std.clamp(min=min_std).expand_as(mean)
-    return mean, std
+    std = reverse_step_std(schedule, "ddpm", t, t - 1, min_std=min_std)
+    return mean, std.reshape(-1, *([1] * (mean.dim() - 1))).expand_as(mean)
 
 
 def ddim_timesteps(num_steps: int, ddim_steps: int) -> Tensor:
@@ -121,19 +123,56 @@ def ddim_mean_std(
     """
     t_prev = torch.as_tensor(t_prev, device=t.device).expand_as(t)
     alpha = _extract(schedule.alphas_cumprod, t, x_t)
-    alpha_prev = _extract(schedule.alphas_cumprod, t_prev.clamp(min=0), x_t)
-    alpha_prev = torch.where(
-        (t_prev < 0).reshape(alpha_prev.shape).to(alpha_prev.device),
-        torch.ones_like(alpha_prev),
-        alpha_prev,
-    )
+    alpha_prev = _alphas_prev(schedule, t_prev).reshape(alpha.shape)
     x0_hat = _clip(schedule.predict_x0(x_t, t, eps_hat), clip_x0)
     eps = schedule.predict_eps(x_t, t, x0_hat)
-    sigma = eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)).clamp(min=0).sqrt()
+    sigma = _ddim_sigma(alpha, alpha_prev, eta)
     dir_coef = (1 - alpha_prev - sigma**2).clamp(min=0).sqrt()
     mean = alpha_prev.sqrt() * x0_hat + dir_coef * eps
     std = sigma.clamp(min=min_std).expand_as(mean)
     return mean, std
+
+
+def _alphas_prev(schedule: NoiseSchedule, t_prev: Tensor) -> Tensor:
+    """``ᾱ[t_prev]`` ``(B,)``, 1.0 where ``t_prev < 0`` (the step that lands on data)."""
+    alpha_prev = schedule.alphas_cumprod[t_prev.clamp(min=0)]
+    return torch.where(t_prev < 0, torch.ones_like(alpha_prev), alpha_prev)
+
+
+def _ddim_sigma(alpha: Tensor, alpha_prev: Tensor, eta: float) -> Tensor:
+    """``σ = η·sqrt((1−ᾱ_prev)/(1−ᾱ)·(1−ᾱ/ᾱ_prev))`` (any broadcastable shapes)."""
+    return eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)).clamp(min=0).sqrt()
+
+
+def reverse_step_std(
+    schedule: NoiseSchedule,
+    method: str,
+    t: Tensor,
+    t_prev: Tensor,
+    *,
+    eta: float = 1.0,
+    min_std: float = 0.0,
+) -> Tensor:
+    """Std of reverse steps ``t → t_prev``, which depends on the timesteps only.
+
+    DDPM: ``max(sqrt(β̃_t), min_std)`` (β̃ log-clamped at 1e-20; ``t_prev = t − 1``);
+    DDIM: ``max(σ, min_std)`` with σ as in ``ddim_mean_std``. Lets DPPO evaluate the
+    log-prob std (its own floor) of a step without another network call.
+
+    Args:
+        t: ``(N,)`` long timesteps; t_prev: ``(N,)`` long landing timesteps (DDIM).
+
+    Returns:
+        ``(N,)`` stds.
+    """
+    if method == "ddpm":
+        std = (0.5 * schedule.posterior_log_variance_clipped[t]).exp()
+    elif method == "ddim":
+        t_prev = torch.as_tensor(t_prev, device=t.device).expand_as(t)
+        std = _ddim_sigma(schedule.alphas_cumprod[t], _alphas_prev(schedule, t_prev), eta)
+    else:
+        raise ValueError(f"unknown sampling method {method!r}; allowed values: ['ddim', 'ddpm']")
+    return std.clamp(min=min_std)
 
 
 def gaussian_step(
@@ -200,6 +239,47 @@ def reverse_timesteps(
     raise ValueError(f"unknown sampling method {method!r}; allowed values: ['ddim', 'ddpm']")
 
 
+def reverse_step(
+    schedule: NoiseSchedule,
+    method: str,
+    x_t: Tensor,
+    t: Tensor,
+    t_prev: Tensor,
+    eps_hat: Tensor,
+    *,
+    eta: float = 1.0,
+    clip_x0: float | None = 1.0,
+    min_std: float = 0.0,
+    deterministic: bool = False,
+    last: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Mean and std of one reverse step with the std floor of each mode.
+
+    Stochastic (rollouts, log-probs): DDPM ``std = max(sqrt(β̃_t), min_std)``, DDIM
+    ``std = max(σ_η, min_std)``. Deterministic (evaluation): DDPM floors at 1e-3 and
+    uses std 0 at the ``last`` step; DDIM uses ``η = 0`` and std 0 at every step.
+
+    Args:
+        x_t, eps_hat: ``(B, Ta, Da)``; t, t_prev: ``(B,)`` long (``t_prev`` DDIM only).
+
+    Returns:
+        ``(mean, std)``, both ``(B, Ta, Da)``.
+    """
+    if method == "ddpm":
+        floor = DETERMINISTIC_MIN_STD if deterministic else min_std
+        mean, std = ddpm_mean_std(schedule, x_t, t, eps_hat, clip_x0=clip_x0, min_std=floor)
+        zero = deterministic and last
+    elif method == "ddim":
+        eta = 0.0 if deterministic else eta
+        mean, std = ddim_mean_std(
+            schedule, x_t, t, t_prev, eps_hat, eta=eta, clip_x0=clip_x0, min_std=min_std
+        )
+        zero = deterministic
+    else:
+        raise ValueError(f"unknown sampling method {method!r}; allowed values: ['ddim', 'ddpm']")
+    return mean, (torch.zeros_like(std) if zero else std)
+
+
 def sample_chain(
     eps_fn: EpsFn,
     schedule: NoiseSchedule,
@@ -216,6 +296,8 @@ def sample_chain(
     x_init: Tensor | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    eps_fn_ft: EpsFn | None = None,
+    ft_steps: int = 0,
 ) -> ChainOutput:
     """Run the reverse process from noise and record every step.
 
@@ -241,6 +323,9 @@ def sample_chain(
         x_init: ``(B, Ta, Da)`` initial noise; sampled from N(0, I) if None.
         generator: RNG for the initial and per-step noise.
         device: device of the sampled noise (default: the schedule's).
+        eps_fn_ft: network of the last ``ft_steps`` steps (DPPO's fine-tuned copy);
+            ``eps_fn`` runs the first ``S − ft_steps`` (only the network a step needs runs).
+        ft_steps: K_ft, in ``[0, S]``.
 
     Returns:
         ``ChainOutput`` with S steps.
@@ -253,27 +338,20 @@ def sample_chain(
     else:
         x = x_init
     batch = x.shape[0]
-    floor = DETERMINISTIC_MIN_STD if deterministic else min_std
+    steps = len(timesteps)
+    if not 0 <= ft_steps <= steps or (ft_steps and eps_fn_ft is None):
+        raise ValueError(f"ft_steps must be in [0, {steps}] with eps_fn_ft given, got {ft_steps}")
 
     chain, means, stds = [x], [], []
-    last = len(timesteps) - 1
     for i, (t_int, t_prev_int) in enumerate(zip(timesteps.tolist(), prev_steps.tolist())):
         t = torch.full((batch,), t_int, dtype=torch.long, device=x.device)
-        eps_hat = eps_fn(x, t)
-        if method == "ddpm":
-            mean, std = ddpm_mean_std(schedule, x, t, eps_hat, clip_x0=clip_x0, min_std=floor)
-            if deterministic and i == last:
-                std = torch.zeros_like(std)
-        else:
-            t_prev = torch.full_like(t, t_prev_int)
-            if deterministic:
-                mean, std = ddim_mean_std(schedule, x, t, t_prev, eps_hat, eta=0.0, clip_x0=clip_x0)
-                std = torch.zeros_like(std)
-            else:
-                mean, std = ddim_mean_std(
-                    schedule, x, t, t_prev, eps_hat, eta=eta, clip_x0=clip_x0, min_std=min_std
-                )
-        zero_std = deterministic and (method == "ddim" or i == last)
+        net = eps_fn_ft if i >= steps - ft_steps else eps_fn
+        mean, std = reverse_step(
+            schedule, method, x, t, torch.full_like(t, t_prev_int), net(x, t),
+            eta=eta, clip_x0=clip_x0, min_std=min_std,
+            deterministic=deterministic, last=i == steps - 1,
+        )  # fmt: skip
+        zero_std = deterministic and (method == "ddim" or i == steps - 1)
         # A zero-std step is its mean; skipping the draw leaves the RNG stream untouched.
         x = (
             mean

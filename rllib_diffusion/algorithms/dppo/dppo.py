@@ -52,6 +52,13 @@ MATCHING_POLICY_FIELDS = (
 )
 
 
+#: Actor learning rate when none is given, by denoiser network: the reference's gym MLP
+#: configs use 1e-4, every one of its UNet configs (robomimic, furniture) 1e-5. Measured
+#: here (Hopper BC policies, one Adam step on the same batch): the UNet moves the policy
+#: ~250× further (approx-KL) than the MLP at 1e-4, ~4× at 1e-5.
+DEFAULT_ACTOR_LR = {"mlp": 1e-4, "unet": 1e-5}
+
+
 class DPPOConfig(PPOConfig):
     """Config of :class:`DPPO` (gym defaults of DPPO.md, scaled for small machines).
 
@@ -67,7 +74,7 @@ class DPPOConfig(PPOConfig):
         self.clip_param = 0.01
         self.clip_param_base = 0.01
         self.gamma_denoising = 0.99
-        self.actor_lr = 1e-4
+        self.actor_lr: float | None = None  # None: DEFAULT_ACTOR_LR of the network
         self.critic_lr = 1e-3
         self.weight_decay = 0.0
         self.vf_loss_coeff = 0.5
@@ -107,7 +114,8 @@ class DPPOConfig(PPOConfig):
         ``train_batch_size_per_learner`` (decisions = action chunks per iteration)).
 
         Args:
-            actor_lr / critic_lr: learning rates of the two AdamW optimisers.
+            actor_lr / critic_lr: learning rates of the two AdamW optimisers; actor_lr None
+                follows the denoiser (``DEFAULT_ACTOR_LR``: 1e-4 MLP, 1e-5 UNet).
             weight_decay: AdamW weight decay of both.
             clip_param_base: clip coefficient of the first fine-tuned step; ``clip_param``
                 is the last step's (exponential schedule in between, DPPO.md).
@@ -141,6 +149,10 @@ class DPPOConfig(PPOConfig):
                 setattr(self, name, value)
         return self
 
+    def resolved_actor_lr(self, network: str) -> float:
+        """``actor_lr``, or the default of the denoiser ``network`` when it is None."""
+        return self.actor_lr if self.actor_lr is not None else DEFAULT_ACTOR_LR[network]
+
     @override(PPOConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModule
@@ -167,7 +179,7 @@ class DPPOConfig(PPOConfig):
         if self.use_kl_loss or self.entropy_coeff != 0.0:
             self._value_error("DPPO uses neither a KL loss nor an entropy bonus.")
         for name in ("actor_lr", "critic_lr", "clip_param", "clip_param_base"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
         if not 0 < self.gamma_denoising <= 1:
             self._value_error(f"gamma_denoising must be in (0, 1], got {self.gamma_denoising}.")
@@ -192,6 +204,7 @@ class DPPO(PPO):
     def setup(self, config: AlgorithmConfig) -> None:
         super().setup(config)
         self._env_steps_lifetime = 0
+        self._decisions_cap: int | None = None
         if self.config.pretrained_checkpoint:
             load_pretrained_into(self, self.config.pretrained_checkpoint)
 
@@ -236,6 +249,23 @@ class DPPO(PPO):
         ):
             self.metrics.log_value((M.DPPO_NAMESPACE, key), value, window=1)
 
+    def limit_next_iteration(self, decisions: int | None) -> None:
+        """Sample ``decisions`` action chunks (rounded up to whole vector steps) in the next
+        iteration only (the last of an env-step budget); None: the configured batch."""
+        self._decisions_cap = decisions
+
+    def _sample_capped(self, decisions: int) -> tuple[list, list]:
+        """Each EnvRunner samples its share of ``decisions`` (whole vector steps)."""
+        group = self.env_runner_group
+        remote = group.num_remote_env_runners()
+        share = -(-decisions // max(remote, 1))
+        results = group.foreach_env_runner(
+            lambda runner: (runner.sample(num_timesteps=share), runner.get_metrics()),
+            local_env_runner=remote == 0,
+            timeout_seconds=self.config.sample_timeout_s,
+        )
+        return [ep for eps, _ in results for ep in eps], [m for _, m in results]
+
     def _sample_tolerating_failures(self) -> tuple[list, list]:
         """``synchronous_parallel_sample`` as in PPO, plus: when no EnvRunner returned
         anything because they died, wait for Ray to restart them (fault tolerance on),
@@ -244,6 +274,9 @@ class DPPO(PPO):
         RLlib's PPO returns an empty iteration in that case; with one EnvRunner a
         single crash would then yield an iteration without samples or metrics.
         """
+        cap, self._decisions_cap = self._decisions_cap, None
+        if cap is not None and cap != self.config.total_train_batch_size:
+            return self._sample_capped(cap)
         deadline = time.monotonic() + (self.config.sample_timeout_s or 600.0)
         while True:
             episodes, runner_results = synchronous_parallel_sample(

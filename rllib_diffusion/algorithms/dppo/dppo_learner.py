@@ -4,6 +4,15 @@ Loss (DPPO.md): per-minibatch advantage normalisation, denoising discount
 ``γ_den^(K_ft − k − 1)``, per-step clip coefficient, clipped surrogate, value loss
 ``0.5·(V − R)²·vf_coef``, no entropy or KL penalty; approx-KL (k3) early stop of the
 remaining minibatches of an update; separate actor/critic optimisers; critic warm-up.
+
+A minibatch never holds more pairs than the iteration collected (as in the reference,
+which takes the whole batch when ``batch_size`` exceeds it): RLlib's cyclic iterator
+would otherwise repeat every pair in one oversized minibatch and cover all epochs with
+a single gradient step. Health signals per iteration (``metrics.py``): the first
+minibatch's ratio (1 up to float error when the stored log-probs are right), the last
+minibatch's approx-KL and clip fractions (overall and per denoising step), the number of
+actor steps, the mean actor gradient norm and the size of the whole iteration's actor
+update.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import POLICY_LOSS_KEY, VF_LOSS_KEY
+from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import explained_variance
@@ -52,6 +62,7 @@ class DPPOTorchLearner(PPOTorchLearner):
     def build(self) -> None:
         super().build()
         self._kl_stopped = False
+        self._health: dict[str, Any] = {}
         # Completed update() calls (= iterations); critic warm-up counts these.
         self._updates_done = 0
         if self._learner_connector is not None:
@@ -70,7 +81,7 @@ class DPPOTorchLearner(PPOTorchLearner):
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         module = self.module[module_id].unwrapped()
         for name, net, lr in (
-            ("actor", module.actor_ft, config.actor_lr),
+            ("actor", module.actor_ft, config.resolved_actor_lr(module.policy_config.network)),
             ("critic", module.critic, config.critic_lr),
         ):
             params = self.get_parameters(net)
@@ -83,14 +94,59 @@ class DPPOTorchLearner(PPOTorchLearner):
             )
 
     @override(PPOTorchLearner)
+    def _create_iterator_if_necessary(self, *, training_data, minibatch_size=None, **kwargs):
+        # RLlib 2.60 builds the train batch (learner connector) here; cap the minibatch at
+        # the number of (env step, denoising step) pairs it holds.
+        if minibatch_size and training_data.episodes is not None:
+            batch = self._make_batch_if_necessary(training_data=training_data)
+            pairs = min((len(b) for b in batch.policy_batches.values()), default=0)
+            minibatch_size = max(1, min(minibatch_size, pairs))
+            training_data = TrainingData(batch=batch)
+        return super()._create_iterator_if_necessary(
+            training_data=training_data, minibatch_size=minibatch_size, **kwargs
+        )
+
+    def _actor_vector(self, module_id) -> torch.Tensor:
+        actor = self.module[module_id].unwrapped().actor_ft
+        return torch.cat([p.detach().reshape(-1) for p in actor.parameters()])
+
+    @override(PPOTorchLearner)
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
         self._kl_stopped = False
+        self._health = {
+            mid: {"theta0": self._actor_vector(mid).clone(), "grad_norms": [], "steps": 0}
+            for mid in self.module.keys()
+        }
+
+    @override(PPOTorchLearner)
+    def compute_gradients(self, loss_per_module, **kwargs):
+        grads = super().compute_gradients(loss_per_module, **kwargs)
+        for mid, health in self._health.items():
+            actor = self.module[mid].unwrapped().actor_ft
+            sq = [p.grad.detach().pow(2).sum() for p in actor.parameters() if p.grad is not None]
+            if sq:
+                health["grad_norms"].append(float(torch.stack(sq).sum().sqrt()))
+        return grads
 
     @override(PPOTorchLearner)
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
         self._updates_done += 1
+        for mid, health in self._health.items():
+            theta0 = health["theta0"]
+            moved = float((self._actor_vector(mid) - theta0).norm())
+            norms = health["grad_norms"]
+            metrics = {
+                M.ACTOR_UPDATE_NORM: moved,
+                M.ACTOR_UPDATE_RELATIVE: moved / max(float(theta0.norm()), 1e-12),
+                M.ACTOR_STEPS: health["steps"],
+                M.ACTOR_GRAD_NORM: sum(norms) / len(norms) if norms else 0.0,
+            }
+            for key in (M.RATIO_FIRST_MINIBATCH, M.RATIO_FIRST_MINIBATCH_MAX_DEV):
+                if key in health:
+                    metrics[key] = health[key]
+            self.metrics.log_dict(metrics, key=mid, window=1)
 
     def _reward_scalers(self) -> list[RunningRewardScaling]:
         pipeline = self._learner_connector
@@ -152,6 +208,13 @@ class DPPOTorchLearner(PPOTorchLearner):
             total = total + config.bc_loss_coeff * bc_loss
 
         with torch.no_grad():
+            health = self._health.get(module_id)
+            if health is not None and M.RATIO_FIRST_MINIBATCH not in health:
+                # Before any update of this iteration: must be 1 up to float error.
+                health[M.RATIO_FIRST_MINIBATCH] = float(mmean(ratio))
+                health[M.RATIO_FIRST_MINIBATCH_MAX_DEV] = float(
+                    ((ratio - 1).abs()[mask] if mask is not None else (ratio - 1).abs()).max()
+                )
             approx_kl = mmean((ratio - 1) - log_ratio)
             clipped = ((ratio - 1).abs() > clip).float()
             if config.target_kl is not None and approx_kl.item() > config.target_kl:
@@ -197,3 +260,6 @@ class DPPOTorchLearner(PPOTorchLearner):
         if self._kl_stopped:
             return
         super().apply_gradients(gradients_dict)
+        actor_steps = self._updates_done >= self.config.critic_warmup_iterations
+        for health in self._health.values():
+            health["steps"] += int(actor_steps)

@@ -28,13 +28,13 @@ from rllib_diffusion import columns as C
 from rllib_diffusion.diffusion import (
     MLP,
     NoiseSchedule,
-    ddim_mean_std,
-    ddpm_mean_std,
-    gaussian_step,
+    chain_logprobs,
+    reverse_step,
+    reverse_step_std,
     reverse_timesteps,
+    sample_chain,
     transition_logprob,
 )
-from rllib_diffusion.diffusion.sampling import DETERMINISTIC_MIN_STD
 from rllib_diffusion.modules.apis import DenoisingChainAPI
 from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
@@ -47,7 +47,9 @@ class DPPOModelConfig:
     Attributes:
         policy: the pretrained policy's :class:`DiffusionPolicyConfig` (dims, K, sampler,
             normalisation); must be "ddpm" or "ddim".
-        ft_denoising_steps: K_ft, the last reverse steps that are fine-tuned.
+        ft_denoising_steps: K_ft, the last reverse steps that are fine-tuned. None (default)
+            follows the sampler as DPPO's configs do: every DDIM step (K_ft = ddim_steps),
+            or the last ``min(10, K)`` DDPM steps.
         min_sampling_std: std floor of exploration steps (DPPO: 0.1).
         min_logprob_std: std floor when evaluating log-probs (DPPO: 0.1).
         logprob_clamp: per-element log-prob clamp.
@@ -56,7 +58,7 @@ class DPPOModelConfig:
     """
 
     policy: dict[str, Any]
-    ft_denoising_steps: int = 10
+    ft_denoising_steps: int | None = None
     min_sampling_std: float = 0.1
     min_logprob_std: float = 0.1
     logprob_clamp: tuple[float, float] = (-5.0, 2.0)
@@ -72,10 +74,13 @@ class DPPOModelConfig:
                 f"DPPO fine-tunes DDPM or DDIM policies; the pretrained sampler is "
                 f"{pol.sampler!r}. Pretrain with --sampler ddpm or ddim."
             )
+        if self.ft_denoising_steps is None:
+            self.ft_denoising_steps = default_ft_denoising_steps(pol)
         if not 1 <= self.ft_denoising_steps <= pol.sampling_steps:
             raise ConfigError(
                 f"ft_denoising_steps={self.ft_denoising_steps} must be in "
-                f"[1, {pol.sampling_steps}] (the policy's reverse steps)."
+                f"[1, {pol.sampling_steps}] (the policy's reverse steps); leave it unset to "
+                f"fine-tune {default_ft_denoising_steps(pol)} of them."
             )
 
     @property
@@ -92,6 +97,14 @@ class DPPOModelConfig:
     def from_dict(cls, d: dict[str, Any]) -> DPPOModelConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def default_ft_denoising_steps(policy: DiffusionPolicyConfig) -> int:
+    """K_ft when not given: all DDIM steps (DPPO's DDIM configs set ft = ddim_steps), else
+    the last 10 DDPM steps (DPPO's gym/robomimic setting), at most K."""
+    if policy.sampler == "ddim":
+        return policy.sampling_steps
+    return min(10, policy.sampling_steps)
 
 
 class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingChainAPI):
@@ -123,21 +136,12 @@ class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingCha
         self.actor_ft.load_state_dict(state_dict)
 
     # ---------------------------------------------------------------- sampling
-    def _step_mean_std(
-        self, net, obs: Tensor, x: Tensor, i: int | Tensor, *, deterministic: bool, floor: float
-    ) -> tuple[Tensor, Tensor]:
-        """Mean/std of reverse step ``i`` (index into ``self.timesteps``, scalar or (B,))."""
-        pol = self.policy_config
-        batch = x.shape[0]
-        t = self.timesteps[i].expand(batch) if isinstance(i, int) else self.timesteps[i]
-        eps = net(x, t, obs)
-        if pol.sampler == "ddpm":
-            return ddpm_mean_std(self.schedule, x, t, eps, clip_x0=pol.clip_x0, min_std=floor)
-        t_prev = self.prev_steps[i].expand(batch) if isinstance(i, int) else self.prev_steps[i]
-        eta = 0.0 if deterministic else self.dppo_config.ddim_eta
-        return ddim_mean_std(
-            self.schedule, x, t, t_prev, eps, eta=eta, clip_x0=pol.clip_x0, min_std=floor
-        )
+    def _eps_fn(self, net, obs: Tensor):
+        return lambda x, t: net(x, t, obs)
+
+    def _step_index(self, k: Tensor) -> Tensor:
+        """Reverse-step index ``(B,)`` of fine-tuned step ``k`` (0 = first fine-tuned)."""
+        return (len(self.timesteps) - self.dppo_config.ft_denoising_steps) + k.long()
 
     def sample(
         self,
@@ -148,76 +152,83 @@ class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingCha
         generator: torch.Generator | None = None,
         base_only: bool = False,
     ) -> dict[str, Tensor]:
-        """Run the reverse chain; returns ``actions`` (B, Ta, Da), ``chain`` (B, K_ft+1, Ta, Da)
-        and ``logp`` (B, K_ft) (log-probs under the log-prob std floor).
+        """Run the reverse chain (the core's ``sample_chain``, frozen actor for the first
+        S − K_ft steps, fine-tuned actor for the last K_ft).
 
-        ``base_only`` runs the frozen pretrained actor for every step (the BC regulariser's
-        reference chains)."""
+        Returns ``actions`` (B, Ta, Da), the fine-tuned part of the chain ``chain``
+        (B, K_ft+1, Ta, Da) and its per-step log-probs ``logp`` (B, K_ft), evaluated with
+        the log-prob std (``max(std, min_logprob_std)``), exactly as ``pair_logp`` does.
+        ``base_only`` runs the frozen pretrained actor for every step (the BC
+        regulariser's reference chains)."""
         pol, cfg = self.policy_config, self.dppo_config
         obs = obs.float()
-        shape = (obs.shape[0], pol.horizon, pol.action_dim)
-        x = torch.randn(shape, generator=generator, device=obs.device) if x_init is None else x_init
-        num_steps = len(self.timesteps)
-        first_ft = num_steps - cfg.ft_denoising_steps
-        chain, logps = [], []
-        for i in range(num_steps):
-            net = self.actor if (i < first_ft or base_only) else self.actor_ft
-            if deterministic:
-                floor = (
-                    0.0 if (pol.sampler == "ddim" or i == num_steps - 1) else DETERMINISTIC_MIN_STD
-                )
-            else:
-                floor = cfg.min_sampling_std
-            mean, std = self._step_mean_std(
-                net, obs, x, i, deterministic=deterministic, floor=floor
-            )
-            if deterministic and floor == 0.0:
-                std = torch.zeros_like(std)
-            if i == first_ft:
-                chain.append(x)
-            x_next = gaussian_step(mean, std, generator=generator)
-            if i >= first_ft:
-                lp_std = std.clamp(min=cfg.min_logprob_std)
-                logps.append(
-                    transition_logprob(
-                        x_next, mean, lp_std, clamp=cfg.logprob_clamp, act_steps=pol.act_steps
-                    )
-                )
-                chain.append(x_next)
-            x = x_next
-        return {
-            "actions": x.clamp(-1.0, 1.0),
-            "chain": torch.stack(chain, dim=1),
-            "logp": torch.stack(logps, dim=1),
-        }
+        k_ft = cfg.ft_denoising_steps
+        if x_init is None:
+            shape = (obs.shape[0], pol.horizon, pol.action_dim)
+            x_init = torch.randn(shape, generator=generator, device=obs.device)
+        out = sample_chain(
+            self._eps_fn(self.actor, obs),
+            self.schedule,
+            tuple(x_init.shape),
+            method=pol.sampler,
+            ddim_steps=pol.ddim_steps,
+            eta=cfg.ddim_eta,
+            clip_x0=pol.clip_x0,
+            min_std=cfg.min_sampling_std,
+            deterministic=deterministic,
+            x_init=x_init,
+            generator=generator,
+            eps_fn_ft=None if base_only else self._eps_fn(self.actor_ft, obs),
+            ft_steps=0 if base_only else k_ft,
+        )
+        logp_std = self._logprob_std(torch.arange(k_ft, device=obs.device))
+        logp = chain_logprobs(
+            out.chain[:, -k_ft - 1 :],
+            out.means[:, -k_ft:],
+            logp_std.reshape(1, k_ft, 1, 1).expand_as(out.means[:, -k_ft:]),
+            clamp=cfg.logprob_clamp,
+            act_steps=pol.act_steps,
+        )
+        return {"actions": out.actions, "chain": out.chain[:, -k_ft - 1 :], "logp": logp}
+
+    def _step_std(self, k: Tensor, min_std: float) -> Tensor:
+        i = self._step_index(k)
+        return reverse_step_std(
+            self.schedule,
+            self.policy_config.sampler,
+            self.timesteps[i],
+            self.prev_steps[i],
+            eta=self.dppo_config.ddim_eta,
+            min_std=min_std,
+        )
+
+    def _logprob_std(self, k: Tensor) -> Tensor:
+        """Std ``(B,)`` under which fine-tuned step ``k`` is scored (its log-prob floor)."""
+        return self._step_std(k, self.dppo_config.min_logprob_std)
 
     def sampling_std(self, k: Tensor) -> Tensor:
-        """Exploration std ``(B,)`` of fine-tuned step ``k`` (posterior std with its floor).
+        """Exploration std ``(B,)`` of fine-tuned step ``k`` (the step's std with its floor);
+        it depends on the timesteps only (and η for DDIM)."""
+        return self._step_std(k, self.dppo_config.min_sampling_std)
 
-        For DDIM (η > 0) the std also depends on nothing but the timesteps, so a zero
-        sample suffices to evaluate it.
-        """
+    def step_mean_std(
+        self, obs: Tensor, x_prev: Tensor, k: Tensor, *, net=None
+    ) -> tuple[Tensor, Tensor]:
+        """Mean and log-prob std ``(B, Ta, Da)`` of fine-tuned step ``k`` from ``x_prev``
+        under ``net`` (default: the fine-tuned actor)."""
         cfg, pol = self.dppo_config, self.policy_config
-        i = (len(self.timesteps) - cfg.ft_denoising_steps) + k.long()
-        t = self.timesteps[i]
-        if pol.sampler == "ddpm":
-            std = (0.5 * self.schedule.posterior_log_variance_clipped[t]).exp()
-        else:
-            a_t = self.schedule.alphas_cumprod[t]
-            t_prev = self.prev_steps[i]
-            a_prev = torch.where(
-                t_prev >= 0, self.schedule.alphas_cumprod[t_prev.clamp(min=0)], torch.ones_like(a_t)
-            )
-            std = cfg.ddim_eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
-        return std.clamp(min=cfg.min_sampling_std)
+        i = self._step_index(k)
+        t, t_prev = self.timesteps[i], self.prev_steps[i]
+        eps = (net or self.actor_ft)(x_prev, t, obs.float())
+        return reverse_step(
+            self.schedule, pol.sampler, x_prev, t, t_prev, eps,
+            eta=cfg.ddim_eta, clip_x0=pol.clip_x0, min_std=cfg.min_logprob_std,
+        )  # fmt: skip
 
     @override(DenoisingChainAPI)
     def pair_logp(self, obs: Tensor, x_prev: Tensor, x_next: Tensor, k: Tensor) -> Tensor:
         cfg = self.dppo_config
-        i = (len(self.timesteps) - cfg.ft_denoising_steps) + k.long()
-        mean, std = self._step_mean_std(
-            self.actor_ft, obs.float(), x_prev, i, deterministic=False, floor=cfg.min_logprob_std
-        )
+        mean, std = self.step_mean_std(obs, x_prev, k)
         return transition_logprob(
             x_next, mean, std, clamp=cfg.logprob_clamp, act_steps=self.policy_config.act_steps
         )

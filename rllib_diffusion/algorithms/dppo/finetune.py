@@ -49,15 +49,21 @@ class FinetuneSettings:
     Attributes:
         checkpoint: DiffusionBC checkpoint directory (from ``rllib-diffusion pretrain``).
         out_dir: output directory.
-        env_steps: budget of true env steps (decisions × executed actions).
+        env_steps: budget of env steps (decisions × executed actions). Honoured, not
+            rounded up to whole iterations: the last iteration samples exactly the
+            decisions still needed (see ``last_iteration_decisions``); the true count ends
+            at most one vector step of the envs over it, or a little under it where
+            episodes ended inside a chunk.
         num_env_runners / num_envs_per_env_runner: rollout layout (CPU EnvRunners).
         decisions_per_iteration: action chunks sampled per iteration (all runners).
         num_epochs / pair_minibatch_size: PPO epochs and (env step, denoising step) pairs
             per minibatch.
-        ft_denoising_steps: K_ft.
+        ft_denoising_steps: K_ft; None follows the sampler (every DDIM step, as DPPO's
+            DDIM configs set ``ft_denoising_steps = ddim_steps``; else the last 10 DDPM steps).
         use_ddim / ddim_steps: fine-tune a DDPM-pretrained ε-network with DDIM sampling
             over ``ddim_steps`` leading timesteps (DPPO's setting for K = 100 policies).
-        actor_lr / critic_lr / clip / clip_base / target_kl / gamma / lambda_ /
+        actor_lr: None follows the denoiser (1e-4 MLP, 1e-5 UNet: the reference's values).
+        critic_lr / clip / clip_base / target_kl / gamma / lambda_ /
         gamma_denoising / reward_scaling / critic_warmup_iterations / bc_loss_coeff:
             DPPO.md knobs (see ``DPPOConfig.training``).
         eval_interval: deterministic evaluation every this many iterations (0: end only).
@@ -86,10 +92,10 @@ class FinetuneSettings:
     decisions_per_iteration: int = 2000
     num_epochs: int = 5
     pair_minibatch_size: int = 10_000
-    ft_denoising_steps: int = 10
+    ft_denoising_steps: int | None = None
     use_ddim: bool = False
     ddim_steps: int | None = None
-    actor_lr: float = 1e-4
+    actor_lr: float | None = None
     critic_lr: float = 1e-3
     clip: float = 0.01
     clip_base: float = 0.01
@@ -289,9 +295,16 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
         if resume_meta is None:
             _log_scalars(writer, lines[0])
         env_steps = algo._env_steps_lifetime
+        act_steps = policy.act_steps
+        print(describe_run(config, s), flush=True)
         with open(out / "progress.jsonl", "a") as progress:
-            while env_steps < s.env_steps:
+            done = env_steps >= s.env_steps
+            while not done:
                 it += 1
+                final = last_iteration_decisions(
+                    s.env_steps - env_steps, act_steps, s.decisions_per_iteration
+                )
+                algo.limit_next_iteration(final)
                 result = algo.train()
                 evaluated = bool(s.eval_interval) and it % s.eval_interval == 0
                 line = progress_line(result, it, policy.env_id, evaluated=evaluated)
@@ -302,7 +315,9 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
                 progress.flush()
                 _log_scalars(writer, line)
                 print(format_line(line), flush=True)
-                done = env_steps >= s.env_steps
+                for warning in health_warnings(line, s.critic_warmup_iterations):
+                    print(warning, file=sys.stderr, flush=True)
+                done = final is not None or env_steps >= s.env_steps
                 if s.checkpoint_interval and it % s.checkpoint_interval == 0 and not done:
                     seconds = seconds_before + time.perf_counter() - t0
                     save_algorithm_checkpoint(
@@ -343,6 +358,19 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
         flush=True,
     )
     return summary
+
+
+def last_iteration_decisions(remaining_env_steps: int, act_steps: int, per_iteration: int):
+    """Decisions of the budget's last iteration, or None while full iterations remain.
+
+    The last iteration samples exactly the ``ceil(remaining / act_steps)`` decisions the
+    budget still needs: up to 1.5 iterations' worth, so that no tiny iteration (a PPO
+    update on a handful of chunks) is left over. True env steps can end a little below
+    the budget where episodes ended inside a chunk, and up to one vector step of the
+    runners' envs above it.
+    """
+    decisions = -(-remaining_env_steps // act_steps)
+    return decisions if decisions <= per_iteration * 3 // 2 else None
 
 
 # ------------------------------------------------------------------- resume helpers
@@ -530,8 +558,14 @@ def progress_line(result: dict[str, Any], it: int, env_id: str | None, *, evalua
         M.SYNC_SECONDS: M.float_or_none(dppo.get(M.SYNC_SECONDS)),
     }
     for key in (
+        M.RATIO_FIRST_MINIBATCH,
+        M.RATIO_FIRST_MINIBATCH_MAX_DEV,
         M.APPROX_KL,
         M.CLIP_FRACTION,
+        M.ACTOR_GRAD_NORM,
+        M.ACTOR_UPDATE_NORM,
+        M.ACTOR_UPDATE_RELATIVE,
+        M.ACTOR_STEPS,
         M.EXPLAINED_VARIANCE,
         M.RATIO_MEAN,
         M.KL_STOPPED,
@@ -560,6 +594,48 @@ def progress_line(result: dict[str, Any], it: int, env_id: str | None, *, evalua
     return line
 
 
+#: Largest |ratio − 1| on an iteration's first minibatch that counts as float error.
+RATIO_TOLERANCE = 1e-4
+
+
+def health_warnings(line: dict[str, Any], critic_warmup_iterations: int = 0) -> list[str]:
+    """One-line warnings about a progress line's health signals (empty when healthy)."""
+    it, out = line["iteration"], []
+    dev = line.get(M.RATIO_FIRST_MINIBATCH_MAX_DEV)
+    if dev is not None and dev > RATIO_TOLERANCE:
+        out.append(
+            f"[finetune] warning: iteration {it}: the first minibatch's PPO ratio is off 1 by "
+            f"up to {dev:.2e} (> {RATIO_TOLERANCE:g}): the stored log-probs do not match the "
+            "learner's policy (rollout and learner modules or configs differ)."
+        )
+    moved = line.get(M.ACTOR_UPDATE_NORM)
+    if it > critic_warmup_iterations and moved is not None and moved == 0.0:
+        out.append(
+            f"[finetune] warning: iteration {it}: the fine-tuned actor did not move "
+            f"({line.get(M.ACTOR_STEPS, 0):.0f} actor steps, gradient norm "
+            f"{line.get(M.ACTOR_GRAD_NORM) or 0.0:.2e}); check target_kl, actor_lr and "
+            "the advantages."
+        )
+    return out
+
+
+def describe_run(config: DPPOConfig, s: FinetuneSettings) -> str:
+    """One line with the resolved knobs that follow other settings."""
+    model = DPPOModelConfig.from_dict(config.model_config)
+    pol = model.policy_config
+    steps = (
+        f"DDIM {pol.sampling_steps} steps (eta {model.ddim_eta:g})"
+        if pol.sampler == "ddim"
+        else (f"DDPM {pol.denoising_steps} steps")
+    )
+    return (
+        f"[finetune] {pol.network} denoiser, {steps}, fine-tuning the last "
+        f"{model.ft_denoising_steps}; actor lr {config.resolved_actor_lr(pol.network):g}; "
+        f"{s.decisions_per_iteration} decisions x {pol.act_steps} actions per iteration, "
+        f"budget {s.env_steps} env steps"
+    )
+
+
 def format_line(line: dict[str, Any]) -> str:
     def g(key: str, fmt: str = ".1f") -> str:
         v = line.get(key)
@@ -568,7 +644,8 @@ def format_line(line: dict[str, Any]) -> str:
     msg = (
         f"[finetune] iter {line['iteration']}  env steps {line['env_steps']}  "
         f"train return {g(M.TRAIN_RETURN)}  kl {g(M.APPROX_KL, '.4f')}  "
-        f"clipfrac {g(M.CLIP_FRACTION, '.3f')}  ev {g(M.EXPLAINED_VARIANCE, '.2f')}  "
+        f"clipfrac {g(M.CLIP_FRACTION, '.3f')}  ratio0 {g(M.RATIO_FIRST_MINIBATCH, '.6f')}  "
+        f"|dθ| {g(M.ACTOR_UPDATE_NORM, '.2e')}  ev {g(M.EXPLAINED_VARIANCE, '.2f')}  "
         f"sample/learn {g(M.SAMPLE_SECONDS)}/{g(M.LEARN_SECONDS)}s"
     )
     if M.EVAL_RETURN in line:
