@@ -30,11 +30,6 @@ TASK_DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
-def task_defaults(env_id: str | None) -> dict[str, float]:
-    """Paper defaults for ``env_id`` (matched by name, e.g. Hopper-v5 → hopper), else {}."""
-    return DiffusionQLConfig.task_defaults(env_id)
-
-
 class DiffusionQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     """Config of :class:`DiffusionQL`. Model knobs: ``DiffusionQLModelConfig`` dict."""
 

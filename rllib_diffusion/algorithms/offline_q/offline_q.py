@@ -100,6 +100,7 @@ class OfflineQConfigMixin:
         self.updates_per_env_step = 1.0
         self.replay_capacity = 2_000_000
 
+    @override(BCConfig)
     def training(
         self,
         *,
@@ -216,6 +217,7 @@ class EMAActorConfigMixin:
         self.ema_update_every = 5
         self.ema_start = 1000
 
+    @override(BCConfig)
     def training(
         self,
         *,
