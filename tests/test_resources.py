@@ -56,7 +56,7 @@ def test_issue_case_laptop_never_fits():
     msg = v.message
     assert msg.startswith("[finetune] this run can never start")
     assert "3 CPU needed (1 for 1 EnvRunner + 2 for 2 learners), 2 in the cluster" in msg
-    assert "requested 1 EnvRunner (1 CPU), 2 learners (2 CPU)" in msg
+    assert "Requested 1 EnvRunner (1 CPU), 2 learners (2 CPU)" in msg
     assert "1 node (2 CPU)" in msg and "no autoscaler" in msg
     assert "--num-env-runners" in msg and "--num-learners" in msg
 

@@ -327,7 +327,7 @@ def check_fit(
     driver, cluster_side, knobs = _problems(request, cluster)
     keys = set(request.totals()) | set(request.driver_local)
     summary = (
-        f"requested {request.describe()}; cluster has "
+        f"Requested {request.describe()}; cluster has "
         f"{_nodes_summary(cluster.nodes, keys or {'CPU'})}"
     )
     if driver or (cluster_side and not cluster.autoscaler):
@@ -439,6 +439,7 @@ _ACTOR_KINDS: dict[str, str] = {
     "SingleAgentEnvRunner": "EnvRunner",
     "MultiAgentEnvRunner": "EnvRunner",
     "RayTrainWorker": "learner",
+    "_WrappedExecutable": "learner",  # Ray Train's worker class, which hosts a Learner
     "AggregatorActor": "aggregator",
 }
 

@@ -48,7 +48,7 @@ def test_issue_command_fails_fast_with_one_line(pretrained, ray_session, tmp_pat
     (line,) = _error_lines(proc.stderr)
     assert line.startswith("error: [finetune] this run can never start on this Ray cluster")
     assert "3 CPU needed (1 for 1 EnvRunner + 2 for 2 learners), 2 in the cluster" in line
-    assert "requested 1 EnvRunner (1 CPU), 2 learners (2 CPU)" in line
+    assert "Requested 1 EnvRunner (1 CPU), 2 learners (2 CPU)" in line
     assert "Change --num-env-runners, --num-learners" in line
 
 
