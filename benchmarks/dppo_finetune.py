@@ -11,6 +11,14 @@ Example::
 
     python benchmarks/dppo_finetune.py --checkpoint runs/bench_bc/checkpoint \
         --env-steps 1000000 --name dppo_finetune_hopper_medium
+
+DDIM fine-tuning of the same policy (K' follows the DDIM steps unless given)::
+
+    python benchmarks/dppo_finetune.py --checkpoint runs/bench_bc/checkpoint \
+        --env-steps 300000 --use-ddim --ddim-steps 5 --name dppo_finetune_hopper_ddim5
+
+``--checkpoint-interval N`` checkpoints every N iterations; ``--resume`` continues a
+killed run from ``<out>/checkpoint``.
 """
 
 from __future__ import annotations
@@ -43,6 +51,16 @@ def main() -> None:
     p.add_argument("--num-epochs", type=int, default=d.num_epochs)
     p.add_argument("--eval-interval", type=int, default=d.eval_interval)
     p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
+    p.add_argument("--use-ddim", action="store_true", help="sample with DDIM")
+    p.add_argument("--ddim-steps", type=int, default=d.ddim_steps)
+    p.add_argument(
+        "--ft-denoising-steps",
+        type=int,
+        default=d.ft_denoising_steps,
+        help="K' (default: sampler's)",
+    )
+    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--summarize-only", action="store_true", help="rebuild the result from --out")
     args = p.parse_args()
@@ -57,6 +75,11 @@ def main() -> None:
         num_epochs=args.num_epochs,
         eval_interval=args.eval_interval,
         eval_episodes=args.eval_episodes,
+        use_ddim=args.use_ddim,
+        ddim_steps=args.ddim_steps,
+        ft_denoising_steps=args.ft_denoising_steps,
+        checkpoint_interval=args.checkpoint_interval,
+        resume=args.resume,
         seed=args.seed,
     )
     if not args.summarize_only:
@@ -99,6 +122,9 @@ def summarize(name: str, out: Path, settings) -> None:
         "approx_kl": [x.get("approx_kl") for x in iters],
         "clip_fraction": [x.get("clip_fraction") for x in iters],
         "explained_variance": [x.get("explained_variance") for x in iters],
+        "ratio_first_minibatch_max_dev": [x.get("ratio_first_minibatch_max_dev") for x in iters],
+        "actor_grad_norm": [x.get("actor_grad_norm") for x in iters],
+        "actor_update_norm": [x.get("actor_update_norm") for x in iters],
     }
     path = write_result(name, figures, series, settings=asdict(settings))
     plot(name, series)
