@@ -3,8 +3,9 @@
 Before the registry, Diffusion-QL, IDQL and DAC shared one module class,
 ``diffusion_ql.diffusion_ql_rl_module.DiffusionQLModule``, which carried IDQL's value
 net (``value_network=True`` in its model config) and DAC's dual variable; checkpoints
-pickled that class. Their model config tells which algorithm wrote them: only IDQL built
-the value net, only DAC combined the critic heads by their mean.
+pickled that class. Their model config (which always has ``value_network``) tells which
+algorithm wrote them: only IDQL built the value net, only DAC combined the critic heads
+by their mean.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 def legacy_algorithm(model_config: dict[str, Any] | None) -> str | None:
     """Registry name of the algorithm a pre-redesign shared-module config belongs to
     (None: Diffusion-QL's own, or not a legacy config)."""
-    if not model_config:
+    # Every pre-redesign config has ``value_network``; today's configs never do.
+    if not model_config or "value_network" not in model_config:
         return None
-    if model_config.get("value_network"):
+    if model_config["value_network"]:
         return "idql"
     if model_config.get("q_aggregation") == "mean":
         return "dac"
