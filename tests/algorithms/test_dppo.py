@@ -28,15 +28,14 @@ from rllib_diffusion.algorithms.dppo.finetune import (
     finetune,
 )
 from rllib_diffusion.checkpoints import CheckpointError
+from rllib_diffusion.diffusion import reverse_step_std
 from rllib_diffusion.envs.chunking import chunk_spaces
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 
 OBS_DIM, DA, TA, K, K_FT = 3, 2, 4, 6, 3
 
 
-def make_module(
-    sampler="ddpm", k_ft=K_FT, inference_only=False, act_steps=TA, network="mlp"
-) -> DPPOModule:
+def model_config(sampler="ddpm", k_ft=K_FT, act_steps=TA, network="mlp") -> dict:
     policy = DiffusionPolicyConfig(
         network=network,
         unet_dims=(8, 16),
@@ -49,16 +48,32 @@ def make_module(
         ddim_steps=3 if sampler == "ddim" else None,
         hidden_dims=(16, 16),
     )
+    return DPPOModelConfig(
+        policy=policy.to_dict(), ft_denoising_steps=k_ft, critic_hidden_dims=(8,)
+    ).to_dict()
+
+
+def make_module(
+    sampler="ddpm", k_ft=K_FT, inference_only=False, act_steps=TA, network="mlp"
+) -> DPPOModule:
     obs_space, act_space = chunk_spaces(OBS_DIM, TA, DA)
     torch.manual_seed(0)
     return DPPOModule(
         observation_space=obs_space,
         action_space=act_space,
         inference_only=inference_only,
-        model_config=DPPOModelConfig(
-            policy=policy.to_dict(), ft_denoising_steps=k_ft, critic_hidden_dims=(8,)
-        ).to_dict(),
+        model_config=model_config(sampler, k_ft, act_steps, network),
     )
+
+
+#: (network, sampler, K_ft) combinations the issue-18 tests cover: K_ft = 1 and all steps
+#: (None: the default, which is every DDIM step / min(10, K) = K DDPM steps here).
+COMBOS = [
+    pytest.param(net, sampler, k_ft, id=f"{net}-{sampler}-kft{k_ft or 'all'}")
+    for net in ("mlp", "unet")
+    for sampler in ("ddpm", "ddim")
+    for k_ft in (1, None)
+]
 
 
 def test_clip_schedule_single_and_multiple_steps():
@@ -393,3 +408,170 @@ def test_warmup_counter_and_reward_scaling_are_in_the_learner_state(pretrained, 
     assert target._updates_done == 7
     assert (restored.count, restored.mean, restored.m2) == (scaler.count, scaler.mean, scaler.m2)
     assert restored.std == pytest.approx(np.std([1.0, 3.0, 8.0]))
+
+
+# ------------------------------------------- issue 18: every (network × sampler × K_ft)
+def _exploration_pairs(module, n=16, seed=0):
+    """A fixed batch of rollout pairs: (obs, x_prev, x_next, k, stored logp), flattened."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n, OBS_DIM, generator=g)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = module.forward_exploration({Columns.OBS: obs})
+    chain, logp = out[C.CHAINS], out[C.CHAIN_LOGP]
+    k_ft = logp.shape[1]
+    return (
+        obs.repeat_interleave(k_ft, 0),
+        chain[:, :-1].reshape(n * k_ft, TA, DA),
+        chain[:, 1:].reshape(n * k_ft, TA, DA),
+        torch.arange(k_ft).repeat(n),
+        logp.reshape(-1),
+    )
+
+
+@pytest.mark.parametrize("network,sampler,k_ft", COMBOS)
+def test_default_ft_steps_and_first_ratio_is_one(network, sampler, k_ft):
+    module = make_module(sampler, k_ft=k_ft, network=network)
+    expected_k_ft = k_ft or (3 if sampler == "ddim" else K)  # all DDIM steps / all K DDPM
+    assert module.ft_denoising_steps == expected_k_ft
+    obs, x_prev, x_next, k, old = _exploration_pairs(module)
+    assert old.shape == (16 * expected_k_ft,)
+    with torch.no_grad():
+        ratio = (module.pair_logp(obs, x_prev, x_next, k) - old).exp()
+    assert (ratio - 1).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_first_ratio_is_one_when_sampling_and_logprob_floors_differ(sampler):
+    """Old log-probs are scored under the log-prob floor, as the learner scores them, not
+    under the (here larger) exploration floor the step was sampled with."""
+    cfg = model_config(sampler, None)
+    cfg["min_sampling_std"] = 0.3
+    obs_space, act_space = chunk_spaces(OBS_DIM, TA, DA)
+    module = DPPOModule(observation_space=obs_space, action_space=act_space, model_config=cfg)
+    obs, x_prev, x_next, k, old = _exploration_pairs(module)
+    with torch.no_grad():
+        ratio = (module.pair_logp(obs, x_prev, x_next, k) - old).exp()
+    assert (ratio - 1).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("network,sampler,k_ft", COMBOS)
+def test_stored_logprob_is_the_normal_logprob_of_the_step(network, sampler, k_ft):
+    module = make_module(sampler, k_ft=k_ft, network=network)
+    obs, x_prev, x_next, k, old = _exploration_pairs(module)
+    with torch.no_grad():
+        mean, std = module.step_mean_std(obs, x_prev, k)
+    # The std is the step's own std floored at min_logprob_std, whatever the network.
+    raw = reverse_step_std(
+        module.schedule,
+        sampler,
+        module.timesteps[module._step_index(k)],
+        module.prev_steps[module._step_index(k)],
+        eta=1.0,
+    )
+    torch.testing.assert_close(std[:, 0, 0], raw.clamp(min=0.1))
+    ref = torch.distributions.Normal(mean, std).log_prob(x_next).clamp(-5.0, 2.0)
+    torch.testing.assert_close(old, ref.mean(dim=(1, 2)), rtol=1e-5, atol=1e-5)
+    # Rollouts explore: the stored step is not its mean (else no gradient reaches θ).
+    assert (x_next - mean).abs().mean() > 1e-3
+
+
+def _combo_learner(network, sampler, k_ft, lr=1e-4):
+    from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig
+
+    obs_space, act_space = chunk_spaces(OBS_DIM, TA, DA)
+    config = (
+        DPPOConfig()
+        .environment(observation_space=obs_space, action_space=act_space)
+        .training(actor_lr=lr, reward_scaling=False, target_kl=None)
+        .rl_module(model_config=model_config(sampler, k_ft, TA, network))
+    )
+    torch.manual_seed(0)
+    learner = config.build_learner(spaces={"default_policy": (obs_space, act_space)})
+    return learner, config, learner.module["default_policy"].unwrapped()
+
+
+def _surrogate(module, batch) -> float:
+    """Unclipped surrogate mean(Â·γ_den^(K_ft−k−1)·ratio) with the learner's Â normalisation."""
+    with torch.no_grad():
+        ratio = (
+            module.pair_logp(batch[Columns.OBS], batch[X_PREV], batch[X_NEXT], batch[DENOISE_K])
+            - batch[OLD_LOGP]
+        ).exp()
+        adv = batch[Postprocessing.ADVANTAGES]
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = adv * 0.99 ** (module.ft_denoising_steps - batch[DENOISE_K] - 1).float()
+        return float((adv * ratio).mean()), ratio
+
+
+def _learner_batch(module, n=24):
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    pairs = _pair_batch(module, n=n)
+    return pairs, MultiAgentBatch({"default_policy": SampleBatch(dict(pairs))}, env_steps=n)
+
+
+@pytest.mark.parametrize("network,sampler,k_ft", COMBOS)
+def test_one_update_moves_the_ratio_uphill(network, sampler, k_ft, ray_session):
+    learner, config, module = _combo_learner(network, sampler, k_ft)
+    pairs, batch = _learner_batch(module)
+    before, ratio0 = _surrogate(module, pairs)
+    assert (ratio0 - 1).abs().max() < 1e-5
+    frozen = [p.clone() for p in module.actor.parameters()]
+    results = learner.update(batch=batch, num_epochs=1)  # one step on the whole batch
+    after, ratio = _surrogate(module, pairs)
+    log_ratio = ratio.log()
+    kl = float(((ratio - 1) - log_ratio).mean())
+    assert kl > 0 and (ratio - 1).abs().max() > 1e-6, "the ratio did not move"
+    assert after > before, f"the update did not increase the surrogate ({before} -> {after})"
+    assert all(torch.equal(a, b) for a, b in zip(frozen, module.actor.parameters()))
+    health = results["default_policy"]
+    assert abs(float(health["ratio_first_minibatch"]) - 1) < 1e-5
+    assert float(health["ratio_first_minibatch_max_dev"]) < 1e-5
+    assert float(health["actor_steps"]) == 1
+    assert float(health["actor_grad_norm"]) > 0 and float(health["actor_update_norm"]) > 0
+
+
+def test_minibatch_never_exceeds_the_pairs_collected(ray_session):
+    """Regression (issue 18): 5 epochs with a 10,000-pair minibatch on a small batch are 5
+    actor steps, not one oversized minibatch that repeats each pair and covers every epoch."""
+    learner, config, module = _combo_learner("mlp", "ddim", None)
+    pairs, batch = _learner_batch(module)
+    results = learner.update(batch=batch, num_epochs=5, minibatch_size=10_000)
+    assert float(results["default_policy"]["actor_steps"]) == 5
+    assert float(results["default_policy"]["approx_kl"]) > 0  # last minibatch saw a moved θ
+
+
+def test_actor_lr_and_ft_steps_follow_the_network_and_sampler(ray_session):
+    from rllib_diffusion.algorithms.dppo.dppo import DEFAULT_ACTOR_LR, DPPOConfig
+
+    assert DPPOConfig().resolved_actor_lr("unet") == DEFAULT_ACTOR_LR["unet"] == 1e-5
+    assert DPPOConfig().resolved_actor_lr("mlp") == 1e-4
+    assert DPPOConfig().training(actor_lr=3e-4).resolved_actor_lr("unet") == 3e-4
+    learner, _, _ = _combo_learner("unet", "ddpm", None, lr=None)
+    assert learner.get_optimizer("default_policy", "actor").param_groups[0]["lr"] == 1e-5
+    policy = DiffusionPolicyConfig(obs_dim=3, action_dim=2, sampler="ddim", ddim_steps=5)
+    assert DPPOModelConfig(policy=policy.to_dict()).ft_denoising_steps == 5
+    with pytest.raises(ConfigError, match="leave it unset"):
+        DPPOModelConfig(policy=policy.to_dict(), ft_denoising_steps=10)
+
+
+def test_health_warnings():
+    from rllib_diffusion.algorithms.dppo.finetune import health_warnings
+
+    ok = {"iteration": 3, "ratio_first_minibatch_max_dev": 2e-7, "actor_update_norm": 0.1}
+    assert health_warnings(ok) == []
+    bad_ratio = {**ok, "ratio_first_minibatch_max_dev": 0.02}
+    assert "first minibatch" in health_warnings(bad_ratio)[0]
+    still = {**ok, "actor_update_norm": 0.0, "actor_steps": 0}
+    assert "did not move" in health_warnings(still)[0]
+    assert health_warnings(still, critic_warmup_iterations=3) == []  # warm-up: expected
+
+
+def test_last_iteration_is_sized_to_the_budget():
+    from rllib_diffusion.algorithms.dppo.finetune import last_iteration_decisions
+
+    assert last_iteration_decisions(10_000, 4, 200) is None  # full iterations remain
+    assert last_iteration_decisions(1500 - 793, 4, 200) == 177  # ceil(707 / 4)
+    assert last_iteration_decisions(300, 4, 60) == 75  # ≤ 1.5 iterations: no tiny tail
+    assert last_iteration_decisions(1, 4, 200) == 1

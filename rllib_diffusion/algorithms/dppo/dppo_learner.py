@@ -97,7 +97,7 @@ class DPPOTorchLearner(PPOTorchLearner):
     def _create_iterator_if_necessary(self, *, training_data, minibatch_size=None, **kwargs):
         # RLlib 2.60 builds the train batch (learner connector) here; cap the minibatch at
         # the number of (env step, denoising step) pairs it holds.
-        if minibatch_size and training_data.episodes is not None:
+        if minibatch_size and not training_data.data_iterators:
             batch = self._make_batch_if_necessary(training_data=training_data)
             pairs = min((len(b) for b in batch.policy_batches.values()), default=0)
             minibatch_size = max(1, min(minibatch_size, pairs))
