@@ -30,8 +30,11 @@ class OfflineRunSettings:
         env_id: gymnasium env id for evaluation (default: the dataset's).
         out_dir: output directory.
         download: let Minari download ``dataset`` (needs network).
-        gradient_steps: total gradient steps; batch_size: samples per step.
-        steps_per_iteration: gradient steps per RLlib iteration (one ``train()`` call).
+        gradient_steps: total gradient steps, trained exactly; batch_size: samples per step.
+        steps_per_iteration: gradient steps per RLlib iteration (one ``train()`` call); a
+            budget below one iteration is one iteration of ``gradient_steps``; above, the
+            budget must be a whole number of iterations (else refused: RLlib runs whole
+            iterations only).
         eval_interval: evaluate in the env every this many iterations (0: only at the end).
         eval_episodes: episodes per evaluation.
         checkpoint_interval: save every this many iterations (0: only at the end).
@@ -54,10 +57,28 @@ class OfflineRunSettings:
     seed: int = 0
     resume: bool = False
 
+    def __post_init__(self) -> None:
+        from rllib_diffusion.modules.model_config import ConfigError
+
+        if self.gradient_steps < 1 or self.steps_per_iteration < 1:
+            raise ConfigError(
+                f"gradient_steps ({self.gradient_steps}) and steps_per_iteration "
+                f"({self.steps_per_iteration}) must be >= 1."
+            )
+        self.steps_per_iteration = min(self.steps_per_iteration, self.gradient_steps)
+        if self.gradient_steps % self.steps_per_iteration:
+            n = self.gradient_steps // self.steps_per_iteration
+            raise ConfigError(
+                f"gradient_steps={self.gradient_steps} is not a whole number of iterations of "
+                f"steps_per_iteration={self.steps_per_iteration}: use --gradient-steps "
+                f"{n * self.steps_per_iteration} or {(n + 1) * self.steps_per_iteration}, or a "
+                f"--steps-per-iteration that divides {self.gradient_steps}."
+            )
+
     @property
     def iterations(self) -> int:
-        """RLlib iterations covering ``gradient_steps``."""
-        return -(-self.gradient_steps // self.steps_per_iteration)
+        """RLlib iterations of exactly ``gradient_steps`` (see ``__post_init__``)."""
+        return self.gradient_steps // self.steps_per_iteration
 
 
 def start_offline_run(s: OfflineRunSettings) -> tuple[Path, float, EpisodeDataset, str]:

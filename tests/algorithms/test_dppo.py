@@ -575,3 +575,15 @@ def test_last_iteration_is_sized_to_the_budget():
     assert last_iteration_decisions(1500 - 793, 4, 200) == 177  # ceil(707 / 4)
     assert last_iteration_decisions(300, 4, 60) == 75  # ≤ 1.5 iterations: no tiny tail
     assert last_iteration_decisions(1, 4, 200) == 1
+
+
+def test_pretrain_budget_is_trained_exactly_or_refused():
+    """Issue 18: ``pretrain --gradient-steps 300`` trained one default iteration of 500."""
+    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
+
+    short = PretrainSettings(dataset="x", gradient_steps=300)  # default 500 per iteration
+    assert (short.steps_per_iteration, short.iterations) == (300, 1)
+    whole = PretrainSettings(dataset="x", gradient_steps=1500, steps_per_iteration=500)
+    assert whole.iterations * whole.steps_per_iteration == 1500
+    with pytest.raises(ConfigError, match="--gradient-steps 1000 or 1500"):
+        PretrainSettings(dataset="x", gradient_steps=1200, steps_per_iteration=500)
