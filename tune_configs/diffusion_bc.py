@@ -4,12 +4,13 @@
         --storage-path runs/tune --name bc_hopper --num-samples 8
 
 One iteration = ``steps_per_iteration`` (1000) gradient steps followed by a deterministic
-evaluation of ``eval_episodes`` (5) episodes, so the metric
-``evaluation/env_runners/episode_return_mean`` is fresh every iteration (the denoising
-loss ``learners/default_policy/losses/bc_loss`` is logged too, but is a poor proxy for
+evaluation of ``eval_episodes`` (5) episodes, so the metric ``sweep/return_mean`` (that
+evaluation return, ``evaluation/env_runners/episode_return_mean``) is measured on every
+iteration and ASHA decides at ``max_t // 10 · 3^i`` on it (the denoising loss
+``learners/default_policy/losses/bc_loss`` is logged too, but is a poor proxy for
 return). Searched: constant AdamW ``lr`` (the sweep has no cosine decay; rerun the best
-with ``pretrain --lr``), ``weight_decay``, K (``model_config.denoising_steps``) and the
-MLP sizes (``model_config.hidden_dims``). The action chunk (horizon, act_steps,
+with ``pretrain --lr``), ``weight_decay``, K (``DiffusionPolicyConfig.denoising_steps``)
+and the MLP sizes (``DiffusionPolicyConfig.hidden_dims``). The action chunk (horizon, act_steps,
 obs_history) is fixed per sweep (``--set horizon=8``): it changes the prepared data.
 
 Ray Data's read tasks and pre-learner actor run outside each trial's placement group:
@@ -25,20 +26,21 @@ from ray import tune
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBC
 from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, build_pretrain_config
+from rllib_diffusion.algorithms.bc.sweep import diffusion_bc_checkpoint_meta
 from rllib_diffusion.algorithms.offline_run import load_validated_dataset
 from rllib_diffusion.data.offline import prepare_offline_data
+from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 from rllib_diffusion.tuning import (
     EVAL_RETURN,
     SweepArgs,
     TuneSweep,
-    asha_sweep,
-    diffusion_bc_checkpoint_meta,
     learner_metric,
     offline_sweep_settings,
     offline_trial_resources,
+    search_model_config,
 )
+from rllib_diffusion.tuning.schedulers import asha_sweep
 
-METRIC = EVAL_RETURN
 MAX_ITERATIONS = 50
 NUM_SAMPLES = 8
 
@@ -52,12 +54,12 @@ def make_sweep(args: SweepArgs) -> TuneSweep:
     config, policy = build_pretrain_config(s, data, env_id)
     config.training(lr=tune.loguniform(1e-4, 3e-3), weight_decay=tune.loguniform(1e-7, 1e-4))
     offline_trial_resources(config)
-    config.rl_module(
-        model_config={
-            **policy.to_dict(),
-            "denoising_steps": tune.choice([10, 20]),
-            "hidden_dims": tune.choice([[256, 256, 256], [512, 512, 512]]),
-        }
+    config.rl_module(model_config=policy.to_dict())
+    search_model_config(
+        config,
+        DiffusionPolicyConfig,
+        denoising_steps=tune.choice([10, 20]),
+        hidden_dims=tune.choice([[256, 256, 256], [512, 512, 512]]),
     )
     return asha_sweep(
         max_t=max_t,
@@ -65,7 +67,7 @@ def make_sweep(args: SweepArgs) -> TuneSweep:
         checkpoint_frequency=max(1, max_t // 10),
         trainable=DiffusionBC,
         param_space=config,
-        metric=METRIC,
+        metric_source=EVAL_RETURN,
         max_concurrent_trials=1,
         checkpoint_meta=diffusion_bc_checkpoint_meta(s),
         report_metrics=[learner_metric(M.BC_LOSS)],

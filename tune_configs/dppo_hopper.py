@@ -4,21 +4,26 @@
         --storage-path runs/tune --name dppo_hopper --num-samples 8
 
 Trainable: ``DPPO`` built from the DiffusionBC checkpoint (``dppo_config_from_pretrained``).
-Searched: actor_lr, critic_lr, clip_param (the last fine-tuned step's ratio clip) and
-K_ft (``model_config.ft_denoising_steps``: K/4, K/2 or K of the pretrained chain).
-Metric: ``env_runners/episode_return_mean`` (training return of the exploring policy,
-every iteration). ``evaluation/env_runners/episode_return_mean`` (deterministic) is
-logged every ``eval_interval`` iterations for reference.
+Searched: actor_lr, critic_lr, clip_param (``DPPOConfig.training``) and K_ft
+(``DPPOModelConfig.ft_denoising_steps``: K/4, K/2 or K of the pretrained chain).
+Metric: ``sweep/return_mean``, the deterministic evaluation return (10 episodes every
+``eval_interval`` = 10 iterations, at most ``--max-iterations``), carried forward between
+evaluations, so it is reported on every iteration however long an episode is
+(``sweep/return_fresh`` 1 on evaluation iterations). The training return
+(``env_runners/episode_return_mean``, only over episodes that ended in the iteration) is
+shown for reference. ASHA decides at iterations ``eval_interval · 3^i``, on the
+evaluation of that iteration.
 Budget: ``--max-iterations`` (default 100) × ``decisions_per_iteration`` (2000) ×
-``act_steps`` env steps per trial; ASHA stops the worse trials at iterations
-``max_t/10 · 3^i``. Each trial needs 1 CPU + 1 per EnvRunner (default 1 runner).
+``act_steps`` env steps per trial, plus the evaluations. Each trial needs 1 CPU + 1 per
+EnvRunner (default 1 runner).
 """
 
 from __future__ import annotations
 
 from ray import tune
 
-from rllib_diffusion.tuning import SweepArgs, TuneSweep, dppo_asha_sweep
+from rllib_diffusion.algorithms.dppo.sweep import dppo_asha_sweep
+from rllib_diffusion.tuning import SweepArgs, TuneSweep
 
 ENV_ID = "Hopper-v5"
 

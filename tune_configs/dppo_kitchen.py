@@ -13,8 +13,9 @@ datasets. The return is the number of tasks completed (normalised score 100 · t
 Trainable: ``DPPO`` built from a DiffusionBC checkpoint of that env.
 Searched: actor_lr, critic_lr, clip_param, gamma (long sparse-reward episodes may need
 0.999) and K_ft (K/4, K/2 or K of the pretrained chain).
-Metric: ``env_runners/episode_return_mean`` (training return, every iteration);
-deterministic evaluation (10 episodes) every 10 iterations is logged for reference.
+Metric: ``sweep/return_mean``, the deterministic evaluation return (10 episodes every 10
+iterations), carried forward between evaluations: a kitchen episode (280 steps) is
+longer than a small iteration, so the training return is often missing.
 Budget: ``--max-iterations`` (default 100) × ``decisions_per_iteration`` (2000) ×
 ``act_steps`` env steps per trial; ASHA as in ``dppo_hopper.py``.
 """
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 from ray import tune
 
-from rllib_diffusion.tuning import SweepArgs, TuneSweep, dppo_asha_sweep
+from rllib_diffusion.algorithms.dppo.sweep import dppo_asha_sweep
+from rllib_diffusion.tuning import SweepArgs, TuneSweep
 
 ENV_ID = "FrankaKitchen-v1"
 

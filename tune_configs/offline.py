@@ -13,8 +13,9 @@ algorithm (``DiffusionQLConfig`` / ``IDQLConfig`` / ``DACConfig`` / ``FQLConfig`
 * fql: ``alpha`` (distillation weight, FQL's per-task knob).
 
 One iteration = ``steps_per_iteration`` (1000) gradient steps, then a deterministic
-evaluation (``eval_episodes``, 5), so the metric
-``evaluation/env_runners/episode_return_mean`` is fresh every iteration; critic and
+evaluation (``eval_episodes``, 5), so the metric ``sweep/return_mean`` (that evaluation
+return, ``evaluation/env_runners/episode_return_mean``) is measured on every iteration
+and ASHA decides at ``max_t // 10 · 3^i`` on it; critic and
 actor losses (``learners/default_policy/losses/critic_loss``, ``…/actor_loss``) are
 logged too. As for diffusion_bc.py, one trial runs at a time by default (Ray Data
 actors need CPUs outside the trials' placement groups).
@@ -27,11 +28,6 @@ from typing import Any
 from ray import tune
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.diffusion_ql.train import (
-    ALGORITHMS,
-    OfflineSettings,
-    build_offline_config,
-)
 from rllib_diffusion.algorithms.offline_run import load_validated_dataset
 from rllib_diffusion.data.offline import prepare_transition_data
 from rllib_diffusion.modules.model_config import ConfigError
@@ -39,14 +35,14 @@ from rllib_diffusion.tuning import (
     EVAL_RETURN,
     SweepArgs,
     TuneSweep,
-    asha_sweep,
     learner_metric,
     offline_checkpoint_meta,
     offline_sweep_settings,
     offline_trial_resources,
 )
+from rllib_diffusion.tuning.offline import offline_q_train
+from rllib_diffusion.tuning.schedulers import asha_sweep
 
-METRIC = EVAL_RETURN
 MAX_ITERATIONS = 50
 NUM_SAMPLES = 8
 
@@ -65,17 +61,21 @@ def search_space(algo: str) -> dict[str, Any]:
         "fql": {"alpha": tune.choice([3.0, 10.0, 30.0, 100.0, 300.0])},
     }
     if algo not in spaces:
-        raise ConfigError(f"--set algo={algo}: allowed {', '.join(sorted(ALGORITHMS))}.")
+        allowed = offline_q_train().ALGORITHMS
+        raise ConfigError(f"--set algo={algo}: allowed {', '.join(sorted(allowed))}.")
     return spaces[algo]
 
 
 def make_sweep(args: SweepArgs) -> TuneSweep:
     max_t = args.max_iterations or MAX_ITERATIONS
-    s = offline_sweep_settings(args, OfflineSettings, max_t)
+    train = offline_q_train()
+    s = offline_sweep_settings(args, train.OfflineSettings, max_t)
     space = search_space(s.algo)
     dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
     data_path, _ = prepare_transition_data(dataset, seed=s.seed)
-    config, _ = build_offline_config(s, data_path, env_id, dataset.obs_dim, dataset.action_dim)
+    config, _ = train.build_offline_config(
+        s, data_path, env_id, dataset.obs_dim, dataset.action_dim
+    )
     config.training(**space)
     offline_trial_resources(config)
     return asha_sweep(
@@ -84,7 +84,7 @@ def make_sweep(args: SweepArgs) -> TuneSweep:
         checkpoint_frequency=max(1, max_t // 10),
         trainable=config.algo_class,
         param_space=config,
-        metric=METRIC,
+        metric_source=EVAL_RETURN,
         max_concurrent_trials=1,
         checkpoint_meta=offline_checkpoint_meta(s, env_id),
         report_metrics=[learner_metric(M.CRITIC_LOSS), learner_metric(M.ACTOR_LOSS)],

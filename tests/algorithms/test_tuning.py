@@ -16,12 +16,14 @@ from rllib_diffusion.cli import main
 from rllib_diffusion.tuning import (
     BEST_CHECKPOINT_DIR,
     SUMMARY_FILE,
+    SWEEP_METRIC,
     SweepArgs,
     TuneSweep,
     build_sweep,
     coerce_value,
     run_sweep,
 )
+from rllib_diffusion.tuning.metric import EvalReturnMetric
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = REPO / "tune_configs"
@@ -53,8 +55,8 @@ def _last_results(exp: Path) -> dict[str, dict]:
     return out
 
 
-def _train_return(result: dict) -> float:
-    return result["env_runners"]["episode_return_mean"]
+def _sweep_return(result: dict) -> float:
+    return result["sweep"]["return_mean"]
 
 
 def test_override_values_are_parsed_and_checked():
@@ -101,7 +103,7 @@ def test_export_checkpoint_local_and_uri(tmp_path):
     (dest / "stale").mkdir(parents=True)  # an earlier export is replaced as a whole
     assert export_checkpoint(ckpt, str(dest), {"algorithm": "DPPO"}) == str(dest)
     assert sorted(p.name for p in dest.iterdir()) == ["learner_group", "rllib_diffusion.json"]
-    assert json.loads((dest / "rllib_diffusion.json").read_text()) == {"algorithm": "DPPO"}
+    assert json.loads((dest / "rllib_diffusion.json").read_text())["algorithm"] == "DPPO"
     assert sorted(p.name for p in dest.parent.iterdir()) == [BEST_CHECKPOINT_DIR]  # no temp dirs
     uri = f"file://{tmp_path / 'bucket' / 'best'}"
     assert export_checkpoint(ckpt, uri, {"algorithm": "DPPO"}) == uri
@@ -134,7 +136,8 @@ def test_dppo_sweep_modules_build(pretrained, name):
         SweepArgs(checkpoint=str(pretrained[0] / "checkpoint"), max_iterations=20, num_samples=3),
     )
     assert sweep.trainable is DPPO
-    assert (sweep.metric, sweep.mode) == ("env_runners/episode_return_mean", "max")
+    assert (sweep.metric, sweep.mode) == (SWEEP_METRIC, "max")
+    assert sweep.metric_source == "evaluation/env_runners/episode_return_mean"
     assert sweep.num_samples == 3 and sweep.stop == {"training_iteration": 20}
     assert sweep.checkpoint_config.checkpoint_at_end
     space = sweep.param_dict()
@@ -156,6 +159,9 @@ def test_dppo_sweep_modules_build(pretrained, name):
     resolved, config = _resolved_config(sweep)
     config.validate()
     assert config.actor_lr == resolved["actor_lr"] and config.clip_param == resolved["clip_param"]
+    # The metric callback is installed, and an evaluation falls within the budget.
+    assert config.callbacks_class is EvalReturnMetric
+    assert 1 <= config.evaluation_interval <= 20
     meta = sweep.checkpoint_meta(resolved)
     assert meta["algorithm"] == "DPPO" and meta["env_id"] == "Hopper-v5"
     assert meta["policy_config"]["denoising_steps"] == 5
@@ -171,7 +177,8 @@ def test_diffusion_bc_sweep_module_builds(tiny_dataset):
         SweepArgs(dataset=tiny_dataset[1], max_iterations=5, overrides={"horizon": "4"}),
     )
     assert sweep.trainable is DiffusionBC and isinstance(sweep.scheduler, ASHAScheduler)
-    assert sweep.metric == "evaluation/env_runners/episode_return_mean"
+    assert sweep.metric == SWEEP_METRIC
+    assert sweep.metric_source == "evaluation/env_runners/episode_return_mean"
     assert sweep.max_concurrent_trials == 1
     assert set(sweep.searched_keys()) == {
         "lr",
@@ -198,8 +205,10 @@ def test_diffusion_bc_sweep_module_builds(tiny_dataset):
 def test_offline_sweep_module_builds(tiny_dataset, algo, config_class, searched):
     sweep = build_sweep("offline", SweepArgs(dataset=tiny_dataset[1], overrides={"algo": algo}))
     assert set(sweep.searched_keys()) == searched
-    assert sweep.metric == "evaluation/env_runners/episode_return_mean"
+    assert sweep.metric == SWEEP_METRIC
+    assert sweep.metric_source == "evaluation/env_runners/episode_return_mean"
     resolved, config = _resolved_config(sweep)
+    assert config.callbacks_class is EvalReturnMetric
     assert type(config).__name__ == config_class
     for key in searched:
         assert getattr(config, key) == resolved[key]
@@ -256,12 +265,26 @@ def _tune_argv(ckpt: str, storage: Path, name: str, *extra: str) -> list[str]:
 def test_asha_sweep_exports_best_checkpoint_that_evaluates(
     pretrained, ray_session, tmp_path, capsys, num_samples
 ):
+    """Iterations shorter than an episode (1 decision = 4 env steps per env): RLlib reports
+    no training return, the sweep metric is the evaluation at the last iteration."""
     ckpt = str(pretrained[0] / "checkpoint")
     argv = _tune_argv(
         ckpt, tmp_path, "asha", "--num-samples", str(num_samples), "--max-iterations", "2"
     )
+    argv += ["decisions_per_iteration=2", "pair_minibatch_size=16"]
     assert main(argv) == 0
     exp = tmp_path / "asha"
+    for f in exp.glob("*/result.json"):
+        first, second = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        # No episode ended in iteration 1: no training return; the metric is unknown.
+        assert not math.isfinite(first["env_runners"].get("episode_return_mean", math.nan))
+        assert math.isnan(first["sweep"]["return_mean"]) and first["sweep"]["return_fresh"] == 0
+        # Evaluated in iteration 2 (the last): measured there.
+        assert second["sweep"]["return_fresh"] == 1 and second["sweep"]["return_iteration"] == 2
+        assert (
+            second["sweep"]["return_mean"]
+            == (second["evaluation"]["env_runners"]["episode_return_mean"])
+        )
     summary = json.loads((exp / SUMMARY_FILE).read_text())
     assert summary["num_trials"] == num_samples
     assert summary["errored_trials"] == [] and summary["unfinished_trials"] == []
@@ -275,9 +298,9 @@ def test_asha_sweep_exports_best_checkpoint_that_evaluates(
     meta = json.loads((best_dir / "rllib_diffusion.json").read_text())
     last = _last_results(exp)
     assert len(last) == num_samples
-    best_id = max(last, key=lambda t: _train_return(last[t]))
+    best_id = max(last, key=lambda t: _sweep_return(last[t]))
     assert meta["tune"]["trial_id"] == best_id == summary["best"]["trial_id"]
-    assert math.isclose(meta["tune"]["metric_value"], _train_return(last[best_id]))
+    assert math.isclose(meta["tune"]["metric_value"], _sweep_return(last[best_id]))
     # checkpoint_at_end: the exported checkpoint is the trial's last iteration.
     assert meta["tune"]["checkpoint_iteration"] == last[best_id]["training_iteration"]
     assert meta["algorithm"] == "DPPO" and meta["env_id"] == "Hopper-v5"
@@ -338,7 +361,8 @@ def test_interrupted_sweep_resumes_from_checkpoints(pretrained, ray_session, tmp
         checkpoint=str(pretrained[0] / "checkpoint"),
         num_samples=2,
         max_iterations=3,
-        overrides=_overrides(TINY_DPPO),
+        # Evaluated every iteration: the interrupted sweep has a metric to export by.
+        overrides={**_overrides(TINY_DPPO), "eval_interval": "1"},
     )
     kwargs = dict(
         storage_path=str(tmp_path), name="interrupted", max_concurrent_trials=1, verbose=0
@@ -370,3 +394,120 @@ def test_interrupted_sweep_resumes_from_checkpoints(pretrained, ray_session, tmp
         (tmp_path / "interrupted" / BEST_CHECKPOINT_DIR / "rllib_diffusion.json").read_text()
     )
     assert meta["tune"]["experiment_complete"] is True
+
+
+# ------------------------------------------------------------ sweep metric (no trials)
+def test_sweep_metric_is_carried_forward_and_survives_a_checkpoint():
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    from rllib_diffusion.tuning.metric import TrainReturnMetric
+
+    class Algo:
+        metrics = MetricsLogger(root=True)
+
+    algo, callback, seen = Algo(), TrainReturnMetric(), []
+    # RLlib: no key before the first episode ends, NaN in iterations where none ends.
+    returns = [None, math.nan, 5.0, math.nan, None, 7.0, math.nan]
+    for it, ret in enumerate(returns, start=1):
+        result = algo.metrics.reduce()
+        result["training_iteration"] = it
+        if ret is not None:
+            result["env_runners"] = {"episode_return_mean": ret}
+        callback.on_train_result(algorithm=algo, metrics_logger=algo.metrics, result=result)
+        seen.append(tuple(result["sweep"][k] for k in ("return_mean", "return_fresh")))
+        seen[-1] += (result["sweep"]["return_iteration"],)
+        if it == 4:  # a checkpoint restored into a new Algorithm (resume, PBT exploit)
+            state = algo.metrics.get_state()
+            algo.metrics = MetricsLogger(root=True)
+            algo.metrics.set_state(state)
+    assert all(math.isnan(v) and f == 0 and i == 0 for v, f, i in seen[:2])
+    assert seen[2:] == [(5.0, 1, 3), (5.0, 0, 3), (5.0, 0, 3), (7.0, 1, 6), (7.0, 0, 6)]
+
+
+def test_schedulers_decide_on_measured_values_only():
+    from ray.tune.schedulers import TrialScheduler
+
+    from rllib_diffusion.tuning.schedulers import MeasuredASHA
+
+    class Trial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    asha = MeasuredASHA(time_attr="training_iteration", max_t=9, grace_period=1)
+    asha.set_search_properties(SWEEP_METRIC, "max")
+    good, bad = Trial("good"), Trial("bad")
+    for t in (good, bad):
+        asha.on_trial_add(None, t)
+
+    def report(trial, it, value):
+        return asha.on_trial_result(None, trial, {"training_iteration": it, SWEEP_METRIC: value})
+
+    # Unknown at the milestone: neither recorded nor stopped ...
+    assert report(good, 1, math.nan) == report(bad, 1, math.nan) == TrialScheduler.CONTINUE
+    assert not any(rung[1] for rung in asha._trial_info["good"]._rungs)
+    # ... the first measured value after it decides.
+    assert report(good, 2, 10.0) == TrialScheduler.CONTINUE
+    assert report(bad, 2, 1.0) == TrialScheduler.STOP
+
+
+# ------------------------------------------------------------------ failing trials (CLI)
+FLAKY_SWEEP = """
+from ray import tune
+
+from rllib_diffusion.tuning import TuneSweep
+
+
+class Flaky(tune.Trainable):
+    def setup(self, config):
+        self.fail = config["fail"]
+
+    def step(self):
+        if self.fail and self.iteration >= 1:
+            raise RuntimeError("boom: the env exploded\\nsecond line of the message")
+        return {"score": 1.0, "big": {f"key_{i}": i for i in range(300)}}
+
+    def save_checkpoint(self, checkpoint_dir):
+        return {"iteration": self.iteration}
+
+    def load_checkpoint(self, checkpoint):
+        pass
+
+
+def make_sweep(args):
+    metric = args.overrides.get("metric", "score")
+    return TuneSweep(
+        trainable=Flaky,
+        param_space={"fail": tune.grid_search([False, True])},
+        metric=metric,
+        metric_source=None,
+        checkpoint_meta=lambda config: {"algorithm": "DPPO", "env_id": "Hopper-v5"},
+        num_samples=1,
+        stop={"training_iteration": 3},
+        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
+        max_failures=0,
+    )
+"""
+
+
+def test_failed_trial_is_one_line_naming_trial_and_log(ray_session, tmp_path, capsys):
+    sweep = tmp_path / "flaky.py"
+    sweep.write_text(FLAKY_SWEEP)
+    argv = ["tune", str(sweep), "--storage-path", str(tmp_path), "--verbose", "0"]
+    assert main([*argv, "--name", "flaky"]) == 0  # the other trial finishes and is exported
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "flaky" / SUMMARY_FILE).read_text())
+    [failed] = summary["errored_trials"]
+    row = next(t for t in summary["trials"] if t["trial_id"] == failed)
+    assert row["error"] == "RuntimeError: boom: the env exploded"
+    assert Path(row["error_file"]).is_file() and row["error_file"].startswith(row["path"])
+    lines = [ln for ln in out.splitlines() if "failed:" in ln]
+    expected = f"[tune] trial {failed} failed: RuntimeError: boom: the env exploded; log: "
+    assert lines and all(ln.startswith(expected) for ln in lines), out
+    assert all(row["error_file"] in ln for ln in lines)
+    assert "key_299" not in out and summary["best"]["trial_id"] != failed
+
+    # A metric the trials never report (the issue's crash): one line, no result dict.
+    assert main([*argv, "--name", "nometric", "--set", "metric=missing"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: Tune stopped the sweep: ValueError: Trial returned a result")
+    assert "`missing`" in err and "key_299" not in err and "nometric" in err
