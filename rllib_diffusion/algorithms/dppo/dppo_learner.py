@@ -208,13 +208,7 @@ class DPPOTorchLearner(PPOTorchLearner):
             total = total + config.bc_loss_coeff * bc_loss
 
         with torch.no_grad():
-            health = self._health.get(module_id)
-            if health is not None and M.RATIO_FIRST_MINIBATCH not in health:
-                # Before any update of this iteration: must be 1 up to float error.
-                health[M.RATIO_FIRST_MINIBATCH] = float(mmean(ratio))
-                health[M.RATIO_FIRST_MINIBATCH_MAX_DEV] = float(
-                    ((ratio - 1).abs()[mask] if mask is not None else (ratio - 1).abs()).max()
-                )
+            self._record_first_ratio(module_id, ratio if mask is None else ratio[mask])
             approx_kl = mmean((ratio - 1) - log_ratio)
             clipped = ((ratio - 1).abs() > clip).float()
             if config.target_kl is not None and approx_kl.item() > config.target_kl:
@@ -238,6 +232,14 @@ class DPPOTorchLearner(PPOTorchLearner):
                     metrics[f"{M.CLIP_FRACTION_PER_STEP}{step}"] = clipped[sel].mean()
         self.metrics.log_dict(metrics, key=module_id, window=1)
         return total
+
+    def _record_first_ratio(self, module_id, ratio: torch.Tensor) -> None:
+        """Keep the ratio of the iteration's first minibatch (valid rows): it is taken before
+        any update, so it must be 1 up to float error if the stored log-probs are right."""
+        health = self._health.get(module_id)
+        if health is not None and M.RATIO_FIRST_MINIBATCH not in health:
+            health[M.RATIO_FIRST_MINIBATCH] = float(ratio.mean())
+            health[M.RATIO_FIRST_MINIBATCH_MAX_DEV] = float((ratio - 1).abs().max())
 
     @staticmethod
     def _bc_regulariser(module, obs: torch.Tensor) -> torch.Tensor:
