@@ -598,6 +598,13 @@ def run_dataset_info(args: argparse.Namespace) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------- tune
 def add_tune_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = (
+        "Every sweep ranks trials by sweep/return_mean, the last measured evaluation return "
+        "(carried forward between evaluations, so it exists however long an episode is); "
+        "sweep/return_fresh says whether it was measured in that iteration. A failed trial "
+        "is one line naming it, the error and its error.txt; the other trials go on. "
+        "See tune_configs/README.md."
+    )
     p.add_argument(
         "sweep",
         help="sweep module: a file (tune_configs/dppo_hopper.py), a name in tune_configs/ "
