@@ -4,18 +4,17 @@ Diffusion-QL or DAC keeps training on EnvRunner data.
 checkpoint of ``rllib-diffusion offline`` → same algorithm, losses, optimizer states,
 targets and EMA, now fed from a replay buffer seeded with the offline dataset and filled
 by EnvRunners (``algorithms/online.py``) → checkpoints, ``progress.jsonl``,
-``result.json`` with the return before and after.
+``result.json`` with the return before and after, through the shared run loop
+(``rllib_diffusion.run_loop``).
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rllib_diffusion.utils.io import write_json_atomic
+from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, run_training
 
 
 @dataclass
@@ -93,138 +92,148 @@ def online_config(s: OnlineSettings, meta: Any):
     return config
 
 
-def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
-    """Run online fine-tuning; returns the summary also written to ``result.json``."""
-    from ray.rllib.utils.metrics import (
-        ENV_RUNNER_RESULTS,
-        EVALUATION_RESULTS,
-        NUM_ENV_STEPS_SAMPLED_LIFETIME,
-    )
+class OnlineFamily(RunFamily):
+    """The online phase of an offline algorithm on the run loop: budget in env steps,
+    the offline learner state restored and the replay buffer seeded on start. No resume:
+    the replay buffer is not checkpointed."""
 
-    from rllib_diffusion.algorithms import registry
-    from rllib_diffusion.algorithms.offline_q.offline_q import REPLAY_SIZE
-    from rllib_diffusion.algorithms.offline_run import load_validated_dataset
-    from rllib_diffusion.algorithms.online import dataset_transitions
-    from rllib_diffusion.checkpoints import (
-        CheckpointError,
-        load_policy_module,
-        read_checkpoint_meta,
-        save_algorithm_checkpoint,
-    )
-    from rllib_diffusion.evaluation import evaluate_module
-    from rllib_diffusion.metrics import float_or_none
-    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
+    tag = "online"
+    unit = "env_steps"
 
-    s = settings
-    limit_threads()
-    started = time.perf_counter()
-    meta = read_checkpoint_meta(s.checkpoint)
-    algo_name = meta.get("algorithm")
-    spec = registry.by_checkpoint_algorithm(algo_name)
-    if spec is None or spec.kind != registry.OFFLINE_Q:
-        raise CheckpointError(
-            f"Online fine-tuning continues an `rllib-diffusion offline` run "
-            f"({', '.join(registry.names(registry.OFFLINE_Q))}); '{s.checkpoint}' is a "
-            f"{algo_name!r} checkpoint."
+    def __init__(self, s: OnlineSettings) -> None:
+        from rllib_diffusion.algorithms import registry
+        from rllib_diffusion.checkpoints import CheckpointError, read_checkpoint_meta
+        from rllib_diffusion.utils.runtime import run_metadata
+
+        self.s = s
+        self.offline = meta = read_checkpoint_meta(s.checkpoint)
+        spec = registry.by_checkpoint_algorithm(meta.algorithm)
+        if spec is None or spec.kind != registry.OFFLINE_Q:
+            raise CheckpointError(
+                f"Online fine-tuning continues an `rllib-diffusion offline` run "
+                f"({', '.join(registry.names(registry.OFFLINE_Q))}); '{s.checkpoint}' is a "
+                f"{meta.algorithm!r} checkpoint."
+            )
+        self.env_steps = 0
+        self._meta = meta.replace(
+            phase="online",
+            offline_checkpoint=str(Path(s.checkpoint).resolve()),
+            settings={**meta.settings, "online": asdict(s)},
+            run=run_metadata(),
+            hyperparameters=None,
+            dataset=None,
+            iteration=None,
+            train_seconds=None,
         )
-    source = s.dataset or meta["settings"]["dataset"]
-    dataset, env_id = load_validated_dataset(source, env_id=meta["env_id"])
-    out = Path(s.out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    env_config = meta["env_config"]
-    # Where online training starts: the offline policy, deterministic, in the env.
-    module, _ = load_policy_module(s.checkpoint, expect_algorithms=(algo_name,))
-    start_eval = evaluate_module(
-        module, env_config, num_episodes=s.eval_episodes, seed=20_000 + s.seed
-    )
-    print(
-        f"[online] {algo_name} from {s.checkpoint}: offline policy return "
-        f"{start_eval['episode_return_mean']:.1f} ± {start_eval['episode_return_std']:.1f}",
-        flush=True,
-    )
-    init_ray()
-    config = online_config(s, meta)
-    algo = config.build_algo()
-    run_meta = {
-        **{k: meta[k] for k in ("algorithm", "env_id", "env_config", "model_config")},
-        "phase": "online",
-        "offline_checkpoint": str(Path(s.checkpoint).resolve()),
-        "settings": {**meta["settings"], "online": asdict(s)},
-        "run": run_metadata(),
-    }
-    lines: list[dict[str, Any]] = []
-    try:
+
+    def meta(self):
+        return self._meta
+
+    def build(self):
+        from rllib_diffusion.algorithms.offline_run import load_validated_dataset
+        from rllib_diffusion.utils.runtime import init_ray
+
+        source = self.s.dataset or self.offline.settings["dataset"]
+        self.dataset, _ = load_validated_dataset(source, env_id=self.offline.env_id)
+        self.start_evaluation = self._evaluate(self.s.checkpoint, 20_000 + self.s.seed)
+        print(
+            f"[online] {self.offline.algorithm} from {self.s.checkpoint}: offline policy return "
+            f"{self.start_evaluation['episode_return_mean']:.1f} ± "
+            f"{self.start_evaluation['episode_return_std']:.1f}",
+            flush=True,
+        )
+        init_ray()
+        return online_config(self.s, self.offline).build_algo()
+
+    def start(self, algo, control: RunControl) -> None:
+        from rllib_diffusion.algorithms.online import dataset_transitions
+
         # Networks, targets, EMA, step counters and optimizer states of the offline run.
         # Absolute: pyarrow (under restore_from_path) rejects relative paths.
-        algo.learner_group.restore_from_path(str(Path(s.checkpoint).resolve() / "learner_group"))
-        algo.env_runner_group.sync_weights(
-            from_worker_or_learner_group=algo.learner_group, inference_only=True
-        )
-        if algo.eval_env_runner_group is not None:
-            algo.eval_env_runner_group.sync_weights(
-                from_worker_or_learner_group=algo.learner_group, inference_only=True
-            )
-        algo.seed_replay_buffer(dataset_transitions(dataset))
+        offline = Path(self.s.checkpoint).resolve()
+        algo.learner_group.restore_from_path(str(offline / "learner_group"))
+        for group in (algo.env_runner_group, algo.eval_env_runner_group):
+            if group is not None:
+                group.sync_weights(
+                    from_worker_or_learner_group=algo.learner_group, inference_only=True
+                )
+        algo.seed_replay_buffer(dataset_transitions(self.dataset))
         print(
             f"[online] replay buffer seeded with {algo.replay_buffer.size} offline transitions",
             flush=True,
         )
-        it, env_steps = 0, 0
-        with open(out / "progress.jsonl", "w") as progress:
-            while env_steps < s.env_steps:
-                it += 1
-                result = algo.train()
-                runners = result.get(ENV_RUNNER_RESULTS, {})
-                lifetime = float_or_none(runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME))
-                env_steps = env_steps if lifetime is None else int(lifetime)
-                line: dict[str, Any] = {
-                    "iteration": it,
-                    "env_steps": env_steps,
-                    "train_return_mean": float_or_none(runners.get("episode_return_mean")),
-                    "replay_size": int(float_or_none(result.get(REPLAY_SIZE)) or 0),
-                    "seconds": time.perf_counter() - started,
-                }
-                ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
-                if s.eval_interval and it % s.eval_interval == 0 and "episode_return_mean" in ev:
-                    line["eval_return_mean"] = float(ev["episode_return_mean"])
-                lines.append(line)
-                progress.write(json.dumps(line) + "\n")
-                progress.flush()
-                ret = line["train_return_mean"]
-                msg = (
-                    f"[online] iter {it}  env steps {env_steps}/{s.env_steps}  train return "
-                    f"{'n/a' if ret is None else format(ret, '.1f')}  buffer {line['replay_size']}"
-                )
-                if "eval_return_mean" in line:
-                    msg += f"  EVAL return {line['eval_return_mean']:.1f}"
-                print(msg, flush=True)
-                if s.checkpoint_interval and it % s.checkpoint_interval == 0:
-                    save_algorithm_checkpoint(
-                        algo, out / "checkpoint", {**run_meta, "iteration": it}
-                    )
-        ckpt = save_algorithm_checkpoint(algo, out / "checkpoint", {**run_meta, "iteration": it})
-        train_seconds = time.perf_counter() - started
-    finally:
-        algo.stop()
-    module, _ = load_policy_module(ckpt, expect_algorithms=(algo_name,))
-    final_eval = evaluate_module(
-        module, env_config, num_episodes=s.eval_episodes, seed=30_000 + s.seed
+        return None
+
+    def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
+        from ray.rllib.utils.metrics import (
+            ENV_RUNNER_RESULTS,
+            EVALUATION_RESULTS,
+            NUM_ENV_STEPS_SAMPLED_LIFETIME,
+        )
+
+        from rllib_diffusion.algorithms.offline_q.offline_q import REPLAY_SIZE
+        from rllib_diffusion.metrics import float_or_none
+
+        runners = result.get(ENV_RUNNER_RESULTS, {})
+        lifetime = float_or_none(runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME))
+        self.env_steps = self.env_steps if lifetime is None else int(lifetime)
+        line: dict[str, Any] = {
+            "env_steps": self.env_steps,
+            "train_return_mean": float_or_none(runners.get("episode_return_mean")),
+            "replay_size": int(float_or_none(result.get(REPLAY_SIZE)) or 0),
+        }
+        ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
+        if evaluated and "episode_return_mean" in ev:
+            line[EVAL_RETURN] = float(ev["episode_return_mean"])
+        return line
+
+    def format_line(self, line: dict[str, Any], control: RunControl) -> str:
+        ret = line["train_return_mean"]
+        msg = (
+            f"[online] iter {line['iteration']}  env steps {line['env_steps']}/{control.budget}"
+            f"  train return {'n/a' if ret is None else format(ret, '.1f')}"
+            f"  buffer {line['replay_size']}"
+        )
+        if EVAL_RETURN in line:
+            msg += f"  EVAL return {line[EVAL_RETURN]:.1f}"
+        return msg
+
+    def _evaluate(self, ckpt: str, seed: int) -> dict[str, Any]:
+        from rllib_diffusion.checkpoints import load_policy_module
+        from rllib_diffusion.evaluation import evaluate_module
+
+        module, _ = load_policy_module(ckpt, expect_algorithms=(self.offline.algorithm,))
+        return evaluate_module(
+            module, self.offline.env_config, num_episodes=self.s.eval_episodes, seed=seed
+        )
+
+    def final_evaluation(self, ckpt: str, control: RunControl) -> dict[str, Any]:
+        return self._evaluate(ckpt, 30_000 + control.seed)
+
+    def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+        start = self.start_evaluation
+        print(
+            f"[online] return before {start['episode_return_mean']:.1f} -> after "
+            f"{evaluation['episode_return_mean']:.1f} ± {evaluation['episode_return_std']:.1f} "
+            f"({self.s.eval_episodes} episodes, {base['env_steps']} env steps, "
+            f"{base['train_seconds'] / 60:.1f} min)",
+            flush=True,
+        )
+        return {**base, "start_evaluation": start, "final_evaluation": evaluation}
+
+
+def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
+    """Run online fine-tuning; returns the summary also written to ``result.json``."""
+    from rllib_diffusion.utils.runtime import limit_threads
+
+    s = settings
+    limit_threads()
+    control = RunControl(
+        out_dir=s.out_dir,
+        budget=s.env_steps,
+        eval_interval=s.eval_interval,
+        eval_episodes=s.eval_episodes,
+        checkpoint_interval=s.checkpoint_interval,
+        seed=s.seed,
     )
-    summary = {
-        **run_meta,
-        "checkpoint": ckpt,
-        "iterations": it,
-        "env_steps": env_steps,
-        "train_seconds": train_seconds,
-        "start_evaluation": start_eval,
-        "final_evaluation": final_eval,
-        "progress": lines,
-    }
-    write_json_atomic(out / "result.json", summary)
-    print(
-        f"[online] return before {start_eval['episode_return_mean']:.1f} -> after "
-        f"{final_eval['episode_return_mean']:.1f} ± {final_eval['episode_return_std']:.1f} "
-        f"({s.eval_episodes} episodes, {env_steps} env steps, {train_seconds / 60:.1f} min)",
-        flush=True,
-    )
-    return summary
+    return run_training(OnlineFamily(s), control)
