@@ -107,6 +107,11 @@ def install_sweep_metric(param_space: Any, source: str) -> Any:
         )
     if not hasattr(param_space, "callbacks"):
         raise SweepError("TuneSweep.param_space must be an AlgorithmConfig to report the metric.")
+    if source == EVAL_RETURN and not param_space.evaluation_interval:
+        raise SweepError(
+            "The sweep metric is measured by evaluation, but the trial config never "
+            "evaluates: set config.evaluation(evaluation_interval=N) with N <= max_t."
+        )
     current = param_space.callbacks_class
     current = list(current) if isinstance(current, (list, tuple)) else [current]
     kept = [c for c in current if c is not RLlibCallback and c not in CALLBACKS.values()]
