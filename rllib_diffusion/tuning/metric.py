@@ -41,13 +41,17 @@ def sweep_metric_update(
     """The ``sweep/…`` entries for ``result`` and the new carried ``(value, iteration)``.
 
     ``source`` is a ``/``-path into the nested result; a finite value there is a fresh
-    measurement, anything else (absent, NaN, None) keeps ``carried``.
+    measurement, anything else (absent, NaN, None) keeps ``carried``. The first result
+    after a restore repeats the checkpoint's last source value (RLlib restores its
+    stats): equal to ``carried`` there, it is not a new measurement.
     """
     measured = M.float_or_none(result_value(result, source))
-    if measured is not None and math.isfinite(measured):
+    fresh = measured is not None and math.isfinite(measured)
+    if fresh and result.get("iterations_since_restore") == 1 and measured == carried[0]:
+        fresh = False  # RLlib re-reports the restored checkpoint's last value once
+    if fresh:
         carried = (measured, int(result.get("training_iteration") or 0))
     value, iteration = carried
-    fresh = measured is not None and math.isfinite(measured)
     return {
         M.SWEEP_RETURN: value,
         M.SWEEP_RETURN_FRESH: 1.0 if fresh else 0.0,

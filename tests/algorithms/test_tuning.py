@@ -406,11 +406,13 @@ def test_sweep_metric_is_carried_forward_and_survives_a_checkpoint():
         metrics = MetricsLogger(root=True)
 
     algo, callback, seen = Algo(), TrainReturnMetric(), []
-    # RLlib: no key before the first episode ends, NaN in iterations where none ends.
-    returns = [None, math.nan, 5.0, math.nan, None, 7.0, math.nan]
+    # RLlib: no key before the first episode ends, NaN in iterations where none ends;
+    # the first result after a restore repeats the restored value (iteration 5).
+    returns = [None, math.nan, 5.0, math.nan, 5.0, 7.0, math.nan]
     for it, ret in enumerate(returns, start=1):
         result = algo.metrics.reduce()
         result["training_iteration"] = it
+        result["iterations_since_restore"] = it - 4 if it > 4 else it
         if ret is not None:
             result["env_runners"] = {"episode_return_mean": ret}
         callback.on_train_result(algorithm=algo, metrics_logger=algo.metrics, result=result)
