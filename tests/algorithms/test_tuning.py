@@ -429,7 +429,7 @@ def test_sweep_metric_is_carried_forward_and_survives_a_checkpoint():
 def test_schedulers_decide_on_measured_values_only():
     from ray.tune.schedulers import TrialScheduler
 
-    from rllib_diffusion.tuning.schedulers import MeasuredASHA
+    from rllib_diffusion.tuning.schedulers import MeasuredASHA, MeasuredPBT
 
     class Trial:
         def __init__(self, trial_id):
@@ -450,6 +450,13 @@ def test_schedulers_decide_on_measured_values_only():
     # ... the first measured value after it decides.
     assert report(good, 2, 10.0) == TrialScheduler.CONTINUE
     assert report(bad, 2, 1.0) == TrialScheduler.STOP
+
+    pbt = MeasuredPBT(
+        time_attr="training_iteration", perturbation_interval=1, hyperparam_mutations={"lr": [1, 2]}
+    )
+    pbt.set_search_properties(SWEEP_METRIC, "max")
+    nan_result = {"training_iteration": 5, SWEEP_METRIC: math.nan}
+    assert pbt.on_trial_result(None, good, nan_result) == TrialScheduler.CONTINUE
 
 
 # ------------------------------------------------------------------ failing trials (CLI)
