@@ -189,3 +189,55 @@ def test_unknown_method_rejected(setup):
     eps_fn, sched, _ = setup
     with pytest.raises(ValueError, match="ddim"):
         sample_chain(eps_fn, sched, (B, TA, DA), method="euler")
+
+
+# ------------------------------------------- DPPO's needs: per-step std, network switch
+@pytest.mark.parametrize("method,eta", [("ddpm", 1.0), ("ddim", 1.0), ("ddim", 0.5)])
+def test_reverse_step_std_is_the_steps_std(setup, method, eta):
+    from rllib_diffusion.diffusion import reverse_step, reverse_step_std, reverse_timesteps
+
+    eps_fn, sched, _ = setup
+    timesteps, prev = reverse_timesteps(method, 20, 5)
+    x = torch.randn(B, TA, DA, generator=_gen(3))
+    for t_int, p_int in zip(timesteps.tolist(), prev.tolist()):
+        t, t_prev = torch.full((B,), t_int), torch.full((B,), p_int)
+        _, std = reverse_step(sched, method, x, t, t_prev, eps_fn(x, t), eta=eta, min_std=0.1)
+        expected = reverse_step_std(sched, method, t, t_prev, eta=eta, min_std=0.1)
+        torch.testing.assert_close(std, expected.reshape(B, 1, 1).expand_as(std))
+    if method == "ddim":  # σ scales with η below the floor's reach (first step)
+        t, t_prev = timesteps[:1], prev[:1]
+        full = reverse_step_std(sched, "ddim", t, t_prev, eta=1.0)
+        torch.testing.assert_close(reverse_step_std(sched, "ddim", t, t_prev, eta=eta), eta * full)
+
+
+@pytest.mark.parametrize("method", ["ddpm", "ddim"])
+def test_chain_switches_network_for_the_last_ft_steps(setup, method):
+    eps_fn, sched, _ = setup
+    calls = []
+
+    def base(x, t):
+        calls.append("base")
+        return eps_fn(x, t)
+
+    def tuned(x, t):
+        calls.append("ft")
+        return eps_fn(x, t) + 0.3
+
+    x0 = torch.randn(B, TA, DA, generator=_gen(4))
+    kw = dict(method=method, ddim_steps=5, min_std=0.1, x_init=x0)
+    plain = sample_chain(base, sched, (B, TA, DA), generator=_gen(5), **kw)
+    steps = plain.means.shape[1]
+    calls.clear()
+    same = sample_chain(
+        base, sched, (B, TA, DA), generator=_gen(5), eps_fn_ft=base, ft_steps=2, **kw
+    )
+    torch.testing.assert_close(same.chain, plain.chain)
+    calls.clear()
+    out = sample_chain(
+        base, sched, (B, TA, DA), generator=_gen(5), eps_fn_ft=tuned, ft_steps=2, **kw
+    )
+    assert calls == ["base"] * (steps - 2) + ["ft"] * 2  # only the needed network runs
+    torch.testing.assert_close(out.chain[:, : steps - 1], plain.chain[:, : steps - 1])
+    assert not torch.allclose(out.means[:, -2:], plain.means[:, -2:])
+    with pytest.raises(ValueError, match="ft_steps"):
+        sample_chain(base, sched, (B, TA, DA), eps_fn_ft=tuned, ft_steps=steps + 1, **kw)
