@@ -332,6 +332,12 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ddim-steps", type=int, default=d.ddim_steps)
     p.add_argument(
+        "--ddim-eta",
+        type=float,
+        default=d.ddim_eta,
+        help="DDIM eta of fine-tuning rollouts (evaluation uses 0); needs --use-ddim",
+    )
+    p.add_argument(
         "--actor-lr",
         type=float,
         default=d.actor_lr,

@@ -587,3 +587,11 @@ def test_pretrain_budget_is_trained_exactly_or_refused():
     assert whole.iterations * whole.steps_per_iteration == 1500
     with pytest.raises(ConfigError, match="--gradient-steps 1000 or 1500"):
         PretrainSettings(dataset="x", gradient_steps=1200, steps_per_iteration=500)
+
+
+def test_ddim_eta_is_configured_and_refused_without_ddim(pretrained):
+    ckpt = str(pretrained[0] / "checkpoint")
+    s = FinetuneSettings(checkpoint=ckpt, use_ddim=True, ddim_steps=5, ddim_eta=0.5)
+    assert dppo_config_from_pretrained(ckpt, s).model_config["ddim_eta"] == 0.5
+    with pytest.raises(ConfigError, match="--use-ddim"):
+        dppo_config_from_pretrained(ckpt, FinetuneSettings(checkpoint=ckpt, ddim_eta=0.5))

@@ -62,6 +62,8 @@ class FinetuneSettings:
             DDIM configs set ``ft_denoising_steps = ddim_steps``; else the last 10 DDPM steps).
         use_ddim / ddim_steps: fine-tune a DDPM-pretrained ε-network with DDIM sampling
             over ``ddim_steps`` leading timesteps (DPPO's setting for K = 100 policies).
+        ddim_eta: DDIM η of rollouts and log-probs (1: the reference's; evaluation uses 0);
+            refused unless the policy samples with DDIM.
         actor_lr: None follows the denoiser (1e-4 MLP, 1e-5 UNet: the reference's values).
         critic_lr / clip / clip_base / target_kl / gamma / lambda_ /
         gamma_denoising / reward_scaling / critic_warmup_iterations / bc_loss_coeff:
@@ -95,6 +97,7 @@ class FinetuneSettings:
     ft_denoising_steps: int | None = None
     use_ddim: bool = False
     ddim_steps: int | None = None
+    ddim_eta: float = 1.0
     actor_lr: float | None = None
     critic_lr: float = 1e-3
     clip: float = 0.01
@@ -143,7 +146,15 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             "(with 0 the learner runs in the driver process; place the driver with "
             "`ray job submit --entrypoint-resources` instead)."
         )
-    model = DPPOModelConfig(policy=policy.to_dict(), ft_denoising_steps=s.ft_denoising_steps)
+    if s.ddim_eta != 1.0 and policy.sampler != "ddim":
+        raise ConfigError(
+            f"ddim_eta={s.ddim_eta} applies to DDIM sampling only; add --use-ddim or drop it."
+        )
+    if not 0.0 <= s.ddim_eta <= 1.0:
+        raise ConfigError(f"ddim_eta must be in [0, 1], got {s.ddim_eta}.")
+    model = DPPOModelConfig(
+        policy=policy.to_dict(), ft_denoising_steps=s.ft_denoising_steps, ddim_eta=s.ddim_eta
+    )
     obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
     config = (
         DPPOConfig()
