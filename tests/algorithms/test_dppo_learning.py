@@ -2,7 +2,8 @@
 every denoiser × sampler (MLP, UNet) × (DDPM, DDIM-5; K′ = its default: 10 DDPM steps of
 K = 10, all 5 DDIM steps). Measured in one session on a loaded 2-core machine (load
 15–20): MLP-DDPM 199 s including the shared MLP pretraining, MLP-DDIM 52 s after it,
-UNet-DDPM 910 s including the UNet pretraining, UNet-DDIM 271 s after it.
+UNet-DDPM 910 s including the UNet pretraining, UNet-DDIM 271 s after it. MLP-DDIM alone
+(the default suite's one, pretraining included), later and less loaded: 39 s.
 
 Toy task (``rllib_diffusion/ReachTarget-v0``): reward ``1 - |a - target|`` per step for 10
 steps. The pretraining data acts at ``target + 0.5`` (return ≈ 5 of a possible 10), so
