@@ -47,7 +47,7 @@ def main() -> None:
     from rllib_diffusion.checkpoints import read_checkpoint_meta
 
     meta = read_checkpoint_meta(args.checkpoint)
-    algo = meta["algorithm"]
+    algo = meta.algorithm
     out = Path(args.out or f"runs/bench_online/{algo}")
     if args.summarize_only:
         summary = json.loads((out / "result.json").read_text())
@@ -71,7 +71,7 @@ def main() -> None:
     evals = [x for x in summary["progress"] if "eval_return_mean" in x]
     figures = {
         "algorithm": algo,
-        "offline_gradient_steps": meta.get("settings", {}).get("gradient_steps"),
+        "offline_gradient_steps": (meta.settings or {}).get("gradient_steps"),
         "env_steps": summary["env_steps"],
         "updates_per_env_step": args.updates_per_env_step,
         "return_before": start["episode_return_mean"],
@@ -94,7 +94,7 @@ def main() -> None:
             + [final["episode_return_mean"]],
             "final_episode_returns": final["episode_returns"],
         },
-        env_id=summary.get("env_id", meta.get("env_id")),
+        env_id=summary.get("env_id", meta.env_id),
     )
     print(json.dumps(figures, indent=1))
     print(f"wrote {path}")

@@ -548,15 +548,15 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         acting = set_acting(
             module, num_candidates=args.num_candidates, action_selection=args.action_selection
         )
-    if "policy_config" in meta:
-        policy = DiffusionPolicyConfig.from_dict(meta["policy_config"], strict=False)
+    if meta.policy_config is not None:
+        policy = DiffusionPolicyConfig.from_dict(meta.policy_config, strict=False)
         env_config = policy_env_config(policy)
-    elif "env_config" in meta:
+    elif meta.env_config is not None:
         # RLlib default-module checkpoints (GaussianBC / GaussianPPO) store their env.
-        env_config = meta["env_config"]
+        env_config = meta.env_config
     else:
         raise CheckpointError(
-            f"Checkpoint '{args.checkpoint}' ({meta.get('algorithm')!r}) records neither a "
+            f"Checkpoint '{args.checkpoint}' ({meta.algorithm!r}) records neither a "
             "policy_config nor an env_config; cannot rebuild its env."
         )
     result = evaluate_module(
@@ -569,13 +569,13 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         progress=True,
     )
     result["checkpoint"] = os.path.abspath(args.checkpoint)
-    result["algorithm"] = meta.get("algorithm")
+    result["algorithm"] = meta.algorithm
     if acting is not None:
         result["acting"] = acting
     result["command"] = _invocation()
     result["run"] = run_metadata()
     line = (
-        f"{meta.get('algorithm')} on {result['env_id']}: return "
+        f"{meta.algorithm} on {result['env_id']}: return "
         f"{result['episode_return_mean']:.1f} ± {result['episode_return_std']:.1f} "
         f"over {args.episodes} episodes"
     )

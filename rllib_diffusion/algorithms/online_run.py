@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rllib_diffusion.checkpoints import CheckpointMeta
 from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, run_training
 
 
@@ -49,11 +50,11 @@ class OnlineSettings:
     seed: int = 0
 
 
-def online_config(s: OnlineSettings, meta: Any):
+def online_config(s: OnlineSettings, meta: CheckpointMeta):
     """The offline run's config, switched to its online phase (EnvRunners, no input)."""
     from rllib_diffusion.algorithms.offline_q.train import build_offline_config, settings_from_meta
 
-    offline = settings_from_meta(meta["settings"])
+    offline = settings_from_meta(meta.settings)
     offline.eval_interval, offline.eval_episodes, offline.seed = (
         s.eval_interval,
         s.eval_episodes,
@@ -62,9 +63,9 @@ def online_config(s: OnlineSettings, meta: Any):
     if offline.lr_end is not None:
         # Schedules are indexed by sampled steps, which restart online: keep the end value.
         offline.lr, offline.lr_end = offline.lr_end, None
-    model = meta["model_config"]
+    model = meta.model_config
     config, _ = build_offline_config(
-        offline, "", meta["env_id"], model["obs_dim"], model["action_dim"]
+        offline, "", meta.env_id, model["obs_dim"], model["action_dim"]
     )
     config.rl_module(model_config=model)
     config.offline_data(input_=None)

@@ -91,14 +91,14 @@ def read_gaussian_bc_meta(path: str) -> CheckpointMeta:
     from rllib_diffusion.checkpoints import read_checkpoint_meta
 
     meta = read_checkpoint_meta(path)
-    algo = meta.get("algorithm")
+    algo = meta.algorithm
     if algo != BC_ALGORITHM:
         hint = " Diffusion policies are fine-tuned with DPPO." if algo == "DiffusionBC" else ""
         raise CheckpointError(
             f"'{path}' is a {algo!r} checkpoint, not a {BC_ALGORITHM!r} one; Gaussian PPO "
             f"starts from the checkpoint of `rllib-diffusion pretrain-gaussian`.{hint}"
         )
-    missing = [k for k in ("env_config", "model_config") if k not in meta]
+    missing = [k for k in ("env_config", "model_config") if getattr(meta, k) is None]
     if missing:
         raise CheckpointError(f"GaussianBC checkpoint '{path}' lacks {missing} in its metadata.")
     return meta
