@@ -92,8 +92,16 @@ class RunFamily:
         iteration-0 progress line (e.g. the starting policy's evaluation) or None."""
         return None
 
-    def restore(self, algo: Any, ckpt_dir: Path) -> None:
+    def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any] | None:
+        """Resumed runs: restore ``algo`` from ``ckpt_dir``; what to record about it in
+        ``result.json["resumed"]`` besides the iteration (or None)."""
         algo.restore_from_path(str(ckpt_dir))
+        return None
+
+    def before_iteration(self, algo: Any, counter: int, control: RunControl) -> bool:
+        """Called before each ``train()``; True if this is the budget's last iteration
+        (e.g. one sized to end exactly at the budget)."""
+        return False
 
     def progress_line(
         self, algo: Any, result: dict[str, Any], it: int, *, evaluated: bool
@@ -107,6 +115,11 @@ class RunFamily:
         if EVAL_RETURN in line:
             msg += f"  eval return {line[EVAL_RETURN]:.1f}"
         return msg + f"  {line.get(SECONDS, 0.0):.0f}s"
+
+    def finish(self, algo: Any) -> dict[str, Any]:
+        """After the last iteration, before ``algo.stop()``: fields for ``result.json``
+        that need the live algorithm (e.g. where its actors ran)."""
+        return {}
 
     def final_evaluation(self, ckpt: str, control: RunControl) -> dict[str, Any]:
         """Evaluation of the saved checkpoint in the env."""
@@ -168,6 +181,7 @@ def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:
         "total_seconds": time.perf_counter() - started,
         "resumed": state["resumed"],
         "progress": state["lines"],
+        **state["finish"],
     }
     summary = family.summary(base, evaluation)
     write_json_atomic(out / "result.json", summary)
@@ -192,7 +206,7 @@ def _begin(
         shutil.rmtree(out / "tensorboard", ignore_errors=True)  # an earlier run's events
     else:
         it = int(saved.iteration)
-        family.restore(algo, out / "checkpoint")
+        restored = family.restore(algo, out / "checkpoint")
         if algo.iteration != it:
             raise CheckpointError(
                 f"Checkpoint '{out / 'checkpoint'}' says iteration {it} but restores "
@@ -202,7 +216,7 @@ def _begin(
         state = {
             "it": it,
             "seconds_before": float(saved.train_seconds or 0.0),
-            "resumed": {"from_iteration": it},
+            "resumed": {"from_iteration": it, **(restored or {})},
         }
         family.start_evaluation = saved.start_evaluation
         print(f"[{family.tag}] resumed from '{out / 'checkpoint'}' at iteration {it}", flush=True)
@@ -214,7 +228,6 @@ def _begin(
     )
     if saved is None and lines:
         log_scalars(state["writer"], family.tag, family.unit, lines[0])
-        print(family.format_line(lines[0], control), flush=True)
     return state
 
 
@@ -253,8 +266,10 @@ def _train(
         )
 
     with open(out / "progress.jsonl", "a") as progress:
-        while state["counter"] < control.budget:
+        done = state["counter"] >= control.budget
+        while not done:
             state["it"] = it = state["it"] + 1
+            last = family.before_iteration(algo, state["counter"], control)
             result = algo.train()
             evaluated = bool(control.eval_interval) and it % control.eval_interval == 0
             line = {ITERATION: it, **family.progress_line(algo, result, it, evaluated=evaluated)}
@@ -265,9 +280,10 @@ def _train(
             progress.flush()
             log_scalars(state["writer"], family.tag, family.unit, line)
             print(family.format_line(line, control), flush=True)
-            cadence = control.checkpoint_interval and it % control.checkpoint_interval == 0
-            if cadence and state["counter"] < control.budget:
+            done = last or state["counter"] >= control.budget
+            if control.checkpoint_interval and it % control.checkpoint_interval == 0 and not done:
                 checkpoint()
+    state["finish"] = family.finish(algo)
     state["train_seconds"] = time.perf_counter() - t0
     return checkpoint()
 

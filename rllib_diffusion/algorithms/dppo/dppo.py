@@ -250,6 +250,11 @@ class DPPO(PPO):
         ):
             self.metrics.log_value((M.DPPO_NAMESPACE, key), value, window=1)
 
+    @property
+    def env_steps_lifetime(self) -> int:
+        """True env steps sampled so far (decisions × executed actions); checkpointed."""
+        return self._env_steps_lifetime
+
     def limit_next_iteration(self, decisions: int | None) -> None:
         """Sample ``decisions`` action chunks (rounded up to whole vector steps) in the next
         iteration only (the last of an env-step budget); None: the configured batch."""

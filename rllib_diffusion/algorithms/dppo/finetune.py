@@ -1,7 +1,8 @@
 """DPPO fine-tuning run: DiffusionBC checkpoint → DPPO on EnvRunners → checkpoints + curve.
 
-Library function behind ``rllib-diffusion finetune`` and ``experiments/finetune.py``.
-Writes into ``out_dir``: ``progress.jsonl`` (one line per iteration), ``checkpoint/``
+Library function behind ``rllib-diffusion finetune`` and ``experiments/finetune.py``, a
+:class:`DPPOFamily` on the shared run loop (``rllib_diffusion.run_loop``). Writes into
+``out_dir``: ``progress.jsonl`` (one line per iteration), ``checkpoint/``
 (atomic, every ``checkpoint_interval`` iterations and at the end), ``tensorboard/``
 (event files with the progress-line scalars, x-axis = env steps) and ``result.json``
 (incl. the nodes the EnvRunners and learners ran on).
@@ -14,11 +15,8 @@ crashed EnvRunners are restarted by Ray and training goes on (RLlib fault tolera
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,15 +29,11 @@ from rllib_diffusion.algorithms.dppo.dppo import (
     check_policy_match,
 )
 from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
-from rllib_diffusion.checkpoints import (
-    CheckpointError,
-    progress_up_to,
-    read_checkpoint_meta,
-    resume_checkpoint_meta,
-)
+from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
 from rllib_diffusion.envs.tasks import task_info
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
-from rllib_diffusion.utils.io import jsonable, write_json_atomic, write_jsonl_atomic
+from rllib_diffusion.run_loop import RunControl, RunFamily, run_training
+from rllib_diffusion.utils.io import jsonable
 
 
 @dataclass
@@ -127,12 +121,12 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
     from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
 
     meta = read_checkpoint_meta(checkpoint)
-    if meta.get("algorithm") != "DiffusionBC":
+    if meta.algorithm != "DiffusionBC":
         raise CheckpointError(
             f"DPPO fine-tunes DiffusionBC checkpoints; '{checkpoint}' is a "
-            f"{meta.get('algorithm')!r} checkpoint. Pretrain with `rllib-diffusion pretrain`."
+            f"{meta.algorithm!r} checkpoint. Pretrain with `rllib-diffusion pretrain`."
         )
-    policy = DiffusionPolicyConfig.from_dict(meta["policy_config"], strict=False)
+    policy = DiffusionPolicyConfig.from_dict(meta.policy_config, strict=False)
     if s.use_ddim:
         # Same ε-network, sampled with DDIM over fewer (leading) timesteps.
         policy = DiffusionPolicyConfig.from_dict(
@@ -216,159 +210,140 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
     return config
 
 
+class DPPOFamily(RunFamily):
+    """DPPO fine-tuning on the run loop: budget in true env steps (the last iteration is
+    sized to end at it), an iteration-0 evaluation of the pretrained policy, restores
+    verified on every EnvRunner, health warnings per iteration."""
+
+    tag = "finetune"
+    unit = "env_steps"
+    existing_is_error = True
+
+    def __init__(self, s: FinetuneSettings) -> None:
+        from rllib_diffusion.checkpoints import CheckpointMeta
+        from rllib_diffusion.utils.runtime import run_metadata
+
+        self.s = s
+        self.config = dppo_config_from_pretrained(s.checkpoint, s)
+        self.policy = DiffusionPolicyConfig.from_dict(
+            self.config.model_config["policy"], strict=False
+        )
+        self._meta = CheckpointMeta(
+            algorithm=ALGORITHM_NAME,
+            env_id=self.policy.env_id,
+            policy_config=self.policy.to_dict(),
+            dppo_model_config=self.config.model_config,
+            settings=asdict(s),
+            pretrained_checkpoint=str(Path(s.checkpoint).resolve()),
+            run=run_metadata(),
+        )
+
+    def meta(self):
+        return self._meta
+
+    def check_resumable(self, saved, where: Path) -> None:
+        _check_resumable(saved, self.config.model_config, where)
+
+    def build(self):
+        from rllib_diffusion.utils.runtime import init_ray
+
+        init_ray()
+        with _warn_missing_resources(self.config):
+            algo = self.config.build_algo()
+        print(describe_run(self.config, self.s), flush=True)
+        return algo
+
+    def start(self, algo, control: RunControl) -> dict[str, Any]:
+        """Where fine-tuning starts: the pretrained policy, deterministic, real env."""
+        from rllib_diffusion.evaluation import evaluate_module
+
+        self.start_evaluation = evaluate_module(
+            learner_module_copy(algo),
+            _env_config(self.policy),
+            num_episodes=control.eval_episodes,
+            seed=20_000 + control.seed,
+        )
+        print(
+            f"[finetune] start: pretrained policy return "
+            f"{self.start_evaluation['episode_return_mean']:.1f} ± "
+            f"{self.start_evaluation['episode_return_std']:.1f} ({control.eval_episodes} "
+            "episodes)",
+            flush=True,
+        )
+        return {
+            "iteration": 0,
+            "env_steps": 0,
+            M.EVAL_RETURN: self.start_evaluation["episode_return_mean"],
+        }
+
+    def restore(self, algo, ckpt_dir: Path) -> dict[str, Any]:
+        sums = restore_finetune_checkpoint(algo, ckpt_dir)
+        print(f"[finetune] restored {algo.env_steps_lifetime} env steps", flush=True)
+        return {"env_steps": algo.env_steps_lifetime, "restored_weight_sums": sums}
+
+    def before_iteration(self, algo, counter: int, control: RunControl) -> bool:
+        final = last_iteration_decisions(
+            control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
+        )
+        algo.limit_next_iteration(final)
+        return final is not None
+
+    def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
+        line = progress_line(result, it, self.policy.env_id, evaluated=evaluated)
+        # The algorithm's (checkpointed) count is the budget's source of truth.
+        line["env_steps"] = int(algo.env_steps_lifetime)
+        for warning in health_warnings(line, self.s.critic_warmup_iterations):
+            print(warning, file=sys.stderr, flush=True)
+        return line
+
+    def format_line(self, line: dict[str, Any], control: RunControl) -> str:
+        return format_line(line)
+
+    def finish(self, algo) -> dict[str, Any]:
+        return {"placement": runner_placement(algo)}
+
+    def final_evaluation(self, ckpt: str, control: RunControl) -> dict[str, Any]:
+        from rllib_diffusion.checkpoints import load_policy_module
+        from rllib_diffusion.evaluation import evaluate_module
+
+        module, _ = load_policy_module(ckpt)
+        return evaluate_module(
+            module,
+            _env_config(self.policy),
+            num_episodes=control.eval_episodes,
+            seed=30_000 + control.seed,
+        )
+
+    def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+        start = self.start_evaluation
+        before = "n/a" if not start else f"{start['episode_return_mean']:.1f}"
+        print(
+            f"[finetune] return before {before} -> after "
+            f"{evaluation['episode_return_mean']:.1f} ± {evaluation['episode_return_std']:.1f} "
+            f"({self.s.eval_episodes} episodes, {base['env_steps']} env steps, "
+            f"{base['train_seconds'] / 60:.1f} min)",
+            flush=True,
+        )
+        return {**base, "start_evaluation": start, "final_evaluation": evaluation}
+
+
 def finetune(settings: FinetuneSettings) -> dict[str, Any]:
-    """Run DPPO fine-tuning; returns the summary also written to ``result.json``."""
-    from rllib_diffusion.checkpoints import load_policy_module, save_algorithm_checkpoint
-    from rllib_diffusion.evaluation import evaluate_module
-    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
+    """Run DPPO fine-tuning on the run loop; returns the summary also written to
+    ``result.json``."""
+    from rllib_diffusion.utils.runtime import limit_threads
 
     s = settings
     limit_threads()
-    out = Path(s.out_dir).expanduser().resolve()
-    ckpt_dir = out / "checkpoint"
-    resume_meta = resume_checkpoint_meta(
-        ckpt_dir, s.resume, algorithms=(ALGORITHM_NAME,), tag="finetune"
+    control = RunControl(
+        out_dir=s.out_dir,
+        budget=s.env_steps,
+        eval_interval=s.eval_interval,
+        eval_episodes=s.eval_episodes,
+        checkpoint_interval=s.checkpoint_interval,
+        seed=s.seed,
+        resume=s.resume,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    config = dppo_config_from_pretrained(s.checkpoint, s)
-    policy = DiffusionPolicyConfig.from_dict(config.model_config["policy"], strict=False)
-    if resume_meta is not None:
-        _check_resumable(resume_meta, config.model_config, ckpt_dir)
-    init_ray()
-    with _warn_missing_resources(config):
-        algo = config.build_algo()
-    meta = {
-        "algorithm": ALGORITHM_NAME,
-        "env_id": policy.env_id,
-        "policy_config": policy.to_dict(),
-        "dppo_model_config": config.model_config,
-        "settings": asdict(s),
-        "pretrained_checkpoint": str(Path(s.checkpoint).resolve()),
-        "run": run_metadata(),
-    }
-    writer = None
-    try:
-        resumed: dict[str, Any] | None = None
-        if resume_meta is None:
-            # Where fine-tuning starts: the pretrained policy, deterministic, real env.
-            start_eval = evaluate_module(
-                algo.learner_group._learner.module["default_policy"]
-                if s.num_learners == 0
-                else _module_from(algo),
-                _env_config(policy),
-                num_episodes=s.eval_episodes,
-                seed=20_000 + s.seed,
-            )
-            print(
-                f"[finetune] start: pretrained policy return "
-                f"{start_eval['episode_return_mean']:.1f} ± "
-                f"{start_eval['episode_return_std']:.1f} ({s.eval_episodes} episodes)",
-                flush=True,
-            )
-            it = 0
-            seconds_before = 0.0
-            lines: list[dict[str, Any]] = [
-                {
-                    "iteration": 0,
-                    "env_steps": 0,
-                    "eval_return_mean": start_eval["episode_return_mean"],
-                }
-            ]
-        else:
-            it = int(resume_meta["iteration"])
-            restored_sums = restore_finetune_checkpoint(algo, ckpt_dir)
-            if algo.iteration != it:
-                raise CheckpointError(
-                    f"Checkpoint '{ckpt_dir}' says iteration {it} but restores "
-                    f"iteration {algo.iteration}; it is inconsistent, start a new --out."
-                )
-            start_eval = resume_meta.get("start_evaluation")
-            seconds_before = float(resume_meta.get("train_seconds", 0.0))
-            lines = progress_up_to(out / "progress.jsonl", it)
-            resumed = {
-                "from_iteration": it,
-                "env_steps": algo._env_steps_lifetime,
-                "restored_weight_sums": restored_sums,
-            }
-            print(
-                f"[finetune] resumed from '{ckpt_dir}' at iteration {it} "
-                f"({algo._env_steps_lifetime} env steps)",
-                flush=True,
-            )
-        # progress.jsonl: the kept lines (all of them on a fresh run: just line 0),
-        # rewritten atomically, then appended to.
-        write_jsonl_atomic(out / "progress.jsonl", lines)
-        if resume_meta is None:
-            # Events of an earlier run here that never reached a checkpoint.
-            shutil.rmtree(out / "tensorboard", ignore_errors=True)
-        writer = _tensorboard_writer(out / "tensorboard", purge_after=lines[-1])
-        if resume_meta is None:
-            _log_scalars(writer, lines[0])
-        env_steps = algo._env_steps_lifetime
-        act_steps = policy.act_steps
-        print(describe_run(config, s), flush=True)
-        with open(out / "progress.jsonl", "a") as progress:
-            done = env_steps >= s.env_steps
-            while not done:
-                it += 1
-                final = last_iteration_decisions(
-                    s.env_steps - env_steps, act_steps, s.decisions_per_iteration
-                )
-                algo.limit_next_iteration(final)
-                result = algo.train()
-                evaluated = bool(s.eval_interval) and it % s.eval_interval == 0
-                line = progress_line(result, it, policy.env_id, evaluated=evaluated)
-                # The algorithm's (checkpointed) count is the budget's source of truth.
-                env_steps = line["env_steps"] = int(algo._env_steps_lifetime)
-                lines.append(line)
-                progress.write(json.dumps(line) + "\n")
-                progress.flush()
-                _log_scalars(writer, line)
-                print(format_line(line), flush=True)
-                for warning in health_warnings(line, s.critic_warmup_iterations):
-                    print(warning, file=sys.stderr, flush=True)
-                done = final is not None or env_steps >= s.env_steps
-                if s.checkpoint_interval and it % s.checkpoint_interval == 0 and not done:
-                    seconds = seconds_before + time.perf_counter() - t0
-                    save_algorithm_checkpoint(
-                        algo, ckpt_dir, _ckpt_meta(meta, it, env_steps, start_eval, seconds)
-                    )
-        placement = runner_placement(algo)
-        train_seconds = seconds_before + time.perf_counter() - t0
-        ckpt = save_algorithm_checkpoint(
-            algo, ckpt_dir, _ckpt_meta(meta, it, env_steps, start_eval, train_seconds)
-        )
-    finally:
-        if writer is not None:
-            writer.close()
-        algo.stop()
-    module, _ = load_policy_module(ckpt)
-    final_eval = evaluate_module(
-        module, _env_config(policy), num_episodes=s.eval_episodes, seed=30_000 + s.seed
-    )
-    summary = {
-        **meta,
-        "checkpoint": ckpt,
-        "iterations": it,
-        "env_steps": env_steps,
-        "train_seconds": train_seconds,
-        "resumed": resumed,
-        "placement": placement,
-        "start_evaluation": start_eval,
-        "final_evaluation": final_eval,
-        "progress": lines,
-    }
-    write_json_atomic(out / "result.json", summary)
-    before = "n/a" if not start_eval else f"{start_eval['episode_return_mean']:.1f}"
-    print(
-        f"[finetune] return before {before} -> after "
-        f"{final_eval['episode_return_mean']:.1f} ± {final_eval['episode_return_std']:.1f} "
-        f"({s.eval_episodes} episodes, {env_steps} env steps, "
-        f"{train_seconds / 60:.1f} min)",
-        flush=True,
-    )
-    return summary
+    return run_training(DPPOFamily(s), control)
 
 
 def last_iteration_decisions(remaining_env_steps: int, act_steps: int, per_iteration: int):
@@ -385,9 +360,9 @@ def last_iteration_decisions(remaining_env_steps: int, act_steps: int, per_itera
 
 
 # ------------------------------------------------------------------- resume helpers
-def _check_resumable(meta: dict[str, Any], model_config: dict[str, Any], where: Path) -> None:
+def _check_resumable(meta: CheckpointMeta, model_config: dict[str, Any], where: Path) -> None:
     """The checkpoint's module must be the one these settings build."""
-    theirs = meta.get("dppo_model_config", {})
+    theirs = meta.dppo_model_config or {}
     check_policy_match(theirs.get("policy", {}), model_config["policy"], str(where))
     diffs = [
         f"{k}: checkpoint {theirs.get(k)!r} vs now {v!r}"
@@ -433,18 +408,6 @@ def _weight_sums(learner) -> dict[str, float]:
 
     module = learner.module[DEFAULT_MODULE_ID].unwrapped()
     return {k: float(v.detach().double().sum()) for k, v in module.state_dict().items()}
-
-
-def _ckpt_meta(
-    meta: dict[str, Any], it: int, env_steps: int, start_eval: Any, seconds: float
-) -> dict[str, Any]:
-    return {
-        **meta,
-        "iteration": it,
-        "env_steps": env_steps,
-        "start_evaluation": start_eval,
-        "train_seconds": seconds,
-    }
 
 
 # ------------------------------------------------------------ cluster/logging helpers
@@ -510,38 +473,14 @@ def _where() -> dict[str, Any]:
     }
 
 
-def _tensorboard_writer(logdir: Path, purge_after: dict[str, Any]):
-    """A tensorboardX writer; on resume, events past the checkpoint (env steps >
-    ``purge_after['env_steps']``) from the killed run are purged from the view."""
-    from tensorboardX import SummaryWriter
-
-    step = int(purge_after.get("env_steps", 0))
-    return SummaryWriter(str(logdir), purge_step=step + 1 if purge_after["iteration"] else None)
-
-
-def _log_scalars(writer, line: dict[str, Any]) -> None:
-    """Every number of a progress line as ``finetune/<key>`` at x = env steps."""
-    step = int(line.get("env_steps", 0))
-    for key, value in line.items():
-        if key == "env_steps":
-            continue
-        items = value.items() if isinstance(value, dict) else [(None, value)]
-        for sub, v in items:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                continue
-            tag = f"finetune/{key}" if sub is None else f"finetune/{key}/{sub}"
-            writer.add_scalar(tag, float(v), global_step=step)
-    writer.flush()
-
-
 def _env_config(policy: DiffusionPolicyConfig) -> dict[str, Any]:
     from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
 
     return policy_env_config(policy)
 
 
-def _module_from(algo) -> Any:
-    """A CPU copy of the (remote) learner's module."""
+def learner_module_copy(algo) -> Any:
+    """A CPU copy of the learner's module (public APIs only, local or remote learner)."""
     from ray.rllib.core import DEFAULT_MODULE_ID
 
     spec = algo.config.get_rl_module_spec(spaces=None)

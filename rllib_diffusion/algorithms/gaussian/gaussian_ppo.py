@@ -329,12 +329,10 @@ class GaussianPPOFamily(RunFamily):
         if not control.eval_interval:
             return None
         self.start_evaluation = self.evaluate(algo, 10_000 + control.seed)
-        return {
-            "iteration": 0,
-            "env_steps": 0,
-            "seconds": 0.0,
-            **eval_fields(self.start_evaluation),
-        }
+        line = {"iteration": 0, "env_steps": 0, "seconds": 0.0}
+        line.update(eval_fields(self.start_evaluation))
+        print(self.format_line(line, control), flush=True)
+        return line
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
         line = _progress_line(result, it, int(result.get("num_env_steps_sampled_lifetime", 0)))
