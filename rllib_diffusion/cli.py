@@ -33,13 +33,19 @@ def _json_out(result: dict[str, Any], path: str | None) -> None:
         print(f"wrote {path}")
 
 
-def settings_from_args(cls, args: argparse.Namespace, **explicit: Any):
+def settings_from_args(cls, args: argparse.Namespace, *, consumed=(), **explicit: Any):
     """Build the settings dataclass ``cls`` from parsed flags named like its fields.
 
-    ``--out`` fills ``out_dir``; lists become tuples; ``explicit`` wins over flags.
+    ``--out`` fills ``out_dir``; lists become tuples; ``explicit`` wins over flags. A
+    flag that matches no field (and is not in ``consumed``: read by the caller) is a
+    programming error, never silently dropped.
     """
     import dataclasses
 
+    names = {f.name for f in dataclasses.fields(cls)}
+    stray = set(vars(args)) - names - {"command", "out", *consumed, *explicit}
+    if stray:
+        raise TypeError(f"flags {sorted(stray)} match no field of {cls.__name__}")
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in explicit:
@@ -232,15 +238,21 @@ def add_pretrain_gaussian_args(p: argparse.ArgumentParser) -> None:
     add_offline_loop_args(p, d)
 
 
-def run_pretrain_gaussian(args: argparse.Namespace) -> dict[str, Any]:
-    from rllib_diffusion.algorithms.gaussian.gaussian_bc import (
+def pretrain_gaussian_settings_from_args(args: argparse.Namespace):
+    from rllib_diffusion.algorithms.gaussian.gaussian_bc import GaussianBCSettings
+
+    return settings_from_args(
         GaussianBCSettings,
-        pretrain_gaussian,
+        args,
+        consumed=("state_dependent_std",),
+        free_log_std=not args.state_dependent_std,
     )
 
-    return pretrain_gaussian(
-        settings_from_args(GaussianBCSettings, args, free_log_std=not args.state_dependent_std)
-    )
+
+def run_pretrain_gaussian(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.algorithms.gaussian.gaussian_bc import pretrain_gaussian
+
+    return pretrain_gaussian(pretrain_gaussian_settings_from_args(args))
 
 
 # ------------------------------------------------------------------- finetune-gaussian
@@ -350,7 +362,12 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=float, default=d.gamma)
     p.add_argument("--lambda", dest="lambda_", type=float, default=d.lambda_)
     p.add_argument("--gamma-denoising", type=float, default=d.gamma_denoising)
-    p.add_argument("--no-reward-scaling", action="store_true")
+    p.add_argument(
+        "--reward-scaling",
+        action=argparse.BooleanOptionalAction,
+        default=d.reward_scaling,
+        help="divide rewards by the running std of the discounted return",
+    )
     p.add_argument("--critic-warmup-iterations", type=int, default=d.critic_warmup_iterations)
     p.add_argument(
         "--bc-loss-coeff", type=float, default=d.bc_loss_coeff, help="BC regulariser (0: off)"
@@ -396,7 +413,7 @@ def _json_resources(text: str) -> dict[str, float]:
 def finetune_settings_from_args(args: argparse.Namespace):
     from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings
 
-    return settings_from_args(FinetuneSettings, args, reward_scaling=not args.no_reward_scaling)
+    return settings_from_args(FinetuneSettings, args)
 
 
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
@@ -462,7 +479,7 @@ def offline_settings_from_args(args: argparse.Namespace):
 
     given = given_knobs(args, [knob for knob, _ in offline_knobs()])
     knobs = {k: v for k, v in given.items() if k not in KNOB_FIELDS}
-    return settings_from_args(OfflineSettings, args, knobs=knobs)
+    return settings_from_args(OfflineSettings, args, consumed=given, knobs=knobs)
 
 
 def run_offline(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from rllib_diffusion.algorithms.diffusion_ql.train import OfflineSettings
@@ -68,3 +70,56 @@ def test_offline_flags_map_to_settings():
 def test_unknown_algorithm_is_rejected_by_the_parser():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["offline", "--dataset", "d", "--algo", "cql"])
+
+
+def test_one_flag_name_per_knob_across_all_commands():
+    """A setting has the same flag in every command that takes it, and a flag means the
+    same setting everywhere (argparse has no public API to list a parser's options)."""
+    from collections import defaultdict
+
+    from rllib_diffusion.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
+    flags_of, dests_of = defaultdict(set), defaultdict(set)
+    for command in sub.choices.values():
+        for action in command._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    flag = flag.replace("--no-", "--", 1)  # BooleanOptionalAction's pair
+                    flags_of[action.dest].add(flag)
+                    dests_of[flag].add(action.dest)
+    assert {d: f for d, f in flags_of.items() if len(f) > 1} == {}
+    assert {f: d for f, d in dests_of.items() if len(d) > 1} == {}
+    # The flag is the setting's name (``lambda_`` → ``--lambda``), never a synonym.
+    from rllib_diffusion.knobs import flag_name
+
+    renamed = {d: f for d, f in flags_of.items() if f != {flag_name(d)}}
+    assert renamed == {"overrides": {"--set"}}  # tune's KEY=VALUE list, not a setting
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pretrain", "--dataset", "d"],
+        ["pretrain-gaussian", "--dataset", "d", "--state-dependent-std"],
+        ["finetune", "--checkpoint", "c", "--no-reward-scaling"],
+        ["offline", "--dataset", "d", "--algo", "dac", "--eta", "2", "--lcb-rho", "0.5"],
+    ],
+)
+def test_every_flag_lands_in_a_settings_field(argv):
+    """No flag is silently dropped: each one fills a field of the command's settings."""
+    from rllib_diffusion import cli
+
+    args = build_parser().parse_args(argv)
+    builders = {
+        "pretrain": cli.pretrain_settings_from_args,
+        "pretrain-gaussian": cli.pretrain_gaussian_settings_from_args,
+        "finetune": cli.finetune_settings_from_args,
+        "offline": cli.offline_settings_from_args,
+    }
+    builders[argv[0]](args)  # raises TypeError naming a stray flag
+    args.stray_flag = 1
+    with pytest.raises(TypeError, match="stray_flag"):
+        builders[argv[0]](args)
