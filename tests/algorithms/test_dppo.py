@@ -595,3 +595,13 @@ def test_ddim_eta_is_configured_and_refused_without_ddim(pretrained):
     assert dppo_config_from_pretrained(ckpt, s).model_config["ddim_eta"] == 0.5
     with pytest.raises(ConfigError, match="--use-ddim"):
         dppo_config_from_pretrained(ckpt, FinetuneSettings(checkpoint=ckpt, ddim_eta=0.5))
+
+
+@pytest.mark.parametrize("num_learners", [0, 1, 2, 3])
+def test_decisions_per_iteration_is_the_total_over_all_learners(pretrained, num_learners):
+    """RLlib samples train_batch_size_per_learner × num_learners: the per-learner share
+    is what makes the total the decisions the user asked for (not num_learners times)."""
+    ckpt = str(pretrained[0] / "checkpoint")
+    s = FinetuneSettings(checkpoint=ckpt, decisions_per_iteration=200, num_learners=num_learners)
+    config = dppo_config_from_pretrained(ckpt, s)
+    assert config.total_train_batch_size == (200 if num_learners != 3 else 201)

@@ -181,7 +181,9 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             delay_between_env_runner_restarts_s=5.0,
         )
         .training(
-            train_batch_size_per_learner=s.decisions_per_iteration,
+            # RLlib samples train_batch_size_per_learner × num_learners per iteration:
+            # split the decisions so the total is what was asked for.
+            train_batch_size_per_learner=-(-s.decisions_per_iteration // max(1, s.num_learners)),
             num_epochs=s.num_epochs,
             pair_minibatch_size=s.pair_minibatch_size,
             actor_lr=s.actor_lr,
