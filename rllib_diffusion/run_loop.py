@@ -58,6 +58,20 @@ class RunControl:
     seed: int = 0
     resume: bool = False
 
+    @classmethod
+    def from_settings(cls, settings: Any, *, budget: int) -> RunControl:
+        """The run-control fields of a command's settings (same names; no ``resume``
+        field means never resume)."""
+        return cls(
+            out_dir=settings.out_dir,
+            budget=budget,
+            eval_interval=settings.eval_interval,
+            eval_episodes=settings.eval_episodes,
+            checkpoint_interval=settings.checkpoint_interval,
+            seed=settings.seed,
+            resume=getattr(settings, "resume", False),
+        )
+
 
 class RunFamily:
     """What a family of algorithms tells the run loop (override what differs).
@@ -139,6 +153,21 @@ def eval_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
     if "normalized_score" in evaluation:
         fields[EVAL_NORMALIZED] = evaluation["normalized_score"]
     return fields
+
+
+def before_after_summary(
+    tag: str, base: dict[str, Any], start: dict[str, Any] | None, final: dict[str, Any]
+) -> dict[str, Any]:
+    """``result.json`` of a fine-tuning run (start and final evaluation), printed as one
+    "return before -> after" line."""
+    before = "n/a" if not start else f"{start['episode_return_mean']:.1f}"
+    print(
+        f"[{tag}] return before {before} -> after {final['episode_return_mean']:.1f} ± "
+        f"{final['episode_return_std']:.1f} ({final['num_episodes']} episodes, "
+        f"{base['env_steps']} env steps, {base['train_seconds'] / 60:.1f} min)",
+        flush=True,
+    )
+    return {**base, "start_evaluation": start, "final_evaluation": final}
 
 
 def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:

@@ -318,15 +318,6 @@ def run_offline_training(
         env_config=env_config,
         loss_key=loss_key,
     )
-    control = RunControl(
-        out_dir=str(out),
-        budget=s.gradient_steps,
-        eval_interval=s.eval_interval,
-        eval_episodes=s.eval_episodes,
-        checkpoint_interval=s.checkpoint_interval,
-        seed=s.seed,
-        resume=s.resume,
-    )
-    summary = run_training(family, control)
+    summary = run_training(family, RunControl.from_settings(s, budget=s.gradient_steps))
     summary["total_seconds"] = time.perf_counter() - started
     return summary

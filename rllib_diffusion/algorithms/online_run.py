@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from rllib_diffusion.checkpoints import CheckpointMeta
-from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, run_training
+from rllib_diffusion.run_loop import (
+    EVAL_RETURN,
+    RunControl,
+    RunFamily,
+    before_after_summary,
+    run_training,
+)
 
 
 @dataclass
@@ -212,15 +218,7 @@ class OnlineFamily(RunFamily):
         return self._evaluate(ckpt, 30_000 + control.seed)
 
     def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-        start = self.start_evaluation
-        print(
-            f"[online] return before {start['episode_return_mean']:.1f} -> after "
-            f"{evaluation['episode_return_mean']:.1f} ± {evaluation['episode_return_std']:.1f} "
-            f"({self.s.eval_episodes} episodes, {base['env_steps']} env steps, "
-            f"{base['train_seconds'] / 60:.1f} min)",
-            flush=True,
-        )
-        return {**base, "start_evaluation": start, "final_evaluation": evaluation}
+        return before_after_summary(self.tag, base, self.start_evaluation, evaluation)
 
 
 def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
@@ -229,12 +227,4 @@ def finetune_online(settings: OnlineSettings) -> dict[str, Any]:
 
     s = settings
     limit_threads()
-    control = RunControl(
-        out_dir=s.out_dir,
-        budget=s.env_steps,
-        eval_interval=s.eval_interval,
-        eval_episodes=s.eval_episodes,
-        checkpoint_interval=s.checkpoint_interval,
-        seed=s.seed,
-    )
-    return run_training(OnlineFamily(s), control)
+    return run_training(OnlineFamily(s), RunControl.from_settings(s, budget=s.env_steps))

@@ -32,7 +32,7 @@ from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
 from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
 from rllib_diffusion.envs.tasks import task_info
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
-from rllib_diffusion.run_loop import RunControl, RunFamily, run_training
+from rllib_diffusion.run_loop import RunControl, RunFamily, before_after_summary, run_training
 from rllib_diffusion.utils.io import jsonable
 
 
@@ -317,16 +317,7 @@ class DPPOFamily(RunFamily):
         )
 
     def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-        start = self.start_evaluation
-        before = "n/a" if not start else f"{start['episode_return_mean']:.1f}"
-        print(
-            f"[finetune] return before {before} -> after "
-            f"{evaluation['episode_return_mean']:.1f} ± {evaluation['episode_return_std']:.1f} "
-            f"({self.s.eval_episodes} episodes, {base['env_steps']} env steps, "
-            f"{base['train_seconds'] / 60:.1f} min)",
-            flush=True,
-        )
-        return {**base, "start_evaluation": start, "final_evaluation": evaluation}
+        return before_after_summary(self.tag, base, self.start_evaluation, evaluation)
 
 
 def finetune(settings: FinetuneSettings) -> dict[str, Any]:
@@ -336,16 +327,7 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
 
     s = settings
     limit_threads()
-    control = RunControl(
-        out_dir=s.out_dir,
-        budget=s.env_steps,
-        eval_interval=s.eval_interval,
-        eval_episodes=s.eval_episodes,
-        checkpoint_interval=s.checkpoint_interval,
-        seed=s.seed,
-        resume=s.resume,
-    )
-    return run_training(DPPOFamily(s), control)
+    return run_training(DPPOFamily(s), RunControl.from_settings(s, budget=s.env_steps))
 
 
 def last_iteration_decisions(remaining_env_steps: int, act_steps: int, per_iteration: int):

@@ -376,16 +376,7 @@ def finetune_gaussian_ppo(settings: GaussianPPOSettings) -> dict[str, Any]:
     s = settings
     _validate(s)
     limit_threads()
-    control = RunControl(
-        out_dir=s.out_dir,
-        budget=s.env_steps,
-        eval_interval=s.eval_interval,
-        eval_episodes=s.eval_episodes,
-        checkpoint_interval=s.checkpoint_interval,
-        seed=s.seed,
-        resume=s.resume,
-    )
-    return run_training(GaussianPPOFamily(s), control)
+    return run_training(GaussianPPOFamily(s), RunControl.from_settings(s, budget=s.env_steps))
 
 
 def _validate(s: GaussianPPOSettings) -> None:
