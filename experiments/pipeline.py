@@ -46,6 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+#: The main job's own flags (read here for the DPPO stage, not by pretraining).
+DPPO_FLAGS = ("finetune_env_steps", "num_envs_per_env_runner", "num_env_runners")
+
+
 def main(argv=None) -> int:
     from rllib_diffusion.algorithms.bc.pretrain import pretrain
     from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, finetune
@@ -59,7 +63,7 @@ def main(argv=None) -> int:
     def job(a: argparse.Namespace) -> None:
         steps = 2 if a.finetune_env_steps else 1
         print(f"[main] 1/{steps} pretraining a diffusion policy on {a.dataset}", flush=True)
-        bc = pretrain(pretrain_settings_from_args(a))
+        bc = pretrain(pretrain_settings_from_args(a, consumed=DPPO_FLAGS))
         ev = bc["evaluation"]
         results.update(
             dataset=a.dataset,

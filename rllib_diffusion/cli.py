@@ -205,10 +205,11 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     add_offline_loop_args(p, d)
 
 
-def pretrain_settings_from_args(args: argparse.Namespace):
+def pretrain_settings_from_args(args: argparse.Namespace, *, consumed=()):
+    """``consumed``: flags the caller reads itself (e.g. the main job's DPPO flags)."""
     from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
 
-    return settings_from_args(PretrainSettings, args)
+    return settings_from_args(PretrainSettings, args, consumed=consumed)
 
 
 def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:

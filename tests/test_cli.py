@@ -123,3 +123,20 @@ def test_every_flag_lands_in_a_settings_field(argv):
     args.stray_flag = 1
     with pytest.raises(TypeError, match="stray_flag"):
         builders[argv[0]](args)
+
+
+def test_main_job_flags_reach_pretraining():
+    """The main job (experiments/pipeline.py) adds DPPO flags to pretrain's; pretraining
+    gets its own and the DPPO ones are declared as read by the job itself."""
+    import importlib.util
+    from pathlib import Path
+
+    from rllib_diffusion.cli import pretrain_settings_from_args
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "pipeline.py"
+    spec = importlib.util.spec_from_file_location("main_job_pipeline", path)
+    pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pipeline)
+    args = pipeline.parse_args(["--gradient-steps", "3000"])
+    s = pretrain_settings_from_args(args, consumed=pipeline.DPPO_FLAGS)
+    assert (s.gradient_steps, s.steps_per_iteration, s.out_dir) == (3000, 1000, "runs/main_job")
