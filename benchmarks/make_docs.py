@@ -103,14 +103,18 @@ def finetune_section(r: dict) -> list[str]:
     lines += ["| figure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     st = r.get("settings", {})
     if "decisions_per_iteration" in st:
+        ddim = st.get("use_ddim")
+        sampler = f"DDIM {st.get('ddim_steps')} steps" if ddim else "DDPM"
+        k_ft = st["ft_denoising_steps"] or ("all DDIM steps" if ddim else "10 (default)")
+        actor_lr = st["actor_lr"] or "the network's default (MLP 1e-4, UNet 1e-5)"
         lines += [
             "",
-            f"Settings: {st['num_env_runners']} EnvRunner × {st['num_envs_per_env_runner']} envs, "
-            f"{st['decisions_per_iteration']} action chunks per iteration, K′ = "
-            f"{st['ft_denoising_steps']}, {st['num_epochs']} epochs of "
-            f"{st['pair_minibatch_size']}-pair minibatches, clip {st['clip']}, actor/critic lr "
-            f"{st['actor_lr']}/{st['critic_lr']}, eval every {st['eval_interval']} iterations "
-            f"({st['eval_episodes']} deterministic episodes).",
+            f"Settings: {sampler}, {st['num_env_runners']} EnvRunner × "
+            f"{st['num_envs_per_env_runner']} envs, {st['decisions_per_iteration']} action "
+            f"chunks per iteration, K′ = {k_ft}, {st['num_epochs']} epochs of "
+            f"{st['pair_minibatch_size']}-pair minibatches, clip {st['clip']}, actor lr "
+            f"{actor_lr}, critic lr {st['critic_lr']}, eval every {st['eval_interval']} "
+            f"iterations ({st['eval_episodes']} deterministic episodes).",
         ]
     elif "ppo" in st:
         p = st["ppo"]
@@ -377,8 +381,12 @@ def main() -> None:
                 lines += render(r)
             if prefix == "dppo_finetune":
                 lines += [
-                    "Both fine-tuning runs start from BC policies trained on the same "
-                    "`rllib-diffusion/hopper/medium-v0` data and spend the same env-step budget. "
+                    "`dppo_finetune_hopper_medium` and the Gaussian baseline below start from BC "
+                    "policies trained on the same `rllib-diffusion/hopper/medium-v0` data and "
+                    "spend the same env-step budget. The DDIM-5 / DDPM pair "
+                    "(`dppo_finetune_hopper_{ddim5,ddpm}_{300k,600k}`, one seed each, machine "
+                    "load average 10–22) start from the main job's 12k-step BC policy; the 600k "
+                    "rows continue the 300k runs with `--resume`. "
                     "For orientation only (other env version and data): third-party runs of the "
                     "DPPO reference go from ≈1.4k to 2.2–2.6k on D4RL hopper-medium-v2 within "
                     "1.6M env steps. The two runs shared the machine's 2 cores with each other "
