@@ -112,10 +112,9 @@ class RunFamily:
         algo.restore_from_path(str(ckpt_dir))
         return None
 
-    def before_iteration(self, algo: Any, counter: int, control: RunControl) -> bool:
-        """Called before each ``train()``; True if this is the budget's last iteration
-        (e.g. one sized to end exactly at the budget)."""
-        return False
+    def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
+        """Called before each ``train()`` with the progress counter so far (e.g. to size
+        the iteration that reaches the budget)."""
 
     def progress_line(
         self, algo: Any, result: dict[str, Any], it: int, *, evaluated: bool
@@ -298,7 +297,7 @@ def _train(
         done = state["counter"] >= control.budget
         while not done:
             state["it"] = it = state["it"] + 1
-            last = family.before_iteration(algo, state["counter"], control)
+            family.before_iteration(algo, state["counter"], control)
             result = algo.train()
             evaluated = bool(control.eval_interval) and it % control.eval_interval == 0
             line = {ITERATION: it, **family.progress_line(algo, result, it, evaluated=evaluated)}
@@ -309,7 +308,7 @@ def _train(
             progress.flush()
             log_scalars(state["writer"], family.tag, family.unit, line)
             print(family.format_line(line, control), flush=True)
-            done = last or state["counter"] >= control.budget
+            done = state["counter"] >= control.budget
             if control.checkpoint_interval and it % control.checkpoint_interval == 0 and not done:
                 checkpoint()
     state["finish"] = family.finish(algo)

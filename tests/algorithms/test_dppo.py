@@ -300,12 +300,13 @@ def test_finetune_smoke_and_checkpoint(pretrained, ray_session, tmp_path):
     )
     lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
     assert lines[0]["iteration"] == 0 and "eval_return_mean" in lines[0]
+    assert lines[-1]["env_steps"] >= 300
     # The budget is honoured, not rounded up to whole iterations of 60 decisions × 4:
-    # 75 decisions in one iteration (≤ 1.5 iterations' worth), at most one vector step of
-    # the 2 envs over, fewer true env steps only where episodes ended inside a chunk.
-    assert len(lines) == 2
+    # 75 decisions in the first iteration (≤ 1.5 iterations' worth), then (only where
+    # episodes ended inside a chunk) the few decisions still missing; at most one vector
+    # step of the 2 envs over.
     act_steps = summary["policy_config"]["act_steps"]
-    assert 300 <= lines[-1]["decisions"] * act_steps <= 300 + 2 * act_steps
+    assert lines[1]["decisions"] * act_steps <= 300 + 2 * act_steps
     assert lines[-1]["env_steps"] <= 300 + 2 * act_steps
     assert all("eval_return_mean" in x for x in lines[1:])
     assert {

@@ -43,11 +43,11 @@ class FinetuneSettings:
     Attributes:
         checkpoint: DiffusionBC checkpoint directory (from ``rllib-diffusion pretrain``).
         out_dir: output directory.
-        env_steps: budget of env steps (decisions × executed actions). Honoured, not
+        env_steps: budget of env steps (decisions × executed actions). Reached, not
             rounded up to whole iterations: the last iteration samples exactly the
-            decisions still needed (see ``last_iteration_decisions``); the true count ends
-            at most one vector step of the envs over it, or a little under it where
-            episodes ended inside a chunk.
+            decisions still needed (see ``last_iteration_decisions``), plus a top-up of
+            the few still missing where episodes ended inside a chunk; the true count
+            ends at most one vector step of the envs over it.
         num_env_runners / num_envs_per_env_runner: rollout layout (CPU EnvRunners).
         decisions_per_iteration: action chunks sampled per iteration (all runners).
         num_epochs / pair_minibatch_size: PPO epochs and (env step, denoising step) pairs
@@ -283,12 +283,12 @@ class DPPOFamily(RunFamily):
         print(f"[finetune] restored {algo.env_steps_lifetime} env steps", flush=True)
         return {"env_steps": algo.env_steps_lifetime, "restored_weight_sums": sums}
 
-    def before_iteration(self, algo, counter: int, control: RunControl) -> bool:
-        final = last_iteration_decisions(
-            control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
+    def before_iteration(self, algo, counter: int, control: RunControl) -> None:
+        algo.limit_next_iteration(
+            last_iteration_decisions(
+                control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
+            )
         )
-        algo.limit_next_iteration(final)
-        return final is not None
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
         line = progress_line(result, it, self.policy.env_id, evaluated=evaluated)
@@ -335,9 +335,10 @@ def last_iteration_decisions(remaining_env_steps: int, act_steps: int, per_itera
 
     The last iteration samples exactly the ``ceil(remaining / act_steps)`` decisions the
     budget still needs: up to 1.5 iterations' worth, so that no tiny iteration (a PPO
-    update on a handful of chunks) is left over. True env steps can end a little below
-    the budget where episodes ended inside a chunk, and up to one vector step of the
-    runners' envs above it.
+    update on a handful of chunks) is left over. Where episodes ended inside a chunk the
+    true env steps fall a little short, and the run loop samples the few decisions still
+    missing; the count ends at most one vector step of the runners' envs above the
+    budget.
     """
     decisions = -(-remaining_env_steps // act_steps)
     return decisions if decisions <= per_iteration * 3 // 2 else None
