@@ -145,6 +145,8 @@ def comparison_plot(results: list[dict]) -> list[str]:
             continue
         task = r["name"][len("dppo_finetune_") :]
         base = by_name.get(f"dppo_baseline_gaussian_ppo_{task}")
+        if base is None:
+            continue  # only runs that have a Gaussian baseline on the same task
         try:
             import matplotlib
 
@@ -155,9 +157,8 @@ def comparison_plot(results: list[dict]) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4))
         s = r["series"]
         ax.plot(s["eval_env_steps"], s["eval_return_mean"], "o-", label="DPPO from diffusion BC")
-        if base:
-            b = base["series"]
-            ax.plot(b["eval_env_steps"], b["eval_return_mean"], "s-", label="PPO from Gaussian BC")
+        b = base["series"]
+        ax.plot(b["eval_env_steps"], b["eval_return_mean"], "s-", label="PPO from Gaussian BC")
         ax.set_xlabel("env steps")
         ax.set_ylabel("deterministic eval return (10 episodes)")
         ax.set_title(f"Fine-tuning from BC, {task}")
