@@ -449,6 +449,8 @@ def pending_actors() -> dict[str, int] | None:
     import ray
 
     try:
+        # Private, with a fallback: the public ray.util.state.list_actors needs the
+        # dashboard, which local runs start without (init_ray).
         from ray._private import state
 
         job = ray.get_runtime_context().get_job_id()
