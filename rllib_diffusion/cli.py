@@ -357,9 +357,17 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
         help="default: 1e-4 for an MLP denoiser, 1e-5 for a UNet (the DPPO reference's values)",
     )
     p.add_argument("--critic-lr", type=float, default=d.critic_lr)
+    p.add_argument(
+        "--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay of both"
+    )
     p.add_argument("--clip", type=float, default=d.clip, help="clip of the last denoising step")
     p.add_argument("--clip-base", type=float, default=d.clip_base, help="clip of the first")
-    p.add_argument("--target-kl", type=float, default=d.target_kl)
+    p.add_argument(
+        "--target-kl",
+        type=_float_or_none,
+        default=d.target_kl,
+        help="stop an iteration's remaining minibatches above this approx KL ('none': never)",
+    )
     p.add_argument("--gamma", type=float, default=d.gamma)
     p.add_argument("--lambda", dest="lambda_", type=float, default=d.lambda_)
     p.add_argument("--gamma-denoising", type=float, default=d.gamma_denoising)
@@ -394,6 +402,11 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     )
     add_resume_arg(p, "without it an existing checkpoint in OUT is an error")
     p.add_argument("--seed", type=int, default=d.seed)
+
+
+def _float_or_none(text: str) -> float | None:
+    """argparse type of a float knob whose None means "off"."""
+    return None if text.lower() == "none" else float(text)
 
 
 def _json_resources(text: str) -> dict[str, float]:

@@ -606,3 +606,48 @@ def test_decisions_per_iteration_is_the_total_over_all_learners(pretrained, num_
     s = FinetuneSettings(checkpoint=ckpt, decisions_per_iteration=200, num_learners=num_learners)
     config = dppo_config_from_pretrained(ckpt, s)
     assert config.total_train_batch_size == (200 if num_learners != 3 else 201)
+
+
+#: finetune flag → (value, the DPPOConfig attribute it must set).
+DPPO_FLAG_KNOBS = {
+    "--actor-lr": ("3e-4", "actor_lr"),
+    "--critic-lr": ("2e-3", "critic_lr"),
+    "--weight-decay": ("1e-5", "weight_decay"),
+    "--clip": ("0.02", "clip_param"),
+    "--clip-base": ("0.005", "clip_param_base"),
+    "--target-kl": ("none", "target_kl"),
+    "--gamma": ("0.98", "gamma"),
+    "--lambda": ("0.9", "lambda_"),
+    "--gamma-denoising": ("0.95", "gamma_denoising"),
+    "--critic-warmup-iterations": ("2", "critic_warmup_iterations"),
+    "--bc-loss-coeff": ("0.1", "bc_loss_coeff"),
+    "--num-epochs": ("3", "num_epochs"),
+    "--pair-minibatch-size": ("500", "pair_minibatch_size"),
+    "--decisions-per-iteration": ("300", "train_batch_size_per_learner"),
+}
+
+
+def test_every_dppo_knob_set_on_the_cli_reaches_the_learner(pretrained):
+    """Each declared DPPOConfig knob has a finetune flag, and a non-default value given
+    there arrives in the built learner's config (and the model knobs in its module)."""
+    from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig
+    from rllib_diffusion.cli import build_parser, finetune_settings_from_args
+    from rllib_diffusion.knobs import declared_knobs
+
+    ckpt = str(pretrained[0] / "checkpoint")
+    argv = ["finetune", "--checkpoint", ckpt, "--no-reward-scaling", "--ft-denoising-steps", "2"]
+    for flag, (value, _) in DPPO_FLAG_KNOBS.items():
+        argv += [flag, value]
+    s = finetune_settings_from_args(build_parser().parse_args(argv))
+    learner = dppo_config_from_pretrained(ckpt, s).build_learner()
+    cfg = learner.config
+    default = DPPOConfig()
+    for flag, (value, attr) in DPPO_FLAG_KNOBS.items():
+        expected = None if value == "none" else type(getattr(default, attr) or 0.0)(value)
+        assert getattr(cfg, attr) == expected != getattr(default, attr), flag
+    assert cfg.reward_scaling is False and default.reward_scaling is True
+    assert learner.module["default_policy"].unwrapped().ft_denoising_steps == 2
+    # Every knob DPPOConfig declares is reachable from the command line.
+    covered = {attr for _, attr in DPPO_FLAG_KNOBS.values()} | {"reward_scaling"}
+    declared = {k.name for k in declared_knobs(DPPOConfig)} - {"pretrained_checkpoint"}
+    assert declared <= covered, declared - covered

@@ -59,7 +59,7 @@ class FinetuneSettings:
         ddim_eta: DDIM η of rollouts and log-probs (1: the reference's; evaluation uses 0);
             refused unless the policy samples with DDIM.
         actor_lr: None follows the denoiser (1e-4 MLP, 1e-5 UNet: the reference's values).
-        critic_lr / clip / clip_base / target_kl / gamma / lambda_ /
+        critic_lr / weight_decay / clip / clip_base / target_kl / gamma / lambda_ /
         gamma_denoising / reward_scaling / critic_warmup_iterations / bc_loss_coeff:
             DPPO.md knobs (see ``DPPOConfig.training``).
         eval_interval: deterministic evaluation every this many iterations (0: end only).
@@ -94,6 +94,7 @@ class FinetuneSettings:
     ddim_eta: float = 1.0
     actor_lr: float | None = None
     critic_lr: float = 1e-3
+    weight_decay: float = 0.0
     clip: float = 0.01
     clip_base: float = 0.01
     target_kl: float | None = 1.0
@@ -188,6 +189,7 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             pair_minibatch_size=s.pair_minibatch_size,
             actor_lr=s.actor_lr,
             critic_lr=s.critic_lr,
+            weight_decay=s.weight_decay,
             clip_param=s.clip,
             clip_param_base=s.clip_base,
             target_kl=s.target_kl,
