@@ -203,13 +203,26 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-end", type=float, default=d.lr_end, help="cosine decay target")
     add_offline_loop_args(p, d)
+    from rllib_diffusion.knobs import add_knob_args
+
+    add_knob_args(p.add_argument_group("DiffusionBC knobs"), _diffusion_bc_knobs())
+
+
+def _diffusion_bc_knobs() -> list:
+    """The knobs ``DiffusionBCConfig.training()`` declares (flags derived from them)."""
+    from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig
+    from rllib_diffusion.knobs import declared_knobs
+
+    return declared_knobs(DiffusionBCConfig)
 
 
 def pretrain_settings_from_args(args: argparse.Namespace, *, consumed=()):
     """``consumed``: flags the caller reads itself (e.g. the main job's DPPO flags)."""
     from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
+    from rllib_diffusion.knobs import given_knobs
 
-    return settings_from_args(PretrainSettings, args, consumed=consumed)
+    knobs = given_knobs(args, _diffusion_bc_knobs())
+    return settings_from_args(PretrainSettings, args, consumed=(*consumed, *knobs), knobs=knobs)
 
 
 def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:

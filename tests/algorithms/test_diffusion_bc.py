@@ -214,3 +214,31 @@ def test_cli_evaluate_writes_offscreen_video(pretrained, tmp_path, monkeypatch):
     assert frames.shape[0] == 1 + steps
     assert frames.shape[1:] == (256, 256, 3)
     assert frames.std() > 0  # not a blank image
+
+
+def test_every_diffusion_bc_knob_set_on_the_cli_reaches_the_learner(tiny_dataset):
+    """``pretrain``'s knob flags come from DiffusionBCConfig; a non-default value given
+    there arrives in the built learner's config, an untyped one keeps the default."""
+    from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig
+    from rllib_diffusion.algorithms.bc.pretrain import build_pretrain_config
+    from rllib_diffusion.cli import build_parser, pretrain_settings_from_args
+    from rllib_diffusion.data import load_dataset
+    from rllib_diffusion.data.offline import prepare_offline_data
+    from rllib_diffusion.knobs import declared_knobs
+
+    new = {"weight_decay": 1e-3, "ema_decay": 0.9, "ema_update_every": 3, "ema_start": 7}
+    assert {k.name for k in declared_knobs(DiffusionBCConfig)} == set(new)
+    _, dataset_id = tiny_dataset
+    argv = ["pretrain", "--dataset", dataset_id]
+    for name, value in new.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    s = pretrain_settings_from_args(build_parser().parse_args(argv))
+    data = prepare_offline_data(load_dataset(dataset_id), horizon=s.horizon, obs_history=1)
+    learner = build_pretrain_config(s, data, "Hopper-v5")[0].build_learner()
+    default = DiffusionBCConfig()
+    for name, value in new.items():
+        assert getattr(learner.config, name) == value != getattr(default, name), name
+    untouched = pretrain_settings_from_args(
+        build_parser().parse_args(["pretrain", "--dataset", dataset_id, "--ema-start", "7"])
+    )
+    assert untouched.knobs == {"ema_start": 7}

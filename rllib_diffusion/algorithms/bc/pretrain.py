@@ -11,7 +11,7 @@ This is the library function behind ``rllib-diffusion pretrain`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rllib_diffusion import metrics as M
@@ -37,6 +37,8 @@ class PretrainSettings(OfflineRunSettings):
         horizon / act_steps / obs_history: Ta / executed actions / To.
         denoising_steps / sampler / ddim_steps / schedule / network / hidden_dims: policy.
         lr / lr_end / warmup_steps: AdamW learning rate, cosine-decayed to ``lr_end``.
+        knobs: ``DiffusionBCConfig.training()`` knobs given by the user (weight decay,
+            EMA schedule); the others keep the config's defaults, declared there once.
     """
 
     out_dir: str = "runs/pretrain"
@@ -52,6 +54,7 @@ class PretrainSettings(OfflineRunSettings):
     lr: float = 1e-3
     lr_end: float = 1e-4
     warmup_steps: int = 100
+    knobs: dict[str, Any] = field(default_factory=dict)
 
 
 def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env_id: str):
@@ -82,7 +85,7 @@ def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env
         data_path=data.path,
         settings=s,
     )
-    config.training(lr=lr_schedule(s)).rl_module(model_config=policy.to_dict())
+    config.training(lr=lr_schedule(s), **s.knobs).rl_module(model_config=policy.to_dict())
     return config, policy
 
 
