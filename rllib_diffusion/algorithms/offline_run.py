@@ -295,7 +295,6 @@ def run_offline_training(
     settings: OfflineRunSettings,
     *,
     tag: str,
-    out: Path,
     meta: dict[str, Any],
     dataset: EpisodeDataset,
     env_config: dict[str, Any],

@@ -103,7 +103,7 @@ def policy_env_config(policy: DiffusionPolicyConfig) -> dict[str, Any]:
 def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     """Run diffusion BC pretraining; returns the summary also written to ``result.json``."""
     s = settings
-    out, started, dataset, env_id = start_offline_run(s)
+    _, started, dataset, env_id = start_offline_run(s)
     data = prepare_offline_data(dataset, horizon=s.horizon, obs_history=s.obs_history, seed=s.seed)
     print(
         f"[pretrain] dataset {dataset.name}: {dataset.num_episodes} episodes, "
@@ -118,7 +118,6 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         config.build_algo,
         s,
         tag="pretrain",
-        out=out,
         meta=meta,
         dataset=dataset,
         env_config=policy_env_config(policy),

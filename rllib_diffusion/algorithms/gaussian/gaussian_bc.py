@@ -125,7 +125,7 @@ def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
     from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 
     s = settings
-    out, started, dataset, env_id = start_offline_run(s)
+    _, started, dataset, env_id = start_offline_run(s)
     data = prepare_offline_data(dataset, horizon=1, seed=s.seed)
     print(
         f"[pretrain-gaussian] dataset {dataset.name}: {dataset.num_episodes} episodes, "
@@ -144,7 +144,6 @@ def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
         config.build_algo,
         s,
         tag="pretrain-gaussian",
-        out=out,
         meta=meta,
         dataset=dataset,
         env_config=env_config,

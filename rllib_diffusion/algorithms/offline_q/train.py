@@ -188,7 +188,7 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
 
     s = settings
     spec = check_settings(s)
-    out, started, dataset, env_id = start_offline_run(s)
+    _, started, dataset, env_id = start_offline_run(s)
     data_path, n = prepare_transition_data(dataset, seed=s.seed)
     print(
         f"[offline] {s.algo} on {dataset.name}: {dataset.num_episodes} episodes, {n} transitions, "
@@ -216,7 +216,6 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
         config.build_algo,
         s,
         tag="offline",
-        out=out,
         meta=meta,
         dataset=dataset,
         env_config=offline_env_config(env_id),
