@@ -15,13 +15,13 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.bc import BC, BCConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
-from ray.rllib.utils.checkpoints import Checkpointable
 
 from rllib_diffusion.algorithms.bc.window_prelearner import (
     LIGHT_PRELEARNER_KWARGS,
     SHUFFLED_ITER_KWARGS,
     WindowPreLearner,
 )
+from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
 
 
 class DiffusionBCConfig(BCConfig):
@@ -106,25 +106,13 @@ class DiffusionBCConfig(BCConfig):
             self._value_error(f"weight_decay must be >= 0, got {self.weight_decay}.")
 
 
-class DiffusionBC(BC):
+class DiffusionBC(OfflineRestoreMixin, BC):
     """Diffusion BC: MARWIL/BC's offline training step with a denoising loss and EMA."""
 
     @classmethod
     @override(BC)
     def get_default_config(cls) -> DiffusionBCConfig:
         return DiffusionBCConfig()
-
-    @override(BC)
-    def restore_from_path(self, path, *args, **kwargs) -> None:
-        if self.env_runner_group is not None:
-            return super().restore_from_path(path, *args, **kwargs)
-        # Offline without evaluation has no EnvRunnerGroup, and RLlib 2.60's
-        # Algorithm.restore_from_path unconditionally syncs weights to it.
-        Checkpointable.restore_from_path(self, path, *args, **kwargs)
-        if self.eval_env_runner_group is not None:
-            self.eval_env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group, inference_only=True
-            )
 
 
 def cosine_lr_schedule(

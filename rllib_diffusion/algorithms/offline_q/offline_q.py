@@ -22,7 +22,6 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.annotations import override
-from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
@@ -37,6 +36,7 @@ from rllib_diffusion.algorithms.bc.window_prelearner import (
     LIGHT_PRELEARNER_KWARGS,
     SHUFFLED_ITER_KWARGS,
 )
+from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
 from rllib_diffusion.algorithms.online import TransitionReplayBuffer, episode_transitions
 from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearner
 from rllib_diffusion.modules.model_config import ConfigError
@@ -248,23 +248,11 @@ class EMAActorConfigMixin:
             self._value_error("ema_update_every must be >= 1 and ema_start >= 0.")
 
 
-class OfflineQMixin:
+class OfflineQMixin(OfflineRestoreMixin):
     """Training step of the offline Q-learners: RLlib's offline (BC) step, or the online
     phase on a replay buffer. Host: ``<Algo>(OfflineQMixin, BC)``."""
 
     replay_buffer: TransitionReplayBuffer | None = None
-
-    @override(BC)
-    def restore_from_path(self, path, *args, **kwargs) -> None:
-        if self.env_runner_group is not None:
-            return super().restore_from_path(path, *args, **kwargs)
-        # Offline without evaluation has no EnvRunnerGroup, and RLlib 2.60's
-        # Algorithm.restore_from_path unconditionally syncs weights to it.
-        Checkpointable.restore_from_path(self, path, *args, **kwargs)
-        if self.eval_env_runner_group is not None:
-            self.eval_env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group, inference_only=True
-            )
 
     def seed_replay_buffer(self, transitions: dict[str, np.ndarray]) -> None:
         """Start the online phase's buffer with (offline) ``transitions``."""
