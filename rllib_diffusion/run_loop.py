@@ -135,7 +135,8 @@ class RunFamily:
         return {}
 
     def final_evaluation(self, ckpt: str, control: RunControl) -> dict[str, Any]:
-        """Evaluation of the saved checkpoint in the env."""
+        """Evaluation of the saved checkpoint (loaded from disk: exactly what was saved)
+        in the env."""
         raise NotImplementedError
 
     def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def before_after_summary(
 
 def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:
     """Run ``family`` under ``control``; returns the summary also written to ``result.json``."""
-    from rllib_diffusion.checkpoints import load_policy_module, resume_checkpoint_meta
+    from rllib_diffusion.checkpoints import resume_checkpoint_meta
     from rllib_diffusion.utils.io import write_json_atomic
 
     started = time.perf_counter()
@@ -197,7 +198,6 @@ def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:
         if state.get("writer") is not None:
             state["writer"].close()
         algo.stop()
-    load_policy_module(ckpt, expect_algorithms=(meta.algorithm,))  # what was saved loads
     print(f"[{family.tag}] checkpoint: {ckpt}; evaluating {control.eval_episodes} episodes ...")
     evaluation = family.final_evaluation(ckpt, control)
     base = {
