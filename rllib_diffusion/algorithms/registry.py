@@ -19,6 +19,10 @@ from rllib_diffusion.modules.model_config import ConfigError
 
 #: Run kind of the offline Q-learners (``rllib-diffusion offline``/``online``).
 OFFLINE_Q = "offline_q"
+#: Run kind of policy pretraining on a dataset (``pretrain``, ``pretrain-gaussian``).
+PRETRAIN = "pretrain"
+#: Run kind of online fine-tuning from a pretrained policy (``finetune``, ``finetune-gaussian``).
+FINETUNE = "finetune"
 
 
 @dataclass(frozen=True)
@@ -121,5 +125,34 @@ for _spec in (
     ),
     AlgorithmSpec("dac", f"{_Q}.dac.dac:DACConfig", OFFLINE_Q, "dac", {}, "Diffusion Actor-Critic"),
     AlgorithmSpec("fql", f"{_Q}.fql.fql:FQLConfig", OFFLINE_Q, "fql", {}, "Flow Q-Learning"),
+    AlgorithmSpec(
+        "diffusion_bc",
+        f"{_Q}.bc.diffusion_bc:DiffusionBCConfig",
+        PRETRAIN,
+        "DiffusionBC",
+        description="diffusion/flow behaviour cloning (pretraining)",
+    ),
+    AlgorithmSpec(
+        "dppo",
+        f"{_Q}.dppo.dppo:DPPOConfig",
+        FINETUNE,
+        "DPPO",
+        description="DPPO: PPO on the denoising chain of a pretrained diffusion policy",
+    ),
+    # The Gaussian baseline uses RLlib's own BC and PPO configs (no knobs of ours).
+    AlgorithmSpec(
+        "gaussian_bc",
+        "ray.rllib.algorithms.bc:BCConfig",
+        PRETRAIN,
+        "GaussianBC",
+        description="Gaussian-policy BC (the DPPO paper's baseline)",
+    ),
+    AlgorithmSpec(
+        "gaussian_ppo",
+        "ray.rllib.algorithms.ppo:PPOConfig",
+        FINETUNE,
+        "GaussianPPO",
+        description="RLlib PPO from a Gaussian BC policy (baseline)",
+    ),
 ):
     register(_spec)

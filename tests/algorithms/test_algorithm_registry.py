@@ -60,7 +60,7 @@ def test_registry_lists_the_offline_algorithms_and_refuses_unknown_names():
     assert set(ALGORITHMS) == {"diffusion_ql", "diffusion_ql_flow", "idql", "dac", "fql"}
     assert registry.get("dac").config_class.__name__ == "DACConfig"
     assert registry.by_checkpoint_algorithm("fql").name == "fql"
-    assert registry.by_checkpoint_algorithm("DiffusionBC") is None
+    assert registry.by_checkpoint_algorithm("DiffusionBC").kind == registry.PRETRAIN
     with pytest.raises(ConfigError, match="algo='cql'; allowed: .*dac"):
         registry.get("cql")
 
@@ -216,3 +216,19 @@ def test_pre_redesign_checkpoints_load_into_the_module_that_owns_their_state(
     assert keys
     for k in keys:
         torch.testing.assert_close(state[k], torch.as_tensor(old[k]))
+
+
+def test_every_family_is_registered_under_its_checkpoint_name():
+    """Pretraining and fine-tuning algorithms are in the registry too, each under the
+    name its checkpoints carry; their config classes build."""
+    from rllib_diffusion.algorithms.bc.pretrain import ALGORITHM_NAME as BC
+    from rllib_diffusion.algorithms.dppo.dppo import ALGORITHM_NAME as DPPO
+    from rllib_diffusion.algorithms.gaussian.gaussian_bc import ALGORITHM_NAME as GBC
+    from rllib_diffusion.algorithms.gaussian.gaussian_ppo import ALGORITHM_NAME as GPPO
+
+    assert registry.names(registry.PRETRAIN) == ("diffusion_bc", "gaussian_bc")
+    assert registry.names(registry.FINETUNE) == ("dppo", "gaussian_ppo")
+    for checkpoint_name in (BC, DPPO, GBC, GPPO):
+        spec = registry.by_checkpoint_algorithm(checkpoint_name)
+        assert spec is not None and spec.config_class().algo_class is not None, checkpoint_name
+    assert {k.name for k in registry.get("dppo").knobs()} >= {"actor_lr", "clip_param_base"}
