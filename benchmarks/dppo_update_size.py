@@ -36,7 +36,7 @@ def first_steps(ckpt: str, states: np.ndarray, sampler: str, lr: float, args) ->
     from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
     bc, meta = load_policy_module(ckpt, expect_algorithms=("DiffusionBC",))
-    pol = DiffusionPolicyConfig.from_dict(meta["policy_config"], strict=False)
+    pol = DiffusionPolicyConfig.from_dict(meta.policy_config, strict=False)
     if sampler == "ddim":
         pol = DiffusionPolicyConfig.from_dict(
             {**pol.to_dict(), "sampler": "ddim", "ddim_steps": args.ddim_steps}

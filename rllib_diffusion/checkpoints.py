@@ -58,8 +58,8 @@ class CheckpointMeta(Mapping):
         tune: the Tune trial an exported best checkpoint came from.
         version: layout version (:data:`META_VERSION`).
 
-    Also a read-only ``Mapping`` of its non-None fields, for callers that still
-    probe keys; new code reads attributes.
+    Also a read-only ``Mapping`` of its non-None fields (``meta["env_id"]``), the view
+    the first releases' callers and scripts used; the package reads attributes.
     """
 
     algorithm: str

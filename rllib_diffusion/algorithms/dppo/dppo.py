@@ -332,7 +332,7 @@ def load_pretrained_into(algo: DPPO, checkpoint: str | Path) -> None:
 
     bc_module, meta = load_policy_module(checkpoint, expect_algorithms=("DiffusionBC",))
     ours = algo.config.model_config["policy"]
-    check_policy_match(meta["policy_config"], ours, str(checkpoint))
+    check_policy_match(meta.policy_config, ours, str(checkpoint))
     state = {k: v.detach().cpu() for k, v in bc_module.ema_net.state_dict().items()}
 
     def _load(learner) -> None:

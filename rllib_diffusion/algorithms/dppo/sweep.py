@@ -49,7 +49,7 @@ def dppo_sweep_config(
 
     checkpoint = args.require("checkpoint", "a DiffusionBC checkpoint from `pretrain`")
     meta = read_checkpoint_meta(checkpoint)
-    policy = meta.get("policy_config") or {}
+    policy = meta.policy_config or {}
     fixed = FinetuneSettings.ft_denoising_steps  # None: the model config picks K_ft
     if fixed is not None and "denoising_steps" in policy and "ft_denoising_steps" not in defaults:
         # Sweeps usually search K_ft; the fixed default must fit short chains too.
@@ -58,7 +58,7 @@ def dppo_sweep_config(
     if max_t is not None:
         settings.eval_interval = min(settings.eval_interval or max_t, max_t)
     config = dppo_config_from_pretrained(settings.checkpoint, settings)
-    found = meta.get("env_id")
+    found = meta.env_id
     if env_id is not None and found != env_id:
         raise ConfigError(
             f"This sweep is for {env_id}; checkpoint '{settings.checkpoint}' is a {found} "
