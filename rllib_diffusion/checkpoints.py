@@ -115,7 +115,7 @@ class CheckpointMeta(Mapping):
         """The file's text."""
         return json.dumps(self.to_dict(), indent=1, default=str)
 
-    # Mapping view (transition aid for key-probing callers).
+    # Mapping view (for scripts and tests written against the first releases).
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
 
