@@ -775,12 +775,19 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A parse error is one line naming the command and the problem (no usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="rllib-diffusion",
         description="Diffusion and flow policies on Ray RLlib.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, (add_args, _, help_text) in COMMANDS.items():
         add_args(sub.add_parser(name, help=help_text, description=help_text))
     return parser
@@ -802,7 +809,16 @@ def run_command(run: Callable[[argparse.Namespace], Any], args: argparse.Namespa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        flags = [u for u in unknown if u.startswith("-")] or unknown
+        print(
+            f"error: `rllib-diffusion {args.command}` has no flag {', '.join(flags)} "
+            f"(see `rllib-diffusion {args.command} --help`)",
+            file=sys.stderr,
+        )
+        return 2
     return run_command(COMMANDS[args.command][1], args)
 
 

@@ -140,3 +140,23 @@ def test_main_job_flags_reach_pretraining():
     args = pipeline.parse_args(["--gradient-steps", "3000"])
     s = pretrain_settings_from_args(args, consumed=pipeline.DPPO_FLAGS)
     assert (s.gradient_steps, s.steps_per_iteration, s.out_dir) == (3000, 1000, "runs/main_job")
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["finetune", "--checkpoint", "c", "--eta", "5"], ["finetune", "--eta"]),
+        (["pretrain", "--dataset", "d", "--horizon", "four"], ["pretrain", "--horizon"]),
+        (["evaluate"], ["evaluate", "--checkpoint"]),
+    ],
+)
+def test_parse_errors_are_one_line_naming_the_command_and_flag(argv, names, capsys):
+    from rllib_diffusion.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith("error:"), err
+    assert all(name in err for name in names), err
