@@ -294,29 +294,18 @@ def run_offline_training(
     build_algo: Callable[[], Any],
     settings: OfflineRunSettings,
     *,
-    tag: str,
-    meta: dict[str, Any],
-    dataset: EpisodeDataset,
-    env_config: dict[str, Any],
-    loss_key: str,
     started: float,
+    **family: Any,
 ) -> dict[str, Any]:
-    """Train, checkpoint, evaluate what was saved, write ``out/result.json``; return it
-    (the run loop with :class:`OfflineFamily`).
+    """Train, checkpoint, evaluate what was saved, write ``out/result.json``; return it:
+    the run loop with an :class:`OfflineFamily` (``family``: its keyword arguments
+    ``tag``, ``meta``, ``dataset``, ``env_config``, ``loss_key``).
 
     With ``settings.resume`` and a checkpoint in ``out``, training continues after the
     checkpoint's iteration (see :class:`OfflineRunSettings`).
     """
     s = settings
-    family = OfflineFamily(
-        build_algo,
-        s,
-        tag=tag,
-        meta=meta,
-        dataset=dataset,
-        env_config=env_config,
-        loss_key=loss_key,
-    )
-    summary = run_training(family, RunControl.from_settings(s, budget=s.gradient_steps))
+    control = RunControl.from_settings(s, budget=s.gradient_steps)
+    summary = run_training(OfflineFamily(build_algo, s, **family), control)
     summary["total_seconds"] = time.perf_counter() - started
     return summary
