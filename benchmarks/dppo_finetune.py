@@ -3,9 +3,9 @@
 Starts from a DiffusionBC checkpoint (e.g. the one of benchmarks/bc_pretrain.py),
 runs DPPO for ``--env-steps`` true env steps and writes
 ``benchmarks/results/<name>.json`` (return curve against env steps, timings) and
-``<name>.png``. Progress is flushed to ``<out>/progress.jsonl`` every iteration, and the
-result file is rewritten every ``--write-every`` iterations, so a run cut short still
-leaves its partial curve.
+``<name>.png``. Progress is flushed to ``<out>/progress.jsonl`` every iteration, so a
+run cut short still leaves its partial curve (``--summarize-only`` writes the result
+from it). Takes every flag of ``rllib-diffusion finetune``.
 
 Example::
 
@@ -34,57 +34,23 @@ from common import RESULTS_DIR, write_result  # noqa: E402
 
 
 def main() -> None:
-    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, finetune
+    from rllib_diffusion.algorithms.dppo.finetune import finetune
+    from rllib_diffusion.cli import add_finetune_args, finetune_settings_from_args
 
-    d = FinetuneSettings(checkpoint="")
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--checkpoint", required=True)
+    add_finetune_args(p)  # the finetune command's flags, defaults and help
+    p.set_defaults(out_dir="runs/bench_dppo")
     p.add_argument("--name", default="dppo_finetune_hopper_medium")
-    p.add_argument("--out", default="runs/bench_dppo")
-    p.add_argument("--env-steps", type=int, default=1_000_000)
-    p.add_argument("--num-env-runners", type=int, default=d.num_env_runners)
-    p.add_argument("--num-envs-per-env-runner", type=int, default=d.num_envs_per_env_runner)
-    p.add_argument("--decisions-per-iteration", type=int, default=d.decisions_per_iteration)
-    p.add_argument("--pair-minibatch-size", type=int, default=d.pair_minibatch_size)
-    p.add_argument("--num-epochs", type=int, default=d.num_epochs)
-    p.add_argument("--eval-interval", type=int, default=d.eval_interval)
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--use-ddim", action="store_true", help="sample with DDIM")
-    p.add_argument("--ddim-steps", type=int, default=d.ddim_steps)
-    p.add_argument(
-        "--ft-denoising-steps",
-        type=int,
-        default=d.ft_denoising_steps,
-        help="K' (default: sampler's)",
-    )
-    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--summarize-only", action="store_true", help="rebuild the result from --out")
     args = p.parse_args()
-    settings = FinetuneSettings(
-        checkpoint=args.checkpoint,
-        out_dir=args.out,
-        env_steps=args.env_steps,
-        num_env_runners=args.num_env_runners,
-        num_envs_per_env_runner=args.num_envs_per_env_runner,
-        decisions_per_iteration=args.decisions_per_iteration,
-        pair_minibatch_size=args.pair_minibatch_size,
-        num_epochs=args.num_epochs,
-        eval_interval=args.eval_interval,
-        eval_episodes=args.eval_episodes,
-        use_ddim=args.use_ddim,
-        ddim_steps=args.ddim_steps,
-        ft_denoising_steps=args.ft_denoising_steps,
-        checkpoint_interval=args.checkpoint_interval,
-        resume=args.resume,
-        seed=args.seed,
-    )
-    if not args.summarize_only:
+    name, summarize_only = args.name, args.summarize_only
+    del args.name, args.summarize_only
+    settings = finetune_settings_from_args(args)
+    if not summarize_only:
         finetune(settings)
-    summarize(args.name, Path(args.out), settings)
+    summarize(name, Path(settings.out_dir), settings)
 
 
 def summarize(name: str, out: Path, settings) -> None:
@@ -126,10 +92,18 @@ def summarize(name: str, out: Path, settings) -> None:
         "actor_grad_norm": [x.get("actor_grad_norm") for x in iters],
         "actor_update_norm": [x.get("actor_update_norm") for x in iters],
     }
-    path = write_result(name, figures, series, settings=asdict(settings))
+    path = write_result(name, figures, series, settings=flat_settings(settings))
     plot(name, series)
     print(json.dumps(figures, indent=1))
     print(f"wrote {path}")
+
+
+def flat_settings(settings) -> dict:
+    """The run's settings with every DPPO knob's value (declared default or given)."""
+    from rllib_diffusion.algorithms.dppo.finetune import dppo_knobs
+
+    flat = {k: v for k, v in asdict(settings).items() if k != "knobs"}
+    return {**flat, **{k.name: settings.knobs.get(k.name, k.default) for k in dppo_knobs()}}
 
 
 def _mean(values) -> float | None:

@@ -112,7 +112,7 @@ def finetune_section(r: dict) -> list[str]:
             f"Settings: {sampler}, {st['num_env_runners']} EnvRunner × "
             f"{st['num_envs_per_env_runner']} envs, {st['decisions_per_iteration']} action "
             f"chunks per iteration, K′ = {k_ft}, {st['num_epochs']} epochs of "
-            f"{st['pair_minibatch_size']}-pair minibatches, clip {st['clip']}, actor lr "
+            f"{st['pair_minibatch_size']}-pair minibatches, clip {st.get('clip_param', st.get('clip'))}, actor lr "
             f"{actor_lr}, critic lr {st['critic_lr']}, eval every {st['eval_interval']} "
             f"iterations ({st['eval_episodes']} deterministic episodes).",
         ]

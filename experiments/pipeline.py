@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # Defaults of the main job: sized to finish in minutes on a 2-core CPU machine.
     p.set_defaults(
         dataset=str(DEFAULT_DATASET),
-        out="runs/main_job",
+        out_dir="runs/main_job",
         gradient_steps=12_000,
         steps_per_iteration=1_000,
         eval_episodes=10,
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     t0 = time.perf_counter()
-    out = Path(args.out)
+    out = Path(args.out_dir)
     results: dict = {}
 
     def job(a: argparse.Namespace) -> None:
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                 flush=True,
             )
             ft = finetune(
-                FinetuneSettings(
+                FinetuneSettings.of(
                     checkpoint=bc["checkpoint"],
                     out_dir=str(out / "dppo"),
                     env_steps=a.finetune_env_steps,

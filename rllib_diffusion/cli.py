@@ -36,70 +36,38 @@ def _json_out(result: dict[str, Any], path: str | None) -> None:
 def settings_from_args(cls, args: argparse.Namespace, *, consumed=(), **explicit: Any):
     """Build the settings dataclass ``cls`` from parsed flags named like its fields.
 
-    ``--out`` fills ``out_dir``; lists become tuples; ``explicit`` wins over flags. A
+    Lists become tuples; ``explicit`` wins over flags. A
     flag that matches no field (and is not in ``consumed``: read by the caller) is a
     programming error, never silently dropped.
     """
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(cls)}
-    stray = set(vars(args)) - names - {"command", "out", *consumed, *explicit}
+    stray = set(vars(args)) - names - {"command", *consumed, *explicit}
     if stray:
         raise TypeError(f"flags {sorted(stray)} match no field of {cls.__name__}")
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in explicit:
             kwargs[f.name] = explicit[f.name]
-        elif f.name == "out_dir" and hasattr(args, "out"):
-            kwargs[f.name] = args.out
         elif hasattr(args, f.name):
             value = getattr(args, f.name)
             kwargs[f.name] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)
 
 
-def add_dataset_args(p: argparse.ArgumentParser) -> None:
-    """``--dataset``, ``--download``, ``--env-id``."""
-    p.add_argument(
-        "--dataset",
-        required=True,
-        help="Minari id (e.g. mujoco/hopper/medium-v0) or dataset directory, "
-        "DPPO .npz, or robomimic .hdf5",
-    )
-    p.add_argument("--download", action="store_true", help="let Minari download the id")
-    p.add_argument("--env-id", help="env to evaluate in (default: the dataset's env)")
+def add_settings_args(p: Any, cls: type, *, exclude: tuple[str, ...] = (), **choices) -> None:
+    """One flag per field of settings dataclass ``cls`` (help from its ``Attributes:``
+    docs, default shown); ``choices``: allowed values of a field, e.g. ``algo=[...]``."""
+    import dataclasses
 
+    from rllib_diffusion.knobs import add_knob_args, settings_knobs
 
-def add_offline_loop_args(p: argparse.ArgumentParser, d: Any) -> None:
-    """Budget, evaluation and checkpoint flags of offline runs; defaults from settings ``d``."""
-    p.add_argument("--gradient-steps", type=int, default=d.gradient_steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--steps-per-iteration", type=int, default=d.steps_per_iteration)
-    add_eval_checkpoint_args(p, d)
-    p.add_argument("--seed", type=int, default=d.seed)
-    add_resume_arg(
-        p,
-        "restores optimizers, targets, EMA and step counters; the training flags must be "
-        "the original ones; without it an existing checkpoint in OUT is overwritten",
-    )
-
-
-def add_resume_arg(p: argparse.ArgumentParser, existing: str) -> None:
-    """``--resume``: continue from OUT/checkpoint; ``existing`` says what happens without it."""
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help=f"continue from OUT/checkpoint if present (else start fresh); {existing}",
-    )
-
-
-def add_eval_checkpoint_args(p: argparse.ArgumentParser, d: Any) -> None:
-    """``--eval-interval``, ``--eval-episodes``, ``--checkpoint-interval`` (defaults from ``d``)."""
-    p.add_argument(
-        "--eval-interval", type=int, default=d.eval_interval, help="iterations (0: end only)"
-    )
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes)
-    p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
+    knobs = [
+        dataclasses.replace(k, choices=tuple(choices[k.name])) if k.name in choices else k
+        for k in settings_knobs(cls, exclude=("knobs", *exclude))
+    ]
+    add_knob_args(p, knobs)
 
 
 # ----------------------------------------------------------------------------- collect
@@ -153,7 +121,9 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------- train-behavior
 def add_train_behavior_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")
-    p.add_argument("--out", required=True, help="directory for checkpoints and progress")
+    p.add_argument(
+        "--out", dest="out_dir", required=True, help="directory for checkpoints and progress"
+    )
     p.add_argument("--target-return", type=float, help="stop once the mean return reaches this")
     p.add_argument("--max-env-steps", type=int, default=3_000_000)
     p.add_argument("--max-minutes", type=float, default=60.0)
@@ -173,7 +143,7 @@ def run_train_behavior(args: argparse.Namespace) -> dict[str, Any]:
     )
     return train_behavior_policy(
         args.env,
-        args.out,
+        args.out_dir,
         target_return=args.target_return,
         max_env_steps=args.max_env_steps,
         max_minutes=args.max_minutes,
@@ -184,27 +154,11 @@ def run_train_behavior(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- pretrain
 def add_pretrain_args(p: argparse.ArgumentParser) -> None:
+    """Run and policy flags from ``PretrainSettings``, knobs from ``DiffusionBCConfig``."""
     from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
-
-    d = PretrainSettings(dataset="")
-    add_dataset_args(p)
-    p.add_argument("--out", default=d.out_dir, help="output directory")
-    p.add_argument("--horizon", type=int, default=d.horizon, help="action chunk length Ta")
-    p.add_argument("--act-steps", type=int, default=d.act_steps, help="executed actions")
-    p.add_argument("--obs-history", type=int, default=d.obs_history, help="stacked obs To")
-    p.add_argument("--denoising-steps", type=int, default=d.denoising_steps, help="K")
-    p.add_argument("--sampler", choices=["ddpm", "ddim", "flow"], default=d.sampler)
-    p.add_argument("--ddim-steps", type=int, default=d.ddim_steps)
-    p.add_argument("--schedule", choices=["cosine", "vp", "linear"], default=d.schedule)
-    p.add_argument("--network", choices=["mlp", "unet"], default=d.network)
-    p.add_argument(
-        "--hidden-dims", type=int, nargs="+", default=list(d.hidden_dims), help="MLP sizes"
-    )
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-end", type=float, default=d.lr_end, help="cosine decay target")
-    add_offline_loop_args(p, d)
     from rllib_diffusion.knobs import add_knob_args
 
+    add_settings_args(p, PretrainSettings)
     add_knob_args(p.add_argument_group("DiffusionBC knobs"), _diffusion_bc_knobs())
 
 
@@ -235,21 +189,12 @@ def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:
 def add_pretrain_gaussian_args(p: argparse.ArgumentParser) -> None:
     from rllib_diffusion.algorithms.gaussian.gaussian_bc import GaussianBCSettings
 
-    d = GaussianBCSettings(dataset="")
-    add_dataset_args(p)
-    p.add_argument("--out", default=d.out_dir, help="output directory")
-    p.add_argument(
-        "--hidden-dims", type=int, nargs="+", default=list(d.hidden_dims), help="MLP sizes"
-    )
-    p.add_argument("--activation", choices=["relu", "tanh", "silu"], default=d.activation)
+    add_settings_args(p, GaussianBCSettings, exclude=("free_log_std",))
     p.add_argument(
         "--state-dependent-std",
         action="store_true",
         help="let the network predict the log-std per state (default: one learned log-std)",
     )
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-end", type=float, default=d.lr_end, help="cosine decay target")
-    add_offline_loop_args(p, d)
 
 
 def pretrain_gaussian_settings_from_args(args: argparse.Namespace):
@@ -273,26 +218,7 @@ def run_pretrain_gaussian(args: argparse.Namespace) -> dict[str, Any]:
 def add_finetune_gaussian_args(p: argparse.ArgumentParser) -> None:
     from rllib_diffusion.algorithms.gaussian.gaussian_ppo import GaussianPPOSettings
 
-    d = GaussianPPOSettings(checkpoint="")
-    p.add_argument(
-        "--checkpoint", required=True, help="GaussianBC checkpoint (from pretrain-gaussian)"
-    )
-    p.add_argument("--out", default=d.out_dir, help="output directory")
-    p.add_argument("--env-steps", type=int, default=d.env_steps, help="env-step budget")
-    p.add_argument("--num-env-runners", type=int, default=d.num_env_runners)
-    p.add_argument("--num-envs-per-env-runner", type=int, default=d.num_envs_per_env_runner)
-    p.add_argument(
-        "--train-batch-size", type=int, default=d.train_batch_size, help="env steps/iteration"
-    )
-    p.add_argument("--minibatch-size", type=int, default=d.minibatch_size)
-    p.add_argument("--num-epochs", type=int, default=d.num_epochs)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--clip", type=float, default=d.clip_param, help="PPO ratio clip")
-    p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--lambda", dest="lambda_", type=float, default=d.lambda_, help="GAE λ")
-    add_eval_checkpoint_args(p, d)
-    p.add_argument("--seed", type=int, default=d.seed)
-    add_resume_arg(p, "without it an existing checkpoint in OUT is an error")
+    add_settings_args(p, GaussianPPOSettings)
 
 
 def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
@@ -301,146 +227,27 @@ def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
         finetune_gaussian_ppo,
     )
 
-    return finetune_gaussian_ppo(
-        GaussianPPOSettings(
-            checkpoint=args.checkpoint,
-            out_dir=args.out,
-            env_steps=args.env_steps,
-            num_env_runners=args.num_env_runners,
-            num_envs_per_env_runner=args.num_envs_per_env_runner,
-            train_batch_size=args.train_batch_size,
-            minibatch_size=args.minibatch_size,
-            num_epochs=args.num_epochs,
-            lr=args.lr,
-            clip_param=args.clip,
-            gamma=args.gamma,
-            lambda_=args.lambda_,
-            eval_interval=args.eval_interval,
-            eval_episodes=args.eval_episodes,
-            checkpoint_interval=args.checkpoint_interval,
-            seed=args.seed,
-            resume=args.resume,
-        )
-    )
+    return finetune_gaussian_ppo(settings_from_args(GaussianPPOSettings, args))
 
 
 # ---------------------------------------------------------------------------- finetune
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
-    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings
+    """Run flags from ``FinetuneSettings``, DPPO knobs from ``DPPOConfig.training()`` and
+    ``DPPOModelConfig``: every flag, its help and its default come from a declaration."""
+    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, dppo_knobs
+    from rllib_diffusion.knobs import add_knob_args, settings_knobs
 
-    d = FinetuneSettings(checkpoint="")
-    p.add_argument("--checkpoint", required=True, help="DiffusionBC checkpoint (from pretrain)")
-    p.add_argument("--out", default=d.out_dir, help="output directory")
-    p.add_argument("--env-steps", type=int, default=d.env_steps, help="budget of env steps")
-    p.add_argument("--num-env-runners", type=int, default=d.num_env_runners)
-    p.add_argument("--num-envs-per-env-runner", type=int, default=d.num_envs_per_env_runner)
-    p.add_argument(
-        "--decisions-per-iteration",
-        type=int,
-        default=d.decisions_per_iteration,
-        help="action chunks sampled per iteration (all runners together)",
-    )
-    p.add_argument("--num-epochs", type=int, default=d.num_epochs)
-    p.add_argument(
-        "--pair-minibatch-size",
-        type=int,
-        default=d.pair_minibatch_size,
-        help="(env step, denoising step) pairs per minibatch",
-    )
-    p.add_argument(
-        "--ft-denoising-steps",
-        type=int,
-        default=d.ft_denoising_steps,
-        help="K' (default: every DDIM step with --use-ddim, else the last 10 DDPM steps)",
-    )
-    p.add_argument(
-        "--use-ddim", action="store_true", help="sample with DDIM (a DDPM policy works too)"
-    )
-    p.add_argument("--ddim-steps", type=int, default=d.ddim_steps)
-    p.add_argument(
-        "--ddim-eta",
-        type=float,
-        default=d.ddim_eta,
-        help="DDIM eta of fine-tuning rollouts (evaluation uses 0); needs --use-ddim",
-    )
-    p.add_argument(
-        "--actor-lr",
-        type=float,
-        default=d.actor_lr,
-        help="default: 1e-4 for an MLP denoiser, 1e-5 for a UNet (the DPPO reference's values)",
-    )
-    p.add_argument("--critic-lr", type=float, default=d.critic_lr)
-    p.add_argument(
-        "--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay of both"
-    )
-    p.add_argument("--clip", type=float, default=d.clip, help="clip of the last denoising step")
-    p.add_argument("--clip-base", type=float, default=d.clip_base, help="clip of the first")
-    p.add_argument(
-        "--target-kl",
-        type=_float_or_none,
-        default=d.target_kl,
-        help="stop an iteration's remaining minibatches above this approx KL ('none': never)",
-    )
-    p.add_argument("--gamma", type=float, default=d.gamma)
-    p.add_argument("--lambda", dest="lambda_", type=float, default=d.lambda_)
-    p.add_argument("--gamma-denoising", type=float, default=d.gamma_denoising)
-    p.add_argument(
-        "--reward-scaling",
-        action=argparse.BooleanOptionalAction,
-        default=d.reward_scaling,
-        help="divide rewards by the running std of the discounted return",
-    )
-    p.add_argument("--critic-warmup-iterations", type=int, default=d.critic_warmup_iterations)
-    p.add_argument(
-        "--bc-loss-coeff", type=float, default=d.bc_loss_coeff, help="BC regulariser (0: off)"
-    )
-    add_eval_checkpoint_args(p, d)
-    p.add_argument("--num-learners", type=int, default=d.num_learners)
-    p.add_argument("--num-gpus-per-learner", type=float, default=d.num_gpus_per_learner)
-    p.add_argument(
-        "--env-runner-resources",
-        type=_json_resources,
-        default=d.env_runner_resources,
-        metavar="JSON",
-        help="custom Ray resources per EnvRunner, e.g. '{\"rollout\": 1}': EnvRunners only "
-        "run on nodes started with `ray start --resources '{\"rollout\": N}'`",
-    )
-    p.add_argument(
-        "--learner-resources",
-        type=_json_resources,
-        default=d.learner_resources,
-        metavar="JSON",
-        help="custom Ray resources per remote learner, e.g. '{\"learner\": 1}' "
-        "(needs --num-learners >= 1)",
-    )
-    add_resume_arg(p, "without it an existing checkpoint in OUT is an error")
-    p.add_argument("--seed", type=int, default=d.seed)
-
-
-def _float_or_none(text: str) -> float | None:
-    """argparse type of a float knob whose None means "off"."""
-    return None if text.lower() == "none" else float(text)
-
-
-def _json_resources(text: str) -> dict[str, float]:
-    """argparse type of the *-resources flags: a JSON object of name -> amount."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON ({err}): {text!r}") from None
-    if not isinstance(value, dict) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
-    ):
-        raise argparse.ArgumentTypeError(
-            f"expected a JSON object of resource amounts like '{{\"rollout\": 1}}', got {text!r}"
-        )
-    return {str(k): float(v) for k, v in value.items()}
+    add_knob_args(p, settings_knobs(FinetuneSettings, exclude=("knobs",)))
+    add_knob_args(p.add_argument_group("DPPO knobs"), dppo_knobs())
 
 
 def finetune_settings_from_args(args: argparse.Namespace):
-    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings
+    """``FinetuneSettings`` with the DPPO knobs the user typed in ``knobs``."""
+    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, dppo_knobs
+    from rllib_diffusion.knobs import given_knobs
 
-    return settings_from_args(FinetuneSettings, args)
+    knobs = given_knobs(args, dppo_knobs())
+    return settings_from_args(FinetuneSettings, args, consumed=knobs, knobs=knobs)
 
 
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
@@ -451,35 +258,15 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- offline
 def add_offline_args(p: argparse.ArgumentParser) -> None:
-    """Run flags here; algorithm knobs derived from each algorithm's config."""
-    from rllib_diffusion.algorithms.offline_q.train import ALGORITHMS, OfflineSettings
+    """Run and network flags from ``OfflineSettings``; algorithm knobs derived from each
+    algorithm's config."""
+    from rllib_diffusion.algorithms.offline_q.train import (
+        ALGORITHMS,
+        KNOB_FIELDS,
+        OfflineSettings,
+    )
 
-    d = OfflineSettings(dataset="")
-    p.add_argument("--algo", choices=sorted(ALGORITHMS), default=d.algo)
-    add_dataset_args(p)
-    p.add_argument("--out", default=d.out_dir, help="output directory")
-    add_offline_loop_args(p, d)
-    p.add_argument("--lr", type=float, help="both learning rates (default: the algorithm's)")
-    p.add_argument(
-        "--lr-end", type=float, help="cosine-decay the learning rate to this (default: constant)"
-    )
-    p.add_argument(
-        "--normalize-rewards",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also scale rewards by 1000 / (max - min episode return) of the dataset "
-        "(IQL's normalisation; default: on for idql on MuJoCo locomotion, else off)",
-    )
-    p.add_argument("--denoising-steps", type=int, help="T (FQL: half its Euler steps; default 5)")
-    p.add_argument(
-        "--num-candidates", type=int, help="actions sampled per state when acting (not fql)"
-    )
-    p.add_argument(
-        "--hidden-dims",
-        type=int,
-        nargs="+",
-        help="actor MLP sizes (fql: all networks); default: the algorithm's (fql: 4x512)",
-    )
+    add_settings_args(p, OfflineSettings, exclude=KNOB_FIELDS, algo=sorted(ALGORITHMS))
     add_offline_knob_args(p.add_argument_group("algorithm knobs (refused where unused)"))
 
 
@@ -521,26 +308,7 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
 def add_online_args(p: argparse.ArgumentParser) -> None:
     from rllib_diffusion.algorithms.online_run import OnlineSettings
 
-    d = OnlineSettings(checkpoint="")
-    p.add_argument(
-        "--checkpoint", required=True, help="checkpoint of `rllib-diffusion offline` (any --algo)"
-    )
-    p.add_argument("--out", default=d.out_dir, help="output directory")
-    p.add_argument(
-        "--dataset", help="offline data that seeds the replay buffer (default: the checkpoint's)"
-    )
-    p.add_argument("--env-steps", type=int, default=d.env_steps, help="online env-step budget")
-    p.add_argument("--env-steps-per-iteration", type=int, default=d.env_steps_per_iteration)
-    p.add_argument(
-        "--updates-per-env-step",
-        type=float,
-        default=d.updates_per_env_step,
-        help="gradient steps per new env step (update-to-data ratio)",
-    )
-    p.add_argument("--num-env-runners", type=int, default=d.num_env_runners)
-    p.add_argument("--num-envs-per-env-runner", type=int, default=d.num_envs_per_env_runner)
-    add_eval_checkpoint_args(p, d)
-    p.add_argument("--seed", type=int, default=d.seed)
+    add_settings_args(p, OnlineSettings)
 
 
 def run_online(args: argparse.Namespace) -> dict[str, Any]:

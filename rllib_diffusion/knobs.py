@@ -1,18 +1,22 @@
-"""Algorithm knobs declared once, in the ``AlgorithmConfig``, and derived everywhere else.
+"""Knobs declared once and derived everywhere else.
 
-A knob is a keyword-only argument of a config class's own ``training()`` (documented in
-its ``Args:`` section, default set once in ``__init__``), or an RLlib knob the class
-lists in ``RLLIB_KNOBS`` (name → help). From that declaration this module derives
-command-line flags (one flag name per knob across all commands, the help text and the
-default shown in ``--help``), the values a user actually typed, and the one-line refusal
-of a knob the chosen algorithm does not use. No ray import at module level: the CLI
-builds parsers before Ray starts.
+An algorithm knob is a keyword-only argument of a config class's own ``training()``
+(documented in its ``Args:`` section, default set once in ``__init__``), or an RLlib
+knob the class lists in ``RLLIB_KNOBS`` (name → help). A model knob or a run setting is
+a field of a dataclass (documented in its ``Attributes:`` section): the RLModule's model
+config, or a command's settings (run control). From those declarations this module
+derives command-line flags (one flag name per knob across all commands, the help text
+and the default shown in ``--help``), the values a user actually typed, and the
+one-line refusal of a knob the chosen algorithm does not use. No ray import at module
+level: the CLI builds parsers before Ray starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
+import json
 import re
 import types
 import typing
@@ -28,7 +32,12 @@ __all__ = [
     "declared_knobs",
     "flag_name",
     "given_knobs",
+    "settings_knobs",
+    "split_knobs",
 ]
+
+#: Flag names that are not the knob's name with dashes (one name across all commands).
+FLAG_ALIASES = {"out_dir": "out", "clip_param": "clip", "clip_param_base": "clip_base"}
 
 #: Docstring line of an ``Args:`` entry: ``name: text`` or ``a / b: text``.
 _ARG_LINE = re.compile(r"^\s*([A-Za-z_][\w]*(?:\s*/\s*[A-Za-z_][\w]*)*)\s*:\s*(.*)$")
@@ -47,6 +56,7 @@ class Knob:
             or the docs say what None means.
         sequence: the knob takes several values (``--hidden-dims 256 256``).
         choices: allowed values, when declared as a ``Literal``.
+        required: a settings field without a default (the flag must be given).
     """
 
     name: str
@@ -56,15 +66,27 @@ class Knob:
     optional: bool = False
     sequence: bool = False
     choices: tuple[Any, ...] | None = None
+    required: bool = False
 
     @property
     def flag(self) -> str:
         return flag_name(self.name)
 
+    @property
+    def hint(self) -> Any:
+        """The knob's type as an annotation (``tuple[int, ...] | None``)."""
+        base: Any = tuple[self.type, ...] if self.sequence else self.type
+        return base | None if self.optional else base
+
+    def names(self) -> tuple[str, ...]:
+        """The knob's name and its flag's spelling as a name (``clip_param``, ``clip``)."""
+        return tuple(dict.fromkeys((self.name, self.flag[2:].replace("-", "_"))))
+
 
 def flag_name(name: str) -> str:
-    """``actor_lr`` → ``--actor-lr``; RLlib's ``lambda_`` → ``--lambda``."""
-    return "--" + name.rstrip("_").replace("_", "-")
+    """``actor_lr`` → ``--actor-lr``; RLlib's ``lambda_`` → ``--lambda``; the names of
+    :data:`FLAG_ALIASES` (``out_dir`` → ``--out``)."""
+    return "--" + FLAG_ALIASES.get(name, name).rstrip("_").replace("_", "-")
 
 
 def _is_ours(cls: type) -> bool:
@@ -72,14 +94,15 @@ def _is_ours(cls: type) -> bool:
     return cls.__module__.split(".")[0] not in ("ray", "builtins")
 
 
-def _doc_args(doc: str | None) -> dict[str, str]:
-    """``Args:`` entries of a docstring: name → text (continuation lines joined)."""
+def _doc_args(doc: str | None, section: str = "Args:") -> dict[str, str]:
+    """Entries of a docstring ``section`` (``Args:``, ``Attributes:``): name → text
+    (continuation lines joined)."""
     out: dict[str, str] = {}
     in_args, current = False, []
     for raw in (doc or "").splitlines():
         line = raw.strip()
-        if line.startswith("Args:"):
-            in_args, line = True, line[len("Args:") :].strip()
+        if line.startswith(section):
+            in_args, line = True, line[len(section) :].strip()
         elif re.fullmatch(r"[A-Z]\w*:", line):  # the next section (Returns:, Raises:)
             in_args = False
         if not in_args or not line or line.startswith("**"):
@@ -108,6 +131,8 @@ def _scalar_type(annotation: Any) -> tuple[type, bool, bool, tuple | None]:
         return type(args[0]), False, False, tuple(args)
     if origin in (tuple, list):
         return _scalar_type(args[0])[0], False, True, None
+    if origin is dict:
+        return dict, False, False, None
     return (annotation if isinstance(annotation, type) else str), False, False, None
 
 
@@ -138,19 +163,77 @@ def declared_knobs(config_cls: type) -> list[Knob]:
     return list(found.values())
 
 
+def settings_knobs(cls: type, *, exclude: tuple[str, ...] = ()) -> list[Knob]:
+    """The fields of dataclass ``cls`` (a model config or a command's settings) as knobs:
+    types from the annotations, help from the ``Attributes:`` docs, defaults from the
+    field (a field without one is a required flag)."""
+    docs = _doc_args(cls.__doc__, "Attributes:")
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        t, optional, seq, choices = _scalar_type(hints[f.name])
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        required = default is None and f.default is dataclasses.MISSING and not optional
+        text = docs.get(f.name, "")
+        out.append(Knob(f.name, default, t, text, optional, seq, choices, required))
+    return out
+
+
 def _parse_value(knob: Knob):
     def parse(text: str) -> Any:
         if knob.optional and text.lower() == "none":
             return None
         if knob.type is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+            return _parse_bool(text)
+        if knob.type is dict:
+            return _parse_json_object(text)
         return knob.type(text)
 
     return parse
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parse_json_object(text: str) -> dict[str, float]:
+    """A JSON object of name → number, e.g. ``'{"rollout": 1}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object of amounts like '{{\"rollout\": 1}}', got {text!r}"
+        )
+    return {str(k): float(v) for k, v in value.items()}
+
+
+class _BoolFlag(argparse.Action):
+    """``--x`` (true), ``--x false`` and ``--no-x`` (false) for a bool knob."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        name = option_strings[0]
+        super().__init__([name, "--no-" + name[2:]], dest, nargs="?", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        value = not option_string.startswith("--no-")
+        if values is not None:
+            value = values if value else not values  # argparse applied `type` already
+        setattr(namespace, self.dest, value)
 
 
 def add_knob_args(
@@ -161,14 +244,22 @@ def add_knob_args(
     for k in knobs:
         shown = list(k.default) if isinstance(k.default, tuple) else k.default
         where = f" of {defaults_of}" if defaults_of else ""
-        help_text = f"{k.help} (default{where}: {shown})".strip()
+        help_text = f"{k.help.replace('``', '')} (default{where}: {shown})".strip()
+        if k.required:
+            help_text = f"{k.help.replace('``', '')} (required)".strip()
         kwargs: dict[str, Any] = dict(
             dest=k.name, default=argparse.SUPPRESS, help=help_text, type=_parse_value(k)
         )
+        if k.type is bool:
+            kwargs.update(action=_BoolFlag, metavar="true|false")
+        else:
+            kwargs["metavar"] = k.flag[2:].upper().replace("-", "_")
         if k.sequence:
             kwargs["nargs"] = "+"
         if k.choices:
             kwargs["choices"] = k.choices
+        if k.required:
+            kwargs["required"] = True
         parser.add_argument(k.flag, **kwargs)
 
 
@@ -192,3 +283,22 @@ def check_knobs(algo: str, allowed: set[str] | list[Knob], given: dict[str, Any]
             f"{bad} {'is not a knob' if len(unused) == 1 else 'are not knobs'} of {algo}; "
             f"its knobs: {', '.join(flag_name(n) for n in sorted(names))}."
         )
+
+
+def split_knobs(
+    fields: set[str] | frozenset[str], knobs: list[Knob], values: dict[str, Any], *, owner: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(settings fields, knobs by knob name)`` of ``values`` (knobs by name or flag
+    spelling, ``clip_param`` or ``clip``); a name that is neither is a one-line error."""
+    by_name = {n: k for k in knobs for n in k.names()}
+    settings: dict[str, Any] = {}
+    chosen: dict[str, Any] = dict(values.get("knobs") or {})
+    for key, value in values.items():
+        if key in fields:
+            settings[key] = value
+        elif key in by_name:
+            chosen[by_name[key].name] = value
+        elif key != "knobs":
+            allowed = ", ".join(sorted(set(fields) | {k.name for k in knobs}))
+            raise ConfigError(f"{owner} has no setting or knob {key!r}; allowed: {allowed}.")
+    return settings, chosen

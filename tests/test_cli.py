@@ -56,7 +56,13 @@ def test_finetune_flags_map_to_settings():
         ]
     )
     s = finetune_settings_from_args(args)
-    assert (s.checkpoint, s.reward_scaling, s.lambda_, s.ft_denoising_steps) == ("c", False, 0.9, 1)
+    k = s.knobs  # DPPO's knobs, declared by DPPOConfig / DPPOModelConfig
+    assert (s.checkpoint, k["reward_scaling"], k["lambda_"], k["ft_denoising_steps"]) == (
+        "c",
+        False,
+        0.9,
+        1,
+    )
 
 
 def test_offline_flags_map_to_settings():

@@ -30,7 +30,8 @@ class OfflineRunSettings:
         env_id: gymnasium env id for evaluation (default: the dataset's).
         out_dir: output directory.
         download: let Minari download ``dataset`` (needs network).
-        gradient_steps: total gradient steps, trained exactly; batch_size: samples per step.
+        gradient_steps: total gradient steps, trained exactly.
+        batch_size: samples per gradient step.
         steps_per_iteration: gradient steps per RLlib iteration (one ``train()`` call); a
             budget below one iteration is one iteration of ``gradient_steps``; above, the
             budget must be a whole number of iterations (else refused: RLlib runs whole

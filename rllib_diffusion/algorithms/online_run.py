@@ -35,7 +35,8 @@ class OnlineSettings:
         env_steps: online env-step budget.
         env_steps_per_iteration: env steps sampled per iteration (all EnvRunners).
         updates_per_env_step: gradient steps per new env step (update-to-data ratio).
-        num_env_runners / num_envs_per_env_runner: rollout layout.
+        num_env_runners: CPU EnvRunners (0: sample in the driver).
+        num_envs_per_env_runner: vectorised envs per EnvRunner.
         eval_interval: deterministic evaluation every this many iterations (0: end only).
         eval_episodes: episodes per evaluation.
         checkpoint_interval: checkpoint every this many iterations (0: end only).

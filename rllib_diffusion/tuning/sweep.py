@@ -7,7 +7,7 @@ import ast
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,23 +94,30 @@ class SweepArgs:
             raise ConfigError(f"this sweep needs --{name.replace('_', '-')} ({what}).")
         return value
 
-    def settings(self, cls: type, **defaults: Any) -> Any:
+    def settings(self, cls: type, *, knobs: Sequence[Any] = (), **defaults: Any) -> Any:
         """Build settings dataclass ``cls``: ``defaults`` (the sweep's), then ``overrides``.
 
-        Override strings are parsed as Python literals (``1e-4``, ``32,32``, ``None``,
-        ``true``) and checked against the field's type.
+        Names of ``knobs`` (:class:`rllib_diffusion.knobs.Knob`, by name or flag spelling,
+        e.g. ``clip_param`` or ``clip``) go into the settings' ``knobs`` dict. Override
+        strings are parsed as Python literals (``1e-4``, ``32,32``, ``None``, ``true``)
+        and checked against the field's or knob's type.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
+        from rllib_diffusion.knobs import split_knobs
+
+        names = {f.name for f in dataclasses.fields(cls)} - {"knobs"}
         hints = typing.get_type_hints(cls)
-        kwargs = dict(defaults)
+        by_name = {n: k for k in knobs for n in k.names()}
+        values = dict(defaults)
         for key, raw in self.overrides.items():
-            if key not in names:
+            hint = hints[key] if key in names else getattr(by_name.get(key), "hint", None)
+            if hint is None:
+                allowed = ", ".join(sorted(names | {k.name for k in knobs}))
                 raise ConfigError(
-                    f"--set {key}=...: {cls.__name__} has no field {key!r}; "
-                    f"allowed: {', '.join(sorted(names))}."
+                    f"--set {key}=...: {cls.__name__} has no field {key!r}; allowed: {allowed}."
                 )
-            kwargs[key] = coerce_value(raw, hints[key], f"--set {key}={raw}")
-        return cls(**kwargs)
+            values[key] = coerce_value(raw, hint, f"--set {key}={raw}")
+        kwargs, chosen = split_knobs(names, list(knobs), values, owner=cls.__name__)
+        return cls(**kwargs, **({"knobs": chosen} if knobs or chosen else {}))
 
 
 @dataclass

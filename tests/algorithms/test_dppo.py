@@ -175,7 +175,7 @@ def test_expand_denoising_steps_pairs():
 # ----------------------------------------------------------------- learner-level tests
 @pytest.fixture(scope="module")
 def dppo_learner(pretrained, ray_session, tmp_path_factory):
-    s = FinetuneSettings(
+    s = FinetuneSettings.of(
         checkpoint=str(pretrained[0] / "checkpoint"),
         ft_denoising_steps=2,
         reward_scaling=False,
@@ -284,7 +284,7 @@ def test_gae_bootstraps_truncation_from_final_obs_not_across_reset(dppo_learner)
 def test_finetune_smoke_and_checkpoint(pretrained, ray_session, tmp_path):
     out = tmp_path / "ft"
     summary = finetune(
-        FinetuneSettings(
+        FinetuneSettings.of(
             checkpoint=str(pretrained[0] / "checkpoint"),
             out_dir=str(out),
             env_steps=300,
@@ -377,7 +377,7 @@ def test_ddpm_policy_can_be_fine_tuned_with_ddim(pretrained):
     from rllib_diffusion.algorithms.dppo.dppo import check_policy_match
 
     ckpt = str(pretrained[0] / "checkpoint")
-    s = FinetuneSettings(checkpoint=ckpt, use_ddim=True, ddim_steps=5, ft_denoising_steps=2)
+    s = FinetuneSettings.of(checkpoint=ckpt, use_ddim=True, ddim_steps=5, ft_denoising_steps=2)
     config = dppo_config_from_pretrained(ckpt, s)
     policy = config.model_config["policy"]
     assert (policy["sampler"], policy["ddim_steps"]) == ("ddim", 5)
@@ -394,7 +394,7 @@ def test_warmup_counter_and_reward_scaling_are_in_the_learner_state(pretrained, 
     (both live outside the module, so RLlib's own learner state would drop them)."""
     from rllib_diffusion.algorithms.dppo.dppo_connectors import RunningRewardScaling
 
-    s = FinetuneSettings(
+    s = FinetuneSettings.of(
         checkpoint=str(pretrained[0] / "checkpoint"), ft_denoising_steps=2, reward_scaling=True
     )
     config = dppo_config_from_pretrained(s.checkpoint, s)
@@ -592,10 +592,10 @@ def test_pretrain_budget_is_trained_exactly_or_refused():
 
 def test_ddim_eta_is_configured_and_refused_without_ddim(pretrained):
     ckpt = str(pretrained[0] / "checkpoint")
-    s = FinetuneSettings(checkpoint=ckpt, use_ddim=True, ddim_steps=5, ddim_eta=0.5)
+    s = FinetuneSettings.of(checkpoint=ckpt, use_ddim=True, ddim_steps=5, ddim_eta=0.5)
     assert dppo_config_from_pretrained(ckpt, s).model_config["ddim_eta"] == 0.5
     with pytest.raises(ConfigError, match="--use-ddim"):
-        dppo_config_from_pretrained(ckpt, FinetuneSettings(checkpoint=ckpt, ddim_eta=0.5))
+        dppo_config_from_pretrained(ckpt, FinetuneSettings.of(checkpoint=ckpt, ddim_eta=0.5))
 
 
 @pytest.mark.parametrize("num_learners", [0, 1, 2, 3])
@@ -603,7 +603,7 @@ def test_decisions_per_iteration_is_the_total_over_all_learners(pretrained, num_
     """RLlib samples train_batch_size_per_learner × num_learners: the per-learner share
     is what makes the total the decisions the user asked for (not num_learners times)."""
     ckpt = str(pretrained[0] / "checkpoint")
-    s = FinetuneSettings(checkpoint=ckpt, decisions_per_iteration=200, num_learners=num_learners)
+    s = FinetuneSettings.of(checkpoint=ckpt, decisions_per_iteration=200, num_learners=num_learners)
     config = dppo_config_from_pretrained(ckpt, s)
     assert config.total_train_batch_size == (200 if num_learners != 3 else 201)
 

@@ -102,7 +102,7 @@ def _combo(network: str, sampler: str, slow: bool):
 def test_dppo_improves_weak_pretrained_policy(network, sampler, weak_policies, tmp_path):
     bc = weak_policies(network)
     summary = finetune(
-        FinetuneSettings(
+        FinetuneSettings.of(
             checkpoint=bc["checkpoint"],
             out_dir=str(tmp_path / "dppo"),
             env_steps=8000,

@@ -9,7 +9,7 @@ def test_tune_trial_writes_tensorboard_metrics(pretrained, ray_session, tmp_path
     from ray import tune
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    settings = FinetuneSettings(
+    settings = FinetuneSettings.of(
         checkpoint=str(pretrained[0] / "checkpoint"),
         num_envs_per_env_runner=2,
         decisions_per_iteration=40,

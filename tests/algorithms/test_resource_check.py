@@ -122,7 +122,7 @@ def test_two_cpu_learners_complete_an_iteration_with_identical_weights(pretraine
     """``--num-learners 2 --num-env-runners 0``: fits on 2 CPUs (the driver holds none),
     trains an iteration with DDP on CPU, and both learners hold the same weights."""
     ckpt = str(pretrained[0] / "checkpoint")
-    s = FinetuneSettings(
+    s = FinetuneSettings.of(
         checkpoint=ckpt,
         num_env_runners=0,
         num_envs_per_env_runner=2,
@@ -166,7 +166,9 @@ def test_pending_request_repeats_a_line_while_waiting(pretrained, ray_session, m
 
     monkeypatch.setenv("RLLIB_DIFFUSION_AUTOSCALER", "1")
     ckpt = str(pretrained[0] / "checkpoint")
-    s = FinetuneSettings(checkpoint=ckpt, ft_denoising_steps=2, env_runner_resources={"rollout": 1})
+    s = FinetuneSettings.of(
+        checkpoint=ckpt, ft_denoising_steps=2, env_runner_resources={"rollout": 1}
+    )
     config = dppo_config_from_pretrained(ckpt, s)
     lines = io.StringIO()
     with resource_guard(config, tag="[t] ", stream=lines, interval_s=0.5) as verdict:

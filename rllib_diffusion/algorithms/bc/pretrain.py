@@ -12,7 +12,7 @@ This is the library function behind ``rllib-diffusion pretrain`` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.offline_run import (
@@ -34,9 +34,18 @@ class PretrainSettings(OfflineRunSettings):
     :class:`OfflineRunSettings`).
 
     Attributes:
-        horizon / act_steps / obs_history: Ta / executed actions / To.
-        denoising_steps / sampler / ddim_steps / schedule / network / hidden_dims: policy.
-        lr / lr_end / warmup_steps: AdamW learning rate, cosine-decayed to ``lr_end``.
+        horizon: action chunk length Ta the policy predicts.
+        act_steps: actions of each chunk executed before the next decision.
+        obs_history: stacked observations To the policy sees.
+        denoising_steps: diffusion steps K (flow: integration steps).
+        sampler: how actions are sampled: DDPM, DDIM or flow matching.
+        ddim_steps: DDIM steps when sampler is ddim (None: K).
+        schedule: noise schedule of the forward process.
+        network: denoiser network: residual MLP or 1-D temporal UNet.
+        hidden_dims: MLP sizes of the denoiser.
+        lr: AdamW learning rate after warm-up.
+        lr_end: learning rate at the end of the cosine decay.
+        warmup_steps: linear learning-rate warm-up steps.
         knobs: ``DiffusionBCConfig.training()`` knobs given by the user (weight decay,
             EMA schedule); the others keep the config's defaults, declared there once.
     """
@@ -46,10 +55,10 @@ class PretrainSettings(OfflineRunSettings):
     act_steps: int = 4
     obs_history: int = 1
     denoising_steps: int = 20
-    sampler: str = "ddpm"
+    sampler: Literal["ddpm", "ddim", "flow"] = "ddpm"
     ddim_steps: int | None = None
-    schedule: str = "cosine"
-    network: str = "mlp"
+    schedule: Literal["cosine", "vp", "linear"] = "cosine"
+    network: Literal["mlp", "unet"] = "mlp"
     hidden_dims: tuple[int, ...] = (512, 512, 512)
     lr: float = 1e-3
     lr_end: float = 1e-4

@@ -67,6 +67,14 @@ class DPPOConfig(PPOConfig):
     ``DPPOModelConfig`` dict; :func:`dppo_config_from_pretrained` fills them in.
     """
 
+    #: RLlib PPO knobs DPPO uses (flags and knob checks come from here).
+    RLLIB_KNOBS = {
+        "clip_param": "PPO ratio clip of the last denoising step (clip_param_base: the first).",
+        "num_epochs": "passes over each iteration's (env step, denoising step) pairs.",
+        "gamma": "discount per decision (one executed action chunk), as in DPPO.",
+        "lambda_": "GAE λ.",
+    }
+
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or DPPO)
         self.gamma = 0.99
@@ -115,8 +123,9 @@ class DPPOConfig(PPOConfig):
         ``train_batch_size_per_learner`` (decisions = action chunks per iteration)).
 
         Args:
-            actor_lr / critic_lr: learning rates of the two AdamW optimisers; actor_lr None
-                follows the denoiser (``DEFAULT_ACTOR_LR``: 1e-4 MLP, 1e-5 UNet).
+            actor_lr: AdamW learning rate of the fine-tuned denoiser; None follows the
+                network (``DEFAULT_ACTOR_LR``: 1e-4 MLP, 1e-5 UNet, the reference's).
+            critic_lr: AdamW learning rate of the critic V(s).
             weight_decay: AdamW weight decay of both.
             clip_param_base: clip coefficient of the first fine-tuned step; ``clip_param``
                 is the last step's (exponential schedule in between, DPPO.md).

@@ -52,9 +52,10 @@ class DPPOModelConfig:
             or the last ``min(10, K)`` DDPM steps.
         min_sampling_std: std floor of exploration steps (DPPO: 0.1).
         min_logprob_std: std floor when evaluating log-probs (DPPO: 0.1).
-        logprob_clamp: per-element log-prob clamp.
-        ddim_eta: DDIM η during exploration (evaluation uses η = 0).
-        critic_hidden_dims: residual Mish MLP sizes of V(s).
+        logprob_clamp: per-element (low, high) clamp of the log-probs.
+        ddim_eta: DDIM η of rollouts and their log-probs (1: the reference's; evaluation
+            uses 0); refused unless the policy samples with DDIM.
+        critic_hidden_dims: residual Mish MLP sizes of the critic V(s).
     """
 
     policy: dict[str, Any]
@@ -74,6 +75,13 @@ class DPPOModelConfig:
                 f"DPPO fine-tunes DDPM or DDIM policies; the pretrained sampler is "
                 f"{pol.sampler!r}. Pretrain with --sampler ddpm or ddim."
             )
+        if self.ddim_eta != 1.0 and pol.sampler != "ddim":
+            raise ConfigError(
+                f"ddim_eta={self.ddim_eta} applies to DDIM sampling only; add --use-ddim or "
+                "drop it."
+            )
+        if not 0.0 <= self.ddim_eta <= 1.0:
+            raise ConfigError(f"ddim_eta must be in [0, 1], got {self.ddim_eta}.")
         if self.ft_denoising_steps is None:
             self.ft_denoising_steps = default_ft_denoising_steps(pol)
         if not 1 <= self.ft_denoising_steps <= pol.sampling_steps:

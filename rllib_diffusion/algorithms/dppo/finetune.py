@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,45 +38,38 @@ from rllib_diffusion.utils.io import jsonable
 
 @dataclass
 class FinetuneSettings:
-    """Settings of a DPPO fine-tuning run (CLI flags map 1:1 onto these).
+    """Settings of a DPPO fine-tuning run: the pretrained policy, run control and
+    resources. DPPO's knobs are declared once, by ``DPPOConfig.training()`` and
+    ``DPPOModelConfig``; here they are only the ``knobs`` a user set.
 
     Attributes:
         checkpoint: DiffusionBC checkpoint directory (from ``rllib-diffusion pretrain``).
         out_dir: output directory.
         env_steps: budget of env steps (decisions × executed actions). Reached, not
             rounded up to whole iterations: the last iteration samples exactly the
-            decisions still needed (see ``last_iteration_decisions``), plus a top-up of
-            the few still missing where episodes ended inside a chunk; the true count
-            ends at most one vector step of the envs over it.
-        num_env_runners / num_envs_per_env_runner: rollout layout (CPU EnvRunners).
+            decisions still needed, plus a top-up where episodes ended inside a chunk.
+        num_env_runners: CPU EnvRunners (0: sample in the driver).
+        num_envs_per_env_runner: vectorised envs per EnvRunner.
         decisions_per_iteration: action chunks sampled per iteration (all runners).
-        num_epochs / pair_minibatch_size: PPO epochs and (env step, denoising step) pairs
-            per minibatch.
-        ft_denoising_steps: K_ft; None follows the sampler (every DDIM step, as DPPO's
-            DDIM configs set ``ft_denoising_steps = ddim_steps``; else the last 10 DDPM steps).
-        use_ddim / ddim_steps: fine-tune a DDPM-pretrained ε-network with DDIM sampling
-            over ``ddim_steps`` leading timesteps (DPPO's setting for K = 100 policies).
-        ddim_eta: DDIM η of rollouts and log-probs (1: the reference's; evaluation uses 0);
-            refused unless the policy samples with DDIM.
-        actor_lr: None follows the denoiser (1e-4 MLP, 1e-5 UNet: the reference's values).
-        critic_lr / weight_decay / clip / clip_base / target_kl / gamma / lambda_ /
-        gamma_denoising / reward_scaling / critic_warmup_iterations / bc_loss_coeff:
-            DPPO.md knobs (see ``DPPOConfig.training``).
+        use_ddim: sample with DDIM (a DDPM-pretrained policy works too: same ε-network,
+            fewer leading timesteps; DPPO's setting for K = 100 policies).
+        ddim_steps: DDIM steps with ``use_ddim`` (None: the pretrained policy's).
+        knobs: DPPO knobs by name (``DPPOConfig.training()`` and ``DPPOModelConfig``
+            fields, e.g. ``{"clip_param": 0.02, "ft_denoising_steps": 5}``); the others
+            keep their declared defaults. A name DPPO does not declare is refused.
         eval_interval: deterministic evaluation every this many iterations (0: end only).
         eval_episodes: episodes per evaluation.
         checkpoint_interval: checkpoint every this many iterations (0: end only).
-        num_learners / num_gpus_per_learner: LearnerGroup layout (GPU learners when present).
+        num_learners: remote learners (0: one learner in the driver process).
+        num_gpus_per_learner: GPUs per learner (a GPU learner where the cluster has one).
         env_runner_resources: custom Ray resources each EnvRunner requires, e.g.
-            ``{"rollout": 1}``: EnvRunners only run on nodes started with
-            ``ray start --resources '{"rollout": N}'`` (RLlib
-            ``custom_resources_per_env_runner``).
-        learner_resources: custom Ray resources each remote learner requires (RLlib
-            ``custom_resources_per_learner``); needs ``num_learners >= 1``: with 0 the
-            learner lives in the driver process, which ``ray job submit
-            --entrypoint-resources`` places instead.
-        resume: continue from ``out_dir/checkpoint`` if it exists (iteration counter,
-            env-step count, weights, optimiser and reward-scaling state); without it an
-            existing checkpoint there is an error rather than being overwritten.
+            '{"rollout": 1}': EnvRunners only run on nodes started with
+            ``ray start --resources '{"rollout": N}'``.
+        learner_resources: custom Ray resources each remote learner requires, e.g.
+            '{"learner": 1}' (needs num_learners >= 1; with 0 the learner is the driver,
+            placed by ``ray job submit --entrypoint-resources``).
+        resume: continue from OUT/checkpoint if present (iteration, env steps, weights,
+            optimisers, reward scaling); without it an existing checkpoint is an error.
         seed: RNG seed.
     """
 
@@ -86,24 +79,9 @@ class FinetuneSettings:
     num_env_runners: int = 1
     num_envs_per_env_runner: int = 10
     decisions_per_iteration: int = 2000
-    num_epochs: int = 5
-    pair_minibatch_size: int = 10_000
-    ft_denoising_steps: int | None = None
     use_ddim: bool = False
     ddim_steps: int | None = None
-    ddim_eta: float = 1.0
-    actor_lr: float | None = None
-    critic_lr: float = 1e-3
-    weight_decay: float = 0.0
-    clip: float = 0.01
-    clip_base: float = 0.01
-    target_kl: float | None = 1.0
-    gamma: float = 0.99
-    lambda_: float = 0.95
-    gamma_denoising: float = 0.99
-    reward_scaling: bool = True
-    critic_warmup_iterations: int = 0
-    bc_loss_coeff: float = 0.0
+    knobs: dict[str, Any] = field(default_factory=dict)
     eval_interval: int = 5
     eval_episodes: int = 10
     checkpoint_interval: int = 10
@@ -113,6 +91,39 @@ class FinetuneSettings:
     learner_resources: dict[str, float] | None = None
     resume: bool = False
     seed: int = 0
+
+    @classmethod
+    def of(cls, **values: Any) -> FinetuneSettings:
+        """Settings from one flat set of names, as on the command line: settings fields
+        by name, any other name a DPPO knob (``clip_param`` or its flag's ``clip``)."""
+        from rllib_diffusion.knobs import split_knobs
+
+        names = {f.name for f in fields(cls)} - {"knobs"}
+        settings, knobs = split_knobs(names, dppo_knobs(), values, owner=cls.__name__)
+        return cls(**settings, knobs=knobs)
+
+
+def dppo_knobs() -> list:
+    """Every DPPO knob a user can set: ``DPPOConfig.training()``'s (and the RLlib PPO
+    knobs it lists) and the ``DPPOModelConfig`` fields, minus what the run sets itself."""
+    from rllib_diffusion.knobs import declared_knobs, settings_knobs
+
+    own = [k for k in declared_knobs(DPPOConfig) if k.name not in RUN_SET_KNOBS]
+    return own + settings_knobs(DPPOModelConfig, exclude=("policy",))
+
+
+#: DPPOConfig knobs the run derives from its settings (not user knobs).
+RUN_SET_KNOBS = ("pretrained_checkpoint",)
+
+
+def split_dppo_knobs(knobs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(training, model)`` knobs; a name DPPO does not declare is a one-line error."""
+    from rllib_diffusion.knobs import check_knobs
+
+    check_knobs("dppo", dppo_knobs(), knobs)
+    model_fields = {f.name for f in fields(DPPOModelConfig)}
+    model = {k: v for k, v in knobs.items() if k in model_fields}
+    return {k: v for k, v in knobs.items() if k not in model}, model
 
 
 def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> DPPOConfig:
@@ -141,15 +152,8 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             "(with 0 the learner runs in the driver process; place the driver with "
             "`ray job submit --entrypoint-resources` instead)."
         )
-    if s.ddim_eta != 1.0 and policy.sampler != "ddim":
-        raise ConfigError(
-            f"ddim_eta={s.ddim_eta} applies to DDIM sampling only; add --use-ddim or drop it."
-        )
-    if not 0.0 <= s.ddim_eta <= 1.0:
-        raise ConfigError(f"ddim_eta must be in [0, 1], got {s.ddim_eta}.")
-    model = DPPOModelConfig(
-        policy=policy.to_dict(), ft_denoising_steps=s.ft_denoising_steps, ddim_eta=s.ddim_eta
-    )
+    training, model_knobs = split_dppo_knobs(s.knobs)
+    model = DPPOModelConfig(policy=policy.to_dict(), **model_knobs)
     obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
     config = (
         DPPOConfig()
@@ -185,20 +189,7 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             # RLlib samples train_batch_size_per_learner × num_learners per iteration:
             # split the decisions so the total is what was asked for.
             train_batch_size_per_learner=-(-s.decisions_per_iteration // max(1, s.num_learners)),
-            num_epochs=s.num_epochs,
-            pair_minibatch_size=s.pair_minibatch_size,
-            actor_lr=s.actor_lr,
-            critic_lr=s.critic_lr,
-            weight_decay=s.weight_decay,
-            clip_param=s.clip,
-            clip_param_base=s.clip_base,
-            target_kl=s.target_kl,
-            gamma=s.gamma,
-            lambda_=s.lambda_,
-            gamma_denoising=s.gamma_denoising,
-            reward_scaling=s.reward_scaling,
-            critic_warmup_iterations=s.critic_warmup_iterations,
-            bc_loss_coeff=s.bc_loss_coeff,
+            **training,
             pretrained_checkpoint=str(Path(checkpoint).expanduser().resolve()),
         )
         .rl_module(model_config=model.to_dict())
@@ -296,7 +287,7 @@ class DPPOFamily(RunFamily):
         line = progress_line(result, it, self.policy.env_id, evaluated=evaluated)
         # The algorithm's (checkpointed) count is the budget's source of truth.
         line["env_steps"] = int(algo.env_steps_lifetime)
-        for warning in health_warnings(line, self.s.critic_warmup_iterations):
+        for warning in health_warnings(line, self.config.critic_warmup_iterations):
             print(warning, file=sys.stderr, flush=True)
         return line
 
@@ -488,7 +479,7 @@ def progress_line(result: dict[str, Any], it: int, env_id: str | None, *, evalua
     line: dict[str, Any] = {
         "iteration": it,
         "env_steps": int(dppo.get(M.ENV_STEPS, 0)),
-        "decisions": int(result.get("num_env_steps_sampled_lifetime", 0)),
+        "decisions": int(result.get(M.DECISIONS_LIFETIME, 0)),
         M.TRAIN_RETURN: M.float_or_none(runners.get("episode_return_mean")),
         M.SAMPLE_SECONDS: M.float_or_none(dppo.get(M.SAMPLE_SECONDS)),
         M.LEARN_SECONDS: M.float_or_none(dppo.get(M.LEARN_SECONDS)),
@@ -580,7 +571,7 @@ def format_line(line: dict[str, Any]) -> str:
 
     msg = (
         f"[finetune] iter {line['iteration']}  env steps {line['env_steps']}  "
-        f"train return {g(M.TRAIN_RETURN)}  kl {g(M.APPROX_KL, '.4f')}  "
+        f"train return {g(M.TRAIN_RETURN)}  kl {g(M.APPROX_KL, '.2e')}  "
         f"clipfrac {g(M.CLIP_FRACTION, '.3f')}  ratio0 {g(M.RATIO_FIRST_MINIBATCH, '.6f')}  "
         f"|dθ| {g(M.ACTOR_UPDATE_NORM, '.2e')}  ev {g(M.EXPLAINED_VARIANCE, '.2f')}  "
         f"sample/learn {g(M.SAMPLE_SECONDS)}/{g(M.LEARN_SECONDS)}s"

@@ -38,23 +38,22 @@ def dppo_sweep_config(
     args: SweepArgs, *, env_id: str | None = None, max_t: int | None = None, **defaults: Any
 ):
     """``(DPPOConfig, FinetuneSettings)`` built from ``args.checkpoint``: the sweep's
-    ``defaults``, then the user's ``--set`` overrides; checks the checkpoint's env.
+    ``defaults`` (settings fields or DPPO knobs), then the user's ``--set`` overrides;
+    checks the checkpoint's env.
     With ``max_t``, the evaluation interval is at most ``max_t`` (0: ``max_t``), so every
     trial measures the sweep metric at least once."""
     from rllib_diffusion.algorithms.dppo.finetune import (
         FinetuneSettings,
         dppo_config_from_pretrained,
+        dppo_knobs,
     )
     from rllib_diffusion.checkpoints import read_checkpoint_meta
 
     checkpoint = args.require("checkpoint", "a DiffusionBC checkpoint from `pretrain`")
     meta = read_checkpoint_meta(checkpoint)
-    policy = meta.policy_config or {}
-    fixed = FinetuneSettings.ft_denoising_steps  # None: the model config picks K_ft
-    if fixed is not None and "denoising_steps" in policy and "ft_denoising_steps" not in defaults:
-        # Sweeps usually search K_ft; the fixed default must fit short chains too.
-        defaults["ft_denoising_steps"] = min(fixed, int(policy["denoising_steps"]))
-    settings = args.settings(FinetuneSettings, checkpoint=checkpoint, seed=args.seed, **defaults)
+    settings = args.settings(
+        FinetuneSettings, knobs=dppo_knobs(), checkpoint=checkpoint, seed=args.seed, **defaults
+    )
     if max_t is not None:
         settings.eval_interval = min(settings.eval_interval or max_t, max_t)
     config = dppo_config_from_pretrained(settings.checkpoint, settings)

@@ -16,7 +16,7 @@ Writes into ``out_dir``: ``checkpoint/`` (atomic, ``rllib_diffusion.json`` holds
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rllib_diffusion.algorithms.offline_run import (
     OfflineRunSettings,
@@ -46,12 +46,14 @@ class GaussianBCSettings(OfflineRunSettings):
             parameterisation). With ``False`` the head also predicts the log-std per
             state, which maximum likelihood can shrink to almost nothing on
             well-covered states, leaving PPO nothing to explore with.
-        lr / lr_end / warmup_steps: Adam learning rate, cosine-decayed to ``lr_end``.
+        lr: Adam learning rate after warm-up.
+        lr_end: learning rate at the end of the cosine decay.
+        warmup_steps: linear learning-rate warm-up steps.
     """
 
     out_dir: str = "runs/pretrain_gaussian"
     hidden_dims: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
+    activation: Literal["relu", "tanh", "silu"] = "relu"
     free_log_std: bool = True
     lr: float = 3e-4
     lr_end: float = 3e-5

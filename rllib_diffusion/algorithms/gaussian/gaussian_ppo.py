@@ -49,13 +49,16 @@ class GaussianPPOSettings:
         checkpoint: GaussianBC checkpoint (``<pretrain-gaussian out>/checkpoint``).
         out_dir: output directory.
         env_steps: env-step budget; training stops at the first iteration reaching it.
-        num_env_runners / num_envs_per_env_runner: sampling actors and envs per actor.
+        num_env_runners: CPU EnvRunners (0: sample in the driver).
+        num_envs_per_env_runner: vectorised envs per EnvRunner.
         train_batch_size: env steps per iteration (per PPO update).
-        minibatch_size / num_epochs: SGD minibatch size and passes over each batch.
+        minibatch_size: env steps per SGD minibatch.
+        num_epochs: passes over each iteration's batch.
         lr: Adam learning rate (actor and critic share RLlib PPO's one optimizer);
             1e-4 is DPPO's fine-tuning actor rate.
         clip_param: PPO ratio clip.
-        gamma / lambda_: discount and GAE lambda (per env step).
+        gamma: discount per env step.
+        lambda_: GAE λ.
         eval_interval: deterministic evaluation every this many iterations, plus one
             before training (0: only the final one).
         eval_episodes: episodes per evaluation.

@@ -54,8 +54,11 @@ class OfflineSettings(OfflineRunSettings):
         normalize_rewards: additionally scale rewards by 1000 / (max − min episode return
             of the dataset), IQL's locomotion normalisation. None: the algorithm's default
             (on for IDQL, whose critic is IQL's, on Hopper/Walker2d/HalfCheetah).
-        denoising_steps / num_candidates / hidden_dims: network flags (None: the
-            algorithm's defaults, e.g. T = 5, FQL's 4×512 MLPs).
+        denoising_steps: T (FQL: half its Euler steps); None: the algorithm's (T = 5).
+        num_candidates: actions sampled per state when acting (not fql); None: the
+            algorithm's.
+        hidden_dims: actor MLP sizes (fql: all networks); None: the algorithm's (fql:
+            4×512).
     """
 
     algo: str = "diffusion_ql"
