@@ -166,3 +166,34 @@ def test_parse_errors_are_one_line_naming_the_command_and_flag(argv, names, caps
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and err.startswith("error:"), err
     assert all(name in err for name in names), err
+
+
+def test_every_gaussian_ppo_knob_set_on_the_cli_reaches_the_ppo_config():
+    """The Gaussian baseline's knobs (RLlib PPO's own) are GaussianPPOSettings fields;
+    each non-default value typed on the command line arrives in the built PPOConfig."""
+    from rllib_diffusion.algorithms.gaussian.gaussian_ppo import (
+        GaussianPPOSettings,
+        build_gaussian_ppo_config,
+    )
+
+    new = {
+        "--lr": ("2e-4", "lr", 2e-4),
+        "--clip": ("0.3", "clip_param", 0.3),
+        "--gamma": ("0.95", "gamma", 0.95),
+        "--lambda": ("0.9", "lambda_", 0.9),
+        "--num-epochs": ("3", "num_epochs", 3),
+        "--minibatch-size": ("64", "minibatch_size", 64),
+        "--train-batch-size": ("128", "train_batch_size_per_learner", 128),
+        "--num-envs-per-env-runner": ("3", "num_envs_per_env_runner", 3),
+        "--seed": ("7", "seed", 7),
+    }
+    argv = ["finetune-gaussian", "--checkpoint", "c"]
+    for flag, (value, _, _) in new.items():
+        argv += [flag, value]
+    s = settings_from_args(GaussianPPOSettings, build_parser().parse_args(argv))
+    config = build_gaussian_ppo_config(s, {"env_id": "Hopper-v5"}, {"fcnet_hiddens": [8]})
+    default = build_gaussian_ppo_config(
+        GaussianPPOSettings("c"), {"env_id": "Hopper-v5"}, {"fcnet_hiddens": [8]}
+    )
+    for flag, (_, attr, value) in new.items():
+        assert getattr(config, attr) == value != getattr(default, attr), flag

@@ -651,3 +651,47 @@ def test_every_dppo_knob_set_on_the_cli_reaches_the_learner(pretrained):
     covered = {attr for _, attr in DPPO_FLAG_KNOBS.values()} | {"reward_scaling"}
     declared = {k.name for k in declared_knobs(DPPOConfig)} - {"pretrained_checkpoint"}
     assert declared <= covered, declared - covered
+
+
+#: finetune flag → (value, the DPPOModelConfig field it must set) (ddim_eta: DDIM only).
+DPPO_MODEL_FLAG_KNOBS = {
+    "--ft-denoising-steps": (["3"], "ft_denoising_steps", 3),
+    "--min-sampling-std": (["0.05"], "min_sampling_std", 0.05),
+    "--min-logprob-std": (["0.2"], "min_logprob_std", 0.2),
+    "--logprob-clamp": (["-4", "1"], "logprob_clamp", (-4.0, 1.0)),
+    "--ddim-eta": (["0.5"], "ddim_eta", 0.5),
+    "--critic-hidden-dims": (["16", "16"], "critic_hidden_dims", (16, 16)),
+}
+
+
+def test_every_dppo_model_knob_set_on_the_cli_reaches_the_module(pretrained):
+    """DPPOModelConfig's fields are flags too, and reach the built learner's module."""
+    from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
+    from rllib_diffusion.cli import build_parser, finetune_settings_from_args
+    from rllib_diffusion.knobs import settings_knobs
+
+    ckpt = str(pretrained[0] / "checkpoint")
+    argv = ["finetune", "--checkpoint", ckpt, "--use-ddim", "--ddim-steps", "5"]
+    for flag, (values, _, _) in DPPO_MODEL_FLAG_KNOBS.items():
+        argv += [flag, *values]
+    s = finetune_settings_from_args(build_parser().parse_args(argv))
+    module = dppo_config_from_pretrained(ckpt, s).build_learner().module["default_policy"]
+    got = module.unwrapped().dppo_config
+    default = DPPOModelConfig(policy={**got.policy})
+    for flag, (_, field, value) in DPPO_MODEL_FLAG_KNOBS.items():
+        assert getattr(got, field) == value != getattr(default, field), flag
+    declared = {k.name for k in settings_knobs(DPPOModelConfig, exclude=("policy",))}
+    assert declared == {field for _, field, _ in DPPO_MODEL_FLAG_KNOBS.values()}
+
+
+def test_a_knob_dppo_does_not_declare_is_refused_in_one_line(pretrained, capsys):
+    from rllib_diffusion.cli import main
+
+    ckpt = str(pretrained[0] / "checkpoint")
+    with pytest.raises(ConfigError, match=r"--eta is not a knob of dppo; its knobs: .*--clip"):
+        dppo_config_from_pretrained(ckpt, FinetuneSettings(checkpoint=ckpt, knobs={"eta": 5.0}))
+    with pytest.raises(ConfigError, match="FinetuneSettings has no setting or knob 'eta'"):
+        FinetuneSettings.of(checkpoint=ckpt, eta=5.0)
+    assert main(["finetune", "--checkpoint", ckpt, "--eta", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--eta" in err and "finetune" in err

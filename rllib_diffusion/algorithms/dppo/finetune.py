@@ -126,12 +126,8 @@ def split_dppo_knobs(knobs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return {k: v for k, v in knobs.items() if k not in model}, model
 
 
-def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> DPPOConfig:
-    """A ``DPPOConfig`` whose env, spaces and model match the pretrained checkpoint."""
-    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
-    from rllib_diffusion.checkpoints import CheckpointError
-    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
-
+def pretrained_policy(checkpoint: str | Path, s: FinetuneSettings) -> DiffusionPolicyConfig:
+    """The DiffusionBC checkpoint's policy, switched to DDIM sampling with ``use_ddim``."""
     meta = read_checkpoint_meta(checkpoint)
     if meta.algorithm != "DiffusionBC":
         raise CheckpointError(
@@ -144,6 +140,11 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
         policy = DiffusionPolicyConfig.from_dict(
             {**policy.to_dict(), "sampler": "ddim", "ddim_steps": s.ddim_steps}
         )
+    return policy
+
+
+def custom_resources(s: FinetuneSettings) -> tuple[dict[str, float], dict[str, float]]:
+    """Checked ``(env_runner_resources, learner_resources)``."""
     runner_resources = check_custom_resources("env_runner_resources", s.env_runner_resources)
     learner_resources = check_custom_resources("learner_resources", s.learner_resources)
     if learner_resources and s.num_learners < 1:
@@ -152,6 +153,16 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             "(with 0 the learner runs in the driver process; place the driver with "
             "`ray job submit --entrypoint-resources` instead)."
         )
+    return runner_resources, learner_resources
+
+
+def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> DPPOConfig:
+    """A ``DPPOConfig`` whose env, spaces and model match the pretrained checkpoint."""
+    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
+    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
+
+    policy = pretrained_policy(checkpoint, s)
+    runner_resources, learner_resources = custom_resources(s)
     training, model_knobs = split_dppo_knobs(s.knobs)
     model = DPPOModelConfig(policy=policy.to_dict(), **model_knobs)
     obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
