@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,8 +27,16 @@ MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_polic
 META_VERSION = 1
 
 
+#: Errors of reading a truncated or overwritten pickle / file.
+_UNREADABLE = (pickle.UnpicklingError, EOFError, OSError, ValueError, IndexError)
+_DAMAGED = (
+    "checkpoint '{path}' is damaged: '{file}' {reason}; use an earlier checkpoint or "
+    "re-run the training that wrote it."
+)
+
+
 class CheckpointError(ValueError):
-    """A checkpoint is missing, incomplete or of the wrong kind."""
+    """A checkpoint is missing, incomplete, damaged or of the wrong kind."""
 
 
 @dataclass
@@ -180,9 +189,44 @@ def read_checkpoint_meta(path: str | os.PathLike) -> CheckpointMeta:
         )
     try:
         raw = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"'{meta_path}' is not valid JSON ({err}); re-save it.") from None
+    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(
+            _DAMAGED.format(path=path, file=meta_path, reason=f"is not valid JSON ({err})")
+        ) from None
+    if not isinstance(raw, dict):
+        reason = f"holds a JSON {type(raw).__name__}, not an object"
+        raise CheckpointError(_DAMAGED.format(path=path, file=meta_path, reason=reason))
     return CheckpointMeta.from_dict(raw, where=str(path))
+
+
+def restore_component(component_cls: Any, directory: Path, checkpoint: str | os.PathLike) -> Any:
+    """``component_cls.from_checkpoint(directory)`` (an RLlib ``Checkpointable``: RLModule,
+    connector pipeline) with a :class:`CheckpointError` naming the damaged file of
+    ``checkpoint`` instead of a bare unpickling error."""
+    try:
+        return component_cls.from_checkpoint(str(directory))
+    except _UNREADABLE as err:
+        file = _damaged_file(directory)
+        if file is None:
+            if not isinstance(err, FileNotFoundError):
+                raise  # every file loads: not damage (e.g. a bad config), keep the error
+            file = directory  # a state file is missing; the error names it
+        reason = " ".join(f"cannot be read ({type(err).__name__}: {err})".split())
+        raise CheckpointError(_DAMAGED.format(path=checkpoint, file=file, reason=reason)) from None
+
+
+def _damaged_file(directory: Path) -> Path | None:
+    """The first pickle of an RLlib component directory that is missing or does not load,
+    or None if each one loads."""
+    ctor = directory / "class_and_ctor_args.pkl"
+    others = sorted(p for p in directory.glob("*.pkl") if p != ctor)
+    for file in (ctor, *others):
+        try:
+            with open(file, "rb") as f:
+                pickle.load(f)
+        except Exception:  # noqa: BLE001 - any failure means this is the file to name
+            return file
+    return None
 
 
 def load_policy_module(
@@ -211,7 +255,7 @@ def load_policy_module(
         raise CheckpointError(
             f"Checkpoint '{path}' is incomplete: '{MODULE_SUBDIR}' is missing. Re-save it."
         )
-    module = RLModule.from_checkpoint(str(module_dir))
+    module = restore_component(RLModule, module_dir, path)
     module.eval()
     return module, meta
 

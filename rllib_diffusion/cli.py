@@ -15,6 +15,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
+def _in_range(t: type, low: float, *, above: bool = False):
+    from rllib_diffusion.knobs import Range, in_range
+
+    return in_range(t, Range(low, above=above))
+
+
+#: argparse types of hand-written flags (derived flags check their declared ranges).
+COUNT, NON_NEGATIVE, POSITIVE = (
+    _in_range(int, 1),
+    _in_range(int, 0),
+    _in_range(float, 0, above=True),
+)
+
+
 def _invocation() -> str:
     """How this process was started, as a user would type it."""
     import shlex
@@ -85,9 +99,9 @@ def add_collect_args(p: argparse.ArgumentParser) -> None:
         help="'random' or an RLlib Algorithm checkpoint directory (e.g. from train-behavior)",
     )
     size = p.add_mutually_exclusive_group(required=True)
-    size.add_argument("--num-steps", type=int, help="record at least this many transitions")
-    size.add_argument("--num-episodes", type=int, help="record this many episodes")
-    p.add_argument("--num-envs", type=int, default=8, help="envs stepped in lock-step")
+    size.add_argument("--num-steps", type=COUNT, help="record at least this many transitions")
+    size.add_argument("--num-episodes", type=COUNT, help="record this many episodes")
+    p.add_argument("--num-envs", type=COUNT, default=8, help="envs stepped in lock-step")
     p.add_argument(
         "--deterministic", action="store_true", help="act deterministically (default: sample)"
     )
@@ -125,11 +139,11 @@ def add_train_behavior_args(p: argparse.ArgumentParser) -> None:
         "--out", dest="out_dir", required=True, help="directory for checkpoints and progress"
     )
     p.add_argument("--target-return", type=float, help="stop once the mean return reaches this")
-    p.add_argument("--max-env-steps", type=int, default=3_000_000)
-    p.add_argument("--max-minutes", type=float, default=60.0)
-    p.add_argument("--checkpoint-every", type=int, default=5, help="iterations")
-    p.add_argument("--num-envs-per-env-runner", type=int, default=8)
-    p.add_argument("--num-env-runners", type=int, default=1)
+    p.add_argument("--max-env-steps", type=COUNT, default=3_000_000)
+    p.add_argument("--max-minutes", type=POSITIVE, default=60.0)
+    p.add_argument("--checkpoint-every", type=COUNT, default=5, help="iterations")
+    p.add_argument("--num-envs-per-env-runner", type=COUNT, default=8)
+    p.add_argument("--num-env-runners", type=NON_NEGATIVE, default=1)
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -320,7 +334,7 @@ def run_online(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- evaluate
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory of this package")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=COUNT, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stochastic", action="store_true", help="sample instead of deterministic")
     p.add_argument(
@@ -331,7 +345,7 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="also write the result to this JSON file")
     p.add_argument(
         "--num-candidates",
-        type=int,
+        type=COUNT,
         help="Diffusion-QL/IDQL/DAC: actions sampled per state (default: the checkpoint's)",
     )
     p.add_argument(
@@ -438,9 +452,11 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
         help="local directory or URI (s3://bucket/prefix, gs://...) holding the experiment",
     )
     p.add_argument("--name", help="experiment name (default: the sweep module's name)")
-    p.add_argument("--num-samples", type=int, help="trials (default: the sweep's)")
-    p.add_argument("--max-iterations", type=int, help="iterations per trial (default: the sweep's)")
-    p.add_argument("--max-concurrent-trials", type=int, help="default: the sweep's (or Tune's)")
+    p.add_argument("--num-samples", type=COUNT, help="trials (default: the sweep's)")
+    p.add_argument(
+        "--max-iterations", type=COUNT, help="iterations per trial (default: the sweep's)"
+    )
+    p.add_argument("--max-concurrent-trials", type=COUNT, help="default: the sweep's (or Tune's)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -550,25 +566,43 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
+#: Anywhere on a command line: show the traceback of user errors too.
+DEBUG_FLAG = "--debug"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="rllib-diffusion",
         description="Diffusion and flow policies on Ray RLlib.",
+        epilog=f"Add {DEBUG_FLAG} to any command to see the traceback behind an error line.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, (add_args, _, help_text) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        add_args(
+            sub.add_parser(
+                name,
+                help=help_text,
+                description=help_text,
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            )
+        )
     return parser
 
 
-def run_command(run: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
-    """Run a sub-command; user errors print one clear line instead of a traceback."""
+def run_command(
+    run: Callable[[argparse.Namespace], Any], args: argparse.Namespace, *, debug: bool = False
+) -> int:
+    """Run a sub-command: a user error (bad dataset, checkpoint, flag, config file,
+    output dir) is one ``error:`` line on stderr and exit code 2 (``debug``: raised with
+    its traceback); anything else keeps its traceback."""
     from rllib_diffusion.errors import USER_ERRORS
 
     try:
         run(args)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -576,7 +610,16 @@ def run_command(run: Callable[[argparse.Namespace], Any], args: argparse.Namespa
     return 0
 
 
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (RLlib appends advice lines of its own)."""
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    argv = [a for a in argv if a != DEBUG_FLAG]
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -587,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return run_command(COMMANDS[args.command][1], args)
+    return run_command(COMMANDS[args.command][1], args, debug=debug)
 
 
 if __name__ == "__main__":

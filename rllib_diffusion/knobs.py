@@ -21,7 +21,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from rllib_diffusion.modules.model_config import ConfigError
 
@@ -34,6 +34,16 @@ __all__ = [
     "given_knobs",
     "settings_knobs",
     "split_knobs",
+    "Range",
+    "check_ranges",
+    "in_range",
+    "Count",
+    "NonNegative",
+    "Positive",
+    "PositiveFloat",
+    "NonNegativeFloat",
+    "Probability",
+    "Discount",
 ]
 
 #: Flag names that are not the knob's name with dashes (one name across all commands).
@@ -57,6 +67,7 @@ class Knob:
         sequence: the knob takes several values (``--hidden-dims 256 256``).
         choices: allowed values, when declared as a ``Literal``.
         required: a settings field without a default (the flag must be given).
+        range: allowed values (checked when the flag is parsed), if declared.
     """
 
     name: str
@@ -67,6 +78,7 @@ class Knob:
     sequence: bool = False
     choices: tuple[Any, ...] | None = None
     required: bool = False
+    range: Range | None = None
 
     @property
     def flag(self) -> str:
@@ -169,6 +181,7 @@ def settings_knobs(cls: type, *, exclude: tuple[str, ...] = ()) -> list[Knob]:
     field (a field without one is a required flag)."""
     docs = _doc_args(cls.__doc__, "Attributes:")
     hints = typing.get_type_hints(cls)
+    ranges = typing.get_type_hints(cls, include_extras=True)
     out = []
     for f in dataclasses.fields(cls):
         if f.name in exclude or not f.init:
@@ -182,7 +195,8 @@ def settings_knobs(cls: type, *, exclude: tuple[str, ...] = ()) -> list[Knob]:
             default = None
         required = default is None and f.default is dataclasses.MISSING and not optional
         text = docs.get(f.name, "")
-        out.append(Knob(f.name, default, t, text, optional, seq, choices, required))
+        declared = _range_of(ranges[f.name])[0]
+        out.append(Knob(f.name, default, t, text, optional, seq, choices, required, declared))
     return out
 
 
@@ -194,9 +208,18 @@ def _parse_value(knob: Knob):
             return _parse_bool(text)
         if knob.type is dict:
             return _parse_json_object(text)
-        return knob.type(text)
+        value = knob.type(text)
+        if knob.range is not None and not knob.range.ok(value):
+            raise argparse.ArgumentTypeError(f"must be {knob.range.describe()}, got {text}")
+        return value
 
+    parse.__name__ = knob.type.__name__  # argparse's "invalid int value: 'x'"
     return parse
+
+
+def in_range(t: type, allowed: Range):
+    """argparse ``type=`` of a hand-written flag: ``t`` values within ``allowed``."""
+    return _parse_value(Knob("value", None, t, "", range=allowed))
 
 
 def _parse_bool(text: str) -> bool:
@@ -302,3 +325,78 @@ def split_knobs(
             allowed = ", ".join(sorted(set(fields) | {k.name for k in knobs}))
             raise ConfigError(f"{owner} has no setting or knob {key!r}; allowed: {allowed}.")
     return settings, chosen
+
+
+# ---------------------------------------------------------------- declared value ranges
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a setting, declared with its type: ``Annotated[int, Range(1)]``.
+
+    Attributes:
+        min: smallest allowed value (None: unbounded).
+        max: largest allowed value (None: unbounded).
+        above: ``min`` itself is not allowed (``> min``).
+    """
+
+    min: float | None = None
+    max: float | None = None
+    above: bool = False
+
+    def ok(self, value: float) -> bool:
+        low = self.min is None or (value > self.min if self.above else value >= self.min)
+        return low and (self.max is None or value <= self.max)
+
+    def describe(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"in {'(' if self.above else '['}{self.min:g}, {self.max:g}]"
+        if self.min is not None:
+            return f"{'>' if self.above else '>='} {self.min:g}"
+        return f"<= {self.max:g}"
+
+
+#: Integers >= 1 (budgets, batch sizes, episodes, steps).
+Count = Annotated[int, Range(1)]
+#: Integers >= 0 (intervals where 0 means "only at the end", runner counts).
+NonNegative = Annotated[int, Range(0)]
+#: Alias of :data:`Count` for sizes that are not counts (network widths).
+Positive = Count
+#: Floats > 0 (learning rates, clip coefficients).
+PositiveFloat = Annotated[float, Range(0, above=True)]
+#: Floats >= 0 (end learning rates, weight decay, GPU fractions).
+NonNegativeFloat = Annotated[float, Range(0)]
+#: Floats in [0, 1] (GAE λ, DDIM η).
+Probability = Annotated[float, Range(0, 1)]
+#: Floats in (0, 1] (discounts).
+Discount = Annotated[float, Range(0, 1, above=True)]
+
+
+def _range_of(hint: Any) -> tuple[Range | None, bool]:
+    """``(range, per_element)`` declared in ``hint`` (inside ``| None`` or ``tuple``)."""
+    if typing.get_origin(hint) is Annotated:
+        found = [m for m in hint.__metadata__ if isinstance(m, Range)]
+        return (found[0] if found else None), False
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (tuple, list) and args:
+        return _range_of(args[0])[0], True
+    for arg in args:
+        found, per_element = _range_of(arg)
+        if found is not None:
+            return found, per_element
+    return None, False
+
+
+def check_ranges(settings: Any) -> None:
+    """One-line ``ConfigError`` naming the flag of the first field of dataclass
+    ``settings`` whose value lies outside its declared :class:`Range` (None passes)."""
+    hints = typing.get_type_hints(type(settings), include_extras=True)
+    for f in dataclasses.fields(settings):
+        declared, per_element = _range_of(hints.get(f.name))
+        value = getattr(settings, f.name)
+        if declared is None or value is None:
+            continue
+        values = list(value) if per_element else [value]
+        if any(isinstance(v, bool) or not declared.ok(v) for v in values):
+            each = "each value of " if per_element else ""
+            raise ConfigError(
+                f"{each}{flag_name(f.name)} must be {declared.describe()}, got {value!r}."
+            )

@@ -18,6 +18,7 @@ import gymnasium as gym
 from rllib_diffusion.data import EpisodeDataset, load_dataset, validate_dataset
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.envs.tasks import make_env
+from rllib_diffusion.knobs import Count, NonNegative
 from rllib_diffusion.run_loop import RunControl, RunFamily, run_training
 
 
@@ -43,24 +44,30 @@ class OfflineRunSettings:
         resume: continue from ``out_dir/checkpoint`` if it exists (learner state with
             optimizers, targets, EMA and step counters; iteration counter; progress
             lines up to it); the other settings must match the checkpoint's.
+        allow_out_of_bounds_actions: train on a dataset whose actions lie more than 5%
+            of the range outside the env's action bounds (else refused: usually actions
+            stored in another scale or env).
     """
 
     dataset: str
     env_id: str | None = None
     out_dir: str = "runs/offline"
     download: bool = False
-    gradient_steps: int = 20_000
-    batch_size: int = 256
-    steps_per_iteration: int = 500
-    eval_interval: int = 0
-    eval_episodes: int = 10
-    checkpoint_interval: int = 0
+    gradient_steps: Count = 20_000
+    batch_size: Count = 256
+    steps_per_iteration: Count = 500
+    eval_interval: NonNegative = 0
+    eval_episodes: Count = 10
+    checkpoint_interval: NonNegative = 0
     seed: int = 0
     resume: bool = False
+    allow_out_of_bounds_actions: bool = False
 
     def __post_init__(self) -> None:
+        from rllib_diffusion.knobs import check_ranges
         from rllib_diffusion.modules.model_config import ConfigError
 
+        check_ranges(self)
         if self.gradient_steps < 1 or self.steps_per_iteration < 1:
             raise ConfigError(
                 f"gradient_steps ({self.gradient_steps}) and steps_per_iteration "
@@ -87,18 +94,27 @@ def start_offline_run(s: OfflineRunSettings) -> tuple[Path, float, EpisodeDatase
     from rllib_diffusion.utils.runtime import init_ray, limit_threads
 
     limit_threads()
-    out = Path(s.out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(s.out_dir).expanduser().resolve()  # created by the run loop, once checked
     started = time.perf_counter()
-    dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
+    dataset, env_id = load_validated_dataset(
+        s.dataset,
+        download=s.download,
+        env_id=s.env_id,
+        allow_out_of_bounds_actions=s.allow_out_of_bounds_actions,
+    )
     init_ray()
     return out, started, dataset, env_id
 
 
 def load_validated_dataset(
-    source: str, *, download: bool = False, env_id: str | None = None
+    source: str,
+    *,
+    download: bool = False,
+    env_id: str | None = None,
+    allow_out_of_bounds_actions: bool = False,
 ) -> tuple[EpisodeDataset, str]:
-    """Load ``source`` and check it against ``env_id`` (default: the dataset's env)."""
+    """Load ``source`` and check it against ``env_id`` (default: the dataset's env);
+    actions far outside the env's bounds are an error unless allowed."""
     dataset = load_dataset(source, download=download)
     env_id = env_id or dataset.env_id
     if not env_id:
@@ -112,6 +128,7 @@ def load_validated_dataset(
             observation_space=env.observation_space,
             action_space=env.action_space,
             env_id=env_id,
+            allow_out_of_bounds_actions=allow_out_of_bounds_actions,
         )
     finally:
         env.close()

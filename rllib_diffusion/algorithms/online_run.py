@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rllib_diffusion.checkpoints import CheckpointMeta
+from rllib_diffusion.knobs import Count, NonNegative, PositiveFloat, check_ranges
 from rllib_diffusion.run_loop import (
     EVAL_RETURN,
     RunControl,
@@ -46,15 +47,18 @@ class OnlineSettings:
     checkpoint: str
     out_dir: str = "runs/online"
     dataset: str | None = None
-    env_steps: int = 100_000
-    env_steps_per_iteration: int = 1000
-    updates_per_env_step: float = 1.0
-    num_env_runners: int = 1
-    num_envs_per_env_runner: int = 1
-    eval_interval: int = 10
-    eval_episodes: int = 10
-    checkpoint_interval: int = 10
+    env_steps: Count = 100_000
+    env_steps_per_iteration: Count = 1000
+    updates_per_env_step: PositiveFloat = 1.0
+    num_env_runners: NonNegative = 1
+    num_envs_per_env_runner: Count = 1
+    eval_interval: NonNegative = 10
+    eval_episodes: Count = 10
+    checkpoint_interval: NonNegative = 10
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def online_config(s: OnlineSettings, meta: CheckpointMeta):
@@ -142,7 +146,13 @@ class OnlineFamily(RunFamily):
         from rllib_diffusion.utils.runtime import init_ray
 
         source = self.s.dataset or self.offline.settings["dataset"]
-        self.dataset, _ = load_validated_dataset(source, env_id=self.offline.env_id)
+        self.dataset, _ = load_validated_dataset(
+            source,
+            env_id=self.offline.env_id,
+            allow_out_of_bounds_actions=bool(
+                (self.offline.settings or {}).get("allow_out_of_bounds_actions", False)
+            ),
+        )
         self.start_evaluation = self._evaluate(self.s.checkpoint, 20_000 + self.s.seed)
         print(
             f"[online] {self.offline.algorithm} from {self.s.checkpoint}: offline policy return "

@@ -93,8 +93,10 @@ def train_behavior_policy(
     """
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
 
+    from rllib_diffusion.envs.tasks import check_env_id
     from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
 
+    check_env_id(env_id)  # before Ray starts: an unknown id is one line, not a worker crash
     limit_threads()
     init_ray()
     settings = settings or BehaviorPPOSettings()

@@ -6,11 +6,13 @@ import logging
 import time
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from rllib_diffusion.collect.policies import CollectPolicy, RandomPolicy, RLlibCheckpointPolicy
 from rllib_diffusion.data import Episode, EpisodeDataset, write_minari
 from rllib_diffusion.envs.tasks import make_env, task_info
+from rllib_diffusion.modules.model_config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,20 @@ def collect_episodes(
     return done_eps
 
 
+def check_collectable_env(env_id: str) -> None:
+    """Raise a one-line ``ConfigError`` unless ``env_id`` is a known env with a continuous
+    Box action space (what the datasets and diffusion policies of this package need)."""
+    env = make_env(env_id)  # an unknown id is a ConfigError naming close matches
+    space = env.action_space
+    env.close()
+    if not isinstance(space, gym.spaces.Box):
+        raise ConfigError(
+            f"--env {env_id} has action space {space}; collecting datasets for diffusion "
+            "policies needs a continuous Box action space (e.g. Hopper-v5, "
+            "rllib_diffusion/ReachTarget-v0)."
+        )
+
+
 def make_policy(spec: str, env_id: str, *, explore: bool = True, seed: int = 0) -> CollectPolicy:
     """``"random"`` or a path to an RLlib Algorithm checkpoint."""
     if spec == "random":
@@ -139,6 +155,7 @@ def collect_dataset(
     from rllib_diffusion.utils.runtime import limit_threads
 
     limit_threads()
+    check_collectable_env(env_id)
     pol = make_policy(policy, env_id, explore=explore, seed=seed)
     t0 = time.perf_counter()
     episodes = collect_episodes(

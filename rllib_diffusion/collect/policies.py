@@ -65,13 +65,18 @@ class RLlibCheckpointPolicy:
     """
 
     def __init__(self, checkpoint: str | Path, *, explore: bool = True) -> None:
+        from rllib_diffusion.checkpoints import MODULE_SUBDIR, CheckpointError, restore_component
+
+        root = Path(checkpoint).expanduser().resolve()
+        if not root.exists():
+            raise CheckpointError(
+                f"--policy '{checkpoint}' does not exist ({root}); pass 'random' or an RLlib "
+                "Algorithm checkpoint directory (e.g. <train-behavior --out>/checkpoint_00010)."
+            )
         from ray.rllib.connectors.env_to_module import EnvToModulePipeline
         from ray.rllib.connectors.module_to_env import ModuleToEnvPipeline
         from ray.rllib.core.rl_module.rl_module import RLModule
 
-        from rllib_diffusion.checkpoints import MODULE_SUBDIR, CheckpointError
-
-        root = Path(checkpoint).expanduser().resolve()
         needed = [
             root / MODULE_SUBDIR,
             root / "env_runner" / "env_to_module_connector",
@@ -85,10 +90,10 @@ class RLlibCheckpointPolicy:
             )
         self.name = f"rllib:{root.name}"
         self.explore = explore
-        self.module = RLModule.from_checkpoint(str(needed[0]))
+        self.module = restore_component(RLModule, needed[0], root)
         self.module.eval()
-        self.env_to_module = EnvToModulePipeline.from_checkpoint(str(needed[1]))
-        self.module_to_env = ModuleToEnvPipeline.from_checkpoint(str(needed[2]))
+        self.env_to_module = restore_component(EnvToModulePipeline, needed[1], root)
+        self.module_to_env = restore_component(ModuleToEnvPipeline, needed[2], root)
         for connector in self.env_to_module.connectors:
             # Freeze running statistics (MeanStdFilter) during collection.
             if hasattr(connector, "_update_stats"):

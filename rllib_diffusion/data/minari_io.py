@@ -5,7 +5,7 @@ one directory per dataset id (``<root>/<namespace>/<name>-v<N>/``), whose ``data
 subdirectory holds ``metadata.json`` and the episodes.
 
 Official ids such as ``mujoco/hopper/medium-v0`` must be fetched once with
-``download=True`` (network); afterwards they load offline from ``$MINARI_DATASETS_PATH``.
+``download=True`` (``--download`` on the command line; network); afterwards they load offline from ``$MINARI_DATASETS_PATH``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ _REMOTE_NAMESPACES = ("mujoco", "D4RL", "minigrid", "atari", "metaworld")
 _ENV_LOCK = threading.Lock()
 _TMP_PREFIX = ".rllib-diffusion-tmp-"
 _DATA_FORMATS = ("arrow", "parquet", "hdf5")
+_DAMAGED = (
+    "Minari dataset '{name}' at {data_dir} is damaged (truncated or missing episode "
+    "files): {reason}; delete {dataset_dir} and re-create it (`rllib-diffusion collect`) or "
+    "re-download it (add --download)."
+)
 
 
 def minari_root() -> Path:
@@ -107,12 +112,12 @@ def _not_found_error(dataset_id: str, root: Path) -> DatasetError:
     namespace = dataset_id.split("/", 1)[0]
     if namespace in _REMOTE_NAMESPACES:
         fix = (
-            f"pass download=True (needs network) to fetch it once from Farama's server, or "
-            f"run `minari download {dataset_id}`"
+            "add --download (download=True from Python; needs network) to fetch it once "
+            f"from Farama's server, or run `minari download {dataset_id}`"
         )
     else:
         fix = (
-            f"download=True will not help ('{namespace}' is not a namespace published by "
+            f"--download will not help ('{namespace}' is not a namespace published by "
             "Farama); create it with `rllib-diffusion collect` or `write_minari(...)`, or pass "
             "the dataset directory's path"
         )
@@ -157,18 +162,7 @@ def _to_episode_dataset(mds: Any) -> EpisodeDataset:
             f"Dataset '{name}' has action space {mds.action_space}; diffusion policies need a "
             "continuous Box action space. Pick a continuous-control dataset."
         )
-    episodes = []
-    for ep in mds.iterate_episodes():
-        actions = np.asarray(ep.actions)
-        episodes.append(
-            Episode(
-                observations=_flatten_obs(mds.observation_space, ep.observations, name),
-                actions=actions.reshape(len(actions), -1),
-                rewards=ep.rewards,
-                terminations=ep.terminations,
-                truncations=ep.truncations,
-            )
-        )
+    episodes = _read_episodes(mds, name)
     metadata = mds.storage.metadata
     env_spec = mds.env_spec
     return EpisodeDataset(
@@ -178,6 +172,42 @@ def _to_episode_dataset(mds: Any) -> EpisodeDataset:
         ref_min_score=_opt_float(metadata.get("ref_min_score")),
         ref_max_score=_opt_float(metadata.get("ref_max_score")),
     )
+
+
+def _read_episodes(mds: Any, name: str) -> list[Episode]:
+    """Every episode of ``mds``; a damaged or incomplete episode store is a DatasetError."""
+    data_dir = Path(mds.storage.data_path)
+    episodes = []
+    try:
+        for ep in mds.iterate_episodes():
+            actions = np.asarray(ep.actions)
+            episodes.append(
+                Episode(
+                    observations=_flatten_obs(mds.observation_space, ep.observations, name),
+                    actions=actions.reshape(len(actions), -1),
+                    rewards=ep.rewards,
+                    terminations=ep.terminations,
+                    truncations=ep.truncations,
+                )
+            )
+    except DatasetError:
+        raise
+    except (ValueError, OSError, KeyError, IndexError, TypeError) as err:
+        reason = " ".join(f"{type(err).__name__}: {err}".split())  # one line
+        raise DatasetError(
+            _DAMAGED.format(
+                name=name, data_dir=data_dir, dataset_dir=data_dir.parent, reason=reason
+            )
+        ) from None
+    expected = int(mds.total_episodes)
+    if len(episodes) != expected:
+        reason = f"metadata.json lists {expected} episodes but {len(episodes)} could be read"
+        raise DatasetError(
+            _DAMAGED.format(
+                name=name, data_dir=data_dir, dataset_dir=data_dir.parent, reason=reason
+            )
+        )
+    return episodes
 
 
 def _opt_float(x: Any) -> float | None:
@@ -355,8 +385,8 @@ def write_minari(
     final = root / dataset_id
     if final.exists() and not overwrite:
         raise DatasetError(
-            f"Minari dataset '{dataset_id}' already exists at {final}; pass overwrite=True to "
-            "replace it, or choose a new version (e.g. '-v1')."
+            f"Minari dataset '{dataset_id}' already exists at {final}; add --overwrite "
+            "(overwrite=True from Python) to replace it, or choose a new version (e.g. '-v1')."
         )
 
     obs_space, act_space = _spaces_for(
@@ -454,8 +484,8 @@ def _move_into_place(scratch: Path, dataset_id: str, final: Path, *, overwrite: 
     if final.exists():
         if not overwrite:  # appeared while we were writing
             raise DatasetError(
-                f"Minari dataset '{dataset_id}' appeared at {final} while writing; pass "
-                "overwrite=True to replace it, or choose a new version."
+                f"Minari dataset '{dataset_id}' appeared at {final} while writing; add "
+                "--overwrite (overwrite=True from Python) to replace it, or choose a new version."
             )
         # Swap: old → scratch, new → final; restore the old one if the second rename fails.
         old = scratch / ".old"

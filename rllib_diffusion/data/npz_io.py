@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,10 @@ logger = logging.getLogger(__name__)
 _REQUIRED = ("states", "actions", "traj_lengths")
 _FINAL_KEY = "final_states"
 _ENV_KEY = "env_id"
+_UNREADABLE = (
+    "dataset '{path}' is not a readable .npz (truncated or not an npz): {reason}; "
+    "re-create or re-download it."
+)
 
 
 def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> EpisodeDataset:
@@ -46,7 +52,8 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
             files written by :func:`save_npz` do, and so do their reference scores).
 
     Raises:
-        DatasetError: missing file, missing keys, or lengths that do not add up.
+        DatasetError: missing, truncated or non-npz file, no transitions, missing keys,
+            or lengths that do not add up.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -55,8 +62,7 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
             "'<data_dir>/gym/hopper-medium-v2/train.npz') or convert a Minari dataset with "
             "`save_npz(load_minari(id), path)`."
         )
-    with np.load(path, allow_pickle=False) as f:
-        data = {k: f[k] for k in f.files}
+    data = _read_arrays(path)
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise DatasetError(
@@ -68,6 +74,11 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
     actions = np.asarray(data["actions"], dtype=np.float32)
     lengths = np.asarray(data["traj_lengths"]).astype(np.int64).reshape(-1)
     n = len(states)
+    if n == 0 or lengths.size == 0:
+        raise DatasetError(
+            f"npz file '{path}' holds no transitions ({n} states, {lengths.size} "
+            "trajectories); re-create it from a non-empty dataset."
+        )
     states = states.reshape(n, -1)
     actions = actions.reshape(len(actions), -1)
     if len(actions) != n:
@@ -126,6 +137,19 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
         ref_min_score=meta.get("ref_min_score"),
         ref_max_score=meta.get("ref_max_score"),
     )
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of the file, or a :class:`DatasetError` if it is not a readable npz."""
+    try:
+        with open(path, "rb") as raw:
+            if raw.read(2) != b"PK":  # every .npz is a zip archive
+                raise ValueError("the file is not a zip archive")
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        reason = f"{type(err).__name__}: {str(err).rstrip('.')}"
+        raise DatasetError(_UNREADABLE.format(path=path, reason=reason)) from None
 
 
 def _read_meta(data: dict[str, np.ndarray]) -> dict:

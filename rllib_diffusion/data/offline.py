@@ -172,15 +172,20 @@ def write_cached_parquet(
     ``build() -> (columns, meta)``; 2-D columns become fixed-size list columns. Written
     into a temp directory and renamed, so a cache entry is complete or absent.
 
+    A cache entry that cannot be read back (a truncated part file, a damaged meta file,
+    rows missing) is moved aside and rebuilt, with one line saying so.
+
     Returns:
         ``(meta, cached)``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    meta_path = final / META_FILE
-    if meta_path.is_file():
-        return json.loads(meta_path.read_text()), True
+    if final.exists():
+        meta, problem = read_cache_entry(final)
+        if meta is not None:
+            return meta, True
+        _discard_cache_entry(final, problem)
     columns, meta = build()
     n = len(next(iter(columns.values())))
     order = np.random.default_rng(seed).permutation(n)
@@ -209,7 +214,7 @@ def write_cached_parquet(
             os.replace(tmp, final)
         except OSError:
             # Another process finished the same conversion first: keep theirs.
-            if not meta_path.is_file():
+            if not (final / META_FILE).is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
@@ -218,6 +223,41 @@ def write_cached_parquet(
         raise
     logger.info("Wrote %d rows to %s", n, final)
     return meta, False
+
+
+def read_cache_entry(final: Path) -> tuple[dict | None, str]:
+    """``(meta, "")`` of a complete, readable cache entry, else ``(None, what is wrong)``.
+
+    Reads the meta file and every parquet footer (cheap: no row data), and checks that
+    the part files hold ``num_samples`` rows in all.
+    """
+    import pyarrow.parquet as pq
+
+    meta_path = final / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+        expected = int(meta["num_samples"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return None, f"{meta_path.name} unreadable ({type(err).__name__})"
+    rows = 0
+    for part in sorted(final.glob("part-*.parquet")):
+        try:
+            rows += pq.read_metadata(part).num_rows
+        except (OSError, ValueError) as err:  # ArrowInvalid is a ValueError
+            return None, f"{part.name} unreadable ({type(err).__name__})"
+    if rows != expected:
+        return None, f"{rows} rows in its parquet files, {expected} expected"
+    return meta, ""
+
+
+def _discard_cache_entry(final: Path, problem: str) -> None:
+    """Move a damaged cache entry aside (atomic) and delete it, saying so in one line."""
+    trash = final.parent / f".{final.name}.damaged-{os.getpid()}"
+    shutil.rmtree(trash, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):  # another process discarded it first
+        os.replace(final, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    print(f"[data] cache entry '{final}' was damaged ({problem}); rebuilding it.", flush=True)
 
 
 def _fixed_list(arr: np.ndarray):

@@ -83,7 +83,14 @@ def load_robomimic_hdf5(
             "robomimic's `download_datasets.py --tasks <task> --dataset_types mh --hdf5_types low_dim`."
         )
     h5py = _import_h5py()
-    with h5py.File(path, "r") as f:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:  # truncated, or not HDF5 at all
+        raise DatasetError(
+            f"dataset '{path}' is not a readable .hdf5 (truncated or not an HDF5 file): "
+            f"{err}; re-create or re-download it."
+        ) from None
+    with handle as f:
         if "data" not in f:
             raise DatasetError(
                 f"'{path}' has no 'data' group (top-level keys: {sorted(f.keys())}), so it is "

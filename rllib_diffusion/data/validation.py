@@ -14,6 +14,12 @@ from rllib_diffusion.envs.tasks import make_env
 
 logger = logging.getLogger(__name__)
 
+#: Overshoot beyond an action bound that is float rounding (silently accepted).
+_ROUNDING = 1e-6
+#: Largest accepted overshoot beyond an action bound, as a fraction of the bounds' range
+#: (e.g. 0.1 for [-1, 1]); beyond it the actions are refused unless explicitly allowed.
+OUT_OF_BOUNDS_TOLERANCE = 0.05
+
 
 def check_finite(name: str, array: npt.ArrayLike) -> None:
     """Raise :class:`DatasetError` if ``array`` holds NaN or ±inf.
@@ -55,20 +61,25 @@ def validate_dataset(
     observation_space: gym.Space | None = None,
     action_space: gym.Space | None = None,
     env_id: str | None = None,
+    allow_out_of_bounds_actions: bool = False,
 ) -> None:
     """Check a dataset before training on it; raise :class:`DatasetError` on the first problem.
 
     Checks, in order: not empty; every episode's arrays have consistent lengths and the
     same dims as the first episode; observations, actions and rewards are finite; the
-    observation / action dims match the given gymnasium spaces. Actions outside a Box
-    action space's bounds are only logged (datasets are often collected with clipping in
-    the env, and the policy may still learn from them).
+    observation / action dims match the given gymnasium spaces; actions lie within a Box
+    action space's bounds. Rounding-level overshoot passes; an overshoot up to
+    :data:`OUT_OF_BOUNDS_TOLERANCE` of the bounds' range is only logged (datasets are
+    often recorded before the env's clipping); a larger one (wrong units or env) is an
+    error unless ``allow_out_of_bounds_actions``.
 
     Args:
         dataset: the episodes.
         observation_space, action_space: the env's spaces. If both are ``None`` and
             ``env_id`` is given, they are taken from ``gymnasium.make(env_id)``.
         env_id: the env the dataset is meant for; defaults to ``dataset.env_id`` in messages.
+        allow_out_of_bounds_actions: accept actions far outside the action bounds (logged;
+            the env clips them). CLI: ``--allow-out-of-bounds-actions``.
     """
     if not dataset.episodes or dataset.num_transitions == 0:
         raise DatasetError(
@@ -143,17 +154,40 @@ def validate_dataset(
                 f"action dim {want} (action space {action_space}). Use the env the data was "
                 f"collected on (dataset env_id: {dataset.env_id}) or a dataset for '{env_label}'."
             )
-        low = action_space.low.reshape(-1)
-        high = action_space.high.reshape(-1)
-        outside = sum(
-            int(((ep.actions < low - 1e-6) | (ep.actions > high + 1e-6)).sum())
-            for ep in dataset.episodes
+        _check_action_bounds(dataset, action_space, env_label, allow=allow_out_of_bounds_actions)
+
+
+def _check_action_bounds(
+    dataset: EpisodeDataset, space: gym.spaces.Box, env_label: str | None, *, allow: bool
+) -> None:
+    """Tolerate rounding, warn about a small overshoot (the env clips it), and refuse
+    actions far outside ``space`` (wrong units or env) unless ``allow``."""
+    low = space.low.astype(np.float64).reshape(-1)
+    high = space.high.astype(np.float64).reshape(-1)
+    # Per dimension: how far beyond its bounds each action goes (0 inside them).
+    over = np.concatenate(
+        [np.maximum(low - ep.actions, ep.actions - high).clip(min=0.0) for ep in dataset.episodes]
+    )
+    outside = int((over > _ROUNDING).sum())
+    if not outside:
+        return
+    width = np.where(np.isfinite(high - low), high - low, np.inf)
+    far = over > OUT_OF_BOUNDS_TOLERANCE * width
+    if far.any() and not allow:
+        max_abs = max(float(np.abs(ep.actions).max()) for ep in dataset.episodes)
+        raise DatasetError(
+            f"Dataset '{dataset.name}' has actions far outside the action bounds of env "
+            f"'{env_label}': max |action| = {max_abs:.4g}, bounds [{low.min():.4g}, "
+            f"{high.max():.4g}] ({int(far.sum())} values beyond them by more than "
+            f"{OUT_OF_BOUNDS_TOLERANCE:.0%} of the range). The actions are probably in other "
+            "units or from another env: rescale them or use the dataset's own env, or add "
+            "--allow-out-of-bounds-actions (allow_out_of_bounds_actions=True from Python) "
+            "to train on them anyway (the env clips them)."
         )
-        if outside:
-            logger.warning(
-                "Dataset '%s': %d action values lie outside the action space bounds of '%s'; "
-                "they will be clipped by the env.",
-                dataset.name,
-                outside,
-                env_label,
-            )
+    logger.warning(
+        "Dataset '%s': %d action values lie outside the action space bounds of '%s'; "
+        "they will be clipped by the env.",
+        dataset.name,
+        outside,
+        env_label,
+    )

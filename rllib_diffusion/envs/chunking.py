@@ -23,7 +23,7 @@ from rllib_diffusion.envs.tasks import make_env
 ENV_NAME = "rllib_diffusion/ChunkedEnv"
 
 
-class ActionChunkWrapper(gym.Wrapper):
+class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Executes ``act_steps`` actions of a (Ta, Da) chunk per step.
 
     Args:
@@ -43,6 +43,9 @@ class ActionChunkWrapper(gym.Wrapper):
     ``info["env_steps"]`` counts the env steps of the decision. With
     ``record_frames=True`` (env made with ``render_mode="rgb_array"``),
     ``info["frames"]`` holds one rendered frame per executed env step.
+
+    Its constructor arguments are recorded (``gymnasium.utils.RecordConstructorArgs``),
+    so ``env.spec`` describes the wrapped env and ``gym.make(env.spec)`` recreates it.
     """
 
     def __init__(
@@ -59,7 +62,19 @@ class ActionChunkWrapper(gym.Wrapper):
         flatten_actions: bool = False,
         record_frames: bool = False,
     ) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(
+            self,
+            horizon=horizon,
+            act_steps=act_steps,
+            obs_history=obs_history,
+            obs_low=obs_low,
+            obs_high=obs_high,
+            action_low=action_low,
+            action_high=action_high,
+            flatten_actions=flatten_actions,
+            record_frames=record_frames,
+        )
+        gym.Wrapper.__init__(self, env)
         if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(
             env.observation_space, gym.spaces.Box
         ):

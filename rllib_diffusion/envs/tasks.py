@@ -19,12 +19,22 @@ envs on demand, applies a task's default kwargs and flattens Dict observations i
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
+from gymnasium.envs.registration import find_highest_version, parse_env_id
+
+from rllib_diffusion.envs.toy import ENV_ID as TOY_ENV_ID
 
 KITCHEN_TASKS = ("microwave", "kettle", "light switch", "slide cabinet")
+_ROBOTICS_HINT = (
+    " If it is a gymnasium-robotics env (FrankaKitchen, Fetch, Adroit, mazes), install it "
+    "with `pip install 'rllib-diffusion[robotics]'`."
+)
 
 
 @dataclass(frozen=True)
@@ -64,35 +74,65 @@ def task_info(env_id: str) -> TaskInfo | None:
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
     """``gym.make(env_id, **kwargs)`` with this package's conventions.
 
-    * An id gymnasium does not know is looked up in gymnasium-robotics (imported and
-      registered on first use, so EnvRunner processes need no extra import).
+    * The id is checked first (:func:`check_env_id`): an unknown id is one
+      :class:`~rllib_diffusion.modules.model_config.ConfigError` line with suggestions.
+    * gymnasium-robotics envs are registered on first use (so EnvRunner processes need
+      no extra import).
     * The task's default kwargs (:data:`TASKS`) apply unless ``kwargs`` overrides them.
     * Dict/Tuple observations are flattened with ``gymnasium.wrappers.FlattenObservation``.
     """
+    check_env_id(env_id)
     info = task_info(env_id)
     kwargs = {**(info.env_kwargs if info else {}), **kwargs}
-    try:
-        env = gym.make(env_id, **kwargs)
-    except gym.error.Error as err:
-        if not _register_robotics(env_id, err):
-            raise
-        env = gym.make(env_id, **kwargs)
+    env = gym.make(env_id, **kwargs)
     if isinstance(env.observation_space, gym.spaces.Dict | gym.spaces.Tuple):
         env = gym.wrappers.FlattenObservation(env)
     return env
 
 
-def _register_robotics(env_id: str, err: Exception) -> bool:
-    """Register gymnasium-robotics' envs; False if that cannot help with ``env_id``."""
-    if not isinstance(err, gym.error.NameNotFound | gym.error.NamespaceNotFound):
-        return False
+def check_env_id(env_id: str) -> str:
+    """Return ``env_id`` if gymnasium can make it, else raise a one-line ``ConfigError``.
+
+    Cheap (a registry lookup; gymnasium-robotics is imported only for ids gymnasium does
+    not know) and needs no Ray, so commands call it before starting anything.
+    ``"module:Env-v0"`` ids are left to ``gym.make``, which imports ``module``.
+    """
+    from rllib_diffusion.modules.model_config import ConfigError
+
+    if isinstance(env_id, str) and (":" in env_id or _is_registered(env_id)):
+        return env_id
+    robotics = _register_robotics()
+    if isinstance(env_id, str) and _is_registered(env_id):
+        return env_id
+    known = [i for i in (*TASKS, TOY_ENV_ID) if i in gym.registry]
+    close = difflib.get_close_matches(str(env_id), list(gym.registry), n=3, cutoff=0.7)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    install = "" if robotics else _ROBOTICS_HINT
+    raise ConfigError(
+        f"unknown env id {env_id!r}; registered ids include {', '.join(known)}, ... "
+        f"({len(gym.registry)} in all: `python -c 'import gymnasium; "
+        f"gymnasium.pprint_registry()'`){hint}.{install}"
+    )
+
+
+def _is_registered(env_id: str) -> bool:
+    """``env_id`` is registered, or is a version-less name gymnasium resolves to its latest."""
+    if env_id in gym.registry:
+        return True
     try:
-        import gymnasium_robotics
-    except ImportError as imp:
-        raise gym.error.NameNotFound(
-            f"Environment '{env_id}' is not registered. If it is a gymnasium-robotics env "
-            "(FrankaKitchen, Fetch, Adroit, mazes), install it with "
-            "`pip install 'rllib-diffusion[robotics]'`."
-        ) from imp
+        namespace, name, version = parse_env_id(env_id)
+    except gym.error.Error:
+        return False
+    return version is None and find_highest_version(namespace, name) is not None
+
+
+def _register_robotics() -> bool:
+    """Register gymnasium-robotics' envs; False if it is not installed."""
+    try:
+        # Its import prints a Farama version notice to stderr; keep user errors to one line.
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
+    except ImportError:
+        return False
     gym.register_envs(gymnasium_robotics)
-    return env_id in gym.registry
+    return True

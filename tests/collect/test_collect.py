@@ -98,7 +98,8 @@ def test_behavior_checkpoint_drives_collection(isolated_dirs, ray_session):
     assert all(np.isfinite(e.actions).all() for e in ds.episodes)
 
 
-def test_collect_from_missing_checkpoint_is_clear(isolated_dirs, capsys):
+def test_collect_from_incomplete_checkpoint_is_clear(isolated_dirs, capsys):
+    (isolated_dirs / "nope").mkdir()  # a directory, but no checkpoint in it
     rc = main(
         [
             "collect",

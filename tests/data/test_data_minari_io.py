@@ -89,7 +89,7 @@ def test_refuses_overwrite_then_overwrites(make_dataset: Callable[..., EpisodeDa
     first = make_dataset(lengths=(3,), seed=1, env_id="Hopper-v5")
     second = make_dataset(lengths=(5, 6), seed=2, env_id="Hopper-v5")
     write_minari(first, DATASET_ID)
-    with pytest.raises(DatasetError, match="overwrite=True"):
+    with pytest.raises(DatasetError, match=r"add --overwrite \(overwrite=True from Python\)"):
         write_minari(second, DATASET_ID)
     assert load_minari(DATASET_ID).num_episodes == 1
     write_minari(second, DATASET_ID, overwrite=True)
@@ -141,11 +141,11 @@ def test_missing_dataset_messages(minari_root: Path) -> None:
         load_minari("mujoco/hopper/medium-v0")
     msg = str(err.value)
     assert "not found locally" in msg and str(minari_root) in msg
-    assert "download=True" in msg and "network" in msg
+    assert "add --download" in msg and "network" in msg
 
     with pytest.raises(DatasetError) as err:
         load_minari("rllib-diffusion/hopper/medium-v0")
-    assert "download=True will not help" in str(err.value)
+    assert "--download will not help" in str(err.value)
     assert "rllib-diffusion collect" in str(err.value)
 
     with pytest.raises(DatasetError, match="-v<N>"):

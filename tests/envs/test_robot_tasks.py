@@ -43,9 +43,29 @@ def test_kitchen_env_observations_are_flattened_like_datasets():
     assert (info.ref_min_score, info.ref_max_score) == (0.0, 4.0)
 
 
-def test_unknown_env_error_is_gymnasiums():
-    with pytest.raises(gym.error.NameNotFound, match="Nope"):
-        make_env("Nope-v0")
+def test_unknown_env_is_one_config_error_after_registering_robotics():
+    from rllib_diffusion.modules.model_config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown env id 'FrankaKitchen-v9'.*FrankaKitchen-v1"):
+        make_env("FrankaKitchen-v9")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_chunked_kitchen_env_passes_the_env_checker_and_is_recreatable():
+    from gymnasium.utils.env_checker import check_env
+
+    from rllib_diffusion.envs.chunking import make_chunked_env
+
+    env = make_chunked_env({"env_id": KITCHEN, "horizon": 4, "act_steps": 2})
+    try:
+        # MuJoCo's "human" render mode needs a display: the render check is left out.
+        check_env(env, skip_render_check=True)
+        again = gym.make(env.spec)
+        assert again.observation_space == env.observation_space
+        assert again.action_space == env.action_space
+        again.close()
+    finally:
+        env.close()
 
 
 @pytest.fixture(scope="module")

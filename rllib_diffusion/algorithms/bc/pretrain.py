@@ -23,7 +23,8 @@ from rllib_diffusion.algorithms.offline_run import (
     start_offline_run,
 )
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
-from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+from rllib_diffusion.knobs import Count, NonNegative, NonNegativeFloat, Positive, PositiveFloat
+from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 
 ALGORITHM_NAME = "DiffusionBC"
 
@@ -51,19 +52,29 @@ class PretrainSettings(OfflineRunSettings):
     """
 
     out_dir: str = "runs/pretrain"
-    horizon: int = 4
-    act_steps: int = 4
-    obs_history: int = 1
-    denoising_steps: int = 20
+    horizon: Count = 4
+    act_steps: Count = 4
+    obs_history: Count = 1
+    denoising_steps: Count = 20
     sampler: Literal["ddpm", "ddim", "flow"] = "ddpm"
-    ddim_steps: int | None = None
+    ddim_steps: Count | None = None
     schedule: Literal["cosine", "vp", "linear"] = "cosine"
     network: Literal["mlp", "unet"] = "mlp"
-    hidden_dims: tuple[int, ...] = (512, 512, 512)
-    lr: float = 1e-3
-    lr_end: float = 1e-4
-    warmup_steps: int = 100
+    hidden_dims: tuple[Positive, ...] = (512, 512, 512)
+    lr: PositiveFloat = 1e-3
+    lr_end: NonNegativeFloat = 1e-4
+    warmup_steps: NonNegative = 100
     knobs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.act_steps > self.horizon:
+            raise ConfigError(
+                f"--act-steps ({self.act_steps}) must be <= --horizon ({self.horizon}): a "
+                "decision executes at most the chunk it predicts."
+            )
+        if self.sampler != "ddim" and self.ddim_steps is not None:
+            raise ConfigError("--ddim-steps applies to --sampler ddim only; drop it.")
 
 
 def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env_id: str):

@@ -31,6 +31,7 @@ from rllib_diffusion.algorithms.dppo.dppo import (
 from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
 from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
 from rllib_diffusion.envs.tasks import task_info
+from rllib_diffusion.knobs import Count, NonNegative, NonNegativeFloat, check_ranges
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 from rllib_diffusion.run_loop import RunControl, RunFamily, before_after_summary, run_training
 from rllib_diffusion.utils.io import jsonable
@@ -75,22 +76,25 @@ class FinetuneSettings:
 
     checkpoint: str
     out_dir: str = "runs/finetune"
-    env_steps: int = 1_000_000
-    num_env_runners: int = 1
-    num_envs_per_env_runner: int = 10
-    decisions_per_iteration: int = 2000
+    env_steps: Count = 1_000_000
+    num_env_runners: NonNegative = 1
+    num_envs_per_env_runner: Count = 10
+    decisions_per_iteration: Count = 2000
     use_ddim: bool = False
-    ddim_steps: int | None = None
+    ddim_steps: Count | None = None
     knobs: dict[str, Any] = field(default_factory=dict)
-    eval_interval: int = 5
-    eval_episodes: int = 10
-    checkpoint_interval: int = 10
-    num_learners: int = 0
-    num_gpus_per_learner: float = 0.0
+    eval_interval: NonNegative = 5
+    eval_episodes: Count = 10
+    checkpoint_interval: NonNegative = 10
+    num_learners: NonNegative = 0
+    num_gpus_per_learner: NonNegativeFloat = 0.0
     env_runner_resources: dict[str, float] | None = None
     learner_resources: dict[str, float] | None = None
     resume: bool = False
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     @classmethod
     def of(cls, **values: Any) -> FinetuneSettings:

@@ -27,6 +27,7 @@ from rllib_diffusion.algorithms.offline_run import (
 )
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
+from rllib_diffusion.knobs import NonNegative, NonNegativeFloat, Positive, PositiveFloat
 
 ALGORITHM_NAME = "GaussianBC"
 
@@ -52,12 +53,12 @@ class GaussianBCSettings(OfflineRunSettings):
     """
 
     out_dir: str = "runs/pretrain_gaussian"
-    hidden_dims: tuple[int, ...] = (256, 256)
+    hidden_dims: tuple[Positive, ...] = (256, 256)
     activation: Literal["relu", "tanh", "silu"] = "relu"
     free_log_std: bool = True
-    lr: float = 3e-4
-    lr_end: float = 3e-5
-    warmup_steps: int = 0
+    lr: PositiveFloat = 3e-4
+    lr_end: NonNegativeFloat = 3e-5
+    warmup_steps: NonNegative = 0
 
 
 def gaussian_env_config(env_id: str, normalization: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,15 @@ import torch
 
 from rllib_diffusion.algorithms.gaussian.gaussian_bc import ALGORITHM_NAME as BC_ALGORITHM
 from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta
+from rllib_diffusion.knobs import (
+    Count,
+    Discount,
+    NonNegative,
+    PositiveFloat,
+    Probability,
+    check_ranges,
+)
+from rllib_diffusion.modules.model_config import ConfigError
 from rllib_diffusion.run_loop import RunControl, RunFamily, eval_fields, run_training
 
 ALGORITHM_NAME = "GaussianPPO"
@@ -72,21 +81,29 @@ class GaussianPPOSettings:
 
     checkpoint: str
     out_dir: str = "runs/finetune_gaussian"
-    env_steps: int = 1_000_000
-    num_env_runners: int = 1
-    num_envs_per_env_runner: int = 8
-    train_batch_size: int = 8192
-    minibatch_size: int = 512
-    num_epochs: int = 5
-    lr: float = 1e-4
-    clip_param: float = 0.2
-    gamma: float = 0.99
-    lambda_: float = 0.95
-    eval_interval: int = 5
-    eval_episodes: int = 10
-    checkpoint_interval: int = 10
+    env_steps: Count = 1_000_000
+    num_env_runners: NonNegative = 1
+    num_envs_per_env_runner: Count = 8
+    train_batch_size: Count = 8192
+    minibatch_size: Count = 512
+    num_epochs: Count = 5
+    lr: PositiveFloat = 1e-4
+    clip_param: PositiveFloat = 0.2
+    gamma: Discount = 0.99
+    lambda_: Probability = 0.95
+    eval_interval: NonNegative = 5
+    eval_episodes: Count = 10
+    checkpoint_interval: NonNegative = 10
     seed: int = 0
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.minibatch_size > self.train_batch_size:
+            raise ConfigError(
+                f"--minibatch-size ({self.minibatch_size}) must be <= --train-batch-size "
+                f"({self.train_batch_size})."
+            )
 
 
 def read_gaussian_bc_meta(path: str) -> CheckpointMeta:
@@ -377,37 +394,8 @@ def finetune_gaussian_ppo(settings: GaussianPPOSettings) -> dict[str, Any]:
     from rllib_diffusion.utils.runtime import limit_threads
 
     s = settings
-    _validate(s)
     limit_threads()
     return run_training(GaussianPPOFamily(s), RunControl.from_settings(s, budget=s.env_steps))
-
-
-def _validate(s: GaussianPPOSettings) -> None:
-    from rllib_diffusion.modules.model_config import ConfigError
-
-    checks = {
-        "env_steps": s.env_steps >= 1,
-        "num_env_runners": s.num_env_runners >= 0,
-        "num_envs_per_env_runner": s.num_envs_per_env_runner >= 1,
-        "train_batch_size": s.train_batch_size >= 1,
-        "minibatch_size": 1 <= s.minibatch_size <= s.train_batch_size,
-        "num_epochs": s.num_epochs >= 1,
-        "lr": s.lr > 0,
-        "clip_param": s.clip_param > 0,
-        "gamma": 0 < s.gamma <= 1,
-        "lambda_": 0 <= s.lambda_ <= 1,
-        "eval_interval": s.eval_interval >= 0,
-        "eval_episodes": s.eval_episodes >= 1,
-        "checkpoint_interval": s.checkpoint_interval >= 0,
-    }
-    bad = [name for name, ok in checks.items() if not ok]
-    if bad:
-        values = ", ".join(f"{name}={getattr(s, name)!r}" for name in bad)
-        raise ConfigError(
-            f"Invalid Gaussian PPO settings: {values} (need env_steps, batch sizes, epochs, "
-            "episodes >= 1, minibatch_size <= train_batch_size, lr and clip_param > 0, "
-            "gamma in (0, 1], lambda in [0, 1], intervals >= 0)."
-        )
 
 
 def _progress_line(result: dict[str, Any], it: int, env_steps: int) -> dict:

@@ -20,6 +20,7 @@ from rllib_diffusion.algorithms.offline_run import (
     run_offline_training,
     start_offline_run,
 )
+from rllib_diffusion.knobs import Count, NonNegativeFloat, Positive, PositiveFloat
 from rllib_diffusion.modules.model_config import ConfigError
 
 #: Names of the offline Q-learners (``--algo`` choices), from the registry.
@@ -71,12 +72,12 @@ class OfflineSettings(OfflineRunSettings):
     reward_scale: float | None = None
     reward_bias: float | None = None
     knobs: dict[str, Any] = field(default_factory=dict)
-    lr: float | None = None
-    lr_end: float | None = None
+    lr: PositiveFloat | None = None
+    lr_end: NonNegativeFloat | None = None
     normalize_rewards: bool | None = None
-    denoising_steps: int | None = None
-    num_candidates: int | None = None
-    hidden_dims: tuple[int, ...] | None = None
+    denoising_steps: Count | None = None
+    num_candidates: Count | None = None
+    hidden_dims: tuple[Positive, ...] | None = None
 
     def given_knobs(self) -> dict[str, Any]:
         """The algorithm knobs set in these settings."""
