@@ -35,6 +35,7 @@ from rllib_diffusion.diffusion import (
     sample_chain,
     transition_logprob,
 )
+from rllib_diffusion.knobs import Count, Positive, PositiveFloat, Probability, check_ranges
 from rllib_diffusion.modules.apis import DenoisingChainAPI
 from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
@@ -59,16 +60,21 @@ class DPPOModelConfig:
     """
 
     policy: dict[str, Any]
-    ft_denoising_steps: int | None = None
-    min_sampling_std: float = 0.1
-    min_logprob_std: float = 0.1
+    ft_denoising_steps: Count | None = None
+    min_sampling_std: PositiveFloat = 0.1
+    min_logprob_std: PositiveFloat = 0.1
     logprob_clamp: tuple[float, float] = (-5.0, 2.0)
-    ddim_eta: float = 1.0
-    critic_hidden_dims: tuple[int, ...] = field(default_factory=lambda: (256, 256, 256))
+    ddim_eta: Probability = 1.0
+    critic_hidden_dims: tuple[Positive, ...] = field(default_factory=lambda: (256, 256, 256))
 
     def __post_init__(self) -> None:
         self.logprob_clamp = tuple(self.logprob_clamp)
         self.critic_hidden_dims = tuple(self.critic_hidden_dims)
+        check_ranges(self)
+        if len(self.logprob_clamp) != 2 or self.logprob_clamp[0] >= self.logprob_clamp[1]:
+            raise ConfigError(
+                f"--logprob-clamp takes LOW HIGH with LOW < HIGH, got {self.logprob_clamp}."
+            )
         pol = self.policy_config
         if pol.sampler not in ("ddpm", "ddim"):
             raise ConfigError(
@@ -80,13 +86,11 @@ class DPPOModelConfig:
                 f"ddim_eta={self.ddim_eta} applies to DDIM sampling only; add --use-ddim or "
                 "drop it."
             )
-        if not 0.0 <= self.ddim_eta <= 1.0:
-            raise ConfigError(f"ddim_eta must be in [0, 1], got {self.ddim_eta}.")
         if self.ft_denoising_steps is None:
             self.ft_denoising_steps = default_ft_denoising_steps(pol)
         if not 1 <= self.ft_denoising_steps <= pol.sampling_steps:
             raise ConfigError(
-                f"ft_denoising_steps={self.ft_denoising_steps} must be in "
+                f"ft_denoising_steps={self.ft_denoising_steps} (--ft-denoising-steps) must be in "
                 f"[1, {pol.sampling_steps}] (the policy's reverse steps); leave it unset to "
                 f"fine-tune {default_ft_denoising_steps(pol)} of them."
             )

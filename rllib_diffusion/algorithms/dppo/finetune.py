@@ -160,6 +160,21 @@ def custom_resources(s: FinetuneSettings) -> tuple[dict[str, float], dict[str, f
     return runner_resources, learner_resources
 
 
+def validated(config: DPPOConfig) -> DPPOConfig:
+    """``config`` after RLlib's and DPPO's checks, run before Ray starts; a failed check
+    is one ``ConfigError`` line naming the flags (knob names spelled as flags)."""
+    import re
+
+    try:
+        config.validate()
+    except ValueError as err:
+        text = (str(err).strip().splitlines() or [""])[0]
+        for knob in dppo_knobs():
+            text = re.sub(rf"\b{knob.name}\b", knob.flag, text)
+        raise ConfigError(f"finetune: {text}") from None
+    return config
+
+
 def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> DPPOConfig:
     """A ``DPPOConfig`` whose env, spaces and model match the pretrained checkpoint."""
     from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
@@ -234,7 +249,7 @@ class DPPOFamily(RunFamily):
         from rllib_diffusion.utils.runtime import run_metadata
 
         self.s = s
-        self.config = dppo_config_from_pretrained(s.checkpoint, s)
+        self.config = validated(dppo_config_from_pretrained(s.checkpoint, s))
         self.policy = DiffusionPolicyConfig.from_dict(
             self.config.model_config["policy"], strict=False
         )
