@@ -393,6 +393,7 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         deterministic=not args.stochastic,
         video_path=args.video,
         progress=True,
+        dataset=meta.dataset,
     )
     result["checkpoint"] = os.path.abspath(args.checkpoint)
     result["algorithm"] = meta.algorithm

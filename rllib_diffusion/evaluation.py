@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from rllib_diffusion.envs.chunking import make_chunked_env
-from rllib_diffusion.envs.tasks import task_info
+from rllib_diffusion.envs.tasks import normalized, reference_scores
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,13 @@ def evaluate_module(
     video_path: str | None = None,
     video_size: tuple[int, int] = (256, 256),
     progress: bool = False,
+    dataset: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``num_episodes`` episodes of ``module`` in ``make_chunked_env(env_config)``.
+
+    ``dataset``: the training data's summary (a checkpoint meta's ``dataset``), whose
+    reference scores, if it has them, normalise the returns
+    (:func:`rllib_diffusion.envs.tasks.reference_scores`).
 
     Episode ``i`` resets its env with ``seed + i``; torch's RNG is seeded with ``seed``
     for the duration of the call, so results are reproducible.
@@ -49,7 +55,7 @@ def evaluate_module(
     # that an evaluation is reproducible from its seed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _evaluate(
+        result = _evaluate(
             module,
             env_config,
             num_episodes=num_episodes,
@@ -59,6 +65,12 @@ def evaluate_module(
             video_size=video_size,
             progress=progress,
         )
+    refs = reference_scores(env_config.get("env_id"), dataset)
+    if refs is not None:
+        returns = np.asarray(result["episode_returns"], dtype=np.float64)
+        result["normalized_score"] = float(normalized(returns, refs).mean())
+        result["normalized_score_refs"] = refs
+    return result
 
 
 def _evaluate(
@@ -126,15 +138,6 @@ def _evaluate(
         "env_steps": int(lengths.sum()),
         "seconds": time.perf_counter() - start,
     }
-    info = task_info(env_config.get("env_id", ""))
-    if info is not None:
-        scores = 100.0 * (returns - info.ref_min_score) / (info.ref_max_score - info.ref_min_score)
-        result["normalized_score"] = float(scores.mean())
-        result["normalized_score_refs"] = {
-            "min": info.ref_min_score,
-            "max": info.ref_max_score,
-            "source": info.ref_source,
-        }
     if video_path:
         result["video"] = write_video(frames, video_path)
     return result

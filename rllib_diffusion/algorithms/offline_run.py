@@ -264,7 +264,11 @@ class OfflineFamily(RunFamily):
 
         module, _ = load_policy_module(ckpt, expect_algorithms=(self._meta.algorithm,))
         return evaluate_module(
-            module, self.env_config, num_episodes=control.eval_episodes, seed=10_000 + control.seed
+            module,
+            self.env_config,
+            num_episodes=control.eval_episodes,
+            seed=10_000 + control.seed,
+            dataset=self._meta.dataset,
         )
 
     def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:

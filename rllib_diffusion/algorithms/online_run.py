@@ -222,7 +222,11 @@ class OnlineFamily(RunFamily):
 
         module, _ = load_policy_module(ckpt, expect_algorithms=(self.offline.algorithm,))
         return evaluate_module(
-            module, self.offline.env_config, num_episodes=self.s.eval_episodes, seed=seed
+            module,
+            self.offline.env_config,
+            num_episodes=self.s.eval_episodes,
+            seed=seed,
+            dataset=self.offline.dataset,
         )
 
     def final_evaluation(self, ckpt: str, control: RunControl) -> dict[str, Any]:

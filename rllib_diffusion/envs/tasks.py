@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,32 @@ TASKS: dict[str, TaskInfo] = {
 def task_info(env_id: str) -> TaskInfo | None:
     """Reference scores for ``env_id`` or ``None`` for tasks without references."""
     return TASKS.get(env_id)
+
+
+def reference_scores(env_id: str | None, dataset: Mapping[str, Any] | None = None):
+    """The one source of normalised-score references, used by every command: the
+    dataset's own (``ref_min_score``/``ref_max_score`` of its summary, as stored in a
+    checkpoint's meta) where it has both, else this table's for ``env_id``, else None.
+
+    Returns ``{"min", "max", "source"}`` or None.
+    """
+    data = dataset or {}
+    if data.get("ref_min_score") is not None and data.get("ref_max_score") is not None:
+        name = data.get("name") or "the dataset"
+        return {
+            "min": float(data["ref_min_score"]),
+            "max": float(data["ref_max_score"]),
+            "source": f"dataset {name}",
+        }
+    info = task_info(env_id or "")
+    if info is None:
+        return None
+    return {"min": info.ref_min_score, "max": info.ref_max_score, "source": info.ref_source}
+
+
+def normalized(returns: Any, refs: Mapping[str, Any]) -> Any:
+    """D4RL-style ``100 * (R - min) / (max - min)`` of ``returns`` under ``refs``."""
+    return 100.0 * (returns - refs["min"]) / (refs["max"] - refs["min"])
 
 
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:

@@ -44,8 +44,10 @@ def load_sweep_module(spec: str) -> types.ModuleType:
         sys.modules[name] = module
         try:
             loader_spec.loader.exec_module(module)
-        except BaseException:
+        except BaseException as err:
             sys.modules.pop(name, None)
+            if isinstance(err, Exception):
+                raise ConfigError(_where_it_failed(path, err)) from err
             raise
     if not callable(getattr(module, SWEEP_FUNCTION, None)):
         raise ConfigError(
@@ -58,6 +60,20 @@ def load_sweep_module(spec: str) -> types.ModuleType:
 
     cloudpickle.register_pickle_by_value(module)
     return module
+
+
+def _where_it_failed(path: Path, err: Exception) -> str:
+    """``Sweep config 'path', line N: <error>`` (the deepest line of ``path`` in the
+    traceback; a syntax error's own line)."""
+    import traceback
+
+    line = getattr(err, "lineno", None) if isinstance(err, SyntaxError) else None
+    for frame in traceback.extract_tb(err.__traceback__):
+        if Path(frame.filename).resolve() == path.resolve():
+            line = frame.lineno
+    what = err.msg if isinstance(err, SyntaxError) else str(err)
+    at = f", line {line}" if line else ""
+    return f"Sweep config '{path}'{at}: {type(err).__name__}: {what}"
 
 
 def _sweep_dirs() -> list[Path]:
@@ -97,7 +113,16 @@ def build_sweep(spec: str, args: SweepArgs) -> TuneSweep:
     """Load the sweep module ``spec``, call its ``make_sweep(args)`` and, for the sweep
     metric, add the callback that reports it on every iteration (:mod:`.metric`)."""
     module = load_sweep_module(spec)
-    sweep = getattr(module, SWEEP_FUNCTION)(args)
+    try:
+        sweep = getattr(module, SWEEP_FUNCTION)(args)
+    except TypeError as err:
+        if "unexpected keyword argument" not in str(err):
+            raise
+        # A misspelt search-space key or setting (``config.training(actr_lr=...)``).
+        raise ConfigError(
+            f"{_where_it_failed(Path(module.__file__ or spec), err)}; the algorithm's knobs "
+            "are listed by `rllib-diffusion <command> --help`."
+        ) from err
     if not isinstance(sweep, TuneSweep):
         raise ConfigError(
             f"{module.__name__}.{SWEEP_FUNCTION}() returned {type(sweep).__name__}, "

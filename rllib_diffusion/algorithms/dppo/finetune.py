@@ -30,7 +30,7 @@ from rllib_diffusion.algorithms.dppo.dppo import (
 )
 from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
 from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
-from rllib_diffusion.envs.tasks import task_info
+from rllib_diffusion.envs.tasks import normalized, reference_scores
 from rllib_diffusion.knobs import Count, NonNegative, NonNegativeFloat, check_ranges
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 from rllib_diffusion.run_loop import RunControl, RunFamily, before_after_summary, run_training
@@ -260,8 +260,11 @@ class DPPOFamily(RunFamily):
             dppo_model_config=self.config.model_config,
             settings=asdict(s),
             pretrained_checkpoint=str(Path(s.checkpoint).resolve()),
+            # The pretraining data's summary: its reference scores normalise returns.
+            dataset=read_checkpoint_meta(s.checkpoint).dataset,
             run=run_metadata(),
         )
+        self.refs = reference_scores(self.policy.env_id, self._meta.dataset)
 
     def meta(self):
         return self._meta
@@ -287,6 +290,7 @@ class DPPOFamily(RunFamily):
             _env_config(self.policy),
             num_episodes=control.eval_episodes,
             seed=20_000 + control.seed,
+            dataset=self._meta.dataset,
         )
         print(
             f"[finetune] start: pretrained policy return "
@@ -314,7 +318,7 @@ class DPPOFamily(RunFamily):
         )
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
-        line = progress_line(result, it, self.policy.env_id, evaluated=evaluated)
+        line = progress_line(result, it, self.refs, evaluated=evaluated)
         # The algorithm's (checkpointed) count is the budget's source of truth.
         line["env_steps"] = int(algo.env_steps_lifetime)
         for warning in health_warnings(line, self.config.critic_warmup_iterations):
@@ -337,6 +341,7 @@ class DPPOFamily(RunFamily):
             _env_config(self.policy),
             num_episodes=control.eval_episodes,
             seed=30_000 + control.seed,
+            dataset=self._meta.dataset,
         )
 
     def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -498,8 +503,11 @@ def learner_module_copy(algo) -> Any:
     return module
 
 
-def progress_line(result: dict[str, Any], it: int, env_id: str | None, *, evaluated: bool) -> dict:
-    """Flat per-iteration metrics from an RLlib result dict."""
+def progress_line(
+    result: dict[str, Any], it: int, refs: dict[str, Any] | None, *, evaluated: bool
+) -> dict:
+    """Flat per-iteration metrics from an RLlib result dict; ``refs``: the run's
+    reference scores (:func:`~rllib_diffusion.envs.tasks.reference_scores`) or None."""
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS, LEARNER_RESULTS
 
@@ -541,14 +549,13 @@ def progress_line(result: dict[str, Any], it: int, env_id: str | None, *, evalua
     }
     if per_step:
         line["clip_fraction_per_step"] = per_step
-    info = task_info(env_id or "")
-    if info and line[M.TRAIN_RETURN] is not None:
-        line[M.TRAIN_NORMALIZED] = _score(line[M.TRAIN_RETURN], info)
+    if refs and line[M.TRAIN_RETURN] is not None:
+        line[M.TRAIN_NORMALIZED] = float(normalized(line[M.TRAIN_RETURN], refs))
     ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
     if evaluated and "episode_return_mean" in ev:
         line[M.EVAL_RETURN] = M.float_or_none(ev["episode_return_mean"])
-        if info:
-            line[M.EVAL_NORMALIZED] = _score(line[M.EVAL_RETURN], info)
+        if refs:
+            line[M.EVAL_NORMALIZED] = float(normalized(line[M.EVAL_RETURN], refs))
     return line
 
 
@@ -609,7 +616,3 @@ def format_line(line: dict[str, Any]) -> str:
     if M.EVAL_RETURN in line:
         msg += f"  EVAL return {g(M.EVAL_RETURN)}"
     return msg
-
-
-def _score(ret: float, info) -> float:
-    return 100.0 * (ret - info.ref_min_score) / (info.ref_max_score - info.ref_min_score)

@@ -336,7 +336,11 @@ class GaussianPPOFamily(RunFamily):
         state = algo.learner_group.get_state(components=path)
         self.eval_module.set_state(state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID])
         return evaluate_module(
-            self.eval_module, self.env_config, num_episodes=self.s.eval_episodes, seed=seed
+            self.eval_module,
+            self.env_config,
+            num_episodes=self.s.eval_episodes,
+            seed=seed,
+            dataset=self._meta.dataset,
         )
 
     def start(self, algo, control: RunControl) -> dict[str, Any] | None:
@@ -369,7 +373,11 @@ class GaussianPPOFamily(RunFamily):
 
         module, _ = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
         return evaluate_module(
-            module, self.env_config, num_episodes=control.eval_episodes, seed=20_000 + control.seed
+            module,
+            self.env_config,
+            num_episodes=control.eval_episodes,
+            seed=20_000 + control.seed,
+            dataset=self._meta.dataset,
         )
 
     def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
