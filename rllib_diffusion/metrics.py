@@ -25,6 +25,9 @@ ACTOR_STEPS = "actor_steps"  # optimiser steps applied to the actor this iterati
 # DPPO algorithm results (top level of the result dict).
 DPPO_NAMESPACE = "dppo"
 ENV_STEPS = "env_steps_lifetime"  # true env steps (decisions × executed actions)
+# Decisions (action chunks; one step of the chunk env each) sampled so far, top level of
+# DPPO's result: RLlib's own ``num_env_steps_sampled_lifetime`` counts true env steps.
+DECISIONS_LIFETIME = "num_decisions_sampled_lifetime"
 TRAIN_RETURN = "train_return_mean"
 TRAIN_NORMALIZED = "train_normalized_score"
 EVAL_RETURN = "eval_return_mean"
@@ -32,6 +35,15 @@ EVAL_NORMALIZED = "eval_normalized_score"
 SAMPLE_SECONDS = "sample_seconds"
 LEARN_SECONDS = "learn_seconds"
 SYNC_SECONDS = "sync_seconds"
+
+# EnvRunner health, every run-loop progress line of a run with remote EnvRunners (from
+# RLlib's ``fault_tolerance`` result section), and result.json's placement.
+ENV_RUNNERS_HEALTHY = "env_runners_healthy"  # remote EnvRunners healthy after the iteration
+ENV_RUNNER_RESTARTS = "env_runner_restarts"  # EnvRunner restarts so far (over resumes too)
+RUNNER_STATE = "state"  # of each EnvRunner in result.json["placement"]["env_runners"]
+RUNNER_HEALTHY = "healthy"
+RUNNER_RESTARTED = "restarted"  # answering, from another process than at the run's start
+RUNNER_UNHEALTHY = "unhealthy"  # not answering (down or being restarted)
 
 # Offline actor-critic learners (per module).
 ACTOR_LOSS = "losses/actor_loss"

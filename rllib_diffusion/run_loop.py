@@ -11,19 +11,29 @@ the same way for all of them:
     atomic checkpoints at the cadence and at the end → evaluation of exactly what was
     saved → ``result.json``.
 
-Progress keys are defined once below; families add their own metrics to a line.
+Progress keys are defined once below; families add their own metrics to a line. Runs
+with remote EnvRunners also get, in every line, the healthy EnvRunners and the restarts
+so far, and in ``result.json["placement"]["env_runners"]`` every EnvRunner with its
+state. SIGINT/SIGTERM stop a run cleanly after the current iteration (checkpoint,
+``result.json`` marked interrupted, exit code 130/143; see :func:`run_training`).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rllib_diffusion import metrics as M
 from rllib_diffusion.checkpoints import CheckpointMeta
 
 # Progress-line keys shared by every family.
@@ -32,6 +42,13 @@ SECONDS = "seconds"
 EVAL_RETURN = "eval_return_mean"
 EVAL_RETURN_STD = "eval_return_std"
 EVAL_NORMALIZED = "eval_normalized_score"
+
+# result.json keys of a run stopped by a signal.
+INTERRUPTED = "interrupted"
+INTERRUPT_SIGNAL = "interrupt_signal"
+
+#: Signals that stop a run cleanly (between iterations, checkpoint + result.json).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -171,7 +188,13 @@ def before_after_summary(
 
 
 def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:
-    """Run ``family`` under ``control``; returns the summary also written to ``result.json``."""
+    """Run ``family`` under ``control``; returns the summary also written to ``result.json``.
+
+    SIGINT (Ctrl-C) or SIGTERM ends the run after the current iteration: a checkpoint and
+    a ``result.json`` marked ``"interrupted": true`` are written (no final evaluation:
+    ``--resume`` continues the run and evaluates at its end), then :class:`RunInterrupted`
+    exits the process with 128 + the signal number (130, 143) and no traceback.
+    """
     from rllib_diffusion.checkpoints import resume_checkpoint_meta
     from rllib_diffusion.utils.io import write_json_atomic
 
@@ -189,17 +212,34 @@ def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:
     if saved is not None:
         family.check_resumable(saved, ckpt_dir)
     out.mkdir(parents=True, exist_ok=True)
-    algo = family.build()
-    state: dict[str, Any] = {}
-    try:
-        state.update(_begin(family, control, algo, saved, out))
-        ckpt = _train(family, control, algo, meta, state, out)
-    finally:
-        if state.get("writer") is not None:
-            state["writer"].close()
-        algo.stop()
-    print(f"[{family.tag}] checkpoint: {ckpt}; evaluating {control.eval_episodes} episodes ...")
-    evaluation = family.final_evaluation(ckpt, control)
+    with StopSignals(family.tag) as stop:
+        state = _build_and_train(family, control, meta, saved, out, stop)
+        # The stopped Algorithm is garbage now: collect it (and close its Ray Data
+        # iterators) while Ray is up, not at interpreter exit after ray.shutdown().
+        gc.collect()
+        summary = _summary(family, control, meta, state, started)
+        write_json_atomic(out / "result.json", summary)
+    if stop.signum is not None:
+        print(
+            f"[{family.tag}] stopped by {stop.name} after iteration {state['it']}: "
+            f"checkpoint {state['checkpoint']}; continue with --resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise RunInterrupted(stop.signum, summary)
+    return summary
+
+
+def _summary(
+    family: RunFamily,
+    control: RunControl,
+    meta: CheckpointMeta,
+    state: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """``result.json``: the loop's fields plus the family's summary of the final
+    evaluation, or (stopped by a signal) no evaluation and the signal."""
+    ckpt, stop = state["checkpoint"], state["stop"]
     base = {
         **meta.to_dict(),
         "checkpoint": ckpt,
@@ -208,12 +248,115 @@ def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:
         "train_seconds": state["train_seconds"],
         "total_seconds": time.perf_counter() - started,
         "resumed": state["resumed"],
+        **_last_health(state["lines"]),
+        INTERRUPTED: False,
         "progress": state["lines"],
         **state["finish"],
     }
-    summary = family.summary(base, evaluation)
-    write_json_atomic(out / "result.json", summary)
+    if stop.signum is not None:
+        return {
+            **base,
+            INTERRUPTED: True,
+            INTERRUPT_SIGNAL: stop.name,
+            "start_evaluation": family.start_evaluation,
+            "evaluation": None,
+        }
+    print(f"[{family.tag}] checkpoint: {ckpt}; evaluating {control.eval_episodes} episodes ...")
+    summary = family.summary(base, family.final_evaluation(ckpt, control))
+    if stop.signum is not None:  # arrived during the final evaluation (it completed)
+        summary.update({INTERRUPTED: True, INTERRUPT_SIGNAL: stop.name})
     return summary
+
+
+class RunInterrupted(SystemExit):
+    """Raised by :func:`run_training` once a run stopped by a signal is saved.
+
+    A ``SystemExit``: uncaught, the process exits with ``code`` = 128 + the signal number
+    (130 SIGINT, 143 SIGTERM) without a traceback. ``summary`` is the ``result.json``.
+    """
+
+    def __init__(self, signum: int, summary: dict[str, Any]) -> None:
+        super().__init__(128 + int(signum))
+        self.signal_name = signal.Signals(signum).name
+        self.summary = summary
+
+
+class StopSignals:
+    """SIGINT/SIGTERM handlers for the duration of a run (a context manager; the previous
+    handlers are restored on exit): the first signal sets ``signum`` (checked between
+    iterations), a second one aborts at once (``KeyboardInterrupt``).
+
+    ``ray.init`` installs its own SIGTERM handler (``sys.exit`` wherever the driver is,
+    which ends in a C++ stack trace and no ``result.json``): call :meth:`install` again
+    after it. Ray's worker processes block SIGINT, so Ctrl-C only reaches the driver.
+    Outside the main thread (where Python refuses handlers) nothing is installed.
+    """
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    def install(self) -> None:
+        """(Re)install the handlers, remembering the first handlers they replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in STOP_SIGNALS:
+            current = signal.getsignal(sig)
+            if current != self._handle:
+                self._previous.setdefault(sig, current)
+                signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def __enter__(self) -> StopSignals:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.restore()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\n[{self.tag}] {self.name} received: stopping after this iteration "
+            "(checkpoint + result.json); send it again to abort at once",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _build_and_train(
+    family: RunFamily,
+    control: RunControl,
+    meta: CheckpointMeta,
+    saved: CheckpointMeta | None,
+    out: Path,
+    stop: StopSignals,
+) -> dict[str, Any]:
+    """Build, restore or start, train, checkpoint and stop the Algorithm; the loop state
+    (the Algorithm itself is not kept)."""
+    algo = family.build()
+    stop.install()  # ray.init (inside build) replaced the SIGTERM handler
+    state: dict[str, Any] = {"stop": stop}
+    try:
+        state.update(_begin(family, control, algo, saved, out))
+        state["runner_pids"] = {r["worker_index"]: r["pid"] for r in _runners(algo) or []}
+        state["checkpoint"] = _train(family, control, algo, meta, state, out)
+    finally:
+        if state.get("writer") is not None:
+            state["writer"].close()
+        algo.stop()
+    return state
 
 
 def _begin(
@@ -250,6 +393,7 @@ def _begin(
         print(f"[{family.tag}] resumed from '{out / 'checkpoint'}' at iteration {it}", flush=True)
     write_jsonl_atomic(out / "progress.jsonl", lines)
     state["lines"] = lines
+    state["restarts_before"] = int(lines[-1].get(M.ENV_RUNNER_RESTARTS, 0)) if lines else 0
     state["counter"] = int(lines[-1].get(family.unit, 0)) if lines else 0
     state["writer"] = tensorboard_writer(
         out / "tensorboard", family.unit, lines[-1] if lines else None
@@ -295,12 +439,14 @@ def _train(
 
     with open(out / "progress.jsonl", "a") as progress:
         done = state["counter"] >= control.budget
-        while not done:
+        while not done and state["stop"].signum is None:
+            state["stop"].install()  # in case something (a late ray.init) replaced them
             state["it"] = it = state["it"] + 1
             family.before_iteration(algo, state["counter"], control)
             result = algo.train()
             evaluated = bool(control.eval_interval) and it % control.eval_interval == 0
             line = {ITERATION: it, **family.progress_line(algo, result, it, evaluated=evaluated)}
+            line.update(runner_health(algo, result, state["restarts_before"]))
             line[SECONDS] = time.perf_counter() - t0
             state["counter"] = int(line[family.unit])
             state["lines"].append(line)
@@ -311,9 +457,86 @@ def _train(
             done = state["counter"] >= control.budget
             if control.checkpoint_interval and it % control.checkpoint_interval == 0 and not done:
                 checkpoint()
-    state["finish"] = family.finish(algo)
+    state["finish"] = with_runner_states(family.finish(algo), algo, state["runner_pids"])
     state["train_seconds"] = time.perf_counter() - t0
     return checkpoint()
+
+
+# ------------------------------------------------------------------ EnvRunner health
+def runner_health(algo: Any, result: dict[str, Any], restarts_before: int = 0) -> dict[str, int]:
+    """Progress-line fields on the remote EnvRunners (none without any): how many are
+    healthy and how many restarts RLlib counted, cumulative over resumed runs.
+
+    From RLlib's ``fault_tolerance`` result section (``EnvRunnerGroup``'s
+    ``num_healthy_remote_workers()`` / ``num_remote_worker_restarts()``), there for
+    every algorithm with an EnvRunnerGroup.
+    """
+    from ray.rllib.utils.metrics import FAULT_TOLERANCE_STATS
+
+    stats = result.get(FAULT_TOLERANCE_STATS)
+    if not stats or _remote_runner_group(algo) is None:
+        return {}
+    return {
+        M.ENV_RUNNERS_HEALTHY: int(stats["num_healthy_workers"]),
+        M.ENV_RUNNER_RESTARTS: restarts_before + int(stats["num_remote_worker_restarts"]),
+    }
+
+
+def with_runner_states(
+    finish: dict[str, Any], algo: Any, pids_at_start: dict[int, int]
+) -> dict[str, Any]:
+    """``finish`` with ``placement.env_runners`` listing every remote EnvRunner (node,
+    pid, ``state``: "healthy", "restarted" (another process than at the start of this
+    run) or "unhealthy" (not answering; no node known)), replacing any healthy-only list."""
+    group = _remote_runner_group(algo)
+    if group is None:
+        return finish
+    seen = {r["worker_index"]: r for r in _runners(algo) or []}
+    runners = []
+    for index in range(1, group.num_remote_env_runners() + 1):  # RLlib's remote ids
+        where = seen.get(index)
+        if where is None:
+            runners.append({"worker_index": index, M.RUNNER_STATE: M.RUNNER_UNHEALTHY})
+            continue
+        restarted = pids_at_start.get(index, where["pid"]) != where["pid"]
+        state = M.RUNNER_RESTARTED if restarted else M.RUNNER_HEALTHY
+        runners.append({**where, M.RUNNER_STATE: state})
+    placement = {**finish.get("placement", {}), "env_runners": runners}
+    return {**finish, "placement": placement}
+
+
+def _last_health(lines: list[dict[str, Any]]) -> dict[str, int]:
+    """The EnvRunner health fields of the last progress line that has them."""
+    for line in reversed(lines):
+        if M.ENV_RUNNER_RESTARTS in line:
+            return {k: line[k] for k in (M.ENV_RUNNERS_HEALTHY, M.ENV_RUNNER_RESTARTS)}
+    return {}
+
+
+def _remote_runner_group(algo: Any) -> Any:
+    """The algorithm's EnvRunnerGroup if it has remote EnvRunners, else None."""
+    group = getattr(algo, "env_runner_group", None)
+    return group if group is not None and group.num_remote_env_runners() > 0 else None
+
+
+def _runners(algo: Any) -> list[dict[str, Any]] | None:
+    """:func:`runner_where` of every healthy remote EnvRunner (None: there are none)."""
+    group = _remote_runner_group(algo)
+    if group is None:
+        return None
+    return group.foreach_env_runner(runner_where, local_env_runner=False, timeout_seconds=60)
+
+
+def runner_where(runner: Any) -> dict[str, Any]:
+    """Where an EnvRunner runs (called on it): index, Ray node id, node IP, pid."""
+    import ray
+
+    return {
+        "worker_index": runner.worker_index,
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "ip": ray.util.get_node_ip_address(),
+        "pid": os.getpid(),
+    }
 
 
 # ---------------------------------------------------------------------- TensorBoard

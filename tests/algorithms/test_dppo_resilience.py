@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.dppo.dppo import _single
 from rllib_diffusion.algorithms.dppo.finetune import (
     FinetuneSettings,
@@ -28,6 +29,7 @@ from rllib_diffusion.checkpoints import (
 )
 from rllib_diffusion.cli import build_parser, finetune_settings_from_args
 from rllib_diffusion.modules.model_config import ConfigError
+from rllib_diffusion.run_loop import runner_health
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,15 +99,15 @@ def test_bad_resource_settings_are_rejected(pretrained, capsys):
     assert "--env-runner-resources" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="num_learners >= 1"):
         dppo_config_from_pretrained(
-            ckpt, FinetuneSettings(checkpoint=ckpt, learner_resources={"learner": 1})
+            ckpt, FinetuneSettings.of(checkpoint=ckpt, learner_resources={"learner": 1})
         )
     with pytest.raises(ConfigError, match="num_cpus"):
         dppo_config_from_pretrained(
-            ckpt, FinetuneSettings(checkpoint=ckpt, env_runner_resources={"CPU": 1})
+            ckpt, FinetuneSettings.of(checkpoint=ckpt, env_runner_resources={"CPU": 1})
         )
     with pytest.raises(ConfigError, match="positive"):
         dppo_config_from_pretrained(
-            ckpt, FinetuneSettings(checkpoint=ckpt, env_runner_resources={"rollout": 0})
+            ckpt, FinetuneSettings.of(checkpoint=ckpt, env_runner_resources={"rollout": 0})
         )
 
 
@@ -127,7 +129,7 @@ def _actor_ft_sum(module) -> float:
 def test_training_survives_a_killed_env_runner(pretrained, ray_session):
     """SIGKILL the EnvRunner process in the middle of an iteration: Ray restarts it, the
     algorithm re-syncs it and every requested iteration still trains on fresh samples."""
-    settings = FinetuneSettings(checkpoint=str(pretrained[0] / "checkpoint"), **TINY_FT)
+    settings = FinetuneSettings.of(checkpoint=str(pretrained[0] / "checkpoint"), **TINY_FT)
     config = dppo_config_from_pretrained(settings.checkpoint, settings)
     algo = config.build_algo()
     try:
@@ -138,19 +140,22 @@ def test_training_survives_a_killed_env_runner(pretrained, ray_session):
         steps = [algo._env_steps_lifetime]
         killer.start()  # lands inside the next train() call (sampling takes ~1 s)
         for _ in range(3):
-            algo.train()
+            result = algo.train()
             steps.append(algo._env_steps_lifetime)
         killer.join()
         # Ray brings the actor back asynchronously (after RLlib's 5 s restart delay); on
         # a loaded machine that can outlast three short iterations: train on (bounded).
         deadline = time.monotonic() + 180
         while algo._counters["total_num_restored_workers"] < 1 and time.monotonic() < deadline:
-            algo.train()
+            result = algo.train()
             steps.append(algo._env_steps_lifetime)
         assert algo.iteration == len(steps) >= 4
         # Every iteration after the kill sampled (no empty iteration was counted).
         assert all(b > a for a, b in zip(steps, steps[1:])), steps
         assert algo._counters["total_num_restored_workers"] >= 1
+        # The restart is in the result the run loop's progress lines are made of.
+        health = runner_health(algo, result)
+        assert health == {M.ENV_RUNNERS_HEALTHY: 1, M.ENV_RUNNER_RESTARTS: 1}, health
         (new_pid,) = group.foreach_env_runner(lambda r: os.getpid(), local_env_runner=False)
         assert new_pid != pid
         # The replacement acts with the learner's current weights.
@@ -215,7 +220,7 @@ def test_killed_run_resumes_from_its_checkpoint(pretrained, ray_session, tmp_pat
     k = _read_meta(ckpt)["iteration"]
     before = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
     ckpt_sums = _module_sums(ckpt)
-    settings = FinetuneSettings(
+    settings = FinetuneSettings.of(
         checkpoint=pretrained_ckpt,
         out_dir=str(out),
         env_steps=before[k]["env_steps"] + 1,  # one more iteration

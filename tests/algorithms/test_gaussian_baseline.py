@@ -211,3 +211,25 @@ def test_ppo_finetune_resumes_through_the_run_loop(bc_run, ray_session, tmp_path
     assert summary["initial_evaluation"]["episode_returns"] == pytest.approx(
         bc_run[1]["evaluation"]["episode_returns"]
     )
+
+
+def test_ppo_train_result_has_rllibs_structure(bc_run, ray_session):
+    """RLlib's own check of a ``train()`` result, on the baseline's tiny config."""
+    from ray.rllib.utils.test_utils import check_train_results_new_api_stack
+
+    bc_ckpt = bc_run[0] / "checkpoint"
+    _, meta = load_policy_module(bc_ckpt)
+    settings = GaussianPPOSettings(
+        str(bc_ckpt), **{k: v for k, v in TINY_PPO.items() if not k.startswith("eval")}
+    )
+    algo = build_gaussian_ppo_config(
+        settings, meta["env_config"], meta["model_config"]
+    ).build_algo()
+    try:
+        result = algo.train()
+        check_train_results_new_api_stack(result)
+        # Ta = act_steps = 1: RLlib's env steps are real env steps.
+        assert result["num_env_steps_sampled_lifetime"] >= TINY_PPO["train_batch_size"]
+        assert result["fault_tolerance"]["num_healthy_workers"] == TINY_PPO["num_env_runners"]
+    finally:
+        algo.stop()

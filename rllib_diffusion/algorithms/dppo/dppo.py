@@ -131,7 +131,10 @@ class DPPOConfig(PPOConfig):
                 is the last step's (exponential schedule in between, DPPO.md).
             gamma_denoising: denoising discount γ_den applied to advantages.
             target_kl: stop the remaining minibatch updates of an iteration once the
-                approx-KL (k3) of a minibatch exceeds this (None: never).
+                approx-KL (k3) of a minibatch exceeds this (None: never). Default 1, the
+                value of all 71 configs of the DPPO reference; with clip 0.01 a
+                minibatch's approx-KL is about 1e-5 to 1e-3, so it guards against
+                blow-ups only and does not fire in normal training.
             critic_warmup_iterations: iterations during which only the critic learns.
             reward_scaling: divide rewards by the running std of the discounted return.
             pair_minibatch_size: (env step, denoising step) pairs per minibatch.
@@ -193,6 +196,16 @@ class DPPOConfig(PPOConfig):
                 self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
         if not 0 < self.gamma_denoising <= 1:
             self._value_error(f"gamma_denoising must be in (0, 1], got {self.gamma_denoising}.")
+        if self.num_epochs < 1 or self.critic_warmup_iterations < 0:
+            self._value_error(
+                f"num_epochs must be >= 1 and critic_warmup_iterations >= 0, got "
+                f"{self.num_epochs} and {self.critic_warmup_iterations}."
+            )
+        if not (0 < self.gamma <= 1 and 0 <= self.lambda_ <= 1 and self.weight_decay >= 0):
+            self._value_error(
+                f"gamma must be in (0, 1], lambda_ in [0, 1] and weight_decay >= 0, got "
+                f"{self.gamma}, {self.lambda_} and {self.weight_decay}."
+            )
         if self.bc_loss_coeff < 0:
             self._value_error(f"bc_loss_coeff must be >= 0, got {self.bc_loss_coeff}.")
         if self.pair_minibatch_size < 1:
@@ -224,10 +237,7 @@ class DPPO(PPO):
         episodes, runner_results = self._sample_tolerating_failures()
         if not episodes:
             return
-        self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
-        self._env_steps_lifetime += sum(
-            int(info.get("env_steps", 1)) for ep in episodes for info in ep.get_infos()[1:]
-        )
+        self._count_env_steps(episodes, runner_results)
         t1 = time.perf_counter()
         learner_results = self.learner_group.update(
             episodes=episodes,
@@ -258,6 +268,51 @@ class DPPO(PPO):
             (M.SYNC_SECONDS, t3 - t2),
         ):
             self.metrics.log_value((M.DPPO_NAMESPACE, key), value, window=1)
+
+    def _count_env_steps(self, episodes: list, runner_results: list) -> None:
+        """Aggregate the EnvRunners' metrics and make RLlib's standard env-step counters
+        count true env steps.
+
+        EnvRunners count one env step per decision (one step of the action-chunk env);
+        the real steps of each decision are in its ``env_steps`` info. After the
+        aggregation ``env_runners/num_env_steps_sampled[_lifetime]`` (hence the
+        top-level ``num_env_steps_sampled_lifetime`` that Tune stoppers read) are
+        corrected to the true count, and the EnvRunners' decision count is kept as
+        ``num_decisions_sampled_lifetime`` (module/agent step counters stay decisions:
+        one forward pass each).
+        """
+        lifetime = (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+        before = self.metrics.peek(lifetime, default=0)
+        self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
+        decisions = int(self.metrics.peek(lifetime, default=0) - before)
+        env_steps = sum(
+            int(info.get("env_steps", 1)) for ep in episodes for info in ep.get_infos()[1:]
+        )
+        self._env_steps_lifetime += env_steps
+        self.metrics.log_value(M.DECISIONS_LIFETIME, decisions, reduce="lifetime_sum")
+        self._anchor_env_step_counters(env_steps - decisions)
+
+    def _anchor_env_step_counters(self, iteration_extra: int = 0) -> None:
+        """Set ``env_runners/num_env_steps_sampled_lifetime`` to ``_env_steps_lifetime``
+        (and add ``iteration_extra`` to this iteration's ``num_env_steps_sampled``).
+
+        RLlib 2.60 has no public setter for an aggregated counter (``set_value`` is
+        deprecated; ``log_value`` refuses aggregated keys): the difference is merged in
+        through ``aggregate`` as if one more EnvRunner had reported it, the way the
+        EnvRunners' own counts arrive.
+        """
+        from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED
+        from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+        lifetime = (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+        missing = self._env_steps_lifetime - int(self.metrics.peek(lifetime, default=0))
+        if not missing and not iteration_extra:
+            return
+        correction = MetricsLogger()
+        correction.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, missing, reduce="lifetime_sum")
+        if iteration_extra:
+            correction.log_value(NUM_ENV_STEPS_SAMPLED, iteration_extra, reduce="sum")
+        self.metrics.aggregate([correction.reduce()], key=ENV_RUNNER_RESULTS)
 
     @property
     def env_steps_lifetime(self) -> int:
@@ -332,6 +387,17 @@ class DPPO(PPO):
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         self._env_steps_lifetime = int(state.get("dppo_env_steps_lifetime", 0))
+        if "dppo_env_steps_lifetime" not in state:
+            return
+        if M.DECISIONS_LIFETIME not in self.metrics:
+            # A checkpoint from before the standard counters counted true env steps: its
+            # env-step counter is the decision count.
+            decisions = self.metrics.peek(
+                (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0
+            )
+            if decisions:
+                self.metrics.log_value(M.DECISIONS_LIFETIME, decisions, reduce="lifetime_sum")
+        self._anchor_env_step_counters()
 
 
 def load_pretrained_into(algo: DPPO, checkpoint: str | Path) -> None:
