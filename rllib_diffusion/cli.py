@@ -622,7 +622,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = DEBUG_FLAG in argv
     argv = [a for a in argv if a != DEBUG_FLAG]
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except SystemExit as done:  # --help, or a parse error already printed in one line
+        return int(done.code or 0)
     if unknown:
         flags = [u for u in unknown if u.startswith("-")] or unknown
         print(

@@ -65,6 +65,8 @@ class RunControl:
         checkpoint_interval: save every this many iterations (0: only at the end).
         seed: RNG seed.
         resume: continue from ``out_dir/checkpoint`` if present (else start fresh).
+        overwrite: replace an earlier run in ``out_dir`` (without it, or ``resume``, an
+            earlier run there is an error).
     """
 
     out_dir: str
@@ -74,11 +76,12 @@ class RunControl:
     checkpoint_interval: int = 0
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
 
     @classmethod
     def from_settings(cls, settings: Any, *, budget: int) -> RunControl:
-        """The run-control fields of a command's settings (same names; no ``resume``
-        field means never resume)."""
+        """The run-control fields of a command's settings (same names; no ``resume`` or
+        ``overwrite`` field means never)."""
         return cls(
             out_dir=settings.out_dir,
             budget=budget,
@@ -87,6 +90,7 @@ class RunControl:
             checkpoint_interval=settings.checkpoint_interval,
             seed=settings.seed,
             resume=getattr(settings, "resume", False),
+            overwrite=getattr(settings, "overwrite", False),
         )
 
 
@@ -96,13 +100,10 @@ class RunFamily:
     Attributes:
         tag: prefix of printed lines, e.g. "pretrain".
         unit: the progress counter the budget counts ("gradient_steps" or "env_steps").
-        existing_is_error: without ``resume``, an existing checkpoint in ``out_dir`` is
-            an error (True) or is replaced (False).
     """
 
     tag: str = "run"
     unit: str = "iterations"
-    existing_is_error: bool = False
     #: Evaluation of the starting policy (fine-tuning runs; set by ``start``), kept in
     #: the checkpoint meta and restored from it on resume.
     start_evaluation: dict[str, Any] | None = None
@@ -201,24 +202,33 @@ def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:
     started = time.perf_counter()
     out = Path(control.out_dir).expanduser().resolve()
     ckpt_dir = out / "checkpoint"
+    check_out_dir(out, control)
     meta = family.meta()
     saved = resume_checkpoint_meta(
         ckpt_dir,
         control.resume,
         algorithms=(meta.algorithm,),
         tag=family.tag,
-        existing_is_error=family.existing_is_error,
+        existing_is_error=not control.overwrite,
     )
     if saved is not None:
         family.check_resumable(saved, ckpt_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with StopSignals(family.tag) as stop:
-        state = _build_and_train(family, control, meta, saved, out, stop)
-        # The stopped Algorithm is garbage now: collect it (and close its Ray Data
-        # iterators) while Ray is up, not at interpreter exit after ray.shutdown().
-        gc.collect()
-        summary = _summary(family, control, meta, state, started)
-        write_json_atomic(out / "result.json", summary)
+    if control.overwrite:
+        clear_run(out)
+    try:
+        with StopSignals(family.tag) as stop:
+            state = _build_and_train(family, control, meta, saved, out, stop)
+            # The stopped Algorithm is garbage now: collect it (and close its Ray Data
+            # iterators) while Ray is up, not at interpreter exit after ray.shutdown().
+            gc.collect()
+            summary = _summary(family, control, meta, state, started)
+            write_json_atomic(out / "result.json", summary)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no --out
+        raise
     if stop.signum is not None:
         print(
             f"[{family.tag}] stopped by {stop.name} after iteration {state['it']}: "
@@ -228,6 +238,39 @@ def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:
         )
         raise RunInterrupted(stop.signum, summary)
     return summary
+
+
+#: Files of a run in its output directory.
+RUN_FILES = ("checkpoint", "progress.jsonl", "result.json", "tensorboard")
+
+
+def check_out_dir(out: Path, control: RunControl) -> None:
+    """One-line error when ``out`` cannot take this run: a file, or an earlier run's
+    output without ``--resume`` (continue it) or ``--overwrite`` (replace it)."""
+    from rllib_diffusion.checkpoints import CheckpointError
+
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out '{out}' is a file; give a directory (new or a run's).")
+    if control.resume and control.overwrite:
+        raise CheckpointError(
+            "--resume continues the run in --out, --overwrite replaces it: pick one."
+        )
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not (control.resume or control.overwrite):
+        raise CheckpointError(
+            f"--out '{out}' already holds a run ({', '.join(found)}). Pass --resume to continue "
+            "that run, --overwrite to replace it, or use another --out."
+        )
+
+
+def clear_run(out: Path) -> None:
+    """Remove an earlier run's files from ``out`` (``--overwrite``); other files stay."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _summary(

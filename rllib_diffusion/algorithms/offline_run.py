@@ -44,6 +44,8 @@ class OfflineRunSettings:
         resume: continue from ``out_dir/checkpoint`` if it exists (learner state with
             optimizers, targets, EMA and step counters; iteration counter; progress
             lines up to it); the other settings must match the checkpoint's.
+        overwrite: replace an earlier run in OUT (its checkpoint, progress, result and
+            TensorBoard files); without it (or --resume) an earlier run there is an error.
         allow_out_of_bounds_actions: train on a dataset whose actions lie more than 5%
             of the range outside the env's action bounds (else refused: usually actions
             stored in another scale or env).
@@ -61,6 +63,7 @@ class OfflineRunSettings:
     checkpoint_interval: NonNegative = 0
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
     allow_out_of_bounds_actions: bool = False
 
     def __post_init__(self) -> None:

@@ -42,6 +42,8 @@ class OnlineSettings:
         eval_episodes: episodes per evaluation.
         checkpoint_interval: checkpoint every this many iterations (0: end only).
         seed: RNG seed.
+        overwrite: replace an earlier run in OUT (its checkpoint, progress, result and
+            TensorBoard files); without it (or --resume) an earlier run there is an error.
     """
 
     checkpoint: str
@@ -56,6 +58,7 @@ class OnlineSettings:
     eval_episodes: Count = 10
     checkpoint_interval: NonNegative = 10
     seed: int = 0
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(self)

@@ -71,6 +71,8 @@ class FinetuneSettings:
             placed by ``ray job submit --entrypoint-resources``).
         resume: continue from OUT/checkpoint if present (iteration, env steps, weights,
             optimisers, reward scaling); without it an existing checkpoint is an error.
+        overwrite: replace an earlier run in OUT (its checkpoint, progress, result and
+            TensorBoard files); without it (or --resume) an earlier run there is an error.
         seed: RNG seed.
     """
 
@@ -91,6 +93,7 @@ class FinetuneSettings:
     env_runner_resources: dict[str, float] | None = None
     learner_resources: dict[str, float] | None = None
     resume: bool = False
+    overwrite: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -153,7 +156,8 @@ def custom_resources(s: FinetuneSettings) -> tuple[dict[str, float], dict[str, f
     learner_resources = check_custom_resources("learner_resources", s.learner_resources)
     if learner_resources and s.num_learners < 1:
         raise ConfigError(
-            "learner_resources applies to remote learners: set num_learners >= 1 "
+            "--learner-resources applies to remote learners: set --num-learners "
+            "(num_learners >= 1) "
             "(with 0 the learner runs in the driver process; place the driver with "
             "`ray job submit --entrypoint-resources` instead)."
         )
@@ -163,8 +167,12 @@ def custom_resources(s: FinetuneSettings) -> tuple[dict[str, float], dict[str, f
 def validated(config: DPPOConfig) -> DPPOConfig:
     """``config`` after RLlib's and DPPO's checks, run before Ray starts; a failed check
     is one ``ConfigError`` line naming the flags (knob names spelled as flags)."""
+    import logging
     import re
 
+    # RLlib's one-time "running on the new API stack" notice is not for our users.
+    rllib_logger = logging.getLogger("ray.rllib.algorithms.algorithm_config")
+    level, _ = rllib_logger.level, rllib_logger.setLevel(logging.ERROR)
     try:
         config.validate()
     except ValueError as err:
@@ -172,6 +180,8 @@ def validated(config: DPPOConfig) -> DPPOConfig:
         for knob in dppo_knobs():
             text = re.sub(rf"\b{knob.name}\b", knob.flag, text)
         raise ConfigError(f"finetune: {text}") from None
+    finally:
+        rllib_logger.setLevel(level)
     return config
 
 
@@ -242,7 +252,6 @@ class DPPOFamily(RunFamily):
 
     tag = "finetune"
     unit = "env_steps"
-    existing_is_error = True
 
     def __init__(self, s: FinetuneSettings) -> None:
         from rllib_diffusion.checkpoints import CheckpointMeta

@@ -77,6 +77,8 @@ class GaussianPPOSettings:
             state, iteration and env-step counters, progress lines up to it); the other
             settings must match the checkpoint's. Without it an existing checkpoint in
             ``out_dir`` is an error.
+        overwrite: replace an earlier run in OUT (its checkpoint, progress, result and
+            TensorBoard files); without it (or --resume) an earlier run there is an error.
     """
 
     checkpoint: str
@@ -96,6 +98,7 @@ class GaussianPPOSettings:
     checkpoint_interval: NonNegative = 10
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -280,7 +283,6 @@ class GaussianPPOFamily(RunFamily):
 
     tag = "finetune-gaussian"
     unit = "env_steps"
-    existing_is_error = True
 
     def __init__(self, s: GaussianPPOSettings) -> None:
         from rllib_diffusion.checkpoints import CheckpointMeta, load_policy_module

@@ -1,0 +1,182 @@
+"""A battery of bad inputs across every sub-command (issue 11), shared by
+``tests/test_bad_inputs.py`` (in-process, asserting the outcome) and
+``scripts/bad_input_battery.py`` (subprocesses against any checkout, counting outcomes).
+
+Each case is ``(id, argv, names)``: ``argv`` may hold ``{placeholders}`` filled from
+:func:`make_inputs`; ``names`` must appear in the one error line (a flag, a file name or
+a value). Every case must fail: a non-zero exit, one ``error:`` line naming ``names``, no
+traceback and nothing written under ``{out}``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+#: The project's own small dataset (valid input for the cases that break something else).
+DATASET = Path(__file__).resolve().parents[1] / "data" / "hopper-medium-v5-small.npz"
+
+P = ["pretrain", "--dataset", "{dataset}", "--out", "{out}"]
+F = ["finetune", "--checkpoint", "{ckpt}", "--out", "{out}"]
+O = ["offline", "--dataset", "{dataset}", "--out", "{out}"]  # noqa: E741
+E = ["evaluate", "--checkpoint"]
+C = ["collect", "--dataset-id", "battery/none/x-v0"]
+T = ["tune", "--storage-path", "{out}"]
+
+CASES: list[tuple[str, list[str], str]] = [
+    # pretrain: budgets, rates, shapes, choices, data, output dir, env
+    ("pretrain-steps-0", [*P, "--gradient-steps", "0"], "--gradient-steps"),
+    ("pretrain-steps-negative", [*P, "--gradient-steps", "-10"], "--gradient-steps"),
+    ("pretrain-lr-0", [*P, "--lr", "0"], "--lr"),
+    ("pretrain-lr-negative", [*P, "--lr", "-0.001"], "--lr"),
+    ("pretrain-batch-0", [*P, "--batch-size", "0"], "--batch-size"),
+    ("pretrain-batch-text", [*P, "--batch-size", "many"], "--batch-size"),
+    ("pretrain-act-steps-over-horizon", [*P, "--act-steps", "8"], "--act-steps"),
+    ("pretrain-hidden-0", [*P, "--hidden-dims", "0", "8"], "--hidden-dims"),
+    ("pretrain-sampler", [*P, "--sampler", "euler"], "--sampler"),
+    ("pretrain-ddim-steps-ddpm", [*P, "--ddim-steps", "5"], "--ddim-steps"),
+    ("pretrain-eval-episodes-0", [*P, "--eval-episodes", "0"], "--eval-episodes"),
+    ("pretrain-iteration-0", [*P, "--steps-per-iteration", "0"], "--steps-per-iteration"),
+    ("pretrain-unknown-flag", [*P, "--no-such-flag", "1"], "--no-such-flag"),
+    ("pretrain-missing-dataset", ["pretrain", "--dataset", "{missing}", "--out", "{out}"], "nope"),
+    ("pretrain-truncated-npz", ["pretrain", "--dataset", "{trunc_npz}", "--out", "{out}"], "trunc"),
+    ("pretrain-text-npz", ["pretrain", "--dataset", "{text_npz}", "--out", "{out}"], "text.npz"),
+    ("pretrain-empty-npz", ["pretrain", "--dataset", "{empty_npz}", "--out", "{out}"], "empty"),
+    ("pretrain-out-is-file", ["pretrain", "--dataset", "{dataset}", "--out", "{file}"], "a_file"),
+    ("pretrain-out-has-run", ["pretrain", "--dataset", "{dataset}", "--out", "{run}"], "--resume"),
+    ("pretrain-unknown-env", [*P, "--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9"),
+    ("pretrain-other-env", [*P, "--env-id", "Walker2d-v5"], "Walker2d-v5"),
+    # finetune: budgets, counts, checkpoint, knobs, resources
+    ("finetune-env-steps-0", [*F, "--env-steps", "0"], "--env-steps"),
+    ("finetune-runners-negative", [*F, "--num-env-runners", "-1"], "--num-env-runners"),
+    ("finetune-missing-ckpt", ["finetune", "--checkpoint", "{missing}", "--out", "{out}"], "nope"),
+    ("finetune-bad-meta", ["finetune", "--checkpoint", "{bad_meta}", "--out", "{out}"], "json"),
+    ("finetune-foreign-knob", [*F, "--eta", "5"], "--eta"),
+    ("finetune-eta-without-ddim", [*F, "--ddim-eta", "0.5"], "--use-ddim"),
+    ("finetune-ft-steps-too-many", [*F, "--ft-denoising-steps", "100"], "ft-denoising-steps"),
+    ("finetune-actor-lr-negative", [*F, "--actor-lr", "-1"], "--actor-lr"),
+    ("finetune-epochs-0", [*F, "--num-epochs", "0"], "--num-epochs"),
+    ("finetune-target-kl-0", [*F, "--target-kl", "0"], "--target-kl"),
+    ("finetune-decisions-0", [*F, "--decisions-per-iteration", "0"], "--decisions-per-iteration"),
+    ("finetune-clamp-reversed", [*F, "--logprob-clamp", "2", "1"], "--logprob-clamp"),
+    ("finetune-cpu-resource", [*F, "--env-runner-resources", '{"CPU": 1}'], "CPU"),
+    ("finetune-resource-not-json", [*F, "--env-runner-resources", "rollout"], "--env-runner"),
+    ("finetune-learner-resources", [*F, "--learner-resources", '{"l": 1}'], "--num-learners"),
+    ("finetune-out-is-file", ["finetune", "--checkpoint", "{ckpt}", "--out", "{file}"], "a_file"),
+    # offline: algorithm, knobs of other algorithms, budgets
+    ("offline-unknown-algo", [*O, "--algo", "cql"], "--algo"),
+    ("offline-foreign-knob", [*O, "--algo", "dac", "--alpha", "3"], "--alpha"),
+    ("offline-unused-network-flag", [*O, "--algo", "fql", "--num-candidates", "5"], "candidates"),
+    ("offline-batch-0", [*O, "--batch-size", "0"], "--batch-size"),
+    ("offline-lr-end-negative", [*O, "--lr-end", "-1"], "--lr-end"),
+    # online
+    ("online-missing-ckpt", ["online", "--checkpoint", "{missing}", "--out", "{out}"], "nope"),
+    ("online-bc-ckpt", ["online", "--checkpoint", "{ckpt}", "--out", "{out}"], "DiffusionBC"),
+    (
+        "online-utd-0",
+        ["online", "--checkpoint", "{ckpt}", "--out", "{out}", "--updates-per-env-step", "0"],
+        "--updates-per-env-step",
+    ),
+    # evaluate
+    ("evaluate-episodes-0", [*E, "{ckpt}", "--episodes", "0"], "--episodes"),
+    ("evaluate-missing-ckpt", [*E, "{missing}"], "nope"),
+    ("evaluate-bad-meta", [*E, "{bad_meta}"], "rllib_diffusion.json"),
+    ("evaluate-truncated-module", [*E, "{trunc_module}"], "damaged"),
+    ("evaluate-candidates-0", [*E, "{ckpt}", "--num-candidates", "0"], "--num-candidates"),
+    # collect
+    ("collect-discrete-env", [*C, "--env", "CartPole-v1", "--num-episodes", "1"], "CartPole-v1"),
+    ("collect-unknown-env", [*C, "--env", "NoSuchEnv-v0", "--num-episodes", "1"], "NoSuchEnv"),
+    (
+        "collect-missing-policy",
+        [*C, "--env", "Hopper-v5", "--num-episodes", "1", "--policy", "{missing}"],
+        "nope",
+    ),
+    ("collect-episodes-0", [*C, "--env", "Hopper-v5", "--num-episodes", "0"], "--num-episodes"),
+    # dataset-info
+    ("dataset-info-missing", ["dataset-info", "{missing}"], "nope"),
+    ("dataset-info-truncated", ["dataset-info", "{trunc_npz}"], "trunc"),
+    # tune: config files and --set
+    ("tune-missing-sweep", [*T, "{missing}.py"], "nope"),
+    ("tune-syntax-error", [*T, "{syntax_sweep}", "--checkpoint", "{ckpt}"], "syntax"),
+    ("tune-misspelt-key", [*T, "{typo_sweep}", "--checkpoint", "{ckpt}"], "actr_lr"),
+    ("tune-set-unknown", [*T, "dppo_hopper", "--checkpoint", "{ckpt}", "--set", "x_y=1"], "x_y"),
+    ("tune-set-type", [*T, "dppo_hopper", "--checkpoint", "{ckpt}", "--set", "seed=a"], "seed"),
+    # Gaussian baseline and the behaviour policy
+    ("pretrain-gaussian-activation", ["pretrain-gaussian", "--dataset", "{dataset}",
+                                      "--out", "{out}", "--activation", "gelu"], "--activation"),
+    ("pretrain-gaussian-lr-0", ["pretrain-gaussian", "--dataset", "{dataset}", "--out", "{out}",
+                                "--lr", "0"], "--lr"),
+    ("finetune-gaussian-bc-ckpt", ["finetune-gaussian", "--checkpoint", "{ckpt}", "--out",
+                                   "{out}"], "GaussianBC"),
+    ("finetune-gaussian-minibatch", ["finetune-gaussian", "--checkpoint", "{ckpt}", "--out",
+                                     "{out}", "--minibatch-size", "100", "--train-batch-size",
+                                     "10"], "--minibatch-size"),
+    ("finetune-gaussian-gamma-0", ["finetune-gaussian", "--checkpoint", "{ckpt}", "--out",
+                                   "{out}", "--gamma", "0"], "--gamma"),
+    ("train-behavior-unknown-env", ["train-behavior", "--env", "NoSuchEnv-v0", "--out", "{out}"],
+     "NoSuchEnv"),
+    ("train-behavior-minutes-0", ["train-behavior", "--env", "Hopper-v5", "--out", "{out}",
+                                  "--max-minutes", "0"], "--max-minutes"),
+]  # fmt: skip
+
+
+def make_inputs(root: Path, checkpoint: Path, earlier_run: Path) -> dict[str, str]:
+    """The placeholders' values: bad files under ``root`` made from a good ``checkpoint``
+    (a DiffusionBC one) and a copy of ``earlier_run`` (a finished pretrain output)."""
+    import numpy as np
+
+    root.mkdir(parents=True, exist_ok=True)
+    good = DATASET.read_bytes()
+    (root / "trunc.npz").write_bytes(good[: len(good) // 2])
+    (root / "text.npz").write_text("not an npz\n")
+    with np.load(DATASET) as data:
+        empty = {k: data[k][:0] if data[k].ndim else data[k] for k in data.files}
+    np.savez(root / "empty.npz", **empty)
+    (root / "a_file").write_text("a file, not a directory\n")
+    bad_meta = _copy(checkpoint, root / "bad_meta")
+    (bad_meta / "rllib_diffusion.json").write_text("{ not json")
+    trunc = _copy(checkpoint, root / "trunc_module")
+    for state in trunc.rglob("module_state.pkl"):
+        state.write_bytes(state.read_bytes()[:100])
+    (root / "syntax_sweep.py").write_text("def make_sweep(args:\n    return 1\n")
+    hopper = (DATASET.parents[1] / "tune_configs" / "dppo_hopper.py").read_text()
+    (root / "typo_sweep.py").write_text(hopper.replace("actor_lr=tune", "actr_lr=tune"))
+    return {
+        "dataset": str(DATASET),
+        "ckpt": str(checkpoint),
+        "missing": str(root / "nope"),
+        "trunc_npz": str(root / "trunc.npz"),
+        "text_npz": str(root / "text.npz"),
+        "empty_npz": str(root / "empty.npz"),
+        "file": str(root / "a_file"),
+        "run": str(_copy(earlier_run, root / "earlier_run")),
+        "bad_meta": str(bad_meta),
+        "trunc_module": str(trunc),
+        "syntax_sweep": str(root / "syntax_sweep.py"),
+        "typo_sweep": str(root / "typo_sweep.py"),
+    }
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    if not dst.exists():
+        shutil.copytree(src, dst)
+    return dst
+
+
+def fill(argv: list[str], values: dict[str, str]) -> list[str]:
+    return [a.format(**values) if "{" in a and not a.startswith("{\"") else a for a in argv]
+
+
+def listing(path: Path) -> list[str]:
+    """Files under ``path`` with sizes (to show nothing was written)."""
+    if not path.exists():
+        return []
+    if path.is_file():
+        return [f"{path.name} {path.stat().st_size}"]
+    return sorted(f"{p.relative_to(path)} {p.stat().st_size}" for p in path.rglob("*"))
+
+
+def snapshot(values: dict[str, str]) -> str:
+    """What the outputs that must stay untouched hold."""
+    return json.dumps({k: listing(Path(values[k])) for k in ("run", "file")})
