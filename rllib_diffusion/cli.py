@@ -105,7 +105,7 @@ def add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--deterministic", action="store_true", help="act deterministically (default: sample)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="RNG seed")
     p.add_argument("--ref-min-score", type=float, help="override the random-policy reference")
     p.add_argument("--ref-max-score", type=float, help="override the expert reference")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset id")
@@ -139,12 +139,16 @@ def add_train_behavior_args(p: argparse.ArgumentParser) -> None:
         "--out", dest="out_dir", required=True, help="directory for checkpoints and progress"
     )
     p.add_argument("--target-return", type=float, help="stop once the mean return reaches this")
-    p.add_argument("--max-env-steps", type=COUNT, default=3_000_000)
-    p.add_argument("--max-minutes", type=POSITIVE, default=60.0)
+    p.add_argument("--max-env-steps", type=COUNT, default=3_000_000, help="env-step budget")
+    p.add_argument("--max-minutes", type=POSITIVE, default=60.0, help="wall-clock budget")
     p.add_argument("--checkpoint-every", type=COUNT, default=5, help="iterations")
-    p.add_argument("--num-envs-per-env-runner", type=COUNT, default=8)
-    p.add_argument("--num-env-runners", type=NON_NEGATIVE, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--num-envs-per-env-runner", type=COUNT, default=8, help="vectorised envs per EnvRunner"
+    )
+    p.add_argument(
+        "--num-env-runners", type=NON_NEGATIVE, default=1, help="CPU EnvRunners (0: the driver)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="RNG seed")
 
 
 def run_train_behavior(args: argparse.Namespace) -> dict[str, Any]:
@@ -334,8 +338,8 @@ def run_online(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- evaluate
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory of this package")
-    p.add_argument("--episodes", type=COUNT, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=COUNT, default=10, help="episodes to run")
+    p.add_argument("--seed", type=int, default=0, help="RNG seed")
     p.add_argument("--stochastic", action="store_true", help="sample instead of deterministic")
     p.add_argument(
         "--video",
@@ -418,7 +422,7 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------ dataset-info
 def add_dataset_info_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help="Minari id or directory, .npz or .hdf5")
-    p.add_argument("--download", action="store_true")
+    p.add_argument("--download", action="store_true", help="let Minari download the id")
 
 
 def run_dataset_info(args: argparse.Namespace) -> dict[str, Any]:
@@ -468,7 +472,7 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
         help="fix a field of the sweep's settings for all trials, e.g. "
         "decisions_per_iteration=500 num_env_runners=2 (python literals)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="RNG seed")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -567,6 +571,22 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each flag's default, unless its help already says it, or it has
+    none (required flags, switches, optional values that are None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.required
+            or action.nargs == 0
+            or action.default in (None, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 #: Anywhere on a command line: show the traceback of user errors too.
 DEBUG_FLAG = "--debug"
 
@@ -584,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
                 name,
                 help=help_text,
                 description=help_text,
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                formatter_class=DefaultsHelpFormatter,
             )
         )
     return parser

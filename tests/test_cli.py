@@ -197,3 +197,26 @@ def test_every_gaussian_ppo_knob_set_on_the_cli_reaches_the_ppo_config():
     )
     for flag, (_, attr, value) in new.items():
         assert getattr(config, attr) == value != getattr(default, attr), flag
+
+
+def test_help_shows_every_default(capsys):
+    """Each flag that has a default shows it in ``--help`` (derived flags and hand-written
+    ones alike); switches and flags without a default need not."""
+    from rllib_diffusion.cli import COMMANDS, main
+
+    for command in COMMANDS:
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        parser = build_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for action in sub.choices[command]._actions:
+            default = action.default
+            if default == argparse.SUPPRESS and action.dest != "help":  # derived from a field
+                assert "(default" in (action.help or "") or action.required, action.dest
+            if action.nargs == 0 or default in (None, argparse.SUPPRESS) or action.required:
+                continue
+            shown = list(default) if isinstance(default, tuple) else default
+            assert f"default: {shown}" in text or "default" in (action.help or ""), (
+                command,
+                action.option_strings,
+            )
