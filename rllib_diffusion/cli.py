@@ -172,12 +172,14 @@ def run_train_behavior(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- pretrain
 def add_pretrain_args(p: argparse.ArgumentParser) -> None:
-    """Run and policy flags from ``PretrainSettings``, knobs from ``DiffusionBCConfig``."""
-    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
+    """Run and policy flags from ``PretrainSettings``, knobs from ``DiffusionBCConfig``,
+    the other network fields from ``DiffusionPolicyConfig``."""
+    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, policy_knobs
     from rllib_diffusion.knobs import add_knob_args
 
-    add_settings_args(p, PretrainSettings)
+    add_settings_args(p, PretrainSettings, exclude=("policy",))
     add_knob_args(p.add_argument_group("DiffusionBC knobs"), _diffusion_bc_knobs())
+    add_knob_args(p.add_argument_group("policy network (DiffusionPolicyConfig)"), policy_knobs())
 
 
 def _diffusion_bc_knobs() -> list:
@@ -190,11 +192,18 @@ def _diffusion_bc_knobs() -> list:
 
 def pretrain_settings_from_args(args: argparse.Namespace, *, consumed=()):
     """``consumed``: flags the caller reads itself (e.g. the main job's DPPO flags)."""
-    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
+    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, policy_knobs
     from rllib_diffusion.knobs import given_knobs
 
     knobs = given_knobs(args, _diffusion_bc_knobs())
-    return settings_from_args(PretrainSettings, args, consumed=(*consumed, *knobs), knobs=knobs)
+    policy = given_knobs(args, policy_knobs())
+    return settings_from_args(
+        PretrainSettings,
+        args,
+        consumed=(*consumed, *knobs, *policy),
+        knobs=knobs,
+        policy=policy,
+    )
 
 
 def run_pretrain(args: argparse.Namespace) -> dict[str, Any]:

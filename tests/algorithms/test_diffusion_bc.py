@@ -242,3 +242,42 @@ def test_every_diffusion_bc_knob_set_on_the_cli_reaches_the_learner(tiny_dataset
         build_parser().parse_args(["pretrain", "--dataset", dataset_id, "--ema-start", "7"])
     )
     assert untouched.knobs == {"ema_start": 7}
+
+
+def test_every_policy_network_flag_reaches_the_module(tiny_dataset):
+    """``pretrain``'s network flags come from DiffusionPolicyConfig (the fields the data
+    does not fix); each non-default value reaches the built learner's module."""
+    from rllib_diffusion.algorithms.bc.pretrain import build_pretrain_config, policy_knobs
+    from rllib_diffusion.cli import build_parser, pretrain_settings_from_args
+    from rllib_diffusion.data import load_dataset
+    from rllib_diffusion.data.offline import prepare_offline_data
+    from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+
+    new = {
+        "unet_dims": ["8", "16"],
+        "time_dim": ["8"],
+        "activation": ["relu"],
+        "clip_x0": ["2.0"],
+        "min_sampling_std": ["0.05"],
+        "eval_min_std": ["0.01"],
+        "hidden_dims": ["8", "8"],
+        "horizon": ["2"],
+        "act_steps": ["2"],
+    }
+    declared = {k.name for k in policy_knobs()}
+    assert declared <= set(new), declared - set(new)
+    _, dataset_id = tiny_dataset
+    argv = ["pretrain", "--dataset", dataset_id]
+    for name, values in new.items():
+        argv += ["--" + name.replace("_", "-"), *values]
+    s = pretrain_settings_from_args(build_parser().parse_args(argv))
+    data = prepare_offline_data(load_dataset(dataset_id), horizon=s.horizon, obs_history=1)
+    _, policy = build_pretrain_config(s, data, "Hopper-v5")
+    default = DiffusionPolicyConfig(obs_dim=1, action_dim=1)
+    for name, values in new.items():
+        before = getattr(default, name)
+        if isinstance(before, tuple):
+            expected = tuple(type(before[0])(v) for v in values)
+        else:
+            expected = type(before)(values[0])
+        assert getattr(policy, name) == expected != before, name

@@ -11,7 +11,7 @@ This is the library function behind ``rllib-diffusion pretrain`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from rllib_diffusion import metrics as M
@@ -49,6 +49,8 @@ class PretrainSettings(OfflineRunSettings):
         warmup_steps: linear learning-rate warm-up steps.
         knobs: ``DiffusionBCConfig.training()`` knobs given by the user (weight decay,
             EMA schedule); the others keep the config's defaults, declared there once.
+        policy: other ``DiffusionPolicyConfig`` fields given by the user (UNet sizes,
+            activation, std floors, ...: :func:`policy_knobs`); the rest keep its defaults.
     """
 
     out_dir: str = "runs/pretrain"
@@ -65,6 +67,7 @@ class PretrainSettings(OfflineRunSettings):
     lr_end: NonNegativeFloat = 1e-4
     warmup_steps: NonNegative = 100
     knobs: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,20 +86,14 @@ def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env
     from rllib_diffusion.envs.chunking import chunk_spaces
 
     s = settings
+    from_settings = {name: getattr(s, name) for name in _shared_policy_fields()}
     policy = DiffusionPolicyConfig(
         obs_dim=data.obs_dim,
         action_dim=data.action_shape[1],
-        horizon=s.horizon,
-        act_steps=s.act_steps,
-        obs_history=s.obs_history,
-        denoising_steps=s.denoising_steps,
-        sampler=s.sampler,
-        ddim_steps=s.ddim_steps,
-        schedule=s.schedule,
-        network=s.network,
-        hidden_dims=tuple(s.hidden_dims),
         normalization=data.normalization.to_dict(),
         env_id=env_id,
+        **from_settings,
+        **s.policy,
     )
     config = configure_offline(
         DiffusionBCConfig(),
@@ -107,6 +104,25 @@ def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env
     )
     config.training(lr=lr_schedule(s), **s.knobs).rl_module(model_config=policy.to_dict())
     return config, policy
+
+
+#: DiffusionPolicyConfig fields that come from the data, not from the user.
+POLICY_DATA_FIELDS = ("obs_dim", "action_dim", "normalization", "env_id")
+
+
+def _shared_policy_fields() -> list[str]:
+    """Policy fields that are also ``PretrainSettings`` fields (they shape the data too)."""
+    ours = {f.name for f in fields(PretrainSettings)} - set(POLICY_DATA_FIELDS)
+    return [f.name for f in fields(DiffusionPolicyConfig) if f.name in ours]
+
+
+def policy_knobs() -> list:
+    """The other ``DiffusionPolicyConfig`` fields, as knobs (flags of ``pretrain``)."""
+    from rllib_diffusion.knobs import settings_knobs
+
+    return settings_knobs(
+        DiffusionPolicyConfig, exclude=(*POLICY_DATA_FIELDS, *_shared_policy_fields())
+    )
 
 
 def policy_env_config(policy: DiffusionPolicyConfig) -> dict[str, Any]:
