@@ -81,7 +81,7 @@ def add_settings_args(p: Any, cls: type, *, exclude: tuple[str, ...] = (), **cho
         dataclasses.replace(k, choices=tuple(choices[k.name])) if k.name in choices else k
         for k in settings_knobs(cls, exclude=("knobs", *exclude))
     ]
-    add_knob_args(p, knobs)
+    add_knob_args(p, knobs, fill_defaults=True)
 
 
 # ----------------------------------------------------------------------------- collect

@@ -260,18 +260,24 @@ class _BoolFlag(argparse.Action):
 
 
 def add_knob_args(
-    parser: argparse.ArgumentParser | Any, knobs: list[Knob], *, defaults_of: str = ""
+    parser: argparse.ArgumentParser | Any,
+    knobs: list[Knob],
+    *,
+    defaults_of: str = "",
+    fill_defaults: bool = False,
 ) -> None:
-    """One flag per knob; absent flags stay absent (``argparse.SUPPRESS``) so that only
-    what the user typed overrides the config's own defaults."""
+    """One flag per knob. Absent algorithm knobs stay absent (``argparse.SUPPRESS``), so
+    that only what the user typed overrides the config's own defaults; settings fields
+    (``fill_defaults``) get their default in the namespace."""
     for k in knobs:
         shown = list(k.default) if isinstance(k.default, tuple) else k.default
         where = f" of {defaults_of}" if defaults_of else ""
         help_text = f"{k.help.replace('``', '')} (default{where}: {shown})".strip()
         if k.required:
             help_text = f"{k.help.replace('``', '')} (required)".strip()
+        default = k.default if fill_defaults and not k.required else argparse.SUPPRESS
         kwargs: dict[str, Any] = dict(
-            dest=k.name, default=argparse.SUPPRESS, help=help_text, type=_parse_value(k)
+            dest=k.name, default=default, help=help_text, type=_parse_value(k)
         )
         if k.type is bool:
             kwargs.update(action=_BoolFlag, metavar="true|false")

@@ -104,8 +104,8 @@ class GaussianPPOSettings:
         check_ranges(self)
         if self.minibatch_size > self.train_batch_size:
             raise ConfigError(
-                f"--minibatch-size ({self.minibatch_size}) must be <= --train-batch-size "
-                f"({self.train_batch_size})."
+                f"minibatch_size={self.minibatch_size} (--minibatch-size) must be <= "
+                f"train_batch_size={self.train_batch_size} (--train-batch-size)."
             )
 
 
