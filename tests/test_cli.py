@@ -220,3 +220,18 @@ def test_help_shows_every_default(capsys):
                 command,
                 action.option_strings,
             )
+
+
+def test_main_job_flags_give_both_stages_their_settings():
+    """experiments/pipeline.py reads the pretrain flags and its own DPPO flags."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "pipeline.py"
+    spec = importlib.util.spec_from_file_location("pipeline_under_test", path)
+    pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pipeline)
+    args = pipeline.parse_args(["--seed", "3"])
+    s = pretrain_settings_from_args(args, consumed=pipeline.DPPO_FLAGS)
+    assert (s.seed, s.out_dir, s.gradient_steps) == (3, "runs/main_job", 12_000)
+    assert (args.finetune_env_steps, args.eval_episodes, args.seed) == (150_000, 10, 3)
