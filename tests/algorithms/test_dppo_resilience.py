@@ -85,7 +85,7 @@ def test_cluster_flags_reach_the_rllib_config(pretrained):
     # Defaults: no custom resources, no resume.
     d = finetune_settings_from_args(build_parser().parse_args(["finetune", "--checkpoint", ckpt]))
     assert (d.env_runner_resources, d.learner_resources, d.resume) == (None, None, False)
-    d = replace(d, ft_denoising_steps=2)
+    d = replace(d, knobs={"ft_denoising_steps": 2})
     assert dppo_config_from_pretrained(ckpt, d).custom_resources_per_env_runner == {}
 
 
