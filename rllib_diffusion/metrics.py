@@ -49,11 +49,42 @@ RUNNER_UNHEALTHY = "unhealthy"  # not answering (down or being restarted)
 ACTOR_LOSS = "losses/actor_loss"
 CRITIC_LOSS = "losses/critic_loss"
 Q_LOSS = "losses/q_loss"
-Q_MEAN = "charts/q_mean"
-TARGET_MEAN = "charts/target_mean"
-VALUE_LOSS = "losses/value_loss"
+Q_MEAN = "charts/q_mean"  # Q(s, a) on the data's actions, mean over heads and batch
+Q_POLICY_MEAN = "charts/q_policy_mean"  # Q(s, a~π) on the actor's actions
+TARGET_MEAN = "charts/target_mean"  # the TD target y
+TD_ERROR = "charts/td_error"  # mean |Q(s, a) − y| over heads and batch
+VALUE_LOSS = "losses/value_loss"  # IDQL: the expectile loss of V
+VALUE_MEAN = "charts/v_mean"  # IDQL: V(s)
 DISTILL_LOSS = "losses/distill_loss"
 DUAL_ETA = "charts/dual_eta"
+
+#: What a Q-learner's progress line, TensorBoard and result.json carry of its learner
+#: results, so that a user can see whether the critic has converged (present keys only).
+CRITIC_DIAGNOSTICS = (
+    ACTOR_LOSS,
+    CRITIC_LOSS,
+    BC_LOSS,
+    Q_LOSS,
+    Q_MEAN,
+    Q_POLICY_MEAN,
+    TARGET_MEAN,
+    TD_ERROR,
+    VALUE_LOSS,
+    VALUE_MEAN,
+    DISTILL_LOSS,
+    DUAL_ETA,
+)
+
+
+def critic_diagnostics(learner_results: dict) -> dict[str, float]:
+    """The :data:`CRITIC_DIAGNOSTICS` of one module's learner results, keyed by the
+    metric's last part (``charts/q_mean`` → ``q_mean``)."""
+    out = {}
+    for key in CRITIC_DIAGNOSTICS:
+        value = float_or_none(learner_results.get(key))
+        if value is not None:
+            out[key.rsplit("/", 1)[-1]] = value
+    return out
 
 
 # Sweep metric (top level of every Tune result of a sweep; see rllib_diffusion.tuning.metric).

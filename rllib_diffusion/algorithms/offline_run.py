@@ -257,6 +257,10 @@ class OfflineFamily(RunFamily):
             f"[{self.tag}] iter {line['iteration']}/{self.settings.iterations}  grad steps "
             f"{line['gradient_steps']}  loss {line['loss']:.4f}  {line['seconds']:.0f}s"
         )
+        if "q_mean" in line:
+            msg += f"  Q data/target {line['q_mean']:.1f}/{line.get('target_mean', 0.0):.1f}"
+        if "td_error" in line:
+            msg += f"  |TD| {line['td_error']:.3g}"
         if "eval_return_mean" in line:
             msg += f"  eval return {line['eval_return_mean']:.1f}"
         return msg
@@ -298,15 +302,20 @@ def offline_progress_line(
     loss_key: str,
     evaluated: bool,
 ) -> dict[str, Any]:
-    """One ``progress.jsonl`` line: iteration, gradient steps, loss, fresh eval return."""
+    """One ``progress.jsonl`` line: iteration, gradient steps, loss, the critic's
+    diagnostics (Q-learners: :data:`rllib_diffusion.metrics.CRITIC_DIAGNOSTICS`), fresh
+    eval return."""
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS, LEARNER_RESULTS
+
+    from rllib_diffusion.metrics import critic_diagnostics
 
     learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
     line: dict[str, Any] = {
         "iteration": it,
         "gradient_steps": it * steps_per_iteration,
         "loss": float(learner.get(loss_key, float("nan"))),
+        **critic_diagnostics(learner),
     }
     ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
     # RLlib keeps the last evaluation's results around; report them only when fresh.

@@ -1,0 +1,51 @@
+"""Critic diagnostics of the offline Q-learners reach their progress lines (and so
+TensorBoard and result.json): Q on data and policy actions, target, TD error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.offline_run import offline_progress_line
+from tests.algorithms.test_diffusion_ql import MID, make_learner, tiny_batch
+
+
+def test_diffusion_ql_logs_td_error_and_policy_q_by_hand():
+    learner, config = make_learner("ddpm")
+    module = learner.module[MID].unwrapped()
+    batch = tiny_batch()
+    fixed_next = torch.rand(8, batch[Columns.ACTIONS].shape[1]) * 2 - 1
+    real_sample = module.sample
+    module.sample = lambda obs, ema, x_init=None: fixed_next if ema else real_sample(obs, ema=False)
+    learner.compute_loss_for_module(module_id=MID, config=config, batch=batch, fwd_out={})
+    learner._temp_losses.clear()
+
+    def q_head(net, obs, act):
+        return net(torch.cat([obs, act], dim=-1)).squeeze(-1)
+
+    with torch.no_grad():
+        q_next = torch.minimum(
+            *(q_head(h, batch[Columns.NEXT_OBS], fixed_next) for h in module.critic_target.heads)
+        )
+        y = batch[Columns.REWARDS] + 0.99 * (1 - batch[Columns.TERMINATEDS]) * q_next
+        q = torch.stack(
+            [q_head(h, batch[Columns.OBS], batch[Columns.ACTIONS]) for h in module.critic.heads]
+        )
+        td = (q - y).abs().mean()
+    assert float(learner.metrics.peek((MID, M.TD_ERROR))) == pytest.approx(float(td), rel=1e-5)
+    assert float(learner.metrics.peek((MID, M.Q_MEAN))) == pytest.approx(float(q.mean()), rel=1e-5)
+    assert float(learner.metrics.peek((MID, M.TARGET_MEAN))) == pytest.approx(float(y.mean()))
+    assert torch.isfinite(torch.tensor(float(learner.metrics.peek((MID, M.Q_POLICY_MEAN)))))
+
+
+def test_progress_line_carries_the_diagnostics_present():
+    learner = {M.CRITIC_LOSS: 2.0, M.Q_MEAN: 10.0, M.TD_ERROR: 0.5, M.DUAL_ETA: float("nan")}
+    result = {"learners": {"default_policy": learner}}
+    line = offline_progress_line(
+        result, 3, steps_per_iteration=100, loss_key=M.CRITIC_LOSS, evaluated=False
+    )
+    assert line["gradient_steps"] == 300 and line["loss"] == 2.0
+    assert (line["critic_loss"], line["q_mean"], line["td_error"]) == (2.0, 10.0, 0.5)
+    assert "dual_eta" not in line and "v_mean" not in line  # NaN / absent: left out
