@@ -186,14 +186,16 @@ class OnlineFamily(RunFamily):
         return None
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
+        from ray.rllib.core import DEFAULT_MODULE_ID
         from ray.rllib.utils.metrics import (
             ENV_RUNNER_RESULTS,
             EVALUATION_RESULTS,
+            LEARNER_RESULTS,
             NUM_ENV_STEPS_SAMPLED_LIFETIME,
         )
 
         from rllib_diffusion.algorithms.offline_q.offline_q import REPLAY_SIZE
-        from rllib_diffusion.metrics import float_or_none
+        from rllib_diffusion.metrics import critic_diagnostics, float_or_none
 
         runners = result.get(ENV_RUNNER_RESULTS, {})
         lifetime = float_or_none(runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME))
@@ -202,6 +204,7 @@ class OnlineFamily(RunFamily):
             "env_steps": self.env_steps,
             "train_return_mean": float_or_none(runners.get("episode_return_mean")),
             "replay_size": int(float_or_none(result.get(REPLAY_SIZE)) or 0),
+            **critic_diagnostics(result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})),
         }
         ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
         if evaluated and "episode_return_mean" in ev:
