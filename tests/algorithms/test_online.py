@@ -117,6 +117,8 @@ def test_offline_then_online_continues_training_from_the_offline_checkpoint(
     # The buffer starts with the offline data and grows by what the EnvRunners sampled.
     assert progress[0]["replay_size"] == n_offline + progress[0]["env_steps"]
     assert progress[1]["replay_size"] == n_offline + progress[1]["env_steps"]
+    # The critic's diagnostics are in every line (issue 12): Q on data, target, |TD|.
+    assert all({"critic_loss", "q_mean", "target_mean"} <= set(p) for p in progress)
     meta = read_checkpoint_meta(online["checkpoint"])
     assert meta["algorithm"] == algo and meta["phase"] == "online"
     before, _ = load_policy_module(offline["checkpoint"])
