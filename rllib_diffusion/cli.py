@@ -369,61 +369,19 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from rllib_diffusion.utils.runtime import limit_threads, run_metadata
+    from rllib_diffusion.evaluation import evaluate_checkpoint
+    from rllib_diffusion.utils.runtime import run_metadata
 
-    if args.video:
-        os.environ.setdefault("MUJOCO_GL", "egl")
-    limit_threads()
-    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
-    from rllib_diffusion.checkpoints import CheckpointError, load_policy_module
-    from rllib_diffusion.evaluation import evaluate_module
-    from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
-
-    module, meta = load_policy_module(args.checkpoint)
-    acting = None
-    if args.num_candidates is not None or args.action_selection is not None:
-        from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_rl_module import set_acting
-
-        acting = set_acting(
-            module, num_candidates=args.num_candidates, action_selection=args.action_selection
-        )
-    if meta.policy_config is not None:
-        policy = DiffusionPolicyConfig.from_dict(meta.policy_config, strict=False)
-        env_config = policy_env_config(policy)
-    elif meta.env_config is not None:
-        # RLlib default-module checkpoints (GaussianBC / GaussianPPO) store their env.
-        env_config = meta.env_config
-    else:
-        raise CheckpointError(
-            f"Checkpoint '{args.checkpoint}' ({meta.algorithm!r}) records neither a "
-            "policy_config nor an env_config; cannot rebuild its env."
-        )
-    result = evaluate_module(
-        module,
-        env_config,
-        num_episodes=args.episodes,
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        episodes=args.episodes,
         seed=args.seed,
-        deterministic=not args.stochastic,
-        video_path=args.video,
-        progress=True,
-        dataset=meta.dataset,
+        stochastic=args.stochastic,
+        video=args.video,
+        num_candidates=args.num_candidates,
+        action_selection=args.action_selection,
     )
-    result["checkpoint"] = os.path.abspath(args.checkpoint)
-    result["algorithm"] = meta.algorithm
-    if acting is not None:
-        result["acting"] = acting
-    result["command"] = _invocation()
-    result["run"] = run_metadata()
-    line = (
-        f"{meta.algorithm} on {result['env_id']}: return "
-        f"{result['episode_return_mean']:.1f} ± {result['episode_return_std']:.1f} "
-        f"over {args.episodes} episodes"
-    )
-    if "normalized_score" in result:
-        line += f", normalised score {result['normalized_score']:.1f}"
-    print(line)
-    if args.video:
-        print(f"video: {result['video']}")
+    result.update(command=_invocation(), run=run_metadata())
     _json_out(result, args.json)
     return result
 

@@ -198,3 +198,71 @@ def write_video(frames: list[np.ndarray], path: str, fps: int = 30) -> str:
     )
     os.replace(tmp, path)
     return path
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    *,
+    episodes: int = 10,
+    seed: int = 0,
+    stochastic: bool = False,
+    video: str | None = None,
+    num_candidates: int | None = None,
+    action_selection: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate any checkpoint of this package in the env it was trained for (``rllib-
+    diffusion evaluate``); prints one summary line. ``num_candidates`` /
+    ``action_selection`` change how a Q-learner picks its action (default: as trained).
+    """
+    from rllib_diffusion.checkpoints import load_policy_module
+    from rllib_diffusion.utils.runtime import limit_threads
+
+    if video:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    limit_threads()
+    module, meta = load_policy_module(checkpoint)
+    acting = None
+    if num_candidates is not None or action_selection is not None:
+        from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_rl_module import set_acting
+
+        acting = set_acting(
+            module, num_candidates=num_candidates, action_selection=action_selection
+        )
+    result = evaluate_module(
+        module,
+        checkpoint_env_config(checkpoint, meta),
+        num_episodes=episodes,
+        seed=seed,
+        deterministic=not stochastic,
+        video_path=video,
+        progress=True,
+        dataset=meta.dataset,
+    )
+    result.update(checkpoint=os.path.abspath(checkpoint), algorithm=meta.algorithm)
+    if acting is not None:
+        result["acting"] = acting
+    line = (
+        f"{meta.algorithm} on {result['env_id']}: return {result['episode_return_mean']:.1f} "
+        f"± {result['episode_return_std']:.1f} over {episodes} episodes"
+    )
+    if "normalized_score" in result:
+        line += f", normalised score {result['normalized_score']:.1f}"
+    print(line + (f"\nvideo: {result['video']}" if video else ""), flush=True)
+    return result
+
+
+def checkpoint_env_config(checkpoint: str, meta: Any) -> dict[str, Any]:
+    """The env a checkpoint's policy acts in: from its policy config (diffusion policies)
+    or its stored env config (RLlib default modules: GaussianBC / GaussianPPO)."""
+    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
+    from rllib_diffusion.checkpoints import CheckpointError
+    from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+
+    if meta.policy_config is not None:
+        return policy_env_config(DiffusionPolicyConfig.from_dict(meta.policy_config, strict=False))
+    if meta.env_config is not None:
+        return meta.env_config
+    raise CheckpointError(
+        f"Checkpoint '{checkpoint}' ({meta.algorithm!r}) records neither a policy_config nor "
+        "an env_config; cannot rebuild its env."
+    )
