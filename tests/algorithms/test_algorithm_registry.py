@@ -36,8 +36,14 @@ NEW_VALUES = {
     "bc_threshold": 0.3,
     "lcb_rho": 0.7,
     "num_target_samples": 4,
+    "actor_loss_reduction": "sum",
+    "critic_loss_reduction": "sum",
+    "lcb_std_ddof": 1,
+    "eta_bc_loss": "post_update",
+    "lr_decay_steps": 5000,
     "alpha": 3.0,
-    "normalize_q_loss": False,
+    "normalize_q_loss": True,
+    "q_agg": "min",
 }
 
 

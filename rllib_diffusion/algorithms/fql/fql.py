@@ -3,7 +3,7 @@ path, targets and online phase are the family's (``offline_q``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.bc import BC, BCConfig
@@ -18,7 +18,15 @@ from rllib_diffusion.algorithms.offline_q.offline_q import (
 
 
 class FQLConfig(OfflineQConfigMixin, BCConfig):
-    """FQL knobs: ``alpha`` (distillation weight), ``normalize_q_loss``. No EMA actor."""
+    """FQL knobs: ``alpha`` (distillation weight), ``normalize_q_loss``, ``q_agg``. No EMA
+    actor.
+
+    Defaults are those of the official code (github.com/seohongpark/fql, ``agents/fql.py``
+    ``get_config``): α = 10 with the distillation MSE averaged over action dims,
+    ``normalize_q_loss`` off, the TD target from the mean of the two Q heads, 4×512 nets,
+    batch 256. The official per-task α (README) covers OGBench and D4RL AntMaze/Adroit
+    only, none of the MuJoCo locomotion tasks, so :meth:`task_defaults` sets nothing.
+    """
 
     ALGO_NAME = "fql"
     #: Model flags FQL reads (it samples no candidates: ``num_candidates`` is not one).
@@ -27,7 +35,8 @@ class FQLConfig(OfflineQConfigMixin, BCConfig):
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or FQL)
         self.alpha = 10.0
-        self.normalize_q_loss = True
+        self.normalize_q_loss = False
+        self.q_agg = "mean"
 
     @override(BCConfig)
     def training(
@@ -35,16 +44,21 @@ class FQLConfig(OfflineQConfigMixin, BCConfig):
         *,
         alpha: float | None = NotProvided,
         normalize_q_loss: bool | None = NotProvided,
+        q_agg: Literal["mean", "min"] | None = NotProvided,
         **kwargs: Any,
     ) -> FQLConfig:
         """Args:
-        alpha: weight α of the distillation term toward the BC flow's Euler solution
-            (tune per task, as the paper does).
-        normalize_q_loss: divide the Q term by stopgrad(mean |Q|).
+        alpha: weight α of the distillation MSE toward the BC flow's Euler solution, a
+            mean over batch and action dims as in the official code (the old sum over
+            action dims equals α·Da here); tune per task.
+        normalize_q_loss: divide the Q term by stopgrad(mean |Q|) (official default:
+            off; its README recommends on for new tasks, which makes α scale-free).
+        q_agg: how the TD target combines the target Q heads: "mean" (official default)
+            or "min" (clipped double Q, used by the official AntMaze and Adroit runs).
         **kwargs: the shared offline-Q and RLlib ``training()`` args.
         """
         super().training(**kwargs)
-        set_provided(self, {"alpha": alpha, "normalize_q_loss": normalize_q_loss})
+        set_provided(self, {"alpha": alpha, "normalize_q_loss": normalize_q_loss, "q_agg": q_agg})
         return self
 
     @classmethod
@@ -91,6 +105,8 @@ class FQLConfig(OfflineQConfigMixin, BCConfig):
         super().validate()
         if self.alpha < 0:
             self._value_error(f"alpha must be >= 0, got {self.alpha}.")
+        if self.q_agg not in ("mean", "min"):
+            self._value_error(f"q_agg must be 'mean' or 'min', got {self.q_agg!r}.")
 
 
 class FQL(OfflineQMixin, BC):

@@ -1,9 +1,14 @@
 """FQL learner: BC flow matching, one-step policy distilled toward the flow plus Q.
 
-critic:   Σ_j MSE(Q_j(s, a), r + γ(1 − d)·min_j Q′_j(s′, μ_ω(s′, z′)))
+Glossary: B batch, Da action dim, H critic heads. As the official code (seohongpark/fql,
+``agents/fql.py``):
+
+critic:   Σ_j MSE(Q_j(s, a), r + γ(1 − d)·agg_j Q′_j(s′, μ_ω(s′, z′))), agg = ``q_agg``
+          (mean by default, or min)
 bc flow:  flow matching on dataset actions
-one-step: α·‖μ_ω(s, z) − ODE_φ(s, z)‖² − λ·mean_j Q_j(s, μ_ω(s, z)),
-          λ = 1/stopgrad(mean|Q|) when ``normalize_q_loss``; ODE_φ: S Euler steps, no grad.
+one-step: α·mean_{b,i}(μ_ω(s, z) − ODE_φ(s, z))² − λ·mean_j Q_j(s, μ_ω(s, z)),
+          λ = 1/stopgrad(mean|Q|) when ``normalize_q_loss`` else 1; ODE_φ: S Euler steps,
+          no grad.
 """
 
 from __future__ import annotations
@@ -26,6 +31,24 @@ from rllib_diffusion.algorithms.actor_critic import (
 from rllib_diffusion.diffusion import flow_matching_loss
 
 BC_FLOW = "bc_flow"
+
+
+def aggregate_heads(q: torch.Tensor, how: str) -> torch.Tensor:
+    """``mean_j Q_j`` (``how="mean"``) or ``min_j Q_j`` (``"min"``) of ``q`` (H, B) → (B,)."""
+    return q.mean(dim=0) if how == "mean" else q.min(dim=0).values
+
+
+def distillation_loss(actions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean_{b,i} (μ_ω(s_b, z_b)_i − ODE_φ(s_b, z_b)_i)²`` over (B, Da): the mean over
+    action dims too (the official ``jnp.mean``), so α does not scale with Da."""
+    return ((actions - target) ** 2).mean()
+
+
+def q_term(q_pi: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """``−λ·mean_b Q(s_b, a_b)`` for ``q_pi`` (B,); λ = 1/stopgrad(mean_b |Q|) when
+    ``normalize``, else 1."""
+    lam = 1.0 / q_pi.abs().mean().detach() if normalize else 1.0
+    return -lam * q_pi.mean()
 
 
 class FQLTorchLearner(SeparateLossesMixin, TorchLearner):
@@ -56,7 +79,7 @@ class FQLTorchLearner(SeparateLossesMixin, TorchLearner):
             next_a = module.onestep_actions(
                 next_obs, torch.randn(obs.shape[0], da, device=obs.device)
             )
-            q_next = module.critic_target(next_obs, next_a).min(dim=0).values
+            q_next = aggregate_heads(module.critic_target(next_obs, next_a), config.q_agg)
             y = td_target(batch, q_next, config.gamma)
         q = module.critic(obs, actions)
         critic_loss = ensemble_mse(q, y)
@@ -67,10 +90,9 @@ class FQLTorchLearner(SeparateLossesMixin, TorchLearner):
         with torch.no_grad():
             target_a = module.flow_actions(obs, z)
         a = module.onestep_actions(obs, z)
-        distill = ((a - target_a) ** 2).sum(-1).mean()
+        distill = distillation_loss(a, target_a)
         q_pi = module.critic(obs, a).mean(dim=0)
-        lam = 1.0 / q_pi.abs().mean().detach() if config.normalize_q_loss else 1.0
-        actor_loss = config.alpha * distill - lam * q_pi.mean()
+        actor_loss = config.alpha * distill + q_term(q_pi, config.normalize_q_loss)
 
         self._temp_losses[(module_id, ACTOR)] = actor_loss
         self._temp_losses[(module_id, BC_FLOW)] = flow_loss

@@ -19,7 +19,17 @@ from rllib_diffusion.algorithms.offline_q.offline_q import (
 
 
 class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
-    """IQL critics (expectile τ = 0.7 for locomotion, 0.9 AntMaze) + diffusion BC actor."""
+    """IQL critics (expectile τ = 0.7 for locomotion, 0.9 AntMaze) + diffusion BC actor.
+
+    Defaults follow the official code (github.com/philippe-eecs/IDQL: the exported
+    ``jaxrl5/agents/ddpm_iql_simple/ddpm_iql_learner.py`` and
+    ``launcher/examples/train_ddpm_iql_offline.py``): EMA actor with decay 0.999
+    (``actor_tau`` 0.001) after every gradient step from the start; acting by the argmax
+    of min-Q over N = 64 samples; two 2×256 ReLU Q heads and a 2×256 ReLU V(s) with a
+    LayerNorm on its input. The official runs use batch 512 (3M steps, the actor's lr
+    cosine-decayed over them); the batch is the run setting ``--batch-size`` (default
+    256), so pass ``--batch-size 512`` to match.
+    """
 
     ALGO_NAME = "idql"
     #: IQL's critic, IQL's reward normalisation on locomotion.
@@ -28,6 +38,10 @@ class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or IDQL)
         self.expectile = 0.7
+        # The official EMA: target ← 0.999·target + 0.001·actor after every step.
+        self.ema_decay = 0.999
+        self.ema_update_every = 1
+        self.ema_start = 0
 
     @override(BCConfig)
     def training(self, *, expectile: float | None = NotProvided, **kwargs: Any) -> IDQLConfig:
@@ -42,12 +56,20 @@ class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
 
     @classmethod
     def default_model_config(cls, obs_dim: int, action_dim: int, **overrides: Any):
-        """IDQL-A's networks: residual LayerNorm actor with dropout 0.1, V(s), acting by
-        the argmax over N samples."""
+        """IDQL-A's networks (official values): residual LayerNorm actor with dropout
+        0.1; 2×256 ReLU Q heads; V(s) 2×256 ReLU with an input LayerNorm; acting by the
+        argmax over N = 64 samples."""
         from rllib_diffusion.algorithms.idql.idql_rl_module import IDQLModelConfig
 
         defaults = dict(
-            actor_layer_norm=True, actor_dropout=0.1, actor_residual=True, action_selection="argmax"
+            actor_layer_norm=True,
+            actor_dropout=0.1,
+            actor_residual=True,
+            action_selection="argmax",
+            num_candidates=64,
+            critic_hidden_dims=(256, 256),
+            critic_activation="relu",
+            value_layer_norm=True,
         )
         return IDQLModelConfig(obs_dim=obs_dim, action_dim=action_dim, **{**defaults, **overrides})
 

@@ -1,0 +1,104 @@
+"""IDQL against the official code (github.com/philippe-eecs/IDQL: the exported
+``jaxrl5/agents/ddpm_iql_simple/ddpm_iql_learner.py`` and
+``launcher/examples/train_ddpm_iql_offline.py``): candidates when acting, the critic and
+value networks, the EMA schedule and the batch size, each checked on the built config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rllib_diffusion.algorithms.idql import IDQLConfig
+from rllib_diffusion.algorithms.idql.idql_rl_module import IDQLModelConfig, IDQLModule
+from rllib_diffusion.algorithms.offline_q.train import build_offline_config
+from rllib_diffusion.cli import build_parser, offline_settings_from_args
+
+OBS, ACT = 3, 2
+MID = "default_policy"
+
+
+def _cli_learner(*flags: str):
+    """The learner, module and config of ``rllib-diffusion offline --algo idql <flags>``."""
+    args = build_parser().parse_args(["offline", "--dataset", "d", "--algo", "idql", *flags])
+    config, _ = build_offline_config(offline_settings_from_args(args), "/x", "Hopper-v5", OBS, ACT)
+    learner = config.build_learner()
+    return learner, learner.module[MID].unwrapped(), config
+
+
+def _layers(mlp) -> list[tuple[int, type, type]]:
+    """``(width, norm type, activation type)`` of each hidden layer of our ``MLP``."""
+    return [
+        (layer.body[0].out_features, type(layer.body[1]), type(layer.body[2]))
+        for layer in mlp.hidden
+    ]
+
+
+def test_acting_samples_64_candidates_and_takes_the_argmax_of_min_q():
+    """Official ``N=64`` (launcher and ``create``), ``eval_actions``: argmax of the
+    target critics' min over the heads."""
+    _, module, _ = _cli_learner("--hidden-dims", "16", "16")
+    cfg = module.dql_config
+    assert (cfg.num_candidates, cfg.action_selection, cfg.q_aggregation) == (
+        64,
+        "argmax",
+        "min",
+    )
+
+
+def test_critics_are_two_relu_layers_of_256_and_v_has_an_input_layernorm():
+    """Official ``critic_hidden_dims=(256, 256)``, jaxrl5 ``MLP`` (ReLU, no norm) for the Q
+    heads; V's ``MLP`` with ``use_layer_norm=value_layer_norm=True``: one LayerNorm on
+    its input, then the same 2×256 ReLU layers."""
+    _, module, _ = _cli_learner("--hidden-dims", "16", "16")
+    assert len(module.critic.heads) == 2
+    for head in (*module.critic.heads, *module.critic_target.heads):
+        assert _layers(head) == [(256, nn.Identity, nn.ReLU)] * 2
+    norm, mlp = module.value
+    assert isinstance(norm, nn.LayerNorm) and norm.normalized_shape == (OBS,)
+    assert _layers(mlp) == [(256, nn.Identity, nn.ReLU)] * 2
+    assert mlp.out.out_features == 1
+
+
+def test_ema_actor_is_updated_every_step_with_decay_0999_from_the_start():
+    """Official ``actor_tau=0.001``: after every actor step,
+    target ← 0.999·target + 0.001·actor, starting from the initial weights."""
+    learner, module, config = _cli_learner("--hidden-dims", "16", "16")
+    assert (config.ema_decay, config.ema_update_every, config.ema_start) == (0.999, 1, 0)
+    with torch.no_grad():
+        for p in module.actor.parameters():
+            p.add_(1.0)
+    before = [p.detach().clone() for p in module.ema_actor.parameters()]
+    learner.update_targets(MID)  # gradient step 1
+    for old, new, src in zip(before, module.ema_actor.parameters(), module.actor.parameters()):
+        torch.testing.assert_close(new, 0.999 * old + 0.001 * src)
+
+
+def test_official_batch_512_is_documented_and_reaches_the_learner():
+    """The batch is the shared run setting ``--batch-size`` (default 256, no per-algorithm
+    default): IDQL's config documents the official 512, and the flag sets it."""
+    assert "--batch-size 512" in " ".join(IDQLConfig.__doc__.split())
+    _, _, config = _cli_learner("--hidden-dims", "8", "--batch-size", "512")
+    assert config.train_batch_size_per_learner == 512
+
+
+def test_model_configs_recorded_before_these_fields_rebuild_as_trained():
+    """A checkpoint's model config without ``critic_activation``/``value_layer_norm``
+    (written before them) rebuilds Mish critics and V without a LayerNorm."""
+    recorded = IDQLModelConfig(obs_dim=OBS, action_dim=ACT, hidden_dims=(8,)).to_dict()
+    for key in ("critic_activation", "value_layer_norm"):
+        recorded.pop(key)
+    module = IDQLModule(model_config=recorded)
+    assert _layers(module.critic.heads[0]) == [(256, nn.Identity, nn.Mish)] * 3
+    assert not any(isinstance(m, nn.LayerNorm) for m in module.value.modules())
+
+
+@pytest.mark.parametrize("activation", ["mish", "relu"])
+def test_value_and_q_heads_follow_critic_activation(activation):
+    cfg = IDQLModelConfig(
+        obs_dim=OBS, action_dim=ACT, hidden_dims=(8,), critic_activation=activation
+    )
+    module = IDQLModule(model_config=cfg.to_dict())
+    act = nn.Mish if activation == "mish" else nn.ReLU
+    assert {type(layer.body[2]) for layer in module.critic.heads[0].hidden} == {act}
+    assert {type(layer.body[2]) for layer in module.value.hidden} == {act}
