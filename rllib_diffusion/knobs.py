@@ -265,6 +265,7 @@ def add_knob_args(
     *,
     defaults_of: str = "",
     fill_defaults: bool = False,
+    show_default: bool = True,
 ) -> None:
     """One flag per knob. Absent algorithm knobs stay absent (``argparse.SUPPRESS``), so
     that only what the user typed overrides the config's own defaults; settings fields
@@ -272,7 +273,9 @@ def add_knob_args(
     for k in knobs:
         shown = list(k.default) if isinstance(k.default, tuple) else k.default
         where = f" of {defaults_of}" if defaults_of else ""
-        help_text = f"{k.help.replace('``', '')} (default{where}: {shown})".strip()
+        help_text = k.help.replace("``", "")
+        if show_default:
+            help_text = f"{help_text} (default{where}: {shown})".strip()
         if k.required:
             help_text = f"{k.help.replace('``', '')} (required)".strip()
         default = k.default if fill_defaults and not k.required else argparse.SUPPRESS
