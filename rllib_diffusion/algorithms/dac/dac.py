@@ -3,7 +3,7 @@ and learner; the data path, targets and online phase are the family's (``offline
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.bc import BC, BCConfig
@@ -25,12 +25,31 @@ TASK_DEFAULTS: dict[str, dict[str, float]] = {
     "halfcheetah": {"lcb_rho": 0.0, "bc_threshold": 1.0},
 }
 
+#: Allowed values of DAC's option knobs (checked in ``validate``).
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "actor_loss_reduction": ("mean", "sum"),
+    "critic_loss_reduction": ("mean", "sum"),
+    "lcb_std_ddof": (0, 1),
+    "eta_bc_loss": ("pre_update", "post_update"),
+}
+
 
 class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     """DAC knobs: η₀ and its dual ascent (``eta_lr``, ``bc_threshold``), ``lcb_rho``,
-    target samples. Grad-norm clip 1 (the paper's)."""
+    target samples. Grad-norm clip 1 (the paper's).
+
+    Defaults follow the official code (github.com/Fang-Lin93/DAC, ``agents/dac.py`` and
+    ``main.py``): BC and guidance terms and the critic loss are means (over action dims
+    and Q heads), the LCB std is the population std (ddof 0), η moves with the BC loss of
+    the step's batch before the actor update, both learning rates decay by a cosine to 0
+    over ``lr_decay_steps``, and locomotion rewards are scaled IQL's way
+    (``main.py --reward_tune iql_locomotion``, its default).
+    """
 
     ALGO_NAME = "dac"
+    #: The official ``--reward_tune`` default is ``iql_locomotion``: r · 1000 / (max − min
+    #: episode return), applied by the offline runner when ``normalize_rewards`` is None.
+    NORMALIZES_LOCOMOTION_REWARDS = True
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or DAC)
@@ -40,6 +59,11 @@ class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
         self.lcb_rho = 1.0
         self.num_target_samples = 10
         self.grad_clip = 1.0
+        self.actor_loss_reduction = "mean"
+        self.critic_loss_reduction = "mean"
+        self.lcb_std_ddof = 0
+        self.eta_bc_loss = "pre_update"
+        self.lr_decay_steps = 2_000_000
 
     @override(BCConfig)
     def training(
@@ -50,6 +74,11 @@ class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
         bc_threshold: float | None = NotProvided,
         lcb_rho: float | None = NotProvided,
         num_target_samples: int | None = NotProvided,
+        actor_loss_reduction: Literal["mean", "sum"] | None = NotProvided,
+        critic_loss_reduction: Literal["mean", "sum"] | None = NotProvided,
+        lcb_std_ddof: Literal[0, 1] | None = NotProvided,
+        eta_bc_loss: Literal["pre_update", "post_update"] | None = NotProvided,
+        lr_decay_steps: int | None = NotProvided,
         **kwargs: Any,
     ) -> DACConfig:
         """Args:
@@ -58,6 +87,20 @@ class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
         bc_threshold: η rises while the BC loss is above this, falls below it.
         lcb_rho: ρ of the lower confidence bound over critic heads.
         num_target_samples: next actions per state averaged in the critic target.
+        actor_loss_reduction: "mean" over action dims of the BC and guidance terms (the
+            official code's); "sum" (before: Da× larger terms, so bc_threshold was per
+            action vector, not per element).
+        critic_loss_reduction: "mean" of the squared TD errors over the Q heads (the
+            official code's); "sum" over heads (before: H× larger critic gradients).
+        lcb_std_ddof: ddof of the std over heads in the LCB target: 0, the population
+            std (the official code's, jnp.std); 1 (before: ρ·sqrt(H/(H−1)) in effect).
+        eta_bc_loss: BC loss of η's dual step: "pre_update", that of the step's actor
+            loss (the official code's, which evaluates the pre-update actor); or
+            "post_update", recomputed after the actor step in eval mode (one extra
+            no-grad actor forward per step).
+        lr_decay_steps: gradient steps of a cosine decay of actor_lr and critic_lr to 0
+            in the offline phase (official: its run length, 2M); None: constant rates
+            (before). Not applied to a schedule (--lr-end) nor online.
         **kwargs: the shared offline-Q and RLlib ``training()`` args.
         """
         super().training(**kwargs)
@@ -69,6 +112,11 @@ class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
                 "bc_threshold": bc_threshold,
                 "lcb_rho": lcb_rho,
                 "num_target_samples": num_target_samples,
+                "actor_loss_reduction": actor_loss_reduction,
+                "critic_loss_reduction": critic_loss_reduction,
+                "lcb_std_ddof": lcb_std_ddof,
+                "eta_bc_loss": eta_bc_loss,
+                "lr_decay_steps": lr_decay_steps,
             },
         )
         return self
@@ -110,6 +158,11 @@ class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
             self._value_error(f"num_target_samples must be >= 1, got {self.num_target_samples}.")
         if self.lcb_rho < 0:
             self._value_error(f"lcb_rho must be >= 0, got {self.lcb_rho}.")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                self._value_error(f"{name} must be one of {allowed}, got {getattr(self, name)!r}.")
+        if self.lr_decay_steps is not None and self.lr_decay_steps < 1:
+            self._value_error(f"lr_decay_steps must be >= 1 or None, got {self.lr_decay_steps}.")
 
 
 class DAC(OfflineQMixin, BC):

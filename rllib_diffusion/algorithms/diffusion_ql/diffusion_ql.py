@@ -18,6 +18,7 @@ from rllib_diffusion.algorithms.offline_q.offline_q import (
     EMAActorConfigMixin,
     OfflineQConfigMixin,
     OfflineQMixin,
+    dataset_kind,
     set_provided,
     task_name,
 )
@@ -27,6 +28,20 @@ TASK_DEFAULTS: dict[str, dict[str, float]] = {
     "hopper": {"eta": 1.0, "grad_clip": 9.0},
     "walker2d": {"eta": 1.0, "grad_clip": 1.0},
     "halfcheetah": {"eta": 1.0, "grad_clip": 9.0},
+}
+#: Per (task, dataset kind): the official code's ``hyperparameters`` table (main.py of
+#: Zhendong-Wang/Diffusion-Policies-for-Offline-RL; lr 3e-4, no max-Q backup, raw
+#: rewards everywhere on locomotion). Where the kind is unknown, TASK_DEFAULTS (medium).
+DATASET_DEFAULTS: dict[tuple[str, str], dict[str, float]] = {
+    ("hopper", "medium"): {"eta": 1.0, "grad_clip": 9.0},
+    ("hopper", "medium-replay"): {"eta": 1.0, "grad_clip": 4.0},
+    ("hopper", "medium-expert"): {"eta": 1.0, "grad_clip": 5.0},
+    ("walker2d", "medium"): {"eta": 1.0, "grad_clip": 1.0},
+    ("walker2d", "medium-replay"): {"eta": 1.0, "grad_clip": 4.0},
+    ("walker2d", "medium-expert"): {"eta": 1.0, "grad_clip": 5.0},
+    ("halfcheetah", "medium"): {"eta": 1.0, "grad_clip": 9.0},
+    ("halfcheetah", "medium-replay"): {"eta": 1.0, "grad_clip": 2.0},
+    ("halfcheetah", "medium-expert"): {"eta": 1.0, "grad_clip": 7.0},
 }
 
 
@@ -61,6 +76,12 @@ class DiffusionQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     def task_defaults(cls, env_id: str | None) -> dict[str, Any]:
         """η and the grad-norm clip of the paper for ``env_id``'s task (else {})."""
         return dict(TASK_DEFAULTS.get(task_name(env_id), {}))
+
+    @classmethod
+    def dataset_defaults(cls, env_id: str | None, dataset: str | None) -> dict[str, Any]:
+        """η and the grad-norm clip of the official table for the task and data kind."""
+        found = DATASET_DEFAULTS.get((task_name(env_id), dataset_kind(dataset) or ""))
+        return dict(found) if found is not None else cls.task_defaults(env_id)
 
     @classmethod
     def default_model_config(cls, obs_dim: int, action_dim: int, **overrides: Any):

@@ -66,6 +66,18 @@ def task_name(env_id: str | None) -> str:
     return (env_id or "").split("/")[-1].split("-")[0].lower()
 
 
+#: D4RL-style dataset kinds, most specific first (``medium-replay`` before ``medium``).
+DATASET_KINDS = ("medium-replay", "medium-expert", "full-replay", "medium", "expert", "random")
+
+
+def dataset_kind(source: str | None) -> str | None:
+    """The D4RL-style kind a dataset's id or file name states (``mujoco/hopper/medium-v0``
+    → ``medium``, ``hopper-medium-replay-v2`` → ``medium-replay``), or None."""
+    name = (source or "").lower().replace("_", "-").rsplit("/", 2)
+    text = "/".join(name[-2:])
+    return next((kind for kind in DATASET_KINDS if kind in text), None)
+
+
 class OfflineQConfigMixin:
     """Knobs, data path and online phase shared by the offline Q-learners.
 
@@ -184,6 +196,12 @@ class OfflineQConfigMixin:
     def task_defaults(cls, env_id: str | None) -> dict[str, Any]:
         """The paper's per-task knob values for ``env_id`` (none by default)."""
         return {}
+
+    @classmethod
+    def dataset_defaults(cls, env_id: str | None, dataset: str | None) -> dict[str, Any]:
+        """The paper's knob values for ``env_id`` with the kind of data ``dataset`` names
+        (:func:`dataset_kind`); by default the per-task values."""
+        return cls.task_defaults(env_id)
 
     @override(BCConfig)
     def validate(self) -> None:

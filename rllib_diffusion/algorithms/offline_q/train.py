@@ -136,7 +136,7 @@ def build_offline_config(
         data_path=data_path,
         settings=s,
     )
-    config.training(**cls.task_defaults(env_id))
+    config.training(**cls.dataset_defaults(env_id, s.dataset))
     config.training(**_learning_rates(s))
     config.training(**s.given_knobs())
     config.rl_module(model_config=model.to_dict())
