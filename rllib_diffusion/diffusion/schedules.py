@@ -85,8 +85,13 @@ def _extract(buf: Tensor, t: Tensor, x: Tensor) -> Tensor:
     Returns:
         ``(B, 1, ..., 1)`` with ``x.dim()`` dimensions, in ``x.dtype``.
     """
-    out = buf[t.to(device=buf.device, dtype=torch.long)]
-    return out.to(device=x.device, dtype=x.dtype).reshape(t.shape[0], *([1] * (x.dim() - 1)))
+    # Conversions only where needed: this runs several times per denoising step.
+    if t.dtype != torch.long or t.device != buf.device:
+        t = t.to(device=buf.device, dtype=torch.long)
+    out = buf.index_select(0, t.reshape(-1))
+    if out.dtype != x.dtype or out.device != x.device:
+        out = out.to(device=x.device, dtype=x.dtype)
+    return out.view(t.shape[0], *([1] * (x.dim() - 1)))
 
 
 class NoiseSchedule(nn.Module):

@@ -117,14 +117,17 @@ class DiffusionPolicyModule(TorchRLModule, InferenceOnlyAPI):
         )
         return out.actions
 
+    # Overriding these drops TorchRLModule's default no_grad; acting never needs grads.
     @override(TorchRLModule)
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        actions = self.sample_actions(batch[Columns.OBS], deterministic=True)
+        with torch.no_grad():
+            actions = self.sample_actions(batch[Columns.OBS], deterministic=True)
         return {Columns.ACTIONS: actions}
 
     @override(TorchRLModule)
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        actions = self.sample_actions(batch[Columns.OBS], deterministic=False)
+        with torch.no_grad():
+            actions = self.sample_actions(batch[Columns.OBS], deterministic=False)
         # BC does not use log-probs; RLlib's episode bookkeeping expects the column.
         logp = torch.zeros(actions.shape[0], device=actions.device)
         return {Columns.ACTIONS: actions, Columns.ACTION_LOGP: logp}

@@ -246,14 +246,21 @@ class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingCha
         )
 
     # ---------------------------------------------------------------- forwards
+    # Overriding the EnvRunner-side forwards drops TorchRLModule's default no_grad, so
+    # they restore it: without it the fine-tuned steps build an autograd graph on every
+    # rollout. The learner never needs grads from rollout outputs (it recomputes the
+    # log-probs in pair_logp); no_grad rather than inference_mode keeps the outputs
+    # usable as inputs of a later graph (e.g. chains fed back into pair_logp).
     @override(TorchRLModule)
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        out = self.sample(batch[Columns.OBS], deterministic=True)
+        with torch.no_grad():
+            out = self.sample(batch[Columns.OBS], deterministic=True)
         return {Columns.ACTIONS: out["actions"]}
 
     @override(TorchRLModule)
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        out = self.sample(batch[Columns.OBS], deterministic=False)
+        with torch.no_grad():
+            out = self.sample(batch[Columns.OBS], deterministic=False)
         return {
             Columns.ACTIONS: out["actions"],
             Columns.ACTION_LOGP: out["logp"].sum(-1),
