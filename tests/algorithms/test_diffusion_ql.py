@@ -158,7 +158,11 @@ def test_lr_end_gives_a_cosine_schedule_over_the_gradient_budget():
     )
     config, _ = build_offline_config(settings, "/nonexistent", "Hopper-v5", OBS, ACT)
     sched = config.actor_lr
-    assert sched[0] == [0, pytest.approx(1e-3)] and sched[-1] == [1000, pytest.approx(1e-5)]
+    # Indexed by RLlib's sample counter, which moves one batch per iteration: the run is
+    # one iteration of 100 steps (steps_per_iteration is capped at the budget), so the
+    # decay ends at 10 samples, where that counter ends (it ended at 1000 = 100 steps ×
+    # batch 10 before, which RLlib's counter never reached: the decay barely started).
+    assert sched[0] == [0, pytest.approx(1e-3)] and sched[-1] == [10, pytest.approx(1e-5)]
     assert config.critic_lr == sched
 
 

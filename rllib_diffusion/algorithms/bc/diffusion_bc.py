@@ -120,8 +120,9 @@ def cosine_lr_schedule(
 ) -> list[list[float]]:
     """Piecewise-linear cosine decay (with linear warm-up) in RLlib's ``lr`` schedule form.
 
-    RLlib schedules are indexed by lifetime sampled steps; for offline algorithms that is
-    the number of training samples (gradient steps × batch size).
+    RLlib schedules are indexed by its lifetime sample counter; offline runs give the
+    totals in its units (``offline_run.samples_per_step``). The diffusion BC learner
+    reads the same schedule once per gradient step (RLlib: once per iteration).
     """
     import math
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
@@ -11,6 +12,20 @@ from ray.rllib.utils.annotations import override
 from rllib_diffusion import metrics as M
 from rllib_diffusion.diffusion import ema_step_
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
+
+
+def step_lr(schedule: list, step: int, samples_per_step: float) -> float:
+    """A piecewise-linear ``[[samples, lr], ...]`` schedule (RLlib's form) at gradient
+    step ``step``: ``lr = interp(step · samples_per_step)``."""
+    xs, ys = zip(*schedule)
+    return float(np.interp(step * samples_per_step, xs, ys))
+
+
+def samples_per_gradient_step(config: Any) -> float:
+    """RLlib's sample counter per gradient step of this offline config (one batch per
+    learner per iteration of ``dataset_num_iters_per_learner`` steps)."""
+    per_iteration = config.train_batch_size_per_learner * max(1, config.num_learners)
+    return per_iteration / max(1, config.dataset_num_iters_per_learner or 1)
 
 
 class DiffusionBCTorchLearner(TorchLearner):
@@ -37,11 +52,24 @@ class DiffusionBCTorchLearner(TorchLearner):
 
     @override(TorchLearner)
     def apply_gradients(self, gradients_dict: dict[Any, Any]) -> None:
+        # The learning rate and the EMA follow every gradient step (RLlib's
+        # after_gradient_based_update runs once per update() call = per iteration).
+        for module_id in self.module.keys():
+            self._set_step_lr(module_id)
         super().apply_gradients(gradients_dict)
-        # EMA follows every gradient step (RLlib's after_gradient_based_update runs
-        # once per update() call, i.e. once per many minibatches).
         for module_id in self.module.keys():
             self._update_ema(module_id)
+
+    def _set_step_lr(self, module_id) -> None:
+        """The ``lr`` schedule's value at this gradient step (a float ``lr`` stays)."""
+        cfg = self.config.get_config_for_module(module_id)
+        if not isinstance(cfg.lr, (list, tuple)):
+            return
+        step = int(self.module[module_id].unwrapped().ema_step)
+        lr = step_lr(cfg.lr, step, samples_per_gradient_step(cfg))
+        for _, optimizer in self.get_optimizers_for_module(module_id):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
     def _update_ema(self, module_id) -> None:
         cfg = self.config.get_config_for_module(module_id)

@@ -112,8 +112,10 @@ def _learning_rates(s: OfflineSettings) -> dict[str, Any]:
     lr: Any = 3e-4 if s.lr is None else s.lr
     if s.lr_end is not None and s.lr_end != lr:
         from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule
+        from rllib_diffusion.algorithms.offline_run import samples_per_step
 
-        lr = cosine_lr_schedule(lr, s.lr_end, s.gradient_steps * s.batch_size)
+        per_step = samples_per_step(s.batch_size, s.steps_per_iteration)
+        lr = cosine_lr_schedule(lr, s.lr_end, s.gradient_steps * per_step)
     return {"actor_lr": lr, "critic_lr": lr}
 
 
@@ -138,6 +140,8 @@ def build_offline_config(
     )
     config.training(**cls.dataset_defaults(env_id, s.dataset))
     config.training(**_learning_rates(s))
+    if "lr_decay_steps" in {k.name for k in spec.knobs()}:
+        config.training(lr_decay_steps=s.gradient_steps)  # decay over the run (DAC's)
     config.training(**s.given_knobs())
     config.rl_module(model_config=model.to_dict())
     return config, model
