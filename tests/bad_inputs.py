@@ -165,7 +165,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def fill(argv: list[str], values: dict[str, str]) -> list[str]:
-    return [a.format(**values) if "{" in a and not a.startswith("{\"") else a for a in argv]
+    return [a.format(**values) if "{" in a and not a.startswith('{"') else a for a in argv]
 
 
 def listing(path: Path) -> list[str]:
