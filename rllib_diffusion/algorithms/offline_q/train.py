@@ -51,10 +51,10 @@ class OfflineSettings(OfflineRunSettings):
         knobs: any other declared knob by name, e.g. ``{"lcb_rho": 1.0}``.
         lr: both Adam learning rates (None: the config's, 3e-4).
         lr_end: None → constant ``lr``; else cosine decay from ``lr`` to ``lr_end`` over
-            ``gradient_steps`` (Diffusion-QL's and DAC's ``lr_decay``).
+            ``gradient_steps`` (Diffusion-QL's ``lr_decay``; DAC decays by itself).
         normalize_rewards: additionally scale rewards by 1000 / (max − min episode return
             of the dataset), IQL's locomotion normalisation. None: the algorithm's default
-            (on for IDQL, whose critic is IQL's, on Hopper/Walker2d/HalfCheetah).
+            (on for IDQL and DAC on Hopper/Walker2d/HalfCheetah, as their official code).
         denoising_steps: T (FQL: half its Euler steps); None: the algorithm's (T = 5).
         num_candidates: actions sampled per state when acting (not fql); None: the
             algorithm's.
@@ -148,8 +148,8 @@ def build_offline_config(
 
 
 def normalizes_rewards(s: OfflineSettings, env_id: str | None) -> bool:
-    """``s.normalize_rewards``, or the paper default when None: IQL normalises the MuJoCo
-    locomotion rewards and IDQL's critic is IQL's, so on for IDQL there, else off."""
+    """``s.normalize_rewards``, or the algorithm's official default when None (its
+    config's ``NORMALIZES_LOCOMOTION_REWARDS``: IDQL and DAC) on MuJoCo locomotion."""
     if s.normalize_rewards is not None:
         return s.normalize_rewards
     cls = registry.get(s.algo).config_class
