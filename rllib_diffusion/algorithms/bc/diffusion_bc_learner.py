@@ -12,6 +12,7 @@ from ray.rllib.utils.annotations import override
 from rllib_diffusion import metrics as M
 from rllib_diffusion.diffusion import ema_step_
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
+from rllib_diffusion.utils.optim import set_lr
 
 
 def step_lr(schedule: list, step: int, samples_per_step: float) -> float:
@@ -68,8 +69,7 @@ class DiffusionBCTorchLearner(TorchLearner):
         step = int(self.module[module_id].unwrapped().ema_step)
         lr = step_lr(cfg.lr, step, samples_per_gradient_step(cfg))
         for _, optimizer in self.get_optimizers_for_module(module_id):
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(optimizer, lr)
 
     def _update_ema(self, module_id) -> None:
         cfg = self.config.get_config_for_module(module_id)

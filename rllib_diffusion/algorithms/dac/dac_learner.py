@@ -33,6 +33,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     transition_batch,
 )
 from rllib_diffusion.diffusion.schedules import _extract
+from rllib_diffusion.utils.optim import set_lr
 
 
 def reduce_actions(x: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -124,7 +125,7 @@ class DACTorchLearner(SeparateLossesMixin, TorchLearner):
         for (mid, name), (lr0, decay) in self._cosine_lrs.items():
             if mid == module_id:
                 optim = self.get_optimizer(module_id, name)
-                self._set_optimizer_lr(optim, lr=cosine_lr(lr0, step, decay))
+                set_lr(optim, cosine_lr(lr0, step, decay))
 
     def actor_loss(
         self, module, obs, actions, t, noise, *, reduction: str = "mean"
