@@ -49,3 +49,27 @@ def test_progress_line_carries_the_diagnostics_present():
     assert line["gradient_steps"] == 300 and line["loss"] == 2.0
     assert (line["critic_loss"], line["q_mean"], line["td_error"]) == (2.0, 10.0, 0.5)
     assert "dual_eta" not in line and "v_mean" not in line  # NaN / absent: left out
+
+
+@pytest.mark.parametrize(
+    ("algo", "keys"),
+    [
+        ("dac", {M.TD_ERROR, M.DUAL_ETA, M.Q_MEAN, M.TARGET_MEAN}),
+        ("idql", {M.TD_ERROR, M.VALUE_MEAN, M.VALUE_LOSS, M.Q_MEAN}),
+        ("fql", {M.TD_ERROR, M.Q_POLICY_MEAN, M.DISTILL_LOSS, M.Q_MEAN}),
+    ],
+)
+def test_each_q_learner_logs_its_critic_diagnostics(algo, keys):
+    """One loss computation logs the TD error and the algorithm's own diagnostics."""
+    from rllib_diffusion.algorithms.offline_q.train import OfflineSettings, build_offline_config
+
+    settings = OfflineSettings(dataset="unused", algo=algo, hidden_dims=(16, 16))
+    config, _ = build_offline_config(settings, "/nonexistent", "Hopper-v5", 3, 2)
+    learner = config.build_learner()
+    batch = tiny_batch()  # obs dim 3, action dim 2
+    learner.compute_loss_for_module(module_id=MID, config=config, batch=batch, fwd_out={})
+    learner._temp_losses.clear()
+    for key in keys:
+        value = float(learner.metrics.peek((MID, key)))
+        assert value == value, key  # logged and finite
+    assert float(learner.metrics.peek((MID, M.TD_ERROR))) >= 0.0

@@ -192,6 +192,7 @@ class DACTorchLearner(SeparateLossesMixin, TorchLearner):
                 M.DUAL_ETA: module.dual_eta.clone(),
                 M.Q_MEAN: q.mean().detach(),
                 M.TARGET_MEAN: y.mean(),
+                M.TD_ERROR: (q.detach() - y).abs().mean(),
             },
             key=module_id,
             window=1,

@@ -79,6 +79,8 @@ class IDQLTorchLearner(SeparateLossesMixin, TorchLearner):
                 M.VALUE_LOSS: value_loss.detach(),
                 M.Q_MEAN: q.mean().detach(),
                 M.TARGET_MEAN: y.mean(),
+                M.TD_ERROR: (q.detach() - y).abs().mean(),
+                M.VALUE_MEAN: v.mean().detach(),
             },
             key=module_id,
             window=1,
