@@ -53,9 +53,11 @@ DPPO_FLAGS = ("finetune_env_steps", "num_envs_per_env_runner", "num_env_runners"
 def main(argv=None) -> int:
     from rllib_diffusion.algorithms.bc.pretrain import pretrain
     from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, finetune
-    from rllib_diffusion.cli import pretrain_settings_from_args, run_command
+    from rllib_diffusion.cli import DEBUG_FLAG, pretrain_settings_from_args, run_command
 
-    args = parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv  # as every rllib-diffusion command: show the traceback
+    args = parse_args([a for a in argv if a != DEBUG_FLAG])
     t0 = time.perf_counter()
     out = Path(args.out_dir)
     results: dict = {}
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(results, indent=1))
         os.replace(tmp, out / "summary.json")
 
-    return run_command(job, args)
+    return run_command(job, args, debug=debug)
 
 
 if __name__ == "__main__":
