@@ -21,10 +21,12 @@ DEFAULT_DATASET = ROOT / "data" / "hopper-medium-v5-small.npz"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from rllib_diffusion.cli import add_pretrain_args
+    from rllib_diffusion.cli import OneLineParser, add_pretrain_args
 
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    p = OneLineParser(
+        prog="experiments/pipeline.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_pretrain_args(p)
     # Defaults of the main job: sized to finish in minutes on a 2-core CPU machine.
