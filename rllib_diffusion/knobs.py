@@ -179,7 +179,9 @@ def settings_knobs(cls: type, *, exclude: tuple[str, ...] = ()) -> list[Knob]:
     """The fields of dataclass ``cls`` (a model config or a command's settings) as knobs:
     types from the annotations, help from the ``Attributes:`` docs, defaults from the
     field (a field without one is a required flag)."""
-    docs = _doc_args(cls.__doc__, "Attributes:")
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__):  # a subclass's docs win over its bases'
+        docs.update(_doc_args(base.__doc__, "Attributes:") if _is_ours(base) else {})
     hints = typing.get_type_hints(cls)
     ranges = typing.get_type_hints(cls, include_extras=True)
     out = []
@@ -273,11 +275,11 @@ def add_knob_args(
     for k in knobs:
         shown = list(k.default) if isinstance(k.default, tuple) else k.default
         where = f" of {defaults_of}" if defaults_of else ""
-        help_text = k.help.replace("``", "")
-        if show_default:
+        help_text = k.help.replace("``", "").replace("%", "%%")  # argparse formats help
+        if show_default and "(default" not in help_text:
             help_text = f"{help_text} (default{where}: {shown})".strip()
         if k.required:
-            help_text = f"{k.help.replace('``', '')} (required)".strip()
+            help_text = f"{k.help.replace('``', '').replace('%', '%%')} (required)".strip()
         default = k.default if fill_defaults and not k.required else argparse.SUPPRESS
         kwargs: dict[str, Any] = dict(
             dest=k.name, default=default, help=help_text, type=_parse_value(k)

@@ -101,3 +101,13 @@ def test_an_unused_knob_is_refused_in_one_line_naming_it_and_the_algorithm():
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("--eta is not a knob of toy")
     assert "--step-size" in msg
+
+
+def test_settings_flags_take_their_help_from_the_dataclass_and_its_bases():
+    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings
+    from rllib_diffusion.knobs import settings_knobs
+
+    helps = {k.name: k.help for k in settings_knobs(PretrainSettings)}
+    assert helps["gradient_steps"].startswith("total gradient steps")  # OfflineRunSettings'
+    assert helps["horizon"].startswith("action chunk length")  # PretrainSettings' own
+    assert all(helps.values()), [n for n, h in helps.items() if not h]
