@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from rllib_diffusion.algorithms.idql import IDQLConfig
 from rllib_diffusion.algorithms.idql.idql_rl_module import IDQLModelConfig, IDQLModule
 from rllib_diffusion.algorithms.offline_q.train import build_offline_config
 from rllib_diffusion.cli import build_parser, offline_settings_from_args
@@ -74,12 +73,17 @@ def test_ema_actor_is_updated_every_step_with_decay_0999_from_the_start():
         torch.testing.assert_close(new, 0.999 * old + 0.001 * src)
 
 
-def test_official_batch_512_is_documented_and_reaches_the_learner():
-    """The batch is the shared run setting ``--batch-size`` (default 256, no per-algorithm
-    default): IDQL's config documents the official 512, and the flag sets it."""
-    assert "--batch-size 512" in " ".join(IDQLConfig.__doc__.split())
-    _, _, config = _cli_learner("--hidden-dims", "8", "--batch-size", "512")
+def test_batch_defaults_to_the_official_512_and_the_flag_overrides_it():
+    """``offline --algo idql`` trains on batches of 512 (the official runs'), another
+    algorithm on 256, and ``--batch-size`` sets either."""
+    from rllib_diffusion.algorithms.offline_q.train import OfflineSettings, with_algorithm_batch
+
+    _, _, config = _cli_learner("--hidden-dims", "8")
     assert config.train_batch_size_per_learner == 512
+    _, _, config = _cli_learner("--hidden-dims", "8", "--batch-size", "128")
+    assert config.train_batch_size_per_learner == 128
+    assert with_algorithm_batch(OfflineSettings(dataset="d", algo="dac")).batch_size == 256
+    assert with_algorithm_batch(OfflineSettings(dataset="d", algo="idql")).batch_size == 512
 
 
 def test_model_configs_recorded_before_these_fields_rebuild_as_trained():

@@ -26,9 +26,9 @@ class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     ``launcher/examples/train_ddpm_iql_offline.py``): EMA actor with decay 0.999
     (``actor_tau`` 0.001) after every gradient step from the start; acting by the argmax
     of min-Q over N = 64 samples; two 2×256 ReLU Q heads and a 2×256 ReLU V(s) with a
-    LayerNorm on its input. The official runs use batch 512 (3M steps, the actor's lr
-    cosine-decayed over them); the batch is the run setting ``--batch-size`` (default
-    256), so pass ``--batch-size 512`` to match.
+    LayerNorm on its input. Batch 512 as the official runs (3M steps, the actor's lr
+    cosine-decayed over them): ``rllib-diffusion offline --algo idql`` uses it unless
+    ``--batch-size`` is given.
     """
 
     ALGO_NAME = "idql"
@@ -42,6 +42,7 @@ class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
         self.ema_decay = 0.999
         self.ema_update_every = 1
         self.ema_start = 0
+        self.train_batch_size_per_learner = 512  # the official runs'
 
     @override(BCConfig)
     def training(self, *, expectile: float | None = NotProvided, **kwargs: Any) -> IDQLConfig:

@@ -49,6 +49,8 @@ class OfflineSettings(OfflineRunSettings):
             knobs by name (the same as ``knobs={"eta": ...}``); after the run starts,
             the values used (for the knobs the algorithm declares).
         knobs: any other declared knob by name, e.g. ``{"lcb_rho": 1.0}``.
+        batch_size: samples per gradient step; None: the algorithm's (its config's
+            ``train_batch_size_per_learner``: 256, IDQL 512 as its official runs).
         lr: both Adam learning rates (None: the config's, 3e-4).
         lr_end: None → constant ``lr``; else cosine decay from ``lr`` to ``lr_end`` over
             ``gradient_steps`` (Diffusion-QL's ``lr_decay``; DAC decays by itself).
@@ -63,6 +65,7 @@ class OfflineSettings(OfflineRunSettings):
     """
 
     algo: str = "diffusion_ql"
+    batch_size: Count | None = None
     steps_per_iteration: int = 1000
     eta: float | None = None
     alpha: float | None = None
@@ -127,6 +130,7 @@ def build_offline_config(
 
     spec = check_settings(s)
     cls = spec.config_class
+    s = with_algorithm_batch(s)
     nets = {f: getattr(s, f) for f in MODEL_FIELDS if getattr(s, f) is not None}
     model = cls.default_model_config(
         obs_dim, action_dim, env_id=env_id, **{**spec.model_overrides, **nets}
@@ -170,6 +174,14 @@ def reward_normalization_factor(dataset) -> float:
     return 1000.0 / spread
 
 
+def with_algorithm_batch(s: OfflineSettings) -> OfflineSettings:
+    """``s`` with ``batch_size`` set: the given one, else the algorithm's default."""
+    if s.batch_size is not None:
+        return s
+    default = registry.get(s.algo).config_class().train_batch_size_per_learner
+    return replace(s, batch_size=int(default))
+
+
 def resolved_settings(s: OfflineSettings, config: Any) -> OfflineSettings:
     """``s`` with the knob fields the algorithm declares set to the values used, so that
     the checkpoint records them and ``--resume`` compares what was trained."""
@@ -194,7 +206,7 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
     """Run an offline algorithm; returns the summary also written to ``result.json``."""
     from rllib_diffusion.data.offline import prepare_transition_data
 
-    s = settings
+    s = with_algorithm_batch(settings)
     spec = check_settings(s)
     _, started, dataset, env_id = start_offline_run(s)
     data_path, n = prepare_transition_data(dataset, seed=s.seed)
