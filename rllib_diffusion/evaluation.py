@@ -85,18 +85,7 @@ def _evaluate(
     progress: bool,
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    envs = []
-    for i in range(num_episodes):
-        cfg = dict(env_config)
-        if video_path and i == 0:
-            cfg["env_kwargs"] = {
-                **cfg.get("env_kwargs", {}),
-                "render_mode": "rgb_array",
-                "width": video_size[0],
-                "height": video_size[1],
-            }
-            cfg["record_frames"] = True
-        envs.append(make_chunked_env(cfg))
+    envs = _episode_envs(env_config, num_episodes, video_path, video_size)
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
     returns = np.zeros(num_episodes)
     lengths = np.zeros(num_episodes, dtype=np.int64)
@@ -141,6 +130,28 @@ def _evaluate(
     if video_path:
         result["video"] = write_video(frames, video_path)
     return result
+
+
+def _episode_envs(
+    env_config: dict[str, Any],
+    num_episodes: int,
+    video_path: str | None,
+    video_size: tuple[int, int],
+) -> list[Any]:
+    """One chunk env per episode; the first renders frames when a video is asked for."""
+    envs = []
+    for i in range(num_episodes):
+        cfg = dict(env_config)
+        if video_path and i == 0:
+            cfg["env_kwargs"] = {
+                **cfg.get("env_kwargs", {}),
+                "render_mode": "rgb_array",
+                "width": video_size[0],
+                "height": video_size[1],
+            }
+            cfg["record_frames"] = True
+        envs.append(make_chunked_env(cfg))
+    return envs
 
 
 def policy_actions(module: Any, obs: torch.Tensor, *, deterministic: bool) -> torch.Tensor:
