@@ -95,6 +95,7 @@ def main(argv=None) -> int:
                     checkpoint_interval=0,
                     eval_episodes=a.eval_episodes,
                     seed=a.seed,
+                    overwrite=a.overwrite,  # the job's --overwrite replaces both stages
                 )
             )
             fe = ft["final_evaluation"]

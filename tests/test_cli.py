@@ -235,3 +235,4 @@ def test_main_job_flags_give_both_stages_their_settings():
     s = pretrain_settings_from_args(args, consumed=pipeline.DPPO_FLAGS)
     assert (s.seed, s.out_dir, s.gradient_steps) == (3, "runs/main_job", 12_000)
     assert (args.finetune_env_steps, args.eval_episodes, args.seed) == (150_000, 10, 3)
+    assert args.overwrite is False and pipeline.parse_args(["--overwrite"]).overwrite is True
