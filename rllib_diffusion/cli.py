@@ -304,21 +304,9 @@ def add_offline_knob_args(group: Any) -> None:
     from rllib_diffusion.algorithms.offline_q.train import offline_knobs
     from rllib_diffusion.knobs import add_knob_args
 
-    def registry_default(algo: str, name: str) -> Any:
-        from rllib_diffusion.algorithms import registry
-
-        default = next(k.default for k in registry.get(algo).knobs() if k.name == name)
-        return list(default) if isinstance(default, tuple) else default
-
     for knob, algos in offline_knobs():
-        defaults = {a: registry_default(a, knob.name) for a in algos}
-        if len({repr(v) for v in defaults.values()}) == 1:
-            tagged = dataclasses.replace(knob, help=f"[{', '.join(algos)}] {knob.help}")
-            add_knob_args(group, [tagged], defaults_of=algos[0])
-            continue
-        per_algo = "; ".join(f"{a} {v}" for a, v in defaults.items())
-        text = f"[{', '.join(algos)}] {knob.help} (defaults: {per_algo})"
-        add_knob_args(group, [dataclasses.replace(knob, help=text)], show_default=False)
+        tagged = dataclasses.replace(knob, help=f"[{', '.join(algos)}] {knob.help}")
+        add_knob_args(group, [tagged], defaults_of=algos[0])  # differing ones: in the help
 
 
 def offline_settings_from_args(args: argparse.Namespace):

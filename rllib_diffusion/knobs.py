@@ -267,7 +267,6 @@ def add_knob_args(
     *,
     defaults_of: str = "",
     fill_defaults: bool = False,
-    show_default: bool = True,
 ) -> None:
     """One flag per knob. Absent algorithm knobs stay absent (``argparse.SUPPRESS``), so
     that only what the user typed overrides the config's own defaults; settings fields
@@ -276,7 +275,7 @@ def add_knob_args(
         shown = list(k.default) if isinstance(k.default, tuple) else k.default
         where = f" of {defaults_of}" if defaults_of else ""
         help_text = k.help.replace("``", "").replace("%", "%%")  # argparse formats help
-        if show_default and "(default" not in help_text:
+        if "(default" not in help_text:  # unless the help states it (per algorithm)
             help_text = f"{help_text} (default{where}: {shown})".strip()
         if k.required:
             help_text = f"{k.help.replace('``', '').replace('%', '%%')} (required)".strip()

@@ -209,7 +209,7 @@ def run_training(family: RunFamily, control: RunControl) -> dict[str, Any]:
         control.resume,
         algorithms=(meta.algorithm,),
         tag=family.tag,
-        existing_is_error=not control.overwrite,
+        existing_is_error=False,  # check_out_dir decided (refused, or --overwrite)
     )
     if saved is not None:
         family.check_resumable(saved, ckpt_dir)

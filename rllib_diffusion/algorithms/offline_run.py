@@ -178,7 +178,7 @@ def configure_offline(
 def lr_schedule(settings: Any) -> float | list[list[float]]:
     """Constant ``lr``, or a cosine decay to ``lr_end`` with warm-up over the gradient
     budget, in RLlib's form (indexed by its sample counter: :func:`samples_per_step`)."""
-    from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule
+    from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule, samples_per_step
 
     s = settings
     if s.lr_end == s.lr:
@@ -187,15 +187,6 @@ def lr_schedule(settings: Any) -> float | list[list[float]]:
     return cosine_lr_schedule(
         s.lr, s.lr_end, s.gradient_steps * per_step, s.warmup_steps * per_step
     )
-
-
-def samples_per_step(batch_size: int, steps_per_iteration: int, num_learners: int = 0) -> float:
-    """How far RLlib's lifetime sample counter, which indexes ``lr`` schedules, moves per
-    gradient step of an offline run. RLlib's offline ``training_step`` adds one batch per
-    learner per *iteration*, however many gradient steps the iteration makes, so a
-    schedule sized in gradient steps × batch would run ``steps_per_iteration`` times too
-    slowly."""
-    return batch_size * max(1, num_learners) / steps_per_iteration
 
 
 #: Settings that may change between a run and its ``--resume``.

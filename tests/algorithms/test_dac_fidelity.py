@@ -25,6 +25,7 @@ from rllib_diffusion.algorithms.diffusion_ql.train import (
     build_offline_config,
     normalizes_rewards,
 )
+from tests.algorithms.batches import transition_batch
 
 OBS, ACT = 3, 3  # three action dims, as Hopper's
 MID = "default_policy"
@@ -39,14 +40,7 @@ def make_dac_learner(seed=0, **training):
 
 
 def tiny_batch(n=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        Columns.OBS: torch.randn(n, OBS, generator=g),
-        Columns.ACTIONS: torch.rand(n, ACT, generator=g) * 2 - 1,
-        Columns.REWARDS: torch.randn(n, generator=g),
-        Columns.NEXT_OBS: torch.randn(n, OBS, generator=g),
-        Columns.TERMINATEDS: (torch.rand(n, generator=g) > 0.5).float(),
-    }
+    return transition_batch(n, OBS, ACT, seed)
 
 
 def fake_sample(obs, ema, x_init=None):

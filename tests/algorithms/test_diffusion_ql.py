@@ -13,6 +13,7 @@ from rllib_diffusion.algorithms.diffusion_ql import OfflineSettings, train_offli
 from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import ACTOR, CRITIC, q_loss_term
 from rllib_diffusion.algorithms.diffusion_ql.train import build_offline_config
 from rllib_diffusion.checkpoints import load_policy_module
+from tests.algorithms.batches import transition_batch
 
 OBS, ACT = 3, 2
 MID = "default_policy"
@@ -31,14 +32,7 @@ def make_learner(policy="ddpm", **training):
 
 
 def tiny_batch(n=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        Columns.OBS: torch.randn(n, OBS, generator=g),
-        Columns.ACTIONS: torch.rand(n, ACT, generator=g) * 2 - 1,
-        Columns.REWARDS: torch.randn(n, generator=g),
-        Columns.NEXT_OBS: torch.randn(n, OBS, generator=g),
-        Columns.TERMINATEDS: (torch.rand(n, generator=g) > 0.5).float(),
-    }
+    return transition_batch(n, OBS, ACT, seed)
 
 
 @pytest.mark.parametrize("policy", ["ddpm", "flow"])

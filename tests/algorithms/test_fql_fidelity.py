@@ -17,6 +17,7 @@ from rllib_diffusion.algorithms.fql.fql_learner import (
 )
 from rllib_diffusion.algorithms.offline_q.train import build_offline_config
 from rllib_diffusion.cli import build_parser, offline_settings_from_args
+from tests.algorithms.batches import transition_batch
 
 OBS, ACT = 3, 2
 MID = "default_policy"
@@ -31,14 +32,7 @@ def _cli_learner(*flags: str, env_id: str = "Hopper-v5"):
 
 
 def _tiny_batch(n=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        Columns.OBS: torch.randn(n, OBS, generator=g),
-        Columns.ACTIONS: torch.rand(n, ACT, generator=g) * 2 - 1,
-        Columns.REWARDS: torch.randn(n, generator=g),
-        Columns.NEXT_OBS: torch.randn(n, OBS, generator=g),
-        Columns.TERMINATEDS: (torch.rand(n, generator=g) > 0.5).float(),
-    }
+    return transition_batch(n, OBS, ACT, seed)
 
 
 def _hidden_widths(mlp) -> list[int]:

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule
+from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule, samples_per_step
 from rllib_diffusion.algorithms.bc.diffusion_bc_learner import step_lr
-from rllib_diffusion.algorithms.offline_run import lr_schedule, samples_per_step
+from rllib_diffusion.algorithms.offline_run import lr_schedule
 
 
 def test_the_schedule_ends_where_rllibs_counter_ends_after_the_budget():

@@ -121,7 +121,7 @@ def cosine_lr_schedule(
     """Piecewise-linear cosine decay (with linear warm-up) in RLlib's ``lr`` schedule form.
 
     RLlib schedules are indexed by its lifetime sample counter; offline runs give the
-    totals in its units (``offline_run.samples_per_step``). The diffusion BC learner
+    totals in its units (:func:`samples_per_step`). The diffusion BC learner
     reads the same schedule once per gradient step (RLlib: once per iteration).
     """
     import math
@@ -135,3 +135,12 @@ def cosine_lr_schedule(
         value = lr_end + 0.5 * (lr - lr_end) * (1.0 + math.cos(math.pi * frac))
         sched.append([int(warmup_samples + frac * decay), value])
     return sched
+
+
+def samples_per_step(batch_size: int, steps_per_iteration: int, num_learners: int = 0) -> float:
+    """How far RLlib's lifetime sample counter, which indexes ``lr`` schedules, moves per
+    gradient step of an offline run. RLlib's offline ``training_step`` adds one batch per
+    learner per *iteration*, however many gradient steps the iteration makes, so a
+    schedule sized in gradient steps × batch would run ``steps_per_iteration`` times too
+    slowly."""
+    return batch_size * max(1, num_learners) / steps_per_iteration

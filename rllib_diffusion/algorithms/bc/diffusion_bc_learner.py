@@ -23,10 +23,14 @@ def step_lr(schedule: list, step: int, samples_per_step: float) -> float:
 
 
 def samples_per_gradient_step(config: Any) -> float:
-    """RLlib's sample counter per gradient step of this offline config (one batch per
-    learner per iteration of ``dataset_num_iters_per_learner`` steps)."""
-    per_iteration = config.train_batch_size_per_learner * max(1, config.num_learners)
-    return per_iteration / max(1, config.dataset_num_iters_per_learner or 1)
+    """RLlib's sample counter per gradient step of this offline config."""
+    from rllib_diffusion.algorithms.bc.diffusion_bc import samples_per_step
+
+    return samples_per_step(
+        config.train_batch_size_per_learner,
+        config.dataset_num_iters_per_learner or 1,
+        config.num_learners,
+    )
 
 
 class DiffusionBCTorchLearner(TorchLearner):

@@ -114,8 +114,7 @@ def _learning_rates(s: OfflineSettings) -> dict[str, Any]:
         return {}
     lr: Any = 3e-4 if s.lr is None else s.lr
     if s.lr_end is not None and s.lr_end != lr:
-        from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule
-        from rllib_diffusion.algorithms.offline_run import samples_per_step
+        from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule, samples_per_step
 
         per_step = samples_per_step(s.batch_size, s.steps_per_iteration)
         lr = cosine_lr_schedule(lr, s.lr_end, s.gradient_steps * per_step)
@@ -246,20 +245,28 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
 
 def offline_knobs() -> list[tuple[Any, tuple[str, ...]]]:
     """Every knob of the offline Q-learners once, with the algorithms declaring it:
-    ``[(Knob, (algo, ...)), ...]`` (the ``Knob`` of the first such algorithm)."""
+    ``[(Knob, (algo, ...)), ...]`` (the ``Knob`` of the first such algorithm; its help
+    merges the algorithms' texts and, where they differ, lists each one's default)."""
     import dataclasses
 
-    table: dict[str, tuple[Any, dict[str, str]]] = {}
+    table: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name in ALGORITHMS:
         for knob in registry.get(name).knobs():
-            table.setdefault(knob.name, (knob, {}))[1][name] = knob.help
+            table.setdefault(knob.name, (knob, {}))[1][name] = knob
     out = []
-    for knob, helps in table.values():
+    for knob, per_algo in table.values():
         by_text: dict[str, list[str]] = {}
-        for algo, text in helps.items():
-            by_text.setdefault(text, []).append(algo)
+        for algo, k in per_algo.items():
+            by_text.setdefault(k.help, []).append(algo)
+        text = knob.help
         if len(by_text) > 1:  # e.g. eta: Diffusion-QL's Q weight, DAC's η₀
             text = " ".join(f"{', '.join(a)}: {t}" for t, a in by_text.items())
-            knob = dataclasses.replace(knob, help=text)
-        out.append((knob, tuple(helps)))
+        if len({repr(k.default) for k in per_algo.values()}) > 1:  # e.g. ema_decay
+            shown = "; ".join(f"{a} {_shown(k.default)}" for a, k in per_algo.items())
+            text = f"{text} (defaults: {shown})"
+        out.append((dataclasses.replace(knob, help=text), tuple(per_algo)))
     return out
+
+
+def _shown(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
