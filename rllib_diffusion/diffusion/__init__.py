@@ -15,13 +15,20 @@ Modules: ``schedules`` (NoiseSchedule), ``sampling`` (DDPM/DDIM steps, chains),
 
 from rllib_diffusion.diffusion.ema import ema_schedule_decay, ema_step_, ema_update_
 from rllib_diffusion.diffusion.flow import (
+    FlowChain,
+    StdFn,
     VelocityFn,
     VelocityNet,
+    bounded_std,
     euler_sample,
+    flow_chain_entropy,
+    flow_chain_logprob,
     flow_matching_loss,
+    flow_times,
     linear_path,
+    noisy_euler_chain,
 )
-from rllib_diffusion.diffusion.logprob import chain_logprobs, transition_logprob
+from rllib_diffusion.diffusion.logprob import chain_logprobs, gaussian_entropy, transition_logprob
 from rllib_diffusion.diffusion.losses import EpsNet, denoising_loss, reduce_per_sample
 from rllib_diffusion.diffusion.networks import (
     MLP,
@@ -52,12 +59,15 @@ __all__ = [
     "DiffusionMLP",
     "EpsFn",
     "EpsNet",
+    "FlowChain",
     "NoiseSchedule",
     "SinusoidalPosEmb",
+    "StdFn",
     "TemporalUNet1D",
     "TimeEmbedding",
     "VelocityFn",
     "VelocityNet",
+    "bounded_std",
     "build_network",
     "chain_logprobs",
     "cosine_betas",
@@ -69,7 +79,11 @@ __all__ = [
     "ema_step_",
     "ema_update_",
     "euler_sample",
+    "flow_chain_entropy",
+    "flow_chain_logprob",
     "flow_matching_loss",
+    "flow_times",
+    "gaussian_entropy",
     "gaussian_step",
     "reverse_step",
     "reverse_step_std",
@@ -77,6 +91,7 @@ __all__ = [
     "linear_betas",
     "linear_path",
     "make_activation",
+    "noisy_euler_chain",
     "reduce_per_sample",
     "sample_chain",
     "transition_logprob",

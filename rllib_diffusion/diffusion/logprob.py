@@ -18,7 +18,7 @@ import math
 
 from torch import Tensor
 
-__all__ = ["chain_logprobs", "transition_logprob"]
+__all__ = ["chain_logprobs", "gaussian_entropy", "transition_logprob"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -84,3 +84,16 @@ def chain_logprobs(
         act_steps=act_steps,
     )
     return logp.reshape(batch, steps)
+
+
+def gaussian_entropy(std: Tensor) -> Tensor:
+    """Entropy of ``N(μ, diag(std²))`` per dimension: the mean over (Ta, Da) of
+    ``½·log(2πe·σ²)``.
+
+    Args:
+        std: ``(B, Ta, Da)`` stds, > 0.
+
+    Returns:
+        ``(B,)`` entropies.
+    """
+    return (std.log() + 0.5 + _LOG_SQRT_2PI).flatten(1).mean(dim=1)
