@@ -34,7 +34,7 @@ from common import RESULTS_DIR, write_result  # noqa: E402
 
 
 def main() -> None:
-    from rllib_diffusion.algorithms.dppo.finetune import finetune
+    from rllib_diffusion.algorithms.finetune_run import finetune
     from rllib_diffusion.cli import add_finetune_args, finetune_settings_from_args
 
     p = argparse.ArgumentParser(
@@ -100,10 +100,13 @@ def summarize(name: str, out: Path, settings) -> None:
 
 def flat_settings(settings) -> dict:
     """The run's settings with every DPPO knob's value (declared default or given)."""
-    from rllib_diffusion.algorithms.dppo.finetune import dppo_knobs
+    from rllib_diffusion.algorithms.finetune_run import finetune_knobs
 
     flat = {k: v for k, v in asdict(settings).items() if k != "knobs"}
-    return {**flat, **{k.name: settings.knobs.get(k.name, k.default) for k in dppo_knobs()}}
+    return {
+        **flat,
+        **{k.name: settings.knobs.get(k.name, k.default) for k in finetune_knobs(settings.algo)},
+    }
 
 
 def _mean(values) -> float | None:

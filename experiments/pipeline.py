@@ -54,7 +54,7 @@ DPPO_FLAGS = ("finetune_env_steps", "num_envs_per_env_runner", "num_env_runners"
 
 def main(argv=None) -> int:
     from rllib_diffusion.algorithms.bc.pretrain import pretrain
-    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, finetune
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
     from rllib_diffusion.cli import DEBUG_FLAG, pretrain_settings_from_args, run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -259,26 +259,32 @@ def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- finetune
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
-    """Run flags from ``FinetuneSettings``, DPPO knobs from ``DPPOConfig.training()`` and
-    ``DPPOModelConfig``: every flag, its help and its default come from a declaration."""
-    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, dppo_knobs
-    from rllib_diffusion.knobs import add_knob_args, settings_knobs
+    """Run flags from ``FinetuneSettings``; algorithm knobs from each fine-tuning
+    algorithm's config and model config (registry): every flag, its help and its
+    default come from a declaration."""
+    from rllib_diffusion.algorithms import registry
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
 
-    add_knob_args(p, settings_knobs(FinetuneSettings, exclude=("knobs",)))
-    add_knob_args(p.add_argument_group("DPPO knobs"), dppo_knobs())
+    add_settings_args(p, FinetuneSettings, algo=registry.finetune_names())
+    add_merged_knob_args(
+        p.add_argument_group("algorithm knobs (refused where unused)"),
+        registry.merged_knobs(registry.finetune_names()),
+    )
 
 
 def finetune_settings_from_args(args: argparse.Namespace):
-    """``FinetuneSettings`` with the DPPO knobs the user typed in ``knobs``."""
-    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, dppo_knobs
+    """``FinetuneSettings`` with the algorithm knobs the user typed in ``knobs``."""
+    from rllib_diffusion.algorithms import registry
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
     from rllib_diffusion.knobs import given_knobs
 
-    knobs = given_knobs(args, dppo_knobs())
+    merged = registry.merged_knobs(registry.finetune_names())
+    knobs = given_knobs(args, [knob for knob, _ in merged])
     return settings_from_args(FinetuneSettings, args, consumed=knobs, knobs=knobs)
 
 
 def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
-    from rllib_diffusion.algorithms.dppo.finetune import finetune
+    from rllib_diffusion.algorithms.finetune_run import finetune
 
     return finetune(finetune_settings_from_args(args))
 
@@ -299,12 +305,19 @@ def add_offline_args(p: argparse.ArgumentParser) -> None:
 
 def add_offline_knob_args(group: Any) -> None:
     """One flag per knob of any offline algorithm, saying which algorithms use it."""
+    from rllib_diffusion.algorithms.offline_q.train import offline_knobs
+
+    add_merged_knob_args(group, offline_knobs())
+
+
+def add_merged_knob_args(group: Any, merged: list) -> None:
+    """One flag per knob of :func:`~rllib_diffusion.algorithms.registry.merged_knobs`,
+    its help saying which algorithms use it."""
     import dataclasses
 
-    from rllib_diffusion.algorithms.offline_q.train import offline_knobs
     from rllib_diffusion.knobs import add_knob_args
 
-    for knob, algos in offline_knobs():
+    for knob, algos in merged:
         tagged = dataclasses.replace(knob, help=f"[{', '.join(algos)}] {knob.help}")
         add_knob_args(group, [tagged], defaults_of=algos[0])  # differing ones: in the help
 
@@ -509,7 +522,7 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "finetune": (
         add_finetune_args,
         run_finetune,
-        "fine-tune a pretrained diffusion policy with DPPO (online, RLlib EnvRunners)",
+        "fine-tune a pretrained diffusion/flow policy online (--algo: DPPO and siblings; RLlib EnvRunners)",
     ),
     "offline": (
         add_offline_args,

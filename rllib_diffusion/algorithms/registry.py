@@ -9,6 +9,7 @@ config class's. Other families add themselves with :func:`register`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 from collections.abc import Mapping
@@ -37,6 +38,11 @@ class AlgorithmSpec:
         model_overrides: model-config values that make this variant (e.g. the flow
             actor of ``diffusion_ql_flow``) on top of the config's network defaults.
         description: one line for ``--help``.
+        model_config: ``"package.module:Dataclass"`` of a fine-tuning algorithm's model
+            config: its fields (but ``policy``, the pretrained policy) are knobs too.
+        family: ``"package.module:Class"`` of the :class:`~rllib_diffusion.run_loop.RunFamily`
+            that runs a fine-tuning algorithm from ``FinetuneSettings``
+            (``rllib-diffusion finetune --algo NAME``).
     """
 
     name: str
@@ -45,15 +51,36 @@ class AlgorithmSpec:
     checkpoint_algorithm: str
     model_overrides: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    model_config: str = ""
+    family: str = ""
 
     @property
     def config_class(self) -> type:
-        module, _, cls = self.config.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return _load(self.config)
+
+    @property
+    def model_config_class(self) -> type | None:
+        return _load(self.model_config) if self.model_config else None
+
+    @property
+    def family_class(self) -> type:
+        if not self.family:
+            raise ConfigError(f"algo={self.name!r} is not run by `rllib-diffusion finetune`.")
+        return _load(self.family)
 
     def knobs(self) -> list:
-        """Declared knobs (:func:`rllib_diffusion.knobs.declared_knobs`) of the config."""
-        return _declared(self.config_class)
+        """Declared knobs (:func:`rllib_diffusion.knobs.declared_knobs`) of the config
+        (less those the run sets itself, its ``RUN_SET_KNOBS``), then the model config's
+        fields."""
+        return _declared(self.config, self.model_config)
+
+    def split_knobs(self, given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(training, model)`` knobs of ``given``, after :meth:`check_knobs`."""
+        self.check_knobs(given)
+        model_cls = self.model_config_class
+        model_fields = {f.name for f in dataclasses.fields(model_cls)} if model_cls else set()
+        model = {k: v for k, v in given.items() if k in model_fields}
+        return {k: v for k, v in given.items() if k not in model}, model
 
     def check_knobs(self, given: Mapping[str, Any]) -> None:
         """One-line ``ConfigError`` if ``given`` holds a knob this algorithm does not use."""
@@ -90,11 +117,53 @@ def by_checkpoint_algorithm(algorithm: str | None) -> AlgorithmSpec | None:
     return next((s for s in _REGISTRY.values() if s.checkpoint_algorithm == algorithm), None)
 
 
-@functools.cache
-def _declared(config_class: type) -> list:
-    from rllib_diffusion.knobs import declared_knobs
+def _load(dotted: str) -> type:
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module), name)
 
-    return declared_knobs(config_class)
+
+@functools.cache
+def _declared(config: str, model_config: str) -> list:
+    from rllib_diffusion.knobs import declared_knobs, settings_knobs
+
+    cls = _load(config)
+    run_set = getattr(cls, "RUN_SET_KNOBS", ())
+    knobs = [k for k in declared_knobs(cls) if k.name not in run_set]
+    if model_config:
+        knobs += settings_knobs(_load(model_config), exclude=("policy",))
+    return knobs
+
+
+def merged_knobs(algorithms: tuple[str, ...]) -> list[tuple[Any, tuple[str, ...]]]:
+    """Every knob of ``algorithms`` once, with the algorithms declaring it:
+    ``[(Knob, (algo, ...)), ...]`` (the ``Knob`` of the first such algorithm; its help
+    merges the algorithms' texts and, where they differ, lists each one's default)."""
+    table: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for name in algorithms:
+        for knob in get(name).knobs():
+            table.setdefault(knob.name, (knob, {}))[1][name] = knob
+    out = []
+    for knob, per_algo in table.values():
+        by_text: dict[str, list[str]] = {}
+        for algo, k in per_algo.items():
+            by_text.setdefault(k.help, []).append(algo)
+        text = knob.help
+        if len(by_text) > 1:  # e.g. eta: Diffusion-QL's Q weight, DAC's η₀
+            text = " ".join(f"{', '.join(a)}: {t}" for t, a in by_text.items())
+        if len({repr(k.default) for k in per_algo.values()}) > 1:  # e.g. ema_decay
+            shown = "; ".join(f"{a} {_shown(k.default)}" for a, k in per_algo.items())
+            text = f"{text} (defaults: {shown})"
+        out.append((dataclasses.replace(knob, help=text), tuple(per_algo)))
+    return out
+
+
+def _shown(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def finetune_names() -> tuple[str, ...]:
+    """Algorithms ``rllib-diffusion finetune --algo`` runs (those naming a run family)."""
+    return tuple(n for n in names(FINETUNE) if get(n).family)
 
 
 def all_knob_names(kind: str = OFFLINE_Q) -> frozenset[str]:
@@ -138,6 +207,8 @@ for _spec in (
         FINETUNE,
         "DPPO",
         description="DPPO: PPO on the denoising chain of a pretrained diffusion policy",
+        model_config=f"{_Q}.dppo.dppo_rl_module:DPPOModelConfig",
+        family=f"{_Q}.dppo.finetune:DPPOFamily",
     ),
     # The Gaussian baseline uses RLlib's own BC and PPO configs (no knobs of ours).
     AlgorithmSpec(

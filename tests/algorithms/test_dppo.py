@@ -570,7 +570,7 @@ def test_health_warnings():
 
 
 def test_last_iteration_is_sized_to_the_budget():
-    from rllib_diffusion.algorithms.dppo.finetune import last_iteration_decisions
+    from rllib_diffusion.algorithms.finetune_run import last_iteration_decisions
 
     assert last_iteration_decisions(10_000, 4, 200) is None  # full iterations remain
     assert last_iteration_decisions(1500 - 793, 4, 200) == 177  # ceil(707 / 4)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, pretrain
-from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, finetune
+from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
 from rllib_diffusion.data import Episode, EpisodeDataset, save_npz
 from rllib_diffusion.envs.toy import ENV_ID, ReachTargetEnv
 

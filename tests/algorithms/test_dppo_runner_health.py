@@ -12,7 +12,7 @@ import threading
 import time
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, finetune
+from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
 from tests.algorithms.test_dppo_resilience import TINY_FT
 
 # The module (the package exports its ``finetune`` function under the same name).

@@ -60,7 +60,7 @@ def _sweep_return(result: dict) -> float:
 
 
 def test_override_values_are_parsed_and_checked():
-    from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, dppo_knobs
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune_knobs
     from rllib_diffusion.modules.model_config import ConfigError
 
     args = SweepArgs(
@@ -73,7 +73,7 @@ def test_override_values_are_parsed_and_checked():
             "out_dir": "runs/x",
         }
     )
-    s = args.settings(FinetuneSettings, knobs=dppo_knobs(), checkpoint="c", num_epochs=2)
+    s = args.settings(FinetuneSettings, knobs=finetune_knobs(), checkpoint="c", num_epochs=2)
     k = s.knobs  # DPPO knobs (declared by DPPOConfig), by name; --set takes flag spellings
     assert (k["actor_lr"], k["clip_param"], s.use_ddim, s.ddim_steps, k["target_kl"]) == (
         3e-5,
@@ -87,7 +87,7 @@ def test_override_values_are_parsed_and_checked():
     assert coerce_value("64", tuple[int, ...], "x") == (64,)
     with pytest.raises(ConfigError, match="expected int"):
         SweepArgs(overrides={"num_epochs": "many"}).settings(
-            FinetuneSettings, knobs=dppo_knobs(), checkpoint="c"
+            FinetuneSettings, knobs=finetune_knobs(), checkpoint="c"
         )
     with pytest.raises(ConfigError, match="has no field 'lr'"):
         SweepArgs(overrides={"lr": "1"}).settings(FinetuneSettings, checkpoint="c")

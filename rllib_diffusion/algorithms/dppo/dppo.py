@@ -74,6 +74,8 @@ class DPPOConfig(PPOConfig):
         "gamma": "discount per decision (one executed action chunk), as in DPPO.",
         "lambda_": "GAE λ.",
     }
+    #: Knobs of ``training()`` the fine-tuning run sets itself (not user knobs).
+    RUN_SET_KNOBS = ("pretrained_checkpoint",)
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or DPPO)

@@ -17,186 +17,51 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.dppo.dppo import (
-    ALGORITHM_NAME,
-    DPPOConfig,
-    _single,
-    check_policy_match,
-)
+from rllib_diffusion.algorithms import registry
+from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig, _single, check_policy_match
 from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
+from rllib_diffusion.algorithms.finetune_run import (
+    FinetuneSettings,
+    custom_resources,
+    finetune,
+    last_iteration_decisions,
+    learner_module_copy,
+    pretrained_policy,
+    runner_placement,
+    validated,
+    warn_missing_resources,
+)
 from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
 from rllib_diffusion.envs.tasks import normalized, reference_scores
-from rllib_diffusion.knobs import Count, NonNegative, NonNegativeFloat, check_ranges
-from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
-from rllib_diffusion.run_loop import RunControl, RunFamily, before_after_summary, run_training
+from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+from rllib_diffusion.run_loop import RunControl, RunFamily, before_after_summary
 from rllib_diffusion.utils.io import jsonable
 
-
-@dataclass
-class FinetuneSettings:
-    """Settings of a DPPO fine-tuning run: the pretrained policy, run control and
-    resources. DPPO's knobs are declared once, by ``DPPOConfig.training()`` and
-    ``DPPOModelConfig``; here they are only the ``knobs`` a user set.
-
-    Attributes:
-        checkpoint: DiffusionBC checkpoint directory (from ``rllib-diffusion pretrain``).
-        out_dir: output directory.
-        env_steps: budget of env steps (decisions × executed actions). Reached, not
-            rounded up to whole iterations: the last iteration samples exactly the
-            decisions still needed, plus a top-up where episodes ended inside a chunk.
-        num_env_runners: CPU EnvRunners (0: sample in the driver).
-        num_envs_per_env_runner: vectorised envs per EnvRunner.
-        decisions_per_iteration: action chunks sampled per iteration (all runners).
-        use_ddim: sample with DDIM (a DDPM-pretrained policy works too: same ε-network,
-            fewer leading timesteps; DPPO's setting for K = 100 policies).
-        ddim_steps: DDIM steps with ``use_ddim`` (None: the pretrained policy's).
-        knobs: DPPO knobs by name (``DPPOConfig.training()`` and ``DPPOModelConfig``
-            fields, e.g. ``{"clip_param": 0.02, "ft_denoising_steps": 5}``); the others
-            keep their declared defaults. A name DPPO does not declare is refused.
-        eval_interval: deterministic evaluation every this many iterations (0: end only).
-        eval_episodes: episodes per evaluation.
-        checkpoint_interval: checkpoint every this many iterations (0: end only).
-        num_learners: remote learners (0: one learner in the driver process).
-        num_gpus_per_learner: GPUs per learner (a GPU learner where the cluster has one).
-        env_runner_resources: custom Ray resources each EnvRunner requires, e.g.
-            '{"rollout": 1}': EnvRunners only run on nodes started with
-            ``ray start --resources '{"rollout": N}'``.
-        learner_resources: custom Ray resources each remote learner requires, e.g.
-            '{"learner": 1}' (needs num_learners >= 1; with 0 the learner is the driver,
-            placed by ``ray job submit --entrypoint-resources``).
-        resume: continue from OUT/checkpoint if present (iteration, env steps, weights,
-            optimisers, reward scaling); without it an existing checkpoint is an error.
-        overwrite: replace an earlier run in OUT (its checkpoint, progress, result and
-            TensorBoard files); without it (or --resume) an earlier run there is an error.
-        seed: RNG seed.
-    """
-
-    checkpoint: str
-    out_dir: str = "runs/finetune"
-    env_steps: Count = 1_000_000
-    num_env_runners: NonNegative = 1
-    num_envs_per_env_runner: Count = 10
-    decisions_per_iteration: Count = 2000
-    use_ddim: bool = False
-    ddim_steps: Count | None = None
-    knobs: dict[str, Any] = field(default_factory=dict)
-    eval_interval: NonNegative = 5
-    eval_episodes: Count = 10
-    checkpoint_interval: NonNegative = 10
-    num_learners: NonNegative = 0
-    num_gpus_per_learner: NonNegativeFloat = 0.0
-    env_runner_resources: dict[str, float] | None = None
-    learner_resources: dict[str, float] | None = None
-    resume: bool = False
-    overwrite: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_ranges(self)
-
-    @classmethod
-    def of(cls, **values: Any) -> FinetuneSettings:
-        """Settings from one flat set of names, as on the command line: settings fields
-        by name, any other name a DPPO knob (``clip_param`` or its flag's ``clip``)."""
-        from rllib_diffusion.knobs import split_knobs
-
-        names = {f.name for f in fields(cls)} - {"knobs"}
-        settings, knobs = split_knobs(names, dppo_knobs(), values, owner=cls.__name__)
-        return cls(**settings, knobs=knobs)
-
-
-def dppo_knobs() -> list:
-    """Every DPPO knob a user can set: ``DPPOConfig.training()``'s (and the RLlib PPO
-    knobs it lists) and the ``DPPOModelConfig`` fields, minus what the run sets itself."""
-    from rllib_diffusion.knobs import declared_knobs, settings_knobs
-
-    own = [k for k in declared_knobs(DPPOConfig) if k.name not in RUN_SET_KNOBS]
-    return own + settings_knobs(DPPOModelConfig, exclude=("policy",))
-
-
-#: DPPOConfig knobs the run derives from its settings (not user knobs).
-RUN_SET_KNOBS = ("pretrained_checkpoint",)
-
-
-def split_dppo_knobs(knobs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(training, model)`` knobs; a name DPPO does not declare is a one-line error."""
-    from rllib_diffusion.knobs import check_knobs
-
-    check_knobs("dppo", dppo_knobs(), knobs)
-    model_fields = {f.name for f in fields(DPPOModelConfig)}
-    model = {k: v for k, v in knobs.items() if k in model_fields}
-    return {k: v for k, v in knobs.items() if k not in model}, model
-
-
-def pretrained_policy(checkpoint: str | Path, s: FinetuneSettings) -> DiffusionPolicyConfig:
-    """The DiffusionBC checkpoint's policy, switched to DDIM sampling with ``use_ddim``."""
-    meta = read_checkpoint_meta(checkpoint)
-    if meta.algorithm != "DiffusionBC":
-        raise CheckpointError(
-            f"DPPO fine-tunes DiffusionBC checkpoints; '{checkpoint}' is a "
-            f"{meta.algorithm!r} checkpoint. Pretrain with `rllib-diffusion pretrain`."
-        )
-    policy = DiffusionPolicyConfig.from_dict(meta.policy_config, strict=False)
-    if s.use_ddim:
-        # Same ε-network, sampled with DDIM over fewer (leading) timesteps.
-        policy = DiffusionPolicyConfig.from_dict(
-            {**policy.to_dict(), "sampler": "ddim", "ddim_steps": s.ddim_steps}
-        )
-    return policy
-
-
-def custom_resources(s: FinetuneSettings) -> tuple[dict[str, float], dict[str, float]]:
-    """Checked ``(env_runner_resources, learner_resources)``."""
-    runner_resources = check_custom_resources("env_runner_resources", s.env_runner_resources)
-    learner_resources = check_custom_resources("learner_resources", s.learner_resources)
-    if learner_resources and s.num_learners < 1:
-        raise ConfigError(
-            "--learner-resources applies to remote learners: set --num-learners "
-            "(num_learners >= 1) "
-            "(with 0 the learner runs in the driver process; place the driver with "
-            "`ray job submit --entrypoint-resources` instead)."
-        )
-    return runner_resources, learner_resources
-
-
-def validated(config: DPPOConfig) -> DPPOConfig:
-    """``config`` after RLlib's and DPPO's checks, run before Ray starts; a failed check
-    is one ``ConfigError`` line naming the flags (knob names spelled as flags)."""
-    import logging
-    import re
-
-    # RLlib's one-time "running on the new API stack" notice is not for our users.
-    rllib_logger = logging.getLogger("ray.rllib.algorithms.algorithm_config")
-    level, _ = rllib_logger.level, rllib_logger.setLevel(logging.ERROR)
-    try:
-        config.validate()
-    except ValueError as err:
-        text = (str(err).strip().splitlines() or [""])[0]
-        for knob in dppo_knobs():
-            text = re.sub(rf"\b{knob.name}\b", knob.flag, text)
-        raise ConfigError(f"finetune: {text}") from None
-    finally:
-        rllib_logger.setLevel(level)
-    return config
+# ``finetune`` and ``FinetuneSettings`` live in the fine-tuning layer above the families
+# (``finetune_run``); imported here for the callers of this module's older home.
+__all__ = ["DPPOFamily", "FinetuneSettings", "dppo_config_from_pretrained", "finetune"]
 
 
 def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> DPPOConfig:
-    """A ``DPPOConfig`` whose env, spaces and model match the pretrained checkpoint."""
+    """The config of ``s.algo`` (DPPO or a chain-PPO sibling: its registry spec's config
+    and model-config classes) whose env, spaces and model match the pretrained
+    checkpoint."""
     from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
     from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
 
+    spec = registry.get(s.algo)
     policy = pretrained_policy(checkpoint, s)
     runner_resources, learner_resources = custom_resources(s)
-    training, model_knobs = split_dppo_knobs(s.knobs)
-    model = DPPOModelConfig(policy=policy.to_dict(), **model_knobs)
+    training, model_knobs = spec.split_knobs(s.knobs)
+    model = spec.model_config_class(policy=policy.to_dict(), **model_knobs)
     obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
     config = (
-        DPPOConfig()
+        spec.config_class()
         .environment(
             register_chunked_env(),
             env_config=policy_env_config(policy),
@@ -246,9 +111,10 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
 
 
 class DPPOFamily(RunFamily):
-    """DPPO fine-tuning on the run loop: budget in true env steps (the last iteration is
-    sized to end at it), an iteration-0 evaluation of the pretrained policy, restores
-    verified on every EnvRunner, health warnings per iteration."""
+    """DPPO (or a chain-PPO sibling, ``s.algo``) fine-tuning on the run loop: budget in
+    true env steps (the last iteration is sized to end at it), an iteration-0 evaluation
+    of the pretrained policy, restores verified on every EnvRunner, health warnings per
+    iteration."""
 
     tag = "finetune"
     unit = "env_steps"
@@ -258,12 +124,12 @@ class DPPOFamily(RunFamily):
         from rllib_diffusion.utils.runtime import run_metadata
 
         self.s = s
-        self.config = validated(dppo_config_from_pretrained(s.checkpoint, s))
+        self.config = validated(dppo_config_from_pretrained(s.checkpoint, s), s.algo)
         self.policy = DiffusionPolicyConfig.from_dict(
             self.config.model_config["policy"], strict=False
         )
         self._meta = CheckpointMeta(
-            algorithm=ALGORITHM_NAME,
+            algorithm=registry.get(s.algo).checkpoint_algorithm,
             env_id=self.policy.env_id,
             policy_config=self.policy.to_dict(),
             dppo_model_config=self.config.model_config,
@@ -285,7 +151,7 @@ class DPPOFamily(RunFamily):
         from rllib_diffusion.utils.runtime import init_ray
 
         init_ray()
-        with _warn_missing_resources(self.config):
+        with warn_missing_resources(self.config):
             algo = self.config.build_algo()
         print(describe_run(self.config, self.s), flush=True)
         return algo
@@ -357,30 +223,6 @@ class DPPOFamily(RunFamily):
         return before_after_summary(self.tag, base, self.start_evaluation, evaluation)
 
 
-def finetune(settings: FinetuneSettings) -> dict[str, Any]:
-    """Run DPPO fine-tuning on the run loop; returns the summary also written to
-    ``result.json``."""
-    from rllib_diffusion.utils.runtime import limit_threads
-
-    s = settings
-    limit_threads()
-    return run_training(DPPOFamily(s), RunControl.from_settings(s, budget=s.env_steps))
-
-
-def last_iteration_decisions(remaining_env_steps: int, act_steps: int, per_iteration: int):
-    """Decisions of the budget's last iteration, or None while full iterations remain.
-
-    The last iteration samples exactly the ``ceil(remaining / act_steps)`` decisions the
-    budget still needs: up to 1.5 iterations' worth, so that no tiny iteration (a PPO
-    update on a handful of chunks) is left over. Where episodes ended inside a chunk the
-    true env steps fall a little short, and the run loop samples the few decisions still
-    missing; the count ends at most one vector step of the runners' envs above the
-    budget.
-    """
-    decisions = -(-remaining_env_steps // act_steps)
-    return decisions if decisions <= per_iteration * 3 // 2 else None
-
-
 # ------------------------------------------------------------------- resume helpers
 def _check_resumable(meta: CheckpointMeta, model_config: dict[str, Any], where: Path) -> None:
     """The checkpoint's module must be the one these settings build."""
@@ -432,84 +274,10 @@ def _weight_sums(learner) -> dict[str, float]:
     return {k: float(v.detach().double().sum()) for k, v in module.state_dict().items()}
 
 
-# ------------------------------------------------------------ cluster/logging helpers
-def check_custom_resources(name: str, value: dict[str, Any] | None) -> dict[str, float]:
-    """Validate a custom-resources dict (``{"rollout": 1}``); returns a plain copy."""
-    if not value:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name} must be a JSON object like '{{\"rollout\": 1}}', got {value!r}.")
-    res: dict[str, float] = {}
-    for key, amount in value.items():
-        if key in ("CPU", "GPU", "memory", "object_store_memory"):
-            raise ConfigError(
-                f"{name}: {key!r} is not a custom resource; use the num_cpus/num_gpus flags."
-            )
-        try:
-            amount = float(amount)
-        except (TypeError, ValueError):
-            amount = -1.0
-        if amount <= 0:
-            raise ConfigError(f"{name}[{key!r}] must be a positive number, got {value[key]!r}.")
-        res[str(key)] = amount
-    return res
-
-
-def _warn_missing_resources(config: DPPOConfig):
-    """Context manager around ``build_algo()``: a one-line ``ConfigError`` when the
-    cluster can never hold this run's EnvRunners and learners (Ray would queue them
-    forever), else progress lines on stderr while they start (issue 20; see
-    :func:`rllib_diffusion.utils.resources.resource_guard`)."""
-    from rllib_diffusion.utils.resources import resource_guard
-
-    flags = {
-        "num_env_runners": "--num-env-runners",
-        "custom_resources_per_env_runner": "--env-runner-resources",
-        "num_learners": "--num-learners",
-        "num_gpus_per_learner": "--num-gpus-per-learner",
-        "custom_resources_per_learner": "--learner-resources",
-    }
-    return resource_guard(config, tag="[finetune] ", flags=flags, stream=sys.stderr)
-
-
-def runner_placement(algo) -> dict[str, Any]:
-    """Node id, IP and pid of the driver, each remote EnvRunner and each remote learner."""
-    runners = algo.env_runner_group.foreach_env_runner(
-        lambda runner: {**_where(), "worker_index": runner.worker_index},
-        local_env_runner=False,
-    )
-    learners = []
-    if algo.config.num_learners > 0:
-        learners = [r.get() for r in algo.learner_group.foreach_learner(lambda _: _where())]
-    return {"driver": _where(), "env_runners": runners, "learners": learners}
-
-
-def _where() -> dict[str, Any]:
-    """Where the calling process runs (Ray node id, node IP, pid)."""
-    import ray
-
-    return {
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "ip": ray.util.get_node_ip_address(),
-        "pid": os.getpid(),
-    }
-
-
 def _env_config(policy: DiffusionPolicyConfig) -> dict[str, Any]:
     from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
 
     return policy_env_config(policy)
-
-
-def learner_module_copy(algo) -> Any:
-    """A CPU copy of the learner's module (public APIs only, local or remote learner)."""
-    from ray.rllib.core import DEFAULT_MODULE_ID
-
-    spec = algo.config.get_rl_module_spec(spaces=None)
-    module = spec.build()
-    state = algo.learner_group.get_state(components="learner/rl_module/" + DEFAULT_MODULE_ID)
-    module.set_state(state["learner"]["rl_module"][DEFAULT_MODULE_ID])
-    return module
 
 
 def progress_line(

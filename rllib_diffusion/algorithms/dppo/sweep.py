@@ -42,17 +42,14 @@ def dppo_sweep_config(
     checks the checkpoint's env.
     With ``max_t``, the evaluation interval is at most ``max_t`` (0: ``max_t``), so every
     trial measures the sweep metric at least once."""
-    from rllib_diffusion.algorithms.dppo.finetune import (
-        FinetuneSettings,
-        dppo_config_from_pretrained,
-        dppo_knobs,
-    )
+    from rllib_diffusion.algorithms.dppo.finetune import dppo_config_from_pretrained
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune_knobs
     from rllib_diffusion.checkpoints import read_checkpoint_meta
 
     checkpoint = args.require("checkpoint", "a DiffusionBC checkpoint from `pretrain`")
     meta = read_checkpoint_meta(checkpoint)
     settings = args.settings(
-        FinetuneSettings, knobs=dppo_knobs(), checkpoint=checkpoint, seed=args.seed, **defaults
+        FinetuneSettings, knobs=finetune_knobs(), checkpoint=checkpoint, seed=args.seed, **defaults
     )
     if max_t is not None:
         settings.eval_interval = min(settings.eval_interval or max_t, max_t)

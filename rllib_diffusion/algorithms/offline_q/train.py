@@ -244,29 +244,6 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
 
 
 def offline_knobs() -> list[tuple[Any, tuple[str, ...]]]:
-    """Every knob of the offline Q-learners once, with the algorithms declaring it:
-    ``[(Knob, (algo, ...)), ...]`` (the ``Knob`` of the first such algorithm; its help
-    merges the algorithms' texts and, where they differ, lists each one's default)."""
-    import dataclasses
-
-    table: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for name in ALGORITHMS:
-        for knob in registry.get(name).knobs():
-            table.setdefault(knob.name, (knob, {}))[1][name] = knob
-    out = []
-    for knob, per_algo in table.values():
-        by_text: dict[str, list[str]] = {}
-        for algo, k in per_algo.items():
-            by_text.setdefault(k.help, []).append(algo)
-        text = knob.help
-        if len(by_text) > 1:  # e.g. eta: Diffusion-QL's Q weight, DAC's η₀
-            text = " ".join(f"{', '.join(a)}: {t}" for t, a in by_text.items())
-        if len({repr(k.default) for k in per_algo.values()}) > 1:  # e.g. ema_decay
-            shown = "; ".join(f"{a} {_shown(k.default)}" for a, k in per_algo.items())
-            text = f"{text} (defaults: {shown})"
-        out.append((dataclasses.replace(knob, help=text), tuple(per_algo)))
-    return out
-
-
-def _shown(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    """Every knob of the offline Q-learners once, with the algorithms declaring it
+    (:func:`rllib_diffusion.algorithms.registry.merged_knobs`)."""
+    return registry.merged_knobs(ALGORITHMS)
