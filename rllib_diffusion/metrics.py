@@ -28,6 +28,9 @@ ENV_STEPS = "env_steps_lifetime"  # true env steps (decisions × executed action
 # Decisions (action chunks; one step of the chunk env each) sampled so far, top level of
 # DPPO's result: RLlib's own ``num_env_steps_sampled_lifetime`` counts true env steps.
 DECISIONS_LIFETIME = "num_decisions_sampled_lifetime"
+# True env steps sampled in an iteration, summed over EnvRunners (``env_runners/`` of the
+# result; DSRL counts them with an ``on_episode_step`` callback).
+ENV_STEPS_SAMPLED = "true_env_steps_sampled"
 TRAIN_RETURN = "train_return_mean"
 TRAIN_NORMALIZED = "train_normalized_score"
 EVAL_RETURN = "eval_return_mean"

@@ -1,0 +1,257 @@
+"""DSRL: diffusion steering by latent-noise RL (Wagenmaker et al., CoRL 2025) on RLlib's SAC.
+
+Glossary: Ta action horizon, Da action dim, N = Ta*Da flattened noise, To*Do observation.
+
+A pretrained diffusion/flow policy (a DiffusionBC checkpoint) stays frozen. RLlib's SAC
+learns a policy over the sampler's initial noise ``w ∈ [-noise_bound, noise_bound]^N``;
+the env sees ``base_policy(obs, w)``, the decoded action chunk. Nothing of SAC changes:
+its module's action space is the noise Box (set here, not derived from the env), the
+EnvRunners decode (``dsrl_connectors.NoiseToActionChunk``) and the episodes, replay buffer
+and learner hold the noise. This is DSRL-SAC of the official code; its noise-aliased
+variant DSRL-NA (a critic on env actions distilled into a noise critic) is not built yet.
+
+Defaults are the official gym ones (``ajwagen/dsrl``, ``cfg/gym/dsrl_hopper.yaml`` and
+``train_dsrl.py``): SAC lr 3e-4 for actor, critic and temperature, batch 256, τ 0.005,
+γ 0.99, twin critics (min backup), temperature learned from 1.0 towards target entropy
+0.0, 20 gradient steps after every 2 vector steps of the envs, 2001 vector steps of the
+base policy before learning, noise bound 1.5, DDIM 5 steps (η = 0) for diffusion bases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from ray.rllib.algorithms.sac import SAC, SACConfig
+from ray.rllib.connectors.module_to_env import GetActions
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.from_config import NotProvided
+
+from rllib_diffusion.knobs import Positive
+
+ALGORITHM_NAME = "DSRL"
+
+
+@dataclass
+class DSRLModelConfig:
+    """SAC's networks (actor and twin critics) over the noise (RLlib's SAC module).
+
+    Attributes:
+        sac_hidden_dims: hidden sizes of the actor and critic MLPs (official gym hopper
+            3 × 128; walker 3 × 2048, halfcheetah 3 × 1024, robomimic 3 × 2048).
+        sac_activation: hidden activation (official: tanh).
+        sac_layer_norm: LayerNorm after each hidden layer (official: true).
+    """
+
+    sac_hidden_dims: tuple[Positive, ...] = (128, 128, 128)
+    sac_activation: str = "tanh"
+    sac_layer_norm: bool = True
+
+    def rllib_model_config(self) -> dict[str, Any]:
+        """RLlib ``DefaultModelConfig`` keys of SAC's catalog (encoder + linear heads)."""
+        return {
+            "fcnet_hiddens": [int(h) for h in self.sac_hidden_dims],
+            "fcnet_activation": self.sac_activation,
+            "fcnet_use_layernorm": bool(self.sac_layer_norm),
+            "head_fcnet_hiddens": [],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sac_hidden_dims"] = list(self.sac_hidden_dims)
+        return d
+
+
+class DSRLConfig(SACConfig):
+    """Config of :class:`DSRL` (official gym defaults; see the module doc)."""
+
+    #: RLlib SAC knobs DSRL sets to the official values (flags come from here).
+    RLLIB_KNOBS = {
+        "actor_lr": "learning rate of the noise actor (official 3e-4 for all three).",
+        "critic_lr": "learning rate of the twin critics.",
+        "alpha_lr": "learning rate of the SAC temperature.",
+        "tau": "Polyak coefficient of the target critics.",
+        "gamma": "discount per decision (one executed action chunk).",
+        "initial_alpha": "initial SAC temperature.",
+        "target_entropy": "target entropy of the temperature update (official 0.0; 'auto': −N).",
+        "train_batch_size_per_learner": "minibatch size of each gradient step.",
+        "rollout_fragment_length": "vector steps each sub-env samples between update rounds "
+        "(the official train_freq).",
+    }
+    #: Knobs of ``training()`` the fine-tuning run sets itself (not user knobs).
+    RUN_SET_KNOBS = ("base_checkpoint",)
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        self._derived_ready = False
+        super().__init__(algo_class=algo_class or DSRL)
+        self.noise_bound = 1.5
+        self.decoder_ddim_steps: int | None = 5
+        self.init_rollout_steps = 2001
+        self.utd = 20
+        self.base_checkpoint: str | None = None
+        self.actor_lr = 3e-4
+        self.critic_lr = 3e-4
+        self.alpha_lr = 3e-4
+        self.target_entropy = 0.0
+        self.train_batch_size_per_learner = 256
+        self.rollout_fragment_length = 2
+        # SB3's uniform replay (official buffer 20M decisions; grows with the data).
+        self.replay_buffer_config = {"type": "EpisodeReplayBuffer", "capacity": 20_000_000}
+        # The EnvRunner's decoder writes the env's actions; RLlib must not rescale them.
+        self.normalize_actions = False
+        self.clip_actions = False
+        self.sample_timeout_s = 600.0
+        self.rl_module(model_config=DSRLModelConfig().rllib_model_config())
+        self.callbacks(on_episode_step=_count_env_steps())
+        self._derived_ready = True
+
+    @override(SACConfig)
+    def training(
+        self,
+        *,
+        noise_bound: float | None = NotProvided,
+        decoder_ddim_steps: int | None = NotProvided,
+        init_rollout_steps: int | None = NotProvided,
+        utd: int | None = NotProvided,
+        base_checkpoint: str | None = NotProvided,
+        **kwargs: Any,
+    ) -> DSRLConfig:
+        """DSRL's knobs (the rest are SAC's).
+
+        Args:
+            noise_bound: largest |w| of the noise SAC picks, per element (official
+                action_magnitude: 1.5 gym hopper/halfcheetah and robomimic, 2.5 walker).
+            decoder_ddim_steps: DDIM steps (η = 0) that decode the noise of a diffusion
+                base policy (official 5 gym, 8 robomimic); None: the policy's own DDIM
+                steps, or all K steps of a DDPM policy. Flow policies use their Euler
+                steps.
+            init_rollout_steps: vector steps of each EnvRunner acting with the base policy
+                (w ~ N(0, I) clipped to the bound) before SAC acts and learns (official
+                2001 with 4 envs).
+            utd: gradient steps per update round (official 20); a round samples
+                rollout_fragment_length vector steps on every EnvRunner.
+            base_checkpoint: the DiffusionBC checkpoint steered (set by the run).
+        """
+        super().training(**kwargs)
+        for name, value in (
+            ("noise_bound", noise_bound),
+            ("decoder_ddim_steps", decoder_ddim_steps),
+            ("init_rollout_steps", init_rollout_steps),
+            ("utd", utd),
+            ("base_checkpoint", base_checkpoint),
+        ):
+            if value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    # ------------------------------------------------------------ derived values
+    @property
+    def training_intensity(self) -> float:
+        """RLlib's replay ratio that makes each sampling round take ``utd`` updates
+        (the inverse of ``dqn.calculate_rr_weights``' native ratio)."""
+        sampled = (
+            self.get_rollout_fragment_length()
+            * self.num_envs_per_env_runner
+            * max(self.num_env_runners + 1, 1)
+        )
+        return self.utd * self.total_train_batch_size / sampled
+
+    @training_intensity.setter
+    def training_intensity(self, value: float | None) -> None:
+        _refuse_derived(self, "training_intensity", value, "utd")
+
+    @property
+    def num_steps_sampled_before_learning_starts(self) -> int:
+        """Decisions of the base-policy warm-up (all EnvRunners): SAC learns after it."""
+        runners = max(self.num_env_runners, 1)
+        return self.init_rollout_steps * self.num_envs_per_env_runner * runners
+
+    @num_steps_sampled_before_learning_starts.setter
+    def num_steps_sampled_before_learning_starts(self, value: int | None) -> None:
+        _refuse_derived(
+            self, "num_steps_sampled_before_learning_starts", value, "init_rollout_steps"
+        )
+
+    @property
+    def noise_space(self) -> gym.spaces.Box | None:
+        """SAC's action space: ``[-noise_bound, noise_bound]^(Ta*Da)`` of the base policy
+        (None before ``base_checkpoint`` is set)."""
+        if self.base_checkpoint is None:
+            return None
+        from rllib_diffusion.checkpoints import read_checkpoint_meta
+
+        policy = read_checkpoint_meta(self.base_checkpoint).policy_config or {}
+        n = int(policy["horizon"]) * int(policy["action_dim"])
+        return gym.spaces.Box(-self.noise_bound, self.noise_bound, (n,), np.float32)
+
+    # ------------------------------------------------------------ RLlib hooks
+    @override(SACConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        spec = super().get_default_rl_module_spec()
+        spec.action_space = self.noise_space
+        return spec
+
+    @override(SACConfig)
+    def build_module_to_env_connector(self, env=None, spaces=None):
+        from rllib_diffusion.algorithms.dsrl.dsrl_connectors import NoiseToActionChunk
+
+        pipeline = super().build_module_to_env_connector(env, spaces)
+        pipeline.insert_after(
+            GetActions,
+            NoiseToActionChunk(
+                base_checkpoint=self.base_checkpoint,
+                noise_bound=self.noise_bound,
+                ddim_steps=self.decoder_ddim_steps,
+                init_rollout_steps=self.init_rollout_steps,
+            ),
+        )
+        return pipeline
+
+    @override(SACConfig)
+    def validate(self) -> None:
+        super().validate()
+        errors = []
+        if self.base_checkpoint is None:
+            errors.append("base_checkpoint (the DiffusionBC checkpoint) must be set")
+        if not self.noise_bound > 0:
+            errors.append(f"noise_bound must be > 0, got {self.noise_bound}")
+        if self.decoder_ddim_steps is not None and self.decoder_ddim_steps < 1:
+            errors.append(f"decoder_ddim_steps must be >= 1 or None, got {self.decoder_ddim_steps}")
+        if self.init_rollout_steps < 0:
+            errors.append(f"init_rollout_steps must be >= 0, got {self.init_rollout_steps}")
+        if self.utd < 1:
+            errors.append(f"utd must be >= 1, got {self.utd}")
+        if self.normalize_actions or self.clip_actions:
+            errors.append(
+                "normalize_actions and clip_actions must stay False (the decoder "
+                "writes the env's actions)"
+            )
+        if errors:
+            raise ValueError("DSRL: " + "; ".join(errors) + ".")
+
+
+def _refuse_derived(config: DSRLConfig, name: str, value: Any, knob: str) -> None:
+    """Setter of a derived SAC setting: RLlib's constructor may set it, a user may not."""
+    if getattr(config, "_derived_ready", False) and value is not None:
+        raise ValueError(f"DSRL derives {name} from {knob}; set {knob} instead.")
+
+
+def _count_env_steps():
+    from rllib_diffusion.algorithms.dsrl.dsrl_connectors import count_env_steps
+
+    return count_env_steps
+
+
+class DSRL(SAC):
+    """RLlib's SAC over the initial noise of a frozen diffusion/flow policy."""
+
+    @classmethod
+    @override(SAC)
+    def get_default_config(cls) -> DSRLConfig:
+        return DSRLConfig()
+
+
+__all__ = ["ALGORITHM_NAME", "DSRL", "DSRLConfig", "DSRLModelConfig"]
