@@ -13,6 +13,7 @@ RATIO_MEAN = "ratio_mean"
 EXPLAINED_VARIANCE = "explained_variance"
 KL_STOPPED = "kl_early_stopped"
 DENOISING_STD = "denoising_std"  # mean exploration std of the fine-tuned steps in the batch
+ENTROPY = "entropy"  # mean entropy (rate) of the policy units in the batch (ReinFlow)
 BC_REGULARISER = "losses/bc_regulariser"
 # DPPO health signals, one value per iteration (see dppo_learner.py).
 RATIO_FIRST_MINIBATCH = "ratio_first_minibatch"  # mean ratio before any update: must be 1

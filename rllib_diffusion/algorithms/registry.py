@@ -210,6 +210,15 @@ for _spec in (
         model_config=f"{_Q}.dppo.dppo_rl_module:DPPOModelConfig",
         family=f"{_Q}.dppo.finetune:DPPOFamily",
     ),
+    AlgorithmSpec(
+        "reinflow",
+        f"{_Q}.dppo.reinflow:ReinFlowConfig",
+        FINETUNE,
+        "ReinFlow",
+        description="ReinFlow: PPO on a flow policy's Euler chain with a learned noise std",
+        model_config=f"{_Q}.dppo.reinflow_rl_module:ReinFlowModelConfig",
+        family=f"{_Q}.dppo.finetune:DPPOFamily",
+    ),
     # The Gaussian baseline uses RLlib's own BC and PPO configs (no knobs of ours).
     AlgorithmSpec(
         "gaussian_bc",

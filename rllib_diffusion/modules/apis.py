@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import abc
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 
 class DenoisingChainAPI(abc.ABC):
     """An RLModule whose action is the end of a denoising chain with per-step log-probs.
 
-    Glossary: B batch, K_ft fine-tuned denoising steps, Ta action horizon, Da action dim.
+    Glossary: B batch, N env steps, K_ft fine-tuned denoising steps, Ta action horizon,
+    Da action dim, U PPO units per env step.
+
+    The chain-PPO learner scores *units*: by default one per fine-tuned transition (DPPO:
+    a ratio per denoising step); a module may score whole chains instead (ReinFlow)
+    by overriding :meth:`ppo_units`, :attr:`ratio_steps` and :meth:`pair_logp`.
     """
 
     @abc.abstractmethod
     def pair_logp(self, obs: Tensor, x_prev: Tensor, x_next: Tensor, k: Tensor) -> Tensor:
-        """Log-prob ``(B,)`` of denoising transitions ``x_prev -> x_next`` ``(B, Ta, Da)``.
+        """Log-prob ``(B,)`` of the units ``x_prev -> x_next`` (default: denoising
+        transitions, ``(B, Ta, Da)`` each).
 
-        ``k`` ``(B,)`` long indexes the fine-tuned step (0 = first fine-tuned step); the
+        ``k`` ``(B,)`` long indexes the unit's ratio step (0 = first fine-tuned step); the
         log-prob is the mean over executed action rows and action dims (DPPO.md).
         """
 
@@ -25,3 +32,43 @@ class DenoisingChainAPI(abc.ABC):
     @abc.abstractmethod
     def ft_denoising_steps(self) -> int:
         """K_ft, number of denoising steps that are RL actions."""
+
+    @abc.abstractmethod
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """The parameters the actor optimizer trains (never the frozen base actor)."""
+
+    @abc.abstractmethod
+    def exploration_std(self, obs: Tensor, k: Tensor) -> Tensor:
+        """Exploration std of ratio step ``k`` ``(B,)`` at ``obs`` (a health metric)."""
+
+    @property
+    def ratio_steps(self) -> int:
+        """Ratio steps per env step (k = 0..ratio_steps−1): the clip schedule and the
+        denoising discount run over these. Default: one per fine-tuned step."""
+        return self.ft_denoising_steps
+
+    def ppo_units(
+        self, chains: Tensor, chain_logp: Tensor, repeats: int = 1
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The learner's rows from the rollouts' chains ``(N, K_ft+1, Ta, Da)`` and
+        per-step log-probs ``(N, K_ft)``: ``(x_prev, x_next, k, old_logp)`` with N·U rows,
+        env-step major (row ``i·U + u`` belongs to env step i).
+
+        Default (DPPO): one unit per fine-tuned transition, U = K_ft; ``repeats`` must be 1.
+        """
+        if repeats != 1:
+            raise ValueError(f"per-transition units take no repeats, got {repeats}")
+        n, k_ft = chains.shape[0], chains.shape[1] - 1
+        return (
+            chains[:, :-1].reshape(n * k_ft, *chains.shape[2:]),
+            chains[:, 1:].reshape(n * k_ft, *chains.shape[2:]),
+            torch.arange(k_ft, device=chains.device).repeat(n),
+            chain_logp.reshape(n * k_ft),
+        )
+
+    def pair_logp_entropy(
+        self, obs: Tensor, x_prev: Tensor, x_next: Tensor, k: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(pair_logp, entropy (B,) or None)``; the entropy feeds an entropy bonus.
+        Default: no entropy (DPPO has no bonus)."""
+        return self.pair_logp(obs, x_prev, x_next, k), None

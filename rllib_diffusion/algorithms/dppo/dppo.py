@@ -77,6 +77,9 @@ class DPPOConfig(PPOConfig):
     #: Knobs of ``training()`` the fine-tuning run sets itself (not user knobs).
     RUN_SET_KNOBS = ("pretrained_checkpoint",)
 
+    #: Whether the algorithm has an entropy bonus (``entropy_coeff``); DPPO has none.
+    ENTROPY_BONUS = False
+
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or DPPO)
         self.gamma = 0.99
@@ -95,6 +98,9 @@ class DPPOConfig(PPOConfig):
         self.pair_minibatch_size = 10_000
         self.bc_loss_coeff = 0.0
         self.pretrained_checkpoint: str | None = None
+        # Copies of each env step's PPO units per epoch (ReinFlow's repeat_samples); DPPO's
+        # units are its (env step, denoising step) pairs, taken once.
+        self.repeat_samples = 1
         self.use_kl_loss = False
         self.entropy_coeff = 0.0
         self.grad_clip = None
@@ -164,6 +170,11 @@ class DPPOConfig(PPOConfig):
                 setattr(self, name, value)
         return self
 
+    def resolved_weight_decay(self, optimizer: str) -> float:
+        """AdamW weight decay of the ``"actor"`` or ``"critic"`` optimizer (both
+        ``weight_decay`` in DPPO)."""
+        return self.weight_decay
+
     def resolved_actor_lr(self, network: str) -> float:
         """``actor_lr``, or the default of the denoiser ``network`` when it is None."""
         return self.actor_lr if self.actor_lr is not None else DEFAULT_ACTOR_LR[network]
@@ -191,8 +202,10 @@ class DPPOConfig(PPOConfig):
         # check that it fits the batch from firing on it.
         self.minibatch_size = min(self.minibatch_size, self.train_batch_size_per_learner)
         super().validate()
-        if self.use_kl_loss or self.entropy_coeff != 0.0:
-            self._value_error("DPPO uses neither a KL loss nor an entropy bonus.")
+        if self.use_kl_loss or (self.entropy_coeff != 0.0 and not self.ENTROPY_BONUS):
+            self._value_error(
+                f"{self.algo_class.__name__} uses neither a KL loss nor an entropy bonus."
+            )
         for name in ("actor_lr", "critic_lr", "clip_param", "clip_param_base"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")

@@ -19,6 +19,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import columns as C
+from rllib_diffusion.modules.apis import DenoisingChainAPI
 
 #: Columns of the expanded pair batch.
 X_PREV = "x_prev"  # (M, Ta, Da) sample before the denoising step
@@ -110,12 +111,21 @@ class RunningRewardScaling(ConnectorV2):
 
 
 class ExpandDenoisingSteps(ConnectorV2):
-    """Rows of env steps → rows of (env step, fine-tuned denoising step) pairs.
+    """Rows of env steps → rows of PPO units: by default one per (env step, fine-tuned
+    denoising step) pair; the module decides (``DenoisingChainAPI.ppo_units``).
 
     Needs ``chains`` (N, K_ft+1, Ta, Da) and ``chain_logp`` (N, K_ft) from the rollout, and
     GAE's advantages/value targets. Produces ``obs``, ``x_prev``, ``x_next``, ``denoise_k``,
-    ``old_logp``, advantages, value targets and the loss mask, each with N·K_ft rows.
+    ``old_logp``, advantages, value targets and the loss mask, each with N·U rows (U units
+    per env step; U = K_ft for DPPO). ``repeats`` goes to the module (ReinFlow's
+    ``repeat_samples``: each whole chain ``repeats`` times).
     """
+
+    def __init__(
+        self, input_observation_space=None, input_action_space=None, *, repeats: int = 1, **kw
+    ) -> None:
+        super().__init__(input_observation_space, input_action_space, **kw)
+        self.repeats = repeats
 
     @override(ConnectorV2)
     def __call__(self, *, rl_module, batch: dict[str, Any], episodes, **kwargs) -> Any:
@@ -123,17 +133,21 @@ class ExpandDenoisingSteps(ConnectorV2):
             if C.CHAINS not in b:
                 continue
             chains = torch.as_tensor(b[C.CHAINS])
-            n, k_ft = chains.shape[0], chains.shape[1] - 1
+            module = _chain_module(rl_module, module_id)
+            x_prev, x_next, k, old_logp = module.ppo_units(
+                chains, torch.as_tensor(b[C.CHAIN_LOGP]), self.repeats
+            )
+            units = x_prev.shape[0] // chains.shape[0]
 
-            def rep(x: Any, k_ft: int = k_ft) -> torch.Tensor:
-                return torch.as_tensor(x).repeat_interleave(k_ft, dim=0)
+            def rep(x: Any, units: int = units) -> torch.Tensor:
+                return torch.as_tensor(x).repeat_interleave(units, dim=0)
 
             pairs = {
                 Columns.OBS: rep(b[Columns.OBS]),
-                X_PREV: chains[:, :-1].reshape(n * k_ft, *chains.shape[2:]),
-                X_NEXT: chains[:, 1:].reshape(n * k_ft, *chains.shape[2:]),
-                DENOISE_K: torch.arange(k_ft, device=chains.device).repeat(n),
-                OLD_LOGP: torch.as_tensor(b[C.CHAIN_LOGP]).reshape(n * k_ft),
+                X_PREV: x_prev,
+                X_NEXT: x_next,
+                DENOISE_K: k,
+                OLD_LOGP: old_logp,
                 Postprocessing.ADVANTAGES: rep(b[Postprocessing.ADVANTAGES]),
                 Postprocessing.VALUE_TARGETS: rep(b[Postprocessing.VALUE_TARGETS]),
             }
@@ -141,3 +155,21 @@ class ExpandDenoisingSteps(ConnectorV2):
                 pairs[Columns.LOSS_MASK] = rep(b[Columns.LOSS_MASK])
             batch[module_id] = pairs
         return batch
+
+
+def _chain_module(rl_module, module_id) -> DenoisingChainAPI:
+    """The module that defines the units (per-transition ones without a module)."""
+    if rl_module is None:
+        return _PER_TRANSITION
+    has_keys = hasattr(rl_module, "keys") and module_id in rl_module.keys()
+    module = rl_module[module_id] if has_keys else rl_module
+    return module.unwrapped() if hasattr(module, "unwrapped") else module
+
+
+class _PerTransition:
+    """The default units of :class:`DenoisingChainAPI` without a module (tests, tools)."""
+
+    ppo_units = DenoisingChainAPI.ppo_units
+
+
+_PER_TRANSITION = _PerTransition()

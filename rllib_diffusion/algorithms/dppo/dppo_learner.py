@@ -2,7 +2,8 @@
 
 Loss (DPPO.md): per-minibatch advantage normalisation, denoising discount
 ``γ_den^(K_ft − k − 1)``, per-step clip coefficient, clipped surrogate, value loss
-``0.5·(V − R)²·vf_coef``, no entropy or KL penalty; approx-KL (k3) early stop of the
+``0.5·(V − R)²·vf_coef``, no KL penalty and (DPPO) no entropy bonus (ReinFlow's
+``−entropy_coeff·H``, when its module reports an entropy); approx-KL (k3) early stop of the
 remaining minibatches of an update; separate actor/critic optimisers; critic warm-up.
 
 A minibatch never holds more pairs than the iteration collected (as in the reference,
@@ -70,7 +71,7 @@ class DPPOTorchLearner(PPOTorchLearner):
                 self._learner_connector.insert_before(
                     "GeneralAdvantageEstimation", RunningRewardScaling(gamma=self.config.gamma)
                 )
-            self._learner_connector.append(ExpandDenoisingSteps())
+            self._learner_connector.append(ExpandDenoisingSteps(repeats=self.config.repeat_samples))
 
     @classmethod
     @override(PPOTorchLearner)
@@ -80,15 +81,20 @@ class DPPOTorchLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         module = self.module[module_id].unwrapped()
-        for name, net, lr in (
-            ("actor", module.actor_ft, config.resolved_actor_lr(module.policy_config.network)),
-            ("critic", module.critic, config.critic_lr),
+        for name, params, lr in (
+            (
+                "actor",
+                module.actor_parameters(),
+                config.resolved_actor_lr(module.policy_config.network),
+            ),
+            ("critic", self.get_parameters(module.critic), config.critic_lr),
         ):
-            params = self.get_parameters(net)
             self.register_optimizer(
                 module_id=module_id,
                 optimizer_name=name,
-                optimizer=torch.optim.AdamW(params, weight_decay=config.weight_decay),
+                optimizer=torch.optim.AdamW(
+                    params, weight_decay=config.resolved_weight_decay(name)
+                ),
                 params=params,
                 lr_or_lr_schedule=lr,
             )
@@ -107,8 +113,8 @@ class DPPOTorchLearner(PPOTorchLearner):
         )
 
     def _actor_vector(self, module_id) -> torch.Tensor:
-        actor = self.module[module_id].unwrapped().actor_ft
-        return torch.cat([p.detach().reshape(-1) for p in actor.parameters()])
+        params = self.module[module_id].unwrapped().actor_parameters()
+        return torch.cat([p.detach().reshape(-1) for p in params])
 
     @override(PPOTorchLearner)
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
@@ -123,8 +129,8 @@ class DPPOTorchLearner(PPOTorchLearner):
     def compute_gradients(self, loss_per_module, **kwargs):
         grads = super().compute_gradients(loss_per_module, **kwargs)
         for mid, health in self._health.items():
-            actor = self.module[mid].unwrapped().actor_ft
-            sq = [p.grad.detach().pow(2).sum() for p in actor.parameters() if p.grad is not None]
+            params = self.module[mid].unwrapped().actor_parameters()
+            sq = [p.grad.detach().pow(2).sum() for p in params if p.grad is not None]
             if sq:
                 health["grad_norms"].append(float(torch.stack(sq).sum().sqrt()))
         return grads
@@ -183,8 +189,10 @@ class DPPOTorchLearner(PPOTorchLearner):
             return x[mask].mean() if mask is not None else x.mean()
 
         k = batch[DENOISE_K].long()
-        k_ft = module.ft_denoising_steps
-        new_logp = module.pair_logp(batch[Columns.OBS], batch[X_PREV], batch[X_NEXT], k)
+        k_ft = module.ratio_steps
+        new_logp, entropy = module.pair_logp_entropy(
+            batch[Columns.OBS], batch[X_PREV], batch[X_NEXT], k
+        )
         log_ratio = new_logp - batch[OLD_LOGP]
         ratio = log_ratio.exp()
 
@@ -195,13 +203,16 @@ class DPPOTorchLearner(PPOTorchLearner):
         clip = clip_schedule(k_ft, config.clip_param, config.clip_param_base).to(adv.device)[k]
         surrogate = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - clip, 1 + clip))
         pg_loss = mmean(surrogate)
+        actor_loss = pg_loss
+        if config.entropy_coeff > 0 and entropy is not None:
+            actor_loss = actor_loss - config.entropy_coeff * mmean(entropy)
         if self._updates_done < config.critic_warmup_iterations:
-            pg_loss = pg_loss * 0.0
+            pg_loss, actor_loss = pg_loss * 0.0, actor_loss * 0.0
 
         values = module.compute_values(batch)
         targets = batch[Postprocessing.VALUE_TARGETS]
         vf_loss = mmean(0.5 * (values - targets) ** 2)
-        total = pg_loss + config.vf_loss_coeff * vf_loss
+        total = actor_loss + config.vf_loss_coeff * vf_loss
         bc_loss = None
         if config.bc_loss_coeff > 0:
             bc_loss = self._bc_regulariser(module, batch[Columns.OBS])
@@ -222,8 +233,10 @@ class DPPOTorchLearner(PPOTorchLearner):
                 M.RATIO_MEAN: mmean(ratio),
                 M.EXPLAINED_VARIANCE: explained_variance(targets, values),
                 M.KL_STOPPED: float(self._kl_stopped),
-                M.DENOISING_STD: module.sampling_std(k).mean(),
+                M.DENOISING_STD: module.exploration_std(batch[Columns.OBS], k).mean(),
             }
+            if entropy is not None:
+                metrics[M.ENTROPY] = mmean(entropy)
             if bc_loss is not None:
                 metrics[M.BC_REGULARISER] = bc_loss
             for step in range(k_ft):

@@ -99,6 +99,16 @@ class DPPOModelConfig:
     def policy_config(self) -> DiffusionPolicyConfig:
         return DiffusionPolicyConfig.from_dict(self.policy, strict=False)
 
+    def describe(self) -> str:
+        """The chain, for the run's first line."""
+        pol = self.policy_config
+        steps = (
+            f"DDIM {pol.sampling_steps} steps (eta {self.ddim_eta:g})"
+            if pol.sampler == "ddim"
+            else f"DDPM {pol.denoising_steps} steps"
+        )
+        return f"{steps}, fine-tuning the last {self.ft_denoising_steps}"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["logprob_clamp"] = list(self.logprob_clamp)
@@ -236,6 +246,14 @@ class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingCha
             self.schedule, pol.sampler, x_prev, t, t_prev, eps,
             eta=cfg.ddim_eta, clip_x0=pol.clip_x0, min_std=cfg.min_logprob_std,
         )  # fmt: skip
+
+    @override(DenoisingChainAPI)
+    def actor_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.actor_ft.parameters())
+
+    @override(DenoisingChainAPI)
+    def exploration_std(self, obs: Tensor, k: Tensor) -> Tensor:
+        return self.sampling_std(k)
 
     @override(DenoisingChainAPI)
     def pair_logp(self, obs: Tensor, x_prev: Tensor, x_next: Tensor, k: Tensor) -> Tensor:

@@ -24,7 +24,6 @@ from typing import Any
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import registry
 from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig, _single, check_policy_match
-from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
 from rllib_diffusion.algorithms.finetune_run import (
     FinetuneSettings,
     custom_resources,
@@ -363,16 +362,11 @@ def health_warnings(line: dict[str, Any], critic_warmup_iterations: int = 0) -> 
 
 def describe_run(config: DPPOConfig, s: FinetuneSettings) -> str:
     """One line with the resolved knobs that follow other settings."""
-    model = DPPOModelConfig.from_dict(config.model_config)
+    model = registry.get(s.algo).model_config_class.from_dict(config.model_config)
     pol = model.policy_config
-    steps = (
-        f"DDIM {pol.sampling_steps} steps (eta {model.ddim_eta:g})"
-        if pol.sampler == "ddim"
-        else (f"DDPM {pol.denoising_steps} steps")
-    )
     return (
-        f"[finetune] {pol.network} denoiser, {steps}, fine-tuning the last "
-        f"{model.ft_denoising_steps}; actor lr {config.resolved_actor_lr(pol.network):g}; "
+        f"[finetune] {s.algo}: {pol.network} denoiser, {model.describe()}; actor lr "
+        f"{config.resolved_actor_lr(pol.network):g}; "
         f"{s.decisions_per_iteration} decisions x {pol.act_steps} actions per iteration, "
         f"budget {s.env_steps} env steps"
     )
