@@ -18,7 +18,7 @@ import gymnasium as gym
 from rllib_diffusion.data import EpisodeDataset, load_dataset, validate_dataset
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.envs.tasks import make_env
-from rllib_diffusion.knobs import Count, NonNegative
+from rllib_diffusion.knobs import Count, NonNegative, Probability
 from rllib_diffusion.run_loop import RunControl, RunFamily, run_training
 
 
@@ -49,6 +49,12 @@ class OfflineRunSettings:
         allow_out_of_bounds_actions: train on a dataset whose actions lie more than 5%
             of the range outside the env's action bounds (else refused: usually actions
             stored in another scale or env).
+        synthetic_dataset: a dataset of synthetic transitions (e.g. written by
+            `rllib-diffusion synthesize`; Minari id or directory) to train on besides
+            --dataset, which still sets the env, the statistics and the reward scale.
+        real_ratio: fraction of every batch drawn from --dataset, exactly (the rest from
+            --synthetic-dataset): 1 real only, 0 synthetic only; real_ratio × batch size
+            must be a whole number.
     """
 
     dataset: str
@@ -65,12 +71,19 @@ class OfflineRunSettings:
     resume: bool = False
     overwrite: bool = False
     allow_out_of_bounds_actions: bool = False
+    synthetic_dataset: str | None = None
+    real_ratio: Probability = 1.0
 
     def __post_init__(self) -> None:
         from rllib_diffusion.knobs import check_ranges
         from rllib_diffusion.modules.model_config import ConfigError
 
         check_ranges(self)
+        if (self.synthetic_dataset is None) != (self.real_ratio == 1.0):
+            raise ConfigError(
+                "--synthetic-dataset and --real-ratio < 1 go together: give both (e.g. "
+                "--synthetic-dataset PATH --real-ratio 0.5) or neither."
+            )
         if self.gradient_steps < 1 or self.steps_per_iteration < 1:
             raise ConfigError(
                 f"gradient_steps ({self.gradient_steps}) and steps_per_iteration "
@@ -147,15 +160,17 @@ def configure_offline(
     settings: Any,
 ) -> Any:
     """Wire an offline ``AlgorithmConfig``: chunk env and spaces, parquet input, batch,
-    periodic deterministic evaluation on the local evaluation EnvRunner, seed.
+    periodic deterministic evaluation on the local evaluation EnvRunner, seed; with
+    ``settings.synthetic_dataset``, batches mixed with synthetic data at
+    ``settings.real_ratio`` (:func:`synthetic_input`).
 
     ``settings`` provides ``batch_size``, ``steps_per_iteration``, ``eval_interval``,
-    ``eval_episodes`` and ``seed``.
+    ``eval_episodes``, ``seed``, ``synthetic_dataset`` and ``real_ratio``.
     """
     from rllib_diffusion.envs.chunking import register_chunked_env
 
     s = settings
-    return (
+    config = (
         config.environment(
             register_chunked_env(),
             env_config=env_config,
@@ -173,6 +188,73 @@ def configure_offline(
         )
         .debugging(seed=s.seed)
     )
+    if getattr(s, "synthetic_dataset", None) is None:
+        return config
+    from rllib_diffusion.algorithms.mixed_offline_data import mix_offline_data, real_rows
+
+    n_real = real_rows(s.real_ratio, s.batch_size)
+    synthetic_path = synthetic_input(data_path, s, n_real)
+    if n_real == 0:  # synthetic only: plain OfflineData on the synthetic parquet
+        return config.offline_data(input_=[synthetic_path])
+    return mix_offline_data(config, synthetic_path, s.real_ratio)
+
+
+def synthetic_input(data_path: str, settings: Any, n_real: int) -> str:
+    """Parquet of ``settings.synthetic_dataset`` in the form of the real parquet at
+    ``data_path`` (transitions for the offline Q-learners; (obs, action) windows with the
+    real data's normalisation for BC, one-step windows only), with one-line errors for a
+    dataset that does not fit."""
+    import json
+
+    from rllib_diffusion.data import DatasetNormalization
+    from rllib_diffusion.data.offline import (
+        META_FILE,
+        prepare_offline_data,
+        prepare_transition_data,
+    )
+
+    s = settings
+    real_meta = json.loads((Path(data_path) / META_FILE).read_text())
+    synthetic = load_dataset(s.synthetic_dataset)
+    windows = "normalization" in real_meta
+    if windows:
+        norm = DatasetNormalization.from_dict(real_meta["normalization"])
+        want = (norm.obs.dim, norm.action.dim)
+    else:
+        want = (real_meta["obs_dim"], real_meta["action_dim"])
+    if (synthetic.obs_dim, synthetic.action_dim) != want:
+        raise DatasetError(
+            f"--synthetic-dataset '{s.synthetic_dataset}' has (obs, action) dims "
+            f"{(synthetic.obs_dim, synthetic.action_dim)}, --dataset {want}: it was not "
+            "generated from this dataset's env."
+        )
+    if windows:
+        if real_meta["horizon"] != 1 or real_meta["obs_history"] != 1:
+            raise DatasetError(
+                "--synthetic-dataset holds single transitions: it mixes into policies with "
+                "--horizon 1 and --obs-history 1 only (synthetic transitions have no "
+                "action chunks or observation histories)."
+            )
+        info = prepare_offline_data(synthetic, horizon=1, normalization=norm, seed=s.seed)
+        path, n_syn = info.path, info.num_samples
+    else:
+        path, n_syn = prepare_transition_data(synthetic, seed=s.seed)
+    n_real_total = int(real_meta["num_samples"])
+    for name, have, need in (
+        ("--dataset", n_real_total, n_real),
+        ("--synthetic-dataset", n_syn, s.batch_size - n_real),
+    ):
+        if have < need:
+            raise DatasetError(
+                f"{name} has {have} samples, fewer than the {need} per batch that "
+                f"--real-ratio {s.real_ratio} with batch {s.batch_size} draws from it."
+            )
+    print(
+        f"[data] batches of {s.batch_size}: {n_real} real + {s.batch_size - n_real} synthetic "
+        f"(--real-ratio {s.real_ratio}); synthetic: {synthetic.name}, {n_syn} samples",
+        flush=True,
+    )
+    return path
 
 
 def lr_schedule(settings: Any) -> float | list[list[float]]:

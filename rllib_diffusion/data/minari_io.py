@@ -325,6 +325,7 @@ def write_minari(
     description: str | None = None,
     data_format: str = "arrow",
     overwrite: bool = False,
+    extra_metadata: dict[str, Any] | None = None,
 ) -> str:
     """Write episodes as a Minari dataset under ``$MINARI_DATASETS_PATH/<dataset_id>``.
 
@@ -347,6 +348,9 @@ def write_minari(
         data_format: ``"arrow"`` (default), ``"parquet"`` or ``"hdf5"`` (needs h5py).
         overwrite: replace an existing dataset with this id (swapped in only after the new
             one is complete).
+        extra_metadata: JSON-serialisable keys added to the dataset's ``metadata.json``
+            before it is moved into place (e.g. the provenance of synthetic data:
+            :func:`read_extra_metadata` reads them back).
 
     Returns:
         The path of the dataset directory (the one holding ``data/``), as a string.
@@ -448,6 +452,7 @@ def write_minari(
             )
             _fill_storage(mds.storage, buffers)
         _write_ref_scores(scratch / dataset_id / "data", ref_min_score, ref_max_score)
+        _write_extra_metadata(scratch / dataset_id / "data", extra_metadata)
         _move_into_place(scratch, dataset_id, final, overwrite=overwrite)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -476,6 +481,34 @@ def _write_ref_scores(data_dir: Path, ref_min: float | None, ref_max: float | No
     if ref_max is not None:
         meta["ref_max_score"] = float(ref_max)
     meta_path.write_text(json.dumps(meta))
+
+
+def _write_extra_metadata(data_dir: Path, extra: dict[str, Any] | None) -> None:
+    if not extra:
+        return
+    meta_path = data_dir / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    clash = sorted(set(extra) & set(meta))
+    if clash:
+        raise DatasetError(f"extra_metadata keys {clash} would replace Minari's own; rename them.")
+    meta.update(extra)
+    meta_path.write_text(json.dumps(meta))
+
+
+def read_extra_metadata(dataset: str | os.PathLike[str], key: str) -> Any:
+    """The value stored under ``key`` in a local Minari dataset's ``metadata.json`` (by id
+    or path, as :func:`load_minari` resolves them), or None where there is none."""
+    if isinstance(dataset, os.PathLike) or _looks_like_path(str(dataset)):
+        data_dir = _data_dir_of(Path(os.path.expanduser(os.fspath(dataset))).resolve())
+    else:
+        _check_dataset_id(str(dataset))
+        data_dir = minari_root() / str(dataset) / "data"
+        if not data_dir.is_dir():
+            raise _not_found_error(str(dataset), minari_root())
+    try:
+        return json.loads((data_dir / "metadata.json").read_text()).get(key)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"Cannot read {data_dir / 'metadata.json'}: {err}.") from err
 
 
 def _move_into_place(scratch: Path, dataset_id: str, final: Path, *, overwrite: bool) -> None:

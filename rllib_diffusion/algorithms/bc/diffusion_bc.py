@@ -24,27 +24,18 @@ from rllib_diffusion.algorithms.bc.window_prelearner import (
 from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
 
 
-class DiffusionBCConfig(BCConfig):
-    """Config of :class:`DiffusionBC`.
-
-    Network and sampler knobs go in ``.rl_module(model_config=DiffusionPolicyConfig(...).to_dict())``;
-    the dataset in ``.offline_data(input_=[parquet_dir])`` (use
-    :func:`rllib_diffusion.algorithms.bc.diffusion_bc_config_for_dataset` to do both).
-    """
+class DenoiserTrainingConfigMixin:
+    """AdamW weight decay and the EMA schedule of a denoiser trained by
+    :class:`~rllib_diffusion.algorithms.bc.diffusion_bc_learner.DiffusionBCTorchLearner`
+    (diffusion BC, the SynthER generator). Host: ``<Algo>Config(DenoiserTrainingConfigMixin,
+    BCConfig)``."""
 
     def __init__(self, algo_class=None) -> None:
-        super().__init__(algo_class=algo_class or DiffusionBC)
-        # DPPO's gym pretraining: AdamW, lr 1e-3 (cosine to 1e-4), EMA 0.995 every 10 steps.
-        self.lr = 1e-3
-        self.train_batch_size_per_learner = 256
+        super().__init__(algo_class=algo_class)
         self.weight_decay = 1e-6
         self.ema_decay = 0.995
         self.ema_update_every = 10
         self.ema_start = 1000
-        self.prelearner_class = WindowPreLearner
-        self.dataset_num_iters_per_learner = 100
-        self.iter_batches_kwargs = dict(SHUFFLED_ITER_KWARGS)
-        self.map_batches_kwargs = dict(LIGHT_PRELEARNER_KWARGS)
 
     @override(BCConfig)
     def training(
@@ -55,7 +46,7 @@ class DiffusionBCConfig(BCConfig):
         ema_update_every: int | None = NotProvided,
         ema_start: int | None = NotProvided,
         **kwargs: Any,
-    ) -> DiffusionBCConfig:
+    ):
         """Args:
         weight_decay: AdamW weight decay.
         ema_decay: decay of the EMA weights used for acting.
@@ -76,6 +67,38 @@ class DiffusionBCConfig(BCConfig):
         return self
 
     @override(BCConfig)
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.ema_decay < 1.0:
+            self._value_error(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+        if self.ema_update_every < 1:
+            self._value_error(f"ema_update_every must be >= 1, got {self.ema_update_every}.")
+        if self.ema_start < 0:
+            self._value_error(f"ema_start must be >= 0, got {self.ema_start}.")
+        if self.weight_decay < 0:
+            self._value_error(f"weight_decay must be >= 0, got {self.weight_decay}.")
+
+
+class DiffusionBCConfig(DenoiserTrainingConfigMixin, BCConfig):
+    """Config of :class:`DiffusionBC`.
+
+    Network and sampler knobs go in ``.rl_module(model_config=DiffusionPolicyConfig(...).to_dict())``;
+    the dataset in ``.offline_data(input_=[parquet_dir])`` (use
+    :func:`rllib_diffusion.algorithms.bc.diffusion_bc_config_for_dataset` to do both).
+    Knobs: :class:`DenoiserTrainingConfigMixin`.
+    """
+
+    def __init__(self, algo_class=None) -> None:
+        super().__init__(algo_class=algo_class or DiffusionBC)
+        # DPPO's gym pretraining: AdamW, lr 1e-3 (cosine to 1e-4), EMA 0.995 every 10 steps.
+        self.lr = 1e-3
+        self.train_batch_size_per_learner = 256
+        self.prelearner_class = WindowPreLearner
+        self.dataset_num_iters_per_learner = 100
+        self.iter_batches_kwargs = dict(SHUFFLED_ITER_KWARGS)
+        self.map_batches_kwargs = dict(LIGHT_PRELEARNER_KWARGS)
+
+    @override(BCConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_diffusion.modules.diffusion_policy_module import DiffusionPolicyModule
 
@@ -92,18 +115,6 @@ class DiffusionBCConfig(BCConfig):
     def _model_config_auto_includes(self) -> dict[str, Any]:
         # The diffusion model config is complete by itself.
         return {}
-
-    @override(BCConfig)
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.ema_decay < 1.0:
-            self._value_error(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
-        if self.ema_update_every < 1:
-            self._value_error(f"ema_update_every must be >= 1, got {self.ema_update_every}.")
-        if self.ema_start < 0:
-            self._value_error(f"ema_start must be >= 0, got {self.ema_start}.")
-        if self.weight_decay < 0:
-            self._value_error(f"weight_decay must be >= 0, got {self.weight_decay}.")
 
 
 class DiffusionBC(OfflineRestoreMixin, BC):

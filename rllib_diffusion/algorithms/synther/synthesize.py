@@ -1,0 +1,360 @@
+"""Training the SynthER generator and writing synthetic transitions as a Minari dataset
+(``rllib-diffusion synthesize``).
+
+dataset → transition parquet → :class:`SynthER` (RLlib offline API) → checkpoint
+(``CheckpointMeta`` algorithm "SynthER") → its fidelity on the data's marginals
+(``result.json``) → N transitions sampled in chunks → one single-step Minari episode per
+transition (terminal: terminated, else truncated), written atomically with provenance
+under the ``metadata.json`` key :data:`PROVENANCE_KEY`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.offline_run import (
+    OfflineFamily,
+    OfflineRunSettings,
+    lr_schedule,
+    start_offline_run,
+)
+from rllib_diffusion.algorithms.synther.synther import ALGORITHM_NAME
+from rllib_diffusion.data.errors import DatasetError
+from rllib_diffusion.knobs import Count, NonNegative, NonNegativeFloat, Positive, PositiveFloat
+from rllib_diffusion.modules.model_config import ConfigError
+
+#: ``metadata.json`` key of a synthetic dataset's provenance.
+PROVENANCE_KEY = "synthetic_provenance"
+#: Transitions the final fidelity check samples (at most the dataset's size).
+FIDELITY_SAMPLES = 5_000
+
+
+@dataclass
+class SynthERSettings(OfflineRunSettings):
+    """Settings of a generator training run (shared fields in :class:`OfflineRunSettings`).
+
+    Attributes:
+        width: hidden width of the residual MLP denoiser (SynthER's paper: 2048).
+        depth: hidden layers of the denoiser (SynthER's paper: 6).
+        denoising_steps: diffusion steps K of training and sampling (SynthER samples
+            with 128 EDM steps).
+        ddim_steps: sample with this many DDIM steps instead of K DDPM steps (None: DDPM).
+        lr: Adam learning rate (SynthER: 3e-4).
+        lr_end: learning rate at the end of a cosine decay (equal to lr: constant).
+        warmup_steps: linear learning-rate warm-up steps.
+        knobs: ``SynthERConfig.training()`` knobs given (weight decay, EMA schedule).
+    """
+
+    out_dir: str = "runs/synther"
+    gradient_steps: Count = 20_000
+    width: Positive = 512
+    depth: Positive = 4
+    denoising_steps: Count = 100
+    ddim_steps: Count | None = None
+    lr: PositiveFloat = 3e-4
+    lr_end: NonNegativeFloat = 3e-4
+    warmup_steps: NonNegative = 0
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.synthetic_dataset is not None or self.real_ratio != 1.0:
+            raise ConfigError(
+                "the SynthER generator trains on real data only: drop --synthetic-dataset "
+                "and --real-ratio."
+            )
+        if self.ddim_steps is not None and self.ddim_steps > self.denoising_steps:
+            raise ConfigError(
+                f"--ddim-steps ({self.ddim_steps}) must be <= --denoising-steps "
+                f"({self.denoising_steps})."
+            )
+
+
+@dataclass
+class SynthesizeSettings(SynthERSettings):
+    """Settings of ``rllib-diffusion synthesize`` (generator flags: :class:`SynthERSettings`).
+
+    Attributes:
+        dataset_id: Minari id to write the synthetic transitions to (under
+            $MINARI_DATASETS_PATH), e.g. rllib-diffusion/hopper/synther-v0.
+        num_transitions: N, synthetic transitions to write.
+        generator: a SynthER checkpoint to sample from instead of training one (it must
+            have been trained on --dataset; the generator flags are then not used).
+        sample_batch_size: transitions sampled per chunk (one progress line each).
+        overwrite: replace an earlier run in OUT and an existing dataset with this id.
+    """
+
+    dataset_id: str = field(default=None, kw_only=True)  # type: ignore[assignment]
+    num_transitions: Count = field(default=100_000, kw_only=True)
+    generator: str | None = field(default=None, kw_only=True)
+    sample_batch_size: Count = field(default=10_000, kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.dataset_id:
+            raise ConfigError("--dataset-id is required: the Minari id to write.")
+
+
+# --------------------------------------------------------------------------- training
+class SynthERFamily(OfflineFamily):
+    """Generator training in the shared run loop; the final "evaluation" compares
+    generated transitions with the data instead of acting in an env."""
+
+    def final_evaluation(self, ckpt: str, control) -> dict[str, Any]:
+        from rllib_diffusion.checkpoints import load_policy_module
+        from rllib_diffusion.data.transitions import TransitionLayout, dataset_transitions
+
+        module, _ = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
+        real = dataset_transitions(self.dataset)
+        layout = TransitionLayout(self.dataset.obs_dim, self.dataset.action_dim)
+        flat = layout.flatten(real)
+        m = min(FIDELITY_SAMPLES, len(flat))
+        rng = np.random.default_rng(10_000 + control.seed)
+        gen = generate(module, m, seed=10_000 + control.seed)
+        return marginal_fidelity(flat[rng.choice(len(flat), m, replace=False)], layout.flatten(gen))
+
+    def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+        print(
+            f"[{self.tag}] generated vs data over {evaluation['num_samples']} transitions: "
+            f"mean |Δmean|/std {evaluation['mean_abs_z_error']:.3f}, mean std ratio "
+            f"{evaluation['std_ratio_mean']:.3f}, terminal rate "
+            f"{evaluation['terminal_rate_generated']:.4f} (data "
+            f"{evaluation['terminal_rate_data']:.4f}); train time {base['train_seconds']:.0f}s",
+            flush=True,
+        )
+        return {**base, "evaluation": evaluation}
+
+
+def marginal_fidelity(real: np.ndarray, generated: np.ndarray) -> dict[str, Any]:
+    """Per-dimension agreement of generated ``(M, D)`` with real ``(M', D)`` transitions:
+    mean |Δmean| in units of the data's std, the ratio of stds, terminal rates."""
+    std = np.maximum(real.std(axis=0), 1e-6)
+    z_err = np.abs(generated.mean(axis=0) - real.mean(axis=0)) / std
+    varying = real.std(axis=0) > 1e-6
+    ratio = generated.std(axis=0)[varying] / std[varying]
+    return {
+        "num_samples": int(len(generated)),
+        "mean_abs_z_error": float(z_err.mean()),
+        "max_abs_z_error": float(z_err.max()),
+        "std_ratio_mean": float(ratio.mean()) if ratio.size else 1.0,
+        "std_ratio_min": float(ratio.min()) if ratio.size else 1.0,
+        "std_ratio_max": float(ratio.max()) if ratio.size else 1.0,
+        "terminal_rate_data": float(real[:, -1].mean()),
+        "terminal_rate_generated": float(generated[:, -1].mean()),
+    }
+
+
+def generator_model_config(s: SynthERSettings, dataset: Any, env_id: str):
+    """``SynthERModelConfig`` with per-dimension statistics fitted on ``dataset``."""
+    from rllib_diffusion.algorithms.synther.synther_rl_module import SynthERModelConfig
+    from rllib_diffusion.data.transitions import (
+        StandardNormalizer,
+        TransitionLayout,
+        dataset_transitions,
+    )
+
+    layout = TransitionLayout(dataset.obs_dim, dataset.action_dim)
+    flat = layout.flatten(dataset_transitions(dataset))
+    norm = StandardNormalizer.fit(flat)
+    return SynthERModelConfig(
+        obs_dim=dataset.obs_dim,
+        action_dim=dataset.action_dim,
+        width=s.width,
+        depth=s.depth,
+        denoising_steps=s.denoising_steps,
+        ddim_steps=s.ddim_steps,
+        normalization=norm.to_dict(),
+        clip_x0=float(np.abs(norm.normalize(flat)).max()) + 1.0,
+        env_id=env_id,
+    )
+
+
+def build_synther_config(s: SynthERSettings, data_path: str, model) -> Any:
+    """The ``SynthERConfig`` for ``s`` on transition parquet ``data_path``."""
+    import gymnasium as gym
+
+    from rllib_diffusion.algorithms.synther.synther import SynthERConfig
+
+    box = lambda n: gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)  # noqa: E731
+    return (
+        SynthERConfig()
+        .environment(observation_space=box(model.obs_dim), action_space=box(model.action_dim))
+        .training(train_batch_size_per_learner=s.batch_size, lr=lr_schedule(s), **s.knobs)
+        .offline_data(input_=[data_path], dataset_num_iters_per_learner=s.steps_per_iteration)
+        .evaluation(evaluation_interval=None)
+        .debugging(seed=s.seed)
+        .rl_module(model_config=model.to_dict())
+    )
+
+
+def train_generator(settings: SynthERSettings) -> dict[str, Any]:
+    """Train the SynthER generator; returns the summary also written to ``result.json``
+    (``checkpoint``: the generator checkpoint)."""
+    from rllib_diffusion.data.offline import prepare_transition_data
+    from rllib_diffusion.run_loop import RunControl, run_training
+
+    s = settings
+    _, started, dataset, env_id = start_offline_run(s)
+    data_path, n = prepare_transition_data(dataset, seed=s.seed)
+    model = generator_model_config(s, dataset, env_id)
+    print(
+        f"[synther] generator {s.depth}×{s.width} (K={s.denoising_steps}) on {dataset.name}: "
+        f"{n} transitions of dim {model.layout.dim}",
+        flush=True,
+    )
+    config = build_synther_config(s, data_path, model)
+    meta = {"algorithm": ALGORITHM_NAME, "env_id": env_id, "model_config": model.to_dict()}
+    family = SynthERFamily(
+        config.build_algo,
+        s,
+        tag="synther",
+        meta=meta,
+        dataset=dataset,
+        env_config={},
+        loss_key=M.BC_LOSS,
+    )
+    summary = run_training(family, RunControl.from_settings(s, budget=s.gradient_steps))
+    summary["total_seconds"] = time.perf_counter() - started
+    return summary
+
+
+# ------------------------------------------------------------------------- sampling
+def generate(module: Any, n: int, *, seed: int, chunk: int = 10_000, progress=None) -> dict:
+    """``n`` transitions from a loaded :class:`SynthERModule`, sampled in chunks with one
+    torch generator seeded by ``seed`` (the same seed and chunk give the same data).
+    ``progress(done, n)`` is called after each chunk."""
+    import torch
+
+    from rllib_diffusion.data.transitions import TRANSITION_COLUMNS
+
+    gen = torch.Generator().manual_seed(int(seed))
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in TRANSITION_COLUMNS}
+    done = 0
+    while done < n:
+        k = min(chunk, n - done)
+        for name, value in module.generate(k, generator=gen).items():
+            parts[name].append(value)
+        done += k
+        if progress is not None:
+            progress(done, n)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def read_provenance(dataset: str) -> dict[str, Any] | None:
+    """The provenance a synthetic Minari dataset (id or path) was written with, or None
+    for a dataset that is not synthetic."""
+    from rllib_diffusion.data.minari_io import read_extra_metadata
+
+    return read_extra_metadata(dataset, PROVENANCE_KEY)
+
+
+def _check_output_id(s: SynthesizeSettings) -> None:
+    """One-line errors for an output id that cannot be written, before any training."""
+    from rllib_diffusion.data.minari_io import _check_dataset_id, minari_root
+
+    _check_dataset_id(s.dataset_id)
+    if (minari_root() / s.dataset_id).exists() and not s.overwrite:
+        raise DatasetError(
+            f"Minari dataset '{s.dataset_id}' already exists at {minari_root() / s.dataset_id}; "
+            "add --overwrite to replace it, or choose a new version (e.g. '-v1')."
+        )
+
+
+def _generator_checkpoint(s: SynthesizeSettings) -> tuple[str, dict[str, Any]]:
+    """``(checkpoint, training summary or {})``: the given generator (checked), or one
+    trained now."""
+    from rllib_diffusion.checkpoints import CheckpointError, read_checkpoint_meta
+
+    if s.generator is None:
+        summary = train_generator(s)
+        return summary["checkpoint"], summary
+    meta = read_checkpoint_meta(s.generator)
+    if meta.algorithm != ALGORITHM_NAME:
+        raise CheckpointError(
+            f"--generator '{s.generator}' is a {meta.algorithm!r} checkpoint, not a "
+            f"{ALGORITHM_NAME} generator (train one with `rllib-diffusion synthesize` without "
+            "--generator)."
+        )
+    trained_on = (meta.settings or {}).get("dataset")
+    if trained_on != s.dataset:
+        raise ConfigError(
+            f"--generator '{s.generator}' was trained on '{trained_on}', not on --dataset "
+            f"'{s.dataset}'; pass --dataset {trained_on}."
+        )
+    return str(Path(s.generator).expanduser().resolve()), {}
+
+
+def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
+    """Train (or load) the generator and write ``num_transitions`` synthetic transitions as
+    the Minari dataset ``dataset_id``; returns a summary (also ``synthesize.json`` in OUT)."""
+    from rllib_diffusion.checkpoints import load_policy_module
+    from rllib_diffusion.data.minari_io import write_minari
+    from rllib_diffusion.data.transitions import transition_episodes
+    from rllib_diffusion.utils.io import write_json_atomic
+    from rllib_diffusion.utils.runtime import limit_threads, run_metadata
+
+    s = settings
+    limit_threads()
+    _check_output_id(s)
+    ckpt, training = _generator_checkpoint(s)
+    module, meta = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
+    source = meta.dataset or {}
+    started = time.perf_counter()
+
+    def progress(done: int, n: int) -> None:
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        print(f"[synthesize] sampled {done}/{n} transitions  {rate:.0f}/s", flush=True)
+
+    columns = generate(
+        module, s.num_transitions, seed=s.seed, chunk=s.sample_batch_size, progress=progress
+    )
+    sample_seconds = time.perf_counter() - started
+    provenance = {
+        "generator_checkpoint": ckpt,
+        "generator_algorithm": ALGORITHM_NAME,
+        "generator_model": {
+            k: meta.model_config[k] for k in ("width", "depth", "denoising_steps", "ddim_steps")
+        },
+        "source_dataset": s.dataset,
+        "source_dataset_name": source.get("name"),
+        "source_num_transitions": source.get("num_transitions"),
+        "num_transitions": int(s.num_transitions),
+        "seed": int(s.seed),
+        "terminal_rate": float(columns["terminateds"].mean()),
+        "run": run_metadata(),
+    }
+    print(
+        f"[synthesize] writing {s.num_transitions} transitions to '{s.dataset_id}' ...", flush=True
+    )
+    path = write_minari(
+        transition_episodes(columns),
+        s.dataset_id,
+        env_id=meta.env_id,
+        ref_min_score=source.get("ref_min_score"),
+        ref_max_score=source.get("ref_max_score"),
+        algorithm_name=ALGORITHM_NAME,
+        description=f"{s.num_transitions} SynthER transitions generated from {s.dataset} "
+        "(one single-step episode each)",
+        overwrite=s.overwrite,
+        extra_metadata={PROVENANCE_KEY: provenance},
+    )
+    summary = {
+        "dataset_id": s.dataset_id,
+        "path": path,
+        "provenance": provenance,
+        "sample_seconds": sample_seconds,
+        "write_seconds": time.perf_counter() - started - sample_seconds,
+        "generator_evaluation": training.get("evaluation"),
+        "settings": asdict(s),
+    }
+    out = Path(s.out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "synthesize.json", summary)
+    print(f"[synthesize] wrote {path} ({summary['write_seconds']:.0f}s)", flush=True)
+    return summary
