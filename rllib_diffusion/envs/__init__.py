@@ -1,7 +1,9 @@
 """Gymnasium wrappers (action chunks, normalisation), task tables and a toy task."""
 
+from rllib_diffusion.envs.avoid import register as _register_avoid
 from rllib_diffusion.envs.toy import register as _register_toy
 
 # Registered on import so that EnvRunner processes (which import the chunk-env creator
 # from this package) can make it too.
 _register_toy()
+_register_avoid()

@@ -1,0 +1,194 @@
+"""Mode metrics on ``rllib_diffusion/Avoid-v0``: success rate and routes taken.
+
+:func:`route_stats` summarises episodes (each a mapping with ``success`` and ``route``);
+:func:`rollout_module` runs a policy RLModule in the (chunked) Avoid env the way
+:func:`rllib_diffusion.evaluation.evaluate_module` does (lock-step episodes, episode ``i``
+reset with ``seed + i``, torch RNG seeded) but keeps each episode's final info (route,
+success) and its path; ``benchmarks/avoid_modes.py`` uses both on a checkpoint.
+
+Routes are counted over **successful** episodes only (a route that ends in an obstacle is
+not a way through). The entropy is in nats over the observed route frequencies; the
+normalised entropy divides it by log 24 (the number of route codes), as D3IL does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from rllib_diffusion.envs.avoid import NUM_ROUTE_CODES, route_name
+
+
+def route_stats(episodes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Success rate and route statistics of ``episodes``.
+
+    Returns ``episodes``, ``successes``, ``success_rate``, ``num_routes`` (distinct routes of
+    successful episodes), ``route_counts`` / ``route_frequencies`` (by route name, most
+    frequent first), ``route_entropy`` (nats), ``route_entropy_normalized`` (÷ log 24) and
+    ``failure_routes`` (the partial routes at which failed episodes ended).
+    """
+    eps = list(episodes)
+    ok = [tuple(int(g) for g in e["route"]) for e in eps if e["success"]]
+    failed = [tuple(int(g) for g in e["route"]) for e in eps if not e["success"]]
+    counts = Counter(route_name(r) for r in ok)
+    ordered = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    n_ok = len(ok)
+    freqs = {k: v / n_ok for k, v in ordered.items()} if n_ok else {}
+    entropy = -sum(p * math.log(p) for p in freqs.values())
+    return {
+        "episodes": len(eps),
+        "successes": n_ok,
+        "success_rate": n_ok / len(eps) if eps else 0.0,
+        "num_routes": len(counts),
+        "route_counts": ordered,
+        "route_frequencies": freqs,
+        "route_names": list(ordered),
+        "route_entropy": entropy,
+        "route_entropy_normalized": entropy / math.log(NUM_ROUTE_CODES),
+        "failure_routes": dict(Counter(route_name(r) for r in failed)),
+    }
+
+
+def rollout_module(
+    module: Any,
+    env_config: dict[str, Any],
+    *,
+    num_episodes: int = 100,
+    seed: int = 0,
+    deterministic: bool = True,
+) -> list[dict[str, Any]]:
+    """Run ``num_episodes`` episodes of ``module`` in ``make_chunked_env(env_config)``.
+
+    Returns one dict per episode: ``success``, ``collision``, ``route`` (tuple),
+    ``route_name``, ``return``, ``length`` (env steps) and ``path`` ((T+1, 2) positions).
+    """
+    import torch
+
+    from rllib_diffusion.envs.chunking import make_chunked_env
+    from rllib_diffusion.evaluation import policy_actions
+
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
+    envs = [make_chunked_env(dict(env_config)) for _ in range(num_episodes)]
+    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    returns = np.zeros(num_episodes)
+    lengths = np.zeros(num_episodes, dtype=np.int64)
+    infos: list[dict[str, Any]] = [{} for _ in envs]
+    alive = np.ones(num_episodes, dtype=bool)
+    device = next(iter(module.parameters())).device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        while alive.any():
+            idx = np.flatnonzero(alive)
+            batch = torch.as_tensor(
+                np.stack([obs[i] for i in idx]), dtype=torch.float32, device=device
+            )
+            with torch.no_grad():
+                actions = policy_actions(module, batch, deterministic=deterministic).cpu().numpy()
+            for j, i in enumerate(idx):
+                obs[i], reward, terminated, truncated, info = envs[i].step(actions[j])
+                returns[i] += reward
+                lengths[i] += info.get("env_steps", 1)
+                infos[i] = info
+                if terminated or truncated:
+                    alive[i] = False
+    out = []
+    for i, env in enumerate(envs):
+        info = infos[i]
+        out.append(
+            {
+                "success": bool(info.get("success", False)),
+                "collision": bool(info.get("collision", False)),
+                "route": tuple(int(g) for g in info.get("route", (-1, -1, -1))),
+                "route_name": info.get("route_name", "x-x-x"),
+                "return": float(returns[i]),
+                "length": int(lengths[i]),
+                "path": np.asarray(env.unwrapped.trajectory, np.float64),
+            }
+        )
+        env.close()
+    return out
+
+
+def evaluate_modes(
+    module: Any,
+    env_config: dict[str, Any],
+    *,
+    num_episodes: int = 100,
+    seed: int = 0,
+    deterministic: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """:func:`rollout_module` then :func:`route_stats`; returns ``(stats, episodes)`` where
+    ``stats`` also has ``return_mean``, ``length_mean``, ``env_steps`` and ``seconds``."""
+    t0 = time.perf_counter()
+    episodes = rollout_module(
+        module, env_config, num_episodes=num_episodes, seed=seed, deterministic=deterministic
+    )
+    stats = route_stats(episodes)
+    stats.update(
+        deterministic=deterministic,
+        seed=seed,
+        return_mean=float(np.mean([e["return"] for e in episodes])),
+        length_mean=float(np.mean([e["length"] for e in episodes])),
+        collisions=int(sum(e["collision"] for e in episodes)),
+        env_steps=int(sum(e["length"] for e in episodes)),
+        seconds=time.perf_counter() - t0,
+    )
+    return stats, episodes
+
+
+def plot_paths(
+    groups: Mapping[str, list[dict[str, Any]]], path: str, *, title: str | None = None
+) -> str:
+    """Save a PNG with one panel per entry of ``groups`` (label -> episodes with ``path``
+    and ``success``): obstacles, finish line, successful paths coloured by route, failed
+    paths grey. Written atomically; needs matplotlib."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    from rllib_diffusion.envs.avoid import GOAL_Y, OBSTACLES, X_BOUNDS, Y_BOUNDS
+
+    n = len(groups)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 4.4), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (label, eps) in zip(axes[0], groups.items(), strict=True):
+        stats = route_stats(eps)
+        colour = {name: cmap(k % 10) for k, name in enumerate(sorted(stats["route_counts"]))}
+        for e in eps:
+            p = np.asarray(e["path"])
+            if e["success"]:
+                ax.plot(p[:, 0], p[:, 1], lw=0.8, alpha=0.6, color=colour[route_name(e["route"])])
+            else:
+                ax.plot(p[:, 0], p[:, 1], lw=0.8, alpha=0.6, color="0.6", ls="--")
+        for x, y, r in OBSTACLES:
+            ax.add_patch(Circle((x, y), r, color="tab:red"))
+        ax.axhline(GOAL_Y, color="tab:green", lw=2)
+        ax.set_xlim(*X_BOUNDS)
+        ax.set_ylim(Y_BOUNDS[0], Y_BOUNDS[1])
+        ax.set_aspect("equal")
+        ax.set_title(
+            f"{label}\nsuccess {100 * stats['success_rate']:.0f}%, "
+            f"{stats['num_routes']} routes, H={stats['route_entropy']:.2f}",
+            fontsize=9,
+        )
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path[: -len(".png")] + ".tmp.png" if path.endswith(".png") else path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,265 @@
+"""Scripted multimodal demonstrations for ``rllib_diffusion/Avoid-v0``, written as Minari.
+
+The demonstrator picks a route per episode by fair coin flips, one per obstacle row: left
+or right of the row-1 obstacle, then one gap to the left or to the right at each further
+row (gap ``g`` of row ``r`` leads to gap ``g`` or ``g + 1`` of row ``r + 1``). That makes the
+8 routes ``0-0-0, 0-0-1, 0-1-1, 0-1-2, 1-1-1, 1-1-2, 1-2-2, 1-2-3`` (see
+:func:`rllib_diffusion.envs.avoid.route_name`), each used by 1/8 of the episodes in
+expectation. It steers towards the centre of the chosen gap of each row in turn (with a
+per-episode jitter of the gap centres and of the speed) and adds Gaussian action noise.
+
+Only successful episodes are written (a failed attempt is retried with the next seed; with
+the default noise there are none). The dataset's metadata holds the route counts and the
+reference scores 0 and 1, so that the normalised score of a policy is its success rate in
+percent (with shaping off).
+
+Run ``python -m rllib_diffusion.collect.avoid_demos --episodes 200 --dataset-id
+rllib-diffusion/avoid/scripted-v0`` (or ``experiments/avoid_demos.py`` with the same flags),
+then ``rllib-diffusion pretrain --dataset rllib-diffusion/avoid/scripted-v0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rllib_diffusion.envs.avoid import ENV_ID, GOAL_Y, ROWS
+
+#: Centre x of each gap of each row (gap 0 left of the first obstacle).
+GAP_CENTRES: tuple[tuple[float, ...], ...] = (
+    (0.425, 0.575),
+    (0.35, 0.50, 0.65),
+    (0.275, 0.425, 0.575, 0.725),
+)
+#: The routes the demonstrator takes (one gap sideways per row).
+DEMO_ROUTES: tuple[tuple[int, int, int], ...] = tuple(
+    (g1, g2, g3) for g1 in (0, 1) for g2 in (g1, g1 + 1) for g3 in (g2, g2 + 1)
+)
+
+
+@dataclass
+class AvoidDemonstrator:
+    """Waypoint follower through the gaps of a route; ``act(pos)`` returns an action.
+
+    ``noise``: std of the Gaussian noise added to each action (in action units);
+    ``gap_jitter``: uniform jitter (m) of each gap centre per episode; ``speed``: range of
+    the per-episode speed (fraction of the maximal step).
+    """
+
+    noise: float = 0.05
+    gap_jitter: float = 0.015
+    speed: tuple[float, float] = (0.6, 0.9)
+    route: tuple[int, int, int] = (0, 0, 0)
+    _waypoints: list[np.ndarray] = field(default_factory=list)
+    _k: int = 0
+    _speed: float = 0.75
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    def reset(self, rng: np.random.Generator, route: tuple[int, int, int] | None = None) -> None:
+        """Start an episode on ``route`` (default: drawn by coin flips, see the module doc)."""
+        self._rng = rng
+        if route is None:
+            g1 = int(rng.integers(2))
+            g2 = g1 + int(rng.integers(2))
+            route = (g1, g2, g2 + int(rng.integers(2)))
+        self.route = tuple(int(g) for g in route)  # type: ignore[assignment]
+        xs = [
+            GAP_CENTRES[r][g] + rng.uniform(-self.gap_jitter, self.gap_jitter)
+            for r, g in enumerate(self.route)
+        ]
+        self._waypoints = [np.array([x, row_y]) for x, (row_y, _) in zip(xs, ROWS, strict=True)]
+        self._waypoints.append(np.array([xs[-1], GOAL_Y + 0.05]))
+        self._k = 0
+        self._speed = float(rng.uniform(*self.speed))
+
+    def act(self, pos: np.ndarray) -> np.ndarray:
+        pos = np.asarray(pos, np.float64)
+        # A waypoint is passed once its row is crossed.
+        while self._k < len(self._waypoints) - 1 and pos[1] >= self._waypoints[self._k][1]:
+            self._k += 1
+        d = self._waypoints[self._k] - pos
+        direction = d / max(float(np.linalg.norm(d)), 1e-9)
+        a = self._speed * direction + self.noise * self._rng.standard_normal(2)
+        return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+
+def run_demo_episode(
+    env: Any, demonstrator: AvoidDemonstrator, seed: int, route: tuple[int, int, int] | None = None
+) -> dict[str, Any]:
+    """One episode in ``env`` (an ``Avoid-v0`` env); returns its arrays, success and route."""
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    demonstrator.reset(rng, route)
+    observations, actions, rewards = [np.asarray(obs, np.float32)], [], []
+    terminated = truncated = False
+    info: dict[str, Any] = {}
+    while not (terminated or truncated):
+        action = demonstrator.act(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(np.asarray(obs, np.float32))
+        actions.append(action)
+        rewards.append(float(reward))
+    return {
+        "observations": np.stack(observations),
+        "actions": np.stack(actions),
+        "rewards": np.asarray(rewards, np.float32),
+        "terminated": bool(terminated),
+        "truncated": bool(truncated and not terminated),
+        "success": bool(info.get("success")),
+        "route": tuple(info.get("route", (-1, -1, -1))),
+        "intended_route": demonstrator.route,
+    }
+
+
+def demo_episodes(
+    num_episodes: int,
+    *,
+    seed: int = 0,
+    noise: float = 0.05,
+    keep_failures: bool = False,
+    max_attempts: int | None = None,
+    progress: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """``num_episodes`` scripted episodes (successful ones only unless ``keep_failures``);
+    attempt ``i`` uses seed ``seed + i``. Returns ``(episodes, attempts)``."""
+    from rllib_diffusion.envs.tasks import make_env
+
+    env = make_env(ENV_ID, **(env_kwargs or {}))
+    demonstrator = AvoidDemonstrator(noise=noise)
+    max_attempts = max_attempts if max_attempts is not None else 2 * num_episodes + 10
+    episodes: list[dict[str, Any]] = []
+    attempts = 0
+    t0 = last = time.perf_counter()
+    while len(episodes) < num_episodes:
+        if attempts >= max_attempts:
+            raise RuntimeError(
+                f"Only {len(episodes)} of {num_episodes} scripted Avoid episodes succeeded in "
+                f"{attempts} attempts; lower --noise."
+            )
+        ep = run_demo_episode(env, demonstrator, seed + attempts)
+        attempts += 1
+        if ep["success"] or keep_failures:
+            episodes.append(ep)
+        now = time.perf_counter()
+        if progress and (now - last > 5 or len(episodes) == num_episodes):
+            last = now
+            print(
+                f"[avoid-demos] {len(episodes)}/{num_episodes} episodes kept, {attempts} attempts, "
+                f"{now - t0:.1f}s",
+                flush=True,
+            )
+    env.close()
+    return episodes, attempts
+
+
+def write_avoid_dataset(
+    dataset_id: str,
+    num_episodes: int = 200,
+    *,
+    seed: int = 0,
+    noise: float = 0.05,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Collect ``num_episodes`` successful demos and write Minari dataset ``dataset_id``
+    (atomically: :func:`rllib_diffusion.data.write_minari`). Returns a summary dict."""
+    from rllib_diffusion.avoid_modes import route_stats
+    from rllib_diffusion.data import Episode, write_minari
+
+    t0 = time.perf_counter()
+    raw, attempts = demo_episodes(num_episodes, seed=seed, noise=noise, progress=progress)
+    episodes = []
+    for ep in raw:
+        T = len(ep["actions"])
+        term, trunc = np.zeros(T, bool), np.zeros(T, bool)
+        term[-1], trunc[-1] = ep["terminated"], ep["truncated"]
+        episodes.append(
+            Episode(
+                observations=ep["observations"],
+                actions=ep["actions"],
+                rewards=ep["rewards"],
+                terminations=term,
+                truncations=trunc,
+            )
+        )
+    stats = route_stats([{"success": e["success"], "route": e["route"]} for e in raw])
+    stats["attempts"] = attempts
+    path = write_minari(
+        episodes,
+        dataset_id,
+        env_id=ENV_ID,
+        ref_min_score=0.0,
+        ref_max_score=1.0,
+        algorithm_name="scripted-avoid-demonstrator",
+        author="rllib-diffusion avoid_demos",
+        description=(
+            f"{len(episodes)} scripted multimodal demonstrations of {ENV_ID} "
+            f"({stats['num_routes']} routes, action noise {noise})."
+        ),
+        overwrite=overwrite,
+        extra_metadata={"avoid_routes": stats},
+    )
+    summary = {
+        "dataset_id": dataset_id,
+        "path": path,
+        "env_id": ENV_ID,
+        "episodes": len(episodes),
+        "transitions": int(sum(len(e.actions) for e in episodes)),
+        "seed": seed,
+        "noise": noise,
+        "seconds": time.perf_counter() - t0,
+        **stats,
+    }
+    if progress:
+        print(
+            f"[avoid-demos] wrote {dataset_id}: {summary['episodes']} episodes, "
+            f"{summary['transitions']} transitions, {summary['num_routes']} routes "
+            f"{summary['route_counts']} -> {path}",
+            flush=True,
+        )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rllib_diffusion.collect.avoid_demos",
+        description=f"Scripted multimodal demonstrations of {ENV_ID}, written as a Minari dataset.",
+    )
+    parser.add_argument("--episodes", type=int, default=200, help="successful demos to keep")
+    parser.add_argument(
+        "--dataset-id", default="rllib-diffusion/avoid/scripted-v0", help="Minari id to write"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode")
+    parser.add_argument("--noise", type=float, default=0.05, help="std of the action noise")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+    if args.noise < 0:
+        parser.error("--noise must be >= 0")
+    from rllib_diffusion.data.errors import DatasetError
+
+    try:
+        summary = write_avoid_dataset(
+            args.dataset_id,
+            args.episodes,
+            seed=args.seed,
+            noise=args.noise,
+            overwrite=args.overwrite,
+        )
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
