@@ -219,6 +219,15 @@ for _spec in (
         model_config=f"{_Q}.dppo.reinflow_rl_module:ReinFlowModelConfig",
         family=f"{_Q}.dppo.finetune:DPPOFamily",
     ),
+    AlgorithmSpec(
+        "dsrl",
+        f"{_Q}.dsrl.dsrl:DSRLConfig",
+        FINETUNE,
+        "DSRL",
+        description="DSRL: SAC over the initial noise of a frozen diffusion/flow policy",
+        model_config=f"{_Q}.dsrl.dsrl:DSRLModelConfig",
+        family=f"{_Q}.dsrl.finetune:DSRLFamily",
+    ),
     # The Gaussian baseline uses RLlib's own BC and PPO configs (no knobs of ours).
     AlgorithmSpec(
         "gaussian_bc",

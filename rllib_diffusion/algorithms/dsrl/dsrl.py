@@ -76,7 +76,7 @@ class DSRLConfig(SACConfig):
         "tau": "Polyak coefficient of the target critics.",
         "gamma": "discount per decision (one executed action chunk).",
         "initial_alpha": "initial SAC temperature.",
-        "target_entropy": "target entropy of the temperature update (official 0.0; 'auto': −N).",
+        "target_entropy": "target entropy of the temperature update (official 0.0).",
         "train_batch_size_per_learner": "minibatch size of each gradient step.",
         "rollout_fragment_length": "vector steps each sub-env samples between update rounds "
         "(the official train_freq).",

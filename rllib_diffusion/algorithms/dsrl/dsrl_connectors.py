@@ -54,6 +54,7 @@ class NoiseToActionChunk(ConnectorV2):
         **kwargs: Any,
     ) -> None:
         super().__init__(input_observation_space, input_action_space, **kwargs)
+        self.base_checkpoint, self.ddim_steps = base_checkpoint, ddim_steps
         self.decoder = load_decoder(base_checkpoint, ddim_steps)
         self.noise_bound = float(noise_bound)
         self.init_rollout_steps = int(init_rollout_steps)
@@ -82,6 +83,28 @@ class NoiseToActionChunk(ConnectorV2):
         )
         return batch
 
+    @override(ConnectorV2)
+    def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"exploring_steps": self.exploring_steps}
+
+    @override(ConnectorV2)
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.exploring_steps = int(state.get("exploring_steps", self.exploring_steps))
+        if state.get(END_WARMUP):
+            self.exploring_steps = max(self.exploring_steps, self.init_rollout_steps)
+
+    @override(ConnectorV2)
+    def get_ctor_args_and_kwargs(self) -> tuple[tuple, dict[str, Any]]:
+        return (
+            (self.input_observation_space, self.input_action_space),
+            {
+                "base_checkpoint": self.base_checkpoint,
+                "noise_bound": self.noise_bound,
+                "ddim_steps": self.ddim_steps,
+                "init_rollout_steps": self.init_rollout_steps,
+            },
+        )
+
     @staticmethod
     def _squashed_actions(rl_module: RLModule, batch: dict[str, Any], explore: bool) -> Tensor:
         """SAC's action in [-1, 1]^N: the squashed sample when exploring, ``tanh(mean)``
@@ -91,6 +114,19 @@ class NoiseToActionChunk(ConnectorV2):
         dist_cls = rl_module.get_exploration_action_dist_cls()
         dist = dist_cls.from_logits(torch.as_tensor(batch[Columns.ACTION_DIST_INPUTS]))
         return torch.tanh(dist.loc)
+
+
+#: ``set_state`` key that ends the base-policy warm-up (a resumed run is past it).
+END_WARMUP = "end_warmup"
+
+
+def end_warmup(runner: Any) -> None:
+    """Called on an EnvRunner: its decoder's warm-up is over (public state API)."""
+    from ray.rllib.core import COMPONENT_MODULE_TO_ENV_CONNECTOR
+
+    runner.set_state(
+        {COMPONENT_MODULE_TO_ENV_CONNECTOR: {NoiseToActionChunk.__name__: {END_WARMUP: True}}}
+    )
 
 
 def base_policy_noise(shape: tuple[int, ...], noise_bound: float) -> Tensor:

@@ -1,0 +1,271 @@
+"""DSRL fine-tuning run: DiffusionBC checkpoint → SAC over its noise → checkpoints + curve.
+
+``rllib-diffusion finetune --algo dsrl --checkpoint <BC checkpoint>``: a
+:class:`DSRLFamily` on the shared run loop (``rllib_diffusion.run_loop``), driven by
+``FinetuneSettings``' run control. Budget in true env steps (an iteration samples
+``decisions_per_iteration`` chunks; the budget is reached at the first iteration that
+crosses it). Iteration 0 evaluates the base policy as DSRL decodes it (``w ~ N(0, I)``);
+the end evaluates the saved checkpoint (SAC's noise policy, deterministic ``tanh(mean)``,
+decoded by the base policy named in its metadata). ``resume`` continues from
+``out_dir/checkpoint`` (networks, optimisers, temperature, counters; the replay buffer
+is not checkpointed, as in RLlib's SAC by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.dsrl.dsrl import ALGORITHM_NAME, DSRLConfig, DSRLModelConfig
+from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
+from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
+from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_after_summary
+
+#: DSRL knobs recorded in the checkpoint metadata (``hyperparameters``): what decodes.
+DECODER_KNOBS = ("noise_bound", "decoder_ddim_steps")
+
+
+def base_policy(checkpoint: str | Path) -> tuple[DiffusionPolicyConfig, CheckpointMeta]:
+    """The DiffusionBC checkpoint's policy config and metadata (a one-line error if it is
+    another kind of checkpoint)."""
+    meta = read_checkpoint_meta(checkpoint)
+    if meta.algorithm != "DiffusionBC":
+        raise CheckpointError(
+            f"DSRL steers DiffusionBC checkpoints; '{checkpoint}' is a {meta.algorithm!r} "
+            "checkpoint. Pretrain with `rllib-diffusion pretrain`."
+        )
+    return DiffusionPolicyConfig.from_dict(meta.policy_config, strict=False), meta
+
+
+def dsrl_config(s: Any) -> DSRLConfig:
+    """A ``DSRLConfig`` for settings ``s`` (``FinetuneSettings``): env, spaces and
+    resources from the base checkpoint and the run control, knobs from ``s.knobs``."""
+    from rllib_diffusion.algorithms import registry
+    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
+    from rllib_diffusion.algorithms.finetune_run import custom_resources
+    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
+
+    if getattr(s, "use_ddim", False) or getattr(s, "ddim_steps", None) is not None:
+        raise ConfigError(
+            "finetune --algo dsrl: --use-ddim/--ddim-steps are DPPO's; DSRL decodes "
+            "diffusion policies with DDIM (eta 0) over --decoder-ddim-steps."
+        )
+    policy, _ = base_policy(s.checkpoint)
+    training, model = registry.get(s.algo).split_knobs(s.knobs)
+    runner_resources, learner_resources = custom_resources(s)
+    obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
+    return (
+        DSRLConfig()
+        .environment(
+            register_chunked_env(),
+            env_config=policy_env_config(policy),
+            observation_space=obs_space,
+            action_space=act_space,
+        )
+        .env_runners(
+            num_env_runners=s.num_env_runners,
+            num_envs_per_env_runner=s.num_envs_per_env_runner,
+            num_cpus_per_env_runner=1,
+            custom_resources_per_env_runner=runner_resources,
+        )
+        .learners(
+            num_learners=s.num_learners,
+            num_gpus_per_learner=s.num_gpus_per_learner,
+            custom_resources_per_learner=learner_resources,
+        )
+        .fault_tolerance(
+            restart_failed_env_runners=True,
+            max_num_env_runner_restarts=1000,
+            num_consecutive_env_runner_failures_tolerance=100,
+            delay_between_env_runner_restarts_s=5.0,
+        )
+        .training(**training, base_checkpoint=str(Path(s.checkpoint).expanduser().resolve()))
+        .rl_module(model_config=DSRLModelConfig(**model).rllib_model_config())
+        .reporting(
+            min_sample_timesteps_per_iteration=s.decisions_per_iteration,
+            min_time_s_per_iteration=0,
+        )
+        .evaluation(
+            evaluation_interval=s.eval_interval or None,
+            evaluation_duration=s.eval_episodes,
+            evaluation_duration_unit="episodes",
+            evaluation_num_env_runners=0,
+            evaluation_config={"explore": False, "num_envs_per_env_runner": 1},
+        )
+        .debugging(seed=s.seed)
+    )
+
+
+class DSRLFamily(RunFamily):
+    """DSRL fine-tuning on the run loop (see the module doc)."""
+
+    tag = "finetune"
+    unit = "env_steps"
+
+    def __init__(self, s: Any) -> None:
+        from rllib_diffusion.algorithms.finetune_run import validated
+        from rllib_diffusion.envs.tasks import reference_scores
+        from rllib_diffusion.utils.runtime import run_metadata
+
+        self.s = s
+        self.config = validated(dsrl_config(s), s.algo)
+        self.policy, base_meta = base_policy(s.checkpoint)
+        _, model = _split(s)
+        self._meta = CheckpointMeta(
+            algorithm=ALGORITHM_NAME,
+            env_id=self.policy.env_id,
+            policy_config=self.policy.to_dict(),
+            model_config=DSRLModelConfig(**model).to_dict(),
+            settings=dataclasses.asdict(s),
+            hyperparameters={k: getattr(self.config, k) for k in DECODER_KNOBS},
+            pretrained_checkpoint=self.config.base_checkpoint,
+            dataset=base_meta.dataset,
+            run=run_metadata(),
+        )
+        self.refs = reference_scores(self.policy.env_id, base_meta.dataset)
+        self.env_steps = 0
+
+    def meta(self) -> CheckpointMeta:
+        return self._meta
+
+    def check_resumable(self, saved: CheckpointMeta, where: Path) -> None:
+        fields = ("pretrained_checkpoint", "model_config", "hyperparameters")
+        diffs = [
+            f"{name}: checkpoint {getattr(saved, name)!r} vs now {getattr(self._meta, name)!r}"
+            for name in fields
+            if getattr(saved, name) != getattr(self._meta, name)
+        ]
+        if diffs:
+            raise CheckpointError(
+                f"Cannot resume '{where}' with other settings: " + "; ".join(diffs)
+            )
+
+    def build(self) -> Any:
+        from rllib_diffusion.algorithms.finetune_run import warn_missing_resources
+        from rllib_diffusion.utils.runtime import init_ray
+
+        init_ray()
+        with warn_missing_resources(self.config):
+            return self.config.build_algo()
+
+    def start(self, algo: Any, control: RunControl) -> dict[str, Any]:
+        """The base policy as DSRL decodes it (``w ~ N(0, I)``), in the real env."""
+        from rllib_diffusion.algorithms.dsrl.decoder import load_decoder
+
+        decoder = load_decoder(self.config.base_checkpoint, self.config.decoder_ddim_steps)
+        self.start_evaluation = self._evaluate(decoder, 20_000 + control.seed, control)
+        print(
+            f"[finetune] start: base policy return "
+            f"{self.start_evaluation['episode_return_mean']:.1f} ± "
+            f"{self.start_evaluation['episode_return_std']:.1f}",
+            flush=True,
+        )
+        return {
+            "iteration": 0,
+            "env_steps": 0,
+            EVAL_RETURN: self.start_evaluation["episode_return_mean"],
+        }
+
+    def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any]:
+        algo.restore_from_path(str(Path(ckpt_dir).resolve()))
+        self.env_steps = int(read_checkpoint_meta(ckpt_dir).env_steps or 0)
+        skip_warmup(algo)
+        return {"env_steps": self.env_steps}
+
+    def progress_line(self, algo: Any, result: dict, it: int, *, evaluated: bool) -> dict[str, Any]:
+        line = progress_line(result, evaluated=evaluated)
+        self.env_steps += line.pop(M.ENV_STEPS_SAMPLED)
+        return {"env_steps": self.env_steps, **line}
+
+    def format_line(self, line: dict[str, Any], control: RunControl) -> str:
+        def g(key: str, fmt: str = ".2f") -> str:
+            v = line.get(key)
+            return "n/a" if v is None else format(v, fmt)
+
+        msg = (
+            f"[finetune] iter {line['iteration']}  env steps {line['env_steps']}/{control.budget}"
+            f"  train return {g(M.TRAIN_RETURN, '.1f')}  q {g('qf_mean')}  alpha "
+            f"{g('alpha_value', '.3g')}  policy loss {g('policy_loss')}"
+        )
+        if EVAL_RETURN in line:
+            msg += f"  EVAL return {g(EVAL_RETURN, '.1f')}"
+        return msg
+
+    def finish(self, algo: Any) -> dict[str, Any]:
+        from rllib_diffusion.algorithms.finetune_run import runner_placement
+
+        return {"placement": runner_placement(algo)}
+
+    def final_evaluation(self, ckpt: str, control: RunControl) -> dict[str, Any]:
+        return self._evaluate(load_steered_policy(ckpt), 30_000 + control.seed, control)
+
+    def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+        return before_after_summary(self.tag, base, self.start_evaluation, evaluation)
+
+    def _evaluate(self, policy: Any, seed: int, control: RunControl) -> dict[str, Any]:
+        from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
+        from rllib_diffusion.evaluation import evaluate_module
+
+        return evaluate_module(
+            policy,
+            policy_env_config(self.policy),
+            num_episodes=control.eval_episodes,
+            seed=seed,
+            dataset=self._meta.dataset,
+        )
+
+
+def _split(s: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    from rllib_diffusion.algorithms import registry
+
+    return registry.get(s.algo).split_knobs(s.knobs)
+
+
+def load_steered_policy(ckpt: str | Path) -> Any:
+    """A DSRL checkpoint as a chunk policy: its SAC module followed by the decoder of the
+    base checkpoint its metadata names (:class:`~.decoder.SteeredPolicy`)."""
+    from rllib_diffusion.algorithms.dsrl.decoder import SteeredPolicy, load_decoder
+    from rllib_diffusion.checkpoints import load_policy_module
+
+    module, meta = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
+    knobs = meta.hyperparameters or {}
+    decoder = load_decoder(meta.pretrained_checkpoint, knobs.get("decoder_ddim_steps"))
+    return SteeredPolicy(module, decoder, knobs["noise_bound"])
+
+
+def skip_warmup(algo: Any) -> None:
+    """After a restore, the base-policy warm-up is over: tell every EnvRunner's decoder."""
+    from rllib_diffusion.algorithms.dsrl.dsrl_connectors import end_warmup
+
+    for group in (algo.env_runner_group,):
+        group.foreach_env_runner(end_warmup, local_env_runner=True)
+
+
+def progress_line(result: dict[str, Any], *, evaluated: bool) -> dict[str, Any]:
+    """Per-iteration metrics of an RLlib SAC result: the true env steps sampled this
+    iteration (:data:`~rllib_diffusion.metrics.ENV_STEPS_SAMPLED`), decisions so far, the
+    training return, SAC's losses and temperature, and the evaluation return."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.utils.metrics import (
+        ENV_RUNNER_RESULTS,
+        EVALUATION_RESULTS,
+        LEARNER_RESULTS,
+        NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    )
+
+    runners = result.get(ENV_RUNNER_RESULTS, {})
+    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+    line: dict[str, Any] = {
+        M.ENV_STEPS_SAMPLED: int(runners.get(M.ENV_STEPS_SAMPLED, 0)),
+        "decisions": int(runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)),
+        M.TRAIN_RETURN: M.float_or_none(runners.get("episode_return_mean")),
+    }
+    for key in ("policy_loss", "qf_loss", "qf_mean", "alpha_value", "alpha_loss"):
+        if key in learner:
+            line[key] = M.float_or_none(learner[key])
+    ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
+    if evaluated and "episode_return_mean" in ev:
+        line[EVAL_RETURN] = M.float_or_none(ev["episode_return_mean"])
+    return line
