@@ -1,12 +1,14 @@
 """Scripted multimodal demonstrations for ``rllib_diffusion/Avoid-v0``, written as Minari.
 
-The demonstrator picks a route per episode by fair coin flips, one per obstacle row: left
-or right of the row-1 obstacle, then one gap to the left or to the right at each further
-row (gap ``g`` of row ``r`` leads to gap ``g`` or ``g + 1`` of row ``r + 1``). That makes the
-8 routes ``0-0-0, 0-0-1, 0-1-1, 0-1-2, 1-1-1, 1-1-2, 1-2-2, 1-2-3`` (see
-:func:`rllib_diffusion.envs.avoid.route_name`), each used by 1/8 of the episodes in
-expectation. It steers towards the centre of the chosen gap of each row in turn (with a
-per-episode jitter of the gap centres and of the speed) and adds Gaussian action noise.
+The demonstrator's routes branch once per obstacle row: left or right of the row-1
+obstacle, then one gap to the left or to the right at each further row (gap ``g`` of row
+``r`` leads to gap ``g`` or ``g + 1`` of row ``r + 1``). That makes the 8 routes ``0-0-0,
+0-0-1, 0-1-1, 0-1-2, 1-1-1, 1-1-2, 1-2-2, 1-2-3`` (see
+:func:`rllib_diffusion.envs.avoid.route_name`). By default the episodes run through the 8
+routes in a fresh random order every 8 episodes, so each is used by 1/8 of the episodes
+(``--unbalanced``: independent fair coin flips per row instead). The demonstrator steers
+towards the centre of the chosen gap of each row in turn (with a per-episode jitter of the
+gap centres and of the speed) and adds Gaussian action noise.
 
 Only successful episodes are written (a failed attempt is retried with the next seed; with
 the default noise there are none). The dataset's metadata holds the route counts and the
@@ -122,13 +124,19 @@ def demo_episodes(
     *,
     seed: int = 0,
     noise: float = 0.05,
+    balanced: bool = True,
     keep_failures: bool = False,
     max_attempts: int | None = None,
     progress: bool = False,
     env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """``num_episodes`` scripted episodes (successful ones only unless ``keep_failures``);
-    attempt ``i`` uses seed ``seed + i``. Returns ``(episodes, attempts)``."""
+    attempt ``i`` uses seed ``seed + i``. Returns ``(episodes, attempts)``.
+
+    ``balanced``: the routes of successive episodes run through :data:`DEMO_ROUTES` in a
+    fresh random order every 8 episodes (a failed attempt's route is tried again), so the
+    route counts differ by at most one; otherwise each episode flips its own coins.
+    """
     from rllib_diffusion.envs.tasks import make_env
 
     env = make_env(ENV_ID, **(env_kwargs or {}))
@@ -136,6 +144,8 @@ def demo_episodes(
     max_attempts = max_attempts if max_attempts is not None else 2 * num_episodes + 10
     episodes: list[dict[str, Any]] = []
     attempts = 0
+    order_rng = np.random.default_rng([seed, 8])
+    queue: list[tuple[int, int, int]] = []
     t0 = last = time.perf_counter()
     while len(episodes) < num_episodes:
         if attempts >= max_attempts:
@@ -143,10 +153,17 @@ def demo_episodes(
                 f"Only {len(episodes)} of {num_episodes} scripted Avoid episodes succeeded in "
                 f"{attempts} attempts; lower --noise."
             )
-        ep = run_demo_episode(env, demonstrator, seed + attempts)
+        route = None
+        if balanced:
+            if not queue:
+                queue = [DEMO_ROUTES[i] for i in order_rng.permutation(len(DEMO_ROUTES))]
+            route = queue.pop()
+        ep = run_demo_episode(env, demonstrator, seed + attempts, route)
         attempts += 1
         if ep["success"] or keep_failures:
             episodes.append(ep)
+        elif route is not None:
+            queue.append(route)
         now = time.perf_counter()
         if progress and (now - last > 5 or len(episodes) == num_episodes):
             last = now
@@ -165,6 +182,7 @@ def write_avoid_dataset(
     *,
     seed: int = 0,
     noise: float = 0.05,
+    balanced: bool = True,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -174,7 +192,9 @@ def write_avoid_dataset(
     from rllib_diffusion.data import Episode, write_minari
 
     t0 = time.perf_counter()
-    raw, attempts = demo_episodes(num_episodes, seed=seed, noise=noise, progress=progress)
+    raw, attempts = demo_episodes(
+        num_episodes, seed=seed, noise=noise, balanced=balanced, progress=progress
+    )
     episodes = []
     for ep in raw:
         T = len(ep["actions"])
@@ -214,6 +234,7 @@ def write_avoid_dataset(
         "transitions": int(sum(len(e.actions) for e in episodes)),
         "seed": seed,
         "noise": noise,
+        "balanced": balanced,
         "seconds": time.perf_counter() - t0,
         **stats,
     }
@@ -238,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode")
     parser.add_argument("--noise", type=float, default=0.05, help="std of the action noise")
+    parser.add_argument(
+        "--unbalanced",
+        action="store_true",
+        help="draw each episode's route by coin flips instead of cycling through the 8 routes",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     args = parser.parse_args(argv)
     if args.episodes < 1:
@@ -252,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             args.episodes,
             seed=args.seed,
             noise=args.noise,
+            balanced=not args.unbalanced,
             overwrite=args.overwrite,
         )
     except DatasetError as err:

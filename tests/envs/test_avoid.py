@@ -120,13 +120,17 @@ def test_the_demonstrator_takes_each_route_it_is_told():
 
 
 def test_scripted_demos_succeed_and_use_all_routes_about_equally():
-    eps, attempts = demo_episodes(160, seed=0, keep_failures=True)
-    stats = route_stats(eps)
-    assert stats["success_rate"] >= 0.95
-    assert stats["num_routes"] == len(DEMO_ROUTES) == 8
-    assert set(stats["route_counts"]) == {"-".join(map(str, r)) for r in DEMO_ROUTES}
-    assert max(stats["route_frequencies"].values()) < 0.25  # 1/8 expected each
-    assert stats["route_entropy"] > 0.9 * np.log(8)
+    routes = {"-".join(map(str, r)) for r in DEMO_ROUTES}
+    assert len(routes) == 8
+    for balanced in (True, False):
+        eps, _ = demo_episodes(160, seed=0, balanced=balanced, keep_failures=True)
+        stats = route_stats(eps)
+        assert stats["success_rate"] >= 0.95
+        assert set(stats["route_counts"]) == routes
+        assert max(stats["route_frequencies"].values()) < 0.2  # 1/8 expected each
+        assert stats["route_entropy"] > 0.95 * np.log(8)
+        if balanced:  # the 8 routes in turn: 160 / 8 each
+            assert set(stats["route_counts"].values()) == {20}
 
 
 def test_dataset_round_trips_through_the_reader(tmp_path: Path, monkeypatch):
