@@ -15,5 +15,9 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || [ "${RLLIB_DIFFUSION_CPU:-}" = 1 ]
   CONSTRAINTS=(-c constraints-cpu.txt)
 fi
 echo "[setup] installing (torch: ${CONSTRAINTS[*]:-CUDA build})"
-.venv/bin/python -m pip install --disable-pip-version-check -q "${CONSTRAINTS[@]}" -e ".[test,viz]"
-.venv/bin/python -c "import torch, ray, gymnasium, mujoco, minari; print(f'[setup] torch {torch.__version__}, ray {ray.__version__}, gymnasium {gymnasium.__version__}, mujoco {mujoco.__version__}, minari {minari.__version__}')"
+.venv/bin/python -m pip install --disable-pip-version-check -q "${CONSTRAINTS[@]}" -e ".[test,viz,robot]"
+# robosuite 1.5.2 (robomimic's tasks) without its dependencies: its dependency mink==0.0.5
+# requires numpy<2, which would downgrade numpy under torch/ray. What robosuite really
+# needs for headless low-dim use is the [robot] extra installed above.
+.venv/bin/python -m pip install --disable-pip-version-check -q --no-deps "robosuite==1.5.2"
+.venv/bin/python -c "import torch, ray, gymnasium, mujoco, minari, numpy; from importlib.metadata import version; print(f'[setup] torch {torch.__version__}, ray {ray.__version__}, gymnasium {gymnasium.__version__}, mujoco {mujoco.__version__}, minari {minari.__version__}, numpy {numpy.__version__}, robosuite {version(\"robosuite\")}')"
