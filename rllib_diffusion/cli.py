@@ -413,6 +413,28 @@ def run_dataset_info(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+# -------------------------------------------------------------------------- synthesize
+#: Run settings a generator does not read (no env evaluation, no synthetic input).
+_SYNTHESIZE_EXCLUDED = ("synthetic_dataset", "real_ratio", "eval_interval", "eval_episodes")
+
+
+def add_synthesize_args(p: argparse.ArgumentParser) -> None:
+    """Flags from ``SynthesizeSettings``; knobs from ``SynthERConfig.training()``."""
+    from rllib_diffusion.algorithms.synther import SynthERConfig, SynthesizeSettings
+    from rllib_diffusion.knobs import add_knob_args, declared_knobs
+
+    add_settings_args(p, SynthesizeSettings, exclude=_SYNTHESIZE_EXCLUDED)
+    add_knob_args(p.add_argument_group("SynthER knobs"), declared_knobs(SynthERConfig))
+
+
+def run_synthesize(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.algorithms.synther import SynthERConfig, SynthesizeSettings, synthesize
+    from rllib_diffusion.knobs import declared_knobs, given_knobs
+
+    knobs = given_knobs(args, declared_knobs(SynthERConfig))
+    return synthesize(settings_from_args(SynthesizeSettings, args, consumed=knobs, knobs=knobs))
+
+
 # -------------------------------------------------------------------------------- tune
 def add_tune_args(p: argparse.ArgumentParser) -> None:
     p.epilog = (
@@ -536,6 +558,12 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     ),
     "evaluate": (add_evaluate_args, run_evaluate, "evaluate a checkpoint in its env"),
     "dataset-info": (add_dataset_info_args, run_dataset_info, "summarise a dataset"),
+    "synthesize": (
+        add_synthesize_args,
+        run_synthesize,
+        "train (or load) a SynthER transition generator and write N synthetic transitions "
+        "as a Minari dataset",
+    ),
     "tune": (
         add_tune_args,
         run_tune,

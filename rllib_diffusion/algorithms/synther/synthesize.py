@@ -90,7 +90,7 @@ class SynthesizeSettings(SynthERSettings):
         overwrite: replace an earlier run in OUT and an existing dataset with this id.
     """
 
-    dataset_id: str = field(default=None, kw_only=True)  # type: ignore[assignment]
+    dataset_id: str = field(kw_only=True)
     num_transitions: Count = field(default=100_000, kw_only=True)
     generator: str | None = field(default=None, kw_only=True)
     sample_batch_size: Count = field(default=10_000, kw_only=True)
@@ -98,7 +98,7 @@ class SynthesizeSettings(SynthERSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.dataset_id:
-            raise ConfigError("--dataset-id is required: the Minari id to write.")
+            raise ConfigError("--dataset-id must name the Minari id to write.")
 
 
 # --------------------------------------------------------------------------- training
