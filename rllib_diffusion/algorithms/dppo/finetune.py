@@ -312,6 +312,7 @@ def progress_line(
         M.RATIO_MEAN,
         M.KL_STOPPED,
         M.DENOISING_STD,
+        M.ENTROPY,
         M.BC_REGULARISER,
         "policy_loss",
         "vf_loss",
