@@ -23,6 +23,7 @@ O = ["offline", "--dataset", "{dataset}", "--out", "{out}"]  # noqa: E741
 E = ["evaluate", "--checkpoint"]
 C = ["collect", "--dataset-id", "battery/none/x-v0"]
 T = ["tune", "--storage-path", "{out}"]
+S = ["synthesize", "--dataset", "{dataset}", "--out", "{out}", "--dataset-id", "battery/s/x-v0"]
 
 CASES: list[tuple[str, list[str], str]] = [
     # pretrain: budgets, rates, shapes, choices, data, output dir, env
@@ -94,6 +95,21 @@ CASES: list[tuple[str, list[str], str]] = [
     ),
     ("collect-episodes-0", [*C, "--env", "Hopper-v5", "--num-episodes", "0"], "--num-episodes"),
     # dataset-info
+    # synthesize (and mixing synthetic data into offline runs)
+    ("synthesize-malformed-id", [*S[:-1], "no-version"], "no-version"),
+    ("synthesize-no-dataset-id", S[:-2], "--dataset-id"),
+    ("synthesize-transitions-0", [*S, "--num-transitions", "0"], "--num-transitions"),
+    ("synthesize-ddim-over-k", [*S, "--denoising-steps", "10", "--ddim-steps", "20"], "--ddim"),
+    ("synthesize-missing-generator", [*S, "--generator", "{missing}"], "nope"),
+    ("synthesize-foreign-generator", [*S, "--generator", "{ckpt}"], "DiffusionBC"),
+    ("synthesize-missing-dataset", ["synthesize", "--dataset", "{missing}", *S[3:]], "nope"),
+    ("offline-real-ratio-alone", [*O, "--real-ratio", "0.5"], "--synthetic-dataset"),
+    ("offline-real-ratio-over-1", [*O, "--real-ratio", "1.5"], "--real-ratio"),
+    (
+        "offline-real-ratio-inexact",
+        [*O, "--synthetic-dataset", "{dataset}", "--real-ratio", "0.3", "--batch-size", "256"],
+        "--real-ratio",
+    ),
     ("dataset-info-missing", ["dataset-info", "{missing}"], "nope"),
     ("dataset-info-truncated", ["dataset-info", "{trunc_npz}"], "trunc"),
     # tune: config files and --set

@@ -84,6 +84,10 @@ class OfflineRunSettings:
                 "--synthetic-dataset and --real-ratio < 1 go together: give both (e.g. "
                 "--synthetic-dataset PATH --real-ratio 0.5) or neither."
             )
+        if self.synthetic_dataset is not None and self.batch_size is not None:
+            from rllib_diffusion.algorithms.mixed_offline_data import real_rows
+
+            real_rows(self.real_ratio, self.batch_size)  # a whole number, else refused
         if self.gradient_steps < 1 or self.steps_per_iteration < 1:
             raise ConfigError(
                 f"gradient_steps ({self.gradient_steps}) and steps_per_iteration "
