@@ -195,6 +195,12 @@ class DSRLConfig(SACConfig):
         return spec
 
     @override(SACConfig)
+    def get_default_learner_class(self) -> type:
+        from rllib_diffusion.algorithms.dsrl.dsrl_learner import DSRLTorchLearner
+
+        return DSRLTorchLearner
+
+    @override(SACConfig)
     def build_module_to_env_connector(self, env=None, spaces=None):
         from rllib_diffusion.algorithms.dsrl.dsrl_connectors import NoiseToActionChunk
 

@@ -1,0 +1,338 @@
+"""DSRL: SAC over the initial noise of a frozen diffusion/flow policy.
+
+Decoder and connector tests use tiny random-weight base checkpoints (no Ray); the RLlib
+tests build DSRL on the toy task (``rllib_diffusion/ReachTarget-v0``, chunks of Ta = 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchSquashedGaussian
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+from rllib_diffusion.algorithms.dsrl.decoder import decode_noise, load_decoder
+from rllib_diffusion.algorithms.dsrl.dsrl_connectors import NoiseToActionChunk
+from rllib_diffusion.checkpoints import META_FILE, MODULE_SUBDIR, CheckpointMeta, load_policy_module
+from rllib_diffusion.diffusion import sample_chain
+from rllib_diffusion.envs.chunking import chunk_spaces
+from rllib_diffusion.envs.toy import ENV_ID
+from rllib_diffusion.modules.diffusion_policy_module import DiffusionPolicyModule
+from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+
+TA, DA, DO = 2, 1, 2  # toy task: obs [target, t/T], 1-D actions, chunks of 2
+N = TA * DA
+BOUND = 1.5
+DDIM_STEPS = 3
+
+
+def make_base_checkpoint(path: Path, sampler: str, seed: int = 0) -> str:
+    """A DiffusionBC checkpoint of an untrained (random-weight) toy policy."""
+    cfg = DiffusionPolicyConfig(
+        obs_dim=DO,
+        action_dim=DA,
+        horizon=TA,
+        act_steps=TA,
+        denoising_steps=5,
+        sampler=sampler,
+        ddim_steps=4 if sampler == "ddim" else None,
+        hidden_dims=(32, 32),
+        env_id=ENV_ID,
+    )
+    torch.manual_seed(seed)
+    obs_space, act_space = chunk_spaces(DO, TA, DA)
+    module = DiffusionPolicyModule(
+        observation_space=obs_space,
+        action_space=act_space,
+        inference_only=False,
+        model_config=cfg.to_dict(),
+    )
+    module.save_to_path(str(path / MODULE_SUBDIR))
+    meta = CheckpointMeta(algorithm="DiffusionBC", env_id=ENV_ID, policy_config=cfg.to_dict())
+    (path / META_FILE).write_text(meta.to_json())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def base_checkpoints(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("dsrl_bases")
+    return {s: make_base_checkpoint(root / s, s) for s in ("ddpm", "ddim", "flow")}
+
+
+def reference_chunk(checkpoint: str, obs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The base policy's deterministic chunk from initial noise ``w``, computed without
+    the DSRL code: DDPM bases by DDIM η = 0 over DDIM_STEPS (the official decoding),
+    DDIM and flow bases by their own deterministic sampler."""
+    base, _ = load_policy_module(checkpoint)
+    cfg = base.policy_config
+    with torch.no_grad():
+        if cfg.sampler != "ddpm":
+            return base.sample_actions(obs, deterministic=True, x_init=w)
+        return sample_chain(
+            lambda x, t: base.ema_net(x, t, obs),
+            base.schedule,
+            tuple(w.shape),
+            method="ddim",
+            ddim_steps=DDIM_STEPS,
+            clip_x0=cfg.clip_x0,
+            deterministic=True,
+            x_init=w,
+        ).actions
+
+
+def episodes_at(obs: np.ndarray) -> list[SingleAgentEpisode]:
+    """One just-reset episode per row of ``obs``."""
+    return [SingleAgentEpisode(observations=[o.astype(np.float32)]) for o in obs]
+
+
+def connector(checkpoint: str, sampler: str, **kwargs) -> NoiseToActionChunk:
+    return NoiseToActionChunk(
+        base_checkpoint=checkpoint,
+        noise_bound=BOUND,
+        ddim_steps=DDIM_STEPS if sampler == "ddpm" else None,
+        **kwargs,
+    )
+
+
+def observations(batch: int = 5, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.c_[rng.uniform(-0.8, 0.8, batch), rng.uniform(0, 1, batch)].astype(np.float32)
+
+
+# ---------------------------------------------------------------- decoder / connector
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "flow"])
+def test_env_action_is_the_base_policys_deterministic_action_from_w(base_checkpoints, sampler):
+    ckpt = base_checkpoints[sampler]
+    piece = connector(ckpt, sampler)
+    obs = observations()
+    squashed = torch.rand(len(obs), N) * 2 - 1
+    out = piece(
+        rl_module=None, batch={Columns.ACTIONS: squashed}, episodes=episodes_at(obs), explore=True
+    )
+    w = (BOUND * squashed).reshape(-1, TA, DA)
+    expected = reference_chunk(ckpt, torch.as_tensor(obs), w)
+    assert out[Columns.ACTIONS_FOR_ENV].shape == (len(obs), TA, DA)
+    assert torch.equal(out[Columns.ACTIONS_FOR_ENV], expected)
+    # The episode records the noise (SAC's squashed action), not the env action.
+    assert torch.equal(out[Columns.ACTIONS], squashed)
+    # Deterministic: the same noise decodes to the same chunk.
+    again = piece(
+        rl_module=None, batch={Columns.ACTIONS: squashed}, episodes=episodes_at(obs), explore=True
+    )
+    assert torch.equal(again[Columns.ACTIONS_FOR_ENV], expected)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "flow"])
+@pytest.mark.parametrize("value", [0.0, 0.4])
+def test_constant_noise_policy_reproduces_the_base_policy(base_checkpoints, sampler, value):
+    ckpt = base_checkpoints[sampler]
+    obs = observations(4, seed=1)
+    squashed = torch.full((len(obs), N), value)
+    out = connector(ckpt, sampler)(
+        rl_module=None, batch={Columns.ACTIONS: squashed}, episodes=episodes_at(obs), explore=True
+    )
+    w = torch.full((len(obs), TA, DA), BOUND * value)
+    assert torch.equal(out[Columns.ACTIONS_FOR_ENV], reference_chunk(ckpt, torch.as_tensor(obs), w))
+
+
+def test_ddpm_base_is_decoded_with_ddim_and_flow_keeps_its_sampler(base_checkpoints):
+    ddpm = load_decoder(base_checkpoints["ddpm"], DDIM_STEPS).policy_config
+    assert (ddpm.sampler, ddpm.ddim_steps) == ("ddim", DDIM_STEPS)
+    all_steps = load_decoder(base_checkpoints["ddpm"], None).policy_config
+    assert (all_steps.sampler, all_steps.ddim_steps) == ("ddim", all_steps.denoising_steps)
+    assert load_decoder(base_checkpoints["ddim"], None).policy_config.ddim_steps == 4
+    assert load_decoder(base_checkpoints["flow"], DDIM_STEPS).policy_config.sampler == "flow"
+
+
+class _SquashedModule:
+    """Stands in for SAC's module: only its exploration distribution class is used."""
+
+    def get_exploration_action_dist_cls(self):
+        return TorchSquashedGaussian
+
+
+def test_inference_decodes_tanh_of_the_mean(base_checkpoints):
+    ckpt = base_checkpoints["flow"]
+    obs = observations(3)
+    loc, log_std = torch.randn(3, N) * 2, torch.zeros(3, N)
+    batch = {
+        Columns.ACTIONS: loc,  # RLlib's deterministic SAC action: the raw (unsquashed) mean
+        Columns.ACTION_DIST_INPUTS: torch.cat([loc, log_std], dim=-1),
+    }
+    out = connector(ckpt, "flow")(
+        rl_module=_SquashedModule(), batch=batch, episodes=episodes_at(obs), explore=False
+    )
+    assert torch.allclose(out[Columns.ACTIONS], torch.tanh(loc))
+    w = BOUND * torch.tanh(loc).reshape(-1, TA, DA)
+    expected = decode_noise(load_decoder(ckpt, None), torch.as_tensor(obs), w)
+    assert torch.equal(out[Columns.ACTIONS_FOR_ENV], expected)
+
+
+def test_warmup_acts_with_clipped_gaussian_noise_then_with_sac(base_checkpoints):
+    piece = connector(base_checkpoints["flow"], "flow", init_rollout_steps=2)
+    obs = observations(400)
+    sac = torch.full((len(obs), N), 0.25)
+    for _ in range(2):
+        out = piece(
+            rl_module=None,
+            batch={Columns.ACTIONS: sac.clone()},
+            episodes=episodes_at(obs),
+            explore=True,
+        )
+        a = out[Columns.ACTIONS]
+        assert not torch.equal(a, sac) and a.abs().max() <= 1.0
+        assert (a.abs() == 1.0).any(), "N(0, I) noise beyond the bound is clipped to it"
+        assert 0.8 < float((BOUND * a).std()) < 1.1
+    out = piece(
+        rl_module=None,
+        batch={Columns.ACTIONS: sac.clone()},
+        episodes=episodes_at(obs),
+        explore=True,
+    )
+    assert torch.equal(out[Columns.ACTIONS], sac)
+    piece.set_state({"exploring_steps": 0})
+    piece.set_state({"end_warmup": True})
+    out = piece(
+        rl_module=None,
+        batch={Columns.ACTIONS: sac.clone()},
+        episodes=episodes_at(obs),
+        explore=True,
+    )
+    assert torch.equal(out[Columns.ACTIONS], sac), "a resumed run does not repeat the warm-up"
+
+
+def test_episode_replaced_after_its_end_gets_a_zero_observation(base_checkpoints):
+    piece = connector(base_checkpoints["flow"], "flow")
+    obs = observations(2)
+    episodes = episodes_at(obs) + [SingleAgentEpisode()]  # just created, not reset yet
+    squashed = torch.zeros(3, N)
+    out = piece(rl_module=None, batch={Columns.ACTIONS: squashed}, episodes=episodes, explore=True)
+    expected = reference_chunk(
+        base_checkpoints["flow"],
+        torch.as_tensor(np.r_[obs, np.zeros((1, DO), np.float32)]),
+        torch.zeros(3, TA, DA),
+    )
+    assert torch.equal(out[Columns.ACTIONS_FOR_ENV], expected)
+
+
+# --------------------------------------------------------------------- RLlib build
+def toy_config(checkpoint: str, **training):
+    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
+    from rllib_diffusion.algorithms.dsrl import DSRLConfig
+    from rllib_diffusion.envs.chunking import register_chunked_env
+
+    policy = DiffusionPolicyConfig.from_dict(load_policy_module(checkpoint)[1].policy_config)
+    obs_space, act_space = chunk_spaces(DO, TA, DA)
+    return (
+        DSRLConfig()
+        .environment(
+            register_chunked_env(),
+            env_config=policy_env_config(policy),
+            observation_space=obs_space,
+            action_space=act_space,
+        )
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
+        .training(base_checkpoint=checkpoint, **{"init_rollout_steps": 3, "utd": 2, **training})
+        .rl_module(model_config={"fcnet_hiddens": [32, 32]})
+        .reporting(min_sample_timesteps_per_iteration=30, min_time_s_per_iteration=0)
+    )
+
+
+def test_sac_module_acts_on_noise_and_episodes_and_replay_hold_the_noise(
+    base_checkpoints, ray_session
+):
+    config = toy_config(base_checkpoints["ddpm"])
+    # One update round: rollout_fragment_length (2) vector steps of 2 envs, utd updates.
+    assert config.training_intensity == 2 * 256 / (2 * 2 * 1)
+    assert config.num_steps_sampled_before_learning_starts == 3 * 2
+    algo = config.build_algo()
+    try:
+        runner = algo.env_runner
+        assert runner.module.action_space.shape == (N,)
+        assert float(runner.module.action_space.high.max()) == BOUND
+        assert runner.env.single_action_space.shape == (TA, DA)
+        result = algo.train()
+        learner = result["learners"]["default_policy"]
+        assert np.isfinite(learner["qf_loss"]) and learner["num_module_steps_trained"] > 0
+        # True env steps: each decision executes Ta = 2 toy steps (10-step episodes).
+        runners = result["env_runners"]
+        assert runners["true_env_steps_sampled"] == TA * runners["num_env_steps_sampled"]
+        for episode in runner.sample(num_timesteps=6, explore=True):
+            actions = np.asarray(episode.get_actions())
+            assert actions.shape[1:] == (N,) and np.abs(actions).max() <= 1.0
+        replayed = algo.local_replay_buffer.sample(num_items=16, n_step=1, sample_episodes=True)
+        for episode in replayed:
+            assert np.asarray(episode.get_actions()).shape[1:] == (N,)
+        # The temperature is part of the learner state (RLlib's SAC leaves it out).
+        from rllib_diffusion.algorithms.dsrl.dsrl_learner import LOG_ALPHA
+
+        state = algo.learner_group.get_state(components="learner")["learner"]
+        assert state[LOG_ALPHA]["default_policy"] != 0.0  # moved from log(initial α = 1)
+        state[LOG_ALPHA]["default_policy"] = -1.25
+        algo.learner_group.set_state({"learner": state})
+        again = algo.learner_group.get_state(components="learner")["learner"]
+        assert again[LOG_ALPHA]["default_policy"] == pytest.approx(-1.25)
+    finally:
+        algo.stop()
+
+
+def test_config_refuses_what_dsrl_derives_or_needs(base_checkpoints):
+    from rllib_diffusion.algorithms.dsrl import DSRLConfig
+
+    with pytest.raises(ValueError, match="derives training_intensity from utd"):
+        DSRLConfig().training(training_intensity=3.0)
+    with pytest.raises(ValueError, match="from init_rollout_steps"):
+        DSRLConfig().training(num_steps_sampled_before_learning_starts=10)
+    config = toy_config(base_checkpoints["flow"], noise_bound=0.0)
+    with pytest.raises(ValueError, match="noise_bound must be > 0"):
+        config.validate()
+    config = toy_config(base_checkpoints["flow"]).environment(normalize_actions=True)
+    with pytest.raises(ValueError, match="normalize_actions and clip_actions"):
+        config.validate()
+
+
+def test_finetune_dsrl_run_checkpoint_and_resume(base_checkpoints, ray_session, tmp_path):
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
+    from rllib_diffusion.checkpoints import read_checkpoint_meta
+
+    def run(env_steps: int, resume: bool) -> dict:
+        return finetune(
+            FinetuneSettings.of(
+                algo="dsrl",
+                checkpoint=base_checkpoints["ddim"],
+                out_dir=str(tmp_path / "run"),
+                env_steps=env_steps,
+                num_env_runners=0,
+                num_envs_per_env_runner=2,
+                decisions_per_iteration=32,  # 8 rounds of 2 vector steps × 2 envs
+                eval_interval=2,
+                eval_episodes=2,
+                checkpoint_interval=1,
+                init_rollout_steps=3,
+                utd=2,
+                noise_bound=1.2,
+                sac_hidden_dims=(32, 32),
+                resume=resume,
+            )
+        )
+
+    first = run(128, resume=False)
+    lines = first["progress"]
+    assert lines[0]["iteration"] == 0 and "eval_return_mean" in lines[0]  # the base policy
+    assert [x["env_steps"] for x in lines[1:]] == [64, 128]
+    assert "eval_return_mean" in lines[2] and "qf_loss" in lines[2]
+    meta = read_checkpoint_meta(first["checkpoint"])
+    assert meta.algorithm == "DSRL" and meta.env_steps == 128
+    assert meta.pretrained_checkpoint == str(Path(base_checkpoints["ddim"]).resolve())
+    assert meta.hyperparameters == {"noise_bound": 1.2, "decoder_ddim_steps": 5}
+    assert first["final_evaluation"]["num_episodes"] == 2
+    assert first["start_evaluation"]["episode_return_mean"] == lines[0]["eval_return_mean"]
+
+    second = run(192, resume=True)
+    assert second["resumed"]["from_iteration"] == 2
+    assert [x["env_steps"] for x in second["progress"][1:]] == [64, 128, 192]
+    assert read_checkpoint_meta(second["checkpoint"]).env_steps == 192
