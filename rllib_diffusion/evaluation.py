@@ -47,7 +47,9 @@ def evaluate_module(
 
     Returns a dict with ``episode_returns`` (summed env rewards), ``episode_lengths``
     (env steps), ``episode_return_mean/std``, ``normalized_score`` (when the task has
-    reference scores), ``env_steps`` and ``seconds``.
+    reference scores), ``env_steps`` and ``seconds``; for envs whose infos carry
+    ``"success"`` (the robomimic tasks) also ``success_rate`` and ``episode_successes``
+    (an episode succeeds if any of its steps reported success).
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
@@ -90,6 +92,8 @@ def _evaluate(
     returns = np.zeros(num_episodes)
     lengths = np.zeros(num_episodes, dtype=np.int64)
     alive = np.ones(num_episodes, dtype=bool)
+    successes = np.zeros(num_episodes, dtype=bool)
+    reports_success = False
     frames: list[np.ndarray] = []
     if video_path:
         frames.append(envs[0].render())
@@ -104,6 +108,9 @@ def _evaluate(
             obs[i], reward, terminated, truncated, info = envs[i].step(actions[j])
             returns[i] += reward
             lengths[i] += info.get("env_steps", 1)
+            if "success" in info:
+                reports_success = True
+                successes[i] |= bool(info["success"])
             if video_path and i == 0:
                 frames.extend(info.get("frames", []))
             if terminated or truncated:
@@ -127,6 +134,9 @@ def _evaluate(
         "env_steps": int(lengths.sum()),
         "seconds": time.perf_counter() - start,
     }
+    if reports_success:
+        result["success_rate"] = float(successes.mean())
+        result["episode_successes"] = successes.tolist()
     if video_path:
         result["video"] = write_video(frames, video_path)
     return result
@@ -258,6 +268,8 @@ def evaluate_checkpoint(
     )
     if "normalized_score" in result:
         line += f", normalised score {result['normalized_score']:.1f}"
+    if "success_rate" in result:
+        line += f", success rate {result['success_rate']:.2f}"
     print(line + (f"\nvideo: {result['video']}" if video else ""), flush=True)
     return result
 

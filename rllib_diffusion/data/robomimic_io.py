@@ -70,7 +70,10 @@ def load_robomimic_hdf5(
         Episodes whose final observation is ``next_obs[-1]`` (the last observation repeated,
         with a warning, if the file has no ``next_obs``); ``terminations`` = ``dones``;
         the last step of a demo that is not ``done`` is marked truncated. ``env_id`` is
-        ``None`` (robosuite envs are not gymnasium ids); ``name`` is the file stem.
+        this package's gymnasium id for the file's robosuite env (``env_args``'
+        ``env_name``: ``Lift`` → ``robomimic/Lift-v0``, ``PickPlaceCan`` →
+        ``robomimic/Can-v0``, ...; see :mod:`rllib_diffusion.envs.robosuite_tasks`), else
+        ``None``; ``name`` is the file stem.
 
     Raises:
         ImportError: h5py is not installed.
@@ -113,8 +116,24 @@ def load_robomimic_hdf5(
                 f"{available}. Pass obs_keys from that list."
             )
         episodes = [_read_demo(data[name], keys, path, name) for name in demos]
+        env_id = _gym_env_id(data.attrs.get("env_args"))
     logger.info("Loaded %d robomimic demos from %s with obs keys %s", len(episodes), path, keys)
-    return EpisodeDataset(episodes=episodes, env_id=None, name=path.stem)
+    return EpisodeDataset(episodes=episodes, env_id=env_id, name=path.stem)
+
+
+def _gym_env_id(raw: Any) -> str | None:
+    """The gymnasium id for a file's ``env_args`` (JSON), if this package has that task."""
+    from rllib_diffusion.envs.robosuite_tasks import ROBOT_TASKS, env_id_for_robosuite_env
+
+    try:
+        args = json.loads(raw) if raw is not None else {}
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(args, dict):
+        return None
+    if args.get("gym_env_id") in ROBOT_TASKS:
+        return args["gym_env_id"]
+    return env_id_for_robosuite_env(args.get("env_name"))
 
 
 def _default_keys(available: list[str], path: Path) -> list[str]:

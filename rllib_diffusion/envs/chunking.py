@@ -40,7 +40,8 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Observation space: Box (To * Do,) of normalised observations (unbounded, since
     states outside the dataset's range normalise beyond ±1).
     Action space: Box [-1, 1] of shape (Ta, Da), or (Ta * Da,) with ``flatten_actions``.
-    ``info["env_steps"]`` counts the env steps of the decision. With
+    ``info["env_steps"]`` counts the env steps of the decision; where the env reports
+    ``info["success"]``, the decision's is True if any of its steps succeeded. With
     ``record_frames=True`` (env made with ``render_mode="rgb_array"``),
     ``info["frames"]`` holds one rendered frame per executed env step.
 
@@ -129,10 +130,13 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         info: dict[str, Any] = {}
         frames: list[np.ndarray] = []
         steps = 0
+        success = None
         for i in range(self.act_steps):
             obs, reward, terminated, truncated, info = self.env.step(env_actions[i])
             total_reward += float(reward)
             steps += 1
+            if "success" in info:
+                success = bool(success) or bool(info["success"])
             self._history.append(self.normalize_obs(obs))
             if self.record_frames:
                 frames.append(self.env.render())
@@ -140,6 +144,8 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 break
         info = dict(info)
         info["env_steps"] = steps
+        if success is not None:  # success at any step of the chunk
+            info["success"] = success
         if self.record_frames:
             info["frames"] = frames
         return self._observation(), total_reward, terminated, truncated, info

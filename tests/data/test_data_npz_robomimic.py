@@ -146,7 +146,7 @@ def _robomimic_file(path: Path, lengths: list[int]) -> dict[str, np.ndarray]:
 def test_robomimic_tiny_file(tmp_path: Path) -> None:
     expected = _robomimic_file(tmp_path / "low_dim.hdf5", [4, 6, 3])
     ds = load_robomimic_hdf5(tmp_path / "low_dim.hdf5")
-    assert ds.name == "low_dim" and ds.env_id is None
+    assert ds.name == "low_dim" and ds.env_id == "robomimic/Lift-v0"  # from env_args
     assert [ep.length for ep in ds.episodes] == [4, 6, 3]  # demo_0, demo_2, demo_10
     for ep, name in zip(ds.episodes, ("demo_0", "demo_2", "demo_10")):
         # Default keys in robomimic order; final observation from next_obs.
