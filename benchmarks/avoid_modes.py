@@ -8,10 +8,11 @@ demonstrator as a reference. Writes ``benchmarks/results/avoid_modes_<name>.json
 ``avoid_modes_<name>.png`` (one panel of trajectories per policy, coloured by route, failed
 episodes dashed grey).
 
-Diffusion policies sample their actions from noise whether or not ``--stochastic`` is
-given (it selects ``forward_exploration``, which for DPPO modules adds its exploration
-noise floor); for Gaussian policies the default is the mean action, which cannot split
-between routes at one state.
+Diffusion policies draw each chunk from fresh noise whether or not ``--stochastic`` is
+given (the default evaluation mode only lowers the std floor of the denoising steps and
+drops the last step's noise, so the modes are still sampled); ``--stochastic`` acts with
+``forward_exploration``. For Gaussian policies the default is the mean action, which cannot
+split between routes at one state.
 
 Example::
 

@@ -8,7 +8,8 @@ obstacle, then one gap to the left or to the right at each further row (gap ``g`
 routes in a fresh random order every 8 episodes, so each is used by 1/8 of the episodes
 (``--unbalanced``: independent fair coin flips per row instead). The demonstrator steers
 towards the centre of the chosen gap of each row in turn (with a per-episode jitter of the
-gap centres and of the speed) and adds Gaussian action noise.
+gap centres and of the speed) and adds Gaussian action noise; it turns sharply towards the
+next gap right after each row (see :class:`AvoidDemonstrator`).
 
 Only successful episodes are written (a failed attempt is retried with the next seed; with
 the default noise there are none). The dataset's metadata holds the route counts and the
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from rllib_diffusion.envs.avoid import ENV_ID, GOAL_Y, ROWS
+from rllib_diffusion.envs.avoid import ENV_ID, GOAL_Y, ROWS, START
 
 #: Centre x of each gap of each row (gap 0 left of the first obstacle).
 GAP_CENTRES: tuple[tuple[float, ...], ...] = (
@@ -49,12 +50,20 @@ DEMO_ROUTES: tuple[tuple[int, int, int], ...] = tuple(
 class AvoidDemonstrator:
     """Waypoint follower through the gaps of a route; ``act(pos)`` returns an action.
 
+    The path is a staircase: right after a row (or the start) it moves sideways to the
+    next gap's centre while rising ``turn`` (m), then straight up through the gap. Routes
+    thus split with a sharp turn right after each branch point, so that a few steps later
+    the position alone tells which branch was taken (a gentle diagonal keeps the branches
+    close for long, and a policy that re-decides every chunk dithers between them into
+    the obstacle straight ahead). ``turn=0``: straight lines from gap to gap.
+
     ``noise``: std of the Gaussian noise added to each action (in action units);
     ``gap_jitter``: uniform jitter (m) of each gap centre per episode; ``speed``: range of
     the per-episode speed (fraction of the maximal step).
     """
 
     noise: float = 0.05
+    turn: float = 0.09
     gap_jitter: float = 0.015
     speed: tuple[float, float] = (0.6, 0.9)
     route: tuple[int, int, int] = (0, 0, 0)
@@ -75,7 +84,13 @@ class AvoidDemonstrator:
             GAP_CENTRES[r][g] + rng.uniform(-self.gap_jitter, self.gap_jitter)
             for r, g in enumerate(self.route)
         ]
-        self._waypoints = [np.array([x, row_y]) for x, (row_y, _) in zip(xs, ROWS, strict=True)]
+        self._waypoints = []
+        below = START[1]
+        for x, (row_y, _) in zip(xs, ROWS, strict=True):
+            if self.turn > 0:
+                self._waypoints.append(np.array([x, below + self.turn]))
+            self._waypoints.append(np.array([x, row_y]))
+            below = row_y
         self._waypoints.append(np.array([xs[-1], GOAL_Y + 0.05]))
         self._k = 0
         self._speed = float(rng.uniform(*self.speed))
