@@ -1,4 +1,5 @@
-"""DPPO: fine-tuning pretrained diffusion policies with denoising-chain PPO."""
+"""DPPO and its sibling ReinFlow: fine-tuning pretrained diffusion/flow policies with
+denoising-chain PPO."""
 
 from rllib_diffusion.algorithms.dppo.dppo import DPPO, DPPOConfig
 from rllib_diffusion.algorithms.dppo.finetune import (
@@ -6,5 +7,14 @@ from rllib_diffusion.algorithms.dppo.finetune import (
     dppo_config_from_pretrained,
     finetune,
 )
+from rllib_diffusion.algorithms.dppo.reinflow import ReinFlow, ReinFlowConfig
 
-__all__ = ["DPPO", "DPPOConfig", "FinetuneSettings", "dppo_config_from_pretrained", "finetune"]
+__all__ = [
+    "DPPO",
+    "DPPOConfig",
+    "FinetuneSettings",
+    "ReinFlow",
+    "ReinFlowConfig",
+    "dppo_config_from_pretrained",
+    "finetune",
+]
