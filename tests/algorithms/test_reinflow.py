@@ -27,7 +27,11 @@ from rllib_diffusion.algorithms.dppo.dppo_connectors import (
     ExpandDenoisingSteps,
 )
 from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
-from rllib_diffusion.algorithms.dppo.reinflow import ReinFlowConfig, max_std_schedule
+from rllib_diffusion.algorithms.dppo.reinflow import (
+    ReinFlowConfig,
+    cosine_warm_restarts,
+    max_std_schedule,
+)
 from rllib_diffusion.algorithms.dppo.reinflow_rl_module import ReinFlowModelConfig, ReinFlowModule
 from rllib_diffusion.diffusion import (
     chain_logprobs,
@@ -98,6 +102,19 @@ def test_noise_bound_schedule_is_the_official_learn_decay():
     assert max_std_schedule(mid, **kw) == pytest.approx((0.24 + low) / 2, rel=1e-3)
     assert max_std_schedule(1000, **kw) == pytest.approx(low)
     assert max_std_schedule(5000, **{**kw, "iterations": None}) == 0.24
+
+
+def test_lr_schedule_is_the_official_cosine_with_warm_restarts():
+    kw = dict(max_lr=4.5e-5, min_lr=2e-5, cycle=100, warmup=10)
+    assert cosine_warm_restarts(0, **kw) == pytest.approx(2e-5)
+    assert cosine_warm_restarts(5, **kw) == pytest.approx(3.25e-5)
+    assert cosine_warm_restarts(10, **kw) == pytest.approx(4.5e-5)
+    assert cosine_warm_restarts(55, **kw) == pytest.approx(3.25e-5)
+    assert cosine_warm_restarts(99, **kw) == pytest.approx(2e-5, rel=1e-2)
+    assert cosine_warm_restarts(100, **kw) == pytest.approx(2e-5)  # restart
+    config = ReinFlowConfig()
+    assert config.iteration_lr("critic", 10) == pytest.approx(6.5e-4)
+    assert config.training(lr_cycle_iterations=None).iteration_lr("actor", 7) is None
 
 
 # --------------------------------------------------------------- module contract
@@ -245,6 +262,11 @@ def test_one_update_moves_the_policy_and_lowers_the_noise_bound(ray_session):
         1, min_std=0.1, max_std=0.24, iterations=2, hold_ratio=0.35, decay_ratio=0.7
     )
     assert float(module.max_std) == pytest.approx(expected) and expected < 0.24
+    # Updates 0 and 1 ran at the official schedule's lrs: warm-up from the minimum.
+    actor_lr = learner.get_optimizer("default_policy", "actor").param_groups[0]["lr"]
+    critic_lr = learner.get_optimizer("default_policy", "critic").param_groups[0]["lr"]
+    assert actor_lr == pytest.approx(config.iteration_lr("actor", 1))
+    assert critic_lr == pytest.approx(3e-4 + (6.5e-4 - 3e-4) / 10)
 
 
 # --------------------------------------------------------------- toy-task runs

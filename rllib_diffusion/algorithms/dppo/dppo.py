@@ -175,6 +175,11 @@ class DPPOConfig(PPOConfig):
         ``weight_decay`` in DPPO)."""
         return self.weight_decay
 
+    def iteration_lr(self, optimizer: str, iteration: int) -> float | None:
+        """The lr of the ``"actor"``/``"critic"`` optimizer during update ``iteration``
+        (0-based) where the algorithm schedules it per iteration; None: constant (DPPO)."""
+        return None
+
     def resolved_actor_lr(self, network: str) -> float:
         """``actor_lr``, or the default of the denoiser ``network`` when it is None."""
         return self.actor_lr if self.actor_lr is not None else DEFAULT_ACTOR_LR[network]

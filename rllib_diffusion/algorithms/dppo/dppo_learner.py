@@ -89,14 +89,17 @@ class DPPOTorchLearner(PPOTorchLearner):
             ),
             ("critic", self.get_parameters(module.critic), config.critic_lr),
         ):
+            # An iteration-based schedule (ReinFlow's) sets the lr itself before each
+            # update (``_apply_iteration_lrs``); else RLlib keeps the constant lr.
+            scheduled = config.iteration_lr(name, 0) is not None
             self.register_optimizer(
                 module_id=module_id,
                 optimizer_name=name,
                 optimizer=torch.optim.AdamW(
-                    params, weight_decay=config.resolved_weight_decay(name)
+                    params, lr=lr, weight_decay=config.resolved_weight_decay(name)
                 ),
                 params=params,
-                lr_or_lr_schedule=lr,
+                lr_or_lr_schedule=None if scheduled else lr,
             )
 
     @override(PPOTorchLearner)
@@ -119,11 +122,22 @@ class DPPOTorchLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
+        self._apply_iteration_lrs()
         self._kl_stopped = False
         self._health = {
             mid: {"theta0": self._actor_vector(mid).clone(), "grad_norms": [], "steps": 0}
             for mid in self.module.keys()
         }
+
+    def _apply_iteration_lrs(self) -> None:
+        """Set each optimizer's lr to ``config.iteration_lr`` of this update (a no-op for
+        DPPO, whose lrs are constant)."""
+        for mid in self.module.keys():
+            for name in ("actor", "critic"):
+                lr = self.config.iteration_lr(name, self._updates_done)
+                if lr is not None:
+                    for group in self.get_optimizer(mid, name).param_groups:
+                        group["lr"] = lr
 
     @override(PPOTorchLearner)
     def compute_gradients(self, loss_per_module, **kwargs):

@@ -52,6 +52,21 @@ def max_std_schedule(
     return low + (max_std - low) * 0.5 * (1 + math.cos(frac * math.pi))
 
 
+def cosine_warm_restarts(
+    iteration: int, *, max_lr: float, min_lr: float, cycle: int, warmup: int
+) -> float:
+    """The official ``CosineAnnealingWarmupRestarts`` (cycle_mult 1, gamma 1) at
+    ``iteration``: each cycle of ``cycle`` iterations rises linearly from ``min_lr`` to
+    ``max_lr`` over ``warmup`` iterations, then follows a half cosine back to ``min_lr``."""
+    step = iteration % cycle
+    if step < warmup:
+        return min_lr + (max_lr - min_lr) * step / warmup
+    return (
+        min_lr
+        + (max_lr - min_lr) * (1 + math.cos(math.pi * (step - warmup) / (cycle - warmup))) / 2
+    )
+
+
 class ReinFlowConfig(DPPOConfig):
     """Config of :class:`ReinFlow`: DPPO's knobs with ReinFlow's defaults, plus its own.
 
@@ -82,6 +97,10 @@ class ReinFlowConfig(DPPOConfig):
         self.noise_decay_iterations: int | None = 1000
         self.noise_hold_ratio = 0.35
         self.noise_decay_ratio = 0.7
+        self.lr_cycle_iterations: int | None = 100
+        self.lr_warmup_iterations = 10
+        self.actor_min_lr = 2e-5
+        self.critic_min_lr = 3e-4
 
     @override(DPPOConfig)
     def training(
@@ -92,6 +111,10 @@ class ReinFlowConfig(DPPOConfig):
         noise_decay_iterations: int | None = NotProvided,
         noise_hold_ratio: float | None = NotProvided,
         noise_decay_ratio: float | None = NotProvided,
+        lr_cycle_iterations: int | None = NotProvided,
+        lr_warmup_iterations: int | None = NotProvided,
+        actor_min_lr: float | None = NotProvided,
+        critic_min_lr: float | None = NotProvided,
         **kwargs: Any,
     ) -> ReinFlowConfig:
         """ReinFlow knobs (plus DPPO's ``training()`` args; ``actor_lr`` 4.5e-5,
@@ -109,6 +132,13 @@ class ReinFlowConfig(DPPOConfig):
                 the cosine decay (official 0.35).
             noise_decay_ratio: the bound decays to ``min_std·(1 − r) + max_std·r``
                 (official 0.7).
+            lr_cycle_iterations: iterations per cycle of the cosine learning-rate schedule
+                with warm restarts (official ``first_cycle_steps`` 100); None keeps
+                ``actor_lr`` and ``critic_lr`` constant.
+            lr_warmup_iterations: linear warm-up from the minimum at the start of each
+                cycle (official 10).
+            actor_min_lr: the actor schedule's minimum (official 2e-5).
+            critic_min_lr: the critic schedule's minimum (official 3e-4).
         """
         super().training(**kwargs)
         for name, value in (
@@ -117,6 +147,10 @@ class ReinFlowConfig(DPPOConfig):
             ("noise_decay_iterations", noise_decay_iterations),
             ("noise_hold_ratio", noise_hold_ratio),
             ("noise_decay_ratio", noise_decay_ratio),
+            ("lr_cycle_iterations", lr_cycle_iterations),
+            ("lr_warmup_iterations", lr_warmup_iterations),
+            ("actor_min_lr", actor_min_lr),
+            ("critic_min_lr", critic_min_lr),
         ):
             if value is not NotProvided:
                 setattr(self, name, value)
@@ -125,6 +159,19 @@ class ReinFlowConfig(DPPOConfig):
     @override(DPPOConfig)
     def resolved_weight_decay(self, optimizer: str) -> float:
         return self.critic_weight_decay if optimizer == "critic" else self.weight_decay
+
+    @override(DPPOConfig)
+    def iteration_lr(self, optimizer: str, iteration: int) -> float | None:
+        if self.lr_cycle_iterations is None:
+            return None
+        actor = optimizer == "actor"
+        return cosine_warm_restarts(
+            iteration,
+            max_lr=self.actor_lr if actor else self.critic_lr,
+            min_lr=self.actor_min_lr if actor else self.critic_min_lr,
+            cycle=self.lr_cycle_iterations,
+            warmup=self.lr_warmup_iterations,
+        )
 
     def max_std_after(self, iteration: int, min_std: float, max_std: float) -> float:
         """The noise std's upper bound after ``iteration`` completed updates."""
@@ -162,11 +209,24 @@ class ReinFlowConfig(DPPOConfig):
                 f"entropy_coeff and critic_weight_decay must be >= 0, got "
                 f"{self.entropy_coeff} and {self.critic_weight_decay}."
             )
+        if self.actor_lr is None:
+            self._value_error("actor_lr must be set for ReinFlow (official 4.5e-5).")
         if self.repeat_samples < 1:
             self._value_error(f"repeat_samples must be >= 1, got {self.repeat_samples}.")
         if self.noise_decay_iterations is not None and self.noise_decay_iterations < 1:
             self._value_error(
                 f"noise_decay_iterations must be >= 1 or None, got {self.noise_decay_iterations}."
+            )
+        cycle = self.lr_cycle_iterations
+        if cycle is not None and not 0 <= self.lr_warmup_iterations < cycle:
+            self._value_error(
+                f"lr_warmup_iterations must be in [0, lr_cycle_iterations), got "
+                f"{self.lr_warmup_iterations} and {cycle}."
+            )
+        if self.actor_min_lr <= 0 or self.critic_min_lr <= 0:
+            self._value_error(
+                f"actor_min_lr and critic_min_lr must be > 0, got {self.actor_min_lr} and "
+                f"{self.critic_min_lr}."
             )
         for name in ("noise_hold_ratio", "noise_decay_ratio"):
             if not 0 <= getattr(self, name) <= 1:
