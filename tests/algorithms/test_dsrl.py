@@ -30,6 +30,27 @@ BOUND = 1.5
 DDIM_STEPS = 3
 
 
+def toy_policy(cfg: DiffusionPolicyConfig, seed: int = 0) -> DiffusionPolicyModule:
+    """A freshly initialised (learner-side) toy policy module."""
+    torch.manual_seed(seed)
+    obs_space, act_space = chunk_spaces(cfg.obs_dim, cfg.horizon, cfg.action_dim)
+    return DiffusionPolicyModule(
+        observation_space=obs_space,
+        action_space=act_space,
+        inference_only=False,
+        model_config=cfg.to_dict(),
+    )
+
+
+def save_base_checkpoint(path: Path, module: DiffusionPolicyModule) -> str:
+    """``module`` as a DiffusionBC checkpoint (what ``rllib-diffusion pretrain`` writes)."""
+    module.save_to_path(str(path / MODULE_SUBDIR))
+    cfg = module.policy_config.to_dict()
+    meta = CheckpointMeta(algorithm="DiffusionBC", env_id=ENV_ID, policy_config=cfg)
+    (path / META_FILE).write_text(meta.to_json())
+    return str(path)
+
+
 def make_base_checkpoint(path: Path, sampler: str, seed: int = 0) -> str:
     """A DiffusionBC checkpoint of an untrained (random-weight) toy policy."""
     cfg = DiffusionPolicyConfig(
@@ -43,18 +64,7 @@ def make_base_checkpoint(path: Path, sampler: str, seed: int = 0) -> str:
         hidden_dims=(32, 32),
         env_id=ENV_ID,
     )
-    torch.manual_seed(seed)
-    obs_space, act_space = chunk_spaces(DO, TA, DA)
-    module = DiffusionPolicyModule(
-        observation_space=obs_space,
-        action_space=act_space,
-        inference_only=False,
-        model_config=cfg.to_dict(),
-    )
-    module.save_to_path(str(path / MODULE_SUBDIR))
-    meta = CheckpointMeta(algorithm="DiffusionBC", env_id=ENV_ID, policy_config=cfg.to_dict())
-    (path / META_FILE).write_text(meta.to_json())
-    return str(path)
+    return save_base_checkpoint(path, toy_policy(cfg, seed))
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +346,66 @@ def test_finetune_dsrl_run_checkpoint_and_resume(base_checkpoints, ray_session, 
     assert second["resumed"]["from_iteration"] == 2
     assert [x["env_steps"] for x in second["progress"][1:]] == [64, 128, 192]
     assert read_checkpoint_meta(second["checkpoint"]).env_steps == 192
+
+
+# ------------------------------------------------------------------------- learning
+def wide_bc_policy(steps: int = 600, spread: float = 0.7, seed: int = 0) -> DiffusionPolicyModule:
+    """Diffusion BC (DDPM, K = 10, Ta = 1) of toy-task data acting at ``target + U(±spread)``:
+    a deliberately weak policy (return ≈ 8 of 10) whose noise → action map still reaches
+    the target. Trained here with the BC loss (the module's ``forward_train``), without
+    the pretraining pipeline, to keep the test short."""
+    from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
+
+    cfg = DiffusionPolicyConfig(
+        obs_dim=DO, action_dim=1, horizon=1, act_steps=1, denoising_steps=10,
+        hidden_dims=(64, 64), env_id=ENV_ID,
+    )  # fmt: skip
+    module = toy_policy(cfg, seed)
+    rng = np.random.default_rng(seed)
+    target = rng.uniform(-0.8, 0.8, (20_000, 1))
+    obs = np.c_[target, rng.integers(0, 10, (20_000, 1)) / 10].astype(np.float32)
+    actions = np.clip(target + rng.uniform(-spread, spread, target.shape), -1, 1)
+    obs_t, act_t = torch.as_tensor(obs), torch.as_tensor(actions, dtype=torch.float32)
+    optim = torch.optim.Adam(module.net.parameters(), lr=1e-3)
+    for _ in range(steps):
+        idx = torch.as_tensor(rng.integers(0, len(obs), 256))
+        out = module.forward_train({Columns.OBS: obs_t[idx], Columns.ACTIONS: act_t[idx, None]})
+        loss = torch.nn.functional.mse_loss(out[PREDICTION], out[TARGET])
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    module.ema_net.load_state_dict(module.net.state_dict())
+    return module
+
+
+@pytest.mark.learning
+def test_dsrl_improves_a_weak_bc_policy(ray_session, tmp_path):
+    """DSRL-SAC with the official knobs except smaller networks, UTD 4 and batch 128:
+    400 env steps take the deterministic return from ≈ 8 to ≈ 9.5 (measured 7.9 → 9.5
+    and 8.0 → 9.6 after 600)."""
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
+
+    base = save_base_checkpoint(tmp_path / "bc", wide_bc_policy())
+    summary = finetune(
+        FinetuneSettings.of(
+            algo="dsrl",
+            checkpoint=base,
+            out_dir=str(tmp_path / "dsrl"),
+            env_steps=400,
+            num_env_runners=0,
+            num_envs_per_env_runner=4,
+            decisions_per_iteration=200,
+            eval_interval=0,
+            eval_episodes=20,
+            checkpoint_interval=0,
+            init_rollout_steps=25,
+            utd=4,
+            train_batch_size_per_learner=128,
+            sac_hidden_dims=(64, 64),
+        )
+    )
+    before = summary["start_evaluation"]["episode_return_mean"]
+    after = summary["final_evaluation"]["episode_return_mean"]
+    print(f"DSRL toy: base policy {before:.2f} -> {after:.2f}")
+    assert 6.0 < before < 8.8, "the base policy should be weak but reach the target sometimes"
+    assert after > before + 0.8, f"DSRL did not improve the policy: {before:.2f} -> {after:.2f}"
