@@ -11,6 +11,9 @@ Normalised score = 100 * (R - ref_min) / (ref_max - ref_min).
   ``FrankaKitchen-v1`` with D4RL's four tasks (microwave, kettle, light switch, slide
   cabinet), the env of Minari's ``D4RL/kitchen/{complete,partial,mixed}-v2``; its return
   is the number of tasks completed, so the score is D4RL's 100 · tasks / 4.
+* robomimic's Lift, Can, Square, Transport on robosuite (``robomimic/<Task>-v0``, see
+  :mod:`rllib_diffusion.envs.robosuite_tasks`): return = success (0 or 1), so the
+  normalised score is 100 · success rate.
 
 :func:`make_env` is how this package makes every env: it registers gymnasium-robotics
 envs on demand, applies a task's default kwargs and flattens Dict observations in
@@ -29,6 +32,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import find_highest_version, parse_env_id
 
+from rllib_diffusion.envs.robosuite_tasks import ROBOT_TASKS
 from rllib_diffusion.envs.toy import ENV_ID as TOY_ENV_ID
 
 KITCHEN_TASKS = ("microwave", "kettle", "light switch", "slide cabinet")
@@ -64,6 +68,12 @@ TASKS: dict[str, TaskInfo] = {
         "D4RL kitchen: 0 and 4 completed tasks",
         env_kwargs={"tasks_to_complete": list(KITCHEN_TASKS)},
     ),
+    # robomimic tasks on robosuite (envs/robosuite_tasks.py): sparse reward 1 at the first
+    # success, which ends the episode, so return = success and the score is 100 · success rate.
+    **{
+        env_id: TaskInfo(env_id, 0.0, 1.0, "sparse success reward: return 0 or 1")
+        for env_id in ROBOT_TASKS
+    },
 }
 
 

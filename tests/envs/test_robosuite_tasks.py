@@ -209,6 +209,7 @@ def test_evaluation_reports_success_rate(lift_env):
     lift = {"env_id": LIFT, "horizon": 4, "env_kwargs": {"max_episode_steps": 8}}
     result = evaluate_module(_ZeroPolicy(4, 7), lift, num_episodes=2, seed=0)
     assert result["success_rate"] == 0.0 and result["episode_lengths"] == [8, 8]
+    assert result["normalized_score"] == 0.0  # 100 · success rate: return = success
 
 
 def test_toy_env_has_no_success_rate():
