@@ -122,8 +122,9 @@ class DSRLConfig(SACConfig):
         """DSRL's knobs (the rest are SAC's).
 
         Args:
-            noise_bound: largest |w| of the noise SAC picks, per element (official
-                action_magnitude: 1.5 gym hopper/halfcheetah and robomimic, 2.5 walker).
+            noise_bound: largest |w| of the noise SAC picks, per element (the official
+                action_magnitude, 1.5 for gym hopper/halfcheetah and robomimic, 2.5 for
+                walker).
             decoder_ddim_steps: DDIM steps (η = 0) that decode the noise of a diffusion
                 base policy (official 5 gym, 8 robomimic); None: the policy's own DDIM
                 steps, or all K steps of a DDPM policy. Flow policies use their Euler
