@@ -242,6 +242,10 @@ def evaluate_checkpoint(
         os.environ.setdefault("MUJOCO_GL", "egl")
     limit_threads()
     module, meta = load_policy_module(checkpoint)
+    if meta.algorithm == "DSRL":  # a noise policy: it acts through the frozen base policy
+        from rllib_diffusion.algorithms.dsrl.finetune import load_steered_policy
+
+        module = load_steered_policy(checkpoint)
     acting = None
     if num_candidates is not None or action_selection is not None:
         from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_rl_module import set_acting

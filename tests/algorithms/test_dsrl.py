@@ -347,6 +347,13 @@ def test_finetune_dsrl_run_checkpoint_and_resume(base_checkpoints, ray_session, 
     assert [x["env_steps"] for x in second["progress"][1:]] == [64, 128, 192]
     assert read_checkpoint_meta(second["checkpoint"]).env_steps == 192
 
+    # `rllib-diffusion evaluate` acts with the noise policy through the base policy.
+    from rllib_diffusion.evaluation import evaluate_checkpoint
+
+    evaluated = evaluate_checkpoint(second["checkpoint"], episodes=2, seed=30_000)
+    assert evaluated["algorithm"] == "DSRL"
+    assert evaluated["episode_return_mean"] == second["final_evaluation"]["episode_return_mean"]
+
 
 # ------------------------------------------------------------------------- learning
 def wide_bc_policy(steps: int = 600, spread: float = 0.7, seed: int = 0) -> DiffusionPolicyModule:
