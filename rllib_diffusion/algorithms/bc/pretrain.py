@@ -78,6 +78,11 @@ class PretrainSettings(OfflineRunSettings):
             )
         if self.sampler != "ddim" and self.ddim_steps is not None:
             raise ConfigError("--ddim-steps applies to --sampler ddim only; drop it.")
+        if self.synthetic_dataset is not None and (self.horizon, self.obs_history) != (1, 1):
+            raise ConfigError(
+                "--synthetic-dataset holds single transitions: it mixes into policies with "
+                "--horizon 1 --act-steps 1 --obs-history 1 only."
+            )
 
 
 def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env_id: str):
