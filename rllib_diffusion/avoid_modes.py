@@ -146,8 +146,9 @@ def plot_paths(
     groups: Mapping[str, list[dict[str, Any]]], path: str, *, title: str | None = None
 ) -> str:
     """Save a PNG with one panel per entry of ``groups`` (label -> episodes with ``path``
-    and ``success``): obstacles, finish line, successful paths coloured by route, failed
-    paths grey. Written atomically; needs matplotlib."""
+    and ``success``): obstacles, finish line, successful paths coloured by route (the same
+    colour for a route in every panel), failed paths dashed grey. Written atomically; needs
+    matplotlib."""
     import os
 
     import matplotlib
@@ -156,18 +157,22 @@ def plot_paths(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
 
+    from rllib_diffusion.collect.avoid_demos import DEMO_ROUTES
     from rllib_diffusion.envs.avoid import GOAL_Y, OBSTACLES, X_BOUNDS, Y_BOUNDS
 
     n = len(groups)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 4.4), squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    # One colour per demonstrated route in every panel (tab10 without its grey, which marks
+    # failures); any other route is drawn in the last colour.
+    palette = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]
+    colour = {route_name(r): palette[k] for k, r in enumerate(DEMO_ROUTES)}
     for ax, (label, eps) in zip(axes[0], groups.items(), strict=True):
         stats = route_stats(eps)
-        colour = {name: cmap(k % 10) for k, name in enumerate(sorted(stats["route_counts"]))}
         for e in eps:
             p = np.asarray(e["path"])
             if e["success"]:
-                ax.plot(p[:, 0], p[:, 1], lw=0.8, alpha=0.6, color=colour[route_name(e["route"])])
+                c = colour.get(route_name(e["route"]), palette[-1])
+                ax.plot(p[:, 0], p[:, 1], lw=0.8, alpha=0.6, color=c)
             else:
                 ax.plot(p[:, 0], p[:, 1], lw=0.8, alpha=0.6, color="0.6", ls="--")
         for x, y, r in OBSTACLES:
