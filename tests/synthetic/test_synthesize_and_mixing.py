@@ -4,6 +4,7 @@ data at an exact ratio (the ray.data iterator, and an offline Q-learner's Offlin
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 
 import numpy as np
@@ -70,7 +71,7 @@ def marker_dataset(tiny_dataset):
     return "test/hopper/marker-v0"
 
 
-def _offline_algo(dataset_id: str, synthetic: str, real_ratio: float, out: str):
+def _offline_algo(dataset_id: str, synthetic: str, real_ratio: float, out: str, steps: int):
     from rllib_diffusion.algorithms.offline_q.train import OfflineSettings, build_offline_config
     from rllib_diffusion.data import load_minari
     from rllib_diffusion.data.offline import prepare_transition_data
@@ -79,8 +80,8 @@ def _offline_algo(dataset_id: str, synthetic: str, real_ratio: float, out: str):
         algo="idql",
         dataset=dataset_id,
         out_dir=out,
-        gradient_steps=10,
-        steps_per_iteration=10,
+        gradient_steps=steps,
+        steps_per_iteration=steps,
         batch_size=32,
         hidden_dims=(16, 16),
         synthetic_dataset=synthetic,
@@ -92,29 +93,39 @@ def _offline_algo(dataset_id: str, synthetic: str, real_ratio: float, out: str):
     return config.build_algo()
 
 
-@pytest.mark.slow  # ~30 s: builds IDQL and trains one iteration
-def test_offline_q_batches_hold_exactly_the_real_ratio(
-    tiny_dataset, marker_dataset, ray_session, tmp_path
-) -> None:
-    _, dataset_id = tiny_dataset
-    algo = _offline_algo(dataset_id, marker_dataset, 0.25, str(tmp_path / "run"))
-    try:
-        (iterator,) = algo.offline_data.sample(num_samples=32, return_iterator=True, num_shards=0)
-        batches = iterator.iter_torch_batches(
-            batch_size=32, **algo.offline_data.iter_batches_kwargs
-        )
-        seen = 0
-        for batch in batches:
-            synthetic = int((batch["default_policy/rewards"] == MARK).sum())
-            assert (len(batch["default_policy/rewards"]), synthetic) == (32, 24)
-            seen += 1
-        assert seen >= 10
-        result = algo.train()  # the learner consumes the mixed stream
-        from ray.rllib.utils.metrics import ALL_MODULES, LEARNER_RESULTS
+def _synthetic_rows(rewards) -> int:
+    return int((np.asarray(rewards) == MARK).sum())
 
-        assert result[LEARNER_RESULTS][ALL_MODULES]["num_env_steps_trained"] == 10 * 32
+
+@pytest.mark.slow  # 1-4 min: builds IDQL twice and trains one iteration each
+@pytest.mark.parametrize("steps", [10, 1], ids=["iterator", "single-batch"])
+def test_offline_q_batches_hold_exactly_the_real_ratio(
+    steps, tiny_dataset, marker_dataset, ray_session, tmp_path
+) -> None:
+    from ray.rllib.utils.metrics import ALL_MODULES, LEARNER_RESULTS
+
+    _, dataset_id = tiny_dataset
+    algo = _offline_algo(dataset_id, marker_dataset, 0.25, str(tmp_path / "run"), steps)
+    data = algo.offline_data
+    try:
+        if steps == 1:  # RLlib's single-batch mode (dataset_num_iters_per_learner=1)
+            for _ in range(5):
+                batch = data.sample(num_samples=32, return_iterator=False, num_shards=0)
+                rewards = batch.policy_batches["default_policy"]["rewards"]
+                assert (len(rewards), _synthetic_rows(rewards)) == (32, 24)
+        else:
+            (iterator,) = data.sample(num_samples=32, return_iterator=True, num_shards=0)
+            seen = 0
+            for batch in iterator.iter_torch_batches(batch_size=32, **data.iter_batches_kwargs):
+                rewards = batch["default_policy/rewards"]
+                assert (len(rewards), _synthetic_rows(rewards)) == (32, 24)
+                seen += 1
+            assert seen >= 10
+        result = algo.train()  # the learner consumes the mixed stream
+        assert result[LEARNER_RESULTS][ALL_MODULES]["num_env_steps_trained"] == steps * 32
     finally:
         algo.stop()
+        gc.collect()  # close the Ray Data iterators while Ray is up
 
 
 # ----------------------------------------------------------------------- synthesize
