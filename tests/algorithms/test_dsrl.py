@@ -252,10 +252,25 @@ def toy_config(checkpoint: str, **training):
     )
 
 
+def stored_rewards_match(episodes, decoder=None) -> None:
+    """Each recorded (obs, action) explains its reward exactly: toy reward of the chunk
+    ``sum_i 1 - |chunk_i - target|``, the chunk being the action itself (DSRL-NA) or the
+    decoded noise ``decode(obs, BOUND * a)`` (DSRL-SAC)."""
+    for episode in episodes:
+        n = len(episode)
+        obs = torch.as_tensor(np.asarray(episode.get_observations(slice(0, n)), np.float32))
+        actions = torch.as_tensor(np.asarray(episode.get_actions(), np.float32))
+        assert actions.shape == (n, N)
+        chunk = actions if decoder is None else decode_noise(decoder, obs, BOUND * actions)
+        chunk = chunk.reshape(n, TA).clamp(-1, 1)
+        predicted = (1 - (chunk - obs[:, :1]).abs()).sum(dim=1)
+        np.testing.assert_allclose(predicted, episode.get_rewards(), atol=1e-5)
+
+
 def test_sac_module_acts_on_noise_and_episodes_and_replay_hold_the_noise(
     base_checkpoints, ray_session
 ):
-    config = toy_config(base_checkpoints["ddpm"])
+    config = toy_config(base_checkpoints["ddpm"], noise_aliased=False)
     # One update round: rollout_fragment_length (2) vector steps of 2 envs, utd updates.
     assert config.training_intensity == 2 * 256 / (2 * 2 * 1)
     assert config.num_steps_sampled_before_learning_starts == 3 * 2
@@ -271,12 +286,15 @@ def test_sac_module_acts_on_noise_and_episodes_and_replay_hold_the_noise(
         # True env steps: each decision executes Ta = 2 toy steps (10-step episodes).
         runners = result["env_runners"]
         assert runners["true_env_steps_sampled"] == TA * runners["num_env_steps_sampled"]
-        for episode in runner.sample(num_timesteps=6, explore=True):
-            actions = np.asarray(episode.get_actions())
-            assert actions.shape[1:] == (N,) and np.abs(actions).max() <= 1.0
+        # Episodes and the replay hold the noise that, decoded, produced each reward.
+        decoder = load_decoder(base_checkpoints["ddpm"], config.decoder_ddim_steps)
+        sampled = runner.sample(num_timesteps=6, explore=True)
+        assert all(np.abs(np.asarray(ep.get_actions())).max() <= 1.0 for ep in sampled)
+        stored_rewards_match(sampled, decoder)
+        with pytest.raises(AssertionError):
+            stored_rewards_match(sampled)  # not the env actions
         replayed = algo.local_replay_buffer.sample(num_items=16, n_step=1, sample_episodes=True)
-        for episode in replayed:
-            assert np.asarray(episode.get_actions()).shape[1:] == (N,)
+        stored_rewards_match(replayed, decoder)
         # The temperature is part of the learner state (RLlib's SAC leaves it out).
         from rllib_diffusion.algorithms.dsrl.dsrl_learner import LOG_ALPHA
 
@@ -338,7 +356,11 @@ def test_finetune_dsrl_run_checkpoint_and_resume(base_checkpoints, ray_session, 
     meta = read_checkpoint_meta(first["checkpoint"])
     assert meta.algorithm == "DSRL" and meta.env_steps == 128
     assert meta.pretrained_checkpoint == str(Path(base_checkpoints["ddim"]).resolve())
-    assert meta.hyperparameters == {"noise_bound": 1.2, "decoder_ddim_steps": 5}
+    assert meta.hyperparameters == {
+        "noise_aliased": True,
+        "noise_bound": 1.2,
+        "decoder_ddim_steps": 5,
+    }
     assert first["final_evaluation"]["num_episodes"] == 2
     assert first["start_evaluation"]["episode_return_mean"] == lines[0]["eval_return_mean"]
 
@@ -385,11 +407,17 @@ def wide_bc_policy(steps: int = 600, spread: float = 0.7, seed: int = 0) -> Diff
     return module
 
 
-@pytest.mark.learning
-def test_dsrl_improves_a_weak_bc_policy(ray_session, tmp_path):
-    """DSRL-SAC with the official knobs except smaller networks, UTD 4 and batch 128:
-    400 env steps take the deterministic return from ≈ 8 to ≈ 9.5 (measured 7.9 → 9.5
-    and 8.0 → 9.6 after 600)."""
+@pytest.mark.parametrize(
+    "noise_aliased",
+    [
+        pytest.param(True, marks=pytest.mark.learning, id="dsrl-na"),
+        pytest.param(False, marks=[pytest.mark.learning, pytest.mark.slow], id="dsrl-sac"),
+    ],
+)
+def test_dsrl_improves_a_weak_bc_policy(noise_aliased, ray_session, tmp_path):
+    """DSRL-NA and DSRL-SAC with the official knobs except smaller networks, UTD 4 and
+    batch 128: 400 env steps take the deterministic return from ≈ 7.9 to ≈ 9.5 (measured
+    7.9 → 9.5 for both, one run each; ≈ 35 s each on an idle 2-core machine)."""
     from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
 
     base = save_base_checkpoint(tmp_path / "bc", wide_bc_policy())
@@ -409,6 +437,7 @@ def test_dsrl_improves_a_weak_bc_policy(ray_session, tmp_path):
             utd=4,
             train_batch_size_per_learner=128,
             sac_hidden_dims=(64, 64),
+            noise_aliased=noise_aliased,
         )
     )
     before = summary["start_evaluation"]["episode_return_mean"]
@@ -416,3 +445,104 @@ def test_dsrl_improves_a_weak_bc_policy(ray_session, tmp_path):
     print(f"DSRL toy: base policy {before:.2f} -> {after:.2f}")
     assert 6.0 < before < 8.8, "the base policy should be weak but reach the target sometimes"
     assert after > before + 0.8, f"DSRL did not improve the policy: {before:.2f} -> {after:.2f}"
+
+
+# --------------------------------------------------------------------------- DSRL-NA
+def test_noise_aliased_is_the_default_with_its_official_bound():
+    from rllib_diffusion.algorithms.dsrl import DSRLConfig
+
+    config = DSRLConfig()
+    assert config.noise_aliased and config.resolved_noise_bound == 1.0
+    assert DSRLConfig().training(noise_aliased=False).resolved_noise_bound == 1.5
+    assert DSRLConfig().training(noise_bound=2.5).resolved_noise_bound == 2.5
+
+
+def na_module(checkpoint: str):
+    """DSRL-NA's learner module for ``checkpoint``, decoder loaded (no Ray)."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    config = toy_config(checkpoint, noise_bound=BOUND, decoder_ddim_steps=None)
+    obs_space, _ = chunk_spaces(DO, TA, DA)
+    spec = config.get_rl_module_spec(spaces={DEFAULT_MODULE_ID: (obs_space, None)})
+    module = spec.build()
+    module.make_target_networks()  # what the learner does (TargetNetworkAPI)
+    module.decoder.load_state_dict(load_decoder(checkpoint, config.decoder_ddim_steps).state_dict())
+    return module, config
+
+
+def test_noise_critic_distils_the_env_critic_on_decoded_gaussian_noise(base_checkpoints):
+    module, config = na_module(base_checkpoints["ddim"])
+    obs = torch.as_tensor(observations(6))
+    torch.manual_seed(3)
+    out = module._distillation_pairs(obs)
+    torch.manual_seed(3)
+    w = torch.randn(6, N)  # unclipped N(0, I), as the official update_noise_critic
+    chunk = reference_chunk(base_checkpoints["ddim"], obs, w.reshape(6, TA, DA))
+    env_batch = {Columns.OBS: obs, Columns.ACTIONS: chunk.reshape(6, N)}
+    noise_batch = {Columns.OBS: obs, Columns.ACTIONS: w / BOUND}
+    with torch.no_grad():
+        targets = [
+            module._qf_forward_train_helper(env_batch, module.qf_encoder, module.qf),
+            module._qf_forward_train_helper(env_batch, module.qf_twin_encoder, module.qf_twin),
+        ]
+        preds = [
+            module._qf_forward_train_helper(noise_batch, module.noise_qf_encoder, module.noise_qf),
+            module._qf_forward_train_helper(
+                noise_batch, module.noise_qf_twin_encoder, module.noise_qf_twin
+            ),
+        ]
+    assert torch.allclose(out["noise_q_targets"], torch.stack(targets), atol=1e-6)
+    assert torch.allclose(out["noise_q_preds"], torch.stack(preds), atol=1e-6)
+    assert out["noise_q_preds"].requires_grad and not out["noise_q_targets"].requires_grad
+
+
+def test_noise_aliased_actor_term_trains_only_the_actor(base_checkpoints):
+    module, _ = na_module(base_checkpoints["flow"])
+    obs = torch.as_tensor(observations(8))
+    batch = {
+        Columns.OBS: obs,
+        Columns.NEXT_OBS: obs,
+        Columns.ACTIONS: torch.rand(8, N) * 2 - 1,
+    }
+    out = module.forward_train(batch)
+    out["q_curr"].sum().backward()
+    assert all(p.grad is None for p in module.noise_critic_parameters())
+    assert all(p.grad is None for p in module.qf.parameters())
+    assert any(p.grad is not None for p in module.pi.parameters())
+    assert not out["q_target_next"].requires_grad
+
+
+def test_noise_aliased_run_stores_env_actions_and_trains_the_noise_critic(
+    base_checkpoints, ray_session
+):
+    ckpt = base_checkpoints["ddpm"]
+    algo = toy_config(ckpt).build_algo()
+    try:
+        component = "learner/rl_module/default_policy"
+
+        def module_weights() -> dict:
+            state = algo.learner_group.get_state(components=component)
+            return state["learner"]["rl_module"]["default_policy"]
+
+        initial = module_weights()
+        result = algo.train()
+        learner = result["learners"]["default_policy"]
+        assert np.isfinite(learner["noise_qf_loss"]) and learner["num_module_steps_trained"] > 0
+        # The learner's decoder is the base policy's, frozen through training.
+        base, _ = load_policy_module(ckpt)
+        weights = module_weights()
+        for key, value in base.ema_net.state_dict().items():
+            assert np.array_equal(np.asarray(weights[f"decoder.ema_net.{key}"]), value.numpy())
+        noise_critic = [k for k in weights if k.startswith("noise_qf")]
+        assert noise_critic and any(
+            not np.array_equal(weights[k], initial[k]) for k in noise_critic
+        ), "the noise critic was not trained"
+        # EnvRunners hold neither the noise critic nor the decoder.
+        assert not hasattr(algo.env_runner.module, "noise_qf")
+        assert not hasattr(algo.env_runner.module, "decoder")
+        # Episodes and the replay hold the decoded env actions (the critics' inputs).
+        stored_rewards_match(algo.env_runner.sample(num_timesteps=6, explore=True))
+        replayed = algo.local_replay_buffer.sample(num_items=16, n_step=1, sample_episodes=True)
+        stored_rewards_match(replayed)
+    finally:
+        algo.stop()

@@ -87,7 +87,8 @@ class DSRLConfig(SACConfig):
     def __init__(self, algo_class: type | None = None) -> None:
         self._derived_ready = False
         super().__init__(algo_class=algo_class or DSRL)
-        self.noise_bound = 1.5
+        self.noise_aliased = True
+        self.noise_bound: float | None = None
         self.decoder_ddim_steps: int | None = 5
         self.init_rollout_steps = 2001
         self.utd = 20
@@ -112,6 +113,7 @@ class DSRLConfig(SACConfig):
     def training(
         self,
         *,
+        noise_aliased: bool | None = NotProvided,
         noise_bound: float | None = NotProvided,
         decoder_ddim_steps: int | None = NotProvided,
         init_rollout_steps: int | None = NotProvided,
@@ -122,7 +124,12 @@ class DSRLConfig(SACConfig):
         """DSRL's knobs (the rest are SAC's).
 
         Args:
-            noise_bound: largest |w| of the noise SAC picks, per element (the official
+            noise_aliased: DSRL-NA, the official default (algorithm dsrl_na): critics on
+                env actions, distilled into a noise critic that the actor maximises;
+                false: DSRL-SAC, plain SAC over the noise.
+            noise_bound: largest |w| of the noise SAC picks, per element. None: the
+                official value of the variant, 1.0 for DSRL-NA (its noise lives in the
+                env's [-1, 1] action bounds) and 1.5 for DSRL-SAC (the official
                 action_magnitude, 1.5 for gym hopper/halfcheetah and robomimic, 2.5 for
                 walker).
             decoder_ddim_steps: DDIM steps (η = 0) that decode the noise of a diffusion
@@ -138,6 +145,7 @@ class DSRLConfig(SACConfig):
         """
         super().training(**kwargs)
         for name, value in (
+            ("noise_aliased", noise_aliased),
             ("noise_bound", noise_bound),
             ("decoder_ddim_steps", decoder_ddim_steps),
             ("init_rollout_steps", init_rollout_steps),
@@ -177,23 +185,53 @@ class DSRLConfig(SACConfig):
         )
 
     @property
+    def resolved_noise_bound(self) -> float:
+        """``noise_bound``, or the official value of the variant (1.0 NA, 1.5 SAC)."""
+        if self.noise_bound is not None:
+            return float(self.noise_bound)
+        return 1.0 if self.noise_aliased else 1.5
+
+    def base_policy_config(self) -> dict[str, Any]:
+        """The base checkpoint's ``DiffusionPolicyConfig`` dict."""
+        from rllib_diffusion.checkpoints import read_checkpoint_meta
+
+        return dict(read_checkpoint_meta(self.base_checkpoint).policy_config or {})
+
+    @property
     def noise_space(self) -> gym.spaces.Box | None:
         """SAC's action space: ``[-noise_bound, noise_bound]^(Ta*Da)`` of the base policy
         (None before ``base_checkpoint`` is set)."""
         if self.base_checkpoint is None:
             return None
-        from rllib_diffusion.checkpoints import read_checkpoint_meta
-
-        policy = read_checkpoint_meta(self.base_checkpoint).policy_config or {}
+        policy = self.base_policy_config()
         n = int(policy["horizon"]) * int(policy["action_dim"])
-        return gym.spaces.Box(-self.noise_bound, self.noise_bound, (n,), np.float32)
+        bound = self.resolved_noise_bound
+        return gym.spaces.Box(-bound, bound, (n,), np.float32)
 
     # ------------------------------------------------------------ RLlib hooks
     @override(SACConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
-        spec = super().get_default_rl_module_spec()
-        spec.action_space = self.noise_space
-        return spec
+        from rllib_diffusion.algorithms.dsrl.dsrl_rl_module import DSRLTorchRLModule
+
+        return RLModuleSpec(module_class=DSRLTorchRLModule, action_space=self.noise_space)
+
+    @property
+    @override(SACConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        from rllib_diffusion.algorithms.dsrl import dsrl_rl_module as m
+
+        extra: dict[str, Any] = {
+            m.NOISE_ALIASED: self.noise_aliased,
+            m.NOISE_BOUND: self.resolved_noise_bound,
+        }
+        if self.noise_aliased and self.base_checkpoint is not None:
+            from rllib_diffusion.algorithms.dsrl.decoder import decoder_policy_config
+            from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+
+            policy = DiffusionPolicyConfig.from_dict(self.base_policy_config(), strict=False)
+            decoding = decoder_policy_config(policy, self.decoder_ddim_steps)
+            extra[m.DECODER_POLICY] = decoding.to_dict()
+        return super()._model_config_auto_includes | extra
 
     @override(SACConfig)
     def get_default_learner_class(self) -> type:
@@ -210,9 +248,10 @@ class DSRLConfig(SACConfig):
             GetActions,
             NoiseToActionChunk(
                 base_checkpoint=self.base_checkpoint,
-                noise_bound=self.noise_bound,
+                noise_bound=self.resolved_noise_bound,
                 ddim_steps=self.decoder_ddim_steps,
                 init_rollout_steps=self.init_rollout_steps,
+                store_env_actions=self.noise_aliased,
             ),
         )
         return pipeline
@@ -223,7 +262,7 @@ class DSRLConfig(SACConfig):
         errors = []
         if self.base_checkpoint is None:
             errors.append("base_checkpoint (the DiffusionBC checkpoint) must be set")
-        if not self.noise_bound > 0:
+        if self.noise_bound is not None and not self.noise_bound > 0:
             errors.append(f"noise_bound must be > 0, got {self.noise_bound}")
         if self.decoder_ddim_steps is not None and self.decoder_ddim_steps < 1:
             errors.append(f"decoder_ddim_steps must be >= 1 or None, got {self.decoder_ddim_steps}")
@@ -259,6 +298,28 @@ class DSRL(SAC):
     @override(SAC)
     def get_default_config(cls) -> DSRLConfig:
         return DSRLConfig()
+
+    @override(SAC)
+    def setup(self, config: Any) -> None:
+        super().setup(config)
+        if self.config.noise_aliased:
+            load_decoder_into(self)
+
+
+def load_decoder_into(algo: DSRL) -> None:
+    """Copy the base policy's decoder into every learner's module (DSRL-NA: its critics
+    and TD targets act through it); a restore overwrites it with the same weights."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from rllib_diffusion.algorithms.dsrl.decoder import load_decoder
+
+    config = algo.config
+    state = load_decoder(config.base_checkpoint, config.decoder_ddim_steps).state_dict()
+
+    def _load(learner: Any) -> None:
+        learner.module[DEFAULT_MODULE_ID].unwrapped().decoder.load_state_dict(state)
+
+    algo.learner_group.foreach_learner(_load)
 
 
 __all__ = ["ALGORITHM_NAME", "DSRL", "DSRLConfig", "DSRLModelConfig"]

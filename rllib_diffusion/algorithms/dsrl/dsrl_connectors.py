@@ -38,8 +38,10 @@ class NoiseToActionChunk(ConnectorV2):
         noise_bound: ``w = noise_bound · a``.
         ddim_steps: DDIM steps of a diffusion base policy's decoder (None: its own).
         init_rollout_steps: the first this many exploring vector steps of each EnvRunner
-            act with the base policy itself, ``w ~ N(0, I)`` clipped to ±``noise_bound``
-            (recorded as ``a = w / noise_bound``), as the official warm-up does.
+            act with the base policy itself, ``w ~ N(0, I)`` (clipped to ±``noise_bound``
+            for DSRL-SAC, recorded as ``a = w / noise_bound``), as the official warm-up.
+        store_env_actions: DSRL-NA: ``Columns.ACTIONS`` (what episodes record) becomes
+            the decoded chunk, flattened to ``(B, N)``, for the critics on env actions.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class NoiseToActionChunk(ConnectorV2):
         noise_bound: float,
         ddim_steps: int | None,
         init_rollout_steps: int = 0,
+        store_env_actions: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(input_observation_space, input_action_space, **kwargs)
@@ -58,6 +61,7 @@ class NoiseToActionChunk(ConnectorV2):
         self.decoder = load_decoder(base_checkpoint, ddim_steps)
         self.noise_bound = float(noise_bound)
         self.init_rollout_steps = int(init_rollout_steps)
+        self.store_env_actions = bool(store_env_actions)
         self.exploring_steps = 0
 
     @override(ConnectorV2)
@@ -74,12 +78,14 @@ class NoiseToActionChunk(ConnectorV2):
         squashed = self._squashed_actions(rl_module, batch, bool(explore))
         if explore:
             if self.exploring_steps < self.init_rollout_steps:
-                squashed = base_policy_noise(squashed.shape, self.noise_bound) / self.noise_bound
+                bound = None if self.store_env_actions else self.noise_bound
+                squashed = base_policy_noise(squashed.shape, bound) / self.noise_bound
             self.exploring_steps += 1
-        batch[Columns.ACTIONS] = squashed
         obs = last_observations(episodes, self.decoder.policy_config.obs_dim)
-        batch[Columns.ACTIONS_FOR_ENV] = decode_noise(
-            self.decoder, obs, self.noise_bound * squashed.float()
+        chunk = decode_noise(self.decoder, obs, self.noise_bound * squashed.float())
+        batch[Columns.ACTIONS_FOR_ENV] = chunk
+        batch[Columns.ACTIONS] = (
+            chunk.reshape(len(chunk), -1) if self.store_env_actions else squashed
         )
         return batch
 
@@ -102,6 +108,7 @@ class NoiseToActionChunk(ConnectorV2):
                 "noise_bound": self.noise_bound,
                 "ddim_steps": self.ddim_steps,
                 "init_rollout_steps": self.init_rollout_steps,
+                "store_env_actions": self.store_env_actions,
             },
         )
 
@@ -129,9 +136,11 @@ def end_warmup(runner: Any) -> None:
     )
 
 
-def base_policy_noise(shape: tuple[int, ...], noise_bound: float) -> Tensor:
-    """``w ~ N(0, I)`` clipped to ±``noise_bound`` (the official warm-up's noise)."""
-    return torch.randn(shape).clamp(-noise_bound, noise_bound)
+def base_policy_noise(shape: tuple[int, ...], noise_bound: float | None) -> Tensor:
+    """``w ~ N(0, I)``, clipped to ±``noise_bound`` unless None (the official warm-up
+    clips for DSRL-SAC, not for DSRL-NA)."""
+    w = torch.randn(shape)
+    return w if noise_bound is None else w.clamp(-noise_bound, noise_bound)
 
 
 def last_observations(episodes: list[Any], obs_dim: int) -> Tensor:

@@ -23,8 +23,15 @@ from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_ch
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_after_summary
 
-#: DSRL knobs recorded in the checkpoint metadata (``hyperparameters``): what decodes.
-DECODER_KNOBS = ("noise_bound", "decoder_ddim_steps")
+
+def decoder_knobs(config: DSRLConfig) -> dict[str, Any]:
+    """What the checkpoint metadata records (``hyperparameters``) to act again: the
+    variant, the resolved noise bound and the decoder's DDIM steps."""
+    return {
+        "noise_aliased": config.noise_aliased,
+        "noise_bound": config.resolved_noise_bound,
+        "decoder_ddim_steps": config.decoder_ddim_steps,
+    }
 
 
 def base_policy(checkpoint: str | Path) -> tuple[DiffusionPolicyConfig, CheckpointMeta]:
@@ -119,7 +126,7 @@ class DSRLFamily(RunFamily):
             policy_config=self.policy.to_dict(),
             model_config=DSRLModelConfig(**model).to_dict(),
             settings=dataclasses.asdict(s),
-            hyperparameters={k: getattr(self.config, k) for k in DECODER_KNOBS},
+            hyperparameters=decoder_knobs(self.config),
             pretrained_checkpoint=self.config.base_checkpoint,
             dataset=base_meta.dataset,
             run=run_metadata(),
