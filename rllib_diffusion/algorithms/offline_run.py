@@ -275,6 +275,9 @@ def lr_schedule(settings: Any) -> float | list[list[float]]:
     )
 
 
+#: Settings added after the first checkpoints were written (absent there: their defaults).
+NEWER_SETTINGS = frozenset({"synthetic_dataset", "real_ratio"})
+
 #: Settings that may change between a run and its ``--resume``.
 RUN_CONTROL_FIELDS = frozenset(
     {"out_dir", "resume", "download", "eval_interval", "eval_episodes", "checkpoint_interval"}
@@ -329,7 +332,19 @@ class OfflineFamily(RunFamily):
         return self._meta
 
     def check_resumable(self, saved, where: Path) -> None:
-        check_same_run_settings(saved.settings or {}, asdict(self.settings), where)
+        import dataclasses
+
+        # Settings added after a checkpoint was written count as their defaults there.
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(self.settings)
+            if f.default is not dataclasses.MISSING
+        }
+        theirs = {
+            **{k: v for k, v in defaults.items() if k in NEWER_SETTINGS},
+            **(saved.settings or {}),
+        }
+        check_same_run_settings(theirs, asdict(self.settings), where)
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
         return offline_progress_line(
