@@ -4,17 +4,22 @@ Glossary: Ta action horizon, Da action dim, N = Ta*Da flattened noise, To*Do obs
 
 A pretrained diffusion/flow policy (a DiffusionBC checkpoint) stays frozen. RLlib's SAC
 learns a policy over the sampler's initial noise ``w ∈ [-noise_bound, noise_bound]^N``;
-the env sees ``base_policy(obs, w)``, the decoded action chunk. Nothing of SAC changes:
-its module's action space is the noise Box (set here, not derived from the env), the
-EnvRunners decode (``dsrl_connectors.NoiseToActionChunk``) and the episodes, replay buffer
-and learner hold the noise. This is DSRL-SAC of the official code; its noise-aliased
-variant DSRL-NA (a critic on env actions distilled into a noise critic) is not built yet.
+the env sees ``base_policy(obs, w)``, the decoded action chunk. SAC's module acts on the
+noise Box (set here, not derived from the env) and the EnvRunners decode
+(``dsrl_connectors.NoiseToActionChunk``). Two variants, as in the official code:
+
+- DSRL-NA (``noise_aliased``, the official default ``dsrl_na``): episodes and replay hold
+  the decoded env actions; SAC's critics learn ``Q^A(s, a)`` on them, a noise critic
+  ``Q^W(s, w)`` is distilled from ``Q^A`` on decoded ``N(0, I)`` noise and the actor
+  maximises ``Q^W`` (``dsrl_rl_module``, ``dsrl_learner``).
+- DSRL-SAC: plain SAC over the noise; episodes and replay hold the noise.
 
 Defaults are the official gym ones (``ajwagen/dsrl``, ``cfg/gym/dsrl_hopper.yaml`` and
 ``train_dsrl.py``): SAC lr 3e-4 for actor, critic and temperature, batch 256, τ 0.005,
 γ 0.99, twin critics (min backup), temperature learned from 1.0 towards target entropy
 0.0, 20 gradient steps after every 2 vector steps of the envs, 2001 vector steps of the
-base policy before learning, noise bound 1.5, DDIM 5 steps (η = 0) for diffusion bases.
+base policy before learning, noise bound 1.0 (NA; 1.5 SAC), DDIM 5 steps (η = 0) for
+diffusion bases.
 """
 
 from __future__ import annotations
