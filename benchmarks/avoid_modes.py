@@ -73,6 +73,12 @@ def main() -> None:
     p.add_argument(
         "--stochastic", action="store_true", help="act with forward_exploration (sampled actions)"
     )
+    p.add_argument(
+        "--act-steps",
+        type=int,
+        default=None,
+        help="execute this many actions of each chunk (default: as trained; <= horizon)",
+    )
     p.add_argument("--name", default=None, help="result name (default: the first label)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--note", default=None, help="free text stored with the result")
@@ -98,7 +104,9 @@ def main() -> None:
     for spec in args.checkpoint:
         label, path = _label_and_path(spec)
         module, meta = load_policy_module(path)
-        env_config = checkpoint_env_config(path, meta)
+        env_config = dict(checkpoint_env_config(path, meta))
+        if args.act_steps is not None:
+            env_config["act_steps"] = args.act_steps
         if env_config.get("env_id") != ENV_ID:
             p.error(f"{path} acts in {env_config.get('env_id')!r}, not {ENV_ID}")
         stats, eps = evaluate_modes(
@@ -123,6 +131,8 @@ def main() -> None:
     name = f"avoid_modes_{args.name or next(iter(figures)).replace(' ', '_')}"
     extra: dict[str, Any] = {"episodes": args.episodes, "seed": args.seed}
     extra["stochastic"] = args.stochastic
+    if args.act_steps is not None:
+        extra["act_steps"] = args.act_steps
     if args.note:
         extra["note"] = args.note
     if not args.no_plot:
