@@ -334,7 +334,8 @@ def test_finetune_dsrl_run_checkpoint_and_resume(base_checkpoints, ray_session, 
                 checkpoint=base_checkpoints["ddim"],
                 out_dir=str(tmp_path / "run"),
                 env_steps=env_steps,
-                num_env_runners=0,
+                # The resumed half samples on a remote EnvRunner (its own decoder).
+                num_env_runners=1 if resume else 0,
                 num_envs_per_env_runner=2,
                 decisions_per_iteration=32,  # 8 rounds of 2 vector steps × 2 envs
                 eval_interval=2,
