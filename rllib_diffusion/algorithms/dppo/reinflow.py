@@ -91,8 +91,8 @@ class ReinFlowConfig(DPPOConfig):
         self.entropy_coeff = 0.03
         self.clip_param = 0.01
         self.repeat_samples = 10
-        # Official: 50,000 rows of 20,000 env steps × 10 repeats (4 per epoch); 5,000 keeps
-        # 4 minibatches per epoch at the default 2,000 decisions per iteration.
+        # Official: 50,000 rows of 20,000 decisions (40 envs × 500 steps) × 10 repeats,
+        # 4 minibatches per epoch; 5,000 keeps 4 at the default 2,000 decisions.
         self.pair_minibatch_size = 5_000
         self.noise_decay_iterations: int | None = 1000
         self.noise_hold_ratio = 0.35
