@@ -215,6 +215,16 @@ def test_warmup_acts_with_clipped_gaussian_noise_then_with_sac(base_checkpoints)
     assert torch.equal(out[Columns.ACTIONS], sac), "a resumed run does not repeat the warm-up"
 
 
+def test_zero_noise_policy_decodes_w_equal_zero(base_checkpoints):
+    from rllib_diffusion.algorithms.dsrl.decoder import ZeroNoisePolicy
+
+    obs = torch.as_tensor(observations(4))
+    policy = ZeroNoisePolicy(load_decoder(base_checkpoints["ddpm"], DDIM_STEPS))
+    out = policy.forward_inference({Columns.OBS: obs})[Columns.ACTIONS]
+    expected = reference_chunk(base_checkpoints["ddpm"], obs, torch.zeros(4, TA, DA))
+    assert torch.equal(out, expected)
+
+
 def test_episode_replaced_after_its_end_gets_a_zero_observation(base_checkpoints):
     piece = connector(base_checkpoints["flow"], "flow")
     obs = observations(2)
@@ -352,6 +362,7 @@ def test_finetune_dsrl_run_checkpoint_and_resume(base_checkpoints, ray_session, 
     first = run(128, resume=False)
     lines = first["progress"]
     assert lines[0]["iteration"] == 0 and "eval_return_mean" in lines[0]  # the base policy
+    assert first["start_return_zero_noise"] == lines[0]["eval_return_zero_noise"]
     assert [x["env_steps"] for x in lines[1:]] == [64, 128]
     assert "eval_return_mean" in lines[2] and "qf_loss" in lines[2]
     meta = read_checkpoint_meta(first["checkpoint"])

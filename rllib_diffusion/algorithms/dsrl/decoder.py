@@ -115,3 +115,21 @@ class SteeredPolicy(nn.Module):
 
     def forward_exploration(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return self._act(batch[Columns.OBS], deterministic=False)
+
+
+class ZeroNoisePolicy(nn.Module):
+    """The base policy decoded from ``w = 0`` (what a DSRL actor whose mean is 0 plays
+    deterministically): the reference a deterministic DSRL evaluation is compared with,
+    next to the base policy's own ``w ~ N(0, I)``."""
+
+    def __init__(self, decoder: DiffusionPolicyModule):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward_inference(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        obs = batch[Columns.OBS]
+        cfg = self.decoder.policy_config
+        w = torch.zeros(obs.shape[0], cfg.horizon, cfg.action_dim, device=obs.device)
+        return {Columns.ACTIONS: decode_noise(self.decoder, obs, w)}
+
+    forward_exploration = forward_inference

@@ -23,6 +23,11 @@ from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_ch
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_after_summary
 
+#: Iteration-0 progress key: return of the base policy decoded from ``w = 0``.
+EVAL_RETURN_ZERO_NOISE = "eval_return_zero_noise"
+#: ``result.json`` key of the same (mean return).
+ZERO_NOISE_RESULT = "start_return_zero_noise"
+
 
 def decoder_knobs(config: DSRLConfig) -> dict[str, Any]:
     """What the checkpoint metadata records (``hyperparameters``) to act again: the
@@ -158,21 +163,27 @@ class DSRLFamily(RunFamily):
             return self.config.build_algo()
 
     def start(self, algo: Any, control: RunControl) -> dict[str, Any]:
-        """The base policy as DSRL decodes it (``w ~ N(0, I)``), in the real env."""
-        from rllib_diffusion.algorithms.dsrl.decoder import load_decoder
+        """The base policy as DSRL decodes it, in the real env: with ``w ~ N(0, I)`` (the
+        start evaluation) and with ``w = 0`` (what an actor with mean 0 plays
+        deterministically, so the final evaluation's reference too)."""
+        from rllib_diffusion.algorithms.dsrl.decoder import ZeroNoisePolicy, load_decoder
 
         decoder = load_decoder(self.config.base_checkpoint, self.config.decoder_ddim_steps)
         self.start_evaluation = self._evaluate(decoder, 20_000 + control.seed, control)
+        zero = self._evaluate(ZeroNoisePolicy(decoder), 20_000 + control.seed, control)
+        self.zero_noise_evaluation = zero
         print(
             f"[finetune] start: base policy return "
             f"{self.start_evaluation['episode_return_mean']:.1f} ± "
-            f"{self.start_evaluation['episode_return_std']:.1f}",
+            f"{self.start_evaluation['episode_return_std']:.1f} (w ~ N(0, I)), "
+            f"{zero['episode_return_mean']:.1f} ± {zero['episode_return_std']:.1f} (w = 0)",
             flush=True,
         )
         return {
             "iteration": 0,
             "env_steps": 0,
             EVAL_RETURN: self.start_evaluation["episode_return_mean"],
+            EVAL_RETURN_ZERO_NOISE: zero["episode_return_mean"],
         }
 
     def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any]:
@@ -209,7 +220,11 @@ class DSRLFamily(RunFamily):
         return self._evaluate(load_steered_policy(ckpt), 30_000 + control.seed, control)
 
     def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-        return before_after_summary(self.tag, base, self.start_evaluation, evaluation)
+        summary = before_after_summary(self.tag, base, self.start_evaluation, evaluation)
+        # w = 0 reference of a fresh run (a resumed one reads it from line 0).
+        line0 = next((x for x in base["progress"] if x.get("iteration") == 0), {})
+        summary[ZERO_NOISE_RESULT] = line0.get(EVAL_RETURN_ZERO_NOISE)
+        return summary
 
     def _evaluate(self, policy: Any, seed: int, control: RunControl) -> dict[str, Any]:
         from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
