@@ -461,14 +461,21 @@ def write_minari(
 
 
 def _fill_storage(storage: Any, buffers: list[Any]) -> None:
-    """Append ``buffers`` to a Minari storage, measuring the dataset size only once."""
+    """Append ``buffers`` to a Minari storage, measuring the dataset size and rewriting
+    its ``metadata.json`` only once (Minari does both after every episode, which
+    dominates writing many short episodes, e.g. single-step synthetic transitions)."""
     measure = storage.get_size
-    storage.get_size = lambda: 0.0  # instance attribute: no other storage is affected
+    pending: dict[str, Any] = {}
+    # Instance attributes: no other storage is affected. The episodes' own metadata
+    # files are still written one by one; the dataset's is read by nothing meanwhile.
+    storage.get_size = lambda: 0.0
+    storage.update_metadata = pending.update
     try:
         storage.update_episodes(buffers)
     finally:
         del storage.get_size
-    storage.update_metadata({"dataset_size": measure()})
+        del storage.update_metadata
+    storage.update_metadata({**pending, "dataset_size": measure()})
 
 
 def _write_ref_scores(data_dir: Path, ref_min: float | None, ref_max: float | None) -> None:
