@@ -269,6 +269,31 @@ def test_one_update_moves_the_policy_and_lowers_the_noise_bound(ray_session):
     assert critic_lr == pytest.approx(3e-4 + (6.5e-4 - 3e-4) / 10)
 
 
+def test_w2_bc_regulariser_pulls_only_the_fine_tuned_flow_back(ray_session):
+    from rllib_diffusion.algorithms.dppo.reinflow_learner import ReinFlowTorchLearner
+
+    learner, config, module = _learner(bc_loss_coeff=0.5)
+    obs = torch.randn(6, OBS_DIM)
+    assert float(ReinFlowTorchLearner._bc_regulariser(module, obs).detach()) == 0.0
+    with torch.no_grad():
+        for p in module.actor_ft.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    loss = ReinFlowTorchLearner._bc_regulariser(module, obs)
+    z = torch.zeros(6, TA, DA)
+    with torch.no_grad():
+        base = euler_sample(lambda x, t: module.actor(x, t, obs), z, K, clip=1.0)
+        ft = euler_sample(lambda x, t: module.actor_ft(x, t, obs), z, K, clip=1.0)
+    torch.testing.assert_close(loss, ((ft - base) ** 2).mean(), rtol=1e-4, atol=1e-6)
+    loss.backward()
+    assert all(p.grad is None for p in module.actor.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.actor_ft.parameters())
+    batch = _unit_batch(learner, module)
+    learner.compute_loss_for_module(
+        module_id="default_policy", config=config, batch=batch, fwd_out={}
+    )
+    assert float(learner.metrics.peek(("default_policy", "losses/bc_regulariser"))) > 0
+
+
 # --------------------------------------------------------------- toy-task runs
 @pytest.fixture(scope="module")
 def weak_flow_policy(ray_session, tmp_path_factory):

@@ -25,8 +25,9 @@ from rllib_diffusion.algorithms.dppo.dppo import DPPO, DPPOConfig
 ALGORITHM_NAME = "ReinFlow"
 
 #: DPPO knobs that ReinFlow's whole-chain ratio ignores, with their (unchanged) values:
-#: one clip for the single ratio step, no denoising discount, no chain BC regulariser.
-IGNORED_DPPO_KNOBS = {"clip_param_base": 0.01, "gamma_denoising": 0.99, "bc_loss_coeff": 0.0}
+#: one clip for the single ratio step, no denoising discount. (``bc_loss_coeff`` weights
+#: ReinFlow's own W2 regulariser, see ``ReinFlowTorchLearner``.)
+IGNORED_DPPO_KNOBS = {"clip_param_base": 0.01, "gamma_denoising": 0.99}
 
 
 def max_std_schedule(
@@ -118,7 +119,8 @@ class ReinFlowConfig(DPPOConfig):
         **kwargs: Any,
     ) -> ReinFlowConfig:
         """ReinFlow knobs (plus DPPO's ``training()`` args; ``actor_lr`` 4.5e-5,
-        ``critic_lr`` 6.5e-4, ``entropy_coeff`` 0.03 by default, as the official Hopper run).
+        ``critic_lr`` 6.5e-4, ``entropy_coeff`` 0.03 by default, as the official Hopper run;
+        ``bc_loss_coeff`` weights the official W2 regulariser, off by default as there).
 
         Args:
             critic_weight_decay: AdamW weight decay of the critic (``weight_decay`` is the

@@ -199,6 +199,20 @@ class ReinFlowModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, Denoisin
             generator=generator,
         )
 
+    def flow_actions(self, obs: Tensor, x_init: Tensor, *, base: bool = False) -> Tensor:
+        """Deterministic flow ``(B, Ta, Da)`` of ``actor_ft`` (``base``: the frozen
+        ``actor``) from ``x_init``, with the chain's clamps (the W2 BC regulariser's)."""
+        net, obs = (self.actor if base else self.actor_ft), obs.float()
+        return noisy_euler_chain(
+            lambda x, t: net(x, t, obs),
+            lambda x, t: torch.ones_like(x),
+            x_init,
+            self.policy_config.denoising_steps,
+            deterministic=True,
+            mean_clip=self.reinflow_config.mean_clip,
+            final_clip=1.0,
+        ).actions
+
     def chain_logp(self, chain: Tensor, step_logp: Tensor) -> Tensor:
         """Clamped whole-chain log-prob ``(B,)`` from per-step log-probs ``(B, K)``."""
         cfg = self.reinflow_config
