@@ -52,6 +52,20 @@ def test_make_env_makes_it_and_it_is_deterministic_given_a_seed():
     env.close()
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the checker's advice
+def test_passes_gymnasium_s_env_checker_and_chunked_env_is_recreated_from_its_spec():
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    from rllib_diffusion.envs.chunking import make_chunked_env
+
+    check_env(gym.make(ENV_ID, render_mode="rgb_array").unwrapped, skip_render_check=False)
+    env = make_chunked_env({"env_id": ENV_ID, "horizon": 4})
+    check_env(env)
+    again = gym.make(env.spec)
+    np.testing.assert_array_equal(again.reset(seed=1)[0], env.reset(seed=1)[0])
+
+
 def test_collision_ends_the_episode_without_success():
     env = AvoidEnv(start_noise=0.0)
     total, steps, terminated, truncated, info = _run(env, lambda o: np.array([0.0, 1.0]))
