@@ -139,6 +139,7 @@ def demo_episodes(
     *,
     seed: int = 0,
     noise: float = 0.05,
+    turn: float = 0.09,
     balanced: bool = True,
     keep_failures: bool = False,
     max_attempts: int | None = None,
@@ -155,7 +156,7 @@ def demo_episodes(
     from rllib_diffusion.envs.tasks import make_env
 
     env = make_env(ENV_ID, **(env_kwargs or {}))
-    demonstrator = AvoidDemonstrator(noise=noise)
+    demonstrator = AvoidDemonstrator(noise=noise, turn=turn)
     max_attempts = max_attempts if max_attempts is not None else 2 * num_episodes + 10
     episodes: list[dict[str, Any]] = []
     attempts = 0
@@ -197,6 +198,7 @@ def write_avoid_dataset(
     *,
     seed: int = 0,
     noise: float = 0.05,
+    turn: float = 0.09,
     balanced: bool = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -208,7 +210,7 @@ def write_avoid_dataset(
 
     t0 = time.perf_counter()
     raw, attempts = demo_episodes(
-        num_episodes, seed=seed, noise=noise, balanced=balanced, progress=progress
+        num_episodes, seed=seed, noise=noise, turn=turn, balanced=balanced, progress=progress
     )
     episodes = []
     for ep in raw:
@@ -249,6 +251,7 @@ def write_avoid_dataset(
         "transitions": int(sum(len(e.actions) for e in episodes)),
         "seed": seed,
         "noise": noise,
+        "turn": turn,
         "balanced": balanced,
         "seconds": time.perf_counter() - t0,
         **stats,
@@ -275,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode")
     parser.add_argument("--noise", type=float, default=0.05, help="std of the action noise")
     parser.add_argument(
+        "--turn",
+        type=float,
+        default=0.09,
+        help="rise (m) over which the demonstrator turns to the next gap after a row "
+        "(0: straight diagonals from gap to gap)",
+    )
+    parser.add_argument(
         "--unbalanced",
         action="store_true",
         help="draw each episode's route by coin flips instead of cycling through the 8 routes",
@@ -285,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--episodes must be >= 1")
     if args.noise < 0:
         parser.error("--noise must be >= 0")
+    if not 0 <= args.turn <= 0.17:
+        parser.error("--turn must be in [0, 0.17] (the distance between rows is 0.18)")
     from rllib_diffusion.data.errors import DatasetError
 
     try:
@@ -293,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             args.episodes,
             seed=args.seed,
             noise=args.noise,
+            turn=args.turn,
             balanced=not args.unbalanced,
             overwrite=args.overwrite,
         )
