@@ -35,7 +35,7 @@ import numpy as np
 from rllib_diffusion.envs.robosuite_tasks import RobosuiteTaskEnv, task_for
 
 #: Tasks with a scripted controller here.
-SCRIPTED_TASKS = ("lift", "can")
+SCRIPTED_TASKS = ("lift", "can", "square")
 
 _POS_SCALE = 0.05  # OSC output_max: one action unit is 5 cm of goal offset per step
 _ROT_SCALE = 0.5  # and 0.5 rad
@@ -141,15 +141,145 @@ class ScriptedPickPlace:
         return np.clip(action, -1.0, 1.0)
 
 
+def _yaw(quat_xyzw: np.ndarray) -> float:
+    from robosuite.utils import transform_utils as T
+
+    return float(T.mat2euler(T.quat2mat(quat_xyzw))[2])
+
+
+def _rotated_z(quat_xyzw: np.ndarray, angle: float) -> np.ndarray:
+    """``quat`` turned by ``angle`` about the world z axis."""
+    from robosuite.utils import transform_utils as T
+
+    return T.quat_multiply(T.axisangle2quat(np.array([0.0, 0.0, angle])), quat_xyzw)
+
+
+def _wrap(angle: float, period: float) -> float:
+    return (angle + period / 2) % period - period / 2
+
+
+@dataclass
+class ScriptedSquare:
+    """Phase machine for Square (NutAssemblySquare): turn the hand to the nut's handle,
+    grasp it, lift while turning the nut square to the peg (the quarter turn closest to
+    the hand's start yaw), carry it over the peg with closed-loop xy correction, lower it
+    on, release, retreat. A grasp that did not lift the nut is retried.
+
+    Variety: the hover height and speed gain are random per episode, with small action
+    noise; the approach to the handle comes from the side or from above (two modes).
+    """
+
+    task: str = "square"
+    noise: float = 0.03
+    phase: str = "side"
+    _t_phase: int = 0
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    _side: bool = True
+    _gain: float = 1.0
+    _quat0: np.ndarray | None = None
+    _quat_target: np.ndarray | None = None
+    _retries: int = 0
+
+    def reset(self, env: RobosuiteTaskEnv, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._side = bool(rng.integers(2))
+        self._gain = float(rng.uniform(0.75, 1.0))
+        self._quat0 = np.array(env.raw_observation()["robot0_eef_quat"])
+        self._quat_target, self._retries = None, 0
+        self.phase, self._t_phase = ("side" if self._side else "above"), 0
+
+    def _next(self, phase: str) -> None:
+        self.phase, self._t_phase = phase, 0
+
+    def act(self, env: RobosuiteTaskEnv) -> np.ndarray:
+        obs, sim = env.raw_observation(), env.robosuite_env.sim
+        rs = env.robosuite_env
+        eef, eef_quat = np.asarray(obs["robot0_eef_pos"]), np.asarray(obs["robot0_eef_quat"])
+        nut = np.asarray(obs["SquareNut_pos"])
+        nut_yaw = _yaw(np.asarray(obs["SquareNut_quat"]))
+        handle = np.array(sim.data.site_xpos[rs.object_site_ids[0]])
+        peg = np.array(sim.data.body_xpos[rs.peg1_body_id])
+        table_z = float(rs.table_offset[2])
+        gripper = -1.0
+        self._t_phase += 1
+        t = self._t_phase
+        if self._quat_target is None:  # fingers across the handle (which lies along nut x)
+            self._quat_target = _rotated_z(eef_quat, _wrap(nut_yaw - _yaw(eef_quat), np.pi))
+        turned = np.linalg.norm(_quat_error(self._quat_target, eef_quat)) < 0.05
+        if self.phase == "side":  # beside and above the handle, the first mode
+            target = handle + np.array([0.0, -0.08, 0.12])
+            if np.linalg.norm(target - eef) < 0.02 or t > 60:
+                self._next("above")
+        elif self.phase == "above":
+            target = handle + np.array([0.0, 0.0, 0.08])
+            if (np.linalg.norm(target - eef) < 0.01 and turned) or t > 80:
+                self._next("descend")
+        elif self.phase == "descend":
+            target = handle + np.array([0.0, 0.0, -0.005])
+            if np.linalg.norm(target - eef) < 0.006 or t > 50:
+                self._next("grasp")
+        elif self.phase == "grasp":
+            target, gripper = eef.copy(), 1.0
+            if t >= 15:
+                # Square the nut to the peg: the quarter turn nearest the start yaw.
+                base = _wrap(-nut_yaw, np.pi / 2)
+                rel = _wrap(_yaw(eef_quat) - _yaw(self._quat0), 2 * np.pi)
+                turn = min((base + k * np.pi / 2 for k in range(-2, 3)), key=lambda a: abs(rel + a))
+                self._quat_target = _rotated_z(eef_quat, turn)
+                self._next("lift")
+        elif self.phase == "lift":
+            gripper = 1.0
+            target = np.array([eef[0], eef[1], table_z + 0.25])
+            if t > 30 and nut[2] < table_z + 0.03 and self._retries < 2:  # missed: again
+                self._retries += 1
+                self._quat_target = _rotated_z(eef_quat, _wrap(nut_yaw - _yaw(eef_quat), np.pi))
+                self._next("above")
+            elif (eef[2] > table_z + 0.23 and abs(_wrap(nut_yaw, np.pi / 2)) < 0.03) or t > 80:
+                self._next("carry")
+        elif self.phase == "carry":
+            gripper = 1.0
+            target = np.array([*(eef[:2] + 2.0 * (peg[:2] - nut[:2])), table_z + 0.25])
+            if np.linalg.norm(peg[:2] - nut[:2]) < 0.004 or t > 100:
+                self._next("lower")
+        elif self.phase == "lower":
+            gripper = 1.0
+            target = np.array([*(eef[:2] + 2.0 * (peg[:2] - nut[:2])), eef[2] - 0.03])
+            if nut[2] < table_z + 0.045 or t > 60:
+                self._next("release")
+        elif self.phase == "release":
+            target = eef.copy()
+            if t >= 8:
+                self._next("retreat")
+        else:
+            target = eef + np.array([0.0, 0.0, 0.05])
+        pos = np.clip((target - eef) / _POS_SCALE * self._gain * 1.7, -1.0, 1.0)
+        rot = np.clip(_quat_error(self._quat_target, eef_quat) / _ROT_SCALE, -1, 1)
+        action = np.concatenate([pos, rot, [gripper]])
+        if self.noise > 0:
+            action[:6] += self._rng.normal(0.0, self.noise, 6)
+        return np.clip(action, -1.0, 1.0)
+
+
+def make_scripted_policy(task: str, noise: float | None = None) -> Any:
+    """The scripted controller for ``task`` (``lift``, ``can`` or ``square``)."""
+    if task == "square":
+        return ScriptedSquare() if noise is None else ScriptedSquare(noise=noise)
+    return ScriptedPickPlace(task) if noise is None else ScriptedPickPlace(task, noise=noise)
+
+
 def run_episode(
     env: RobosuiteTaskEnv, policy: ScriptedPickPlace, seed: int, max_steps: int
 ) -> dict[str, Any]:
     """One scripted episode from ``reset(seed)``: arrays in robomimic's layout."""
     rng = np.random.default_rng(seed)
-    obs, _ = env.reset(seed=seed)
+    env.reset(seed=seed)
+    # Record in the model rebuilt from the stored MJCF, as a replay will run: the XML
+    # round trip rounds the randomised sizes and poses (~1e-7), which contact-rich tasks
+    # (Square) amplify until replays of the recorded actions miss.
+    start = env.get_state()
+    env.reset_to(start)
     policy.reset(env, rng)
     keys = env.obs_keys
-    start = env.get_state()
     raw_obs: list[dict[str, np.ndarray]] = [dict(env.raw_observation())]
     states, actions, rewards = [start["states"]], [], []
     success = False
@@ -216,7 +346,7 @@ def collect_demos(
     out: str | os.PathLike[str],
     *,
     seed: int = 0,
-    noise: float = 0.05,
+    noise: float | None = None,
     max_attempts: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -230,12 +360,12 @@ def collect_demos(
     if name not in SCRIPTED_TASKS:
         raise ValueError(
             f"no scripted controller for {task!r}; scripted tasks: {list(SCRIPTED_TASKS)} "
-            "(Square and Transport need real robomimic demos, see docs/robot_tasks.md)."
+            "(Transport needs real robomimic demos, see docs/robot_tasks.md)."
         )
     info = task_for(name)
     max_attempts = max_attempts or 2 * episodes + 10
     env = RobosuiteTaskEnv(info.robosuite_env)
-    policy = ScriptedPickPlace(name, noise=noise)
+    policy = make_scripted_policy(name, noise)
     demos: list[dict[str, Any]] = []
     attempts = steps = 0
     start = time.perf_counter()
@@ -299,13 +429,15 @@ def replay_demo(env: RobosuiteTaskEnv, path: str | os.PathLike[str], demo: str) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rllib_diffusion.collect.robot_demos",
-        description="Scripted robomimic-format demonstrations for Lift and Can (robosuite).",
+        description="Scripted robomimic-format demonstrations for Lift, Can, Square (robosuite).",
     )
     parser.add_argument("--task", choices=SCRIPTED_TASKS, required=True)
     parser.add_argument("--episodes", type=int, default=50, help="successful demos to keep")
     parser.add_argument("--out", required=True, help="output .hdf5 (written atomically)")
     parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode")
-    parser.add_argument("--noise", type=float, default=0.05, help="std of action noise")
+    parser.add_argument(
+        "--noise", type=float, default=None, help="std of action noise (0.05; square 0.03)"
+    )
     parser.add_argument("--max-attempts", type=int, default=None)
     args = parser.parse_args(argv)
     if args.episodes < 1:

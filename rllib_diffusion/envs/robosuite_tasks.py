@@ -224,7 +224,9 @@ class RobosuiteTaskEnv(gym.Env):
         if seed is not None:
             # Every placement sampler and robot holds this very Generator: reseed in place.
             self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
-        raw = self._env.reset()
+        self._env.reset()
+        self._refresh_controllers()
+        raw = self._env._get_observations(force_update=True)
         return self._flat(raw), {"success": False}
 
     def step(self, action: np.ndarray):
@@ -274,9 +276,19 @@ class RobosuiteTaskEnv(gym.Env):
             self._env.sim.reset()
         self._env.sim.set_state_from_flattened(np.asarray(state["states"]))
         self._env.sim.forward()
-        # The controllers cached the pose of the reset above (set_goal only refreshes it
-        # after a control step) and hold its joint angles as their nullspace target, which
-        # a fresh reset takes from the start state: both from the restored state.
+        self._refresh_controllers()
+        self._env._obs_cache = {}
+        return self._flat(self._env._get_observations(force_update=True))
+
+    def _refresh_controllers(self) -> None:
+        """Start the controllers from the current sim state.
+
+        robosuite's controllers cache the arm's pose and mass matrix (refreshed only after
+        a control step) and hold the reset's joint angles as their nullspace target. After
+        :meth:`reset_to` those would belong to the reset before the restore, and after a
+        plain reset the mass matrix is the one before the initial joint noise: refreshing
+        after both makes a replay from a stored state act exactly as the recording did.
+        """
         for robot in self._env.robots:
             robot.composite_controller.update_state()
             for part, controller in robot.composite_controller.part_controllers.items():
@@ -284,8 +296,6 @@ class RobosuiteTaskEnv(gym.Env):
                 if part in robot.arms:
                     controller.initial_joint = np.array(controller.joint_pos)
                     controller.reset_goal()
-        self._env._obs_cache = {}
-        return self._flat(self._env._get_observations(force_update=True))
 
     def env_args(self) -> dict[str, Any]:
         """robomimic's ``data.attrs["env_args"]`` for files made in this env."""

@@ -132,11 +132,22 @@ def test_scripted_lift_demos_succeed_and_round_trip(lift_demos):
         assert "<mujoco" in g.attrs["model_file"]
 
 
-def test_replay_from_stored_state_reproduces_success(lift_demos):
+def test_replay_from_stored_state_reproduces_the_demo_exactly(lift_demos):
+    import h5py
+
     from rllib_diffusion.collect.robot_demos import replay_demo
 
     path, _, env = lift_demos
     assert replay_demo(env, path, "demo_1")
+    with h5py.File(path) as f:
+        g = f["data/demo_0"]
+        actions, states = np.asarray(g["actions"]), np.asarray(g["states"])
+        env.reset_to({"states": states[0], "model": g.attrs["model_file"]})
+    replayed = [env.flat_state()]
+    for action in actions[:-1]:
+        env.step(action)
+        replayed.append(env.flat_state())
+    np.testing.assert_array_equal(np.asarray(replayed), states)  # bit for bit
 
 
 def test_chunked_env_unnormalises_with_demo_statistics(lift_demos):
@@ -251,16 +262,18 @@ def test_every_task_constructs_steps_and_passes_the_env_checker(env_id):
 
 
 @pytest.mark.slow
-def test_scripted_can_demo_succeeds_and_replays(tmp_path):
+@pytest.mark.parametrize("task", ["can", "square"])
+def test_scripted_can_and_square_demos_succeed_and_replay(tmp_path, task):
     from rllib_diffusion.collect.robot_demos import collect_demos, replay_demo
     from rllib_diffusion.envs.robosuite_tasks import RobosuiteTaskEnv
 
-    summary = collect_demos("can", 2, tmp_path / "can.hdf5", progress=False)
+    summary = collect_demos(task, 2, tmp_path / f"{task}.hdf5", progress=False)
     assert summary["demos"] == 2 and summary["success_rate"] > 0.5
-    ds = load_robomimic_hdf5(tmp_path / "can.hdf5")
-    assert ds.env_id == "robomimic/Can-v0" and ds.episodes[0].observations.shape[1] == 23
-    env = RobosuiteTaskEnv("PickPlaceCan")
+    ds = load_robomimic_hdf5(tmp_path / f"{task}.hdf5")
+    info = task_for(task)
+    assert ds.env_id == info.env_id and ds.episodes[0].observations.shape[1] == 23
+    env = RobosuiteTaskEnv(info.robosuite_env)
     try:
-        assert replay_demo(env, tmp_path / "can.hdf5", "demo_0")
+        assert all(replay_demo(env, tmp_path / f"{task}.hdf5", f"demo_{i}") for i in (0, 1))
     finally:
         env.close()
