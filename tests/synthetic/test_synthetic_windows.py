@@ -54,3 +54,24 @@ def test_transitions_form_and_refusals(synthetic_id) -> None:
     big_batch = SimpleNamespace(**{**vars(_settings(synthetic_id)), "batch_size": 400})
     with pytest.raises(DatasetError, match="fewer than"):  # 200 synthetic rows, 300 per batch
         synthetic_input(real_path, big_batch, 100)
+
+
+def test_online_phase_of_a_mixed_run_reads_no_synthetic_input() -> None:
+    """``online`` rebuilds the offline run's config from its checkpoint settings, which
+    name the synthetic data; the online phase has no offline input to mix it into."""
+    from dataclasses import asdict
+
+    from rllib_diffusion.algorithms.idql.idql import IDQLConfig
+    from rllib_diffusion.algorithms.offline_q.train import OfflineSettings
+    from rllib_diffusion.algorithms.online_run import OnlineSettings, online_config
+    from rllib_diffusion.checkpoints import CheckpointMeta
+
+    offline = OfflineSettings(
+        algo="idql", dataset="d", synthetic_dataset="s", real_ratio=0.5, batch_size=32
+    )
+    model = IDQLConfig.default_model_config(11, 3, env_id="Hopper-v5")
+    meta = CheckpointMeta(
+        algorithm="idql", env_id="Hopper-v5", model_config=model.to_dict(), settings=asdict(offline)
+    )
+    config = online_config(OnlineSettings(checkpoint="c"), meta)
+    assert config.offline_data_class is None and config.input_ is None
