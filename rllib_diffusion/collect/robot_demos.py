@@ -1,22 +1,24 @@
-"""Scripted demonstrations for robomimic's Lift and Can, written as robomimic HDF5.
+"""Scripted demonstrations for robomimic's Lift, Can and Square, written as robomimic HDF5.
 
-A scripted OSC delta-position controller (``above object → descend → grasp → lift``, and
-for Can ``→ carry over the target bin → lower → release → retreat``) acts in
-:class:`~rllib_diffusion.envs.robosuite_tasks.RobosuiteTaskEnv`. It holds the start
-orientation of the hand with a proportional rotation command and approaches the object
-from one of two sides chosen at random per episode (a lateral waypoint ±6 cm before the
-hover point), with a random speed gain and small action noise, so the data has the
-natural variety (and two modes) a diffusion policy should capture.
+Scripted OSC delta-position controllers act in
+:class:`~rllib_diffusion.envs.robosuite_tasks.RobosuiteTaskEnv`:
+:class:`ScriptedPickPlace` (Lift: above object → descend → grasp → lift; Can: then carry
+over the target bin → lower → release → retreat) and :class:`ScriptedSquare` (turn to the
+nut's handle, grasp, square the nut to the peg, carry, lower it on, release). Each draws
+an approach mode (two per task), a speed gain and small action noise per episode, so the
+data has the variety (and the modes) a diffusion policy should capture.
 
 Only successful episodes are kept, each ending at its first successful step (as robomimic's
 demos do). The file layout is robomimic's (``data/demo_<i>/{obs,next_obs}/<key>``,
 ``actions``, ``rewards``, ``dones``, ``states``; ``model_file`` and ``num_samples`` per
 demo; ``env_args`` and ``total`` on ``data``), readable by
 :func:`rllib_diffusion.data.robomimic_io.load_robomimic_hdf5` and by robomimic itself.
-The file is written to a temporary name and renamed when complete.
+Each demo is recorded in the model rebuilt from its stored ``model_file``, so replaying
+its actions from ``states[0]`` (:func:`replay_demo`) reproduces it bit for bit. The file
+is written to a temporary name and renamed when complete.
 
 Run ``python -m rllib_diffusion.collect.robot_demos --task lift --episodes 50 --out
-data/robot/lift_scripted.hdf5`` (or ``experiments/robot_demos.py`` with the same flags).
+runs/robot/lift_scripted_50.hdf5`` (or ``experiments/robot_demos.py`` with the same flags).
 """
 
 from __future__ import annotations
