@@ -23,6 +23,9 @@ from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_ch
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_after_summary
 
+#: DSRL knobs (RLlib's) that ``AlgorithmConfig.env_runners()`` sets.
+ENV_RUNNER_KNOBS = ("rollout_fragment_length",)
+
 #: Iteration-0 progress key: return of the base policy decoded from ``w = 0``.
 EVAL_RETURN_ZERO_NOISE = "eval_return_zero_noise"
 #: ``result.json`` key of the same (mean return).
@@ -66,6 +69,8 @@ def dsrl_config(s: Any) -> DSRLConfig:
         )
     policy, _ = base_policy(s.checkpoint)
     training, model = registry.get(s.algo).split_knobs(s.knobs)
+    # RLlib takes these in env_runners(), not training().
+    runner_knobs = {k: training.pop(k) for k in ENV_RUNNER_KNOBS if k in training}
     runner_resources, learner_resources = custom_resources(s)
     obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
     return (
@@ -81,6 +86,7 @@ def dsrl_config(s: Any) -> DSRLConfig:
             num_envs_per_env_runner=s.num_envs_per_env_runner,
             num_cpus_per_env_runner=1,
             custom_resources_per_env_runner=runner_resources,
+            **runner_knobs,
         )
         .learners(
             num_learners=s.num_learners,
