@@ -450,14 +450,19 @@ def wide_bc_policy(
 @pytest.mark.parametrize(
     "noise_aliased",
     [
-        pytest.param(True, marks=pytest.mark.learning, id="dsrl-na"),
+        pytest.param(True, marks=[pytest.mark.learning, pytest.mark.slow], id="dsrl-na"),
         pytest.param(False, marks=[pytest.mark.learning, pytest.mark.slow], id="dsrl-sac"),
     ],
 )
 def test_dsrl_improves_a_weak_bc_policy(noise_aliased, ray_session, tmp_path):
-    """DSRL-NA and DSRL-SAC with the official knobs except smaller networks, UTD 4 and
-    batch 128: 400 env steps take the deterministic return from ≈ 7.9 to ≈ 9.5 (measured
-    7.9 → 9.5 for both, one run each; ≈ 35 s each on an idle 2-core machine)."""
+    """DSRL-NA and DSRL-SAC lift a weak BC policy whose middle noise (w = 0) is no better.
+
+    The official knobs except, for a short run on a bandit-like task: networks 64 × 64,
+    γ 0.5, initial temperature 0.05, learning rates 2e-3, UTD 8 per 4 vector steps of 4
+    envs, batch 128. Measured (2-core machine loaded by other jobs; both variants 260 s,
+    58 s of CPU): 6.98 (w = 0: 6.88) → 8.51 (NA, noise within ±1) and → 9.85 (SAC, ±1.5)
+    in 800 env steps; with the official UTD and temperature and 400 env steps neither
+    variant moved (7.0 → 7.1)."""
     from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
 
     base = save_base_checkpoint(tmp_path / "bc", wide_bc_policy())
@@ -466,7 +471,7 @@ def test_dsrl_improves_a_weak_bc_policy(noise_aliased, ray_session, tmp_path):
             algo="dsrl",
             checkpoint=base,
             out_dir=str(tmp_path / "dsrl"),
-            env_steps=400,
+            env_steps=800,
             num_env_runners=0,
             num_envs_per_env_runner=4,
             decisions_per_iteration=200,
@@ -474,7 +479,12 @@ def test_dsrl_improves_a_weak_bc_policy(noise_aliased, ray_session, tmp_path):
             eval_episodes=20,
             checkpoint_interval=0,
             init_rollout_steps=25,
-            utd=4,
+            utd=8,
+            rollout_fragment_length=4,
+            gamma=0.5,
+            initial_alpha=0.05,
+            actor_lr=2e-3,
+            critic_lr=2e-3,
             train_batch_size_per_learner=128,
             sac_hidden_dims=(64, 64),
             noise_aliased=noise_aliased,
