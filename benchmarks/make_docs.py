@@ -353,11 +353,39 @@ def acting_table() -> list[str]:
     return [*lines, ""]
 
 
+def avoid_section(r: dict) -> list[str]:
+    """One ``benchmarks/avoid_modes.py`` result: success and routes per policy."""
+    acting = "sampled actions (--stochastic)" if r.get("stochastic") else "default acting"
+    if r.get("act_steps") is not None:
+        acting += f", act_steps {r['act_steps']}"
+    lines = [
+        f"### {r['name']}",
+        "",
+        f"`rllib_diffusion/Avoid-v0`, {r.get('episodes')} episodes per policy (reset seeds from "
+        f"{r.get('seed', 0)}), {acting}; routes counted over successful episodes "
+        "([docs/avoid.md](avoid.md)). Command: `" + r["command"] + "`",
+        "",
+        "| policy | success | routes | route entropy (nats) | route counts |",
+        "|---|---|---|---|---|",
+    ]
+    for label, f in r["figures"].items():
+        counts = ", ".join(f"{k}: {v}" for k, v in f["route_counts"].items())
+        lines.append(
+            f"| {label} | {_fmt(100 * f['success_rate'], 0)}% | {f['num_routes']} "
+            f"| {_fmt(f['route_entropy'], 2)} | {counts} |"
+        )
+    lines.append("")
+    if r.get("plot"):
+        lines += [f"![{r['name']}](../{r['plot']})", ""]
+    return lines
+
+
 SECTIONS = {
     "behavior_ppo": ("Behaviour policies for data collection", behavior_section),
     "bc_pretrain": ("Diffusion BC pretraining", bc_section),
     "dppo_finetune": ("DPPO fine-tuning", finetune_section),
     "dppo_baseline": ("Baseline: RLlib PPO fine-tuning a Gaussian BC policy", finetune_section),
+    "avoid_modes": ("Avoid: success and routes (modes)", avoid_section),
 }
 
 
