@@ -158,7 +158,8 @@ def validated(config: Any, algo: str) -> Any:
     except ValueError as err:
         text = (str(err).strip().splitlines() or [""])[0]
         for knob in finetune_knobs(algo):
-            text = re.sub(rf"\b{knob.name}\b", knob.flag, text)
+            # Names only, not parts of a flag already spelled out (--gamma-denoising).
+            text = re.sub(rf"(?<![-\w]){knob.name}(?![-\w])", knob.flag, text)
         raise ConfigError(f"finetune: {text}") from None
     finally:
         rllib_logger.setLevel(level)

@@ -128,6 +128,37 @@ def _resolved_config(sweep: TuneSweep):
     return resolved, config
 
 
+def test_reinflow_sweep_module_builds(pretrained, tmp_path):
+    """The chain-PPO sweep takes ReinFlow: its trainable, knobs, no K_ft search, and trial
+    checkpoints named ReinFlow. Building reads only the checkpoint's metadata, so a copy
+    of the tiny DDPM checkpoint relabelled as a flow policy stands in for one."""
+    import shutil
+
+    from rllib_diffusion.algorithms.dppo.reinflow import ReinFlow
+    from rllib_diffusion.checkpoints import META_FILE
+
+    ckpt = tmp_path / "flow_checkpoint"
+    shutil.copytree(pretrained[0] / "checkpoint", ckpt)
+    meta = json.loads((ckpt / META_FILE).read_text())
+    meta["policy_config"]["sampler"] = "flow"
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    sweep = build_sweep(
+        "reinflow_hopper", SweepArgs(checkpoint=str(ckpt), max_iterations=20, num_samples=2)
+    )
+    assert sweep.trainable is ReinFlow
+    assert set(sweep.searched_keys()) == {"actor_lr", "critic_lr", "entropy_coeff"}
+    resolved, config = _resolved_config(sweep)
+    config.validate()
+    assert config.entropy_coeff == resolved["entropy_coeff"]
+    assert sweep.checkpoint_meta(resolved)["algorithm"] == "ReinFlow"
+    # A DPPO-only knob is refused for ReinFlow, in one line naming it.
+    with pytest.raises(Exception, match=r"^finetune: --gamma-denoising does not apply to ReinFlow"):
+        build_sweep(
+            "reinflow_hopper",
+            SweepArgs(checkpoint=str(ckpt), overrides={"gamma_denoising": "0.9"}),
+        )
+
+
 @pytest.mark.parametrize("name", ["dppo_hopper", "dppo_hopper_pbt"])
 def test_dppo_sweep_modules_build(pretrained, name):
     from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining

@@ -43,17 +43,25 @@ def dppo_sweep_config(
     With ``max_t``, the evaluation interval is at most ``max_t`` (0: ``max_t``), so every
     trial measures the sweep metric at least once."""
     from rllib_diffusion.algorithms.dppo.finetune import dppo_config_from_pretrained
-    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune_knobs
+    from rllib_diffusion.algorithms.finetune_run import (
+        FinetuneSettings,
+        finetune_knobs,
+        validated,
+    )
     from rllib_diffusion.checkpoints import read_checkpoint_meta
 
     checkpoint = args.require("checkpoint", "a DiffusionBC checkpoint from `pretrain`")
     meta = read_checkpoint_meta(checkpoint)
+    # DPPO or a chain-PPO sibling (the sweep module's ``algo``, or ``--set algo=...``).
+    algo = str(args.overrides.get("algo", defaults.get("algo", "dppo")))
     settings = args.settings(
-        FinetuneSettings, knobs=finetune_knobs(), checkpoint=checkpoint, seed=args.seed, **defaults
-    )
+        FinetuneSettings, knobs=finetune_knobs(algo), checkpoint=checkpoint, seed=args.seed,
+        **defaults,
+    )  # fmt: skip
     if max_t is not None:
         settings.eval_interval = min(settings.eval_interval or max_t, max_t)
-    config = dppo_config_from_pretrained(settings.checkpoint, settings)
+    # RLlib's and the algorithm's checks before Tune starts (one line naming the flags).
+    config = validated(dppo_config_from_pretrained(settings.checkpoint, settings), algo)
     found = meta.env_id
     if env_id is not None and found != env_id:
         raise ConfigError(
@@ -77,13 +85,13 @@ def dppo_checkpoint_meta(settings: Any) -> Callable[[dict[str, Any]], dict[str, 
     sweep's base ``FinetuneSettings`` (searched values are in the trial config)."""
 
     def meta(config: dict[str, Any]) -> dict[str, Any]:
-        from rllib_diffusion.algorithms.dppo.dppo import ALGORITHM_NAME
+        from rllib_diffusion.algorithms import registry
         from rllib_diffusion.tuning.offline import model_config_of
 
         model = model_config_of(config)
         policy = model["policy"]
         return {
-            "algorithm": ALGORITHM_NAME,
+            "algorithm": registry.get(settings.algo).checkpoint_algorithm,
             "env_id": policy.get("env_id"),
             "policy_config": policy,
             "dppo_model_config": model,
@@ -94,16 +102,18 @@ def dppo_checkpoint_meta(settings: Any) -> Callable[[dict[str, Any]], dict[str, 
     return meta
 
 
-def _dppo_space(config: Any, search: dict[str, Any], search_ft_steps: bool) -> Any:
-    """``search`` (``DPPOConfig.training`` keys) and K_ft (``DPPOModelConfig``) in config."""
+def _dppo_space(config: Any, search: dict[str, Any], search_ft_steps: bool, algo: str) -> Any:
+    """``search`` (``training()`` keys) and, where the algorithm's model config has it,
+    K_ft (``DPPOModelConfig.ft_denoising_steps``; ReinFlow fine-tunes every step)."""
     from ray import tune
 
-    from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
+    from rllib_diffusion.algorithms import registry
 
     config.training(**search)
-    if search_ft_steps:
+    model_cls = registry.get(algo).model_config_class
+    if search_ft_steps and "ft_denoising_steps" in {f.name for f in dataclasses.fields(model_cls)}:
         choices = tune.choice(ft_denoising_choices(config))
-        search_model_config(config, DPPOModelConfig, ft_denoising_steps=choices)
+        search_model_config(config, model_cls, ft_denoising_steps=choices)
     return config
 
 
@@ -120,7 +130,6 @@ def dppo_asha_sweep(
     ``env_id`` policy), :data:`SWEEP_DEFAULTS` and ``defaults`` (``FinetuneSettings``
     fields), then the user's ``--set``; the ``search`` space of ``config.training``
     keys plus K_ft over K/4, K/2 and K. ASHA milestones: ``eval_interval · 3^i``."""
-    from rllib_diffusion.algorithms.dppo import DPPO
     from rllib_diffusion.tuning.schedulers import asha_sweep
 
     max_t = args.max_iterations or max_iterations
@@ -130,12 +139,13 @@ def dppo_asha_sweep(
         num_samples=args.num_samples or num_samples,
         checkpoint_frequency=s.checkpoint_interval,
         grace_period=s.eval_interval,
-        trainable=DPPO,
-        param_space=_dppo_space(config, search, search_ft_steps=True),
+        trainable=config.algo_class,
+        param_space=_dppo_space(config, search, search_ft_steps=True, algo=s.algo),
         metric_source=EVAL_RETURN,
         checkpoint_meta=dppo_checkpoint_meta(s),
         report_metrics=REPORT_METRICS,
-        description=f"DPPO on {env_id}, ASHA over {', '.join(search)}, K_ft",
+        description=f"{s.algo} on {env_id}, ASHA over {', '.join(search)}"
+        + (", K_ft" if s.algo == "dppo" else ""),
     )
 
 
@@ -152,7 +162,6 @@ def dppo_pbt_sweep(
     """The DPPO fine-tuning sweep with PBT: as :func:`dppo_asha_sweep` (K_ft fixed), with
     an evaluation, a checkpoint and a possible perturbation of ``mutations`` every
     ``max_t // 10`` iterations (unless ``--set eval_interval=...``)."""
-    from rllib_diffusion.algorithms.dppo import DPPO
     from rllib_diffusion.tuning.schedulers import pbt_sweep
 
     max_t = args.max_iterations or max_iterations
@@ -164,10 +173,10 @@ def dppo_pbt_sweep(
         num_samples=args.num_samples or num_samples,
         interval=s.eval_interval,
         mutations=mutations,
-        trainable=DPPO,
-        param_space=_dppo_space(config, search, search_ft_steps=False),
+        trainable=config.algo_class,
+        param_space=_dppo_space(config, search, search_ft_steps=False, algo=s.algo),
         metric_source=EVAL_RETURN,
         checkpoint_meta=dppo_checkpoint_meta(s),
         report_metrics=REPORT_METRICS,
-        description=f"DPPO on {env_id}, PBT of {', '.join(mutations)}",
+        description=f"{s.algo} on {env_id}, PBT of {', '.join(mutations)}",
     )
