@@ -281,12 +281,11 @@ def evaluate_checkpoint(
 def checkpoint_env_config(checkpoint: str, meta: Any) -> dict[str, Any]:
     """The env a checkpoint's policy acts in: from its policy config (diffusion policies)
     or its stored env config (RLlib default modules: GaussianBC / GaussianPPO)."""
-    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
     from rllib_diffusion.checkpoints import CheckpointError
     from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
     if meta.policy_config is not None:
-        return policy_env_config(DiffusionPolicyConfig.from_dict(meta.policy_config, strict=False))
+        return DiffusionPolicyConfig.from_dict(meta.policy_config, strict=False).env_config()
     if meta.env_config is not None:
         return meta.env_config
     raise CheckpointError(

@@ -264,7 +264,7 @@ def synthetic_input(data_path: str, settings: Any, n_real: int) -> str:
 def lr_schedule(settings: Any) -> float | list[list[float]]:
     """Constant ``lr``, or a cosine decay to ``lr_end`` with warm-up over the gradient
     budget, in RLlib's form (indexed by its sample counter: :func:`samples_per_step`)."""
-    from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule, samples_per_step
+    from rllib_diffusion.algorithms.denoiser_training import cosine_lr_schedule, samples_per_step
 
     s = settings
     if s.lr_end == s.lr:

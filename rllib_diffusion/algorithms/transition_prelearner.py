@@ -15,7 +15,7 @@ from ray.rllib.offline.offline_prelearner import OfflinePreLearner
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import columns as C
-from rllib_diffusion.algorithms.bc.window_prelearner import _stack
+from rllib_diffusion.algorithms.window_prelearner import _stack
 
 #: parquet column -> RLlib batch column
 _COLUMNS = {

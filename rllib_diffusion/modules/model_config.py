@@ -113,6 +113,17 @@ class DiffusionPolicyConfig:
             )
         return cls(**d)
 
+    def env_config(self) -> dict[str, Any]:
+        """``env_config`` of the action-chunk env that matches this policy (its env, chunk
+        length, executed actions, stacked observations and data normalisation)."""
+        return {
+            "env_id": self.env_id,
+            "horizon": self.horizon,
+            "act_steps": self.act_steps,
+            "obs_history": self.obs_history,
+            "normalization": self.normalization,
+        }
+
     @property
     def sampling_steps(self) -> int:
         """Number of reverse steps a sample takes (the chain length minus one)."""

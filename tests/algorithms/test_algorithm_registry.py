@@ -179,7 +179,11 @@ def test_online_phase_is_a_public_config_option():
     assert (config.online_env_steps_per_iteration, config.updates_per_env_step) == (30, 0.5)
 
 
-FAMILIES = ("diffusion_ql", "dac", "idql", "fql")
+#: Every algorithm family package (the shared layer, e.g. ``offline_q``, ``finetune_run``,
+#: ``denoiser_training``, ``window_prelearner``, sits above them and is not listed).
+FAMILIES = (
+    "bc", "dppo", "dsrl", "gaussian", "synther", "diffusion_ql", "dac", "idql", "fql"
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("family", FAMILIES)

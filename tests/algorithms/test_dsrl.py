@@ -241,7 +241,6 @@ def test_episode_replaced_after_its_end_gets_a_zero_observation(base_checkpoints
 
 # --------------------------------------------------------------------- RLlib build
 def toy_config(checkpoint: str, **training):
-    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
     from rllib_diffusion.algorithms.dsrl import DSRLConfig
     from rllib_diffusion.envs.chunking import register_chunked_env
 
@@ -251,7 +250,7 @@ def toy_config(checkpoint: str, **training):
         DSRLConfig()
         .environment(
             register_chunked_env(),
-            env_config=policy_env_config(policy),
+            env_config=policy.env_config(),
             observation_space=obs_space,
             action_space=act_space,
         )

@@ -7,8 +7,11 @@ import math
 
 import pytest
 
-from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule, samples_per_step
-from rllib_diffusion.algorithms.bc.diffusion_bc_learner import step_lr
+from rllib_diffusion.algorithms.denoiser_training import (
+    cosine_lr_schedule,
+    samples_per_step,
+    step_lr,
+)
 from rllib_diffusion.algorithms.offline_run import lr_schedule
 
 

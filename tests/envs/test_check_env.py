@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
 from rllib_diffusion.envs.chunking import ActionChunkWrapper, make_chunked_env
 from rllib_diffusion.envs.toy import ENV_ID as TOY
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
@@ -58,7 +57,7 @@ def test_chunked_hopper_env_as_dppo_builds_it_passes_the_env_checker() -> None:
         act_steps=4,
         normalization=_norm(11, 3),
     )
-    env = make_chunked_env(policy_env_config(policy))
+    env = make_chunked_env(policy.env_config())
     # MuJoCo's "human" render mode opens a window (and aborts without a display), so the
     # render check is the one part left out here; the spec re-make and close are checked.
     check_env(env, skip_render_check=True)

@@ -1,10 +1,6 @@
 """Diffusion behaviour cloning (DPPO's pretraining) on RLlib's offline API."""
 
-from rllib_diffusion.algorithms.bc.diffusion_bc import (
-    DiffusionBC,
-    DiffusionBCConfig,
-    cosine_lr_schedule,
-)
+from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBC, DiffusionBCConfig
 from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, pretrain
 
-__all__ = ["DiffusionBC", "DiffusionBCConfig", "PretrainSettings", "cosine_lr_schedule", "pretrain"]
+__all__ = ["DiffusionBC", "DiffusionBCConfig", "PretrainSettings", "pretrain"]

@@ -102,7 +102,7 @@ def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env
     )
     config = configure_offline(
         DiffusionBCConfig(),
-        env_config=policy_env_config(policy),
+        env_config=policy.env_config(),
         spaces=chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim),
         data_path=data.path,
         settings=s,
@@ -130,17 +130,6 @@ def policy_knobs() -> list:
     )
 
 
-def policy_env_config(policy: DiffusionPolicyConfig) -> dict[str, Any]:
-    """env_config of the action-chunk env that matches ``policy``."""
-    return {
-        "env_id": policy.env_id,
-        "horizon": policy.horizon,
-        "act_steps": policy.act_steps,
-        "obs_history": policy.obs_history,
-        "normalization": policy.normalization,
-    }
-
-
 def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     """Run diffusion BC pretraining; returns the summary also written to ``result.json``."""
     s = settings
@@ -161,7 +150,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         tag="pretrain",
         meta=meta,
         dataset=dataset,
-        env_config=policy_env_config(policy),
+        env_config=policy.env_config(),
         loss_key=M.BC_LOSS,
         started=started,
     )

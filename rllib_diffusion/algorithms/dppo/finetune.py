@@ -50,7 +50,6 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
     """The config of ``s.algo`` (DPPO or a chain-PPO sibling: its registry spec's config
     and model-config classes) whose env, spaces and model match the pretrained
     checkpoint."""
-    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
     from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
 
     spec = registry.get(s.algo)
@@ -63,7 +62,7 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
         spec.config_class()
         .environment(
             register_chunked_env(),
-            env_config=policy_env_config(policy),
+            env_config=policy.env_config(),
             observation_space=obs_space,
             action_space=act_space,
         )
@@ -161,7 +160,7 @@ class DPPOFamily(RunFamily):
 
         self.start_evaluation = evaluate_module(
             learner_module_copy(algo),
-            _env_config(self.policy),
+            self.policy.env_config(),
             num_episodes=control.eval_episodes,
             seed=20_000 + control.seed,
             dataset=self._meta.dataset,
@@ -212,7 +211,7 @@ class DPPOFamily(RunFamily):
         module, _ = load_policy_module(ckpt)
         return evaluate_module(
             module,
-            _env_config(self.policy),
+            self.policy.env_config(),
             num_episodes=control.eval_episodes,
             seed=30_000 + control.seed,
             dataset=self._meta.dataset,
@@ -271,12 +270,6 @@ def _weight_sums(learner) -> dict[str, float]:
 
     module = learner.module[DEFAULT_MODULE_ID].unwrapped()
     return {k: float(v.detach().double().sum()) for k, v in module.state_dict().items()}
-
-
-def _env_config(policy: DiffusionPolicyConfig) -> dict[str, Any]:
-    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
-
-    return policy_env_config(policy)
 
 
 def progress_line(

@@ -58,7 +58,6 @@ def dsrl_config(s: Any) -> DSRLConfig:
     """A ``DSRLConfig`` for settings ``s`` (``FinetuneSettings``): env, spaces and
     resources from the base checkpoint and the run control, knobs from ``s.knobs``."""
     from rllib_diffusion.algorithms import registry
-    from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
     from rllib_diffusion.algorithms.finetune_run import custom_resources
     from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
 
@@ -77,7 +76,7 @@ def dsrl_config(s: Any) -> DSRLConfig:
         DSRLConfig()
         .environment(
             register_chunked_env(),
-            env_config=policy_env_config(policy),
+            env_config=policy.env_config(),
             observation_space=obs_space,
             action_space=act_space,
         )
@@ -233,12 +232,11 @@ class DSRLFamily(RunFamily):
         return summary
 
     def _evaluate(self, policy: Any, seed: int, control: RunControl) -> dict[str, Any]:
-        from rllib_diffusion.algorithms.bc.pretrain import policy_env_config
         from rllib_diffusion.evaluation import evaluate_module
 
         return evaluate_module(
             policy,
-            policy_env_config(self.policy),
+            self.policy.env_config(),
             num_episodes=control.eval_episodes,
             seed=seed,
             dataset=self._meta.dataset,

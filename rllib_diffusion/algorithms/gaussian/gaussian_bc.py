@@ -3,7 +3,7 @@
 RLlib's own ``BC`` with its default Gaussian MLP RLModule, trained on exactly the data
 DiffusionBC sees: ``prepare_offline_data(dataset, horizon=1)`` parquet of min-max
 normalised (observation, action) pairs, read through RLlib's offline API and reshaped
-by :class:`~rllib_diffusion.algorithms.bc.window_prelearner.WindowPreLearner`. The
+by :class:`~rllib_diffusion.algorithms.window_prelearner.WindowPreLearner`. The
 policy acts in the action-chunk env with Ta = act_steps = 1 and a flat action space,
 in the same normalised units, so the PPO fine-tuning stage
 (:mod:`rllib_diffusion.algorithms.gaussian.gaussian_ppo`) starts from it unchanged.
@@ -91,7 +91,7 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
     from ray.rllib.algorithms.bc import BCConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
-    from rllib_diffusion.algorithms.bc.window_prelearner import (
+    from rllib_diffusion.algorithms.window_prelearner import (
         LIGHT_PRELEARNER_KWARGS,
         SHUFFLED_ITER_KWARGS,
         WindowPreLearner,

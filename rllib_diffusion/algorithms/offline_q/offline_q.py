@@ -32,13 +32,13 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from rllib_diffusion.algorithms.bc.window_prelearner import (
-    LIGHT_PRELEARNER_KWARGS,
-    SHUFFLED_ITER_KWARGS,
-)
 from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
 from rllib_diffusion.algorithms.online import TransitionReplayBuffer, episode_transitions
 from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearner
+from rllib_diffusion.algorithms.window_prelearner import (
+    LIGHT_PRELEARNER_KWARGS,
+    SHUFFLED_ITER_KWARGS,
+)
 from rllib_diffusion.modules.model_config import ConfigError
 
 #: Result key: transitions in the online replay buffer (offline data included).

@@ -114,7 +114,10 @@ def _learning_rates(s: OfflineSettings) -> dict[str, Any]:
         return {}
     lr: Any = 3e-4 if s.lr is None else s.lr
     if s.lr_end is not None and s.lr_end != lr:
-        from rllib_diffusion.algorithms.bc.diffusion_bc import cosine_lr_schedule, samples_per_step
+        from rllib_diffusion.algorithms.denoiser_training import (
+            cosine_lr_schedule,
+            samples_per_step,
+        )
 
         per_step = samples_per_step(s.batch_size, s.steps_per_iteration)
         lr = cosine_lr_schedule(lr, s.lr_end, s.gradient_steps * per_step)

@@ -16,13 +16,13 @@ from ray.rllib.algorithms.bc import BC, BCConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
-from rllib_diffusion.algorithms.bc.diffusion_bc import DenoiserTrainingConfigMixin
-from rllib_diffusion.algorithms.bc.window_prelearner import (
+from rllib_diffusion.algorithms.denoiser_training import DenoiserTrainingConfigMixin
+from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
+from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearner
+from rllib_diffusion.algorithms.window_prelearner import (
     LIGHT_PRELEARNER_KWARGS,
     SHUFFLED_ITER_KWARGS,
 )
-from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
-from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearner
 
 #: ``CheckpointMeta.algorithm`` of generator checkpoints.
 ALGORITHM_NAME = "SynthER"
@@ -52,7 +52,7 @@ class SynthERConfig(DenoiserTrainingConfigMixin, BCConfig):
 
     @override(AlgorithmConfig)
     def get_default_learner_class(self):
-        from rllib_diffusion.algorithms.bc.diffusion_bc_learner import DiffusionBCTorchLearner
+        from rllib_diffusion.algorithms.denoiser_training import DiffusionBCTorchLearner
 
         return DiffusionBCTorchLearner
 

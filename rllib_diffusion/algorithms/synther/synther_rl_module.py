@@ -6,7 +6,7 @@ denoising steps. The math is the shared core's (:mod:`rllib_diffusion.diffusion`
 denoiser is a residual ``DiffusionMLP`` with LayerNorm over ``(B, 1, D)`` (horizon 1, no
 conditioning), trained by ε-regression; sampling is ``sample_chain``. The module holds
 ``net`` (trained), ``ema_net`` (sampled from) and ``ema_step`` with the names
-:class:`~rllib_diffusion.algorithms.bc.diffusion_bc_learner.DiffusionBCTorchLearner`
+:class:`~rllib_diffusion.algorithms.denoiser_training.DiffusionBCTorchLearner`
 uses, so that learner trains it unchanged.
 """
 
