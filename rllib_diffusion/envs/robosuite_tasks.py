@@ -214,6 +214,7 @@ class RobosuiteTaskEnv(gym.Env):
         self.action_space = gym.spaces.Box(
             low.astype(np.float32), high.astype(np.float32), dtype=np.float32
         )
+        self._free_gl_context()
         obs = self._flat(self._env.reset())
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, obs.shape, dtype=np.float32)
         self._last_obs: dict[str, np.ndarray] | None = None
@@ -224,6 +225,7 @@ class RobosuiteTaskEnv(gym.Env):
         if seed is not None:
             # Every placement sampler and robot holds this very Generator: reseed in place.
             self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        self._free_gl_context()
         self._env.reset()
         self._refresh_controllers()
         raw = self._env._get_observations(force_update=True)
@@ -239,13 +241,42 @@ class RobosuiteTaskEnv(gym.Env):
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
+        self._current_gl_context()
         frame = self._env.sim.render(camera_name=self.camera, width=self.width, height=self.height)
         return np.ascontiguousarray(frame[::-1])  # MuJoCo's image rows are bottom-up
+
+    def _free_gl_context(self) -> None:
+        """Free the offscreen GL context of the current sim now, with it current.
+
+        robosuite makes a new sim and GL context on every hard reset (and in
+        ``reset_from_xml_string``) and leaves the old ones to Python's garbage collector,
+        whose ``MjrContext.free()`` then runs in whichever context is current: the *new*
+        one, whose framebuffer and textures have the same GL names, so they are deleted
+        and frames came out black or garbled, depending on when the collector ran.
+        """
+        if self.render_mode is None or self._env is None:
+            return
+        sim = getattr(self._env, "sim", None)
+        context = getattr(sim, "_render_context_offscreen", None)
+        if context is None:
+            return
+        context.gl_ctx.make_current()
+        context.con.free()
+        context.gl_ctx.free()  # a second free (the collector's) is a no-op
+
+    def _current_gl_context(self) -> None:
+        """Make the offscreen GL context current (render envs only)."""
+        if self.render_mode is None or self._env is None:
+            return
+        context = getattr(self._env.sim, "_render_context_offscreen", None)
+        if context is not None:
+            context.gl_ctx.make_current()
 
     def close(self) -> None:
         env = getattr(self, "_env", None)
         if env is not None:
             with contextlib.suppress(Exception):
+                self._free_gl_context()
                 env.close()
             self._env = None
 
@@ -271,7 +302,9 @@ class RobosuiteTaskEnv(gym.Env):
     def reset_to(self, state: dict[str, Any]) -> np.ndarray:
         """Restore a :meth:`get_state` (``model`` optional): robomimic's ``reset_to``."""
         if state.get("model") is not None:
+            self._free_gl_context()
             self._env.reset()
+            self._free_gl_context()
             self._env.reset_from_xml_string(state["model"])
             self._env.sim.reset()
         self._env.sim.set_state_from_flattened(np.asarray(state["states"]))
