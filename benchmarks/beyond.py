@@ -121,6 +121,8 @@ def curves(out: Path) -> dict[str, Any] | None:
     evals = [x for x in lines if "eval_return_mean" in x]
     result = out / "result.json"
     final = json.loads(result.read_text()) if result.exists() else None
+    if final is not None and (final.get("interrupted") or "final_evaluation" not in final):
+        final = None  # stopped by a signal: no final evaluation (continue with --resume)
     run = {
         "eval_env_steps": [x["env_steps"] for x in evals],
         "eval_minutes": [x.get("seconds", 0.0) / 60 for x in evals],
