@@ -144,6 +144,57 @@ def custom_resources(s: FinetuneSettings) -> tuple[dict[str, float], dict[str, f
     return runner_resources, learner_resources
 
 
+def chunked_run_config(
+    config: Any, policy: DiffusionPolicyConfig, s: FinetuneSettings, **runner_knobs: Any
+) -> Any:
+    """``config`` set up as every fine-tuning run is: the action-chunk env of ``policy``
+    and its spaces, CPU EnvRunners and learners with their custom resources, EnvRunner
+    restarts, deterministic evaluation in the driver and the seed. ``runner_knobs``:
+    the algorithm's own ``env_runners()`` knobs."""
+    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
+
+    runner_resources, learner_resources = custom_resources(s)
+    obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
+    return (
+        config.environment(
+            register_chunked_env(),
+            env_config=policy.env_config(),
+            observation_space=obs_space,
+            action_space=act_space,
+        )
+        .env_runners(
+            num_env_runners=s.num_env_runners,
+            num_envs_per_env_runner=s.num_envs_per_env_runner,
+            num_cpus_per_env_runner=1,
+            custom_resources_per_env_runner=runner_resources,
+            **runner_knobs,
+        )
+        .learners(
+            num_learners=s.num_learners,
+            num_gpus_per_learner=s.num_gpus_per_learner,
+            custom_resources_per_learner=learner_resources,
+        )
+        # A crashed EnvRunner (node lost, OOM, kill) is restarted by Ray Core
+        # (max_restarts), re-synced by the Algorithm and training continues.
+        .fault_tolerance(
+            restart_failed_env_runners=True,
+            max_num_env_runner_restarts=1000,
+            num_consecutive_env_runner_failures_tolerance=100,
+            # Pause of a runner whose env raised before it exits and restarts (2.60
+            # default 60 s stalls the whole iteration).
+            delay_between_env_runner_restarts_s=5.0,
+        )
+        .evaluation(
+            evaluation_interval=s.eval_interval or None,
+            evaluation_duration=s.eval_episodes,
+            evaluation_duration_unit="episodes",
+            evaluation_num_env_runners=0,
+            evaluation_config={"explore": False, "num_envs_per_env_runner": 1},
+        )
+        .debugging(seed=s.seed)
+    )
+
+
 def validated(config: Any, algo: str) -> Any:
     """``config`` after RLlib's and the algorithm's checks, run before Ray starts; a
     failed check is one ``ConfigError`` line naming the flags (knob names as flags)."""

@@ -26,7 +26,7 @@ from rllib_diffusion.algorithms import registry
 from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig, _single, check_policy_match
 from rllib_diffusion.algorithms.finetune_run import (
     FinetuneSettings,
-    custom_resources,
+    chunked_run_config,
     finetune,
     last_iteration_decisions,
     learner_module_copy,
@@ -50,44 +50,13 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
     """The config of ``s.algo`` (DPPO or a chain-PPO sibling: its registry spec's config
     and model-config classes) whose env, spaces and model match the pretrained
     checkpoint."""
-    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
-
     spec = registry.get(s.algo)
     policy = pretrained_policy(checkpoint, s)
-    runner_resources, learner_resources = custom_resources(s)
     training, model_knobs = spec.split_knobs(s.knobs)
     model = spec.model_config_class(policy=policy.to_dict(), **model_knobs)
-    obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
-    config = (
-        spec.config_class()
-        .environment(
-            register_chunked_env(),
-            env_config=policy.env_config(),
-            observation_space=obs_space,
-            action_space=act_space,
-        )
-        .env_runners(
-            num_env_runners=s.num_env_runners,
-            num_envs_per_env_runner=s.num_envs_per_env_runner,
-            num_cpus_per_env_runner=1,
-            custom_resources_per_env_runner=runner_resources,
-        )
-        .learners(
-            num_learners=s.num_learners,
-            num_gpus_per_learner=s.num_gpus_per_learner,
-            custom_resources_per_learner=learner_resources,
-        )
-        # A crashed EnvRunner (node lost, OOM, kill) is restarted by Ray Core
-        # (max_restarts), re-synced by the Algorithm and training continues; DPPO's
-        # training_step re-samples when every runner was down (see DPPO).
-        .fault_tolerance(
-            restart_failed_env_runners=True,
-            max_num_env_runner_restarts=1000,
-            num_consecutive_env_runner_failures_tolerance=100,
-            # Pause of a runner whose env raised before it exits and restarts (2.60
-            # default 60 s stalls the whole iteration).
-            delay_between_env_runner_restarts_s=5.0,
-        )
+    # DPPO's training_step re-samples when every runner was down (see DPPO).
+    return (
+        chunked_run_config(spec.config_class(), policy, s)
         .training(
             # RLlib samples train_batch_size_per_learner × num_learners per iteration:
             # split the decisions so the total is what was asked for.
@@ -96,16 +65,7 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
             pretrained_checkpoint=str(Path(checkpoint).expanduser().resolve()),
         )
         .rl_module(model_config=model.to_dict())
-        .evaluation(
-            evaluation_interval=s.eval_interval or None,
-            evaluation_duration=s.eval_episodes,
-            evaluation_duration_unit="episodes",
-            evaluation_num_env_runners=0,
-            evaluation_config={"explore": False, "num_envs_per_env_runner": 1},
-        )
-        .debugging(seed=s.seed)
     )
-    return config
 
 
 class DPPOFamily(RunFamily):

@@ -58,8 +58,7 @@ def dsrl_config(s: Any) -> DSRLConfig:
     """A ``DSRLConfig`` for settings ``s`` (``FinetuneSettings``): env, spaces and
     resources from the base checkpoint and the run control, knobs from ``s.knobs``."""
     from rllib_diffusion.algorithms import registry
-    from rllib_diffusion.algorithms.finetune_run import custom_resources
-    from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
+    from rllib_diffusion.algorithms.finetune_run import chunked_run_config
 
     if getattr(s, "use_ddim", False) or getattr(s, "ddim_steps", None) is not None:
         raise ConfigError(
@@ -70,48 +69,14 @@ def dsrl_config(s: Any) -> DSRLConfig:
     training, model = registry.get(s.algo).split_knobs(s.knobs)
     # RLlib takes these in env_runners(), not training().
     runner_knobs = {k: training.pop(k) for k in ENV_RUNNER_KNOBS if k in training}
-    runner_resources, learner_resources = custom_resources(s)
-    obs_space, act_space = chunk_spaces(policy.obs_dim, policy.horizon, policy.action_dim)
     return (
-        DSRLConfig()
-        .environment(
-            register_chunked_env(),
-            env_config=policy.env_config(),
-            observation_space=obs_space,
-            action_space=act_space,
-        )
-        .env_runners(
-            num_env_runners=s.num_env_runners,
-            num_envs_per_env_runner=s.num_envs_per_env_runner,
-            num_cpus_per_env_runner=1,
-            custom_resources_per_env_runner=runner_resources,
-            **runner_knobs,
-        )
-        .learners(
-            num_learners=s.num_learners,
-            num_gpus_per_learner=s.num_gpus_per_learner,
-            custom_resources_per_learner=learner_resources,
-        )
-        .fault_tolerance(
-            restart_failed_env_runners=True,
-            max_num_env_runner_restarts=1000,
-            num_consecutive_env_runner_failures_tolerance=100,
-            delay_between_env_runner_restarts_s=5.0,
-        )
+        chunked_run_config(DSRLConfig(), policy, s, **runner_knobs)
         .training(**training, base_checkpoint=str(Path(s.checkpoint).expanduser().resolve()))
         .rl_module(model_config=DSRLModelConfig(**model).rllib_model_config())
         .reporting(
             min_sample_timesteps_per_iteration=s.decisions_per_iteration,
             min_time_s_per_iteration=0,
         )
-        .evaluation(
-            evaluation_interval=s.eval_interval or None,
-            evaluation_duration=s.eval_episodes,
-            evaluation_duration_unit="episodes",
-            evaluation_num_env_runners=0,
-            evaluation_config={"explore": False, "num_envs_per_env_runner": 1},
-        )
-        .debugging(seed=s.seed)
     )
 
 
