@@ -15,6 +15,10 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.window_prelearner import (
+    LIGHT_PRELEARNER_KWARGS,
+    SHUFFLED_ITER_KWARGS,
+)
 from rllib_diffusion.diffusion import ema_step_
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
 from rllib_diffusion.utils.optim import set_lr
@@ -104,6 +108,18 @@ class DenoiserTrainingConfigMixin:
         self.ema_decay = 0.995
         self.ema_update_every = 10
         self.ema_start = 1000
+        # Offline reading: 100 gradient steps per iteration, shuffled light pre-learners.
+        self.dataset_num_iters_per_learner = 100
+        self.iter_batches_kwargs = dict(SHUFFLED_ITER_KWARGS)
+        self.map_batches_kwargs = dict(LIGHT_PRELEARNER_KWARGS)
+
+    def get_default_learner_class(self):
+        return DiffusionBCTorchLearner
+
+    @property
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        # The denoiser's model config is complete by itself.
+        return {}
 
     @override(BCConfig)
     def training(

@@ -9,9 +9,6 @@ evaluation EnvRunners, wrapped by the action-chunk wrapper.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.algorithms.bc import BC, BCConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
@@ -19,8 +16,6 @@ from ray.rllib.utils.annotations import override
 from rllib_diffusion.algorithms.denoiser_training import DenoiserTrainingConfigMixin
 from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
 from rllib_diffusion.algorithms.window_prelearner import (
-    LIGHT_PRELEARNER_KWARGS,
-    SHUFFLED_ITER_KWARGS,
     WindowPreLearner,
 )
 
@@ -40,27 +35,12 @@ class DiffusionBCConfig(DenoiserTrainingConfigMixin, BCConfig):
         self.lr = 1e-3
         self.train_batch_size_per_learner = 256
         self.prelearner_class = WindowPreLearner
-        self.dataset_num_iters_per_learner = 100
-        self.iter_batches_kwargs = dict(SHUFFLED_ITER_KWARGS)
-        self.map_batches_kwargs = dict(LIGHT_PRELEARNER_KWARGS)
 
     @override(BCConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_diffusion.modules.diffusion_policy_module import DiffusionPolicyModule
 
         return RLModuleSpec(module_class=DiffusionPolicyModule)
-
-    @override(AlgorithmConfig)
-    def get_default_learner_class(self):
-        from rllib_diffusion.algorithms.denoiser_training import DiffusionBCTorchLearner
-
-        return DiffusionBCTorchLearner
-
-    @property
-    @override(AlgorithmConfig)
-    def _model_config_auto_includes(self) -> dict[str, Any]:
-        # The diffusion model config is complete by itself.
-        return {}
 
 
 class DiffusionBC(OfflineRestoreMixin, BC):
