@@ -13,3 +13,6 @@ TERMINATEDS = "terminateds"
 #: Extra model outputs of diffusion modules.
 CHAINS = "chains"  # (B, K_ft + 1, Ta, Da) fine-tuned part of the denoising chain
 CHAIN_LOGP = "chain_logp"  # (B, K_ft) per-denoising-step log-probs
+
+#: Learner batch column of DRWR: per-row weight of the denoising loss.
+SAMPLE_WEIGHTS = "sample_weights"  # (B,)

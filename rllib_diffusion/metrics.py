@@ -4,6 +4,8 @@ Names follow a ``losses/...``, ``charts/...`` split inside each module's results
 """
 
 BC_LOSS = "losses/bc_loss"
+# Optimizer steps skipped because of NaN/inf gradients (algorithms/finite_gradients.py).
+NONFINITE_STEPS_SKIPPED = "nonfinite_grad_steps_skipped"
 
 # DPPO learner (per module).
 APPROX_KL = "approx_kl"
@@ -61,6 +63,13 @@ VALUE_LOSS = "losses/value_loss"  # IDQL: the expectile loss of V
 VALUE_MEAN = "charts/v_mean"  # IDQL: V(s)
 DISTILL_LOSS = "losses/distill_loss"
 DUAL_ETA = "charts/dual_eta"
+
+# Reward-weighted fine-tuning (DRWR, DAWR): learner metrics and the algorithm's namespace.
+WEIGHT_MEAN = "charts/weight_mean"  # mean regression weight of the minibatch
+WEIGHT_AT_MAX = "charts/weight_at_max"  # fraction of the minibatch's weights at max_weight
+AWR_NAMESPACE = "reward_weighted"
+TRAINED_DECISIONS = "trained_decisions"  # rows the iteration's actor update drew from
+BUFFER_DECISIONS = "buffer_decisions"  # decisions held by DAWR's replay buffer
 
 #: What a Q-learner's progress line, TensorBoard and result.json carry of its learner
 #: results, so that a user can see whether the critic has converged (present keys only).

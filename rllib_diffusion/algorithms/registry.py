@@ -228,6 +228,24 @@ for _spec in (
         model_config=f"{_Q}.dsrl.dsrl:DSRLModelConfig",
         family=f"{_Q}.dsrl.finetune:DSRLFamily",
     ),
+    AlgorithmSpec(
+        "drwr",
+        f"{_Q}.awr.awr:DRWRConfig",
+        FINETUNE,
+        "DRWR",
+        description="DRWR: return-weighted denoising regression on complete episodes",
+        model_config=f"{_Q}.awr.awr_rl_module:RWRModelConfig",
+        family=f"{_Q}.awr.finetune:RewardWeightedFamily",
+    ),
+    AlgorithmSpec(
+        "dawr",
+        f"{_Q}.awr.awr:DAWRConfig",
+        FINETUNE,
+        "DAWR",
+        description="DAWR: advantage-weighted denoising regression on a replay buffer",
+        model_config=f"{_Q}.awr.awr_rl_module:AWRModelConfig",
+        family=f"{_Q}.awr.finetune:RewardWeightedFamily",
+    ),
     # The Gaussian baseline uses RLlib's own BC and PPO configs (no knobs of ours).
     AlgorithmSpec(
         "gaussian_bc",

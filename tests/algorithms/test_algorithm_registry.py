@@ -182,7 +182,7 @@ def test_online_phase_is_a_public_config_option():
 #: Every algorithm family package (the shared layer, e.g. ``offline_q``, ``finetune_run``,
 #: ``denoiser_training``, ``window_prelearner``, sits above them and is not listed).
 FAMILIES = (
-    "bc", "dppo", "dsrl", "gaussian", "synther", "diffusion_ql", "dac", "idql", "fql"
+    "bc", "dppo", "dsrl", "gaussian", "synther", "diffusion_ql", "dac", "idql", "fql", "awr"
 )  # fmt: skip
 
 
