@@ -15,6 +15,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
 from rllib_diffusion.algorithms.window_prelearner import (
     LIGHT_PRELEARNER_KWARGS,
     SHUFFLED_ITER_KWARGS,
@@ -40,7 +41,7 @@ def samples_per_gradient_step(config: Any) -> float:
     )
 
 
-class DiffusionBCTorchLearner(TorchLearner):
+class DiffusionBCTorchLearner(SkipNonFiniteStepsMixin, TorchLearner):
     """MSE between predicted and true noise (or velocity); AdamW; EMA per gradient step."""
 
     @override(TorchLearner)
@@ -105,6 +106,9 @@ class DenoiserTrainingConfigMixin:
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class)
         self.weight_decay = 1e-6
+        # NaN/inf gradients skip the optimizer's step, checked with one sync per optimizer
+        # (SkipNonFiniteStepsMixin) instead of RLlib's two per parameter.
+        self.torch_skip_nan_gradients = True
         self.ema_decay = 0.995
         self.ema_update_every = 10
         self.ema_start = 1000

@@ -32,6 +32,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     td_target,
     transition_batch,
 )
+from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
 from rllib_diffusion.diffusion.schedules import _extract
 from rllib_diffusion.utils.optim import set_lr
 
@@ -88,7 +89,7 @@ def cosine_lr(lr0: float, step: int, decay_steps: int) -> float:
     return lr0 * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
-class DACTorchLearner(SeparateLossesMixin, TorchLearner):
+class DACTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner):
     OPTIMIZER_ORDER = (ACTOR, CRITIC)
 
     @override(TorchLearner)

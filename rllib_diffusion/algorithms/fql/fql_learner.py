@@ -28,6 +28,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     td_target,
     transition_batch,
 )
+from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
 from rllib_diffusion.diffusion import flow_matching_loss
 
 BC_FLOW = "bc_flow"
@@ -51,7 +52,7 @@ def q_term(q_pi: torch.Tensor, normalize: bool) -> torch.Tensor:
     return -lam * q_pi.mean()
 
 
-class FQLTorchLearner(SeparateLossesMixin, TorchLearner):
+class FQLTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner):
     # The one-step policy's Q term reaches the critic: actor first.
     OPTIMIZER_ORDER = (ACTOR, BC_FLOW, CRITIC)
 

@@ -23,6 +23,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     td_target,
     transition_batch,
 )
+from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
 from rllib_diffusion.diffusion import denoising_loss
 
 VALUE = "value"
@@ -34,7 +35,7 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     return (weight * diff**2).mean()
 
 
-class IDQLTorchLearner(SeparateLossesMixin, TorchLearner):
+class IDQLTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner):
     # The three losses touch disjoint parameters (targets are detached).
     OPTIMIZER_ORDER = (ACTOR, VALUE, CRITIC)
 

@@ -102,6 +102,9 @@ class OfflineQConfigMixin:
         self.reward_scale = 1.0
         self.reward_bias = 0.0
         self.train_batch_size_per_learner = 256
+        # NaN/inf gradients skip the optimizer's step, checked with one sync per optimizer
+        # (SkipNonFiniteStepsMixin) instead of RLlib's two per parameter.
+        self.torch_skip_nan_gradients = True
         self.dataset_num_iters_per_learner = 1000
         self.prelearner_class = TransitionPreLearner
         self.map_batches_kwargs = dict(LIGHT_PRELEARNER_KWARGS)
