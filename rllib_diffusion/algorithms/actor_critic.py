@@ -12,6 +12,7 @@ from ray.rllib.core.columns import Columns
 
 from rllib_diffusion.diffusion import ema_step_
 from rllib_diffusion.modules.critics import polyak_update_
+from rllib_diffusion.utils.optim import adam
 
 #: Optimizer names.
 ACTOR, CRITIC = "actor", "critic"
@@ -35,13 +36,14 @@ def ensemble_mse(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def register_adam_optimizers(learner, module_id, nets_and_lrs) -> None:
-    """One Adam optimizer per ``(name, net, lr)``."""
+    """One Adam optimizer (fused kernel, :func:`~rllib_diffusion.utils.optim.adam`) per
+    ``(name, net, lr)``."""
     for name, net, lr in nets_and_lrs:
         params = learner.get_parameters(net)
         learner.register_optimizer(
             module_id=module_id,
             optimizer_name=name,
-            optimizer=torch.optim.Adam(params),
+            optimizer=adam(params),
             params=params,
             lr_or_lr_schedule=lr,
         )

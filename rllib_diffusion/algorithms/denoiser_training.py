@@ -22,7 +22,7 @@ from rllib_diffusion.algorithms.window_prelearner import (
 )
 from rllib_diffusion.diffusion import ema_step_
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
-from rllib_diffusion.utils.optim import set_lr
+from rllib_diffusion.utils.optim import adam, set_lr
 
 
 def step_lr(schedule: list, step: int, samples_per_step: float) -> float:
@@ -48,7 +48,7 @@ class DiffusionBCTorchLearner(SkipNonFiniteStepsMixin, TorchLearner):
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         module = self.module[module_id].unwrapped()
         params = self.get_parameters(module.net)
-        optimizer = torch.optim.AdamW(params, weight_decay=config.weight_decay)
+        optimizer = adam(params, decoupled=True, weight_decay=config.weight_decay)
         self.register_optimizer(
             module_id=module_id,
             optimizer=optimizer,

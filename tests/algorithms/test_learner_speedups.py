@@ -3,7 +3,10 @@ optimizers and the fused EMA (issue 13)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pytest
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
@@ -13,7 +16,7 @@ from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.diffusion_ql import OfflineSettings
 from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import ACTOR, CRITIC
 from rllib_diffusion.algorithms.diffusion_ql.train import build_offline_config
-from rllib_diffusion.utils.optim import all_finite
+from rllib_diffusion.utils.optim import adam, all_finite
 from tests.algorithms.batches import transition_batch
 
 OBS, ACT = 3, 2
@@ -127,3 +130,54 @@ def test_diffusion_bc_nan_batch_leaves_the_denoiser_unchanged():
         assert torch.equal(before, after)
     assert results[MID][M.NONFINITE_STEPS_SKIPPED] == 1
     assert all(np.isfinite(p.detach().numpy()).all() for p in module.parameters())
+
+
+# ------------------------------------------------------------------ fused Adam
+def _net_and_grads(steps: int = 3):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.Mish(), torch.nn.Linear(32, 3))
+    grads = [[torch.randn_like(p) for p in net.parameters()] for _ in range(steps)]
+    return net, grads
+
+
+def _run(net, optimizer, grads) -> torch.Tensor:
+    for step in grads:
+        for p, g in zip(net.parameters(), step):
+            p.grad = g.clone()
+        optimizer.step()
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_fused_adam_matches_the_per_parameter_update(decoupled):
+    net, grads = _net_and_grads()
+    kw = {"lr": 1e-2, "weight_decay": 0.1 if decoupled else 0.0}
+    ref_net = copy.deepcopy(net)
+    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+    ref = _run(ref_net, kind(ref_net.parameters(), foreach=False, **kw), grads)
+    fast_opt = adam(net.parameters(), decoupled=decoupled, **kw)
+    assert isinstance(fast_opt, kind) and fast_opt.param_groups[0]["fused"] is True
+    fast = _run(net, fast_opt, grads)
+    start = torch.cat([p.detach().reshape(-1) for p in _net_and_grads()[0].parameters()])
+    assert not torch.equal(fast, start)
+    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_adam_stays_fused_after_loading_a_non_fused_state():
+    net, grads = _net_and_grads()
+    ref_net = copy.deepcopy(net)
+    old = torch.optim.Adam(ref_net.parameters(), lr=1e-2)
+    _run(ref_net, old, grads[:1])
+    net.load_state_dict(ref_net.state_dict())
+    fast_opt = adam(net.parameters(), lr=1e-2)
+    fast_opt.load_state_dict(copy.deepcopy(old.state_dict()))  # as from a file
+    assert fast_opt.param_groups[0]["fused"] is True
+    torch.testing.assert_close(
+        _run(net, fast_opt, grads[1:]), _run(ref_net, old, grads[1:]), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_offline_learners_use_fused_adam():
+    learner = _dql_learner()
+    for name in (ACTOR, CRITIC):
+        assert learner.get_optimizer(MID, name).param_groups[0]["fused"] is True

@@ -24,6 +24,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     CRITIC,
     SeparateLossesMixin,
     ensemble_mse,
+    register_adam_optimizers,
     td_target,
     transition_batch,
 )
@@ -65,18 +66,11 @@ class DiffusionQLTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, Torc
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         module = self.module[module_id].unwrapped()
-        for name, net, lr in (
-            (ACTOR, module.actor, config.actor_lr),
-            (CRITIC, module.critic, config.critic_lr),
-        ):
-            params = self.get_parameters(net)
-            self.register_optimizer(
-                module_id=module_id,
-                optimizer_name=name,
-                optimizer=torch.optim.Adam(params),
-                params=params,
-                lr_or_lr_schedule=lr,
-            )
+        register_adam_optimizers(
+            self,
+            module_id,
+            ((ACTOR, module.actor, config.actor_lr), (CRITIC, module.critic, config.critic_lr)),
+        )
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
