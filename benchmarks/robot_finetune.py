@@ -1,0 +1,251 @@
+"""Benchmark (issue #14): DPPO fine-tuning from a deliberately weak diffusion BC policy on
+a robomimic task (Lift, Can, Square), success rate before and after.
+
+Three stages, each skipped when its output exists, so the same command continues a run
+cut short (a killed fine-tuning run resumes from its checkpoint):
+
+1. scripted demonstrations: ``python -m rllib_diffusion.collect.robot_demos --task T
+   --episodes N --out runs/robot/<task>_scripted_<N>.hdf5``;
+2. weak BC: ``rllib-diffusion pretrain`` on them for only ``--bc-gradient-steps``
+   (Ta = 4, horizon 4, DPPO's robomimic chunk), into ``runs/robot/bc_<task><N>_<steps>``;
+3. DPPO: ``rllib-diffusion finetune --algo dppo`` with :data:`ROBOMIMIC_KNOBS` (DPPO's
+   robomimic settings scaled to a 2-core machine) into ``--out``.
+
+Then ``benchmarks/results/<name>.json`` (+ ``.png``): the pretrained policy's success rate
+(the fine-tuning run's start evaluation) and the fine-tuned one's, both over
+``--eval-episodes`` deterministic episodes, the training episodes' success rate per
+iteration, env steps and wall time. The robomimic envs end an episode at its first success
+(reward 1 there, else 0), so every return here is a success rate.
+
+Example (Lift, 5 demos, 100 BC gradient steps, 250k env steps)::
+
+    python benchmarks/robot_finetune.py --task lift --demos 5 --bc-gradient-steps 100 \\
+        --env-steps 250000 --name dppo_robot_lift
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, write_result  # noqa: E402
+from dppo_finetune import flat_settings  # noqa: E402
+
+#: DPPO's robomimic state settings (cfg/robomimic/finetune/{lift,can}/ft_ppo_diffusion_mlp
+#: .yaml: γ 0.999, clip 0.001 → 0.01, 10 epochs, critic warm-up 2 iterations) scaled to
+#: this machine: 1,000 decisions per iteration instead of 50 envs × 300 (15,000), so the
+#: minibatch is 2,500 (env step, denoising step) pairs instead of 7,500 (four minibatches
+#: per epoch) and the actor lr is the gym configs' 1e-4 instead of 1e-5 (15× fewer
+#: samples per iteration and ~1/10 of the reference's budget).
+ROBOMIMIC_KNOBS: dict[str, Any] = {
+    "gamma": 0.999,
+    "clip_param": 0.01,
+    "clip_param_base": 0.001,
+    "num_epochs": 10,
+    "pair_minibatch_size": 2500,
+    "critic_warmup_iterations": 2,
+    "actor_lr": 1e-4,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--task", default="lift", choices=["lift", "can", "square"])
+    p.add_argument("--demos", type=int, default=5, help="scripted demonstrations for BC")
+    p.add_argument("--bc-gradient-steps", type=int, default=100, help="weak BC: few steps")
+    p.add_argument("--bc-eval-episodes", type=int, default=20, help="pretrain's own check")
+    p.add_argument("--out", default=None, help="fine-tuning run (default runs/robot/dppo_<task>)")
+    p.add_argument("--env-steps", type=int, default=250_000, help="DPPO budget")
+    p.add_argument("--num-env-runners", type=int, default=1)
+    p.add_argument("--num-envs-per-env-runner", type=int, default=10)
+    p.add_argument("--decisions-per-iteration", type=int, default=1000)
+    p.add_argument("--eval-interval", type=int, default=25, help="iterations between evals")
+    p.add_argument("--eval-episodes", type=int, default=50, help="start, final, periodic")
+    p.add_argument("--checkpoint-interval", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="override a DPPO knob of ROBOMIMIC_KNOBS or add one (JSON value)",
+    )
+    p.add_argument("--name", default=None, help="result name (default dppo_robot_<task>)")
+    p.add_argument("--summarize-only", action="store_true", help="rebuild the result only")
+    args = p.parse_args(argv)
+    args.out = args.out or f"runs/robot/dppo_{args.task}"
+    args.name = args.name or f"dppo_robot_{args.task}"
+    return args
+
+
+def demos_path(args: argparse.Namespace) -> Path:
+    return Path(f"runs/robot/{args.task}_scripted_{args.demos}.hdf5")
+
+
+def bc_dir(args: argparse.Namespace) -> Path:
+    return Path(f"runs/robot/bc_{args.task}{args.demos}_{args.bc_gradient_steps}")
+
+
+def run_stage(cmd: list[str]) -> None:
+    print("[robot_finetune] $ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def make_weak_bc(args: argparse.Namespace) -> Path:
+    """Stages 1 and 2: the demonstrations and the weak BC checkpoint (kept if present)."""
+    demos, bc = demos_path(args), bc_dir(args)
+    if not demos.exists():
+        run_stage(
+            [sys.executable, "-m", "rllib_diffusion.collect.robot_demos", "--task", args.task]
+            + ["--episodes", str(args.demos), "--out", str(demos)]
+        )
+    if not (bc / "checkpoint").exists():
+        steps = str(args.bc_gradient_steps)
+        run_stage(
+            [sys.executable, "-m", "rllib_diffusion.cli", "pretrain", "--dataset", str(demos)]
+            + ["--out", str(bc), "--horizon", "4", "--act-steps", "4"]
+            + ["--gradient-steps", steps, "--steps-per-iteration", steps]
+            + ["--eval-episodes", str(args.bc_eval_episodes), "--seed", str(args.seed)]
+        )
+    return bc / "checkpoint"
+
+
+def finetune_settings(args: argparse.Namespace, checkpoint: Path) -> Any:
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
+
+    knobs = dict(ROBOMIMIC_KNOBS)
+    for item in args.set:
+        key, found, value = item.partition("=")
+        if not found:
+            raise SystemExit(f"--set expects KNOB=VALUE, got {item!r}")
+        knobs[key] = json.loads(value)
+    out = Path(args.out)
+    return FinetuneSettings.of(
+        checkpoint=str(checkpoint),
+        algo="dppo",
+        out_dir=str(out),
+        env_steps=args.env_steps,
+        num_env_runners=args.num_env_runners,
+        num_envs_per_env_runner=args.num_envs_per_env_runner,
+        decisions_per_iteration=args.decisions_per_iteration,
+        eval_interval=args.eval_interval,
+        eval_episodes=args.eval_episodes,
+        checkpoint_interval=args.checkpoint_interval,
+        resume=(out / "checkpoint").exists(),
+        seed=args.seed,
+        **knobs,
+    )
+
+
+def finished(out: Path) -> dict[str, Any] | None:
+    """The run's ``result.json`` when it ran to its final evaluation, else None."""
+    path = out / "result.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    if result.get("interrupted") or not result.get("final_evaluation"):
+        return None
+    return result
+
+
+def check_same_run(out: Path, settings: Any) -> None:
+    """Refuse to summarise or continue a run in ``out`` made with other settings."""
+    from dataclasses import asdict
+
+    from rllib_diffusion.checkpoints import read_checkpoint_meta
+
+    if not (out / "checkpoint").exists():
+        return
+    theirs = read_checkpoint_meta(out / "checkpoint").settings or {}
+    ours = asdict(settings)
+    ignore = {"resume", "overwrite", "env_steps"}
+    diffs = [
+        f"{k}: run {theirs.get(k)!r} vs now {v!r}"
+        for k, v in ours.items()
+        if k not in ignore and k in theirs and theirs[k] != v
+    ]
+    if diffs:
+        raise SystemExit(f"{out} was run with other settings ({'; '.join(diffs)}): use --out.")
+
+
+def summarize(args: argparse.Namespace, settings: Any) -> None:
+    out = Path(args.out)
+    lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines() if x]
+    iters = [x for x in lines if x["iteration"] > 0]
+    evals = [x for x in lines if "eval_return_mean" in x]
+    final = finished(out)
+    figures: dict[str, Any] = {
+        "task": args.task,
+        "demos": args.demos,
+        "bc_gradient_steps": args.bc_gradient_steps,
+        "env_steps": lines[-1]["env_steps"] if lines else 0,
+        "iterations": len(iters),
+        "complete": final is not None,
+    }
+    if final is not None:
+        start, end = final["start_evaluation"], final["final_evaluation"]
+        figures.update(
+            start_success_rate=start.get("success_rate"),
+            start_eval_episodes=start["num_episodes"],
+            final_success_rate=end.get("success_rate"),
+            final_eval_episodes=end["num_episodes"],
+            final_mean_episode_length=sum(end["episode_lengths"]) / end["num_episodes"],
+            start_mean_episode_length=sum(start["episode_lengths"]) / start["num_episodes"],
+            train_minutes=final["train_seconds"] / 60,
+        )
+    series = {
+        "train_env_steps": [x["env_steps"] for x in iters],
+        "train_success_rate": [x.get("train_return_mean") for x in iters],
+        "eval_env_steps": [x["env_steps"] for x in evals],
+        "eval_success_rate": [x["eval_return_mean"] for x in evals],
+        "minutes": [x.get("seconds", 0.0) / 60 for x in iters],
+    }
+    path = write_result(args.name, figures, series, settings=flat_settings(settings))
+    plot(args.name, series)
+    print(json.dumps(figures, indent=1), f"\nwrote {path}", flush=True)
+
+
+def plot(name: str, series: dict[str, list]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(series["eval_env_steps"], series["eval_success_rate"], "o-", label="deterministic eval")
+    ax.plot(
+        series["train_env_steps"], series["train_success_rate"], alpha=0.6, label="train episodes"
+    )
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend()
+    ax.set_title(name)
+    fig.tight_layout()
+    fig.savefig(RESULTS_DIR / f"{name}.png", dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rllib_diffusion.algorithms.finetune_run import finetune
+
+    args = parse_args(argv)
+    checkpoint = bc_dir(args) / "checkpoint" if args.summarize_only else make_weak_bc(args)
+    settings = finetune_settings(args, checkpoint)
+    check_same_run(Path(args.out), settings)
+    done = finished(Path(args.out))
+    if not args.summarize_only and (done is None or done["env_steps"] < args.env_steps):
+        finetune(settings)
+    summarize(args, settings)
+
+
+if __name__ == "__main__":
+    main()
