@@ -1,7 +1,8 @@
 """Evaluate a policy RLModule in its real env (outside RLlib's EnvRunners).
 
 Used by ``rllib-diffusion evaluate`` and the benchmarks: runs N episodes in lock-step
-(one batched forward per decision for all unfinished episodes), reports the mean ± std
+(one batched forward per decision for all running episodes; at most ``max_envs`` envs
+at once, each starting the next episode when its own ends), reports the mean ± std
 return over env steps and the normalised score, and can record a video rendered
 offscreen with MuJoCo (``MUJOCO_GL=egl`` or ``osmesa``).
 """
@@ -19,7 +20,7 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from rllib_diffusion.envs.chunking import make_chunked_env
-from rllib_diffusion.envs.tasks import normalized, reference_scores
+from rllib_diffusion.envs.tasks import eval_envs_at_once, normalized, reference_scores
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def evaluate_module(
     video_size: tuple[int, int] = (256, 256),
     progress: bool = False,
     dataset: Mapping[str, Any] | None = None,
+    max_envs: int | None = None,
 ) -> dict[str, Any]:
     """Run ``num_episodes`` episodes of ``module`` in ``make_chunked_env(env_config)``.
 
@@ -45,6 +47,10 @@ def evaluate_module(
     Episode ``i`` resets its env with ``seed + i``; torch's RNG is seeded with ``seed``
     for the duration of the call, so results are reproducible.
 
+    ``max_envs``: envs alive at once (an env that finishes its episode starts the next
+    one); None: the task's :func:`~rllib_diffusion.envs.tasks.eval_envs_at_once` (the
+    robomimic tasks hold ~100 MB per env), else one env per episode.
+
     Returns a dict with ``episode_returns`` (summed env rewards), ``episode_lengths``
     (env steps), ``episode_return_mean/std``, ``normalized_score`` (when the task has
     reference scores), ``env_steps`` and ``seconds``; for envs whose infos carry
@@ -53,6 +59,9 @@ def evaluate_module(
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
+    if max_envs is not None and max_envs < 1:
+        raise ValueError(f"max_envs must be >= 1 (or None), got {max_envs}.")
+    max_envs = max_envs or eval_envs_at_once(env_config.get("env_id")) or num_episodes
     # Diffusion sampling draws from torch's global RNG: seed it (and restore it after) so
     # that an evaluation is reproducible from its seed.
     with torch.random.fork_rng(devices=[]):
@@ -66,6 +75,7 @@ def evaluate_module(
             video_path=video_path,
             video_size=video_size,
             progress=progress,
+            max_envs=max_envs,
         )
     refs = reference_scores(env_config.get("env_id"), dataset)
     if refs is not None:
@@ -85,61 +95,91 @@ def _evaluate(
     video_path: str | None,
     video_size: tuple[int, int],
     progress: bool,
+    max_envs: int | None,
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    envs = _episode_envs(env_config, num_episodes, video_path, video_size)
+    envs = _episode_envs(env_config, min(num_episodes, max_envs), video_path, video_size)
+    run = _Episodes(num_episodes, started=len(envs))
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
-    returns = np.zeros(num_episodes)
-    lengths = np.zeros(num_episodes, dtype=np.int64)
-    alive = np.ones(num_episodes, dtype=bool)
-    successes = np.zeros(num_episodes, dtype=bool)
-    reports_success = False
-    frames: list[np.ndarray] = []
-    if video_path:
-        frames.append(envs[0].render())
+    episode_of = list(range(len(envs)))  # the episode each env runs; None: idle
+    frames: list[np.ndarray] = [envs[0].render()] if video_path else []
     device = next(iter(module.parameters())).device
     decisions = 0
-    while alive.any():
-        idx = np.flatnonzero(alive)
-        batch = torch.as_tensor(np.stack([obs[i] for i in idx]), dtype=torch.float32, device=device)
+    while any(e is not None for e in episode_of):
+        slots = [k for k, e in enumerate(episode_of) if e is not None]
+        batch = torch.as_tensor(np.stack([obs[k] for k in slots]), dtype=torch.float32)
         with torch.no_grad():
-            actions = policy_actions(module, batch, deterministic=deterministic).cpu().numpy()
-        for j, i in enumerate(idx):
-            obs[i], reward, terminated, truncated, info = envs[i].step(actions[j])
-            returns[i] += reward
-            lengths[i] += info.get("env_steps", 1)
-            if "success" in info:
-                reports_success = True
-                successes[i] |= bool(info["success"])
+            actions = policy_actions(module, batch.to(device), deterministic=deterministic)
+        actions = actions.cpu().numpy()
+        for j, k in enumerate(slots):
+            i = episode_of[k]
+            obs[k], reward, terminated, truncated, info = envs[k].step(actions[j])
+            run.record(i, reward, info)
             if video_path and i == 0:
                 frames.extend(info.get("frames", []))
             if terminated or truncated:
-                alive[i] = False
+                if i == 0 and video_path:
+                    envs[k].record_frames = False  # the video is episode 0's
+                episode_of[k] = run.next_episode()
+                if episode_of[k] is not None:
+                    obs[k] = envs[k].reset(seed=seed + episode_of[k])[0]
         decisions += 1
         if progress and decisions % 50 == 0:
             print(
-                f"[evaluate] decision {decisions}: {int(alive.sum())}/{num_episodes} episodes running",
+                f"[evaluate] decision {decisions}: {run.finished}/{num_episodes} episodes done",
                 flush=True,
             )
     for env in envs:
         env.close()
-    result: dict[str, Any] = {
-        "env_id": env_config.get("env_id"),
-        "num_episodes": num_episodes,
-        "deterministic": deterministic,
-        "episode_returns": returns.tolist(),
-        "episode_lengths": lengths.tolist(),
-        "episode_return_mean": float(returns.mean()),
-        "episode_return_std": float(returns.std()),
-        "env_steps": int(lengths.sum()),
-        "seconds": time.perf_counter() - start,
-    }
-    if reports_success:
-        result["success_rate"] = float(successes.mean())
-        result["episode_successes"] = successes.tolist()
+    result = run.result(env_config, deterministic, time.perf_counter() - start)
     if video_path:
         result["video"] = write_video(frames, video_path)
     return result
+
+
+class _Episodes:
+    """Per-episode returns, lengths and successes of one evaluation; hands out the
+    episodes still to start when an env comes free."""
+
+    def __init__(self, num_episodes: int, *, started: int) -> None:
+        self.num_episodes, self.started, self.finished = num_episodes, started, 0
+        self.returns = np.zeros(num_episodes)
+        self.lengths = np.zeros(num_episodes, dtype=np.int64)
+        self.successes = np.zeros(num_episodes, dtype=bool)
+        self.reports_success = False
+
+    def next_episode(self) -> int | None:
+        """Called when an episode ends: the index of the next one to start (episodes
+        start in order), or None when all have started."""
+        self.finished += 1
+        if self.started >= self.num_episodes:
+            return None
+        self.started += 1
+        return self.started - 1
+
+    def record(self, i: int, reward: float, info: dict[str, Any]) -> None:
+        self.returns[i] += reward
+        self.lengths[i] += info.get("env_steps", 1)
+        if "success" in info:
+            self.reports_success = True
+            self.successes[i] |= bool(info["success"])
+
+    def result(self, env_config: dict[str, Any], deterministic: bool, seconds: float) -> dict:
+        result: dict[str, Any] = {
+            "env_id": env_config.get("env_id"),
+            "num_episodes": self.num_episodes,
+            "deterministic": deterministic,
+            "episode_returns": self.returns.tolist(),
+            "episode_lengths": self.lengths.tolist(),
+            "episode_return_mean": float(self.returns.mean()),
+            "episode_return_std": float(self.returns.std()),
+            "env_steps": int(self.lengths.sum()),
+            "seconds": seconds,
+        }
+        if self.reports_success:
+            result["success_rate"] = float(self.successes.mean())
+            result["episode_successes"] = self.successes.tolist()
+        return result
 
 
 def _episode_envs(
