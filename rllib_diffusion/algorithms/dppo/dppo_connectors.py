@@ -1,7 +1,8 @@
 """Learner-connector pieces of DPPO.
 
-* :class:`RunningRewardScaling` (before GAE): divides chunk rewards by the running std
-  of a discounted return and clips them, as the DPPO reference does for gym tasks.
+* :class:`RunningRewardScaling` (first, on the episodes): divides chunk rewards by the
+  running std of a discounted return and clips them, as the DPPO reference does for gym
+  tasks.
 * :class:`ExpandDenoisingSteps` (after GAE): turns each env-step row into K_ft rows,
   one per (env step, denoising step) pair, so RLlib's shuffled minibatches sample such
   pairs at random (DPPO.md, "PPO update").
@@ -29,11 +30,22 @@ OLD_LOGP = "old_logp"  # (M,) log-prob at sampling time
 
 
 class RunningRewardScaling(ConnectorV2):
-    """Scale rewards by 1/std of the running discounted return (per episode stream), clip ±clip.
+    """Divide rewards by the running std of a discounted return and clip them (DPPO's
+    ``RunningRewardScaler``).
 
-    The discounted return of an ongoing episode is carried across iterations by episode
-    id; the running variance (Welford, all iterations) is part of the learner state and
-    its checkpoints (``DPPOTorchLearner.get_state``).
+    ``R_t = r_t + γ·R_{t−1}`` (``R`` restarts at each episode's start), then
+    ``r̃_t = clip(r_t / sqrt(var(R) + 1e-8), ±clip)`` where ``var`` is a running variance
+    over every ``R_t`` seen so far (``RunningMeanStd``: prior count 1e-4, mean 0, var 1;
+    ``var = M2 / (count − 1)``), updated with the whole iteration before it scales it.
+
+    It runs first in the learner pipeline, on the episodes themselves (it rewrites their
+    rewards), so it sees each chunk before RLlib's ``AddOneTsToEpisodesAndTruncate``
+    renames it, marks it truncated and appends a zero-reward bootstrap step: the return
+    of an ongoing episode is carried to its next chunk by episode id, as the reference
+    carries it across iterations per env, and the bootstrap step never enters the
+    statistics. The statistics are learner state (``DPPOTorchLearner.get_state``); the
+    carried returns are not (a resumed run restarts them). With several learners each
+    keeps its own statistics over the episodes it is given.
     """
 
     def __init__(
@@ -47,51 +59,54 @@ class RunningRewardScaling(ConnectorV2):
     ) -> None:
         super().__init__(input_observation_space, input_action_space, **kwargs)
         self.gamma, self.clip = gamma, clip
-        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+        self.count, self.mean, self.var = 1e-4, 0.0, 1.0
         self._returns: dict[str, float] = {}
 
     @property
     def std(self) -> float:
-        return float(np.sqrt(self.m2 / self.count)) if self.count > 1 else 1.0
+        return float(np.sqrt(self.var + 1e-8))
 
     def _update(self, values: np.ndarray) -> None:
+        """Chan et al.'s parallel update of the running mean and variance."""
         n = len(values)
         if n == 0:
             return
         b_mean, b_var = float(values.mean()), float(values.var())
         delta = b_mean - self.mean
         total = self.count + n
+        m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / total
         self.mean += delta * n / total
-        self.m2 += b_var * n + delta**2 * self.count * n / total
+        self.var = m2 / (total - 1)
         self.count = total
+
+    def _episode_returns(self, episode) -> np.ndarray:
+        """``R_t`` over the chunk's steps, starting from the return carried from the
+        episode's previous chunk; carries the last one on if the episode goes on."""
+        rewards = np.asarray(episode.get_rewards(), dtype=np.float64).reshape(-1)
+        rets = np.empty_like(rewards)
+        ret = self._returns.pop(episode.id_, 0.0)
+        for j, r in enumerate(rewards):
+            ret = ret * self.gamma + r
+            rets[j] = ret
+        if not episode.is_done:
+            self._returns[episode.id_] = ret
+        return rets
 
     @override(ConnectorV2)
     def __call__(self, *, rl_module, batch: dict[str, Any], episodes, **kwargs) -> Any:
         episodes = list(
             self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False)
         )
-        for module_batch in batch.values():
-            rewards = module_batch[Columns.REWARDS]
-            r = rewards.detach().cpu().numpy() if torch.is_tensor(rewards) else np.asarray(rewards)
-            r = r.astype(np.float64).reshape(-1)
-            rets = np.empty_like(r)
-            pos = 0
-            for ep in episodes:
-                n = len(ep)
-                ret = self._returns.pop(ep.id_, 0.0)
-                for j in range(pos, pos + n):
-                    ret = ret * self.gamma + r[j]
-                    rets[j] = ret
-                if not ep.is_done:
-                    self._returns[ep.id_] = ret
-                pos += n
-            self._update(rets[:pos])
-            scaled = np.clip(r / (self.std + 1e-8), -self.clip, self.clip).astype(np.float32)
-            module_batch[Columns.REWARDS] = (
-                torch.as_tensor(scaled, device=rewards.device)
-                if torch.is_tensor(rewards)
-                else scaled
-            )
+        returns = [self._episode_returns(ep) for ep in episodes]
+        if returns:
+            self._update(np.concatenate(returns))
+        for ep in episodes:
+            rewards = np.asarray(ep.get_rewards(), dtype=np.float64).reshape(-1)
+            scaled = np.clip(rewards / self.std, -self.clip, self.clip).astype(np.float32)
+            if ep.is_numpy:
+                # Episodes from remote EnvRunners arrive with read-only arrays.
+                ep.rewards.data = np.array(ep.rewards.data)
+            ep.set_rewards(new_data=scaled if ep.is_numpy else scaled.tolist())
         # Returns of episodes that never come back (e.g. runner restarts) must not pile up.
         if len(self._returns) > 10_000:
             self._returns.clear()
@@ -99,15 +114,16 @@ class RunningRewardScaling(ConnectorV2):
 
     @override(ConnectorV2)
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
-        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+        return {"count": self.count, "mean": self.mean, "var": self.var}
 
     @override(ConnectorV2)
     def set_state(self, state: dict[str, Any]) -> None:
-        self.count, self.mean, self.m2 = (
-            int(state["count"]),
-            float(state["mean"]),
-            float(state["m2"]),
-        )
+        """Also reads the earlier layout (population ``m2`` with a zero prior count)."""
+        self.count, self.mean = float(state["count"]), float(state["mean"])
+        if "var" in state:
+            self.var = float(state["var"])
+        else:
+            self.var = float(state["m2"]) / (self.count - 1) if self.count > 1 else 1.0
 
 
 class ExpandDenoisingSteps(ConnectorV2):

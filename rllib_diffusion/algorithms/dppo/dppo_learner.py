@@ -3,8 +3,10 @@
 Loss (DPPO.md): per-minibatch advantage normalisation, denoising discount
 ``γ_den^(K_ft − k − 1)``, per-step clip coefficient, clipped surrogate, value loss
 ``0.5·(V − R)²·vf_coef``, no KL penalty and (DPPO) no entropy bonus (ReinFlow's
-``−entropy_coeff·H``, when its module reports an entropy); approx-KL (k3) early stop of the
-remaining minibatches of an update; separate actor/critic optimisers; critic warm-up.
+``−entropy_coeff·H``, when its module reports an entropy); approx-KL (k3) early stop (the
+minibatch that crosses the target is applied, the remaining ones are not, as in the
+reference); separate actor/critic optimisers; critic warm-up (the actor's optimiser does
+not step).
 
 A minibatch never holds more pairs than the iteration collected (as in the reference,
 which takes the whole batch when ``batch_size`` exceeds it): RLlib's cyclic iterator
@@ -62,15 +64,14 @@ class DPPOTorchLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def build(self) -> None:
         super().build()
-        self._kl_stopped = False
+        self._kl_stopped = self._kl_tripped = False
         self._health: dict[str, Any] = {}
         # Completed update() calls (= iterations); critic warm-up counts these.
         self._updates_done = 0
         if self._learner_connector is not None:
             if self.config.reward_scaling:
-                self._learner_connector.insert_before(
-                    "GeneralAdvantageEstimation", RunningRewardScaling(gamma=self.config.gamma)
-                )
+                # Before RLlib's AddOneTsToEpisodesAndTruncate (see the connector).
+                self._learner_connector.prepend(RunningRewardScaling(gamma=self.config.gamma))
             self._learner_connector.append(ExpandDenoisingSteps(repeats=self.config.repeat_samples))
 
     @classmethod
@@ -123,7 +124,7 @@ class DPPOTorchLearner(PPOTorchLearner):
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
         self._apply_iteration_lrs()
-        self._kl_stopped = False
+        self._kl_stopped = self._kl_tripped = False
         self._health = {
             mid: {"theta0": self._actor_vector(mid).clone(), "grad_norms": [], "steps": 0}
             for mid in self.module.keys()
@@ -220,9 +221,6 @@ class DPPOTorchLearner(PPOTorchLearner):
         actor_loss = pg_loss
         if config.entropy_coeff > 0 and entropy is not None:
             actor_loss = actor_loss - config.entropy_coeff * mmean(entropy)
-        if self._updates_done < config.critic_warmup_iterations:
-            pg_loss, actor_loss = pg_loss * 0.0, actor_loss * 0.0
-
         values = module.compute_values(batch)
         targets = batch[Postprocessing.VALUE_TARGETS]
         vf_loss = mmean(0.5 * (values - targets) ** 2)
@@ -237,8 +235,9 @@ class DPPOTorchLearner(PPOTorchLearner):
             approx_kl = mmean((ratio - 1) - log_ratio)
             clipped = ((ratio - 1).abs() > clip).float()
             if config.target_kl is not None and approx_kl.item() > config.target_kl:
-                # Stop this and all remaining minibatch updates of the iteration.
-                self._kl_stopped = True
+                # As the reference: this minibatch's update is applied, then the
+                # iteration's remaining minibatch updates are skipped.
+                self._kl_tripped = True
             metrics = {
                 POLICY_LOSS_KEY: pg_loss,
                 VF_LOSS_KEY: vf_loss,
@@ -246,7 +245,7 @@ class DPPOTorchLearner(PPOTorchLearner):
                 M.CLIP_FRACTION: mmean(clipped),
                 M.RATIO_MEAN: mmean(ratio),
                 M.EXPLAINED_VARIANCE: explained_variance(targets, values),
-                M.KL_STOPPED: float(self._kl_stopped),
+                M.KL_STOPPED: float(self._kl_tripped),
                 M.DENOISING_STD: module.exploration_std(batch[Columns.OBS], k).mean(),
             }
             if entropy is not None:
@@ -286,9 +285,25 @@ class DPPOTorchLearner(PPOTorchLearner):
 
     @override(PPOTorchLearner)
     def apply_gradients(self, gradients_dict) -> None:
+        """Step the optimisers, except after the approx-KL stop; during the critic warm-up
+        only the critic's (the actor's optimiser is not stepped at all, as in the
+        reference: no BC-regulariser step, no weight decay)."""
         if self._kl_stopped:
             return
-        super().apply_gradients(gradients_dict)
         actor_steps = self._updates_done >= self.config.critic_warmup_iterations
+        if not actor_steps:
+            gradients_dict = self._without_actor_gradients(gradients_dict)
+        super().apply_gradients(gradients_dict)
+        self._kl_stopped = self._kl_tripped
         for health in self._health.values():
             health["steps"] += int(actor_steps)
+
+    def _without_actor_gradients(self, gradients_dict) -> dict:
+        """``gradients_dict`` without the fine-tuned actors' parameters, whose ``.grad`` is
+        cleared so that their optimiser skips them."""
+        actor_refs = set()
+        for mid in self.module.keys():
+            for param in self.module[mid].unwrapped().actor_parameters():
+                param.grad = None
+                actor_refs.add(self.get_param_ref(param))
+        return {ref: g for ref, g in gradients_dict.items() if ref not in actor_refs}
