@@ -86,6 +86,9 @@ class RewardWeightedConfigMixin:
         self.gamma = 0.99
         self.minibatch_size = 1000
         self.train_batch_size_per_learner = 2000
+        # Each EnvRunner samples its share of the iteration's decisions (AlgorithmConfig's
+        # default is 200 vector steps per sample() call).
+        self.rollout_fragment_length = "auto"
         # Diffusion sampling is slower than a Gaussian MLP: give runners time.
         self.sample_timeout_s = 600.0
 
