@@ -63,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bc-eval-episodes", type=int, default=20, help="pretrain's own check")
     p.add_argument("--out", default=None, help="fine-tuning run (default runs/robot/dppo_<task>)")
     p.add_argument("--env-steps", type=int, default=250_000, help="DPPO budget")
-    p.add_argument("--num-env-runners", type=int, default=1)
+    # 0: sample in the driver. DPPO samples and learns in turn, so a remote EnvRunner
+    # adds no parallelism on 2 cores, and Ray starts its workers at niceness +15.
+    p.add_argument("--num-env-runners", type=int, default=0)
     p.add_argument("--num-envs-per-env-runner", type=int, default=10)
     p.add_argument("--decisions-per-iteration", type=int, default=1000)
     p.add_argument("--eval-interval", type=int, default=25, help="iterations between evals")
