@@ -8,8 +8,8 @@ cut short (a killed fine-tuning run resumes from its checkpoint):
    --episodes N --out runs/robot/<task>_scripted_<N>.hdf5``;
 2. weak BC: ``rllib-diffusion pretrain`` on them for only ``--bc-gradient-steps``
    (Ta = 4, horizon 4, DPPO's robomimic chunk), into ``runs/robot/bc_<task><N>_<steps>``;
-3. DPPO: ``rllib-diffusion finetune --algo dppo`` with :data:`ROBOMIMIC_KNOBS` (DPPO's
-   robomimic settings scaled to a 2-core machine) into ``--out``.
+3. DPPO: ``rllib-diffusion finetune --algo dppo`` with DPPO's robomimic settings scaled
+   to a 2-core machine (``rllib_diffusion.algorithms.dppo.robomimic``) into ``--out``.
 
 Then ``benchmarks/results/<name>.json`` (+ ``.png``): the pretrained policy's success rate
 (the fine-tuning run's start evaluation) and the fine-tuned one's, both over
@@ -36,21 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, write_result  # noqa: E402
 from dppo_finetune import flat_settings  # noqa: E402
 
-#: DPPO's robomimic state settings (cfg/robomimic/finetune/{lift,can}/ft_ppo_diffusion_mlp
-#: .yaml: γ 0.999, clip 0.001 → 0.01, 10 epochs, critic warm-up 2 iterations) scaled to
-#: this machine: 1,000 decisions per iteration instead of 50 envs × 300 (15,000), so the
-#: minibatch is 2,500 (env step, denoising step) pairs instead of 7,500 (four minibatches
-#: per epoch) and the actor lr is the gym configs' 1e-4 instead of 1e-5 (15× fewer
-#: samples per iteration and ~1/10 of the reference's budget).
-ROBOMIMIC_KNOBS: dict[str, Any] = {
-    "gamma": 0.999,
-    "clip_param": 0.01,
-    "clip_param_base": 0.001,
-    "num_epochs": 10,
-    "pair_minibatch_size": 2500,
-    "critic_warmup_iterations": 2,
-    "actor_lr": 1e-4,
-}
+from rllib_diffusion.algorithms.dppo.robomimic import ROBOMIMIC_KNOBS, ROBOMIMIC_RUN  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,11 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bc-eval-episodes", type=int, default=20, help="pretrain's own check")
     p.add_argument("--out", default=None, help="fine-tuning run (default runs/robot/dppo_<task>)")
     p.add_argument("--env-steps", type=int, default=250_000, help="DPPO budget")
-    # 0: sample in the driver. DPPO samples and learns in turn, so a remote EnvRunner
-    # adds no parallelism on 2 cores, and Ray starts its workers at niceness +15.
-    p.add_argument("--num-env-runners", type=int, default=0)
-    p.add_argument("--num-envs-per-env-runner", type=int, default=10)
-    p.add_argument("--decisions-per-iteration", type=int, default=1000)
+    for name, value in ROBOMIMIC_RUN.items():  # rllib_diffusion.algorithms.dppo.robomimic
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=value)
     p.add_argument("--eval-interval", type=int, default=25, help="iterations between evals")
     p.add_argument("--eval-episodes", type=int, default=50, help="start, final, periodic")
     p.add_argument("--checkpoint-interval", type=int, default=2)
@@ -77,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KNOB=VALUE",
-        help="override a DPPO knob of ROBOMIMIC_KNOBS or add one (JSON value)",
+        help="override a DPPO knob of ROBOMIMIC_KNOBS or set another (JSON value)",
     )
     p.add_argument("--name", default=None, help="result name (default dppo_robot_<task>)")
     p.add_argument("--summarize-only", action="store_true", help="rebuild the result only")
