@@ -324,7 +324,8 @@ def test_every_dsrl_knob_reaches_the_config(base_checkpoints):
 
     values = {
         "noise_aliased": False, "noise_bound": 2.0, "decoder_ddim_steps": 3,
-        "init_rollout_steps": 7, "utd": 3, "actor_lr": 1e-3, "critic_lr": 2e-3,
+        "init_rollout_steps": 7, "utd": 3, "noise_critic_grad_steps": 2, "actor_lr": 1e-3,
+        "critic_lr": 2e-3,
         "alpha_lr": 3e-3, "tau": 0.01, "gamma": 0.9, "initial_alpha": 0.5,
         "target_entropy": -1.0, "train_batch_size_per_learner": 64,
         "rollout_fragment_length": 5,
@@ -526,7 +527,7 @@ def test_noise_critic_distils_the_env_critic_on_decoded_gaussian_noise(base_chec
     module, config = na_module(base_checkpoints["ddim"])
     obs = torch.as_tensor(observations(6))
     torch.manual_seed(3)
-    out = module._distillation_pairs(obs)
+    preds_out, targets_out = module.distillation_pairs(obs)
     torch.manual_seed(3)
     w = torch.randn(6, N)  # unclipped N(0, I), as the official update_noise_critic
     chunk = reference_chunk(base_checkpoints["ddim"], obs, w.reshape(6, TA, DA))
@@ -543,9 +544,9 @@ def test_noise_critic_distils_the_env_critic_on_decoded_gaussian_noise(base_chec
                 noise_batch, module.noise_qf_twin_encoder, module.noise_qf_twin
             ),
         ]
-    assert torch.allclose(out["noise_q_targets"], torch.stack(targets), atol=1e-6)
-    assert torch.allclose(out["noise_q_preds"], torch.stack(preds), atol=1e-6)
-    assert out["noise_q_preds"].requires_grad and not out["noise_q_targets"].requires_grad
+    assert torch.allclose(targets_out, torch.stack(targets), atol=1e-6)
+    assert torch.allclose(preds_out, torch.stack(preds), atol=1e-6)
+    assert preds_out.requires_grad and not targets_out.requires_grad
 
 
 def test_noise_aliased_actor_term_trains_only_the_actor(base_checkpoints):

@@ -17,9 +17,12 @@ noise Box (set here, not derived from the env) and the EnvRunners decode
 Defaults are the official gym ones (``ajwagen/dsrl``, ``cfg/gym/dsrl_hopper.yaml`` and
 ``train_dsrl.py``): SAC lr 3e-4 for actor, critic and temperature, batch 256, τ 0.005,
 γ 0.99, twin critics (min backup), temperature learned from 1.0 towards target entropy
-0.0, 20 gradient steps after every 2 vector steps of the envs, 2001 vector steps of the
-base policy before learning, noise bound 1.0 (NA; 1.5 SAC), DDIM 5 steps (η = 0) for
-diffusion bases.
+0.0, 20 gradient steps after every 2 vector steps of the envs (with the official 4
+envs: 2.5 per decision), 10 noise-critic distillation steps per 20 (NA), 2001 vector
+steps of the base policy before learning, noise bound 1.0 (NA; 1.5 SAC), DDIM 5 steps
+(η = 0) for diffusion bases, critics 3 × 128 MLPs on ``concat(obs, action)`` with
+LayerNorm and tanh, critic loss ``0.5 · mse`` (``dsrl_rl_module``, ``dsrl_learner``).
+The number of envs is the run's (``--num-envs-per-env-runner``; official 4).
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class DSRLConfig(SACConfig):
         self.decoder_ddim_steps: int | None = 5
         self.init_rollout_steps = 2001
         self.utd = 20
+        self.noise_critic_grad_steps = 10
         self.base_checkpoint: str | None = None
         self.actor_lr = 3e-4
         self.critic_lr = 3e-4
@@ -123,6 +127,7 @@ class DSRLConfig(SACConfig):
         decoder_ddim_steps: int | None = NotProvided,
         init_rollout_steps: int | None = NotProvided,
         utd: int | None = NotProvided,
+        noise_critic_grad_steps: int | None = NotProvided,
         base_checkpoint: str | None = NotProvided,
         **kwargs: Any,
     ) -> DSRLConfig:
@@ -146,6 +151,9 @@ class DSRLConfig(SACConfig):
                 2001 with 4 envs).
             utd: gradient steps per update round (official 20); a round samples
                 rollout_fragment_length vector steps on every EnvRunner.
+            noise_critic_grad_steps: DSRL-NA: distillation steps of the noise critic
+                per ``utd`` gradient steps (official 10), spread evenly over them; at
+                most one per gradient step (from ``utd`` on: every step).
             base_checkpoint: the DiffusionBC checkpoint steered (set by the run).
         """
         super().training(**kwargs)
@@ -155,6 +163,7 @@ class DSRLConfig(SACConfig):
             ("decoder_ddim_steps", decoder_ddim_steps),
             ("init_rollout_steps", init_rollout_steps),
             ("utd", utd),
+            ("noise_critic_grad_steps", noise_critic_grad_steps),
             ("base_checkpoint", base_checkpoint),
         ):
             if value is not NotProvided:
@@ -275,6 +284,10 @@ class DSRLConfig(SACConfig):
             errors.append(f"init_rollout_steps must be >= 0, got {self.init_rollout_steps}")
         if self.utd < 1:
             errors.append(f"utd must be >= 1, got {self.utd}")
+        if self.noise_critic_grad_steps < 1:
+            errors.append(
+                f"noise_critic_grad_steps must be >= 1, got {self.noise_critic_grad_steps}"
+            )
         if self.normalize_actions or self.clip_actions:
             errors.append(
                 "normalize_actions and clip_actions must stay False (the decoder "

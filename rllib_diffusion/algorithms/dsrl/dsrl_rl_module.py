@@ -9,14 +9,24 @@ noise critic ``Q^W(s, w)`` distilled from them on fresh noise: ``w ~ N(0, I)``,
 TD target's next action is ``decode(s', w')`` with ``w'`` from the actor. Both need the
 base policy on the learner: ``decoder``, a frozen inference-only copy whose weights DSRL
 loads after build (:func:`~rllib_diffusion.algorithms.dsrl.dsrl.load_decoder_into`).
-With ``noise_aliased`` off this is RLlib's SAC module unchanged.
+With ``noise_aliased`` off this is RLlib's SAC module over the noise.
+
+Critics (both variants) are the official ones, not RLlib 2.60's: SB3's
+``ContinuousCritic``, one MLP on ``concat(obs, action)`` (hidden layers Linear →
+LayerNorm → tanh) with a linear output (:class:`DSRLCatalog`). RLlib's SAC critic is a
+multi-stream encoder (obs and action MLPs, tanh fusion layers without LayerNorm); on
+Hopper its tanh fusion layers saturated as Q grew to hundreds, Q became a constant of
+state and action, the actor's only gradient was the entropy term, its mean went to 0
+and the deterministic policy to the base policy at ``w = 0`` (issue 17).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
+from ray.rllib.algorithms.sac.sac_catalog import SACCatalog
 from ray.rllib.algorithms.sac.sac_learner import (
     ACTION_DIST_INPUTS_NEXT,
     QF_PREDS,
@@ -26,7 +36,7 @@ from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSA
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.utils.annotations import override
-from torch import Tensor
+from torch import Tensor, nn
 
 from rllib_diffusion.algorithms.dsrl.decoder import decode_noise
 from rllib_diffusion.envs.chunking import chunk_spaces
@@ -39,15 +49,46 @@ DECODER_POLICY = "dsrl_decoder_policy"
 NOISE_BOUND = "dsrl_noise_bound"
 NOISE_ALIASED = "dsrl_noise_aliased"
 
-#: ``forward_train`` outputs of DSRL-NA: noise-critic predictions and their distillation
-#: targets, ``(heads, B)`` each.
-NOISE_Q_PREDS = "noise_q_preds"
-NOISE_Q_TARGETS = "noise_q_targets"
+
+class ConcatQEncoder(nn.Module):
+    """Q encoder of the official critic: ``mlp(concat(obs, action))`` ``(B, latent)``.
+
+    Args:
+        mlp: RLlib's MLP encoder over the ``Do + N`` concatenated input (reads ``OBS``).
+    """
+
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        joint = torch.cat([batch[Columns.OBS], batch[Columns.ACTIONS]], dim=-1)
+        return self.mlp({Columns.OBS: joint})
+
+
+class DSRLCatalog(SACCatalog):
+    """SAC's catalog with the official DSRL critic encoder (:class:`ConcatQEncoder`):
+    the actor's encoder config (``fcnet_hiddens``, LayerNorm, tanh) over
+    ``concat(obs, action)``; the Q head stays RLlib's linear ``latent → 1``."""
+
+    @override(SACCatalog)
+    def _build_qf_encoder_continuous(self, framework: str) -> nn.Module:
+        # The documented override hook; `_encoder_config` is the pi encoder's config,
+        # which the parent's hook reuses too.
+        joint_dim = int(self.observation_space.shape[0]) + int(self.action_space.shape[0])
+        config = dataclasses.replace(self._encoder_config, input_dims=[joint_dim])
+        return ConcatQEncoder(config.build(framework=framework))
 
 
 class DSRLTorchRLModule(DefaultSACTorchRLModule):
-    """SAC's module; with ``model_config[NOISE_ALIASED]`` also DSRL-NA's noise critic
-    (``noise_qf_encoder``/``noise_qf``, and twins) and frozen ``decoder`` (learner only)."""
+    """SAC's module with the official critics (:class:`DSRLCatalog`); with
+    ``model_config[NOISE_ALIASED]`` also DSRL-NA's noise critic (``noise_qf_encoder``/
+    ``noise_qf``, and twins) and frozen ``decoder`` (learner only)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("catalog_class") is None:
+            kwargs["catalog_class"] = DSRLCatalog
+        super().__init__(*args, **kwargs)
 
     @override(DefaultSACTorchRLModule)
     def setup(self) -> None:
@@ -106,7 +147,7 @@ class DSRLTorchRLModule(DefaultSACTorchRLModule):
         """SAC's outputs with DSRL-NA's meanings: ``QF_PREDS`` are ``Q^A`` of the batch's
         env actions, ``q_curr`` is ``min_i Q^W_i`` of the actor's resampled noise (noise
         critic frozen for this term), ``q_target_next`` the target ``Q^A`` of the decoded
-        next noise; plus the distillation pairs :data:`NOISE_Q_PREDS`/:data:`NOISE_Q_TARGETS`."""
+        next noise (the distillation pairs come from :meth:`distillation_pairs`)."""
         if not self.noise_aliased:
             return super()._forward_train_continuous(batch)
         obs, next_obs = batch[Columns.OBS], batch[Columns.NEXT_OBS]
@@ -133,15 +174,15 @@ class DSRLTorchRLModule(DefaultSACTorchRLModule):
             out["q_target_next"] = self.forward_target(
                 {Columns.OBS: next_obs, Columns.ACTIONS: env_next}
             )
-        out.update(self._distillation_pairs(obs))
         return out
 
-    def _distillation_pairs(self, obs: Tensor) -> dict[str, Tensor]:
-        """``Q^W_i(s, w / bound)`` and ``Q^A_i(s, decode(s, w))`` (detached) on fresh
-        ``w ~ N(0, I)`` (unclipped, as the official ``update_noise_critic``)."""
+    def distillation_pairs(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """``(Q^W_i(s, w / bound), Q^A_i(s, decode(s, w)))``, ``(heads, B)`` each, the
+        second detached, on fresh ``w ~ N(0, I)`` (unclipped, as the official
+        ``update_noise_critic``); the learner calls it on its distillation steps."""
         w = torch.randn(obs.shape[0], self.action_space.shape[0], device=obs.device)
         with torch.no_grad():
             env_a = self.decode(obs, w / self.noise_bound)
             targets = torch.stack(self._heads(obs, env_a, noise=False))
         preds = torch.stack(self._heads(obs, w / self.noise_bound, noise=True))
-        return {NOISE_Q_PREDS: preds, NOISE_Q_TARGETS: targets}
+        return preds, targets
