@@ -14,7 +14,9 @@ Cases (Hopper dims: Do 11, Da 3):
 
 Each ``update()`` gets one batch of ``steps × batch`` rows (numpy, as the offline data
 iterator yields them) and slices it into minibatches (RLlib's ``MiniBatchCyclicIterator``),
-reduces the metrics at the end, as in an iteration. Each code tree runs in its own worker
+reduces the metrics at the end, as in an iteration. The modules' gradient-step counters
+start at ``STEADY_STATE_STEP``, so EMA updates run at their steady-state rate (every
+``ema_update_every`` steps), not at the every-step copy of the first ``ema_start`` steps. Each code tree runs in its own worker
 process (its root first on ``sys.path``, the editable-install finder removed, torch on 1
 thread); the parent alternates the order of the trees each round. CPU time of the worker
 is the primary figure (the machine is shared); wall time is stored too. Before timing,
@@ -44,6 +46,9 @@ from common import write_result  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 OBS_DIM, ACTION_DIM = 11, 3
 MID = "default_policy"
+#: Gradient-step counters start here, past every EMA warm-up (``ema_start`` ≤ 1000), so
+#: the EMA/target updates run at the rate of most of a long run.
+STEADY_STATE_STEP = 10_000
 #: case -> (gradient steps per update(), rows per gradient step, unit per row)
 CASES = {
     "bc": (20, 256, "gradient steps"),
@@ -181,6 +186,10 @@ class Case:
             self.learner, act_shape = _offline_q_learner(case)
         self.steps, self.rows, _ = CASES[case]
         self.batch = _batch(case, act_shape, self.steps * self.rows)
+        module = self.learner.module[MID].unwrapped()
+        for counter in ("ema_step", "train_step"):  # EMA at its steady-state rate
+            if hasattr(module, counter):
+                getattr(module, counter).fill_(STEADY_STATE_STEP)
         if case == "dppo":
             _dppo_chains(self.learner.module[MID].unwrapped(), self.batch)
 
