@@ -599,3 +599,103 @@ def test_noise_aliased_run_stores_env_actions_and_trains_the_noise_critic(
         stored_rewards_match(replayed)
     finally:
         algo.stop()
+
+
+# ------------------------------------------------------- official critics and losses
+def test_dsrl_losses_match_hand_computation():
+    from rllib_diffusion.algorithms.dsrl.dsrl_learner import (
+        actor_loss,
+        critic_loss,
+        distillation_loss,
+        soft_td_target,
+        temperature_loss,
+    )
+
+    alpha = torch.tensor([0.5])
+    y = soft_td_target(
+        torch.tensor([1.0, 2.0]),
+        torch.tensor([False, True]),
+        torch.tensor([10.0, 20.0]),
+        torch.tensor([-1.0, 3.0]),
+        alpha,
+        0.9,
+    )
+    # 1 + 0.9 (10 − 0.5 · (−1)) = 10.45; the terminated row keeps its reward only.
+    assert torch.allclose(y, torch.tensor([10.45, 2.0]))
+    # 0.5 · mean(10², 1²) = 25.25 (RLlib's Huber(δ=1) would give mean(9.5, 0.5) = 5).
+    assert critic_loss(torch.tensor([20.45, 1.0]), y).item() == pytest.approx(25.25)
+    logp = torch.tensor([-2.0, 4.0], requires_grad=True)
+    # mean(0.5 · [−2, 4] − [3, 5]) = mean(−4, −3) = −3.5
+    assert actor_loss(logp, torch.tensor([3.0, 5.0]), alpha).item() == pytest.approx(-3.5)
+    log_alpha = torch.log(torch.tensor([0.5])).requires_grad_()
+    # −mean(log 0.5 · ([−2, 4] + 0)) = −log 0.5
+    loss = temperature_loss(log_alpha, logp, 0.0)
+    assert loss.item() == pytest.approx(-np.log(0.5))
+    loss.backward()
+    assert logp.grad is None and log_alpha.grad.item() == pytest.approx(-1.0)
+    preds = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    targets = torch.tensor([[0.0, 0.0], [3.0, 6.0]], requires_grad=True)
+    # 0.5 · (mean(1, 4) + mean(0, 4)) = 2.25
+    distill = distillation_loss(preds, targets)
+    assert distill.item() == pytest.approx(2.25)
+    distill.backward()
+    assert targets.grad is None and preds.grad is not None
+
+
+def test_noise_critic_distils_on_the_official_share_of_sac_steps():
+    from rllib_diffusion.algorithms.dsrl import DSRLConfig
+    from rllib_diffusion.algorithms.dsrl.dsrl_learner import distils_at
+
+    config = DSRLConfig()
+    assert (config.utd, config.noise_critic_grad_steps) == (20, 10)
+    steps = [distils_at(k, config.utd, config.noise_critic_grad_steps) for k in range(40)]
+    assert sum(steps[:20]) == sum(steps[20:]) == 10
+    assert steps[:4] == [False, True, False, True]
+    assert [distils_at(k, 5, 1) for k in range(5)] == [False] * 4 + [True]
+    assert all(distils_at(k, 4, 9) for k in range(8))
+
+
+def test_critics_are_the_official_mlp_on_obs_and_action():
+    """SB3's critic (official DSRL): Linear → LayerNorm → tanh on concat(obs, action),
+    three times, then a linear output; not RLlib's multi-stream encoder."""
+    import gymnasium as gym
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from rllib_diffusion.algorithms.dsrl import DSRLConfig
+    from rllib_diffusion.algorithms.dsrl.dsrl_rl_module import ConcatQEncoder, DSRLTorchRLModule
+
+    obs_dim, n = 11, 12
+    model_config = DSRLConfig().training(noise_aliased=False).model_config
+    module = RLModuleSpec(
+        module_class=DSRLTorchRLModule,
+        observation_space=gym.spaces.Box(-1, 1, (obs_dim,)),
+        action_space=gym.spaces.Box(-1, 1, (n,)),
+        model_config=model_config,
+    ).build()
+    for encoder, head in ((module.qf_encoder, module.qf), (module.qf_twin_encoder, module.qf_twin)):
+        assert isinstance(encoder, ConcatQEncoder)
+        layers = [
+            m for m in encoder.modules() if isinstance(m, torch.nn.Linear | torch.nn.LayerNorm)
+        ]
+        kinds = [(type(m).__name__, tuple(m.weight.shape)) for m in layers]
+        assert kinds == [
+            ("Linear", (128, obs_dim + n)),
+            ("LayerNorm", (128,)),
+            ("Linear", (128, 128)),
+            ("LayerNorm", (128,)),
+            ("Linear", (128, 128)),
+            ("LayerNorm", (128,)),
+        ]
+        assert sum(isinstance(m, torch.nn.Tanh) for m in encoder.modules()) == 3
+        head_layers = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+        assert [tuple(m.weight.shape) for m in head_layers] == [(1, 128)]
+    # Q recomputed by hand from the layers: tanh(LN(W x + b)) three times, then W x + b.
+    s, a = torch.rand(5, obs_dim) * 2 - 1, torch.rand(5, n) * 2 - 1
+    x = torch.cat([s, a], dim=-1)
+    linear, norms = layers[0::2], layers[1::2]
+    for lin, norm in zip(linear, norms, strict=True):
+        x = torch.tanh(norm(lin(x)))
+    expected = head_layers[0](x).squeeze(-1)
+    batch = {Columns.OBS: s, Columns.ACTIONS: a}
+    got = module._qf_forward_train_helper(batch, module.qf_twin_encoder, module.qf_twin)
+    assert torch.allclose(got, expected, atol=1e-6)
