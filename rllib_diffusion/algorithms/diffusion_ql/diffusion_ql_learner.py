@@ -1,7 +1,7 @@
 """Diffusion-QL learner (Wang, Hunt, Zhou 2022), DDPM or flow-matching actor.
 
 critic:  Σ_j MSE(Q_j(s, a), y),  y = r + γ(1 − d)·min_j Q′_j(s′, a′),  a′ ~ EMA actor(s′)
-         (``max_q_backup = N``: max over N sampled a′ of min_j Q′_j)
+         (``max_q_backup = N``: min_j of max over N sampled a′ of Q′_j)
 actor:   L_d + η·L_q,  L_q = −mean Q_j(s, â) / stopgrad(mean |Q_k(s, â)|),
          â sampled through the whole reverse chain (or Euler integration) with gradients,
          (j, k) a random permutation of two critics.
@@ -37,16 +37,18 @@ def critic_target_values(
 ) -> torch.Tensor:
     """``y = r + γ(1 − d)·min_j Q′_j(s′, a′)``, ``a′`` from the EMA actor; ``(B,)``.
 
-    ``max_q_backup = N > 0``: N next actions per state, ``y`` backs up the max over them
-    of the min over heads (the paper's AntMaze setting, N = 10).
+    ``max_q_backup = N > 0``: N next actions per state, ``y`` backs up
+    ``min_j max_n Q′_j(s′, a′_n)``: each head's max over the N actions, then the min over
+    heads, as the official ``ql_diffusion.py`` (the paper's AntMaze setting, N = 10).
     """
     with torch.no_grad():
         next_obs = batch[Columns.NEXT_OBS].float()
         if max_q_backup > 0:
             b = next_obs.shape[0]
             rep = next_obs.repeat_interleave(max_q_backup, dim=0)
-            q = module.critic_target(rep, module.sample(rep, ema=True)).min(dim=0).values
-            return td_target(batch, q.view(b, max_q_backup).max(dim=1).values, gamma)
+            q = module.critic_target(rep, module.sample(rep, ema=True))  # (H, B·N)
+            per_head_max = q.view(q.shape[0], b, max_q_backup).max(dim=2).values
+            return td_target(batch, per_head_max.min(dim=0).values, gamma)
         next_actions = module.sample(next_obs, ema=True)
         return td_target(
             batch, module.critic_target(next_obs, next_actions).min(dim=0).values, gamma
