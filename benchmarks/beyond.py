@@ -57,6 +57,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--num-env-runners", type=int, default=1)
     p.add_argument(
+        "--num-envs-per-env-runner",
+        type=int,
+        default=None,
+        help="vectorised envs per EnvRunner of every run (default: the finetune default, "
+        "10; the official DSRL gym runs use 4)",
+    )
+    p.add_argument(
+        "--decisions-per-iteration",
+        type=int,
+        default=None,
+        help="action chunks per iteration (default: the finetune default, 2000)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -96,6 +109,11 @@ def run_one(args: argparse.Namespace, algo: str, checkpoint: str, seed: int, bud
         owner, _, knob = key.partition(":")
         if owner == algo:
             knobs[knob] = json.loads(value)
+    run_control = {
+        name: getattr(args, name)
+        for name in ("num_envs_per_env_runner", "decisions_per_iteration")
+        if getattr(args, name) is not None
+    }
     settings = FinetuneSettings.of(
         checkpoint=checkpoint,
         algo=algo,
@@ -106,6 +124,7 @@ def run_one(args: argparse.Namespace, algo: str, checkpoint: str, seed: int, bud
         eval_episodes=args.eval_episodes,
         resume=(out / "checkpoint").exists(),
         seed=seed,
+        **run_control,
         **knobs,
     )
     print(f"[beyond] {algo} seed {seed} -> {out} ({budget} env steps)", flush=True)

@@ -26,6 +26,14 @@ from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_
 #: DSRL knobs (RLlib's) that ``AlgorithmConfig.env_runners()`` sets.
 ENV_RUNNER_KNOBS = ("rollout_fragment_length",)
 
+#: RLlib timers (moving mean seconds per call) → progress keys: one gradient step
+#: (learner update), one replay sample, one sampling round of the EnvRunners.
+TIMER_KEYS = {
+    "learner_update_timer": "seconds_per_update",
+    "replay_buffer_sampling_timer": "seconds_per_replay_sample",
+    "env_runner_sampling_timer": "seconds_per_sampling_round",
+}
+
 #: Iteration-0 progress key: return of the base policy decoded from ``w = 0``.
 EVAL_RETURN_ZERO_NOISE = "eval_return_zero_noise"
 #: ``result.json`` key of the same (mean return).
@@ -176,6 +184,7 @@ class DSRLFamily(RunFamily):
             f"[finetune] iter {line['iteration']}  env steps {line['env_steps']}/{control.budget}"
             f"  train return {g(M.TRAIN_RETURN, '.1f')}  q {g('qf_mean')}  alpha "
             f"{g('alpha_value', '.3g')}  policy loss {g('policy_loss')}"
+            f"  s/update {g('seconds_per_update', '.3f')}"
         )
         if EVAL_RETURN in line:
             msg += f"  EVAL return {g(EVAL_RETURN, '.1f')}"
@@ -237,13 +246,15 @@ def skip_warmup(algo: Any) -> None:
 def progress_line(result: dict[str, Any], *, evaluated: bool) -> dict[str, Any]:
     """Per-iteration metrics of an RLlib SAC result: the true env steps sampled this
     iteration (:data:`~rllib_diffusion.metrics.ENV_STEPS_SAMPLED`), decisions so far, the
-    training return, SAC's losses and temperature, and the evaluation return."""
+    training return, SAC's losses and temperature, seconds per call of SAC's parts
+    (:data:`TIMER_KEYS`) and the evaluation return."""
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.utils.metrics import (
         ENV_RUNNER_RESULTS,
         EVALUATION_RESULTS,
         LEARNER_RESULTS,
         NUM_ENV_STEPS_SAMPLED_LIFETIME,
+        TIMERS,
     )
 
     runners = result.get(ENV_RUNNER_RESULTS, {})
@@ -256,6 +267,10 @@ def progress_line(result: dict[str, Any], *, evaluated: bool) -> dict[str, Any]:
     for key in ("policy_loss", "qf_loss", "qf_mean", "alpha_value", "alpha_loss"):
         if key in learner:
             line[key] = M.float_or_none(learner[key])
+    timers = result.get(TIMERS, {})
+    for key, name in TIMER_KEYS.items():
+        if key in timers:
+            line[name] = M.float_or_none(timers[key])
     ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
     if evaluated and "episode_return_mean" in ev:
         line[EVAL_RETURN] = M.float_or_none(ev["episode_return_mean"])
