@@ -92,6 +92,27 @@ def test_nan_critic_gradient_skips_only_the_critic_step():
     assert any(not torch.equal(b, a) for b, a in zip(critic0, module.critic.parameters()))
 
 
+def test_rllib_alone_steps_on_nan_gradients_with_the_flag_on(monkeypatch):
+    """Why the mixin exists: with ``torch_skip_nan_gradients=True`` RLlib 2.60 checks
+    nothing and the optimizer steps on NaN gradients. If RLlib starts skipping such
+    steps itself, this test fails and the mixin can be reconsidered."""
+    from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+
+    from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
+
+    monkeypatch.setattr(
+        SkipNonFiniteStepsMixin,
+        "postprocess_gradients",
+        lambda self, grads: TorchLearner.postprocess_gradients(self, grads),
+    )
+    learner = _dql_learner()
+    batch = transition_batch(8, OBS, ACT)
+    batch[Columns.REWARDS][2] = float("nan")
+    _update(learner, batch)
+    critic = learner.module[MID].unwrapped().critic
+    assert any(not torch.isfinite(p).all() for p in critic.parameters())
+
+
 def test_rllib_zeroing_path_still_available():
     """``torch_skip_nan_gradients=False``: RLlib's own check zeroes the NaN entries and
     steps; the weights stay finite."""
