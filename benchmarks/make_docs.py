@@ -380,12 +380,43 @@ def avoid_section(r: dict) -> list[str]:
     return lines
 
 
+def comparison_section(r: dict) -> list[str]:
+    """A ``benchmarks/beyond.py`` result: one row per (algorithm, seed) run."""
+    lines = [
+        f"### {r['name']}",
+        "",
+        f"Budget {r.get('budget_env_steps')} env steps per run, seeds {r.get('seeds')}; "
+        "deterministic evaluation (the final one of the saved checkpoint).",
+        "",
+        "| run | env steps | start | best periodic eval | final (episodes) | wall time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, f in r["figures"].items():
+        final = "not finished"
+        if "final_return_mean" in f:
+            final = (
+                f"{_fmt(f['final_return_mean'])} ± {_fmt(f['final_return_std'])} "
+                f"({f['final_eval_episodes']})"
+            )
+        minutes = f"{_fmt(f['train_minutes'])} min" if "train_minutes" in f else "n/a"
+        lines.append(
+            f"| {key} | {f['env_steps']} | {_fmt(f.get('start_return_mean'))} | "
+            f"{_fmt(f.get('best_eval_return_mean'))} | {final} | {minutes} |"
+        )
+    lines += ["", f"Command: `{r['command']}`  ", f"Machine: {r['machine']}", ""]
+    png = RESULTS / f"{r['name']}.png"
+    if png.exists():
+        lines += [f"![{r['name']}](../benchmarks/results/{png.name})", ""]
+    return lines
+
+
 SECTIONS = {
     "behavior_ppo": ("Behaviour policies for data collection", behavior_section),
     "bc_pretrain": ("Diffusion BC pretraining", bc_section),
     "dppo_finetune": ("DPPO fine-tuning", finetune_section),
     "dppo_baseline": ("Baseline: RLlib PPO fine-tuning a Gaussian BC policy", finetune_section),
     "avoid_modes": ("Avoid: success and routes (modes)", avoid_section),
+    "baselines_": ("Fine-tuning baselines (benchmarks/beyond.py)", comparison_section),
 }
 
 
