@@ -267,13 +267,24 @@ def stored_rewards_match(episodes, decoder=None) -> None:
     decoded noise ``decode(obs, BOUND * a)`` (DSRL-SAC)."""
     for episode in episodes:
         n = len(episode)
-        obs = torch.as_tensor(np.asarray(episode.get_observations(slice(0, n)), np.float32))
-        actions = torch.as_tensor(np.asarray(episode.get_actions(), np.float32))
-        assert actions.shape == (n, N)
-        chunk = actions if decoder is None else decode_noise(decoder, obs, BOUND * actions)
-        chunk = chunk.reshape(n, TA).clamp(-1, 1)
-        predicted = (1 - (chunk - obs[:, :1]).abs()).sum(dim=1)
-        np.testing.assert_allclose(predicted, episode.get_rewards(), atol=1e-5)
+        rows = {
+            Columns.OBS: episode.get_observations(slice(0, n)),
+            Columns.ACTIONS: episode.get_actions(),
+            Columns.REWARDS: episode.get_rewards(),
+        }
+        stored_rows_match(rows, decoder)
+
+
+def stored_rows_match(rows: dict, decoder=None) -> None:
+    """:func:`stored_rewards_match` for one batch of rows (e.g. a replay sample)."""
+    obs = torch.as_tensor(np.asarray(rows[Columns.OBS], np.float32))
+    actions = torch.as_tensor(np.asarray(rows[Columns.ACTIONS], np.float32))
+    n = len(obs)
+    assert actions.shape == (n, N)
+    chunk = actions if decoder is None else decode_noise(decoder, obs, BOUND * actions)
+    chunk = chunk.reshape(n, TA).clamp(-1, 1)
+    predicted = (1 - (chunk - obs[:, :1]).abs()).sum(dim=1)
+    np.testing.assert_allclose(predicted, np.asarray(rows[Columns.REWARDS]), atol=1e-5)
 
 
 def test_sac_module_acts_on_noise_and_episodes_and_replay_hold_the_noise(
@@ -302,8 +313,7 @@ def test_sac_module_acts_on_noise_and_episodes_and_replay_hold_the_noise(
         stored_rewards_match(sampled, decoder)
         with pytest.raises(AssertionError):
             stored_rewards_match(sampled)  # not the env actions
-        replayed = algo.local_replay_buffer.sample(num_items=16, n_step=1, sample_episodes=True)
-        stored_rewards_match(replayed, decoder)
+        stored_rows_match(algo.transitions.sample(16), decoder)
         # The temperature is part of the learner state (RLlib's SAC leaves it out).
         from rllib_diffusion.algorithms.dsrl.dsrl_learner import LOG_ALPHA
 
@@ -595,8 +605,7 @@ def test_noise_aliased_run_stores_env_actions_and_trains_the_noise_critic(
         assert not hasattr(algo.env_runner.module, "decoder")
         # Episodes and the replay hold the decoded env actions (the critics' inputs).
         stored_rewards_match(algo.env_runner.sample(num_timesteps=6, explore=True))
-        replayed = algo.local_replay_buffer.sample(num_items=16, n_step=1, sample_episodes=True)
-        stored_rewards_match(replayed)
+        stored_rows_match(algo.transitions.sample(16))
     finally:
         algo.stop()
 
@@ -699,3 +708,48 @@ def test_critics_are_the_official_mlp_on_obs_and_action():
     batch = {Columns.OBS: s, Columns.ACTIONS: a}
     got = module._qf_forward_train_helper(batch, module.qf_twin_encoder, module.qf_twin)
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+# ------------------------------------------------------------------------- replay
+def _episode(obs: np.ndarray, actions: np.ndarray, rewards: list, *, terminated: bool):
+    ep = SingleAgentEpisode(observations=[obs[0]])
+    for t in range(len(actions)):
+        last = t == len(actions) - 1
+        ep.add_env_step(obs[t + 1], actions[t], rewards[t], terminated=terminated and last)
+    return ep
+
+
+def test_transition_replay_holds_each_step_with_its_next_observation():
+    from rllib_diffusion.algorithms.dsrl.replay import TransitionReplay
+
+    obs = np.arange(8, dtype=np.float32).reshape(4, 2)  # s0..s3
+    actions = np.array([[0.1], [0.2], [0.3]], np.float32)
+    replay = TransitionReplay(capacity=100, seed=0)
+    assert replay.add([_episode(obs, actions, [1.0, 2.0, 3.0], terminated=True)]) == 3
+    assert replay.add([_episode(obs[:2] + 10, actions[:1], [4.0], terminated=False)]) == 1
+    assert len(replay) == 4
+    rows = {k: v[:4] for k, v in replay.data.items()}
+    np.testing.assert_array_equal(rows[Columns.OBS], np.concatenate([obs[:3], obs[:1] + 10]))
+    np.testing.assert_array_equal(rows[Columns.NEXT_OBS], np.concatenate([obs[1:], obs[1:2] + 10]))
+    np.testing.assert_array_equal(rows[Columns.REWARDS], [1, 2, 3, 4])
+    # Terminal only at the end of the terminated episode; the cut one bootstraps.
+    np.testing.assert_array_equal(rows[Columns.TERMINATEDS], [False, False, True, False])
+    batch = replay.sample(1000)
+    assert batch[Columns.OBS].shape == (1000, 2) and batch[Columns.ACTIONS].shape == (1000, 1)
+    # Uniform over the 4 transitions, and each row stays one transition.
+    counts = np.bincount(batch[Columns.REWARDS].astype(int), minlength=5)[1:]
+    assert counts.min() > 200
+    np.testing.assert_array_equal(batch[Columns.REWARDS] == 3, batch[Columns.TERMINATEDS])
+
+
+def test_transition_replay_is_a_ring_of_its_capacity():
+    from rllib_diffusion.algorithms.dsrl.replay import TransitionReplay
+
+    obs = np.arange(12, dtype=np.float32).reshape(6, 2)
+    actions = np.zeros((5, 1), np.float32)
+    replay = TransitionReplay(capacity=3, seed=0)
+    replay.add([_episode(obs, actions, [1.0, 2.0, 3.0, 4.0, 5.0], terminated=False)])
+    assert len(replay) == 3
+    assert set(replay.sample(200)[Columns.REWARDS].tolist()) == {3.0, 4.0, 5.0}
+    replay.add([_episode(obs[:2], actions[:1], [6.0], terminated=False)])
+    assert set(replay.sample(200)[Columns.REWARDS].tolist()) == {4.0, 5.0, 6.0}

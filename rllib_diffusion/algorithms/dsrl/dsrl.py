@@ -108,7 +108,8 @@ class DSRLConfig(SACConfig):
         self.target_entropy = 0.0
         self.train_batch_size_per_learner = 256
         self.rollout_fragment_length = 2
-        # SB3's uniform replay (official buffer 20M decisions; grows with the data).
+        # SB3's uniform replay (official buffer 20M decisions; grows with the data):
+        # DSRL.transitions (replay.py) reads the capacity; RLlib's own buffer stays empty.
         self.replay_buffer_config = {"type": "EpisodeReplayBuffer", "capacity": 20_000_000}
         # The EnvRunner's decoder writes the env's actions; RLlib must not rescale them.
         self.normalize_actions = False
@@ -288,6 +289,8 @@ class DSRLConfig(SACConfig):
             errors.append(
                 f"noise_critic_grad_steps must be >= 1, got {self.noise_critic_grad_steps}"
             )
+        if self.n_step != 1:
+            errors.append(f"n_step must be 1 (DSRL replays single transitions), got {self.n_step}")
         if self.normalize_actions or self.clip_actions:
             errors.append(
                 "normalize_actions and clip_actions must stay False (the decoder "
@@ -319,9 +322,63 @@ class DSRL(SAC):
 
     @override(SAC)
     def setup(self, config: Any) -> None:
+        from rllib_diffusion.algorithms.dsrl.replay import TransitionReplay
+
         super().setup(config)
+        self.transitions = TransitionReplay(
+            self.config.replay_buffer_config["capacity"], seed=self.config.seed
+        )
         if self.config.noise_aliased:
             load_decoder_into(self)
+
+    @override(SAC)
+    def training_step(self) -> None:
+        """One update round, as RLlib's SAC/DQN round on the new stack: every EnvRunner
+        samples ``rollout_fragment_length`` vector steps into :attr:`transitions`; after
+        the warm-up, ``utd`` gradient steps on uniform minibatches (given to the learner
+        as batches, no episode connector); then the EnvRunners get the new weights."""
+        from ray.rllib.core import DEFAULT_MODULE_ID
+        from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+        from ray.rllib.utils import metrics as rm
+
+        with self.metrics.log_time((rm.TIMERS, rm.ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, runner_results = synchronous_parallel_sample(
+                worker_set=self.env_runner_group,
+                concat=True,
+                sample_timeout_s=self.config.sample_timeout_s,
+                _uses_new_env_runners=True,
+                _return_metrics=True,
+            )
+        self.metrics.aggregate(runner_results, key=rm.ENV_RUNNER_RESULTS)
+        self.transitions.add(episodes)
+        sampled = self.metrics.peek(
+            (rm.ENV_RUNNER_RESULTS, rm.NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0
+        )
+        if sampled < self.config.num_steps_sampled_before_learning_starts:
+            return
+        for _ in range(self.config.utd):
+            with self.metrics.log_time((rm.TIMERS, rm.REPLAY_BUFFER_SAMPLE_TIMER)):
+                batch = learner_batch(self.transitions, self.config.total_train_batch_size)
+            with self.metrics.log_time((rm.TIMERS, rm.LEARNER_UPDATE_TIMER)):
+                results = self.learner_group.update(
+                    batch=batch, timesteps={rm.NUM_ENV_STEPS_SAMPLED_LIFETIME: sampled}
+                )
+            self.metrics.aggregate(results, key=rm.LEARNER_RESULTS)
+        with self.metrics.log_time((rm.TIMERS, rm.SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group,
+                policies=[DEFAULT_MODULE_ID],
+                inference_only=True,
+            )
+
+
+def learner_batch(transitions: Any, batch_size: int) -> Any:
+    """A uniform minibatch of ``transitions`` as the learner's ``MultiAgentBatch``."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    rows = transitions.sample(batch_size)
+    return MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(rows)}, env_steps=batch_size)
 
 
 def load_decoder_into(algo: DSRL) -> None:

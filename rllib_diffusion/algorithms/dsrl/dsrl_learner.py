@@ -57,8 +57,7 @@ def soft_td_target(
 ) -> Tensor:
     """``y = r + γ (1 − d) (min_i Q̄_i(s', a') − α log π(a'|s'))``, detached ``(B,)``.
 
-    ``q_target_next`` is already the min over the target heads; ``discount`` is
-    ``γ^n`` of each row (n-step 1 here)."""
+    ``q_target_next`` is already the min over the target heads."""
     soft_next = q_target_next - alpha.detach() * logp_next
     return (rewards + discount * (1.0 - terminateds.float()) * soft_next).detach()
 
@@ -128,7 +127,7 @@ class DSRLTorchLearner(SACTorchLearner):
             fwd_out["q_target_next"],
             fwd_out["logp_next_resampled"],
             alpha,
-            config.gamma ** batch["n_step"],
+            config.gamma,
         )
         losses = {QF_LOSS_KEY: critic_loss(fwd_out[QF_PREDS], target)}
         if config.twin_q:
