@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rllib_diffusion.algorithms import registry
 from rllib_diffusion.checkpoints import CheckpointError, read_checkpoint_meta
 from rllib_diffusion.knobs import Count, NonNegative, NonNegativeFloat, check_ranges
@@ -144,13 +146,55 @@ def custom_resources(s: FinetuneSettings) -> tuple[dict[str, float], dict[str, f
     return runner_resources, learner_resources
 
 
+def lockstep_evaluation(algorithm: Any, eval_env_runner_group: Any) -> tuple[dict, int, int]:
+    """RLlib custom evaluation function: the project's lock-step ``evaluate_module`` on the
+    algorithm's inference module (its local EnvRunner's, synced after each update).
+
+    All episodes advance together, one batched forward per decision, where RLlib's
+    evaluation in the driver runs one env with batch-1 forwards; episode ``i`` resets with
+    seed ``10_000 + seed + i``, so every evaluation of a run starts from the same states.
+    For modules whose actions go to the env as they are (not DSRL's latent noise)."""
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    from rllib_diffusion.evaluation import evaluate_module
+
+    config = algorithm.config
+    result = evaluate_module(
+        algorithm.get_module(),
+        dict(config.env_config),
+        num_episodes=int(config.evaluation_duration),
+        seed=10_000 + (config.seed or 0),
+    )
+    metrics = {
+        "episode_return_mean": result["episode_return_mean"],
+        "episode_return_std": result["episode_return_std"],
+        "episode_len_mean": float(np.mean(result["episode_lengths"])),
+        "num_episodes": len(result["episode_returns"]),
+    }
+    if "success_rate" in result:
+        metrics["success_rate"] = result["success_rate"]
+    # RLlib reads evaluation results from its metrics logger, merged as an EnvRunner's.
+    logger = MetricsLogger()
+    logger.log_dict(metrics, window=1)
+    algorithm.metrics.aggregate([logger.reduce()], key=(EVALUATION_RESULTS, ENV_RUNNER_RESULTS))
+    steps = int(result["env_steps"])
+    return {ENV_RUNNER_RESULTS: metrics}, steps, steps
+
+
 def chunked_run_config(
-    config: Any, policy: DiffusionPolicyConfig, s: FinetuneSettings, **runner_knobs: Any
+    config: Any,
+    policy: DiffusionPolicyConfig,
+    s: FinetuneSettings,
+    *,
+    lockstep_eval: bool = False,
+    **runner_knobs: Any,
 ) -> Any:
     """``config`` set up as every fine-tuning run is: the action-chunk env of ``policy``
     and its spaces, CPU EnvRunners and learners with their custom resources, EnvRunner
     restarts, deterministic evaluation in the driver and the seed. ``runner_knobs``:
-    the algorithm's own ``env_runners()`` knobs."""
+    the algorithm's own ``env_runners()`` knobs. ``lockstep_eval``: evaluate with
+    :func:`lockstep_evaluation` (modules whose actions are env actions)."""
     from rllib_diffusion.envs.chunking import chunk_spaces, register_chunked_env
 
     runner_resources, learner_resources = custom_resources(s)
@@ -190,6 +234,7 @@ def chunked_run_config(
             evaluation_duration_unit="episodes",
             evaluation_num_env_runners=0,
             evaluation_config={"explore": False, "num_envs_per_env_runner": 1},
+            custom_evaluation_function=lockstep_evaluation if lockstep_eval else None,
         )
         .debugging(seed=s.seed)
     )

@@ -331,6 +331,37 @@ def test_finetune_smoke_and_checkpoint(pretrained, ray_session, tmp_path):
     assert meta["algorithm"] == "DPPO"
 
 
+def test_in_training_evaluation_is_the_lockstep_evaluate_module(pretrained, ray_session):
+    """RLlib's evaluation of a DPPO run is the project's lock-step ``evaluate_module`` on
+    the local EnvRunner's module (one batched forward per decision), with fixed seeds."""
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS
+
+    from rllib_diffusion.evaluation import evaluate_module
+
+    s = FinetuneSettings.of(
+        checkpoint=str(pretrained[0] / "checkpoint"),
+        ft_denoising_steps=2,
+        decisions_per_iteration=20,
+        eval_interval=1,
+        eval_episodes=3,
+        seed=4,
+    )
+    config = dppo_config_from_pretrained(s.checkpoint, s)
+    algo = config.build_algo()
+    try:
+        first = algo.evaluate()[ENV_RUNNER_RESULTS]
+        again = algo.evaluate()[ENV_RUNNER_RESULTS]
+        direct = evaluate_module(
+            algo.get_module(), dict(config.env_config), num_episodes=3, seed=10_004
+        )
+    finally:
+        algo.stop()
+    assert first["num_episodes"] == 3
+    assert first["episode_return_mean"] == again["episode_return_mean"]
+    assert first["episode_return_mean"] == pytest.approx(direct["episode_return_mean"])
+    assert first["episode_len_mean"] == pytest.approx(np.mean(direct["episode_lengths"]))
+
+
 def test_finetune_rejects_wrong_checkpoints(pretrained, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         dppo_config_from_pretrained(tmp_path / "missing", FinetuneSettings(checkpoint=""))

@@ -56,7 +56,7 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
     model = spec.model_config_class(policy=policy.to_dict(), **model_knobs)
     # DPPO's training_step re-samples when every runner was down (see DPPO).
     return (
-        chunked_run_config(spec.config_class(), policy, s)
+        chunked_run_config(spec.config_class(), policy, s, lockstep_eval=True)
         .training(
             # RLlib samples train_batch_size_per_learner × num_learners per iteration:
             # split the decisions so the total is what was asked for.
