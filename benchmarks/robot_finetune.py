@@ -174,6 +174,11 @@ def summarize(args: argparse.Namespace, settings: Any) -> None:
         "iterations": len(iters),
         "complete": final is not None,
     }
+    if evals and evals[0]["iteration"] == 0:  # the pretrained policy, before any update
+        figures["start_success_rate"] = evals[0]["eval_return_mean"]
+    recent = [x["train_return_mean"] for x in iters[-5:] if x.get("train_return_mean") is not None]
+    if recent:
+        figures["train_success_rate_last5_iterations"] = sum(recent) / len(recent)
     if final is not None:
         start, end = final["start_evaluation"], final["final_evaluation"]
         figures.update(
