@@ -61,6 +61,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("finetune-target-kl-0", [*F, "--target-kl", "0"], "--target-kl"),
     ("finetune-decisions-0", [*F, "--decisions-per-iteration", "0"], "--decisions-per-iteration"),
     ("finetune-clamp-reversed", [*F, "--logprob-clamp", "2", "1"], "--logprob-clamp"),
+    ("finetune-drwr-foreign-knob", [*F, "--algo", "drwr", "--critic-lr", "1e-3"], "--critic-lr"),
+    ("finetune-dawr-max-weight-0", [*F, "--algo", "dawr", "--max-weight", "0"], "--max-weight"),
     ("finetune-cpu-resource", [*F, "--env-runner-resources", '{"CPU": 1}'], "CPU"),
     ("finetune-resource-not-json", [*F, "--env-runner-resources", "rollout"], "--env-runner"),
     ("finetune-learner-resources", [*F, "--learner-resources", '{"l": 1}'], "--num-learners"),
