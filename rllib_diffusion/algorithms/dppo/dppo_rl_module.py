@@ -13,20 +13,18 @@ networks. The critic is dropped on EnvRunners (``inference_only``).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import Tensor
 
 from rllib_diffusion import columns as C
+from rllib_diffusion.algorithms.dppo.chain_module import FineTunedChainModule
 from rllib_diffusion.diffusion import (
-    MLP,
     NoiseSchedule,
     chain_logprobs,
     reverse_step,
@@ -37,7 +35,6 @@ from rllib_diffusion.diffusion import (
 )
 from rllib_diffusion.knobs import Count, Positive, PositiveFloat, Probability, check_ranges
 from rllib_diffusion.modules.apis import DenoisingChainAPI
-from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 
 
@@ -129,7 +126,7 @@ def default_ft_denoising_steps(policy: DiffusionPolicyConfig) -> int:
     return min(10, policy.sampling_steps)
 
 
-class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingChainAPI):
+class DPPOModule(FineTunedChainModule):
     """Denoising-chain policy for DPPO. Observation (Do,), action Box [-1, 1] (Ta, Da)."""
 
     @override(TorchRLModule)
@@ -141,21 +138,12 @@ class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingCha
         timesteps, prev_steps = reverse_timesteps(pol.sampler, pol.denoising_steps, pol.ddim_steps)
         self.register_buffer("timesteps", timesteps, persistent=False)
         self.register_buffer("prev_steps", prev_steps, persistent=False)
-        self.actor = build_denoiser(pol).requires_grad_(False)
-        self.actor_ft = copy.deepcopy(self.actor).requires_grad_(True)
-        if not self.inference_only:
-            self.critic = MLP(
-                pol.obs_dim, 1, cfg.critic_hidden_dims, activation="mish", residual=True
-            )
+        self._build_actors(pol)
+        self._build_critic(pol, cfg.critic_hidden_dims)
 
     @property
     def ft_denoising_steps(self) -> int:
         return self.dppo_config.ft_denoising_steps
-
-    def load_pretrained_denoiser(self, state_dict: dict[str, Tensor]) -> None:
-        """Copy pretrained (EMA) denoiser weights into both the frozen and fine-tuned actor."""
-        self.actor.load_state_dict(state_dict)
-        self.actor_ft.load_state_dict(state_dict)
 
     # ---------------------------------------------------------------- sampling
     def _eps_fn(self, net, obs: Tensor):
@@ -285,17 +273,3 @@ class DPPOModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingCha
             C.CHAINS: out["chain"],
             C.CHAIN_LOGP: out["logp"],
         }
-
-    @override(TorchRLModule)
-    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        # The DPPO learner evaluates (env step, denoising step) pairs via pair_logp and
-        # compute_values; nothing to precompute here.
-        return {}
-
-    @override(ValueFunctionAPI)
-    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> Tensor:
-        return self.critic(batch[Columns.OBS].float()).squeeze(-1)
-
-    @override(InferenceOnlyAPI)
-    def get_non_inference_attributes(self) -> list[str]:
-        return ["critic"]

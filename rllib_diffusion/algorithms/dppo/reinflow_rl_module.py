@@ -16,18 +16,17 @@ deterministic flow of ``actor_ft``. The critic is dropped on EnvRunners.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import Tensor, nn
 
 from rllib_diffusion import columns as C
+from rllib_diffusion.algorithms.dppo.chain_module import FineTunedChainModule
 from rllib_diffusion.diffusion import (
     MLP,
     FlowChain,
@@ -40,7 +39,6 @@ from rllib_diffusion.diffusion import (
 )
 from rllib_diffusion.knobs import Positive, PositiveFloat, check_ranges
 from rllib_diffusion.modules.apis import DenoisingChainAPI
-from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 
 
@@ -121,7 +119,7 @@ class ReinFlowModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class ReinFlowModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingChainAPI):
+class ReinFlowModule(FineTunedChainModule):
     """Noisy flow policy for ReinFlow. Observation (Do,), action Box [-1, 1] (Ta, Da)."""
 
     @override(TorchRLModule)
@@ -129,8 +127,7 @@ class ReinFlowModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, Denoisin
         cfg = ReinFlowModelConfig.from_dict(dict(self.model_config or {}))
         pol = cfg.policy_config
         self.reinflow_config, self.policy_config = cfg, pol
-        self.actor = build_denoiser(pol).requires_grad_(False)
-        self.actor_ft = copy.deepcopy(self.actor).requires_grad_(True)
+        self._build_actors(pol)
         self.noise_net = MLP(
             pol.time_dim + pol.obs_dim,
             pol.horizon * pol.action_dim,
@@ -141,10 +138,7 @@ class ReinFlowModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, Denoisin
         # lowers the upper bound during training (ReinFlow's "learn_decay" schedule).
         self.register_buffer("min_std", torch.tensor(float(cfg.min_std)))
         self.register_buffer("max_std", torch.tensor(float(cfg.max_std)))
-        if not self.inference_only:
-            self.critic = MLP(
-                pol.obs_dim, 1, cfg.critic_hidden_dims, activation="mish", residual=True
-            )
+        self._build_critic(pol, cfg.critic_hidden_dims)
 
     @property
     @override(DenoisingChainAPI)
@@ -155,11 +149,6 @@ class ReinFlowModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, Denoisin
     @override(DenoisingChainAPI)
     def ratio_steps(self) -> int:
         return 1  # one ratio per env step: the whole chain's log-prob
-
-    def load_pretrained_denoiser(self, state_dict: dict[str, Tensor]) -> None:
-        """Copy pretrained (EMA) velocity-net weights into the frozen and fine-tuned actor."""
-        self.actor.load_state_dict(state_dict)
-        self.actor_ft.load_state_dict(state_dict)
 
     def set_max_std(self, value: float) -> None:
         """Move the noise std's upper bound (never below ``min_std``)."""
@@ -301,15 +290,3 @@ class ReinFlowModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, Denoisin
             C.CHAINS: out.chain,
             C.CHAIN_LOGP: step_logp,
         }
-
-    @override(TorchRLModule)
-    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {}  # the chain-PPO learner scores units via pair_logp_entropy
-
-    @override(ValueFunctionAPI)
-    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> Tensor:
-        return self.critic(batch[Columns.OBS].float()).squeeze(-1)
-
-    @override(InferenceOnlyAPI)
-    def get_non_inference_attributes(self) -> list[str]:
-        return ["critic"]
