@@ -316,9 +316,11 @@ def _finetune(algo: str, bc: dict, out, **kw) -> dict:
     )
 
 
-@pytest.mark.parametrize("algo", ["dawr", pytest.param("drwr", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["dawr", "drwr"])
 def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_path):
-    """On the session's tiny Hopper DiffusionBC policy (shared with DPPO's tests)."""
+    """On the session's tiny Hopper DiffusionBC policy (shared with DPPO's tests). Slow:
+    49 s for DAWR (two builds, four evaluations) at load average 17-50 on 2 cores."""
     out = tmp_path / algo
     bc = {"checkpoint": str(pretrained[0] / "checkpoint")}
     common = dict(
