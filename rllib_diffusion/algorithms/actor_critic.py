@@ -35,6 +35,26 @@ def ensemble_mse(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((q - y.unsqueeze(0)) ** 2).mean(dim=1).sum()
 
 
+#: Gradient steps between two measurements of Q on the acting policy's actions, and the
+#: states (the batch's first ones) they use: acting samples many candidates per state.
+POLICY_Q_INTERVAL, POLICY_Q_STATES = 100, 32
+
+
+def acting_policy_q(module: Any, obs: torch.Tensor) -> torch.Tensor | None:
+    """Mean over heads and states of ``Q(s, π(s))`` for the module's deterministic acting
+    policy (``select_actions``: candidates picked by Q), on the first ``POLICY_Q_STATES``
+    states, at every ``POLICY_Q_INTERVAL``-th gradient step (None at the others). Learners
+    whose losses sample no policy action (IDQL, DAC) log it as ``q_policy_mean``; torch's
+    RNG stream of the training is left as it was."""
+    if int(module.train_step) % POLICY_Q_INTERVAL:
+        return None
+    states = obs[:POLICY_Q_STATES]
+    devices = [states.device.index or 0] if states.is_cuda else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        actions = module.select_actions(states, explore=False)
+        return module.critic(states, actions).mean()
+
+
 def register_adam_optimizers(learner, module_id, nets_and_lrs) -> None:
     """One Adam optimizer (fused kernel, :func:`~rllib_diffusion.utils.optim.adam`) per
     ``(name, net, lr)``."""

@@ -54,8 +54,8 @@ def test_progress_line_carries_the_diagnostics_present():
 @pytest.mark.parametrize(
     ("algo", "keys"),
     [
-        ("dac", {M.TD_ERROR, M.DUAL_ETA, M.Q_MEAN, M.TARGET_MEAN}),
-        ("idql", {M.TD_ERROR, M.VALUE_MEAN, M.VALUE_LOSS, M.Q_MEAN}),
+        ("dac", {M.TD_ERROR, M.DUAL_ETA, M.Q_MEAN, M.TARGET_MEAN, M.Q_POLICY_MEAN}),
+        ("idql", {M.TD_ERROR, M.VALUE_MEAN, M.VALUE_LOSS, M.Q_MEAN, M.Q_POLICY_MEAN}),
         ("fql", {M.TD_ERROR, M.Q_POLICY_MEAN, M.DISTILL_LOSS, M.Q_MEAN}),
     ],
 )
@@ -73,3 +73,38 @@ def test_each_q_learner_logs_its_critic_diagnostics(algo, keys):
         value = float(learner.metrics.peek((MID, key)))
         assert value == value, key  # logged and finite
     assert float(learner.metrics.peek((MID, M.TD_ERROR))) >= 0.0
+
+
+def test_acting_policy_q_by_hand_every_interval_and_rng_untouched():
+    """IDQL and DAC sample no policy action in their losses: every POLICY_Q_INTERVAL-th step
+    they log the mean Q (over heads and the first POLICY_Q_STATES states) of the acting
+    policy's actions, without moving torch's RNG stream of the training."""
+    from types import SimpleNamespace
+
+    from rllib_diffusion.algorithms.actor_critic import (
+        POLICY_Q_INTERVAL,
+        POLICY_Q_STATES,
+        acting_policy_q,
+    )
+
+    obs = torch.arange(40.0).reshape(40, 1)
+
+    def select_actions(states, explore):
+        assert not explore
+        return states * 2 + torch.randn(states.shape) * 0  # consumes the RNG
+
+    def critic(states, actions):  # two heads, (H, B)
+        return torch.stack([actions[:, 0], actions[:, 0] + 1.0])
+
+    module = SimpleNamespace(train_step=torch.tensor(POLICY_Q_INTERVAL * 3), critic=critic,
+                             select_actions=select_actions)  # fmt: skip
+    torch.manual_seed(0)
+    q = acting_policy_q(module, obs)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), after)  # the training's RNG stream is untouched
+    # Actions 2s for s = 0..31; heads 2s and 2s + 1: mean = 2·mean(s) + 0.5.
+    expected = 2 * (POLICY_Q_STATES - 1) / 2 + 0.5
+    assert float(q) == pytest.approx(expected)
+    module.train_step = torch.tensor(POLICY_Q_INTERVAL * 3 + 1)
+    assert acting_policy_q(module, obs) is None

@@ -28,6 +28,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     ACTOR,
     CRITIC,
     SeparateLossesMixin,
+    acting_policy_q,
     register_adam_optimizers,
     td_target,
     transition_batch,
@@ -198,6 +199,9 @@ class DACTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
             key=module_id,
             window=1,
         )
+        q_policy = acting_policy_q(module, obs)
+        if q_policy is not None:
+            self.metrics.log_value((module_id, M.Q_POLICY_MEAN), q_policy, window=1)
         return actor_loss + q_loss
 
     def apply_gradients(self, gradients_dict) -> None:

@@ -18,6 +18,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     ACTOR,
     CRITIC,
     SeparateLossesMixin,
+    acting_policy_q,
     ensemble_mse,
     register_adam_optimizers,
     td_target,
@@ -86,4 +87,7 @@ class IDQLTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearne
             key=module_id,
             window=1,
         )
+        q_policy = acting_policy_q(module, obs)
+        if q_policy is not None:
+            self.metrics.log_value((module_id, M.Q_POLICY_MEAN), q_policy, window=1)
         return actor_loss + value_loss + critic_loss
