@@ -131,8 +131,12 @@ def test_store_joins_an_episode_across_iterations_and_evicts_oldest_first():
     np.testing.assert_array_equal(rows.terminated, [0, 0, 0, 1, 0, 0, 0])
     np.testing.assert_array_equal(rows.obs[rows.row_obs + 1, 0], rows.rewards + 1)
     assert [len(s) for s in store.pop_done()] == [2, 2] and len(store) == 3
+    copy = EpisodeSegments(capacity=7)
+    copy.set_state(store.get_state())  # a checkpoint's round trip
+    assert [len(s) for s in copy.segments()] == [len(s) for s in store.segments()] == [3]
+    np.testing.assert_array_equal(copy.segments()[0].obs, store.segments()[0].obs)
     store.drop_open(keep=set())
-    assert len(store) == 0
+    assert len(store) == 0 and len(copy) == 3
 
 
 # --------------------------------------------------------------- configs
@@ -348,6 +352,8 @@ def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_p
     resumed = _finetune(algo, bc, out, env_steps=budget, resume=True, **common)
     steps = [x["env_steps"] for x in resumed["progress"]]
     assert len(steps) == 4 and steps[-1] >= budget
+    if algo == "dawr":  # the replay buffer came back with the checkpoint
+        assert resumed["progress"][-1]["buffer_decisions"] == 120
 
 
 @pytest.mark.slow

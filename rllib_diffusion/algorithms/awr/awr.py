@@ -19,8 +19,8 @@ Defaults are the reference's Hopper configs (irom-lab/dppo,
 action chunk. Deviations, each for a reason stated where it is made: episodes that cross
 an iteration are joined rather than dropped (DRWR), TD(λ) bootstraps at time limits and
 at the buffer's open end instead of running into the next episode (DAWR), minibatches
-are drawn by shuffled passes instead of with replacement, and the replay buffer is not
-checkpointed (a resumed DAWR run refills it).
+are drawn by shuffled passes instead of with replacement. Checkpoints hold the rollout
+store (DAWR's replay buffer, DRWR's open episodes), so a resumed run goes on with it.
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ NETWORK_FIELDS = (
     "hidden_dims", "unet_dims", "time_dim", "activation",
 )  # fmt: skip
 
-#: Learner-state key of the algorithm's env-step count.
+#: Algorithm-state keys (checkpointed): the env-step count and the rollout store
+#: (DRWR's open episodes, DAWR's replay buffer).
 ENV_STEPS_STATE = "reward_weighted_env_steps_lifetime"
+STORE_STATE = "reward_weighted_store"
 
 
 class RewardWeightedConfigMixin:
@@ -346,12 +348,15 @@ class RewardWeightedAlgorithmMixin:
     def get_state(self, *args, **kwargs) -> dict[str, Any]:
         state = super().get_state(*args, **kwargs)
         state[ENV_STEPS_STATE] = self._env_steps_lifetime
+        state[STORE_STATE] = self.store.get_state()
         return state
 
     @override(Algorithm)
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         self._env_steps_lifetime = int(state.get(ENV_STEPS_STATE, self._env_steps_lifetime))
+        if STORE_STATE in state:
+            self.store.set_state(state[STORE_STATE])
 
 
 class DRWR(RewardWeightedAlgorithmMixin, Algorithm):
@@ -366,15 +371,15 @@ class DRWR(RewardWeightedAlgorithmMixin, Algorithm):
     def setup(self, config: AlgorithmConfig) -> None:
         super().setup(config)
         # Open episodes wait here until they end (their rows need the return-to-go).
-        self.rollouts = EpisodeSegments()
+        self.store = EpisodeSegments()
 
     @override(Algorithm)
     def training_step(self) -> None:
         t0 = time.perf_counter()
         episodes = self._sample()
-        self.rollouts.add_episodes(episodes)
-        self.rollouts.drop_open({ep.id_ for ep in episodes})
-        done = self.rollouts.pop_done()
+        self.store.add_episodes(episodes)
+        self.store.drop_open({ep.id_ for ep in episodes})
+        done = self.store.pop_done()
         t1 = time.perf_counter()
         trained = 0
         if done:
@@ -403,7 +408,7 @@ class DAWR(RewardWeightedAlgorithmMixin, Algorithm):
     @override(Algorithm)
     def setup(self, config: AlgorithmConfig) -> None:
         super().setup(config)
-        self.buffer = EpisodeSegments(capacity=self.config.buffer_decisions)
+        self.store = EpisodeSegments(capacity=self.config.buffer_decisions)
 
     def td_targets(self, rows: FlatRows) -> tuple[np.ndarray, np.ndarray]:
         """``(V(s), TD(λ) target)`` ``(N,)`` of every buffer row under the current critic."""
@@ -427,11 +432,11 @@ class DAWR(RewardWeightedAlgorithmMixin, Algorithm):
         cfg = self.config
         t0 = time.perf_counter()
         episodes = self._sample()
-        self.buffer.add_episodes(episodes, reward_scale=cfg.reward_scale)
+        self.store.add_episodes(episodes, reward_scale=cfg.reward_scale)
         t1 = time.perf_counter()
         # The reference: (decisions sampled / minibatch) × replay_ratio actor steps.
         steps = int(sum(len(ep) for ep in episodes) / cfg.minibatch_size * cfg.replay_ratio)
-        rows = flatten(self.buffer.segments())
+        rows = flatten(self.store.segments())
         obs = rows.obs[rows.row_obs]
         _, targets = self.td_targets(rows)
         critic_steps = steps // cfg.critic_update_ratio
@@ -451,7 +456,7 @@ class DAWR(RewardWeightedAlgorithmMixin, Algorithm):
             trained = len(rows)
         timings = {M.SAMPLE_SECONDS: t1 - t0, M.LEARN_SECONDS: time.perf_counter() - t1}
         self._sync_and_log(
-            timings, **{M.TRAINED_DECISIONS: trained, M.BUFFER_DECISIONS: len(self.buffer)}
+            timings, **{M.TRAINED_DECISIONS: trained, M.BUFFER_DECISIONS: len(self.store)}
         )
 
 

@@ -5,7 +5,8 @@ EnvRunner rollouts → checkpoints + curve.
 :class:`RewardWeightedFamily` on the shared run loop (``rllib_diffusion.run_loop``),
 with DPPO's run control: budget in true env steps (reached at the first iteration that
 crosses it), iteration-0 evaluation of the pretrained policy, checkpoints with typed
-metadata, ``--resume`` (networks, optimisers, counters; DAWR's replay buffer refills),
+metadata, ``--resume`` (networks, optimisers, counters and the rollout store: DAWR's replay
+buffer, DRWR's open episodes),
 final evaluation of exactly what was saved.
 """
 

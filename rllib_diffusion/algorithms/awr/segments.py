@@ -12,6 +12,7 @@ are dropped first.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -119,6 +120,15 @@ class EpisodeSegments:
 
     def segments(self) -> list[Segment]:
         return list(self._segments.values())
+
+    def get_state(self) -> dict[str, Any]:
+        """The segments (arrays and flags) by key, oldest first (checkpoints)."""
+        return {"segments": [(k, dataclasses.astuple(s)) for k, s in self._segments.items()]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._segments = OrderedDict((k, Segment(*fields)) for k, fields in state["segments"])
+        self._size = sum(len(s) for s in self._segments.values())
+        self._evict()
 
     def _evict(self) -> None:
         while self.capacity is not None and self._size > self.capacity:
