@@ -146,6 +146,19 @@ def custom_resources(s: FinetuneSettings) -> tuple[dict[str, float], dict[str, f
     return runner_resources, learner_resources
 
 
+def start_line(evaluation: dict[str, Any], episodes: int) -> dict[str, Any]:
+    """Print where fine-tuning starts (the pretrained policy's deterministic return) and
+    return the run's iteration-0 progress line."""
+    from rllib_diffusion.run_loop import EVAL_RETURN
+
+    print(
+        f"[finetune] start: pretrained policy return {evaluation['episode_return_mean']:.1f}"
+        f" ± {evaluation['episode_return_std']:.1f} ({episodes} episodes)",
+        flush=True,
+    )
+    return {"iteration": 0, "env_steps": 0, EVAL_RETURN: evaluation["episode_return_mean"]}
+
+
 def lockstep_evaluation(algorithm: Any, eval_env_runner_group: Any) -> tuple[dict, int, int]:
     """RLlib custom evaluation function: the project's lock-step ``evaluate_module`` on the
     algorithm's inference module (its local EnvRunner's, synced after each update).

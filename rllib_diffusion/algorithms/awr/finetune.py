@@ -24,6 +24,7 @@ from rllib_diffusion.algorithms.finetune_run import (
     learner_module_copy,
     pretrained_policy,
     runner_placement,
+    start_line,
     validated,
     warn_missing_resources,
 )
@@ -119,18 +120,7 @@ class RewardWeightedFamily(RunFamily):
     def start(self, algo: Any, control: RunControl) -> dict[str, Any]:
         """Where fine-tuning starts: the pretrained policy, deterministic, real env."""
         self.start_evaluation = self._evaluate(learner_module_copy(algo), 20_000, control)
-        print(
-            f"[finetune] start: pretrained policy return "
-            f"{self.start_evaluation['episode_return_mean']:.1f} ± "
-            f"{self.start_evaluation['episode_return_std']:.1f} ({control.eval_episodes} "
-            "episodes)",
-            flush=True,
-        )
-        return {
-            "iteration": 0,
-            "env_steps": 0,
-            EVAL_RETURN: self.start_evaluation["episode_return_mean"],
-        }
+        return start_line(self.start_evaluation, control.eval_episodes)
 
     def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any]:
         algo.restore_from_path(str(Path(ckpt_dir).resolve()))

@@ -32,6 +32,7 @@ from rllib_diffusion.algorithms.finetune_run import (
     learner_module_copy,
     pretrained_policy,
     runner_placement,
+    start_line,
     validated,
     warn_missing_resources,
 )
@@ -125,18 +126,7 @@ class DPPOFamily(RunFamily):
             seed=20_000 + control.seed,
             dataset=self._meta.dataset,
         )
-        print(
-            f"[finetune] start: pretrained policy return "
-            f"{self.start_evaluation['episode_return_mean']:.1f} ± "
-            f"{self.start_evaluation['episode_return_std']:.1f} ({control.eval_episodes} "
-            "episodes)",
-            flush=True,
-        )
-        return {
-            "iteration": 0,
-            "env_steps": 0,
-            M.EVAL_RETURN: self.start_evaluation["episode_return_mean"],
-        }
+        return start_line(self.start_evaluation, control.eval_episodes)
 
     def restore(self, algo, ckpt_dir: Path) -> dict[str, Any]:
         sums = restore_finetune_checkpoint(algo, ckpt_dir)
