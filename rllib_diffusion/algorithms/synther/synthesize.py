@@ -25,12 +25,16 @@ from rllib_diffusion.algorithms.offline_run import (
     start_offline_run,
 )
 from rllib_diffusion.algorithms.synther.synther import ALGORITHM_NAME
-from rllib_diffusion.data.errors import DatasetError
+
+# PROVENANCE_KEY and read_provenance moved to data.synthetic; still importable from here.
+from rllib_diffusion.data.synthetic import (  # noqa: F401
+    PROVENANCE_KEY,
+    check_output_id,
+    read_provenance,
+)
 from rllib_diffusion.knobs import Count, NonNegative, NonNegativeFloat, Positive, PositiveFloat
 from rllib_diffusion.modules.model_config import ConfigError
 
-#: ``metadata.json`` key of a synthetic dataset's provenance.
-PROVENANCE_KEY = "synthetic_provenance"
 #: Transitions the final fidelity check samples (at most the dataset's size).
 FIDELITY_SAMPLES = 5_000
 
@@ -246,24 +250,9 @@ def generate(module: Any, n: int, *, seed: int, chunk: int = 10_000, progress=No
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def read_provenance(dataset: str) -> dict[str, Any] | None:
-    """The provenance a synthetic Minari dataset (id or path) was written with, or None
-    for a dataset that is not synthetic."""
-    from rllib_diffusion.data.minari_io import read_extra_metadata
-
-    return read_extra_metadata(dataset, PROVENANCE_KEY)
-
-
 def _check_output_id(s: SynthesizeSettings) -> None:
     """One-line errors for an output id that cannot be written, before any training."""
-    from rllib_diffusion.data.minari_io import _check_dataset_id, minari_root
-
-    _check_dataset_id(s.dataset_id)
-    if (minari_root() / s.dataset_id).exists() and not s.overwrite:
-        raise DatasetError(
-            f"Minari dataset '{s.dataset_id}' already exists at {minari_root() / s.dataset_id}; "
-            "add --overwrite to replace it, or choose a new version (e.g. '-v1')."
-        )
+    check_output_id(s.dataset_id, overwrite=s.overwrite)
 
 
 def _generator_checkpoint(s: SynthesizeSettings) -> tuple[str, dict[str, Any]]:
@@ -294,8 +283,7 @@ def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
     """Train (or load) the generator and write ``num_transitions`` synthetic transitions as
     the Minari dataset ``dataset_id``; returns a summary (also ``synthesize.json`` in OUT)."""
     from rllib_diffusion.checkpoints import load_policy_module
-    from rllib_diffusion.data.minari_io import write_minari
-    from rllib_diffusion.data.transitions import transition_episodes
+    from rllib_diffusion.data.synthetic import write_synthetic_transitions
     from rllib_diffusion.utils.io import write_json_atomic
     from rllib_diffusion.utils.runtime import limit_threads, run_metadata
 
@@ -332,17 +320,16 @@ def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
     print(
         f"[synthesize] writing {s.num_transitions} transitions to '{s.dataset_id}' ...", flush=True
     )
-    path = write_minari(
-        transition_episodes(columns),
+    path = write_synthetic_transitions(
+        columns,
         s.dataset_id,
         env_id=meta.env_id,
-        ref_min_score=source.get("ref_min_score"),
-        ref_max_score=source.get("ref_max_score"),
+        source=source,
         algorithm_name=ALGORITHM_NAME,
         description=f"{s.num_transitions} SynthER transitions generated from {s.dataset} "
         "(one single-step episode each)",
+        provenance=provenance,
         overwrite=s.overwrite,
-        extra_metadata={PROVENANCE_KEY: provenance},
     )
     summary = {
         "dataset_id": s.dataset_id,

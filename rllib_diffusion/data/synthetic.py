@@ -1,0 +1,70 @@
+"""Writing and reading synthetic transition datasets (shared by every data generator).
+
+A generator (SynthER, DyDiff, ...) hands over columns ``{obs, actions, rewards, new_obs,
+terminateds}`` in data units; they are written as one single-step Minari episode per
+transition (terminal: terminated, else truncated), atomically, with the generator's
+provenance in the dataset's ``metadata.json`` under :data:`PROVENANCE_KEY`. Every
+offline command reads such a set with ``--synthetic-dataset``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from rllib_diffusion.data.errors import DatasetError
+
+#: ``metadata.json`` key of a synthetic dataset's provenance.
+PROVENANCE_KEY = "synthetic_provenance"
+
+
+def read_provenance(dataset: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The provenance a synthetic Minari dataset (id or path) was written with, or None
+    for a dataset that is not synthetic."""
+    from rllib_diffusion.data.minari_io import read_extra_metadata
+
+    return read_extra_metadata(dataset, PROVENANCE_KEY)
+
+
+def check_output_id(dataset_id: str, *, overwrite: bool) -> None:
+    """One-line errors for an output id that cannot be written (call before any work)."""
+    from rllib_diffusion.data.minari_io import _check_dataset_id, minari_root
+
+    _check_dataset_id(dataset_id)
+    if (minari_root() / dataset_id).exists() and not overwrite:
+        raise DatasetError(
+            f"Minari dataset '{dataset_id}' already exists at {minari_root() / dataset_id}; "
+            "add --overwrite to replace it, or choose a new version (e.g. '-v1')."
+        )
+
+
+def write_synthetic_transitions(
+    columns: dict[str, np.ndarray],
+    dataset_id: str,
+    *,
+    env_id: str | None,
+    source: dict[str, Any],
+    algorithm_name: str,
+    description: str,
+    provenance: dict[str, Any],
+    overwrite: bool = False,
+) -> str:
+    """Write ``columns`` (N transitions) as the Minari dataset ``dataset_id``; returns its
+    path. ``source`` is the generator checkpoint's ``dataset`` meta (reference scores are
+    copied from it); ``provenance`` goes under :data:`PROVENANCE_KEY`."""
+    from rllib_diffusion.data.minari_io import write_minari
+    from rllib_diffusion.data.transitions import transition_episodes
+
+    return write_minari(
+        transition_episodes(columns),
+        dataset_id,
+        env_id=env_id,
+        ref_min_score=source.get("ref_min_score"),
+        ref_max_score=source.get("ref_max_score"),
+        algorithm_name=algorithm_name,
+        description=description,
+        overwrite=overwrite,
+        extra_metadata={PROVENANCE_KEY: provenance},
+    )
