@@ -6,7 +6,7 @@ steps per second measured over iterations without an evaluation, eval curve).
 
 ``--algo`` is one of ``diffusion_bc`` (the plain diffusion BC bar: T=5 DDPM, one action
 per step, the same 3×256 network), ``diffusion_ql``, ``diffusion_ql_flow``, ``dac``,
-``idql``, ``fql`` (this project), or ``d3rlpy_iql`` / ``d3rlpy_td3bc`` (d3rlpy's
+``idql``, ``fql``, ``td3bc`` (this project), or ``d3rlpy_iql`` / ``d3rlpy_td3bc`` (d3rlpy's
 implementations on the same transitions; needs ``pip install d3rlpy``).
 
 Example (the shipped Hopper-v5 medium subset, 200 episodes, 61,915 transitions)::
@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-OURS = ("diffusion_bc", "diffusion_ql", "diffusion_ql_flow", "dac", "idql", "fql")
+OURS = ("diffusion_bc", "diffusion_ql", "diffusion_ql_flow", "dac", "idql", "fql", "td3bc")
 D3RLPY = ("d3rlpy_iql", "d3rlpy_td3bc")
 
 

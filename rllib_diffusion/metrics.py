@@ -6,6 +6,7 @@ Names follow a ``losses/...``, ``charts/...`` split inside each module's results
 BC_LOSS = "losses/bc_loss"
 # Optimizer steps skipped because of NaN/inf gradients (algorithms/finite_gradients.py).
 NONFINITE_STEPS_SKIPPED = "nonfinite_grad_steps_skipped"
+REPLAY_TRANSITIONS = "replay_transitions"  # transitions held in an off-policy replay (DSRL)
 
 # DPPO learner (per module).
 APPROX_KL = "approx_kl"
@@ -63,6 +64,7 @@ VALUE_LOSS = "losses/value_loss"  # IDQL: the expectile loss of V
 VALUE_MEAN = "charts/v_mean"  # IDQL: V(s)
 DISTILL_LOSS = "losses/distill_loss"
 DUAL_ETA = "charts/dual_eta"
+Q_WEIGHT = "charts/q_weight"  # TD3+BC: λ = α / mean|Q_1(s, π(s))|
 
 # Reward-weighted fine-tuning (DRWR, DAWR): learner metrics and the algorithm's namespace.
 WEIGHT_MEAN = "charts/weight_mean"  # mean regression weight of the minibatch

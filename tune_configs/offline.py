@@ -74,7 +74,7 @@ def make_sweep(args: SweepArgs) -> TuneSweep:
     dataset, env_id = load_validated_dataset(s.dataset, download=s.download, env_id=s.env_id)
     data_path, _ = prepare_transition_data(dataset, seed=s.seed)
     config, _ = train.build_offline_config(
-        s, data_path, env_id, dataset.obs_dim, dataset.action_dim
+        s, data_path, env_id, dataset.obs_dim, dataset.action_dim, dataset=dataset
     )
     config.training(**space)
     offline_trial_resources(config)

@@ -75,7 +75,9 @@ class SeparateLossesMixin:
     ``compute_loss_for_module`` stores each optimizer's loss in
     ``self._temp_losses[(module_id, name)]``. A loss that reaches another optimizer's
     parameters (the actor's Q term reaches the critic) must come first: the next
-    optimizer's ``zero_grad`` drops those contributions before its own backward.
+    optimizer's ``zero_grad`` drops those contributions before its own backward. An
+    optimizer without a stored loss takes no step (TD3's delayed actor): its gradients
+    are cleared, so Adam skips its parameters.
     After every gradient step, ``update_targets(module_id)`` runs (Polyak/EMA).
     """
 
@@ -94,7 +96,10 @@ class SeparateLossesMixin:
             for name in self.OPTIMIZER_ORDER:
                 optim = self.get_optimizer(module_id, name)
                 optim.zero_grad(set_to_none=True)
-                self._temp_losses.pop((module_id, name)).backward(retain_graph=name != last)
+                loss = self._temp_losses.pop((module_id, name), None)
+                if loss is None:  # no loss for this optimizer this step: it takes no step
+                    continue
+                loss.backward(retain_graph=name != last)
                 params = self.filter_param_dict_for_optimizer(self._params, optim)
                 grads.update(
                     {pid: p.grad.clone() for pid, p in params.items() if p.grad is not None}

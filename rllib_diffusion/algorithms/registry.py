@@ -195,6 +195,14 @@ for _spec in (
     AlgorithmSpec("dac", f"{_Q}.dac.dac:DACConfig", OFFLINE_Q, "dac", {}, "Diffusion Actor-Critic"),
     AlgorithmSpec("fql", f"{_Q}.fql.fql:FQLConfig", OFFLINE_Q, "fql", {}, "Flow Q-Learning"),
     AlgorithmSpec(
+        "td3bc",
+        f"{_Q}.td3bc.td3bc:TD3BCConfig",
+        OFFLINE_Q,
+        "td3bc",
+        {},
+        "TD3+BC (deterministic actor, BC-regularised)",
+    ),
+    AlgorithmSpec(
         "diffusion_bc",
         f"{_Q}.bc.diffusion_bc:DiffusionBCConfig",
         PRETRAIN,

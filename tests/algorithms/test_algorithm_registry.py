@@ -44,6 +44,10 @@ NEW_VALUES = {
     "alpha": 3.0,
     "normalize_q_loss": True,
     "q_agg": "min",
+    "policy_noise": 0.3,
+    "noise_clip": 0.4,
+    "policy_freq": 3,
+    "normalize_states": False,
 }
 
 
@@ -63,7 +67,14 @@ def _built(algo: str, extra: list[str]):
 
 
 def test_registry_lists_the_offline_algorithms_and_refuses_unknown_names():
-    assert set(ALGORITHMS) == {"diffusion_ql", "diffusion_ql_flow", "idql", "dac", "fql"}
+    assert set(ALGORITHMS) == {
+        "diffusion_ql",
+        "diffusion_ql_flow",
+        "idql",
+        "dac",
+        "fql",
+        "td3bc",
+    }
     assert registry.get("dac").config_class.__name__ == "DACConfig"
     assert registry.by_checkpoint_algorithm("fql").name == "fql"
     assert registry.by_checkpoint_algorithm("DiffusionBC").kind == registry.PRETRAIN
@@ -78,9 +89,10 @@ def test_every_declared_knob_set_on_the_cli_reaches_the_learner(algo):
     values = {k: NEW_VALUES[k] for k in sorted(declared)}
     for knob in registry.get(algo).knobs():
         assert values[knob.name] != knob.default, knob.name
-    nets = ["--hidden-dims", "8", "8", "--denoising-steps", "3"]
-    if algo != "fql":
-        nets += ["--num-candidates", "7"]
+    used = registry.get(algo).config_class.MODEL_KNOBS
+    nets = ["--hidden-dims", "8", "8"]
+    nets += ["--denoising-steps", "3"] if "denoising_steps" in used else []
+    nets += ["--num-candidates", "7"] if "num_candidates" in used else []
     learner, module, model = _built(algo, [*_flag_args(values), *nets])
     cfg = learner.config
     for name, value in values.items():
@@ -98,6 +110,8 @@ def test_every_declared_knob_set_on_the_cli_reaches_the_learner(algo):
     if algo == "fql":
         assert module.fql_config.hidden_dims == (8, 8) == module.fql_config.critic_hidden_dims
         assert module.fql_config.flow_steps == 6
+    elif algo == "td3bc":  # hidden_dims sizes the actor and both critics
+        assert module.td3bc_config.hidden_dims == (8, 8) == module.td3bc_config.critic_hidden_dims
     else:
         cfgm = module.dql_config
         assert (cfgm.hidden_dims, cfgm.denoising_steps, cfgm.num_candidates) == ((8, 8), 3, 7)
@@ -130,9 +144,17 @@ def test_defaults_per_algorithm_and_task():
     # FQL's paper networks: 4×512 for the policies and the critic.
     assert fql_model.hidden_dims == (512,) * 4 == fql_model.critic_hidden_dims
     assert defaults["diffusion_ql"][1].hidden_dims == (256,) * 3
+    td3bc, td3bc_model = defaults["td3bc"]  # the official TD3_BC defaults
+    assert (td3bc.alpha, td3bc.policy_noise, td3bc.noise_clip, td3bc.policy_freq) == (
+        2.5,
+        0.2,
+        0.5,
+        2,
+    )
+    assert td3bc.grad_clip is None and td3bc_model.hidden_dims == (256, 256)
     for algo, (config, _) in defaults.items():
         assert not hasattr(config, "eta") or algo in ("diffusion_ql", "diffusion_ql_flow", "dac")
-        assert not hasattr(config, "alpha") or algo == "fql"
+        assert not hasattr(config, "alpha") or algo in ("fql", "td3bc")
 
 
 @pytest.mark.parametrize(
@@ -146,6 +168,9 @@ def test_defaults_per_algorithm_and_task():
         ("fql", ["--ema-decay", "0.9"], "--ema-decay"),
         ("diffusion_ql", ["--expectile", "0.9"], "--expectile"),
         ("fql", ["--num-candidates", "5"], "--num-candidates"),
+        ("td3bc", ["--eta", "5"], "--eta"),
+        ("td3bc", ["--denoising-steps", "5"], "--denoising-steps"),
+        ("fql", ["--policy-freq", "3"], "--policy-freq"),
     ],
 )
 def test_cli_refuses_a_knob_the_algorithm_does_not_use_in_one_line(algo, flags, flag, capsys):
@@ -182,7 +207,8 @@ def test_online_phase_is_a_public_config_option():
 #: Every algorithm family package (the shared layer, e.g. ``offline_q``, ``finetune_run``,
 #: ``denoiser_training``, ``window_prelearner``, sits above them and is not listed).
 FAMILIES = (
-    "bc", "dppo", "dsrl", "gaussian", "synther", "diffusion_ql", "dac", "idql", "fql", "awr"
+    "bc", "dppo", "dsrl", "gaussian", "synther", "diffusion_ql", "dac", "idql", "fql", "awr",
+    "td3bc",
 )  # fmt: skip
 
 

@@ -195,6 +195,12 @@ class OfflineQConfigMixin:
         # Our model configs are complete dataclasses (RLlib's override hook).
         return {}
 
+    def model_config_for_data(self, model: Any, dataset: Any | None) -> Any:
+        """``model`` with what the networks take from the training data (e.g. TD3+BC's
+        state statistics); ``dataset``: the real dataset (an ``EpisodeDataset``), or
+        None where none is at hand. Nothing by default."""
+        return model
+
     @classmethod
     def task_defaults(cls, env_id: str | None) -> dict[str, Any]:
         """The paper's per-task knob values for ``env_id`` (none by default)."""

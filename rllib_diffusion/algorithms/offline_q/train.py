@@ -125,9 +125,17 @@ def _learning_rates(s: OfflineSettings) -> dict[str, Any]:
 
 
 def build_offline_config(
-    s: OfflineSettings, data_path: str, env_id: str, obs_dim: int, action_dim: int
+    s: OfflineSettings,
+    data_path: str,
+    env_id: str,
+    obs_dim: int,
+    action_dim: int,
+    *,
+    dataset: Any | None = None,
 ):
-    """``(config, model_config)``: config defaults < per-task paper values < given knobs."""
+    """``(config, model_config)``: config defaults < per-task paper values < given knobs;
+    the model config completed from ``dataset`` (the real data, if given) by the
+    config's ``model_config_for_data``."""
     from rllib_diffusion.envs.chunking import chunk_spaces
 
     spec = check_settings(s)
@@ -149,6 +157,7 @@ def build_offline_config(
     if "lr_decay_steps" in {k.name for k in spec.knobs()}:
         config.training(lr_decay_steps=s.gradient_steps)  # decay over the run (DAC's)
     config.training(**s.given_knobs())
+    model = config.model_config_for_data(model, dataset)
     config.rl_module(model_config=model.to_dict())
     return config, model
 
@@ -224,7 +233,9 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
         scale = 1.0 if s.reward_scale is None else s.reward_scale
         s = replace(s, reward_scale=scale * factor, normalize_rewards=False)
         print(f"[offline] rewards scaled by {factor:.4g} (1000 / dataset return range)")
-    config, model = build_offline_config(s, data_path, env_id, dataset.obs_dim, dataset.action_dim)
+    config, model = build_offline_config(
+        s, data_path, env_id, dataset.obs_dim, dataset.action_dim, dataset=dataset
+    )
     s = resolved_settings(s, config)
     hyper = {k.name: getattr(config, k.name) for k in spec.knobs()}
     meta = {
