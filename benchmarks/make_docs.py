@@ -196,6 +196,7 @@ OFFLINE_LABELS = {
     "dac": "DAC",
     "idql": "IDQL-A",
     "fql": "FQL (α = 10)",
+    "td3bc": "TD3+BC (ours, RLlib)",
     "d3rlpy_iql": "d3rlpy IQL",
     "d3rlpy_td3bc": "d3rlpy TD3+BC",
 }

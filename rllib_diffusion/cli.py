@@ -549,7 +549,8 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "offline": (
         add_offline_args,
         run_offline,
-        "offline RL with diffusion/flow policies (Diffusion-QL, IDQL, DAC, FQL; RLlib offline API)",
+        "offline RL with diffusion/flow policies (Diffusion-QL, IDQL, DAC, FQL) and TD3+BC "
+        "(RLlib offline API)",
     ),
     "online": (
         add_online_args,
