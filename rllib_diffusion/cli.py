@@ -450,6 +450,25 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
         "(dppo_hopper) or a dotted module; it defines make_sweep(args) -> TuneSweep",
     )
     p.add_argument("--checkpoint", help="pretrained checkpoint (DPPO sweeps: from pretrain)")
+# ------------------------------------------------------------------------------ dydiff
+def add_dydiff_args(p: argparse.ArgumentParser) -> None:
+    """Flags from ``DyDiffRolloutSettings``; knobs from ``DyDiffConfig.training()``."""
+    from rllib_diffusion.algorithms.dydiff import DyDiffConfig, DyDiffRolloutSettings
+    from rllib_diffusion.algorithms.dydiff.rollout import FILTERS
+    from rllib_diffusion.knobs import add_knob_args, declared_knobs
+
+    add_settings_args(p, DyDiffRolloutSettings, exclude=_SYNTHESIZE_EXCLUDED, filter=FILTERS)
+    add_knob_args(p.add_argument_group("DyDiff knobs"), declared_knobs(DyDiffConfig))
+
+
+def run_dydiff(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.algorithms.dydiff import DyDiffConfig, DyDiffRolloutSettings, dydiff
+    from rllib_diffusion.knobs import declared_knobs, given_knobs
+
+    knobs = given_knobs(args, declared_knobs(DyDiffConfig))
+    return dydiff(settings_from_args(DyDiffRolloutSettings, args, consumed=knobs, knobs=knobs))
+
+
     p.add_argument("--dataset", help="dataset (DiffusionBC / offline sweeps), as for pretrain")
     p.add_argument("--download", action="store_true", help="let Minari download --dataset")
     p.add_argument("--env-id", help="env to evaluate in (default: the dataset's)")
@@ -580,6 +599,12 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
+    "dydiff": (
+        add_dydiff_args,
+        run_dydiff,
+        "train (or load) a DyDiff segment dynamics model and write a policy's rollouts "
+        "(iterated action injection, filtered) as a Minari dataset",
+    ),
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """``--help`` shows each flag's default, unless its help already says it, or it has
     none (required flags, switches, optional values that are None)."""

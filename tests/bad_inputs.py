@@ -24,6 +24,8 @@ E = ["evaluate", "--checkpoint"]
 C = ["collect", "--dataset-id", "battery/none/x-v0"]
 T = ["tune", "--storage-path", "{out}"]
 S = ["synthesize", "--dataset", "{dataset}", "--out", "{out}", "--dataset-id", "battery/s/x-v0"]
+Y = ["dydiff", "--dataset", "{dataset}", "--out", "{out}"]
+YR = [*Y, "--policy", "{ckpt}", "--dataset-id", "battery/d/x-v0"]
 
 CASES: list[tuple[str, list[str], str]] = [
     # pretrain: budgets, rates, shapes, choices, data, output dir, env
@@ -71,6 +73,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("offline-unknown-algo", [*O, "--algo", "cql"], "--algo"),
     ("offline-foreign-knob", [*O, "--algo", "dac", "--alpha", "3"], "--alpha"),
     ("offline-unused-network-flag", [*O, "--algo", "fql", "--num-candidates", "5"], "candidates"),
+    ("offline-td3bc-policy-freq-0", [*O, "--algo", "td3bc", "--policy-freq", "0"], "--policy-freq"),
     ("offline-batch-0", [*O, "--batch-size", "0"], "--batch-size"),
     ("offline-lr-end-negative", [*O, "--lr-end", "-1"], "--lr-end"),
     # online
@@ -98,6 +101,15 @@ CASES: list[tuple[str, list[str], str]] = [
     ("collect-episodes-0", [*C, "--env", "Hopper-v5", "--num-episodes", "0"], "--num-episodes"),
     # dataset-info
     # synthesize (and mixing synthetic data into offline runs)
+    # dydiff (segment dynamics model and policy rollouts)
+    ("dydiff-policy-without-id", [*Y, "--policy", "{ckpt}"], "--dataset-id"),
+    ("dydiff-id-without-policy", [*Y, "--dataset-id", "battery/d/x-v0"], "--policy"),
+    ("dydiff-filter", [*Y, "--filter", "topk"], "--filter"),
+    ("dydiff-ensemble-1", [*Y, "--ensemble-size", "1"], "--ensemble-size"),
+    ("dydiff-keep-fraction", [*Y, "--keep-fraction", "1.5"], "--keep-fraction"),
+    ("dydiff-malformed-id", [*YR[:-1], "no-version"], "no-version"),
+    ("dydiff-missing-model", [*YR, "--model", "{missing}"], "nope"),
+    ("dydiff-foreign-model", [*YR, "--model", "{ckpt}"], "DiffusionBC"),
     ("synthesize-malformed-id", [*S[:-1], "no-version"], "no-version"),
     ("synthesize-no-dataset-id", S[:-2], "--dataset-id"),
     ("synthesize-transitions-0", [*S, "--num-transitions", "0"], "--num-transitions"),
