@@ -35,13 +35,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import Tree, git_sha, import_from, load_average, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OBS_DIM, ACTION_DIM = 11, 3
@@ -61,14 +60,6 @@ CASES = {
 
 
 # ------------------------------------------------------------------ worker side
-def _import_from(root: str) -> None:
-    """Make ``import rllib_diffusion`` resolve to ``root`` (not the editable install)."""
-    sys.path.insert(0, root)
-    sys.meta_path[:] = [
-        f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "").lower()
-    ]
-
-
 def _bc_learner():
     from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig
     from rllib_diffusion.envs.chunking import chunk_spaces
@@ -213,7 +204,7 @@ class Case:
 
 def worker(root: str) -> None:
     """Serve JSON-line requests on stdin: ``weights`` and ``time`` of a case."""
-    _import_from(root)
+    import_from(root)
     import time
 
     import numpy as np
@@ -247,47 +238,6 @@ def worker(root: str) -> None:
 
 
 # ------------------------------------------------------------------ parent side
-class Tree:
-    """A worker process importing ``rllib_diffusion`` from one code tree."""
-
-    def __init__(self, label: str, root: Path) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self.label = label
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(root)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        self.package = self._read()["package"]
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.label} worker died (see its stderr above)")
-        return json.loads(line)
-
-    def ask(self, **req) -> dict:
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=120)
-
-
-def _git_sha(root: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True)  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def weight_diffs(trees: list[Tree], cases: list[str]) -> dict:
     """Per case: the largest |Δθ| between the trees after 2 seeded updates."""
     import numpy as np
@@ -324,7 +274,7 @@ def measure(trees: list[Tree], cases: list[str], rounds: int, target_s: float) -
                 reply = tree.ask(cmd="time", case=case, calls=calls[case])
                 cpu[case][tree.label].append(reply["cpu"])
                 wall[case][tree.label].append(reply["wall"])
-        loads.append(_load())
+        loads.append(load_average())
         print(f"round {r + 1}/{rounds} done, load average {loads[-1]}", flush=True)
     return {
         "cpu_seconds_per_step": cpu,
@@ -409,10 +359,10 @@ def main() -> None:
     if args.markdown:
         return print(markdown(args.markdown))
     cases = args.case or list(CASES)
-    load_start = _load()
-    trees = [Tree("current", ROOT)]
+    load_start = load_average()
+    trees = [Tree("current", __file__, ROOT)]
     if args.baseline:
-        trees.append(Tree("baseline", args.baseline.resolve()))
+        trees.append(Tree("baseline", __file__, args.baseline.resolve()))
     for t in trees:
         print(f"{t.label}: rllib_diffusion from {t.package}", flush=True)
     diffs = weight_diffs(trees, cases)
@@ -421,11 +371,11 @@ def main() -> None:
         t.close()
     figures = summarize(series, diffs)
     figures["load_average_start"] = load_start
-    figures["load_average_end"] = _load()
+    figures["load_average_end"] = load_average()
     path = write_result(
         args.name, figures, series, packages={t.label: t.package for t in trees},
         baseline=str(args.baseline) if args.baseline else None,
-        baseline_git_sha=_git_sha(args.baseline) if args.baseline else None,
+        baseline_git_sha=git_sha(args.baseline) if args.baseline else None,
     )  # fmt: skip
     if args.baseline:
         print(markdown(path))

@@ -27,12 +27,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import Tree, git_sha, import_from, load_average, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 40
@@ -47,14 +46,6 @@ CASES = {
 
 
 # ------------------------------------------------------------------ worker side
-def _import_from(root: str) -> None:
-    """Make ``import rllib_diffusion`` resolve to ``root`` (not the editable install)."""
-    sys.path.insert(0, root)
-    sys.meta_path[:] = [
-        f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "").lower()
-    ]
-
-
 def _build(case: str, batch: int):
     """``(module, forward method name, obs (batch, Do))`` of one case, weights seeded."""
     import torch
@@ -107,7 +98,7 @@ def _digest(module, forward: str, obs) -> dict:
 
 def worker(root: str, batch: int) -> None:
     """Serve JSON-line requests on stdin: ``digest`` and ``time`` of a case."""
-    _import_from(root)
+    import_from(root)
     import time
 
     import torch
@@ -133,47 +124,6 @@ def worker(root: str, batch: int) -> None:
 
 
 # ------------------------------------------------------------------ parent side
-class Tree:
-    """A worker process importing ``rllib_diffusion`` from one code tree."""
-
-    def __init__(self, label: str, root: Path, batch: int) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self.label = label
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(root), "--batch", str(batch)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        self.package = self._read()["package"]
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.label} worker died (see its stderr above)")
-        return json.loads(line)
-
-    def ask(self, **req) -> dict:
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
-def _git_sha(root: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True)  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
-
-
-def _load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def measure(trees: list[Tree], cases: list[str], rounds: int, target_s: float) -> dict:
     """Per case and tree, CPU and wall seconds per forward in each round (the order of
     the trees alternates). CPU time of the worker is the primary figure: on a loaded
@@ -192,7 +142,7 @@ def measure(trees: list[Tree], cases: list[str], rounds: int, target_s: float) -
                 reply = tree.ask(cmd="time", case=case, calls=calls[case])
                 cpu[case][tree.label].append(reply["cpu"])
                 wall[case][tree.label].append(reply["wall"])
-        loads.append(_load())
+        loads.append(load_average())
         print(f"round {r + 1}/{rounds} done, load average {loads[-1]}", flush=True)
     return {
         "cpu_seconds_per_forward": cpu,
@@ -295,10 +245,11 @@ def main() -> None:
     if args.markdown:
         return print(markdown(args.markdown))
     cases = args.case or list(CASES)
-    load_start = _load()
-    trees = [Tree("current", ROOT, args.batch)]
-    if args.baseline:
-        trees.append(Tree("baseline", args.baseline.resolve(), args.batch))
+    load_start = load_average()
+    roots = [("current", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    trees = [
+        Tree(label, __file__, root, "--batch", str(args.batch), timeout=60) for label, root in roots
+    ]
     for t in trees:
         print(f"{t.label}: rllib_diffusion from {t.package}", flush=True)
     digests = {c: {t.label: t.ask(cmd="digest", case=c) for t in trees} for c in cases}
@@ -307,13 +258,13 @@ def main() -> None:
         t.close()
     figures = summarize(series, digests, args.batch)
     figures["load_average_start"] = load_start
-    figures["load_average_end"] = _load()
+    figures["load_average_end"] = load_average()
     print_table(figures, cases, series["load_per_round"])
     path = write_result(
         args.name, figures, series, batch=args.batch, digests=digests,
         packages={t.label: t.package for t in trees},
         baseline=str(args.baseline) if args.baseline else None,
-        baseline_git_sha=_git_sha(args.baseline) if args.baseline else None,
+        baseline_git_sha=git_sha(args.baseline) if args.baseline else None,
     )  # fmt: skip
     print(f"wrote {path}")
 

@@ -23,8 +23,10 @@ META_FILE = "rllib_diffusion.json"
 MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
 #: Version of the ``rllib_diffusion.json`` layout written by this code. 0: the unversioned
-#: files of the first releases (same keys, no ``version``).
-META_VERSION = 1
+#: files of the first releases (same keys, no ``version``); up to 1 DPPO and ReinFlow
+#: stored their model config under :data:`LEGACY_CHAIN_MODEL_KEY`, now ``model_config``.
+META_VERSION = 2
+LEGACY_CHAIN_MODEL_KEY = "dppo_model_config"
 
 
 #: Errors of reading a truncated or overwritten pickle / file.
@@ -50,8 +52,8 @@ class CheckpointMeta(Mapping):
         env_config: config of the (chunked) evaluation env, where not derived from
             ``policy_config``.
         policy_config: ``DiffusionPolicyConfig`` dict (DiffusionBC, DPPO).
-        model_config: the RLModule's model config (offline algorithms, Gaussian).
-        dppo_model_config: DPPO's ``DPPOModelConfig`` dict.
+        model_config: the RLModule's model config (offline and fine-tuning algorithms,
+            e.g. ``DPPOModelConfig``, Gaussian).
         settings: the run's settings (knobs and run control) as given.
         hyperparameters: resolved values the run used (e.g. per-task defaults).
         dataset: summary of the training dataset.
@@ -76,7 +78,6 @@ class CheckpointMeta(Mapping):
     env_config: dict[str, Any] | None = None
     policy_config: dict[str, Any] | None = None
     model_config: dict[str, Any] | None = None
-    dppo_model_config: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
     hyperparameters: dict[str, Any] | None = None
     dataset: dict[str, Any] | None = None
@@ -103,6 +104,8 @@ class CheckpointMeta(Mapping):
                 f"'{where}' was written by a newer rllib-diffusion (meta version {version} > "
                 f"{META_VERSION}); upgrade the package to load it."
             )
+        if version < 2 and LEGACY_CHAIN_MODEL_KEY in d:
+            d["model_config"] = d.pop(LEGACY_CHAIN_MODEL_KEY)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown or "algorithm" not in d:

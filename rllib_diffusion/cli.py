@@ -70,9 +70,17 @@ def settings_from_args(cls, args: argparse.Namespace, *, consumed=(), **explicit
     return cls(**kwargs)
 
 
-def add_settings_args(p: Any, cls: type, *, exclude: tuple[str, ...] = (), **choices) -> None:
+def add_settings_args(
+    p: Any,
+    cls: type,
+    *,
+    exclude: tuple[str, ...] = (),
+    defaults: dict[str, str] | None = None,
+    **choices,
+) -> None:
     """One flag per field of settings dataclass ``cls`` (help from its ``Attributes:``
-    docs, default shown); ``choices``: allowed values of a field, e.g. ``algo=[...]``."""
+    docs, default shown); ``choices``: allowed values of a field, e.g. ``algo=[...]``;
+    ``defaults``: the text shown instead of a field's default (per-algorithm ones)."""
     import dataclasses
 
     from rllib_diffusion.knobs import add_knob_args, settings_knobs
@@ -80,6 +88,11 @@ def add_settings_args(p: Any, cls: type, *, exclude: tuple[str, ...] = (), **cho
     knobs = [
         dataclasses.replace(k, choices=tuple(choices[k.name])) if k.name in choices else k
         for k in settings_knobs(cls, exclude=("knobs", *exclude))
+    ]
+    shown = defaults or {}
+    knobs = [
+        dataclasses.replace(k, help=f"{k.help} {shown[k.name]}") if k.name in shown else k
+        for k in knobs
     ]
     add_knob_args(p, knobs, fill_defaults=True)
 
@@ -263,9 +276,11 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     algorithm's config and model config (registry): every flag, its help and its
     default come from a declaration."""
     from rllib_diffusion.algorithms import registry
-    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, run_defaults_help
 
-    add_settings_args(p, FinetuneSettings, algo=registry.finetune_names())
+    add_settings_args(
+        p, FinetuneSettings, defaults=run_defaults_help(), algo=registry.finetune_names()
+    )
     add_merged_knob_args(
         p.add_argument_group("algorithm knobs (refused where unused)"),
         registry.merged_knobs(registry.finetune_names()),

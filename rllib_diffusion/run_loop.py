@@ -39,9 +39,9 @@ from rllib_diffusion.checkpoints import CheckpointMeta
 # Progress-line keys shared by every family.
 ITERATION = "iteration"
 SECONDS = "seconds"
-EVAL_RETURN = "eval_return_mean"
+EVAL_RETURN = M.EVAL_RETURN
 EVAL_RETURN_STD = "eval_return_std"
-EVAL_NORMALIZED = "eval_normalized_score"
+EVAL_NORMALIZED = M.EVAL_NORMALIZED
 
 # result.json keys of a run stopped by a signal.
 INTERRUPTED = "interrupted"

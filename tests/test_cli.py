@@ -236,3 +236,45 @@ def test_main_job_flags_give_both_stages_their_settings():
     assert (s.seed, s.out_dir, s.gradient_steps) == (3, "runs/main_job", 12_000)
     assert (args.finetune_env_steps, args.eval_episodes, args.seed) == (150_000, 10, 3)
     assert args.overwrite is False and pipeline.parse_args(["--overwrite"]).overwrite is True
+
+
+def test_an_algorithm_run_default_applies_unless_the_flag_is_given(capsys):
+    """DSRL defaults to the official 4 envs per EnvRunner, DPPO to 10; a typed value
+    wins, and ``--help`` lists each algorithm's default."""
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
+    from rllib_diffusion.cli import main
+
+    def envs(*argv: str) -> int:
+        args = build_parser().parse_args(["finetune", "--checkpoint", "c", *argv])
+        return finetune_settings_from_args(args).num_envs_per_env_runner
+
+    assert envs("--algo", "dsrl") == 4
+    assert envs("--algo", "dppo") == 10
+    assert envs("--algo", "dsrl", "--num-envs-per-env-runner", "7") == 7
+    assert FinetuneSettings("c", algo="dsrl").num_envs_per_env_runner == 4
+    assert main(["finetune", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "dppo 10;" in text and "dsrl 4;" in text
+
+
+def test_return_fields_of_a_finetune_progress_line():
+    """Training and evaluation returns (normalised with references) come from RLlib's
+    result; the evaluation only where the iteration evaluated."""
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS
+
+    from rllib_diffusion import metrics as M
+    from rllib_diffusion.algorithms.finetune_run import return_fields
+
+    result = {
+        ENV_RUNNER_RESULTS: {"episode_return_mean": 30.0},
+        EVALUATION_RESULTS: {ENV_RUNNER_RESULTS: {"episode_return_mean": 60.0}},
+    }
+    refs = {"min": 10.0, "max": 110.0}
+    assert return_fields(result, refs, evaluated=True) == {
+        M.TRAIN_RETURN: 30.0,
+        M.TRAIN_NORMALIZED: 20.0,
+        M.EVAL_RETURN: 60.0,
+        M.EVAL_NORMALIZED: 50.0,
+    }
+    assert return_fields(result, None, evaluated=False) == {M.TRAIN_RETURN: 30.0}
+    assert return_fields({}, refs, evaluated=True) == {M.TRAIN_RETURN: None}

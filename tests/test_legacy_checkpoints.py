@@ -28,6 +28,7 @@ def test_the_fixture_covers_every_family_and_was_written_without_a_meta_version(
 
 def test_meta_is_typed_versioned_and_refuses_what_it_cannot_read(tmp_path):
     from rllib_diffusion.checkpoints import (
+        LEGACY_CHAIN_MODEL_KEY,
         META_FILE,
         META_VERSION,
         CheckpointError,
@@ -37,11 +38,13 @@ def test_meta_is_typed_versioned_and_refuses_what_it_cannot_read(tmp_path):
 
     old = read_checkpoint_meta(LEGACY / "dppo")
     assert isinstance(old, CheckpointMeta) and old.algorithm == "DPPO"
-    assert old.dppo_model_config["ft_denoising_steps"] == 2 and old.iteration == 1
+    assert old.model_config["ft_denoising_steps"] == 2 and old.iteration == 1
     assert old["policy_config"] == old.policy_config  # the Mapping view of old callers
-    # Written back, it is the same content plus the version.
+    # Written back, it is the same content plus the version, the chain model config
+    # under its current key.
     again = json.loads(old.to_json())
     raw = json.loads((LEGACY / "dppo" / META_FILE).read_text())
+    raw["model_config"] = raw.pop(LEGACY_CHAIN_MODEL_KEY)
     assert again == {**raw, "version": META_VERSION}
     for bad, match in (
         ({"algorithm": "DPPO", "colour": 1}, r"unknown keys \['colour'\]"),

@@ -39,7 +39,8 @@ class FinetuneSettings:
             rounded up to whole iterations: the last iteration samples exactly the
             decisions still needed, plus a top-up where episodes ended inside a chunk.
         num_env_runners: CPU EnvRunners (0: sample in the driver).
-        num_envs_per_env_runner: vectorised envs per EnvRunner.
+        num_envs_per_env_runner: vectorised envs per EnvRunner (None: the algorithm's
+            default).
         decisions_per_iteration: action chunks sampled per iteration (all runners).
         use_ddim: sample with DDIM (a DDPM-pretrained policy works too: same ε-network,
             fewer leading timesteps; DPPO's setting for K = 100 policies).
@@ -71,7 +72,7 @@ class FinetuneSettings:
     out_dir: str = "runs/finetune"
     env_steps: Count = 1_000_000
     num_env_runners: NonNegative = 1
-    num_envs_per_env_runner: Count = 10
+    num_envs_per_env_runner: Count | None = None
     decisions_per_iteration: Count = 2000
     use_ddim: bool = False
     ddim_steps: Count | None = None
@@ -96,6 +97,9 @@ class FinetuneSettings:
                 f"{', '.join(registry.finetune_names())}."
             )
         spec.check_knobs(self.knobs)
+        for name in RUN_DEFAULTS:
+            if getattr(self, name) is None:
+                setattr(self, name, run_default(self.algo, name))
 
     @classmethod
     def of(cls, **values: Any) -> FinetuneSettings:
@@ -107,6 +111,26 @@ class FinetuneSettings:
         knobs = finetune_knobs(values.get("algo", "dppo"))
         settings, knobs = split_knobs(names, knobs, values, owner=cls.__name__)
         return cls(**settings, knobs=knobs)
+
+
+#: Defaults of the ``FinetuneSettings`` fields an algorithm may set otherwise (its
+#: registry spec's ``run_defaults``): DPPO's 10 envs per EnvRunner.
+RUN_DEFAULTS: dict[str, Any] = {"num_envs_per_env_runner": 10}
+
+
+def run_default(algo: str, name: str) -> Any:
+    """Default of settings field ``name`` (one of :data:`RUN_DEFAULTS`) for ``algo``."""
+    return registry.get(algo).run_defaults.get(name, RUN_DEFAULTS[name])
+
+
+def run_defaults_help() -> dict[str, str]:
+    """``--help`` text of each :data:`RUN_DEFAULTS` field: every fine-tuning
+    algorithm's default, e.g. ``"(defaults: dppo 10; ...; dsrl 4; ...)"``."""
+    algos = registry.finetune_names()
+    return {
+        name: "(defaults: " + "; ".join(f"{a} {run_default(a, name)}" for a in algos) + ")"
+        for name in RUN_DEFAULTS
+    }
 
 
 def finetune_knobs(algo: str = "dppo") -> list:
@@ -157,6 +181,29 @@ def start_line(evaluation: dict[str, Any], episodes: int) -> dict[str, Any]:
         flush=True,
     )
     return {"iteration": 0, "env_steps": 0, EVAL_RETURN: evaluation["episode_return_mean"]}
+
+
+def return_fields(
+    result: dict[str, Any], refs: dict[str, Any] | None, *, evaluated: bool
+) -> dict[str, Any]:
+    """The progress line's returns from an RLlib result: the training episodes' mean
+    return and, where ``evaluated``, the evaluation's; each also normalised when the run
+    has reference scores ``refs`` (:func:`~rllib_diffusion.envs.tasks.reference_scores`)."""
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS
+
+    from rllib_diffusion import metrics as M
+    from rllib_diffusion.envs.tasks import normalized
+
+    train = M.float_or_none(result.get(ENV_RUNNER_RESULTS, {}).get("episode_return_mean"))
+    out: dict[str, Any] = {M.TRAIN_RETURN: train}
+    if refs and train is not None:
+        out[M.TRAIN_NORMALIZED] = float(normalized(train, refs))
+    ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
+    if evaluated and "episode_return_mean" in ev:
+        out[M.EVAL_RETURN] = M.float_or_none(ev["episode_return_mean"])
+        if refs:
+            out[M.EVAL_NORMALIZED] = float(normalized(out[M.EVAL_RETURN], refs))
+    return out
 
 
 def lockstep_evaluation(algorithm: Any, eval_env_runner_group: Any) -> tuple[dict, int, int]:

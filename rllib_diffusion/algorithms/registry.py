@@ -43,6 +43,9 @@ class AlgorithmSpec:
         family: ``"package.module:Class"`` of the :class:`~rllib_diffusion.run_loop.RunFamily`
             that runs a fine-tuning algorithm from ``FinetuneSettings``
             (``rllib-diffusion finetune --algo NAME``).
+        run_defaults: run-control settings whose default for this algorithm is its
+            official code's rather than the shared one (e.g. DSRL's 4 training envs,
+            ``{"num_envs_per_env_runner": 4}``); a value the user gives wins.
     """
 
     name: str
@@ -53,6 +56,7 @@ class AlgorithmSpec:
     description: str = ""
     model_config: str = ""
     family: str = ""
+    run_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def config_class(self) -> type:
@@ -235,6 +239,7 @@ for _spec in (
         description="DSRL: SAC over the initial noise of a frozen diffusion/flow policy",
         model_config=f"{_Q}.dsrl.dsrl:DSRLModelConfig",
         family=f"{_Q}.dsrl.finetune:DSRLFamily",
+        run_defaults={"num_envs_per_env_runner": 4},  # official: 4 training envs
     ),
     AlgorithmSpec(
         "drwr",

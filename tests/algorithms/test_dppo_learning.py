@@ -126,7 +126,7 @@ def test_dppo_improves_weak_pretrained_policy(network, sampler, weak_policies, t
         json.dumps(
             {
                 "combo": f"{network}-{sampler}",
-                "k_ft": summary["dppo_model_config"]["ft_denoising_steps"],
+                "k_ft": summary["model_config"]["ft_denoising_steps"],
                 "bc": bc["evaluation"]["episode_return_mean"],
                 "before": before,
                 "after": after,
@@ -134,7 +134,7 @@ def test_dppo_improves_weak_pretrained_policy(network, sampler, weak_policies, t
             }
         )
     )
-    assert summary["dppo_model_config"]["ft_denoising_steps"] == (5 if sampler == "ddim" else 10)
+    assert summary["model_config"]["ft_denoising_steps"] == (5 if sampler == "ddim" else 10)
     assert all(x["ratio_first_minibatch_max_dev"] < 1e-4 for x in lines)
     assert all(x["actor_update_norm"] > 0 for x in lines)
     assert before < 7.0, "the pretrained policy should be weak (biased data)"

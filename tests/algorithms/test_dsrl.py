@@ -413,6 +413,9 @@ def test_finetune_dsrl_run_checkpoint_and_resume(base_checkpoints, ray_session, 
 
     second = run(192, resume=True)
     assert second["resumed"]["from_iteration"] == 2
+    # The replay came back with the checkpoint (a fresh one would hold one iteration's).
+    held = [x["replay_transitions"] for x in second["progress"][1:]]
+    assert held == [32, 64, 96], held
     assert [x["env_steps"] for x in second["progress"][1:]] == [64, 128, 192]
     assert read_checkpoint_meta(second["checkpoint"]).env_steps == 192
 
@@ -753,3 +756,26 @@ def test_transition_replay_is_a_ring_of_its_capacity():
     assert set(replay.sample(200)[Columns.REWARDS].tolist()) == {3.0, 4.0, 5.0}
     replay.add([_episode(obs[:2], actions[:1], [6.0], terminated=False)])
     assert set(replay.sample(200)[Columns.REWARDS].tolist()) == {4.0, 5.0, 6.0}
+
+
+def test_transition_replay_state_restores_the_same_future_samples():
+    """A replay restored from its state holds the same transitions, write slot and RNG:
+    its next samples and writes equal the original's."""
+    from rllib_diffusion.algorithms.dsrl.replay import TransitionReplay
+
+    obs = np.arange(12, dtype=np.float32).reshape(6, 2)
+    actions = np.zeros((5, 1), np.float32)
+    replay = TransitionReplay(capacity=4, seed=3)
+    replay.add([_episode(obs, actions, [1.0, 2.0, 3.0, 4.0, 5.0], terminated=False)])
+    replay.sample(7)
+    restored = TransitionReplay(capacity=4, seed=99)
+    restored.set_state(replay.get_state())
+    assert (len(restored), restored.next) == (len(replay), replay.next) == (4, 0)
+    for r in (replay, restored):
+        r.add([_episode(obs[:2], actions[:1], [6.0], terminated=True)])
+    a, b = replay.sample(50), restored.sample(50)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert set(a[Columns.REWARDS].tolist()) == {3.0, 4.0, 5.0, 6.0}
+    with pytest.raises(ValueError, match="capacity"):
+        TransitionReplay(capacity=5).set_state(replay.get_state())

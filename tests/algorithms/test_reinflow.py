@@ -348,7 +348,7 @@ def test_finetune_smoke_checkpoint_and_resume(weak_flow_policy, tmp_path):
     assert summary["final_evaluation"]["num_episodes"] == 2
     meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
     assert meta["algorithm"] == "ReinFlow"
-    assert meta["dppo_model_config"]["min_std"] == 0.1
+    assert meta["model_config"]["min_std"] == 0.1
     resumed = _finetune(weak_flow_policy, out, env_steps=120, resume=True, **common)
     assert resumed["progress"][-1]["env_steps"] >= 120
 

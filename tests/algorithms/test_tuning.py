@@ -341,7 +341,7 @@ def test_asha_sweep_exports_best_checkpoint_that_evaluates(
     assert meta["tune"]["source_checkpoint"].startswith(meta["tune"]["trial_path"])
     trial_config = json.loads((Path(meta["tune"]["trial_path"]) / "params.json").read_text())
     assert meta["tune"]["config"]["actor_lr"] == trial_config["actor_lr"]
-    assert meta["dppo_model_config"] == trial_config["_model_config"]
+    assert meta["model_config"] == trial_config["_model_config"]
     assert not list(exp.glob(f".{BEST_CHECKPOINT_DIR}.*"))  # no temp dirs left behind
     out = capsys.readouterr().out
     assert f"best trial {best_id}" in out and str(best_dir) in out

@@ -23,6 +23,7 @@ from rllib_diffusion.algorithms.finetune_run import (
     chunked_run_config,
     learner_module_copy,
     pretrained_policy,
+    return_fields,
     runner_placement,
     start_line,
     validated,
@@ -183,18 +184,11 @@ def progress_line(
     """Flat per-iteration metrics of a DRWR/DAWR result dict; ``refs``: the run's
     reference scores or None."""
     from ray.rllib.core import DEFAULT_MODULE_ID
-    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS, LEARNER_RESULTS
-
-    from rllib_diffusion.envs.tasks import normalized
+    from ray.rllib.utils.metrics import LEARNER_RESULTS
 
     own = result.get(M.AWR_NAMESPACE, {})
     learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
-    runners = result.get(ENV_RUNNER_RESULTS, {})
-    line: dict[str, Any] = {
-        "iteration": it,
-        "env_steps": int(own.get(M.ENV_STEPS, 0)),
-        M.TRAIN_RETURN: M.float_or_none(runners.get("episode_return_mean")),
-    }
+    line: dict[str, Any] = {"iteration": it, "env_steps": int(own.get(M.ENV_STEPS, 0))}
     for key in (
         M.TRAINED_DECISIONS,
         M.BUFFER_DECISIONS,
@@ -207,11 +201,4 @@ def progress_line(
     for name, key in LEARNER_KEYS.items():
         if key in learner:
             line[name] = M.float_or_none(learner[key])
-    if refs and line[M.TRAIN_RETURN] is not None:
-        line[M.TRAIN_NORMALIZED] = float(normalized(line[M.TRAIN_RETURN], refs))
-    ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
-    if evaluated and "episode_return_mean" in ev:
-        line[EVAL_RETURN] = M.float_or_none(ev["episode_return_mean"])
-        if refs:
-            line[M.EVAL_NORMALIZED] = float(normalized(line[EVAL_RETURN], refs))
-    return line
+    return {**line, **return_fields(result, refs, evaluated=evaluated)}

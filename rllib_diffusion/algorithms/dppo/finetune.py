@@ -31,13 +31,14 @@ from rllib_diffusion.algorithms.finetune_run import (
     last_iteration_decisions,
     learner_module_copy,
     pretrained_policy,
+    return_fields,
     runner_placement,
     start_line,
     validated,
     warn_missing_resources,
 )
 from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
-from rllib_diffusion.envs.tasks import normalized, reference_scores
+from rllib_diffusion.envs.tasks import reference_scores
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 from rllib_diffusion.run_loop import RunControl, RunFamily, before_after_summary
 from rllib_diffusion.utils.io import jsonable
@@ -91,7 +92,7 @@ class DPPOFamily(RunFamily):
             algorithm=registry.get(s.algo).checkpoint_algorithm,
             env_id=self.policy.env_id,
             policy_config=self.policy.to_dict(),
-            dppo_model_config=self.config.model_config,
+            model_config=self.config.model_config,
             settings=asdict(s),
             pretrained_checkpoint=str(Path(s.checkpoint).resolve()),
             # The pretraining data's summary: its reference scores normalise returns.
@@ -174,7 +175,7 @@ class DPPOFamily(RunFamily):
 # ------------------------------------------------------------------- resume helpers
 def _check_resumable(meta: CheckpointMeta, model_config: dict[str, Any], where: Path) -> None:
     """The checkpoint's module must be the one these settings build."""
-    theirs = meta.dppo_model_config or {}
+    theirs = meta.model_config or {}
     check_policy_match(theirs.get("policy", {}), model_config["policy"], str(where))
     diffs = [
         f"{k}: checkpoint {theirs.get(k)!r} vs now {v!r}"
@@ -228,16 +229,14 @@ def progress_line(
     """Flat per-iteration metrics from an RLlib result dict; ``refs``: the run's
     reference scores (:func:`~rllib_diffusion.envs.tasks.reference_scores`) or None."""
     from ray.rllib.core import DEFAULT_MODULE_ID
-    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS, LEARNER_RESULTS
+    from ray.rllib.utils.metrics import LEARNER_RESULTS
 
     dppo = result.get(M.DPPO_NAMESPACE, {})
     learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
-    runners = result.get(ENV_RUNNER_RESULTS, {})
     line: dict[str, Any] = {
         "iteration": it,
         "env_steps": int(dppo.get(M.ENV_STEPS, 0)),
         "decisions": int(result.get(M.DECISIONS_LIFETIME, 0)),
-        M.TRAIN_RETURN: M.float_or_none(runners.get("episode_return_mean")),
         M.SAMPLE_SECONDS: M.float_or_none(dppo.get(M.SAMPLE_SECONDS)),
         M.LEARN_SECONDS: M.float_or_none(dppo.get(M.LEARN_SECONDS)),
         M.SYNC_SECONDS: M.float_or_none(dppo.get(M.SYNC_SECONDS)),
@@ -269,14 +268,7 @@ def progress_line(
     }
     if per_step:
         line["clip_fraction_per_step"] = per_step
-    if refs and line[M.TRAIN_RETURN] is not None:
-        line[M.TRAIN_NORMALIZED] = float(normalized(line[M.TRAIN_RETURN], refs))
-    ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
-    if evaluated and "episode_return_mean" in ev:
-        line[M.EVAL_RETURN] = M.float_or_none(ev["episode_return_mean"])
-        if refs:
-            line[M.EVAL_NORMALIZED] = float(normalized(line[M.EVAL_RETURN], refs))
-    return line
+    return {**line, **return_fields(result, refs, evaluated=evaluated)}
 
 
 #: Largest |ratio − 1| on an iteration's first minibatch that counts as float error.

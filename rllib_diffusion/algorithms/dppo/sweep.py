@@ -94,7 +94,7 @@ def dppo_checkpoint_meta(settings: Any) -> Callable[[dict[str, Any]], dict[str, 
             "algorithm": registry.get(settings.algo).checkpoint_algorithm,
             "env_id": policy.get("env_id"),
             "policy_config": policy,
-            "dppo_model_config": model,
+            "model_config": model,
             "settings": dataclasses.asdict(settings),
             "pretrained_checkpoint": config.get("pretrained_checkpoint"),
         }

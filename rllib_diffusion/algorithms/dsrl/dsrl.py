@@ -38,6 +38,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.from_config import NotProvided
 
+from rllib_diffusion import metrics as M
 from rllib_diffusion.knobs import Positive
 
 ALGORITHM_NAME = "DSRL"
@@ -312,6 +313,10 @@ def _count_env_steps():
     return count_env_steps
 
 
+#: Algorithm-state key (checkpointed) of DSRL's replay (:class:`TransitionReplay`).
+REPLAY_STATE = "dsrl_transition_replay"
+
+
 class DSRL(SAC):
     """RLlib's SAC over the initial noise of a frozen diffusion/flow policy."""
 
@@ -351,6 +356,7 @@ class DSRL(SAC):
             )
         self.metrics.aggregate(runner_results, key=rm.ENV_RUNNER_RESULTS)
         self.transitions.add(episodes)
+        self.metrics.log_value(M.REPLAY_TRANSITIONS, len(self.transitions), window=1)
         sampled = self.metrics.peek(
             (rm.ENV_RUNNER_RESULTS, rm.NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0
         )
@@ -370,6 +376,23 @@ class DSRL(SAC):
                 policies=[DEFAULT_MODULE_ID],
                 inference_only=True,
             )
+
+    @override(SAC)
+    def get_state(
+        self, components: Any = None, *, not_components: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """SAC's state plus, in a whole state (as a checkpoint saves it), the replay of
+        transitions, so that ``--resume`` continues with it instead of an empty buffer."""
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        if components is None:
+            state[REPLAY_STATE] = self.transitions.get_state()
+        return state
+
+    @override(SAC)
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if REPLAY_STATE in state:  # checkpoints before 2026-12-06 have none: refill
+            self.transitions.set_state(state[REPLAY_STATE])
 
 
 def learner_batch(transitions: Any, batch_size: int) -> Any:

@@ -251,18 +251,19 @@ def progress_line(result: dict[str, Any], *, evaluated: bool) -> dict[str, Any]:
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.utils.metrics import (
         ENV_RUNNER_RESULTS,
-        EVALUATION_RESULTS,
         LEARNER_RESULTS,
         NUM_ENV_STEPS_SAMPLED_LIFETIME,
         TIMERS,
     )
+
+    from rllib_diffusion.algorithms.finetune_run import return_fields
 
     runners = result.get(ENV_RUNNER_RESULTS, {})
     learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
     line: dict[str, Any] = {
         M.ENV_STEPS_SAMPLED: int(runners.get(M.ENV_STEPS_SAMPLED, 0)),
         "decisions": int(runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0)),
-        M.TRAIN_RETURN: M.float_or_none(runners.get("episode_return_mean")),
+        M.REPLAY_TRANSITIONS: int(result.get(M.REPLAY_TRANSITIONS, 0)),
     }
     for key in ("policy_loss", "qf_loss", "qf_mean", "alpha_value", "alpha_loss"):
         if key in learner:
@@ -271,7 +272,4 @@ def progress_line(result: dict[str, Any], *, evaluated: bool) -> dict[str, Any]:
     for key, name in TIMER_KEYS.items():
         if key in timers:
             line[name] = M.float_or_none(timers[key])
-    ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
-    if evaluated and "episode_return_mean" in ev:
-        line[EVAL_RETURN] = M.float_or_none(ev["episode_return_mean"])
-    return line
+    return {**line, **return_fields(result, None, evaluated=evaluated)}

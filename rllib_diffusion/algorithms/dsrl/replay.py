@@ -70,6 +70,28 @@ class TransitionReplay:
             added += n
         return added
 
+    def get_state(self) -> dict[str, Any]:
+        """The held transitions (the filled rows of each column), the write slot and the
+        sampling RNG: :meth:`set_state` of a fresh replay continues exactly."""
+        return {
+            "capacity": self.capacity,
+            "size": self.size,
+            "next": self.next,
+            "rng": self.rng.bit_generator.state,
+            "data": {k: v[: self.size].copy() for k, v in self.data.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_state`'s replay (the capacity must be the same)."""
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(
+                f"replay capacity {self.capacity} cannot restore a replay of capacity "
+                f"{state['capacity']}."
+            )
+        self.data = {k: np.array(v) for k, v in state["data"].items()}
+        self.size, self.next = int(state["size"]), int(state["next"])
+        self.rng.bit_generator.state = state["rng"]
+
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         """``batch_size`` transitions drawn uniformly with replacement: ``{column: (B, ...)}``."""
         if self.size == 0:
