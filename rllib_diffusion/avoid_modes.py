@@ -67,52 +67,36 @@ def rollout_module(
     Returns one dict per episode: ``success``, ``collision``, ``route`` (tuple),
     ``route_name``, ``return``, ``length`` (env steps) and ``path`` ((T+1, 2) positions).
     """
-    import torch
+    from rllib_diffusion.evaluation import evaluate_module
 
-    from rllib_diffusion.envs.chunking import make_chunked_env
-    from rllib_diffusion.evaluation import policy_actions
+    ends: dict[int, dict[str, Any]] = {}
 
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
-    envs = [make_chunked_env(dict(env_config)) for _ in range(num_episodes)]
-    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
-    returns = np.zeros(num_episodes)
-    lengths = np.zeros(num_episodes, dtype=np.int64)
-    infos: list[dict[str, Any]] = [{} for _ in envs]
-    alive = np.ones(num_episodes, dtype=bool)
-    device = next(iter(module.parameters())).device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        while alive.any():
-            idx = np.flatnonzero(alive)
-            batch = torch.as_tensor(
-                np.stack([obs[i] for i in idx]), dtype=torch.float32, device=device
-            )
-            with torch.no_grad():
-                actions = policy_actions(module, batch, deterministic=deterministic).cpu().numpy()
-            for j, i in enumerate(idx):
-                obs[i], reward, terminated, truncated, info = envs[i].step(actions[j])
-                returns[i] += reward
-                lengths[i] += info.get("env_steps", 1)
-                infos[i] = info
-                if terminated or truncated:
-                    alive[i] = False
-    out = []
-    for i, env in enumerate(envs):
-        info = infos[i]
-        out.append(
-            {
-                "success": bool(info.get("success", False)),
-                "collision": bool(info.get("collision", False)),
-                "route": tuple(int(g) for g in info.get("route", (-1, -1, -1))),
-                "route_name": info.get("route_name", "x-x-x"),
-                "return": float(returns[i]),
-                "length": int(lengths[i]),
-                "path": np.asarray(env.unwrapped.trajectory, np.float64),
-            }
-        )
-        env.close()
-    return out
+    def record(i: int, env: Any, info: dict[str, Any]) -> None:
+        ends[i] = {
+            "success": bool(info.get("success", False)),
+            "collision": bool(info.get("collision", False)),
+            "route": tuple(int(g) for g in info.get("route", (-1, -1, -1))),
+            "route_name": info.get("route_name", "x-x-x"),
+            "path": np.asarray(env.unwrapped.trajectory, np.float64),
+        }
+
+    result = evaluate_module(
+        module,
+        env_config,
+        num_episodes=num_episodes,
+        seed=seed,
+        deterministic=deterministic,
+        max_envs=num_episodes,
+        episode_end=record,
+    )
+    return [
+        {
+            **ends[i],
+            "return": float(result["episode_returns"][i]),
+            "length": int(result["episode_lengths"][i]),
+        }
+        for i in range(num_episodes)
+    ]
 
 
 def evaluate_modes(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ def evaluate_module(
     progress: bool = False,
     dataset: Mapping[str, Any] | None = None,
     max_envs: int | None = None,
+    episode_end: Callable[[int, Any, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``num_episodes`` episodes of ``module`` in ``make_chunked_env(env_config)``.
 
@@ -50,6 +51,10 @@ def evaluate_module(
     ``max_envs``: envs alive at once (an env that finishes its episode starts the next
     one); None: the task's :func:`~rllib_diffusion.envs.tasks.eval_envs_at_once` (the
     robomimic tasks hold ~100 MB per env), else one env per episode.
+
+    ``episode_end(i, env, info)``: called when episode ``i`` ends, with its env (before
+    the env is reset for another episode) and the last step's info, e.g. to read what
+    the env recorded about the episode.
 
     Returns a dict with ``episode_returns`` (summed env rewards), ``episode_lengths``
     (env steps), ``episode_return_mean/std``, ``normalized_score`` (when the task has
@@ -76,6 +81,7 @@ def evaluate_module(
             video_size=video_size,
             progress=progress,
             max_envs=max_envs,
+            episode_end=episode_end,
         )
     refs = reference_scores(env_config.get("env_id"), dataset)
     if refs is not None:
@@ -96,6 +102,7 @@ def _evaluate(
     video_size: tuple[int, int],
     progress: bool,
     max_envs: int | None,
+    episode_end: Callable[[int, Any, dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     start = time.perf_counter()
     envs = _episode_envs(env_config, min(num_episodes, max_envs), video_path, video_size)
@@ -118,6 +125,8 @@ def _evaluate(
             if video_path and i == 0:
                 frames.extend(info.get("frames", []))
             if terminated or truncated:
+                if episode_end is not None:
+                    episode_end(i, envs[k], info)
                 if i == 0 and video_path:
                     envs[k].record_frames = False  # the video is episode 0's
                 episode_of[k] = run.next_episode()
