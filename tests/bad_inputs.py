@@ -74,6 +74,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("offline-foreign-knob", [*O, "--algo", "dac", "--alpha", "3"], "--alpha"),
     ("offline-unused-network-flag", [*O, "--algo", "fql", "--num-candidates", "5"], "candidates"),
     ("offline-td3bc-policy-freq-0", [*O, "--algo", "td3bc", "--policy-freq", "0"], "--policy-freq"),
+    ("offline-td3bc-policy-freq-0", [*O, "--algo", "td3bc", "--policy-freq", "0"], "--policy-freq"),
     ("offline-batch-0", [*O, "--batch-size", "0"], "--batch-size"),
     ("offline-lr-end-negative", [*O, "--lr-end", "-1"], "--lr-end"),
     # online

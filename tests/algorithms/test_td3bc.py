@@ -152,8 +152,8 @@ def test_learner_losses_match_an_independent_computation():
         pi = torch.tanh(module.actor.out(module.actor.hidden(norm(batch[Columns.OBS]))))
         q_pi = module.critic.heads[0](torch.cat([norm(batch[Columns.OBS]), pi], -1)).squeeze(-1)
         ref_actor = -2.5 / q_pi.abs().mean() * q_pi.mean() + ((pi - a) ** 2).mean()
-    assert float(critic_loss) == pytest.approx(float(ref_critic), rel=1e-5)
-    assert float(actor_loss) == pytest.approx(float(ref_actor), rel=1e-5)
+    assert float(critic_loss.detach()) == pytest.approx(float(ref_critic), rel=1e-5)
+    assert float(actor_loss.detach()) == pytest.approx(float(ref_actor), rel=1e-5)
 
 
 class Killed(Exception):
@@ -239,10 +239,17 @@ def test_state_statistics_fit_round_trip_and_acting():
         (["--alpha", "-2"], "--alpha"),
     ],
 )
-def test_bad_td3bc_knobs_are_refused_in_one_line(flags, names):
+def test_bad_td3bc_knobs_are_refused_in_one_line(flags, names, tmp_path, capsys):
+    """Refused by the CLI before any data is read or Ray starts: exit 2, one line."""
     with pytest.raises(ConfigError, match=names) as err:
         _cli_learner(*flags)
     assert "\n" not in str(err.value)
+    out = tmp_path / "out"
+    argv = ["offline", "--dataset", "/nonexistent", "--algo", "td3bc", "--out", str(out)]
+    assert main([*argv, *flags]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and names in err_lines[0], err_lines
+    assert not out.exists()
 
 
 @pytest.mark.slow  # 145 s here with the machine loaded (2 cores, load ≈ 30)

@@ -98,6 +98,7 @@ def check_settings(s: OfflineSettings) -> registry.AlgorithmSpec:
     not use (before any data is read or Ray starts)."""
     spec = registry.get(s.algo)
     spec.check_knobs(s.given_knobs())
+    spec.config_class().training(**s.given_knobs())  # value checks of training(), if any
     used = spec.config_class.MODEL_KNOBS
     unused = [f for f in MODEL_FIELDS if getattr(s, f) is not None and f not in used]
     if unused:
