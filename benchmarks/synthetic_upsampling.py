@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -109,7 +110,9 @@ class Plan:
     deps: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def stage_dir(self, name: str) -> Path:
-        return self.out / name
+        """``OUT/<name>``; an arm of a ``--variant`` V: ``OUT/<name>_V``."""
+        variant = self.args.variant if name in ARMS and self.args.variant else ""
+        return self.out / (f"{name}_{variant}" if variant else name)
 
     def summary_path(self, name: str) -> Path | None:
         """The finished stage's summary file, or None."""
@@ -148,6 +151,7 @@ def arm_command(p: Plan, arm: str) -> list[str]:
     cmd += ["--eval-episodes", str(a.eval_episodes), "--checkpoint-interval", "1"]
     if a.hidden_dims:
         cmd += ["--hidden-dims", *map(str, a.hidden_dims)]
+    cmd += shlex.split(a.algo_args)
     if arm == UPSAMPLED:
         ratio = union_real_ratio(p.n_subset, p.n_full, a.batch_size)
         cmd += ["--synthetic-dataset", a.synthetic_id, "--real-ratio", repr(ratio)]
@@ -194,14 +198,14 @@ def run_stages(p: Plan, names: list[str], parallel: int, on_done) -> None:
                 del running[name]
                 print(f"[upsampling] {name} exited with {proc.returncode}", flush=True)
                 if proc.returncode != 0:
-                    sys.exit(f"stage {name} failed; see {p.out / (name + '.log')}")
+                    sys.exit(f"stage {name} failed; see {p.stage_dir(name).with_suffix('.log')}")
                 on_done(name)
         ready = [n for n in pending if all(p.summary_path(d) for d in p.deps[n])]
         while ready and len(running) < parallel:
             name = ready.pop(0)
             pending.remove(name)
             print(f"[upsampling] start {name}: {' '.join(p.commands[name])}", flush=True)
-            log = open(p.out / f"{name}.log", "a")  # noqa: SIM115 (kept open by the child)
+            log = open(p.stage_dir(name).with_suffix(".log"), "a")  # noqa: SIM115 (kept open by the child)
             running[name] = subprocess.Popen(
                 p.commands[name], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
             )
@@ -262,6 +266,7 @@ def report(p: Plan) -> Path:
     subset = json.loads((p.out / "subset.json").read_text())
     figures: dict[str, Any] = {
         "algorithm": p.args.algo,
+        "algo_args": p.args.algo_args,
         "hidden_dims": p.args.hidden_dims,
         "gradient_steps": p.args.gradient_steps,
         "batch_size": p.args.batch_size,
@@ -278,7 +283,7 @@ def report(p: Plan) -> Path:
     for arm in ARMS:
         if p.summary_path(arm):
             figures[arm] = arm_figures(p, arm)
-    name = f"synthetic_upsampling_{p.args.tag}"
+    name = result_name(p.args)
     path = write_result(
         name,
         figures,
@@ -317,6 +322,38 @@ def plot(figures: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def result_name(args: argparse.Namespace) -> str:
+    """``synthetic_upsampling_<tag>[_<variant>]``."""
+    return "_".join(["synthetic_upsampling", args.tag] + ([args.variant] if args.variant else []))
+
+
+def markdown_table(figures: dict[str, Any]) -> str:
+    """The docs table of the finished arms (``--print-table``; docs/synthetic.md)."""
+    labels = {
+        FULL: "full real data",
+        SUBSET: f"{figures['subset_episodes']} episodes alone (10%)",
+        UPSAMPLED: "10% + synthetic (union, full size)",
+    }
+    rows = [
+        "| arm | real / synthetic transitions | real share of a batch | return (mean ± std) "
+        "| normalised | eval return at each 2.5k steps | train time | steps/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in ARMS:
+        if arm not in figures:
+            rows.append(f"| {labels[arm]} | not finished | | | | | | |")
+            continue
+        f = figures[arm]
+        curve = ", ".join(f"{r:,.0f}" for r in f["eval_return_mean"])
+        rows.append(
+            f"| {labels[arm]} | {f['real_transitions']:,} / {f['synthetic_transitions']:,} "
+            f"| {f['real_ratio']:.3f} | {f['return_mean']:,.1f} ± {f['return_std']:,.1f} "
+            f"| {f['normalized_score']:.1f} | {curve} | {f['train_seconds'] / 60:.0f} min "
+            f"| {f['gradient_steps_per_second']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -334,6 +371,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-batch-size", type=int, default=10_000)
     p.add_argument("--algo", default="fql")
     p.add_argument("--hidden-dims", type=int, nargs="+", help="default: the algorithm's")
+    p.add_argument(
+        "--algo-args", default="", help="more `offline` flags for every arm, e.g. '--alpha 30'"
+    )
+    p.add_argument(
+        "--variant", default="", help="name of an --algo-args setting: arm dirs and result name"
+    )
     p.add_argument("--gradient-steps", type=int, default=20_000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps-per-iteration", type=int, default=1000)
@@ -342,12 +385,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--parallel", type=int, default=1, help="stages run at once")
     p.add_argument("--stages", nargs="+", default=[GENERATOR, *ARMS])
+    p.add_argument(
+        "--print-table", action="store_true", help="print the docs table of the results file"
+    )
     return p.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
     os.chdir(ROOT)
+    if args.print_table:
+        name = f"synthetic_upsampling_{args.tag}.json"
+        print(
+            markdown_table(
+                json.loads((ROOT / "benchmarks" / "results" / name).read_text())["figures"]
+            )
+        )
+        return
     os.environ.setdefault("MINARI_DATASETS_PATH", str(Path(args.out).resolve() / "minari"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     plan = make_plan(args)
