@@ -334,9 +334,11 @@ def markdown_table(figures: dict[str, Any]) -> str:
         SUBSET: f"{figures['subset_episodes']} episodes alone (10%)",
         UPSAMPLED: "10% + synthetic (union, full size)",
     }
+    steps = next((figures[a]["eval_gradient_steps"] for a in ARMS if a in figures), [])
+    at = ", ".join(f"{x // 1000}k" for x in steps)
     rows = [
         "| arm | real / synthetic transitions | real share of a batch | return (mean ± std) "
-        "| normalised | eval return at each 2.5k steps | train time | steps/s |",
+        f"| normalised | eval return at {at} steps | train time | steps/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for arm in ARMS:
