@@ -134,11 +134,12 @@ class DyDiffNets(nn.Module):
 def joint_prediction_and_target(
     eps_hat: Tensor, eps: Tensor, ens_pred: Tensor, ens_target: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Pack the denoiser's ``(B, H, Do)`` ε̂/ε and the ensemble's ``(M, B, H, Do + 2)``
-    predictions/targets into ``(B, 1, E)`` pairs, E = H·Do + M·H·(Do + 2), so that the
+    """Pack the denoiser's ``(B, H, Do)`` ε̂/ε and the ensemble's ``(M, B, ..., Do + 2)``
+    predictions/targets (one transition per segment in training: ``(M, B, Do + 2)``) into
+    ``(B, 1, E)`` pairs, E = H·Do + M·n_e (n_e ensemble outputs per row), so that the
     learner's MSE is
 
-        L = [H·Do · mean (ε̂ − ε)² + M·H·(Do+2) · mean (f_k − y)²] / E,
+        L = [H·Do · mean (ε̂ − ε)² + M·n_e · mean (f_k − y)²] / E,
 
     a weighted sum of the two losses over disjoint parameters (Adam's per-parameter
     scaling makes the weights nearly immaterial)."""
@@ -187,11 +188,15 @@ class DyDiffModule(TorchRLModule):
         t = torch.randint(0, self.schedule.num_steps, (b,), device=x0.device)
         x_t = self.schedule.q_sample(x0, t, eps)
         eps_hat = self.net.denoiser(x_t, t, self.condition(obs[:, 0], act))
-        ens_in = torch.cat([self._z("obs", obs), self._z("actions", act)], dim=-1)
+        # The ensemble fits one random transition of each segment (every transition is
+        # some segment's, so all are seen; B rows per step instead of B·H).
+        i = torch.randint(0, h, (b,), device=x0.device)
+        rows = torch.arange(b, device=x0.device)
+        ens_in = torch.cat([self._z("obs", obs[rows, i]), self._z("actions", act[rows, i])], -1)
         ens_target = ensemble_targets(
-            self._z("delta", nxt - obs),
-            self._z("rewards", batch[Columns.REWARDS].float().reshape(b, h)),
-            batch[Columns.TERMINATEDS].float().reshape(b, h),
+            self._z("delta", nxt[rows, i] - obs[rows, i]),
+            self._z("rewards", batch[Columns.REWARDS].float().reshape(b, h)[rows, i]),
+            batch[Columns.TERMINATEDS].float().reshape(b, h)[rows, i],
             cfg.ensemble_size,
         )
         pred, target = joint_prediction_and_target(

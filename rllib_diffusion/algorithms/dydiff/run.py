@@ -327,6 +327,9 @@ def generate_rollouts(module, policy, start_obs: np.ndarray, s: DyDiffRolloutSet
     )
 
     gen = torch.Generator().manual_seed(int(s.seed))
+    # A diffusion policy draws its initial noise from torch's global RNG: seed it too, so
+    # that the same seed gives the same rollouts whatever ran before in this process.
+    torch.manual_seed(int(s.seed))
     termination = termination_fn(module.dydiff_config.env_id)
     parts, started = [], time.perf_counter()
     for lo in range(0, len(start_obs), s.rollout_batch_size):
