@@ -409,6 +409,48 @@ def _where() -> dict[str, Any]:
     }
 
 
+def restore_finetune_checkpoint(
+    algo: Any, ckpt_dir: str | os.PathLike, *, acting: str
+) -> dict[str, float]:
+    """Restore ``algo`` (learner, optimisers, metrics, iteration, env-step count) from a
+    fine-tuning checkpoint and block until every EnvRunner acts with the restored
+    weights of its module's ``acting`` network (e.g. DPPO's ``actor_ft``): RLlib's
+    ``restore_from_path`` syncs them fire-and-forget.
+
+    Returns per-tensor sums of the restored learner module (recorded in ``result.json``).
+    """
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    algo.restore_from_path(str(Path(ckpt_dir).resolve()))
+    learner_sums = [r.get() for r in algo.learner_group.foreach_learner(weight_sums)][0]
+    expected = sum(v for k, v in learner_sums.items() if k.startswith(f"{acting}."))
+    algo.env_runner_group.sync_weights(
+        from_worker_or_learner_group=algo.learner_group,
+        inference_only=True,
+        timeout_seconds=60.0,
+    )
+
+    def acting_sum(runner: Any) -> float:
+        module = runner.module
+        module = module if hasattr(module, acting) else module[DEFAULT_MODULE_ID]
+        return sum(float(t.double().sum()) for t in getattr(module, acting).state_dict().values())
+
+    got = algo.env_runner_group.foreach_env_runner(acting_sum)
+    if any(abs(x - expected) > 1e-6 * max(1.0, abs(expected)) for x in got):
+        raise RuntimeError(
+            f"Restored weights did not reach every EnvRunner (sums {got} vs {expected})."
+        )
+    return learner_sums
+
+
+def weight_sums(learner: Any) -> dict[str, float]:
+    """Per-tensor sums of a learner's module (a cheap fingerprint of its weights)."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
+    return {k: float(v.detach().double().sum()) for k, v in module.state_dict().items()}
+
+
 def learner_module_copy(algo) -> Any:
     """A CPU copy of the learner's module (public APIs only, local or remote learner)."""
     from ray.rllib.core import DEFAULT_MODULE_ID

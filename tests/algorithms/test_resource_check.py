@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rllib_diffusion.algorithms.dppo.finetune import FinetuneSettings, dppo_config_from_pretrained
+from rllib_diffusion.algorithms.finetune_run import weight_sums
 from rllib_diffusion.cli import main
 from rllib_diffusion.utils.resources import read_cluster, resource_guard
 
@@ -111,13 +112,6 @@ def _wait_for_free_cpus(ray, cpus: float, timeout: float = 60.0) -> None:
         time.sleep(0.5)
 
 
-def _weight_sums(learner) -> dict[str, float]:
-    from ray.rllib.core import DEFAULT_MODULE_ID
-
-    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
-    return {k: float(v.detach().double().sum()) for k, v in module.state_dict().items()}
-
-
 def test_two_cpu_learners_complete_an_iteration_with_identical_weights(pretrained, ray_session):
     """``--num-learners 2 --num-env-runners 0``: fits on 2 CPUs (the driver holds none),
     trains an iteration with DDP on CPU, and both learners hold the same weights."""
@@ -141,11 +135,11 @@ def test_two_cpu_learners_complete_an_iteration_with_identical_weights(pretraine
     try:
         assert verdict.status == "ok", verdict.message
         assert "[t] starting 2 learners (2 CPU) ..." in lines.getvalue()
-        before = [r.get() for r in algo.learner_group.foreach_learner(_weight_sums)]
+        before = [r.get() for r in algo.learner_group.foreach_learner(weight_sums)]
         t0 = time.monotonic()
         algo.train()
         print(f"one DDP iteration: {time.monotonic() - t0:.1f}s")
-        after = [r.get() for r in algo.learner_group.foreach_learner(_weight_sums)]
+        after = [r.get() for r in algo.learner_group.foreach_learner(weight_sums)]
     finally:
         algo.stop()
     assert len(after) == 2

@@ -23,6 +23,7 @@ from rllib_diffusion.algorithms.finetune_run import (
     chunked_run_config,
     learner_module_copy,
     pretrained_policy,
+    restore_finetune_checkpoint,
     return_fields,
     runner_placement,
     start_line,
@@ -124,16 +125,9 @@ class RewardWeightedFamily(RunFamily):
         return start_line(self.start_evaluation, control.eval_episodes)
 
     def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any]:
-        algo.restore_from_path(str(Path(ckpt_dir).resolve()))
-        # restore_from_path syncs the EnvRunners fire-and-forget: block until they act
-        # with the restored weights.
-        algo.env_runner_group.sync_weights(
-            from_worker_or_learner_group=algo.learner_group,
-            inference_only=True,
-            timeout_seconds=60.0,
-        )
+        sums = restore_finetune_checkpoint(algo, ckpt_dir, acting="actor")
         print(f"[finetune] restored {algo.env_steps_lifetime} env steps", flush=True)
-        return {"env_steps": algo.env_steps_lifetime}
+        return {"env_steps": algo.env_steps_lifetime, "restored_weight_sums": sums}
 
     def progress_line(self, algo: Any, result: dict, it: int, *, evaluated: bool) -> dict:
         return progress_line(result, it, self.refs, evaluated=evaluated)

@@ -15,7 +15,6 @@ crashed EnvRunners are restarted by Ray and training goes on (RLlib fault tolera
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import registry
-from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig, _single, check_policy_match
+from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig, check_policy_match
 from rllib_diffusion.algorithms.finetune_run import (
     FinetuneSettings,
     chunked_run_config,
@@ -31,6 +30,7 @@ from rllib_diffusion.algorithms.finetune_run import (
     last_iteration_decisions,
     learner_module_copy,
     pretrained_policy,
+    restore_finetune_checkpoint,
     return_fields,
     runner_placement,
     start_line,
@@ -130,7 +130,7 @@ class DPPOFamily(RunFamily):
         return start_line(self.start_evaluation, control.eval_episodes)
 
     def restore(self, algo, ckpt_dir: Path) -> dict[str, Any]:
-        sums = restore_finetune_checkpoint(algo, ckpt_dir)
+        sums = restore_finetune_checkpoint(algo, ckpt_dir, acting="actor_ft")
         print(f"[finetune] restored {algo.env_steps_lifetime} env steps", flush=True)
         return {"env_steps": algo.env_steps_lifetime, "restored_weight_sums": sums}
 
@@ -186,41 +186,6 @@ def _check_resumable(meta: CheckpointMeta, model_config: dict[str, Any], where: 
         raise CheckpointError(
             f"Cannot resume '{where}' with different model settings: " + "; ".join(diffs)
         )
-
-
-def restore_finetune_checkpoint(algo, ckpt_dir: str | os.PathLike) -> dict[str, float]:
-    """Restore ``algo`` (learner, optimisers, metrics, iteration, env-step count) from a
-    fine-tuning checkpoint; block until every EnvRunner acts with the restored weights.
-
-    Returns per-tensor sums of the restored learner module (recorded in ``result.json``).
-    """
-    algo.restore_from_path(str(Path(ckpt_dir)))
-    # Algorithm.restore_from_path syncs runner weights fire-and-forget: block and verify.
-    sums = algo.learner_group.foreach_learner(lambda learner: _weight_sums(learner))
-    learner_sums = [r.get() for r in sums][0]
-    expected = sum(v for k, v in learner_sums.items() if k.startswith("actor_ft."))
-    algo.env_runner_group.sync_weights(
-        from_worker_or_learner_group=algo.learner_group,
-        inference_only=True,
-        timeout_seconds=60.0,
-    )
-    got = algo.env_runner_group.foreach_env_runner(
-        lambda runner: sum(
-            float(t.double().sum()) for t in _single(runner.module).actor_ft.state_dict().values()
-        )
-    )
-    if any(abs(x - expected) > 1e-6 * max(1.0, abs(expected)) for x in got):
-        raise RuntimeError(
-            f"Restored weights did not reach every EnvRunner (sums {got} vs {expected})."
-        )
-    return learner_sums
-
-
-def _weight_sums(learner) -> dict[str, float]:
-    from ray.rllib.core import DEFAULT_MODULE_ID
-
-    module = learner.module[DEFAULT_MODULE_ID].unwrapped()
-    return {k: float(v.detach().double().sum()) for k, v in module.state_dict().items()}
 
 
 def progress_line(
