@@ -1,8 +1,9 @@
-"""DSRL's replay: single transitions in flat arrays, sampled uniformly (SB3's
-``ReplayBuffer``, which the official DSRL uses).
+"""Flat replay of single transitions, sampled uniformly (SB3's ``ReplayBuffer``, which
+the official DSRL uses; the DPPO reference's DIPO/QSM deques), above the families: DSRL,
+DIPO and QSM use it.
 
 Glossary: B batch, Do*To flattened observation, N flattened action (noise for DSRL-SAC,
-decoded env chunk for DSRL-NA).
+decoded env chunk for DSRL-NA, the action chunk for DIPO/QSM).
 
 RLlib 2.60's ``EpisodeReplayBuffer`` returns every sampled transition as its own
 ``SingleAgentEpisode``, which the learner connector then turns back into a batch: on
@@ -94,10 +95,26 @@ class TransitionReplay:
 
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         """``batch_size`` transitions drawn uniformly with replacement: ``{column: (B, ...)}``."""
+        return self.rows(self.sample_indices(batch_size))
+
+    def sample_indices(self, batch_size: int) -> np.ndarray:
+        """``batch_size`` row indices ``(B,)`` drawn uniformly with replacement."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay.")
-        idx = self.rng.integers(0, self.size, size=batch_size)
+        return self.rng.integers(0, self.size, size=batch_size)
+
+    def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The transitions at ``idx``: ``{column: (B, ...)}`` (copies)."""
         return {key: self.data[key][idx] for key in COLUMNS}
+
+    def set_actions(self, idx: np.ndarray, actions: np.ndarray) -> None:
+        """Overwrite the actions of rows ``idx`` ``(B,)`` with ``actions`` ``(B, N)``
+        (DIPO writes its improved actions back). A row drawn twice gets the last value."""
+        idx = np.asarray(idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.size):
+            raise IndexError(f"rows {idx.min()}..{idx.max()} outside the {self.size} held.")
+        column = self.data[Columns.ACTIONS]
+        column[idx] = np.asarray(actions, column.dtype).reshape(len(idx), -1)
 
     def _write(self, rows: dict[str, np.ndarray]) -> None:
         n = len(rows[Columns.REWARDS])

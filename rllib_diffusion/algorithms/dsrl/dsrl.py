@@ -327,7 +327,7 @@ class DSRL(SAC):
 
     @override(SAC)
     def setup(self, config: Any) -> None:
-        from rllib_diffusion.algorithms.dsrl.replay import TransitionReplay
+        from rllib_diffusion.algorithms.replay import TransitionReplay
 
         super().setup(config)
         self.transitions = TransitionReplay(
