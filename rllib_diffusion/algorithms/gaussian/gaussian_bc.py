@@ -16,7 +16,7 @@ Writes into ``out_dir``: ``checkpoint/`` (atomic, ``rllib_diffusion.json`` holds
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rllib_diffusion.algorithms.offline_run import (
     OfflineRunSettings,
@@ -28,6 +28,10 @@ from rllib_diffusion.algorithms.offline_run import (
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
 from rllib_diffusion.knobs import NonNegative, NonNegativeFloat, Positive, PositiveFloat
+from rllib_diffusion.modules.model_config import ConfigError
+
+if TYPE_CHECKING:
+    from rllib_diffusion.algorithms.gaussian.gmm import GMMHead
 
 ALGORITHM_NAME = "GaussianBC"
 
@@ -50,6 +54,12 @@ class GaussianBCSettings(OfflineRunSettings):
         lr: Adam learning rate after warm-up.
         lr_end: learning rate at the end of the cosine decay.
         warmup_steps: linear learning-rate warm-up steps.
+        num_modes: K > 1 makes the policy a K-mode Gaussian mixture (DPPO's GMM baseline,
+            5 modes in every official GMM config); 1 keeps the plain Gaussian.
+        gmm_fixed_std: std of every mixture mode, held fixed (the official GMM configs'
+            ``fixed_std: 0.1``); with --state-dependent-std the network predicts it instead.
+        gmm_std_min: lower clamp of a predicted mixture std (official ``std_min``).
+        gmm_std_max: upper clamp of a predicted mixture std (official ``std_max``).
     """
 
     out_dir: str = "runs/pretrain_gaussian"
@@ -59,6 +69,33 @@ class GaussianBCSettings(OfflineRunSettings):
     lr: PositiveFloat = 3e-4
     lr_end: NonNegativeFloat = 3e-5
     warmup_steps: NonNegative = 0
+    num_modes: Positive = 1
+    gmm_fixed_std: PositiveFloat = 0.1
+    gmm_std_min: PositiveFloat = 0.01
+    gmm_std_max: PositiveFloat = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        gmm_defaults = {"gmm_fixed_std": 0.1, "gmm_std_min": 0.01, "gmm_std_max": 1.0}
+        changed = [k for k, v in gmm_defaults.items() if getattr(self, k) != v]
+        if self.num_modes == 1 and changed:
+            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+            raise ConfigError(f"{flags} only apply to a mixture policy: add --num-modes K (K > 1).")
+        gmm_head(self)  # refuses inconsistent std bounds in one line
+
+
+def gmm_head(settings: GaussianBCSettings) -> GMMHead | None:
+    """The mixture head of ``settings``, or None for the plain Gaussian (num_modes = 1)."""
+    from rllib_diffusion.algorithms.gaussian.gmm import GMMHead
+
+    if settings.num_modes == 1:
+        return None
+    return GMMHead(
+        num_modes=settings.num_modes,
+        fixed_std=settings.gmm_fixed_std if settings.free_log_std else None,
+        std_min=settings.gmm_std_min,
+        std_max=settings.gmm_std_max,
+    )
 
 
 def gaussian_env_config(env_id: str, normalization: dict[str, Any]) -> dict[str, Any]:
@@ -74,13 +111,17 @@ def gaussian_env_config(env_id: str, normalization: dict[str, Any]) -> dict[str,
 
 
 def gaussian_model_config(settings: GaussianBCSettings) -> dict[str, Any]:
-    """The ``DefaultModelConfig`` fields of the policy (stored in the checkpoint metadata)."""
-    return {
+    """The ``DefaultModelConfig`` fields of the policy, plus the mixture head's keys for
+    num_modes > 1 (stored in the checkpoint metadata)."""
+    head = gmm_head(settings)
+    config = {
         "fcnet_hiddens": [int(h) for h in settings.hidden_dims],
         "fcnet_activation": settings.activation,
-        "free_log_std": bool(settings.free_log_std),
+        # A mixture's stds come from the GMM head, not from RLlib's free log-std.
+        "free_log_std": bool(settings.free_log_std) and head is None,
         "vf_share_layers": False,
     }
+    return config if head is None else {**config, **head.model_config()}
 
 
 def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo, env_id: str):
@@ -89,8 +130,8 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
     Returns ``(config, env_config, model_config)``.
     """
     from ray.rllib.algorithms.bc import BCConfig
-    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
+    from rllib_diffusion.algorithms.gaussian.gmm import GMMBCCatalog, policy_module_args
     from rllib_diffusion.algorithms.window_prelearner import (
         LIGHT_PRELEARNER_KWARGS,
         SHUFFLED_ITER_KWARGS,
@@ -114,7 +155,7 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
         settings=s,
     )
     config.training(lr=lr_schedule(s)).rl_module(
-        model_config=DefaultModelConfig(**model_config)
+        **policy_module_args(model_config, GMMBCCatalog)
     ).offline_data(
         prelearner_class=WindowPreLearner,
         iter_batches_kwargs=SHUFFLED_ITER_KWARGS,

@@ -132,8 +132,8 @@ def build_gaussian_ppo_config(
 ):
     """RLlib ``PPOConfig`` for the BC policy's env and network."""
     from ray.rllib.algorithms.ppo import PPOConfig
-    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
+    from rllib_diffusion.algorithms.gaussian.gmm import GMMPPOCatalog, policy_module_args
     from rllib_diffusion.envs.chunking import register_chunked_env
 
     s = settings
@@ -162,7 +162,7 @@ def build_gaussian_ppo_config(
             # critic's large gradients would shrink the actor's steps.
             grad_clip=None,
         )
-        .rl_module(model_config=DefaultModelConfig(**model_config))
+        .rl_module(**policy_module_args(model_config, GMMPPOCatalog))
         .debugging(seed=s.seed)
     )
 
