@@ -259,6 +259,24 @@ for _spec in (
         model_config=f"{_Q}.awr.awr_rl_module:AWRModelConfig",
         family=f"{_Q}.awr.finetune:RewardWeightedFamily",
     ),
+    AlgorithmSpec(
+        "dipo",
+        f"{_Q}.qgrad.qgrad:DIPOConfig",
+        FINETUNE,
+        "DIPO",
+        description="DIPO: denoising BC on replay actions improved along the critic's gradient",
+        model_config=f"{_Q}.qgrad.qgrad_rl_module:DIPOModelConfig",
+        family=f"{_Q}.qgrad.finetune:QGradFamily",
+    ),
+    AlgorithmSpec(
+        "qsm",
+        f"{_Q}.qgrad.qgrad:QSMConfig",
+        FINETUNE,
+        "QSM",
+        description="QSM: the denoiser's score matched to the critic's action gradient",
+        model_config=f"{_Q}.qgrad.qgrad_rl_module:QSMModelConfig",
+        family=f"{_Q}.qgrad.finetune:QGradFamily",
+    ),
     # The Gaussian baseline uses RLlib's own BC and PPO configs (no knobs of ours).
     AlgorithmSpec(
         "gaussian_bc",

@@ -28,6 +28,7 @@ class QEnsemble(nn.Module):
         hidden_dims: Sequence[int] = (256, 256, 256),
         activation: str = "mish",
         layer_norm: bool = False,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.heads = nn.ModuleList(
@@ -37,6 +38,7 @@ class QEnsemble(nn.Module):
                 hidden_dims,
                 activation=activation,
                 layer_norm=layer_norm,
+                residual=residual,
             )
             for _ in range(num_heads)
         )

@@ -208,7 +208,7 @@ def test_online_phase_is_a_public_config_option():
 #: ``denoiser_training``, ``window_prelearner``, sits above them and is not listed).
 FAMILIES = (
     "bc", "dppo", "dsrl", "gaussian", "synther", "diffusion_ql", "dac", "idql", "fql", "awr",
-    "td3bc", "dydiff",
+    "td3bc", "dydiff", "qgrad",
 )  # fmt: skip
 
 

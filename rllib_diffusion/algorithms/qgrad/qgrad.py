@@ -1,0 +1,403 @@
+"""DIPO and QSM (the DPPO paper's action-gradient diffusion baselines).
+
+Both fine-tune a pretrained diffusion policy (a DiffusionBC checkpoint) off-policy from
+a FIFO replay of single decisions (one executed action chunk each, rewards times
+``reward_scale``), with twin critics Q(s, a) trained on
+``y = r + γ(1 − d)·min_i Q'_i(s', a')``, ``a'`` sampled (exploring) from the acting
+denoiser, Polyak targets (``tau``). Each iteration samples decisions, then takes
+``decisions / minibatch_size × replay_ratio`` gradient steps; the actor moves only once
+``critic_warmup_decisions`` decisions were sampled before the iteration.
+
+- **DIPO**: per step, a second minibatch's actions are improved by ``action_gradient_steps``
+  Adam steps on ``min(Q1, Q2)`` (``qgrad_learner.improve_actions``), **written back into
+  exactly those replay rows**, and the denoiser is trained by plain denoising BC on them.
+  It acts with a Polyak target copy of the denoiser.
+- **QSM**: per step, the denoiser's ε̂ at the replay actions noised to ``t`` is regressed
+  onto ``−M·∇_a Q`` there (``qgrad_learner.qsm_loss``).
+
+Defaults are the reference's Hopper configs (irom-lab/dppo,
+``cfg/gym/finetune/hopper-v2/ft_{dipo,qsm}_diffusion_mlp.yaml``; the training loops
+``agent/finetune/train_{dipo,qsm}_diffusion_agent.py``). Deviations: DIPO improves the
+actions with the critic before this step's critic update (the reference: after it);
+the replay stores and the critic sees the whole action chunk (the reference: the
+``act_steps`` executed actions, the same with its Hopper horizon = act_steps = 4); the
+warm-up counts decisions (reference 5 iterations, the first one evaluation-only: 4 × 20,000).
+Checkpoints hold the replay, so ``--resume`` goes on with it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.qgrad.qgrad_learner import ACTOR_ACTIONS, ACTOR_OBS
+from rllib_diffusion.algorithms.replay import TransitionReplay
+from rllib_diffusion.checkpoints import CheckpointError
+
+#: Algorithm names stored in checkpoint metadata.
+DIPO_NAME, QSM_NAME = "DIPO", "QSM"
+
+#: Policy-config fields that shape the denoiser: they must match the pretrained one.
+NETWORK_FIELDS = (
+    "obs_dim", "action_dim", "horizon", "denoising_steps", "schedule", "network",
+    "hidden_dims", "unet_dims", "time_dim", "activation",
+)  # fmt: skip
+
+#: Algorithm-state keys (checkpointed): counters and the replay.
+COUNTERS_STATE, REPLAY_STATE = "qgrad_counters", "qgrad_replay"
+
+
+class QGradConfigMixin:
+    """Knobs DIPO and QSM share. Host: ``<Algo>Config(QGradConfigMixin, AlgorithmConfig)``."""
+
+    RUN_SET_KNOBS = ("pretrained_checkpoint",)
+    RLLIB_KNOBS = {
+        "gamma": "discount per decision (one executed action chunk) of the TD targets.",
+        "minibatch_size": "rows per gradient step of critic and actor (reference 1000).",
+    }
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class)
+        self.actor_lr = 1e-4
+        self.critic_lr = 1e-3
+        self.tau = 0.005
+        self.reward_scale = 0.01
+        self.critic_warmup_decisions = 80_000
+        self.pretrained_checkpoint: str | None = None
+        self.gamma = 0.99
+        self.minibatch_size = 1000
+        self.train_batch_size_per_learner = 2000
+        self.rollout_fragment_length = "auto"
+        self.sample_timeout_s = 600.0
+
+    @override(AlgorithmConfig)
+    def training(
+        self,
+        *,
+        actor_lr: float | None = NotProvided,
+        critic_lr: float | None = NotProvided,
+        tau: float | None = NotProvided,
+        reward_scale: float | None = NotProvided,
+        buffer_decisions: int | None = NotProvided,
+        replay_ratio: float | None = NotProvided,
+        critic_warmup_decisions: int | None = NotProvided,
+        pretrained_checkpoint: str | None = NotProvided,
+        **kwargs: Any,
+    ):
+        """Args:
+        actor_lr: Adam learning rate of the denoiser (reference 1e-4, constant).
+        critic_lr: Adam learning rate of the twin critics (reference 1e-3, constant).
+        tau: Polyak rate of the target critics (and DIPO's target actor) per gradient
+            step (reference 0.005).
+        reward_scale: factor on the rewards of the TD targets (reference 0.01).
+        buffer_decisions: decisions the FIFO replay holds (reference DIPO 1,000,000,
+            QSM 25,000).
+        replay_ratio: gradient steps per iteration = decisions sampled / minibatch_size ×
+            replay_ratio (reference DIPO 64, QSM 16).
+        critic_warmup_decisions: decisions sampled before the actor first moves
+            (reference 5 iterations, the first evaluation-only: 4 × 20,000).
+        pretrained_checkpoint: DiffusionBC checkpoint whose EMA denoiser is fine-tuned.
+        **kwargs: RLlib's ``training()`` args (``gamma``, ``minibatch_size``, ...).
+        """
+        super().training(**kwargs)
+        for name, value in list(locals().items()):
+            if name not in ("self", "kwargs", "__class__") and value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    @override(AlgorithmConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        from rllib_diffusion.algorithms.qgrad.qgrad_rl_module import QGradModule
+
+        return RLModuleSpec(module_class=QGradModule)
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return {}  # the model config is complete by itself
+
+    @override(AlgorithmConfig)
+    def validate(self) -> None:
+        super().validate()
+        for name in ("actor_lr", "critic_lr", "reward_scale", "replay_ratio"):
+            if not getattr(self, name) > 0:
+                self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
+        if not (0 < self.tau <= 1 and 0 < self.gamma <= 1):
+            self._value_error(f"tau and gamma must be in (0, 1], got {self.tau}, {self.gamma}.")
+        if self.buffer_decisions < 1 or self.minibatch_size is None or self.minibatch_size < 1:
+            self._value_error(
+                f"buffer_decisions and minibatch_size must be >= 1, got "
+                f"{self.buffer_decisions} and {self.minibatch_size}."
+            )
+        if self.critic_warmup_decisions < 0:
+            self._value_error(
+                f"critic_warmup_decisions must be >= 0, got {self.critic_warmup_decisions}."
+            )
+
+
+class DIPOConfig(QGradConfigMixin, AlgorithmConfig):
+    """Config of :class:`DIPO` (reference Hopper defaults; see the module doc)."""
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or DIPO)
+        self.buffer_decisions = 1_000_000
+        self.replay_ratio = 64.0
+        self.action_lr = 1e-4
+        self.action_gradient_steps = 10
+        self.action_grad_norm_per_dim = 0.1
+
+    @override(AlgorithmConfig)
+    def training(
+        self,
+        *,
+        action_lr: float | None = NotProvided,
+        action_gradient_steps: int | None = NotProvided,
+        action_grad_norm_per_dim: float | None = NotProvided,
+        **kwargs: Any,
+    ) -> DIPOConfig:
+        """DIPO's knobs (and the shared ones, see ``QGradConfigMixin.training``).
+
+        Args:
+            action_lr: Adam step size of the action improvement (reference 1e-4).
+            action_gradient_steps: Adam steps per improvement (reference 10).
+            action_grad_norm_per_dim: the improvement's gradient (whole minibatch) is
+                clipped to norm this × N, N the action chunk's size (reference 0.1).
+        """
+        super().training(**kwargs)
+        for name, value in (
+            ("action_lr", action_lr),
+            ("action_gradient_steps", action_gradient_steps),
+            ("action_grad_norm_per_dim", action_grad_norm_per_dim),
+        ):
+            if value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    @override(AlgorithmConfig)
+    def get_default_learner_class(self) -> type:
+        from rllib_diffusion.algorithms.qgrad.qgrad_learner import DIPOTorchLearner
+
+        return DIPOTorchLearner
+
+    @override(AlgorithmConfig)
+    def validate(self) -> None:
+        super().validate()
+        if not (self.action_lr > 0 and self.action_grad_norm_per_dim > 0):
+            self._value_error(
+                f"action_lr and action_grad_norm_per_dim must be > 0, got "
+                f"{self.action_lr} and {self.action_grad_norm_per_dim}."
+            )
+        if self.action_gradient_steps < 1:
+            self._value_error(
+                f"action_gradient_steps must be >= 1, got {self.action_gradient_steps}."
+            )
+
+
+class QSMConfig(QGradConfigMixin, AlgorithmConfig):
+    """Config of :class:`QSM` (reference Hopper defaults; see the module doc)."""
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or QSM)
+        self.buffer_decisions = 25_000
+        self.replay_ratio = 16.0
+        self.q_grad_coeff = 10.0
+
+    @override(AlgorithmConfig)
+    def training(self, *, q_grad_coeff: float | None = NotProvided, **kwargs: Any) -> QSMConfig:
+        """QSM's knobs (and the shared ones, see ``QGradConfigMixin.training``).
+
+        Args:
+            q_grad_coeff: M of the score target −M·∇_a Q (reference 10).
+        """
+        super().training(**kwargs)
+        if q_grad_coeff is not NotProvided:
+            self.q_grad_coeff = q_grad_coeff
+        return self
+
+    @override(AlgorithmConfig)
+    def get_default_learner_class(self) -> type:
+        from rllib_diffusion.algorithms.qgrad.qgrad_learner import QSMTorchLearner
+
+        return QSMTorchLearner
+
+    @override(AlgorithmConfig)
+    def validate(self) -> None:
+        super().validate()
+        if not self.q_grad_coeff > 0:
+            self._value_error(f"q_grad_coeff must be > 0, got {self.q_grad_coeff}.")
+
+
+class QGradAlgorithmMixin:
+    """Sampling, replay, env-step counting and the per-step loop of DIPO and QSM.
+    Host: ``<Algo>(QGradAlgorithmMixin, Algorithm)``."""
+
+    @override(Algorithm)
+    def setup(self, config: AlgorithmConfig) -> None:
+        super().setup(config)
+        self._env_steps_lifetime = 0
+        self._decisions_lifetime = 0
+        self.replay = TransitionReplay(self.config.buffer_decisions, seed=self.config.seed)
+        if self.config.pretrained_checkpoint:
+            load_pretrained_into(self, self.config.pretrained_checkpoint)
+
+    @property
+    def env_steps_lifetime(self) -> int:
+        """True env steps sampled so far (decisions × executed actions); checkpointed."""
+        return self._env_steps_lifetime
+
+    @override(Algorithm)
+    def training_step(self) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        actor_on = self._decisions_lifetime >= cfg.critic_warmup_decisions
+        decisions = self._sample()
+        t1 = time.perf_counter()
+        steps = int(decisions / cfg.minibatch_size * cfg.replay_ratio)
+        for _ in range(steps):
+            batch = self.replay.sample(cfg.minibatch_size)
+            if actor_on:
+                batch |= self.actor_rows(batch)
+            results = self.learner_group.update(
+                batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)}, cfg.minibatch_size)
+            )
+            self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        t2 = time.perf_counter()
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group, inference_only=True
+        )
+        values = {
+            M.SAMPLE_SECONDS: t1 - t0,
+            M.LEARN_SECONDS: t2 - t1,
+            M.SYNC_SECONDS: time.perf_counter() - t2,
+            M.ENV_STEPS: self._env_steps_lifetime,
+            M.BUFFER_DECISIONS: len(self.replay),
+            M.TRAINED_DECISIONS: steps * cfg.minibatch_size if actor_on else 0,
+        }
+        for key, value in values.items():
+            self.metrics.log_value((M.QGRAD_NAMESPACE, key), value, window=1)
+
+    def actor_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The actor's rows of a gradient step (``ACTOR_OBS``, ``ACTOR_ACTIONS``)."""
+        raise NotImplementedError
+
+    def _sample(self) -> int:
+        """One iteration's decisions (exploring) into the replay; counts env steps (each
+        decision's ``info["env_steps"]``). Returns the decisions sampled."""
+        episodes, runner_results = synchronous_parallel_sample(
+            worker_set=self.env_runner_group,
+            max_env_steps=self.config.total_train_batch_size,
+            sample_timeout_s=self.config.sample_timeout_s,
+            _uses_new_env_runners=True,
+            _return_metrics=True,
+        )
+        self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
+        self._env_steps_lifetime += sum(
+            int(info.get("env_steps", 1)) for ep in episodes for info in ep.get_infos()[1:]
+        )
+        added = self.replay.add(episodes)
+        self._decisions_lifetime += added
+        return added
+
+    @override(Algorithm)
+    def get_state(self, *args, **kwargs) -> dict[str, Any]:
+        state = super().get_state(*args, **kwargs)
+        state[COUNTERS_STATE] = (self._env_steps_lifetime, self._decisions_lifetime)
+        state[REPLAY_STATE] = self.replay.get_state()
+        return state
+
+    @override(Algorithm)
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if COUNTERS_STATE in state:
+            self._env_steps_lifetime, self._decisions_lifetime = state[COUNTERS_STATE]
+        if REPLAY_STATE in state:
+            self.replay.set_state(state[REPLAY_STATE])
+
+
+class DIPO(QGradAlgorithmMixin, Algorithm):
+    """DIPO: denoising BC on replay actions improved along ∇_a min(Q1, Q2), written back."""
+
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> DIPOConfig:
+        return DIPOConfig()
+
+    def actor_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A second uniform minibatch, its actions improved by the critic (first learner)
+        and written back into exactly those replay rows."""
+        from ray.rllib.core.columns import Columns
+
+        idx = self.replay.sample_indices(self.config.minibatch_size)
+        rows = self.replay.rows(idx)
+        obs, actions = rows[Columns.OBS], rows[Columns.ACTIONS]
+        results = self.learner_group.foreach_learner(
+            lambda learner: learner.improve_actions(obs, actions)
+        )
+        improved = np.asarray([r.get() for r in results][0], np.float32)
+        self.replay.set_actions(idx, improved)
+        shift = float(np.abs(improved - actions.reshape(improved.shape)).mean())
+        self.metrics.log_value((M.QGRAD_NAMESPACE, M.ACTION_SHIFT), shift, window=1)
+        return {ACTOR_OBS: obs, ACTOR_ACTIONS: improved}
+
+
+class QSM(QGradAlgorithmMixin, Algorithm):
+    """QSM: the denoiser's score matched to the critic's action gradient."""
+
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> QSMConfig:
+        return QSMConfig()
+
+    def actor_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The critic's minibatch itself (the reference uses one minibatch for both)."""
+        from ray.rllib.core.columns import Columns
+
+        return {ACTOR_OBS: batch[Columns.OBS], ACTOR_ACTIONS: batch[Columns.ACTIONS]}
+
+
+def load_pretrained_into(algo: Algorithm, checkpoint: str) -> None:
+    """Copy the EMA denoiser of a DiffusionBC checkpoint into every learner's module and
+    push it to the EnvRunners (blocking); a one-line error if the networks differ."""
+    from rllib_diffusion.checkpoints import load_policy_module
+
+    bc_module, meta = load_policy_module(checkpoint, expect_algorithms=("DiffusionBC",))
+    ours = algo.config.model_config["policy"]
+    diffs = [
+        f"{name}: checkpoint {meta.policy_config.get(name)!r} vs {ours.get(name)!r}"
+        for name in NETWORK_FIELDS
+        if _norm(meta.policy_config.get(name)) != _norm(ours.get(name))
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"Pretrained checkpoint '{checkpoint}' does not match the policy config: "
+            + "; ".join(diffs)
+            + ". Build the config from the checkpoint (qgrad.finetune.qgrad_config)."
+        )
+    state = {k: v.detach().cpu() for k, v in bc_module.ema_net.state_dict().items()}
+
+    def _load(learner: Any) -> None:
+        learner.module[DEFAULT_MODULE_ID].unwrapped().load_pretrained_denoiser(state)
+
+    algo.learner_group.foreach_learner(_load)
+    for group in (algo.env_runner_group, algo.eval_env_runner_group):
+        if group is not None:
+            group.sync_weights(
+                from_worker_or_learner_group=algo.learner_group,
+                inference_only=True,
+                timeout_seconds=60.0,
+            )
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,288 @@
+"""DIPO and QSM: the action improvement, its write-back into exactly the sampled replay
+rows, QSM's score target and the twin-critic loss against hand computations; the
+learner's steps; the CLI's official defaults; a smoke run with checkpoint and resume; and
+learning tests on the toy task (``rllib_diffusion/ReachTarget-v0``, see
+test_dppo_learning.py: BC on data acting at ``target + 0.5``, return ≈ 5 of 10).
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from torch import nn
+
+from rllib_diffusion.algorithms.qgrad.qgrad import DIPO, DIPOConfig, QSMConfig
+from rllib_diffusion.algorithms.qgrad.qgrad_learner import (
+    ACTOR_ACTIONS,
+    ACTOR_OBS,
+    critic_action_gradient,
+    improve_actions,
+    qsm_loss,
+    twin_critic_loss,
+)
+from rllib_diffusion.algorithms.qgrad.qgrad_rl_module import DIPOModelConfig, QSMModelConfig
+from rllib_diffusion.algorithms.replay import TransitionReplay
+from rllib_diffusion.envs.chunking import chunk_spaces
+from rllib_diffusion.modules.model_config import ConfigError
+from tests.algorithms.test_awr import DA, OBS_DIM, TA, _fake_checkpoint, _pretrain, policy
+from tests.algorithms.test_dsrl import _episode
+
+
+class LinearTwinQ(nn.Module):
+    """``Q_i(s, a) = w_i·a + c_i`` (no dependence on s): ``(B, Do), (B, N) -> (2, B)``."""
+
+    def __init__(self, w: torch.Tensor, c: tuple[float, float] = (0.0, 0.0)) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())  # (2, N)
+        self.c = torch.tensor(c)
+
+    def forward(self, obs, actions):
+        return self.w @ actions.T + self.c[:, None]
+
+
+# ------------------------------------------------------------------- pure math
+def test_twin_critic_loss_by_hand():
+    q = torch.tensor([[1.0, 2.0], [0.0, 4.0]])
+    y = torch.tensor([1.0, 1.0])
+    # head 1: (0 + 1)/2 = 0.5; head 2: (1 + 9)/2 = 5.
+    torch.testing.assert_close(twin_critic_loss(q, y), torch.tensor(5.5))
+
+
+def test_one_action_step_is_adam_along_the_gradient_of_the_smaller_q():
+    # min(Q1, Q2) = Q2 = (−1, 2)·a − 5 everywhere on [−1, 1]²: g = (−1, 2) per row.
+    critic = LinearTwinQ(torch.tensor([[1.0, 1.0], [-1.0, 2.0]]), c=(10.0, -5.0))
+    a = torch.tensor([[0.0, 0.0], [0.5, 0.9995]])
+    out = improve_actions(critic, torch.zeros(2, 1), a, lr=1e-3, steps=1, max_grad_norm=100.0)
+    # Adam's first step: lr·g/(|g| + eps) = ±lr·(1 − eps/|g|) per coordinate.
+    step = 1e-3 * torch.tensor([-1.0 / (1.0 + 1e-5), 2.0 / (2.0 + 1e-5)])
+    expected = (a + step).clamp(-1.0, 1.0)  # the second row's a₂ is clamped at 1
+    torch.testing.assert_close(out, expected)
+    assert out[1, 1] == 1.0 and critic.w.grad is None  # the critic gets no gradient
+
+
+def test_action_gradient_norm_clip_covers_the_whole_minibatch():
+    # ‖g‖ over the (2, 2) batch = sqrt(2·(1 + 4)) = sqrt(10); clip at 1 scales g by
+    # 1/sqrt(10); Adam's first step is then lr·ĝ/(|ĝ| + eps): eps now matters more.
+    critic = LinearTwinQ(torch.tensor([[-1.0, 2.0], [-1.0, 2.0]]))
+    a = torch.zeros(2, 2)
+    out = improve_actions(critic, torch.zeros(2, 1), a, lr=1e-2, steps=1, max_grad_norm=1.0)
+    g = torch.tensor([-1.0, 2.0]) / 10**0.5
+    torch.testing.assert_close(out, (1e-2 * g / (g.abs() + 1e-5)).expand(2, 2))
+
+
+def test_dipo_writes_the_improved_actions_back_into_exactly_the_sampled_rows():
+    replay = TransitionReplay(capacity=100, seed=0)
+    n = 3 * 2
+    rng = np.random.default_rng(1)
+    obs = rng.normal(size=(21, OBS_DIM)).astype(np.float32)
+    actions = rng.uniform(-1, 1, (20, n)).astype(np.float32)
+    replay.add([_episode(obs, actions, [0.0] * 20, terminated=False)])
+    before = replay.data[Columns.ACTIONS][: len(replay)].copy()
+    critic = LinearTwinQ(torch.ones(2, n))  # ∇ min Q = +1 everywhere: every action grows
+
+    def improve(obs, actions):
+        a = torch.as_tensor(actions)
+        return improve_actions(critic, torch.as_tensor(obs), a, lr=0.1, steps=2, max_grad_norm=1e9)
+
+    learner = SimpleNamespace(improve_actions=improve)
+    logged = {}
+    algo = SimpleNamespace(
+        replay=replay,
+        config=SimpleNamespace(minibatch_size=8),
+        learner_group=SimpleNamespace(
+            foreach_learner=lambda fn: [SimpleNamespace(get=lambda: fn(learner).numpy())]
+        ),
+        metrics=SimpleNamespace(log_value=lambda key, v, window: logged.update({key: v})),
+    )
+    state = replay.rng.bit_generator.state
+    rows = DIPO.actor_rows(algo, {})
+    replay.rng.bit_generator.state = state
+    idx = replay.sample_indices(8)
+    after = replay.data[Columns.ACTIONS][: len(replay)]
+    changed = np.flatnonzero(np.any(after != before, axis=1))
+    assert set(changed) == set(idx.tolist())  # exactly the sampled rows (repeats allowed)
+    # Two Adam steps of lr 0.1 along +1: +0.2 each (≈, eps), clamped at 1.
+    np.testing.assert_allclose(after[idx], np.minimum(before[idx] + 0.2, 1.0), atol=1e-5)
+    np.testing.assert_array_equal(rows[ACTOR_ACTIONS], after[idx])
+    np.testing.assert_array_equal(rows[ACTOR_OBS], replay.data[Columns.OBS][idx])
+    assert list(logged.values())[0] > 0
+
+
+def test_qsm_score_target_by_hand():
+    # Twin linear critics: ∇_a of their mean = (w1 + w2)/2 at every a.
+    critic = LinearTwinQ(torch.tensor([[1.0, -2.0], [3.0, 0.0]]))
+    grad = critic_action_gradient(critic, torch.zeros(2, 1), torch.randn(2, 2))
+    torch.testing.assert_close(grad, torch.tensor([[2.0, -1.0], [2.0, -1.0]]))
+    eps_pred = torch.tensor([[-19.0, 10.0], [0.0, 0.0]])
+    # −ε̂ − M·g with M = 10: row 1 (19 − 20, −10 + 10) = (−1, 0); row 2 (−20, 10).
+    torch.testing.assert_close(qsm_loss(eps_pred, grad, 10.0), torch.tensor(501.0 / 4))
+    # The loss's minimiser is ε̂ = −M·∇_a Q (the reference's sign).
+    assert qsm_loss(-10.0 * grad, grad, 10.0) == 0
+
+
+def test_model_configs_refuse_flow_and_carry_the_target_actor():
+    assert QSMModelConfig.from_dict(DIPOModelConfig(policy()).to_dict()).act_with_target
+    assert type(QSMModelConfig.from_dict(QSMModelConfig(policy()).to_dict())) is QSMModelConfig
+    with pytest.raises(ConfigError, match="--sampler ddpm"):
+        QSMModelConfig(policy("flow"))
+
+
+@pytest.mark.parametrize("algo", ["dipo", "qsm"])
+def test_cli_builds_each_with_the_official_hopper_defaults(algo, tmp_path):
+    from rllib_diffusion.algorithms.finetune_run import validated
+    from rllib_diffusion.algorithms.qgrad.finetune import qgrad_config
+    from rllib_diffusion.cli import build_parser, finetune_settings_from_args
+
+    ckpt = _fake_checkpoint(tmp_path)
+    args = build_parser().parse_args(["finetune", "--algo", algo, "--checkpoint", ckpt])
+    config = validated(qgrad_config(finetune_settings_from_args(args)), algo)
+    official = dict(actor_lr=1e-4, critic_lr=1e-3, tau=0.005, reward_scale=0.01, gamma=0.99)
+    official |= dict(minibatch_size=1000, critic_warmup_decisions=80_000)
+    if algo == "dipo":
+        assert type(config) is DIPOConfig
+        official |= dict(buffer_decisions=1_000_000, replay_ratio=64, action_lr=1e-4)
+        official |= dict(action_gradient_steps=10, action_grad_norm_per_dim=0.1)
+    else:
+        assert type(config) is QSMConfig
+        official |= dict(buffer_decisions=25_000, replay_ratio=16, q_grad_coeff=10)
+    assert {k: getattr(config, k) for k in official} == official
+    assert config.model_config["min_sampling_std"] == 0.1
+    assert config.model_config["critic_hidden_dims"] == [256, 256, 256]
+    assert config.model_config.get("act_with_target", False) == (algo == "dipo")
+    foreign = "--q-grad-coeff" if algo == "dipo" else "--action-lr"
+    args = build_parser().parse_args(
+        ["finetune", "--algo", algo, "--checkpoint", ckpt, foreign, "3"]
+    )
+    with pytest.raises(ConfigError, match=f"{foreign} is not a knob of {algo}"):
+        finetune_settings_from_args(args)
+
+
+# ------------------------------------------------------------------- learner
+def _learner(config_cls, model_cls, **training):
+    obs_space, act_space = chunk_spaces(OBS_DIM, TA, DA)
+    model = model_cls(policy=policy(), critic_hidden_dims=(8,))
+    config = (
+        config_cls()
+        .environment(observation_space=obs_space, action_space=act_space)
+        .training(**training)
+        .rl_module(model_config=model.to_dict())
+    )
+    torch.manual_seed(0)
+    learner = config.build_learner(spaces={"default_policy": (obs_space, act_space)})
+    return learner, learner.module["default_policy"].unwrapped()
+
+
+@pytest.mark.parametrize("algo", ["dipo", "qsm"])
+def test_learner_steps_the_critic_and_the_actor_only_with_actor_rows(algo, ray_session):
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    classes = (DIPOConfig, DIPOModelConfig) if algo == "dipo" else (QSMConfig, QSMModelConfig)
+    learner, module = _learner(*classes, actor_lr=1e-2, critic_lr=1e-2, tau=0.5)
+
+    def snap(net):
+        return [p.detach().clone() for p in net.parameters()]
+
+    def moved(net, before):
+        return any(not torch.equal(p, q) for p, q in zip(net.parameters(), before))
+
+    rng = np.random.default_rng(0)
+    rows = {
+        Columns.OBS: rng.normal(size=(16, OBS_DIM)).astype(np.float32),
+        Columns.ACTIONS: rng.uniform(-1, 1, (16, TA * DA)).astype(np.float32),
+        Columns.REWARDS: np.ones(16, np.float32),
+        Columns.NEXT_OBS: rng.normal(size=(16, OBS_DIM)).astype(np.float32),
+        Columns.TERMINATEDS: np.zeros(16, bool),
+    }
+
+    def update(batch):
+        ma = MultiAgentBatch({"default_policy": SampleBatch(batch)}, env_steps=16)
+        return learner.update(batch=ma)["default_policy"]
+
+    actor0, critic0, target0 = snap(module.actor), snap(module.critic), snap(module.critic_target)
+    res = update(rows)
+    assert moved(module.critic, critic0) and moved(module.critic_target, target0)
+    assert not moved(module.actor, actor0) and "losses/actor_loss" not in res
+    res = update(rows | {ACTOR_OBS: rows[Columns.OBS], ACTOR_ACTIONS: rows[Columns.ACTIONS]})
+    assert moved(module.actor, actor0) and res["losses/actor_loss"] > 0
+    assert hasattr(module, "actor_target") == (algo == "dipo")
+    if algo == "dipo":  # the target actor follows by Polyak averaging (τ = 0.5)
+        for t, a, a0 in zip(module.actor_target.parameters(), module.actor.parameters(), actor0):
+            torch.testing.assert_close(t, 0.5 * a0 + 0.5 * a.detach())
+        improved = learner.improve_actions(rows[Columns.OBS], rows[Columns.ACTIONS])
+        assert improved.shape == (16, TA * DA) and np.abs(improved).max() <= 1.0
+
+
+# --------------------------------------------------------------- toy-task runs
+def _finetune(algo: str, bc: dict, out, **kw) -> dict:
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
+
+    return finetune(
+        FinetuneSettings.of(algo=algo, checkpoint=bc["checkpoint"], out_dir=str(out), **kw)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["dipo", "qsm"])
+def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_path):
+    """On the session's tiny Hopper DiffusionBC policy (shared with DPPO's tests)."""
+    out = tmp_path / algo
+    bc = {"checkpoint": str(pretrained[0] / "checkpoint")}
+    common = dict(
+        num_envs_per_env_runner=2,
+        decisions_per_iteration=40,
+        eval_interval=1,
+        eval_episodes=2,
+        checkpoint_interval=1,
+        knobs={"minibatch_size": 16, "critic_warmup_decisions": 0},
+    )
+    summary = _finetune(algo, bc, out, env_steps=200, **common)
+    lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and 200 <= lines[-1]["env_steps"] <= 320
+    assert lines[-1]["trained_decisions"] > 0 and lines[-1]["actor_loss"] > 0
+    assert lines[-1]["buffer_decisions"] == 80 and lines[-1]["critic_loss"] >= 0
+    assert summary["final_evaluation"]["num_episodes"] == 2
+    meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
+    assert meta["algorithm"] == algo.upper() and meta["env_steps"] == lines[-1]["env_steps"]
+    budget = lines[-1]["env_steps"] + 1
+    resumed = _finetune(algo, bc, out, env_steps=budget, resume=True, **common)
+    assert resumed["progress"][-1]["buffer_decisions"] == 120  # the replay came back
+
+
+@pytest.fixture(scope="module")
+def weak_policy(ray_session, tmp_path_factory):
+    """Diffusion BC (K = 10, DDPM) on the biased toy data (as DRWR/DAWR's test)."""
+    return _pretrain(tmp_path_factory.mktemp("qgrad_weak"), 1500, (64, 64), 10)
+
+
+@pytest.mark.slow
+@pytest.mark.learning
+@pytest.mark.parametrize("algo", ["dipo", "qsm"])
+def test_each_improves_a_weak_ddpm_policy(algo, weak_policy, tmp_path):
+    """Official defaults but a warm-up of 2 iterations and (DIPO) a larger action step:
+    the reference's 1e-4 × 10 Adam steps move an action by ≤ 1e-3 per update, which
+    needs far more than this budget."""
+    knobs = {"critic_warmup_decisions": 1000, "minibatch_size": 256}
+    if algo == "dipo":
+        knobs["action_lr"] = 0.01
+    summary = _finetune(
+        algo,
+        weak_policy,
+        tmp_path / algo,
+        env_steps=8000,
+        num_envs_per_env_runner=10,
+        decisions_per_iteration=500,
+        eval_interval=0,
+        eval_episodes=20,
+        checkpoint_interval=0,
+        knobs=knobs,
+    )
+    before = summary["start_evaluation"]["episode_return_mean"]
+    after = summary["final_evaluation"]["episode_return_mean"]
+    print(json.dumps({"algo": algo, "before": before, "after": after}))
+    assert before < 6.0, "the pretrained policy should be weak (biased data)"
+    assert after > before + 1.0, f"{algo} did not improve the policy: {before:.2f} -> {after:.2f}"
