@@ -338,19 +338,20 @@ def markdown_table(figures: dict[str, Any]) -> str:
     at = ", ".join(f"{x // 1000}k" for x in steps)
     rows = [
         "| arm | real / synthetic transitions | real share of a batch | return (mean ± std) "
-        f"| normalised | eval return at {at} steps | train time | steps/s |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| normalised | eval return at {at} steps | mean of the last 4 | train time | steps/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in ARMS:
         if arm not in figures:
-            rows.append(f"| {labels[arm]} | not finished | | | | | | |")
+            rows.append(f"| {labels[arm]} | not finished | | | | | | | |")
             continue
         f = figures[arm]
         curve = ", ".join(f"{r:,.0f}" for r in f["eval_return_mean"])
         rows.append(
             f"| {labels[arm]} | {f['real_transitions']:,} / {f['synthetic_transitions']:,} "
             f"| {f['real_ratio']:.3f} | {f['return_mean']:,.1f} ± {f['return_std']:,.1f} "
-            f"| {f['normalized_score']:.1f} | {curve} | {f['train_seconds'] / 60:.0f} min "
+            f"| {f['normalized_score']:.1f} | {curve} | {np.mean(f['eval_return_mean'][-4:]):,.0f} "
+            f"| {f['train_seconds'] / 60:.0f} min "
             f"| {f['gradient_steps_per_second']:.1f} |"
         )
     return "\n".join(rows)
