@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gradient-steps", type=int, default=2000)
     p.add_argument("--steps-per-iteration", type=int, default=500)
     p.add_argument("--horizon", type=int, default=8)
+    p.add_argument("--diffuse", choices=["states", "deltas"], default="states")
     p.add_argument("--num-rollouts", type=int, default=256)
     p.add_argument("--rounds", type=int, nargs="+", default=[0, 2])
     p.add_argument("--seed", type=int, default=0)
@@ -66,7 +67,7 @@ def train_model(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         cmd = [CLI, "dydiff", "--dataset", args.dataset, "--out", str(model),
                "--gradient-steps", str(args.gradient_steps), "--horizon", str(args.horizon),
                "--steps-per-iteration", str(args.steps_per_iteration), "--seed", str(args.seed),
-               "--overwrite"]  # fmt: skip
+               "--diffuse", args.diffuse, "--overwrite"]  # fmt: skip
         print(" ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     result = json.loads((model / "result.json").read_text())
@@ -168,7 +169,9 @@ def main(args: argparse.Namespace) -> None:
 
     limit_threads()
     out = (ROOT / args.out).resolve()
-    figures: dict[str, Any] = {"policy": args.policy, "dataset": args.dataset}
+    figures: dict[str, Any] = {
+        "policy": args.policy, "dataset": args.dataset, "diffuse": args.diffuse
+    }  # fmt: skip
     figures["model"] = train_model(args, out)
     write_result(args.name, figures, note="partial: model trained")
     module, _ = load_policy_module(figures["model"]["checkpoint"])

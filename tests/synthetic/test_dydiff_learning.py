@@ -44,6 +44,8 @@ def test_states_given_the_actions_match_the_true_dynamics(data, trained) -> None
     seg, held = data
     std = seg[C.NEXT_OBS].reshape(-1, 3).std(0)
     assert _given_actions_error(trained, held, std) < TOLERANCE
+    deltas = train_toy(toy_module(seg, diffuse="deltas"), seg, 300)
+    assert _given_actions_error(deltas, held, std) < TOLERANCE
     blind = train_toy(toy_module(seg), seg, 300, shuffle_actions=True)
     assert _given_actions_error(blind, held, std) > 2 * TOLERANCE
 

@@ -43,6 +43,8 @@ from rllib_diffusion.modules.model_config import SCHEDULES, ConfigError
 
 #: Per-dimension statistics a model config needs (``StandardNormalizer.to_dict()``s).
 NORMALIZERS = ("obs", "actions", "delta", "rewards")
+#: What the denoiser can generate (``DyDiffModelConfig.diffuse``).
+DIFFUSE = ("states", "deltas")
 
 
 @dataclass
@@ -63,6 +65,8 @@ class DyDiffModelConfig:
         normalization: ``{name: StandardNormalizer.to_dict()}`` for :data:`NORMALIZERS`.
         clip_x0: clamp of the predicted clean states while sampling (standardised units).
         env_id: the env the data came from.
+        diffuse: what the denoiser generates: "states" (z(s_1 .. s_H), DyDiff's) or
+            "deltas" (z_Δ(s_{i+1} − s_i), states recovered as s_0 + cumulative sums).
     """
 
     obs_dim: int
@@ -80,6 +84,7 @@ class DyDiffModelConfig:
     normalization: dict[str, Any] | None = field(default=None, repr=False)
     clip_x0: float | None = None
     env_id: str | None = None
+    diffuse: str = "states"
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -97,6 +102,8 @@ class DyDiffModelConfig:
             bad(f"schedule={self.schedule!r}; allowed: {', '.join(SCHEDULES)}.")
         if self.ddim_steps is not None and not 1 <= self.ddim_steps <= self.denoising_steps:
             bad(f"ddim_steps={self.ddim_steps} must be in [1, {self.denoising_steps}].")
+        if self.diffuse not in DIFFUSE:
+            bad(f"diffuse={self.diffuse!r}; allowed: {', '.join(DIFFUSE)}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,7 +190,7 @@ class DyDiffModule(TorchRLModule):
         obs = batch[Columns.OBS].float().reshape(b, h, cfg.obs_dim)
         nxt = batch[Columns.NEXT_OBS].float().reshape(b, h, cfg.obs_dim)
         act = batch[Columns.ACTIONS].float().reshape(b, h, cfg.action_dim)
-        x0 = self._z("obs", nxt)
+        x0 = self.diffusion_target(obs[:, 0], nxt)
         eps = torch.randn_like(x0)
         t = torch.randint(0, self.schedule.num_steps, (b,), device=x0.device)
         x_t = self.schedule.q_sample(x0, t, eps)
@@ -232,7 +239,21 @@ class DyDiffModule(TorchRLModule):
             final_clip=None,
             generator=generator,
         )
-        return self.norms["obs"].unnormalize(out.actions)
+        return self.target_to_states(s0, out.actions)
+
+    def diffusion_target(self, s0: Tensor, nxt: Tensor) -> Tensor:
+        """``(B, H, Do)`` standardised x0 of states ``s_1 .. s_H`` (``nxt``) from ``s0``."""
+        if self.dydiff_config.diffuse == "states":
+            return self._z("obs", nxt)
+        prev = torch.cat([s0.unsqueeze(1).float(), nxt[:, :-1].float()], dim=1)
+        return self._z("delta", nxt.float() - prev)
+
+    def target_to_states(self, s0: Tensor, x: Tensor) -> Tensor:
+        """Inverse of :meth:`diffusion_target`: states ``(N, H, Do)`` in data units."""
+        if self.dydiff_config.diffuse == "states":
+            return self.norms["obs"].unnormalize(x)
+        deltas = self.norms["delta"].unnormalize(x)
+        return s0.float().unsqueeze(1) + torch.cumsum(deltas, dim=1)
 
     @torch.no_grad()
     def one_step(self, obs: Tensor, actions: Tensor) -> dict[str, Tensor]:

@@ -52,6 +52,8 @@ class DyDiffSettings(OfflineRunSettings):
         ensemble_size: members of the one-step dynamics ensemble (DyDiff: 7).
         ensemble_width: hidden width of each member (DyDiff: 200).
         ensemble_depth: hidden layers of each member (DyDiff: 4).
+        diffuse: what the denoiser generates: states (standardised s_1..s_H; DyDiff's) or
+            deltas (standardised s_{i+1} − s_i, summed from s_0).
         lr: Adam learning rate.
         lr_end: learning rate at the end of a cosine decay (equal to lr: constant).
         warmup_steps: linear learning-rate warm-up steps.
@@ -68,6 +70,7 @@ class DyDiffSettings(OfflineRunSettings):
     ensemble_size: Count = 7
     ensemble_width: Positive = 200
     ensemble_depth: Positive = 4
+    diffuse: Literal["states", "deltas"] = "states"
     lr: PositiveFloat = 3e-4
     lr_end: NonNegativeFloat = 3e-4
     warmup_steps: NonNegative = 0
@@ -85,6 +88,8 @@ class DyDiffSettings(OfflineRunSettings):
                 f"--ddim-steps ({self.ddim_steps}) must be <= --denoising-steps "
                 f"({self.denoising_steps})."
             )
+        if self.diffuse not in ("states", "deltas"):
+            raise ConfigError(f"--diffuse {self.diffuse!r}; allowed: states, deltas.")
         if self.ensemble_size < 2:
             raise ConfigError(
                 f"--ensemble-size {self.ensemble_size}: disagreement needs at least 2 members."
@@ -217,7 +222,9 @@ def dydiff_model_config(s: DyDiffSettings, dataset: Any, env_id: str):
 
     seg = make_segments(dataset, horizon=s.horizon)
     norms = fit_normalizers(seg)
-    z = StandardNormalizer.from_dict(norms["obs"]).normalize(seg[C.NEXT_OBS].astype(np.float64))
+    target = seg[C.NEXT_OBS] - seg[C.OBS] if s.diffuse == "deltas" else seg[C.NEXT_OBS]
+    name = "delta" if s.diffuse == "deltas" else "obs"
+    z = StandardNormalizer.from_dict(norms[name]).normalize(target.astype(np.float64))
     return DyDiffModelConfig(
         obs_dim=dataset.obs_dim,
         action_dim=dataset.action_dim,
@@ -232,6 +239,7 @@ def dydiff_model_config(s: DyDiffSettings, dataset: Any, env_id: str):
         normalization=norms,
         clip_x0=float(np.abs(z).max()) + 1.0,
         env_id=env_id,
+        diffuse=s.diffuse,
     )
 
 
@@ -434,8 +442,16 @@ def _write_rollouts(s, ckpt: str, meta, rollouts, keep: np.ndarray) -> dict[str,
         "generator_checkpoint": ckpt,
         "generator_algorithm": ALGORITHM_NAME,
         "generator_model": {
-            k: meta.model_config[k]
-            for k in ("horizon", "width", "depth", "denoising_steps", "ddim_steps", "ensemble_size")
+            k: meta.model_config.get(k)
+            for k in (
+                "horizon",
+                "width",
+                "depth",
+                "denoising_steps",
+                "ddim_steps",
+                "ensemble_size",
+                "diffuse",
+            )  # fmt: skip
         },
         "policy_checkpoint": str(Path(s.policy).expanduser().resolve()),
         "source_dataset": s.dataset,
