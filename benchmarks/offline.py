@@ -124,7 +124,11 @@ def run_d3rlpy(args, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     try:
         import d3rlpy
     except ImportError:
-        sys.exit("d3rlpy is not installed: pip install -c constraints-cpu.txt d3rlpy")
+        sys.exit(
+            "d3rlpy is not importable. Its pins downgrade gymnasium, so install it beside the "
+            "venv (pip install --target DIR --no-deps d3rlpy and its pure-Python deps, see "
+            "docs/algorithms.md, TD3+BC) and run with PYTHONPATH=DIR."
+        )
     import gymnasium as gym
     import torch
 
