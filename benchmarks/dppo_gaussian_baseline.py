@@ -5,6 +5,8 @@ for ``--env-steps`` env steps. Writes ``benchmarks/results/<name>.json`` with th
 curve against env steps (``eval_env_steps``/``eval_return_mean``, same keys as
 ``dppo_finetune.py``), so ``benchmarks/make_docs.py`` can plot both together.
 
+``--num-modes 5`` runs the GMM variant (DPPO's GMM baseline) instead.
+
 Example::
 
     python benchmarks/dppo_gaussian_baseline.py --dataset rllib-diffusion/hopper/medium-v0 \
@@ -31,6 +33,9 @@ def main() -> None:
     p.add_argument("--name", default="dppo_baseline_gaussian_ppo_hopper_medium")
     p.add_argument("--out", default="runs/bench_gaussian")
     p.add_argument("--bc-gradient-steps", type=int, default=20_000)
+    p.add_argument(
+        "--num-modes", type=int, default=1, help="mixture modes of the policy (1: Gaussian)"
+    )
     p.add_argument("--env-steps", type=int, default=1_000_000)
     p.add_argument("--eval-interval", type=int, default=5)
     p.add_argument("--eval-episodes", type=int, default=10)
@@ -50,6 +55,7 @@ def main() -> None:
         dataset=args.dataset,
         out_dir=str(out / "bc"),
         gradient_steps=args.bc_gradient_steps,
+        num_modes=args.num_modes,
         eval_episodes=args.eval_episodes,
         seed=args.seed,
     )
