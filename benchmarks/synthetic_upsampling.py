@@ -398,12 +398,8 @@ def main() -> None:
     args = parse_args()
     os.chdir(ROOT)
     if args.print_table:
-        name = f"synthetic_upsampling_{args.tag}.json"
-        print(
-            markdown_table(
-                json.loads((ROOT / "benchmarks" / "results" / name).read_text())["figures"]
-            )
-        )
+        path = ROOT / "benchmarks" / "results" / f"{result_name(args)}.json"
+        print(markdown_table(json.loads(path.read_text())["figures"]))
         return
     os.environ.setdefault("MINARI_DATASETS_PATH", str(Path(args.out).resolve() / "minari"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
