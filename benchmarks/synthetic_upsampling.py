@@ -153,7 +153,7 @@ def arm_command(p: Plan, arm: str) -> list[str]:
         cmd += ["--hidden-dims", *map(str, a.hidden_dims)]
     cmd += shlex.split(a.algo_args)
     if arm == UPSAMPLED:
-        ratio = union_real_ratio(p.n_subset, p.n_full, a.batch_size)
+        ratio = a.real_ratio or union_real_ratio(p.n_subset, p.n_full, a.batch_size)
         cmd += ["--synthetic-dataset", a.synthetic_id, "--real-ratio", repr(ratio)]
     return [*cmd, "--resume"] if (d / "checkpoint").exists() else cmd
 
@@ -275,7 +275,8 @@ def report(p: Plan) -> Path:
         "subset_return_mean": subset["subset"]["return_mean"],
         "full_transitions": p.n_full,
         "full_return_mean": subset["full"]["return_mean"],
-        "upsampled_real_ratio": union_real_ratio(p.n_subset, p.n_full, p.args.batch_size),
+        "upsampled_real_ratio": p.args.real_ratio
+        or union_real_ratio(p.n_subset, p.n_full, p.args.batch_size),
         "finished": [n for n in (GENERATOR, *ARMS) if p.summary_path(n)],
     }
     if p.summary_path(GENERATOR):
@@ -372,6 +373,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generator-depth", type=int, default=4)
     p.add_argument("--ddim-steps", type=int, default=10)
     p.add_argument("--sample-batch-size", type=int, default=10_000)
+    p.add_argument(
+        "--real-ratio",
+        type=float,
+        help="real share of every upsampled batch (default: the union's, N_subset / N_full; "
+        "SynthER's online runs use 0.5)",
+    )
     p.add_argument("--algo", default="fql")
     p.add_argument("--hidden-dims", type=int, nargs="+", help="default: the algorithm's")
     p.add_argument(
