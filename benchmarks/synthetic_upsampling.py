@@ -19,10 +19,12 @@ deterministic episodes). Writes ``benchmarks/results/synthetic_upsampling_<tag>.
 a PNG of the evaluation curves beside it. ``--parallel 2`` runs two stages at once
 (``full`` needs no generator, so it runs beside it).
 
-Example (the run reported in docs/synthetic.md)::
+Example (the run reported in docs/synthetic.md; FQL with the settings of the README's
+figure, see there why; ``--eval-every`` is rounded down to whole iterations: 2k steps)::
 
-    python benchmarks/synthetic_upsampling.py --gradient-steps 20000 --hidden-dims 256 256 256 \
-        --generator-steps 10000 --ddim-steps 10 --parallel 2
+    python benchmarks/synthetic_upsampling.py --gradient-steps 10000 --eval-every 2500 \
+        --hidden-dims 256 256 256 --generator-steps 10000 --ddim-steps 10 --parallel 2 \
+        --variant readme_fql "--algo-args=--normalize-q-loss true --q-agg min --alpha 30"
 """
 
 from __future__ import annotations
