@@ -262,15 +262,17 @@ def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_p
     )
     summary = _finetune(algo, bc, out, env_steps=200, **common)
     lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
-    assert len(lines) == 3 and 200 <= lines[-1]["env_steps"] <= 320
+    assert len(lines) >= 3 and 200 <= lines[-1]["env_steps"] <= 210
     assert lines[-1]["trained_decisions"] > 0 and lines[-1]["actor_loss"] > 0
-    assert lines[-1]["buffer_decisions"] == 80 and lines[-1]["critic_loss"] >= 0
+    # 40 decisions of 4 actions, then only the ≈ 10 the budget still needs.
+    assert 50 <= lines[-1]["buffer_decisions"] < 80 and lines[-1]["critic_loss"] >= 0
     assert summary["final_evaluation"]["num_episodes"] == 2
     meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
     assert meta["algorithm"] == algo.upper() and meta["env_steps"] == lines[-1]["env_steps"]
     budget = lines[-1]["env_steps"] + 1
     resumed = _finetune(algo, bc, out, env_steps=budget, resume=True, **common)
-    assert resumed["progress"][-1]["buffer_decisions"] == 120  # the replay came back
+    # The replay came back with the checkpoint (one more vector step of 2 decisions).
+    assert resumed["progress"][-1]["buffer_decisions"] == lines[-1]["buffer_decisions"] + 2
 
 
 @pytest.fixture(scope="module")

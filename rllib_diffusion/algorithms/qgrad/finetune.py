@@ -21,6 +21,7 @@ from rllib_diffusion.algorithms import registry
 from rllib_diffusion.algorithms.finetune_run import (
     FinetuneSettings,
     chunked_run_config,
+    last_iteration_decisions,
     learner_module_copy,
     pretrained_policy,
     restore_finetune_checkpoint,
@@ -128,6 +129,14 @@ class QGradFamily(RunFamily):
         sums = restore_finetune_checkpoint(algo, ckpt_dir, acting=acting)
         print(f"[finetune] restored {algo.env_steps_lifetime} env steps", flush=True)
         return {"env_steps": algo.env_steps_lifetime, "restored_weight_sums": sums}
+
+    def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
+        """The iteration that reaches the budget samples only the decisions it needs."""
+        algo.limit_next_iteration(
+            last_iteration_decisions(
+                control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
+            )
+        )
 
     def progress_line(self, algo: Any, result: dict, it: int, *, evaluated: bool) -> dict:
         return progress_line(result, it, self.refs, evaluated=evaluated)

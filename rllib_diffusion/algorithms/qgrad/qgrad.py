@@ -291,16 +291,34 @@ class QGradAlgorithmMixin:
         """The actor's rows of a gradient step (``ACTOR_OBS``, ``ACTOR_ACTIONS``)."""
         raise NotImplementedError
 
+    def limit_next_iteration(self, decisions: int | None) -> None:
+        """Sample ``decisions`` action chunks (rounded up to whole vector steps) in the next
+        iteration only (the last of an env-step budget); None: the configured batch."""
+        self._decisions_cap = decisions
+
     def _sample(self) -> int:
         """One iteration's decisions (exploring) into the replay; counts env steps (each
         decision's ``info["env_steps"]``). Returns the decisions sampled."""
-        episodes, runner_results = synchronous_parallel_sample(
-            worker_set=self.env_runner_group,
-            max_env_steps=self.config.total_train_batch_size,
-            sample_timeout_s=self.config.sample_timeout_s,
-            _uses_new_env_runners=True,
-            _return_metrics=True,
-        )
+        cap, self._decisions_cap = getattr(self, "_decisions_cap", None), None
+        if cap is None:
+            episodes, runner_results = synchronous_parallel_sample(
+                worker_set=self.env_runner_group,
+                max_env_steps=self.config.total_train_batch_size,
+                sample_timeout_s=self.config.sample_timeout_s,
+                _uses_new_env_runners=True,
+                _return_metrics=True,
+            )
+        else:  # each EnvRunner samples its share of the cap
+            group = self.env_runner_group
+            remote = group.num_remote_env_runners()
+            share = -(-cap // max(remote, 1))
+            results = group.foreach_env_runner(
+                lambda runner: (runner.sample(num_timesteps=share), runner.get_metrics()),
+                local_env_runner=remote == 0,
+                timeout_seconds=self.config.sample_timeout_s,
+            )
+            episodes = [ep for eps, _ in results for ep in eps]
+            runner_results = [m for _, m in results]
         self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
         self._env_steps_lifetime += sum(
             int(info.get("env_steps", 1)) for ep in episodes for info in ep.get_infos()[1:]
