@@ -335,7 +335,7 @@ def markdown_table(figures: dict[str, Any]) -> str:
     labels = {
         FULL: "full real data",
         SUBSET: f"{figures['subset_episodes']} episodes alone (10%)",
-        UPSAMPLED: "10% + synthetic (union, full size)",
+        UPSAMPLED: "10% + synthetic (to full size)",
     }
     steps = next((figures[a]["eval_gradient_steps"] for a in ARMS if a in figures), [])
     at = ", ".join(f"{x // 1000}k" for x in steps)
