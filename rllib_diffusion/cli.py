@@ -450,21 +450,6 @@ def run_synthesize(args: argparse.Namespace) -> dict[str, Any]:
     return synthesize(settings_from_args(SynthesizeSettings, args, consumed=knobs, knobs=knobs))
 
 
-# -------------------------------------------------------------------------------- tune
-def add_tune_args(p: argparse.ArgumentParser) -> None:
-    p.epilog = (
-        "Every sweep ranks trials by sweep/return_mean, the last measured evaluation return "
-        "(carried forward between evaluations, so it exists however long an episode is); "
-        "sweep/return_fresh says whether it was measured in that iteration. A failed trial "
-        "is one line naming it, the error and its error.txt; the other trials go on. "
-        "See tune_configs/README.md."
-    )
-    p.add_argument(
-        "sweep",
-        help="sweep module: a file (tune_configs/dppo_hopper.py), a name in tune_configs/ "
-        "(dppo_hopper) or a dotted module; it defines make_sweep(args) -> TuneSweep",
-    )
-    p.add_argument("--checkpoint", help="pretrained checkpoint (DPPO sweeps: from pretrain)")
 # ------------------------------------------------------------------------------ dydiff
 def add_dydiff_args(p: argparse.ArgumentParser) -> None:
     """Flags from ``DyDiffRolloutSettings``; knobs from ``DyDiffConfig.training()``."""
@@ -484,6 +469,21 @@ def run_dydiff(args: argparse.Namespace) -> dict[str, Any]:
     return dydiff(settings_from_args(DyDiffRolloutSettings, args, consumed=knobs, knobs=knobs))
 
 
+# -------------------------------------------------------------------------------- tune
+def add_tune_args(p: argparse.ArgumentParser) -> None:
+    p.epilog = (
+        "Every sweep ranks trials by sweep/return_mean, the last measured evaluation return "
+        "(carried forward between evaluations, so it exists however long an episode is); "
+        "sweep/return_fresh says whether it was measured in that iteration. A failed trial "
+        "is one line naming it, the error and its error.txt; the other trials go on. "
+        "See tune_configs/README.md."
+    )
+    p.add_argument(
+        "sweep",
+        help="sweep module: a file (tune_configs/dppo_hopper.py), a name in tune_configs/ "
+        "(dppo_hopper) or a dotted module; it defines make_sweep(args) -> TuneSweep",
+    )
+    p.add_argument("--checkpoint", help="pretrained checkpoint (DPPO sweeps: from pretrain)")
     p.add_argument("--dataset", help="dataset (DiffusionBC / offline sweeps), as for pretrain")
     p.add_argument("--download", action="store_true", help="let Minari download --dataset")
     p.add_argument("--env-id", help="env to evaluate in (default: the dataset's)")
@@ -599,6 +599,12 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
         "train (or load) a SynthER transition generator and write N synthetic transitions "
         "as a Minari dataset",
     ),
+    "dydiff": (
+        add_dydiff_args,
+        run_dydiff,
+        "train (or load) a DyDiff segment dynamics model and write a policy's rollouts "
+        "(iterated action injection, filtered) as a Minari dataset",
+    ),
     "tune": (
         add_tune_args,
         run_tune,
@@ -614,12 +620,6 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
-    "dydiff": (
-        add_dydiff_args,
-        run_dydiff,
-        "train (or load) a DyDiff segment dynamics model and write a policy's rollouts "
-        "(iterated action injection, filtered) as a Minari dataset",
-    ),
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """``--help`` shows each flag's default, unless its help already says it, or it has
     none (required flags, switches, optional values that are None)."""
