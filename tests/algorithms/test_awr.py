@@ -161,7 +161,7 @@ def _fake_checkpoint(tmp_path) -> str:
 
 @pytest.mark.parametrize("algo", ["drwr", "dawr"])
 def test_cli_builds_each_with_the_official_hopper_defaults(algo, tmp_path):
-    from rllib_diffusion.algorithms.awr.finetune import awr_config
+    from rllib_diffusion.algorithms.denoiser_finetune import denoiser_finetune_config as awr_config
     from rllib_diffusion.algorithms.finetune_run import validated
     from rllib_diffusion.cli import build_parser, finetune_settings_from_args
 
@@ -342,8 +342,8 @@ def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_p
     assert len(lines) == 3 and 200 <= lines[-1]["env_steps"] <= 320
     assert all("eval_return_mean" in x for x in lines)
     assert lines[-1]["trained_decisions"] > 0 and lines[-1]["actor_loss"] > 0
-    if algo == "dawr":
-        assert lines[-1]["buffer_decisions"] == 80 and lines[-1]["critic_loss"] >= 0
+    if algo == "dawr":  # 40 decisions per iteration (+ a top-up where episodes ended)
+        assert 80 <= lines[-1]["buffer_decisions"] <= 88 and lines[-1]["critic_loss"] >= 0
     assert summary["final_evaluation"]["num_episodes"] == 2
     meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
     assert meta["algorithm"] == algo.upper() and meta["env_steps"] == lines[-1]["env_steps"]
@@ -352,8 +352,8 @@ def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_p
     resumed = _finetune(algo, bc, out, env_steps=budget, resume=True, **common)
     steps = [x["env_steps"] for x in resumed["progress"]]
     assert len(steps) == 4 and steps[-1] >= budget
-    if algo == "dawr":  # the replay buffer came back with the checkpoint
-        assert resumed["progress"][-1]["buffer_decisions"] == 120
+    if algo == "dawr":  # the replay buffer came back with the checkpoint (else ≈ 40)
+        assert resumed["progress"][-1]["buffer_decisions"] >= lines[-1]["buffer_decisions"] + 40
 
 
 @pytest.mark.slow

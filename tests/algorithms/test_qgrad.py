@@ -134,8 +134,10 @@ def test_model_configs_refuse_flow_and_carry_the_target_actor():
 
 @pytest.mark.parametrize("algo", ["dipo", "qsm"])
 def test_cli_builds_each_with_the_official_hopper_defaults(algo, tmp_path):
+    from rllib_diffusion.algorithms.denoiser_finetune import (
+        denoiser_finetune_config as qgrad_config,
+    )
     from rllib_diffusion.algorithms.finetune_run import validated
-    from rllib_diffusion.algorithms.qgrad.finetune import qgrad_config
     from rllib_diffusion.cli import build_parser, finetune_settings_from_args
 
     ckpt = _fake_checkpoint(tmp_path)

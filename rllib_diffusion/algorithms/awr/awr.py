@@ -476,7 +476,7 @@ def load_pretrained_into(algo: Algorithm, checkpoint: str) -> None:
         raise CheckpointError(
             f"Pretrained checkpoint '{checkpoint}' does not match the policy config: "
             + "; ".join(diffs)
-            + ". Build the config from the checkpoint (awr.finetune.awr_config)."
+            + ". Build the config from the checkpoint (denoiser_finetune.denoiser_finetune_config)."
         )
     state = {k: v.detach().cpu() for k, v in bc_module.ema_net.state_dict().items()}
 

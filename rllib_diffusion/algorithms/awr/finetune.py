@@ -1,198 +1,32 @@
 """DRWR / DAWR fine-tuning run: DiffusionBC checkpoint → reward-weighted regression on
 EnvRunner rollouts → checkpoints + curve.
 
-``rllib-diffusion finetune --algo drwr|dawr --checkpoint <BC checkpoint>``: a
-:class:`RewardWeightedFamily` on the shared run loop (``rllib_diffusion.run_loop``),
-with DPPO's run control: budget in true env steps (reached at the first iteration that
-crosses it), iteration-0 evaluation of the pretrained policy, checkpoints with typed
-metadata, ``--resume`` (networks, optimisers, counters and the rollout store: DAWR's replay
-buffer, DRWR's open episodes),
-final evaluation of exactly what was saved.
+``rllib-diffusion finetune --algo drwr|dawr --checkpoint <BC checkpoint>``: the shared
+:class:`~rllib_diffusion.algorithms.denoiser_finetune.DenoiserFinetuneFamily` (run
+control, resume, evaluation), with the rollout store (DAWR's replay buffer, DRWR's open
+episodes) in the checkpoint; this module names what a progress line carries.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
-
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms import registry
-from rllib_diffusion.algorithms.finetune_run import (
-    FinetuneSettings,
-    chunked_run_config,
-    learner_module_copy,
-    pretrained_policy,
-    restore_finetune_checkpoint,
-    return_fields,
-    runner_placement,
-    start_line,
-    validated,
-    warn_missing_resources,
-)
-from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
-from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
-from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_after_summary
-from rllib_diffusion.utils.io import jsonable
-
-#: Learner metrics a progress line carries (present keys only), by their line name.
-LEARNER_KEYS = {
-    "actor_loss": M.ACTOR_LOSS,
-    "critic_loss": M.CRITIC_LOSS,
-    "value_mean": M.VALUE_MEAN,
-    "weight_mean": M.WEIGHT_MEAN,
-    "weight_at_max": M.WEIGHT_AT_MAX,
-}
+from rllib_diffusion.algorithms.denoiser_finetune import DenoiserFinetuneFamily
 
 
-def awr_config(s: FinetuneSettings) -> Any:
-    """The config of ``s.algo`` (DRWR or DAWR: its registry spec's config and model
-    config) whose env, spaces and model match the pretrained checkpoint."""
-    spec = registry.get(s.algo)
-    policy = pretrained_policy(s.checkpoint, s)
-    training, model_knobs = spec.split_knobs(s.knobs)
-    model = spec.model_config_class(policy=policy.to_dict(), **model_knobs)
-    return (
-        chunked_run_config(spec.config_class(), policy, s)
-        .training(
-            # RLlib samples train_batch_size_per_learner × num_learners per iteration.
-            train_batch_size_per_learner=-(-s.decisions_per_iteration // max(1, s.num_learners)),
-            **training,
-            pretrained_checkpoint=str(Path(s.checkpoint).expanduser().resolve()),
-        )
-        .rl_module(model_config=model.to_dict())
-    )
-
-
-class RewardWeightedFamily(RunFamily):
+class RewardWeightedFamily(DenoiserFinetuneFamily):
     """DRWR or DAWR (``s.algo``) fine-tuning on the run loop (see the module doc)."""
 
-    tag = "finetune"
-    unit = "env_steps"
-
-    def __init__(self, s: FinetuneSettings) -> None:
-        from rllib_diffusion.envs.tasks import reference_scores
-        from rllib_diffusion.utils.runtime import run_metadata
-
-        self.s = s
-        self.config = validated(awr_config(s), s.algo)
-        model_config = dict(self.config.model_config)
-        self.policy = DiffusionPolicyConfig.from_dict(model_config["policy"], strict=False)
-        self._meta = CheckpointMeta(
-            algorithm=registry.get(s.algo).checkpoint_algorithm,
-            env_id=self.policy.env_id,
-            policy_config=self.policy.to_dict(),
-            model_config=model_config,
-            settings=asdict(s),
-            pretrained_checkpoint=self.config.pretrained_checkpoint,
-            dataset=read_checkpoint_meta(s.checkpoint).dataset,
-            run=run_metadata(),
-        )
-        self.refs = reference_scores(self.policy.env_id, self._meta.dataset)
-
-    def meta(self) -> CheckpointMeta:
-        return self._meta
-
-    def check_resumable(self, saved: CheckpointMeta, where: Path) -> None:
-        diffs = [
-            f"{name}: checkpoint {getattr(saved, name)!r} vs now {getattr(self._meta, name)!r}"
-            for name in ("pretrained_checkpoint", "model_config")
-            if jsonable(getattr(saved, name)) != jsonable(getattr(self._meta, name))
-        ]
-        if diffs:
-            raise CheckpointError(
-                f"Cannot resume '{where}' with other settings: " + "; ".join(diffs)
-            )
-
-    def build(self) -> Any:
-        from rllib_diffusion.utils.runtime import init_ray
-
-        init_ray()
-        with warn_missing_resources(self.config):
-            algo = self.config.build_algo()
-        print(
-            f"[finetune] {self.s.algo}: {self.policy.network} denoiser, {self.policy.sampler} "
-            f"{self.policy.sampling_steps} steps; {self.s.decisions_per_iteration} decisions "
-            f"x {self.policy.act_steps} actions per iteration, budget {self.s.env_steps} "
-            "env steps",
-            flush=True,
-        )
-        return algo
-
-    def start(self, algo: Any, control: RunControl) -> dict[str, Any]:
-        """Where fine-tuning starts: the pretrained policy, deterministic, real env."""
-        self.start_evaluation = self._evaluate(learner_module_copy(algo), 20_000, control)
-        return start_line(self.start_evaluation, control.eval_episodes)
-
-    def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any]:
-        sums = restore_finetune_checkpoint(algo, ckpt_dir, acting="actor")
-        print(f"[finetune] restored {algo.env_steps_lifetime} env steps", flush=True)
-        return {"env_steps": algo.env_steps_lifetime, "restored_weight_sums": sums}
-
-    def progress_line(self, algo: Any, result: dict, it: int, *, evaluated: bool) -> dict:
-        return progress_line(result, it, self.refs, evaluated=evaluated)
-
-    def format_line(self, line: dict[str, Any], control: RunControl) -> str:
-        def g(key: str, fmt: str = ".3g") -> str:
-            v = line.get(key)
-            return "n/a" if v is None else format(v, fmt)
-
-        msg = (
-            f"[finetune] iter {line['iteration']}  env steps {line['env_steps']}/"
-            f"{control.budget}  train return {g(M.TRAIN_RETURN, '.1f')}  actor loss "
-            f"{g('actor_loss')}  critic loss {g('critic_loss')}  weight mean "
-            f"{g('weight_mean')} (at max {g('weight_at_max', '.2f')})  sample/learn "
-            f"{g(M.SAMPLE_SECONDS, '.1f')}/{g(M.LEARN_SECONDS, '.1f')}s"
-        )
-        if EVAL_RETURN in line:
-            msg += f"  EVAL return {g(EVAL_RETURN, '.1f')}"
-        return msg
-
-    def finish(self, algo: Any) -> dict[str, Any]:
-        return {"placement": runner_placement(algo)}
-
-    def final_evaluation(self, ckpt: str, control: RunControl) -> dict[str, Any]:
-        from rllib_diffusion.checkpoints import load_policy_module
-
-        module, _ = load_policy_module(ckpt)
-        return self._evaluate(module, 30_000, control)
-
-    def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-        return before_after_summary(self.tag, base, self.start_evaluation, evaluation)
-
-    def _evaluate(self, module: Any, seed: int, control: RunControl) -> dict[str, Any]:
-        from rllib_diffusion.evaluation import evaluate_module
-
-        return evaluate_module(
-            module,
-            self.policy.env_config(),
-            num_episodes=control.eval_episodes,
-            seed=seed + control.seed,
-            dataset=self._meta.dataset,
-        )
-
-
-def progress_line(
-    result: dict[str, Any], it: int, refs: dict[str, Any] | None, *, evaluated: bool
-) -> dict[str, Any]:
-    """Flat per-iteration metrics of a DRWR/DAWR result dict; ``refs``: the run's
-    reference scores or None."""
-    from ray.rllib.core import DEFAULT_MODULE_ID
-    from ray.rllib.utils.metrics import LEARNER_RESULTS
-
-    own = result.get(M.AWR_NAMESPACE, {})
-    learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
-    line: dict[str, Any] = {"iteration": it, "env_steps": int(own.get(M.ENV_STEPS, 0))}
-    for key in (
-        M.TRAINED_DECISIONS,
-        M.BUFFER_DECISIONS,
-        M.SAMPLE_SECONDS,
-        M.LEARN_SECONDS,
-        M.SYNC_SECONDS,
-    ):
-        if key in own:
-            line[key] = M.float_or_none(own[key])
-    for name, key in LEARNER_KEYS.items():
-        if key in learner:
-            line[name] = M.float_or_none(learner[key])
-    return {**line, **return_fields(result, refs, evaluated=evaluated)}
+    namespace = M.AWR_NAMESPACE
+    learner_keys = {
+        "actor_loss": M.ACTOR_LOSS,
+        "critic_loss": M.CRITIC_LOSS,
+        "value_mean": M.VALUE_MEAN,
+        "weight_mean": M.WEIGHT_MEAN,
+        "weight_at_max": M.WEIGHT_AT_MAX,
+    }
+    shown = (
+        ("actor loss", "actor_loss", ".3g"),
+        ("critic loss", "critic_loss", ".3g"),
+        ("weight mean", "weight_mean", ".3g"),
+        ("at max", "weight_at_max", ".2f"),
+    )
