@@ -411,13 +411,21 @@ def comparison_section(r: dict) -> list[str]:
     return lines
 
 
+def baselines_section(r: dict) -> list[str]:
+    """A ``baselines_*`` result: a ``beyond.py`` comparison (figures per run), or one
+    fine-tuning run of ``dppo_gaussian_baseline.py`` (e.g. the GMM-PPO baseline)."""
+    if all(isinstance(f, dict) for f in r["figures"].values()):
+        return comparison_section(r)
+    return finetune_section(r)
+
+
 SECTIONS = {
     "behavior_ppo": ("Behaviour policies for data collection", behavior_section),
     "bc_pretrain": ("Diffusion BC pretraining", bc_section),
     "dppo_finetune": ("DPPO fine-tuning", finetune_section),
     "dppo_baseline": ("Baseline: RLlib PPO fine-tuning a Gaussian BC policy", finetune_section),
     "avoid_modes": ("Avoid: success and routes (modes)", avoid_section),
-    "baselines_": ("Fine-tuning baselines (benchmarks/beyond.py)", comparison_section),
+    "baselines_": ("Fine-tuning baselines", baselines_section),
 }
 
 
