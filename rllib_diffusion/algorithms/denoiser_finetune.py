@@ -35,6 +35,12 @@ from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_after_summary
 from rllib_diffusion.utils.io import jsonable
 
+#: Policy-config fields that shape the denoiser: they must match the pretrained one.
+NETWORK_FIELDS = (
+    "obs_dim", "action_dim", "horizon", "denoising_steps", "schedule", "network",
+    "hidden_dims", "unet_dims", "time_dim", "activation",
+)  # fmt: skip
+
 #: Values of the algorithm's metrics namespace every progress line carries (if present).
 OWN_KEYS = (
     M.TRAINED_DECISIONS,
@@ -193,3 +199,43 @@ class DenoiserFinetuneFamily(RunFamily):
             seed=seed + control.seed,
             dataset=self._meta.dataset,
         )
+
+
+def load_pretrained_into(algo: Any, checkpoint: str) -> None:
+    """Copy the EMA denoiser of a DiffusionBC checkpoint into every learner's module (its
+    ``load_pretrained_denoiser``) and push it to the EnvRunners (blocking); a one-line
+    error if the networks differ. Called by the algorithms' ``setup``."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from rllib_diffusion.checkpoints import load_policy_module
+
+    bc_module, meta = load_policy_module(checkpoint, expect_algorithms=("DiffusionBC",))
+    ours = algo.config.model_config["policy"]
+    diffs = [
+        f"{name}: checkpoint {meta.policy_config.get(name)!r} vs {ours.get(name)!r}"
+        for name in NETWORK_FIELDS
+        if _norm(meta.policy_config.get(name)) != _norm(ours.get(name))
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"Pretrained checkpoint '{checkpoint}' does not match the policy config: "
+            + "; ".join(diffs)
+            + ". Build the config from the checkpoint (denoiser_finetune.denoiser_finetune_config)."
+        )
+    state = {k: v.detach().cpu() for k, v in bc_module.ema_net.state_dict().items()}
+
+    def _load(learner: Any) -> None:
+        learner.module[DEFAULT_MODULE_ID].unwrapped().load_pretrained_denoiser(state)
+
+    algo.learner_group.foreach_learner(_load)
+    for group in (algo.env_runner_group, algo.eval_env_runner_group):
+        if group is not None:
+            group.sync_weights(
+                from_worker_or_learner_group=algo.learner_group,
+                inference_only=True,
+                timeout_seconds=60.0,
+            )
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

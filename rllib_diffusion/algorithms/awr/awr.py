@@ -53,17 +53,11 @@ from rllib_diffusion.algorithms.awr.weights import (
     rwr_weights,
     td_lambda_targets,
 )
-from rllib_diffusion.checkpoints import CheckpointError
+from rllib_diffusion.algorithms.denoiser_finetune import load_pretrained_into
 
 #: Algorithm names stored in checkpoint metadata.
 DRWR_NAME = "DRWR"
 DAWR_NAME = "DAWR"
-
-#: Policy-config fields that shape the denoiser: they must match the pretrained one.
-NETWORK_FIELDS = (
-    "obs_dim", "action_dim", "horizon", "denoising_steps", "schedule", "network",
-    "hidden_dims", "unet_dims", "time_dim", "activation",
-)  # fmt: skip
 
 #: Algorithm-state keys (checkpointed): the env-step count and the rollout store
 #: (DRWR's open episodes, DAWR's replay buffer).
@@ -458,40 +452,3 @@ class DAWR(RewardWeightedAlgorithmMixin, Algorithm):
         self._sync_and_log(
             timings, **{M.TRAINED_DECISIONS: trained, M.BUFFER_DECISIONS: len(self.store)}
         )
-
-
-def load_pretrained_into(algo: Algorithm, checkpoint: str) -> None:
-    """Copy the EMA denoiser of a DiffusionBC checkpoint into every learner's module and
-    push it to the EnvRunners (blocking); a one-line error if the networks differ."""
-    from rllib_diffusion.checkpoints import load_policy_module
-
-    bc_module, meta = load_policy_module(checkpoint, expect_algorithms=("DiffusionBC",))
-    ours = algo.config.model_config["policy"]
-    diffs = [
-        f"{name}: checkpoint {meta.policy_config.get(name)!r} vs {ours.get(name)!r}"
-        for name in NETWORK_FIELDS
-        if _norm(meta.policy_config.get(name)) != _norm(ours.get(name))
-    ]
-    if diffs:
-        raise CheckpointError(
-            f"Pretrained checkpoint '{checkpoint}' does not match the policy config: "
-            + "; ".join(diffs)
-            + ". Build the config from the checkpoint (denoiser_finetune.denoiser_finetune_config)."
-        )
-    state = {k: v.detach().cpu() for k, v in bc_module.ema_net.state_dict().items()}
-
-    def _load(learner: Any) -> None:
-        learner.module[DEFAULT_MODULE_ID].unwrapped().load_pretrained_denoiser(state)
-
-    algo.learner_group.foreach_learner(_load)
-    for group in (algo.env_runner_group, algo.eval_env_runner_group):
-        if group is not None:
-            group.sync_weights(
-                from_worker_or_learner_group=algo.learner_group,
-                inference_only=True,
-                timeout_seconds=60.0,
-            )
-
-
-def _norm(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

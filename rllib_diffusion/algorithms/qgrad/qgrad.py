@@ -41,18 +41,12 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS
 
 from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.denoiser_finetune import load_pretrained_into
 from rllib_diffusion.algorithms.qgrad.qgrad_learner import ACTOR_ACTIONS, ACTOR_OBS
 from rllib_diffusion.algorithms.replay import TransitionReplay
-from rllib_diffusion.checkpoints import CheckpointError
 
 #: Algorithm names stored in checkpoint metadata.
 DIPO_NAME, QSM_NAME = "DIPO", "QSM"
-
-#: Policy-config fields that shape the denoiser: they must match the pretrained one.
-NETWORK_FIELDS = (
-    "obs_dim", "action_dim", "horizon", "denoising_steps", "schedule", "network",
-    "hidden_dims", "unet_dims", "time_dim", "activation",
-)  # fmt: skip
 
 #: Algorithm-state keys (checkpointed): counters and the replay.
 COUNTERS_STATE, REPLAY_STATE = "qgrad_counters", "qgrad_replay"
@@ -382,40 +376,3 @@ class QSM(QGradAlgorithmMixin, Algorithm):
         from ray.rllib.core.columns import Columns
 
         return {ACTOR_OBS: batch[Columns.OBS], ACTOR_ACTIONS: batch[Columns.ACTIONS]}
-
-
-def load_pretrained_into(algo: Algorithm, checkpoint: str) -> None:
-    """Copy the EMA denoiser of a DiffusionBC checkpoint into every learner's module and
-    push it to the EnvRunners (blocking); a one-line error if the networks differ."""
-    from rllib_diffusion.checkpoints import load_policy_module
-
-    bc_module, meta = load_policy_module(checkpoint, expect_algorithms=("DiffusionBC",))
-    ours = algo.config.model_config["policy"]
-    diffs = [
-        f"{name}: checkpoint {meta.policy_config.get(name)!r} vs {ours.get(name)!r}"
-        for name in NETWORK_FIELDS
-        if _norm(meta.policy_config.get(name)) != _norm(ours.get(name))
-    ]
-    if diffs:
-        raise CheckpointError(
-            f"Pretrained checkpoint '{checkpoint}' does not match the policy config: "
-            + "; ".join(diffs)
-            + ". Build the config from the checkpoint (denoiser_finetune.denoiser_finetune_config)."
-        )
-    state = {k: v.detach().cpu() for k, v in bc_module.ema_net.state_dict().items()}
-
-    def _load(learner: Any) -> None:
-        learner.module[DEFAULT_MODULE_ID].unwrapped().load_pretrained_denoiser(state)
-
-    algo.learner_group.foreach_learner(_load)
-    for group in (algo.env_runner_group, algo.eval_env_runner_group):
-        if group is not None:
-            group.sync_weights(
-                from_worker_or_learner_group=algo.learner_group,
-                inference_only=True,
-                timeout_seconds=60.0,
-            )
-
-
-def _norm(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
