@@ -21,6 +21,7 @@ from rllib_diffusion.algorithms import registry
 from rllib_diffusion.algorithms.finetune_run import (
     FinetuneSettings,
     chunked_run_config,
+    last_iteration_decisions,
     learner_module_copy,
     pretrained_policy,
     restore_finetune_checkpoint,
@@ -54,7 +55,7 @@ OWN_KEYS = (
 def denoiser_finetune_config(s: FinetuneSettings) -> Any:
     """The config of ``s.algo`` (its registry spec's config and model config) whose env,
     spaces and model match the pretrained checkpoint."""
-    spec = registry.get(s.algo)
+    spec = registry.get(s.algo, registry.FINETUNE)
     policy = pretrained_policy(s.checkpoint, s)
     training, model_knobs = spec.split_knobs(s.knobs)
     model = spec.model_config_class(policy=policy.to_dict(), **model_knobs)
@@ -94,7 +95,7 @@ class DenoiserFinetuneFamily(RunFamily):
         model_config = dict(self.config.model_config)
         self.policy = DiffusionPolicyConfig.from_dict(model_config["policy"], strict=False)
         self._meta = CheckpointMeta(
-            algorithm=registry.get(s.algo).checkpoint_algorithm,
+            algorithm=registry.get(s.algo, registry.FINETUNE).checkpoint_algorithm,
             env_id=self.policy.env_id,
             policy_config=self.policy.to_dict(),
             model_config=model_config,
@@ -142,6 +143,15 @@ class DenoiserFinetuneFamily(RunFamily):
         """Where fine-tuning starts: the pretrained policy, deterministic, real env."""
         self.start_evaluation = self._evaluate(learner_module_copy(algo), 20_000, control)
         return start_line(self.start_evaluation, control.eval_episodes)
+
+    def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
+        """The iteration that reaches the budget samples only the decisions it needs
+        (:class:`~rllib_diffusion.algorithms.env_step_budget.EnvStepBudgetMixin`)."""
+        algo.limit_next_iteration(
+            last_iteration_decisions(
+                control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
+            )
+        )
 
     def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any]:
         sums = restore_finetune_checkpoint(algo, ckpt_dir, acting=self.acting())

@@ -335,15 +335,19 @@ def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_p
         eval_episodes=2,
         checkpoint_interval=1,
     )
-    summary = _finetune(algo, bc, out, env_steps=200, **common)
+    summary = _finetune(algo, bc, out, env_steps=400, **common)
     lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
-    # 40 decisions of 4 actions per iteration (fewer env steps where episodes end
-    # inside a chunk): two iterations reach 200.
-    assert len(lines) == 3 and 200 <= lines[-1]["env_steps"] <= 320
+    # 40 decisions of 4 actions (<= 160 env steps: episodes end inside chunks) per
+    # iteration, the last sized to what is left (and topped up where episodes ended),
+    # so the run ends within one vector step (2 envs x 4 actions) of the budget
+    # instead of up to a whole iteration above it.
+    assert len(lines) >= 3 and 400 <= lines[-1]["env_steps"] <= 408
     assert all("eval_return_mean" in x for x in lines)
-    assert lines[-1]["trained_decisions"] > 0 and lines[-1]["actor_loss"] > 0
-    if algo == "dawr":  # 40 decisions per iteration (+ a top-up where episodes ended)
-        assert 80 <= lines[-1]["buffer_decisions"] <= 88 and lines[-1]["critic_loss"] >= 0
+    # (A top-up of a few decisions may end no episode: DRWR then has nothing to train.)
+    assert any(x.get("trained_decisions", 0) > 0 and x["actor_loss"] > 0 for x in lines[1:])
+    if algo == "dawr":  # every decision (>= 100 of <= 4 env steps each) is buffered
+        assert 100 <= lines[-1]["buffer_decisions"] <= lines[-1]["env_steps"]
+        assert lines[-1]["critic_loss"] >= 0
     assert summary["final_evaluation"]["num_episodes"] == 2
     meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
     assert meta["algorithm"] == algo.upper() and meta["env_steps"] == lines[-1]["env_steps"]
@@ -351,9 +355,11 @@ def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_p
     budget = lines[-1]["env_steps"] + 1
     resumed = _finetune(algo, bc, out, env_steps=budget, resume=True, **common)
     steps = [x["env_steps"] for x in resumed["progress"]]
-    assert len(steps) == 4 and steps[-1] >= budget
-    if algo == "dawr":  # the replay buffer came back with the checkpoint (else ≈ 40)
-        assert resumed["progress"][-1]["buffer_decisions"] >= lines[-1]["buffer_decisions"] + 40
+    assert len(steps) == len(lines) + 1 and steps[-1] >= budget
+    # The last iteration needed 1 env step: one vector step of the 2 envs.
+    assert steps[-1] - steps[-2] <= 8
+    if algo == "dawr":  # the replay buffer came back with the checkpoint (else <= 8)
+        assert resumed["progress"][-1]["buffer_decisions"] > lines[-1]["buffer_decisions"]
 
 
 @pytest.mark.slow

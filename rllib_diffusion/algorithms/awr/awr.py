@@ -34,7 +34,6 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import (
@@ -54,6 +53,7 @@ from rllib_diffusion.algorithms.awr.weights import (
     td_lambda_targets,
 )
 from rllib_diffusion.algorithms.denoiser_finetune import load_pretrained_into
+from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
 
 #: Algorithm names stored in checkpoint metadata.
 DRWR_NAME = "DRWR"
@@ -261,38 +261,16 @@ class DAWRConfig(RewardWeightedConfigMixin, AlgorithmConfig):
             )
 
 
-class RewardWeightedAlgorithmMixin:
-    """Sampling, env-step counting, learner updates and pretrained weights shared by
-    DRWR and DAWR. Host: ``<Algo>(RewardWeightedAlgorithmMixin, Algorithm)``."""
+class RewardWeightedAlgorithmMixin(EnvStepBudgetMixin):
+    """Learner updates and pretrained weights shared by DRWR and DAWR (sampling and
+    env-step counting: :class:`EnvStepBudgetMixin`). Host:
+    ``<Algo>(RewardWeightedAlgorithmMixin, Algorithm)``."""
 
     @override(Algorithm)
     def setup(self, config: AlgorithmConfig) -> None:
         super().setup(config)
-        self._env_steps_lifetime = 0
         if self.config.pretrained_checkpoint:
             load_pretrained_into(self, self.config.pretrained_checkpoint)
-
-    @property
-    def env_steps_lifetime(self) -> int:
-        """True env steps sampled so far (decisions × executed actions); checkpointed."""
-        return self._env_steps_lifetime
-
-    def _sample(self) -> list:
-        """One iteration's episode chunks (``train_batch_size_per_learner`` decisions per
-        learner, exploring); aggregates the EnvRunners' metrics and counts env steps
-        (each decision's ``info["env_steps"]``)."""
-        episodes, runner_results = synchronous_parallel_sample(
-            worker_set=self.env_runner_group,
-            max_env_steps=self.config.total_train_batch_size,
-            sample_timeout_s=self.config.sample_timeout_s,
-            _uses_new_env_runners=True,
-            _return_metrics=True,
-        )
-        self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
-        self._env_steps_lifetime += sum(
-            int(info.get("env_steps", 1)) for ep in episodes for info in ep.get_infos()[1:]
-        )
-        return episodes
 
     def _learn(self, columns: dict[str, np.ndarray], steps: int) -> None:
         """``steps`` gradient steps of ``minibatch_size`` rows (fewer if the data is
@@ -370,7 +348,7 @@ class DRWR(RewardWeightedAlgorithmMixin, Algorithm):
     @override(Algorithm)
     def training_step(self) -> None:
         t0 = time.perf_counter()
-        episodes = self._sample()
+        episodes = self.sample_episodes()
         self.store.add_episodes(episodes)
         self.store.drop_open({ep.id_ for ep in episodes})
         done = self.store.pop_done()
@@ -425,7 +403,7 @@ class DAWR(RewardWeightedAlgorithmMixin, Algorithm):
     def training_step(self) -> None:
         cfg = self.config
         t0 = time.perf_counter()
-        episodes = self._sample()
+        episodes = self.sample_episodes()
         self.store.add_episodes(episodes, reward_scale=cfg.reward_scale)
         t1 = time.perf_counter()
         # The reference: (decisions sampled / minibatch) × replay_ratio actor steps.

@@ -4,18 +4,14 @@ a replay of EnvRunner rollouts → checkpoints + curve.
 ``rllib-diffusion finetune --algo dipo|qsm --checkpoint <BC checkpoint>``: the shared
 :class:`~rllib_diffusion.algorithms.denoiser_finetune.DenoiserFinetuneFamily` (run
 control, resume with networks, targets, optimisers, counters and the replay,
-evaluation); here: what a progress line carries, the network DIPO acts with, and the
-last iteration sized to the budget.
+evaluation, the last iteration sized to the budget); here: what a progress line carries
+and the network DIPO acts with.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.denoiser_finetune import OWN_KEYS, DenoiserFinetuneFamily
-from rllib_diffusion.algorithms.finetune_run import last_iteration_decisions
-from rllib_diffusion.run_loop import RunControl
 
 
 class QGradFamily(DenoiserFinetuneFamily):
@@ -40,11 +36,3 @@ class QGradFamily(DenoiserFinetuneFamily):
     def acting(self) -> str:
         """DIPO acts with its Polyak target copy of the denoiser (``act_with_target``)."""
         return "actor_target" if self.config.model_config.get("act_with_target") else "actor"
-
-    def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
-        """The iteration that reaches the budget samples only the decisions it needs."""
-        algo.limit_next_iteration(
-            last_iteration_decisions(
-                control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
-            )
-        )

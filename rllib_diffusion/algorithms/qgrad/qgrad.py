@@ -35,13 +35,13 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.annotations import override
-from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS
+from ray.rllib.utils.metrics import LEARNER_RESULTS
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.denoiser_finetune import load_pretrained_into
+from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
 from rllib_diffusion.algorithms.qgrad.qgrad_learner import ACTOR_ACTIONS, ACTOR_OBS
 from rllib_diffusion.algorithms.replay import TransitionReplay
 
@@ -232,23 +232,17 @@ class QSMConfig(QGradConfigMixin, AlgorithmConfig):
             self._value_error(f"q_grad_coeff must be > 0, got {self.q_grad_coeff}.")
 
 
-class QGradAlgorithmMixin:
-    """Sampling, replay, env-step counting and the per-step loop of DIPO and QSM.
-    Host: ``<Algo>(QGradAlgorithmMixin, Algorithm)``."""
+class QGradAlgorithmMixin(EnvStepBudgetMixin):
+    """Replay and the per-step loop of DIPO and QSM (sampling and env-step counting:
+    :class:`EnvStepBudgetMixin`). Host: ``<Algo>(QGradAlgorithmMixin, Algorithm)``."""
 
     @override(Algorithm)
     def setup(self, config: AlgorithmConfig) -> None:
         super().setup(config)
-        self._env_steps_lifetime = 0
         self._decisions_lifetime = 0
         self.replay = TransitionReplay(self.config.buffer_decisions, seed=self.config.seed)
         if self.config.pretrained_checkpoint:
             load_pretrained_into(self, self.config.pretrained_checkpoint)
-
-    @property
-    def env_steps_lifetime(self) -> int:
-        """True env steps sampled so far (decisions × executed actions); checkpointed."""
-        return self._env_steps_lifetime
 
     @override(Algorithm)
     def training_step(self) -> None:
@@ -285,39 +279,9 @@ class QGradAlgorithmMixin:
         """The actor's rows of a gradient step (``ACTOR_OBS``, ``ACTOR_ACTIONS``)."""
         raise NotImplementedError
 
-    def limit_next_iteration(self, decisions: int | None) -> None:
-        """Sample ``decisions`` action chunks (rounded up to whole vector steps) in the next
-        iteration only (the last of an env-step budget); None: the configured batch."""
-        self._decisions_cap = decisions
-
     def _sample(self) -> int:
-        """One iteration's decisions (exploring) into the replay; counts env steps (each
-        decision's ``info["env_steps"]``). Returns the decisions sampled."""
-        cap, self._decisions_cap = getattr(self, "_decisions_cap", None), None
-        if cap is None:
-            episodes, runner_results = synchronous_parallel_sample(
-                worker_set=self.env_runner_group,
-                max_env_steps=self.config.total_train_batch_size,
-                sample_timeout_s=self.config.sample_timeout_s,
-                _uses_new_env_runners=True,
-                _return_metrics=True,
-            )
-        else:  # each EnvRunner samples its share of the cap
-            group = self.env_runner_group
-            remote = group.num_remote_env_runners()
-            share = -(-cap // max(remote, 1))
-            results = group.foreach_env_runner(
-                lambda runner: (runner.sample(num_timesteps=share), runner.get_metrics()),
-                local_env_runner=remote == 0,
-                timeout_seconds=self.config.sample_timeout_s,
-            )
-            episodes = [ep for eps, _ in results for ep in eps]
-            runner_results = [m for _, m in results]
-        self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
-        self._env_steps_lifetime += sum(
-            int(info.get("env_steps", 1)) for ep in episodes for info in ep.get_infos()[1:]
-        )
-        added = self.replay.add(episodes)
+        """One iteration's decisions (exploring) into the replay; returns their number."""
+        added = self.replay.add(self.sample_episodes())
         self._decisions_lifetime += added
         return added
 
