@@ -12,8 +12,8 @@ prediction, :meth:`_forward_train`); the critic is dropped on EnvRunners.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from ray.rllib.core.columns import Columns
@@ -23,51 +23,23 @@ from ray.rllib.utils.annotations import override
 from torch import Tensor
 
 from rllib_diffusion.diffusion import MLP, NoiseSchedule, sample_chain
-from rllib_diffusion.knobs import Positive, PositiveFloat, check_ranges
+from rllib_diffusion.knobs import Positive
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET, build_denoiser
-from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
+from rllib_diffusion.modules.finetuned_denoiser import FinetunedDenoiserConfig
 
 
 @dataclass
-class RWRModelConfig:
-    """Model config of DRWR (passed as a dict in ``model_config``).
+class RWRModelConfig(FinetunedDenoiserConfig):
+    """Model config of DRWR (passed as a dict in ``model_config``): the pretrained
+    policy (the loss is the ε-prediction loss of its training) and the rollouts' std
+    floor (:class:`FinetunedDenoiserConfig`)."""
 
-    Attributes:
-        policy: the pretrained policy's :class:`DiffusionPolicyConfig` dict ("ddpm" or
-            "ddim" sampler; the loss is the ε-prediction loss of its training).
-        min_sampling_std: std floor of every reverse step of the rollouts (reference
-            ``min_sampling_denoising_std`` 0.1).
-    """
-
-    policy: dict[str, Any]
-    min_sampling_std: PositiveFloat = 0.1
-
-    def __post_init__(self) -> None:
-        check_ranges(self)
-        sampler = self.policy_config.sampler
-        if sampler not in ("ddpm", "ddim"):
-            raise ConfigError(
-                f"DRWR/DAWR fine-tune DDPM or DDIM policies; the pretrained sampler is "
-                f"{sampler!r}. Pretrain with --sampler ddpm."
-            )
-
-    @property
-    def policy_config(self) -> DiffusionPolicyConfig:
-        return DiffusionPolicyConfig.from_dict(self.policy, strict=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for f in fields(self):
-            if isinstance(d[f.name], tuple):
-                d[f.name] = list(d[f.name])
-        return d
+    ALGOS: ClassVar[str] = "DRWR/DAWR"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RWRModelConfig:
         """The DAWR config where ``d`` has a critic, else the DRWR one."""
-        target = AWRModelConfig if "critic_hidden_dims" in d else RWRModelConfig
-        known = {f.name for f in fields(target)}
-        return target(**{k: v for k, v in d.items() if k in known})
+        return cls.pick(d, AWRModelConfig if "critic_hidden_dims" in d else RWRModelConfig)
 
 
 @dataclass
@@ -80,10 +52,6 @@ class AWRModelConfig(RWRModelConfig):
     """
 
     critic_hidden_dims: tuple[Positive, ...] = field(default_factory=lambda: (256, 256, 256))
-
-    def __post_init__(self) -> None:
-        self.critic_hidden_dims = tuple(self.critic_hidden_dims)
-        super().__post_init__()
 
 
 class RewardWeightedModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):

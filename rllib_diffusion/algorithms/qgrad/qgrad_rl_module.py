@@ -15,8 +15,8 @@ keeps that (default) or uses the trained actor. Critics are dropped on EnvRunner
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from ray.rllib.core.columns import Columns
@@ -26,56 +26,30 @@ from ray.rllib.utils.annotations import override
 from torch import Tensor, nn
 
 from rllib_diffusion.diffusion import NoiseSchedule, sample_chain
-from rllib_diffusion.knobs import Positive, PositiveFloat, check_ranges
+from rllib_diffusion.knobs import Positive
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
-from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
+from rllib_diffusion.modules.finetuned_denoiser import FinetunedDenoiserConfig
 
 
 @dataclass
-class QSMModelConfig:
-    """Model config of QSM (passed as a dict in ``model_config``).
+class QSMModelConfig(FinetunedDenoiserConfig):
+    """Model config of QSM (passed as a dict in ``model_config``): the pretrained policy
+    and the std floor (:class:`FinetunedDenoiserConfig`), plus the critics.
 
     Attributes:
-        policy: the pretrained policy's :class:`DiffusionPolicyConfig` dict ("ddpm" or
-            "ddim" sampler: an ε-prediction denoiser).
-        min_sampling_std: std floor of every reverse step of the rollouts and of the TD
-            targets' next actions (reference ``min_sampling_denoising_std`` 0.1).
         critic_hidden_dims: residual Mish MLP sizes of each of the twin critics Q(s, a)
             (reference ``CriticObsAct`` 256-256-256).
     """
 
-    policy: dict[str, Any]
-    min_sampling_std: PositiveFloat = 0.1
+    ALGOS: ClassVar[str] = "DIPO/QSM"
+
     critic_hidden_dims: tuple[Positive, ...] = field(default_factory=lambda: (256, 256, 256))
-
-    def __post_init__(self) -> None:
-        self.critic_hidden_dims = tuple(self.critic_hidden_dims)
-        check_ranges(self)
-        sampler = self.policy_config.sampler
-        if sampler not in ("ddpm", "ddim"):
-            raise ConfigError(
-                f"DIPO/QSM fine-tune DDPM or DDIM policies; the pretrained sampler is "
-                f"{sampler!r}. Pretrain with --sampler ddpm."
-            )
-
-    @property
-    def policy_config(self) -> DiffusionPolicyConfig:
-        return DiffusionPolicyConfig.from_dict(self.policy, strict=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for f in fields(self):
-            if isinstance(d[f.name], tuple):
-                d[f.name] = list(d[f.name])
-        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QSMModelConfig:
         """The DIPO config where ``d`` has ``act_with_target``, else the QSM one."""
-        target = DIPOModelConfig if "act_with_target" in d else QSMModelConfig
-        known = {f.name for f in fields(target)}
-        return target(**{k: v for k, v in d.items() if k in known})
+        return cls.pick(d, DIPOModelConfig if "act_with_target" in d else QSMModelConfig)
 
 
 @dataclass
