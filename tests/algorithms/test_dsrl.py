@@ -779,3 +779,47 @@ def test_transition_replay_state_restores_the_same_future_samples():
     assert set(a[Columns.REWARDS].tolist()) == {3.0, 4.0, 5.0, 6.0}
     with pytest.raises(ValueError, match="capacity"):
         TransitionReplay(capacity=5).set_state(replay.get_state())
+
+
+@pytest.mark.slow
+def test_two_cpu_learners_train_dsrl_with_identical_weights(base_checkpoints, ray_session):
+    """``--num-learners 2 --num-env-runners 0`` (DDP on CPU, 2 CPUs): DSRL's flat-replay
+    batches go through ``LearnerGroup.update`` to both learners, which end each SAC and
+    distillation step with the same weights, and the step changes the noise actor."""
+    import time
+
+    from rllib_diffusion.algorithms.dsrl.finetune import dsrl_config
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, weight_sums
+
+    s = FinetuneSettings.of(
+        algo="dsrl",
+        checkpoint=base_checkpoints["ddim"],
+        num_env_runners=0,
+        num_envs_per_env_runner=2,
+        num_learners=2,
+        decisions_per_iteration=32,
+        init_rollout_steps=3,
+        utd=2,
+        noise_bound=1.2,
+        sac_hidden_dims=(32, 32),
+        eval_interval=0,
+    )
+    config = dsrl_config(s)
+    deadline = time.monotonic() + 60  # actors of earlier tests are gone
+    while ray_session.available_resources().get("CPU", 0.0) < 2.0:
+        assert time.monotonic() < deadline, ray_session.available_resources()
+        time.sleep(0.5)
+    algo = config.build_algo()
+    try:
+        before = [r.get() for r in algo.learner_group.foreach_learner(weight_sums)]
+        for _ in range(2):  # the first iteration ends the warm-up
+            algo.train()
+        after = [r.get() for r in algo.learner_group.foreach_learner(weight_sums)]
+    finally:
+        algo.stop()
+    assert len(after) == 2 and before[0] == before[1]
+    assert after[0] == after[1], {
+        k: (after[0][k], after[1][k]) for k in after[0] if after[0][k] != after[1][k]
+    }
+    changed = [k for k in after[0] if after[0][k] != before[0][k]]
+    assert any("pi" in k for k in changed), changed
