@@ -28,6 +28,30 @@ def read_provenance(dataset: str | os.PathLike[str]) -> dict[str, Any] | None:
     return read_extra_metadata(dataset, PROVENANCE_KEY)
 
 
+def checked_generator(path: str, *, algorithm: str, dataset: str, flag: str, command: str) -> str:
+    """The resolved path of generator checkpoint ``path`` (given as ``flag``), after
+    checking it is a checkpoint of ``algorithm`` trained on ``dataset``; one-line errors
+    name the fix (``command`` trains one)."""
+    from pathlib import Path
+
+    from rllib_diffusion.checkpoints import CheckpointError, read_checkpoint_meta
+    from rllib_diffusion.modules.model_config import ConfigError
+
+    meta = read_checkpoint_meta(path)
+    if meta.algorithm != algorithm:
+        raise CheckpointError(
+            f"{flag} '{path}' is a {meta.algorithm!r} checkpoint, not a {algorithm} "
+            f"generator (train one with `{command}` without {flag})."
+        )
+    trained_on = (meta.settings or {}).get("dataset")
+    if trained_on != dataset:
+        raise ConfigError(
+            f"{flag} '{path}' was trained on '{trained_on}', not on --dataset "
+            f"'{dataset}'; pass --dataset {trained_on}."
+        )
+    return str(Path(path).expanduser().resolve())
+
+
 def check_output_id(dataset_id: str, *, overwrite: bool) -> None:
     """One-line errors for an output id that cannot be written (call before any work)."""
     from rllib_diffusion.data.minari_io import _check_dataset_id, minari_root

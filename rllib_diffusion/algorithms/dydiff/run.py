@@ -357,24 +357,19 @@ def generate_rollouts(module, policy, start_obs: np.ndarray, s: DyDiffRolloutSet
 def _model_checkpoint(s: DyDiffRolloutSettings) -> tuple[str, dict[str, Any]]:
     """``(checkpoint, training summary or {})``: the given model (checked), or one
     trained now."""
-    from rllib_diffusion.checkpoints import CheckpointError, read_checkpoint_meta
+    from rllib_diffusion.data.synthetic import checked_generator
 
     if s.model is None:
         summary = train_dydiff(s)
         return summary["checkpoint"], summary
-    meta = read_checkpoint_meta(s.model)
-    if meta.algorithm != ALGORITHM_NAME:
-        raise CheckpointError(
-            f"--model '{s.model}' is a {meta.algorithm!r} checkpoint, not a {ALGORITHM_NAME} "
-            "model (train one with `rllib-diffusion dydiff` without --model)."
-        )
-    trained_on = (meta.settings or {}).get("dataset")
-    if trained_on != s.dataset:
-        raise ConfigError(
-            f"--model '{s.model}' was trained on '{trained_on}', not on --dataset "
-            f"'{s.dataset}'; pass --dataset {trained_on}."
-        )
-    return str(Path(s.model).expanduser().resolve()), {}
+    path = checked_generator(
+        s.model,
+        algorithm=ALGORITHM_NAME,
+        dataset=s.dataset,
+        flag="--model",
+        command="rllib-diffusion dydiff",
+    )
+    return path, {}
 
 
 def dydiff(settings: DyDiffRolloutSettings) -> dict[str, Any]:

@@ -258,25 +258,19 @@ def _check_output_id(s: SynthesizeSettings) -> None:
 def _generator_checkpoint(s: SynthesizeSettings) -> tuple[str, dict[str, Any]]:
     """``(checkpoint, training summary or {})``: the given generator (checked), or one
     trained now."""
-    from rllib_diffusion.checkpoints import CheckpointError, read_checkpoint_meta
+    from rllib_diffusion.data.synthetic import checked_generator
 
     if s.generator is None:
         summary = train_generator(s)
         return summary["checkpoint"], summary
-    meta = read_checkpoint_meta(s.generator)
-    if meta.algorithm != ALGORITHM_NAME:
-        raise CheckpointError(
-            f"--generator '{s.generator}' is a {meta.algorithm!r} checkpoint, not a "
-            f"{ALGORITHM_NAME} generator (train one with `rllib-diffusion synthesize` without "
-            "--generator)."
-        )
-    trained_on = (meta.settings or {}).get("dataset")
-    if trained_on != s.dataset:
-        raise ConfigError(
-            f"--generator '{s.generator}' was trained on '{trained_on}', not on --dataset "
-            f"'{s.dataset}'; pass --dataset {trained_on}."
-        )
-    return str(Path(s.generator).expanduser().resolve()), {}
+    path = checked_generator(
+        s.generator,
+        algorithm=ALGORITHM_NAME,
+        dataset=s.dataset,
+        flag="--generator",
+        command="rllib-diffusion synthesize",
+    )
+    return path, {}
 
 
 def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
