@@ -25,6 +25,11 @@ ACTOR_GRAD_NORM = "actor_grad_norm"  # L2 norm of the actor gradient, mean over 
 ACTOR_UPDATE_NORM = "actor_update_norm"  # ||θ_after − θ_before|| of the fine-tuned actor
 ACTOR_UPDATE_RELATIVE = "actor_update_relative"  # the same divided by ||θ_before||
 ACTOR_STEPS = "actor_steps"  # optimiser steps applied to the actor this iteration
+# DPOER's temperature (dpoer_learner.py), per module, the value at the last minibatch.
+DPOER_ALPHA = "dpoer_alpha"  # temperature α
+DPOER_ENTROPY_ESTIMATE = "dpoer_entropy_estimate"  # the entropy estimate α is trained on
+DPOER_TARGET_ENTROPY = "dpoer_target_entropy"  # its target (−Ta·Da by default)
+DPOER_MINIBATCHES = "dpoer_minibatches"  # minibatches seen so far (checkpointed)
 
 # DPPO algorithm results (top level of the result dict).
 DPPO_NAMESPACE = "dppo"

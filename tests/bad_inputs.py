@@ -65,6 +65,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("finetune-clamp-reversed", [*F, "--logprob-clamp", "2", "1"], "--logprob-clamp"),
     ("finetune-drwr-foreign-knob", [*F, "--algo", "drwr", "--critic-lr", "1e-3"], "--critic-lr"),
     ("finetune-dawr-max-weight-0", [*F, "--algo", "dawr", "--max-weight", "0"], "--max-weight"),
+    ("finetune-dpoer-interval-0", [*F, "--algo", "dpoer", "--entropy-interval", "0"], "--entropy-"),
+    ("finetune-dpoer-estimator", [*F, "--algo", "dpoer", "--entropy-estimator", "kde"], "kde"),
     ("finetune-cpu-resource", [*F, "--env-runner-resources", '{"CPU": 1}'], "CPU"),
     ("finetune-resource-not-json", [*F, "--env-runner-resources", "rollout"], "--env-runner"),
     ("finetune-learner-resources", [*F, "--learner-resources", '{"l": 1}'], "--num-learners"),

@@ -232,6 +232,15 @@ for _spec in (
         family=f"{_Q}.dppo.finetune:DPPOFamily",
     ),
     AlgorithmSpec(
+        "dpoer",
+        f"{_Q}.dppo.dpoer:DPOERConfig",
+        FINETUNE,
+        "DPOER",
+        description="DPOER: DPPO plus a SAC-style learned temperature (seed 001's variant)",
+        model_config=f"{_Q}.dppo.dppo_rl_module:DPPOModelConfig",
+        family=f"{_Q}.dppo.finetune:DPPOFamily",
+    ),
+    AlgorithmSpec(
         "dsrl",
         f"{_Q}.dsrl.dsrl:DSRLConfig",
         FINETUNE,

@@ -216,7 +216,10 @@ class DPPOTorchLearner(PPOTorchLearner):
         adv = (adv - valid.mean()) / (valid.std() + 1e-8)
         adv = adv * config.gamma_denoising ** (k_ft - k - 1).float()
         clip = clip_schedule(k_ft, config.clip_param, config.clip_param_base).to(adv.device)[k]
-        surrogate = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - clip, 1 + clip))
+        surrogate = torch.max(
+            -adv * ratio + self._unclipped_term(module_id, new_logp),
+            -adv * torch.clamp(ratio, 1 - clip, 1 + clip),
+        )
         pg_loss = mmean(surrogate)
         actor_loss = pg_loss
         if config.entropy_coeff > 0 and entropy is not None:
@@ -258,6 +261,11 @@ class DPPOTorchLearner(PPOTorchLearner):
                     metrics[f"{M.CLIP_FRACTION_PER_STEP}{step}"] = clipped[sel].mean()
         self.metrics.log_dict(metrics, key=module_id, window=1)
         return total
+
+    def _unclipped_term(self, module_id, new_logp: torch.Tensor) -> torch.Tensor | float:
+        """Term added to the surrogate's unclipped branch ``−A·r`` per pair: 0 in DPPO
+        (DPOER: its temperature-weighted log-prob, ``DPOERTorchLearner``)."""
+        return 0.0
 
     def _record_first_ratio(self, module_id, ratio: torch.Tensor) -> None:
         """Keep the ratio of the iteration's first minibatch (valid rows): it is taken before

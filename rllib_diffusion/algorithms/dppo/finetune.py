@@ -221,6 +221,10 @@ def progress_line(
         M.DENOISING_STD,
         M.ENTROPY,
         M.BC_REGULARISER,
+        M.DPOER_ALPHA,
+        M.DPOER_ENTROPY_ESTIMATE,
+        M.DPOER_TARGET_ENTROPY,
+        M.DPOER_MINIBATCHES,
         "policy_loss",
         "vf_loss",
     ):
