@@ -256,9 +256,21 @@ def run_pretrain_gaussian(args: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------- finetune-gaussian
 def add_finetune_gaussian_args(p: argparse.ArgumentParser) -> None:
+    """Run flags from ``GaussianPPOSettings``; DiffPPO's knobs (any given makes the run
+    DiffPPO) from ``DiffPPOConfig.training()``."""
     from rllib_diffusion.algorithms.gaussian.gaussian_ppo import GaussianPPOSettings
+    from rllib_diffusion.knobs import add_knob_args
 
     add_settings_args(p, GaussianPPOSettings)
+    group = p.add_argument_group("DiffPPO knobs (synthetic-segment augmentation; none: PPO)")
+    add_knob_args(group, _diffppo_knobs())
+
+
+def _diffppo_knobs() -> list:
+    from rllib_diffusion.algorithms.gaussian.diffppo import DiffPPOConfig
+    from rllib_diffusion.knobs import declared_knobs
+
+    return declared_knobs(DiffPPOConfig)
 
 
 def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
@@ -266,8 +278,11 @@ def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
         GaussianPPOSettings,
         finetune_gaussian_ppo,
     )
+    from rllib_diffusion.knobs import given_knobs
 
-    return finetune_gaussian_ppo(settings_from_args(GaussianPPOSettings, args))
+    knobs = given_knobs(args, _diffppo_knobs())
+    settings = settings_from_args(GaussianPPOSettings, args, consumed=tuple(knobs), knobs=knobs)
+    return finetune_gaussian_ppo(settings)
 
 
 # ---------------------------------------------------------------------------- finetune

@@ -21,7 +21,7 @@ iteration), ``tensorboard/`` and ``result.json``, and continues with ``resume``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,9 @@ class GaussianPPOSettings:
             ``out_dir`` is an error.
         overwrite: replace an earlier run in OUT (its checkpoint, progress, result and
             TensorBoard files); without it (or --resume) an earlier run there is an error.
+        knobs: ``DiffPPOConfig.training()`` knobs given (e.g. ``synthetic_ratio``); any
+            makes the run DiffPPO (synthetic-segment augmentation, checkpoint algorithm
+            "DiffPPO"), none is plain RLlib PPO.
     """
 
     checkpoint: str
@@ -99,9 +102,19 @@ class GaussianPPOSettings:
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
+    knobs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.knobs:
+            from rllib_diffusion.algorithms.gaussian.diffppo import (
+                DiffPPOConfig,
+                check_diffppo_knobs,
+            )
+            from rllib_diffusion.knobs import check_knobs, declared_knobs
+
+            check_knobs("diffppo", declared_knobs(DiffPPOConfig), self.knobs)
+            check_diffppo_knobs(DiffPPOConfig().training(**self.knobs))
         if self.minibatch_size > self.train_batch_size:
             raise ConfigError(
                 f"minibatch_size={self.minibatch_size} (--minibatch-size) must be <= "
@@ -130,16 +143,18 @@ def read_gaussian_bc_meta(path: str) -> CheckpointMeta:
 def build_gaussian_ppo_config(
     settings: GaussianPPOSettings, env_config: dict[str, Any], model_config: dict[str, Any]
 ):
-    """RLlib ``PPOConfig`` for the BC policy's env and network."""
+    """RLlib ``PPOConfig`` for the BC policy's env and network (``DiffPPOConfig`` with
+    the settings' knobs when it has any)."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
+    from rllib_diffusion.algorithms.gaussian.diffppo import DiffPPOConfig
     from rllib_diffusion.algorithms.gaussian.gmm import GMMPPOCatalog, policy_module_args
     from rllib_diffusion.envs.chunking import register_chunked_env
 
     s = settings
+    config = DiffPPOConfig().training(**s.knobs) if s.knobs else PPOConfig()
     return (
-        PPOConfig()
-        .environment(register_chunked_env(), env_config=env_config)
+        config.environment(register_chunked_env(), env_config=env_config)
         .env_runners(
             num_env_runners=s.num_env_runners,
             num_envs_per_env_runner=s.num_envs_per_env_runner,
@@ -293,8 +308,11 @@ class GaussianPPOFamily(RunFamily):
         self.bc_module, _ = load_policy_module(s.checkpoint, expect_algorithms=(BC_ALGORITHM,))
         self.env_config, self.model_config = bc_meta.env_config, bc_meta.model_config
         self.mapping: list | None = None
+        from rllib_diffusion.algorithms.gaussian.diffppo import ALGORITHM_NAME as DIFFPPO
+
+        self.algorithm = DIFFPPO if s.knobs else ALGORITHM_NAME
         self._meta = CheckpointMeta(
-            algorithm=ALGORITHM_NAME,
+            algorithm=self.algorithm,
             env_id=bc_meta.env_id,
             env_config=self.env_config,
             model_config=self.model_config,
@@ -362,6 +380,7 @@ class GaussianPPOFamily(RunFamily):
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
         line = _progress_line(result, it, int(result.get("num_env_steps_sampled_lifetime", 0)))
+        line.update(_diffppo_fields(result))
         if evaluated:
             line.update(eval_fields(self.evaluate(algo, 10_000 + self.s.seed + it)))
         return line
@@ -373,7 +392,7 @@ class GaussianPPOFamily(RunFamily):
         from rllib_diffusion.checkpoints import load_policy_module
         from rllib_diffusion.evaluation import evaluate_module
 
-        module, _ = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
+        module, _ = load_policy_module(ckpt, expect_algorithms=(self.algorithm,))
         return evaluate_module(
             module,
             self.env_config,
@@ -423,6 +442,14 @@ def _progress_line(result: dict[str, Any], it: int, env_steps: int) -> dict:
         if key in learner:
             line[key] = float(learner[key])
     return line
+
+
+def _diffppo_fields(result: dict[str, Any]) -> dict[str, float]:
+    """DiffPPO's own numbers of an iteration (none for plain PPO), prefixed ``diffppo_``."""
+    from rllib_diffusion.algorithms.gaussian.diffppo import METRICS_NAMESPACE
+
+    found = result.get(METRICS_NAMESPACE, {})
+    return {f"{METRICS_NAMESPACE}_{k}": float(v) for k, v in found.items()}
 
 
 def _message(line: dict[str, Any], s: GaussianPPOSettings) -> str:

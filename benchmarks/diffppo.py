@@ -1,0 +1,155 @@
+"""Benchmark (c) of the synthetic-experience issue: DiffPPO vs PPO at a matched env-step
+budget, from the same Gaussian BC checkpoint, several seeds.
+
+Each arm is one ``finetune_gaussian_ppo`` run (RLlib PPO; DiffPPO = the same run with
+DiffPPO knobs) into ``<out>/<arm>_seed<seed>``. Run the arms one at a time
+(``--arm ppo --seed 0`` ...); ``--summarize`` then writes
+``benchmarks/results/<name>.json`` from every finished (or partial) run in ``<out>``:
+per arm the final evaluation (mean over seeds) and the curves of evaluation return vs
+env steps, plus DiffPPO's kept-synthetic-steps fraction.
+
+Example::
+
+    nice -n 5 python benchmarks/diffppo.py --arm ppo --seed 0
+    nice -n 5 python benchmarks/diffppo.py --arm diffppo --seed 0
+    python benchmarks/diffppo.py --summarize
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+#: Arms: name -> DiffPPO knobs (empty: plain PPO).
+ARMS: dict[str, dict] = {
+    "ppo": {},
+    "diffppo": {"synthetic_ratio": 1.0},
+}
+
+
+def run_arm(args: argparse.Namespace) -> None:
+    from rllib_diffusion.algorithms.gaussian.gaussian_ppo import (
+        GaussianPPOSettings,
+        finetune_gaussian_ppo,
+    )
+
+    settings = GaussianPPOSettings(
+        checkpoint=args.checkpoint,
+        out_dir=str(Path(args.out) / f"{args.arm}_seed{args.seed}"),
+        env_steps=args.env_steps,
+        eval_interval=args.eval_interval,
+        eval_episodes=args.eval_episodes,
+        seed=args.seed,
+        resume=args.resume,
+        knobs=dict(ARMS[args.arm]),
+    )
+    finetune_gaussian_ppo(settings)
+
+
+def arm_summary(run: Path) -> dict:
+    """Figures and curves of one run directory (partial runs: progress only)."""
+    lines = [json.loads(x) for x in (run / "progress.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if "eval_return_mean" in x]
+    result = run / "result.json"
+    final = json.loads(result.read_text()) if result.exists() else None
+    out = {
+        "complete": bool(final and final.get("evaluation")),
+        "env_steps": lines[-1]["env_steps"],
+        "eval_env_steps": [x["env_steps"] for x in evals],
+        "eval_return_mean": [x["eval_return_mean"] for x in evals],
+        "train_env_steps": [x["env_steps"] for x in lines if x["iteration"] > 0],
+        "train_return_mean": [x.get("train_return_mean") for x in lines if x["iteration"] > 0],
+        "seconds": lines[-1].get("seconds"),
+    }
+    kept = [
+        x["diffppo_synthetic_kept_fraction"]
+        for x in lines
+        if "diffppo_synthetic_kept_fraction" in x
+    ]
+    synth = [x["diffppo_synthetic_steps"] for x in lines if "diffppo_synthetic_steps" in x]
+    if synth:
+        out["synthetic_steps"] = synth
+        out["synthetic_kept_fraction"] = kept
+        out["generator_seconds"] = [
+            x["diffppo_generator_seconds"] for x in lines if "diffppo_generator_seconds" in x
+        ]
+    if out["complete"]:
+        ev = final["evaluation"]
+        out.update(
+            final_return_mean=ev["episode_return_mean"],
+            final_return_std=ev["episode_return_std"],
+            final_eval_episodes=ev["num_episodes"],
+            settings=final.get("settings"),
+        )
+    return out
+
+
+def summarize(args: argparse.Namespace) -> None:
+    arms: dict[str, dict] = {}
+    for arm in ARMS:
+        runs = sorted(Path(args.out).glob(f"{arm}_seed*"))
+        per_seed = {
+            r.name.split("_seed")[-1]: arm_summary(r)
+            for r in runs
+            if (r / "progress.jsonl").exists()
+        }
+        if per_seed:
+            arms[arm] = per_seed
+    figures = {}
+    for arm, seeds in arms.items():
+        finals = [s["final_return_mean"] for s in seeds.values() if s["complete"]]
+        figures[f"{arm}_seeds_complete"] = len(finals)
+        if finals:
+            figures[f"{arm}_final_return_mean"] = float(np.mean(finals))
+            figures[f"{arm}_final_return_std_over_seeds"] = float(np.std(finals))
+        synth = [
+            np.mean(s["synthetic_kept_fraction"])
+            for s in seeds.values()
+            if s.get("synthetic_kept_fraction")
+        ]
+        if synth:
+            figures[f"{arm}_synthetic_kept_fraction_mean"] = float(np.mean(synth))
+            steps = [
+                np.mean(s["synthetic_steps"]) for s in seeds.values() if s.get("synthetic_steps")
+            ]
+            figures[f"{arm}_synthetic_steps_per_iteration_mean"] = float(np.mean(steps))
+    figures["env_steps_budget"] = args.env_steps
+    path = write_result(
+        args.name, figures, {"arms": arms}, arms_knobs=ARMS, checkpoint=args.checkpoint
+    )
+    print(json.dumps(figures, indent=1))
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--checkpoint", default="runs/bench_gauss_hopper_small/bc/checkpoint")
+    p.add_argument("--out", default="runs/diffppo_bench")
+    p.add_argument("--name", default="diffppo_hopper_medium_small")
+    p.add_argument("--arm", choices=sorted(ARMS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--env-steps", type=int, default=65_536)
+    p.add_argument("--eval-interval", type=int, default=2)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--summarize", action="store_true", help="write the result from --out")
+    args = p.parse_args()
+    if args.summarize:
+        summarize(args)
+    elif args.arm:
+        run_arm(args)
+    else:
+        p.error("give --arm (run one) or --summarize")
+
+
+if __name__ == "__main__":
+    main()
