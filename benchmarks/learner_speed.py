@@ -60,17 +60,18 @@ CASES = {
 
 
 # ------------------------------------------------------------------ worker side
-def _bc_learner():
+def _bc_learner(batch: int = 256, **policy):
+    """The BC learner (``policy``: ``DiffusionPolicyConfig`` fields other than the dims)."""
     from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig
     from rllib_diffusion.envs.chunking import chunk_spaces
     from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
-    pol = DiffusionPolicyConfig(obs_dim=OBS_DIM, action_dim=ACTION_DIM)
+    pol = DiffusionPolicyConfig(obs_dim=OBS_DIM, action_dim=ACTION_DIM, **policy)
     obs_space, act_space = chunk_spaces(OBS_DIM, pol.horizon, ACTION_DIM)
     config = (
         DiffusionBCConfig()
         .environment(observation_space=obs_space, action_space=act_space)
-        .training(train_batch_size_per_learner=256)
+        .training(train_batch_size_per_learner=batch)
         .rl_module(model_config=pol.to_dict())
     )
     return config.build_learner(), (pol.horizon * ACTION_DIM,)
@@ -163,19 +164,27 @@ def _dppo_chains(module, batch) -> None:
 
 
 class Case:
-    """A built learner of one case and its batch."""
+    """A built learner of one case and its batch (``steps``/``rows``: other than the
+    case's gradient steps per ``update()`` and rows per step; ``policy``: BC's policy
+    fields, see ``_bc_learner``)."""
 
-    def __init__(self, case: str) -> None:
+    def __init__(
+        self,
+        case: str,
+        steps: int | None = None,
+        rows: int | None = None,
+        policy: dict | None = None,
+    ) -> None:
         import torch
 
         torch.manual_seed(0)
+        self.steps, self.rows = steps or CASES[case][0], rows or CASES[case][1]
         if case == "bc":
-            self.learner, act_shape = _bc_learner()
+            self.learner, act_shape = _bc_learner(self.rows, **(policy or {}))
         elif case == "dppo":
             self.learner, act_shape = _dppo_learner()
         else:
             self.learner, act_shape = _offline_q_learner(case)
-        self.steps, self.rows, _ = CASES[case]
         self.batch = _batch(case, act_shape, self.steps * self.rows)
         module = self.learner.module[MID].unwrapped()
         for counter in ("ema_step", "train_step"):  # EMA at its steady-state rate
