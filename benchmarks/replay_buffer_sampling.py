@@ -1,5 +1,5 @@
 """Micro-benchmark: sampling 256 transitions from RLlib's EpisodeReplayBuffer vs from
-``rllib_diffusion.algorithms.online.TransitionReplayBuffer`` (the reason the online phase
+``rllib_diffusion.algorithms.replay.TransitionReplay`` (the reason the online phase
 keeps its own numpy buffer). 200 Hopper-sized episodes (310 steps, 11-dim obs, 3-dim
 actions). Prints milliseconds per sample.
 
@@ -14,7 +14,8 @@ import numpy as np
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.utils.replay_buffers.episode_replay_buffer import EpisodeReplayBuffer
 
-from rllib_diffusion.algorithms.online import TransitionReplayBuffer, episode_transitions
+from rllib_diffusion.algorithms.online import episode_transitions
+from rllib_diffusion.algorithms.replay import TransitionReplay
 
 
 def main(num_episodes: int = 200, length: int = 310, batch: int = 256, reps: int = 20) -> None:
@@ -37,14 +38,14 @@ def main(num_episodes: int = 200, length: int = 310, batch: int = 256, reps: int
         erb.sample(num_items=batch, n_step=1)
     erb_ms = 1000 * (time.perf_counter() - t) / reps
 
-    ours = TransitionReplayBuffer(1_000_000, 11, 3)
-    ours.add(episode_transitions(episodes))
+    ours = TransitionReplay(1_000_000)
+    ours.add_columns(episode_transitions(episodes))
     t = time.perf_counter()
     for _ in range(reps * 10):
         ours.sample(batch)
     ours_ms = 1000 * (time.perf_counter() - t) / (reps * 10)
     print(f"EpisodeReplayBuffer.sample({batch}): {erb_ms:.2f} ms")
-    print(f"TransitionReplayBuffer.sample({batch}): {ours_ms:.3f} ms")
+    print(f"TransitionReplay.sample({batch}): {ours_ms:.3f} ms")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ a replay buffer that starts with the offline dataset. Each iteration samples
 ``online_env_steps_per_iteration`` env steps, then takes ``updates_per_env_step`` × that
 many gradient steps on uniform minibatches from the buffer.
 
-Replay buffer: RLlib's ``EpisodeReplayBuffer`` keeps ``SingleAgentEpisode`` objects and
-assembles each sample item by item in Python: 33 ms per 256-transition sample from 200
-Hopper-sized episodes, against 0.17 ms for this buffer (``python
+Replay buffer: the flat FIFO :class:`~rllib_diffusion.algorithms.replay.TransitionReplay`
+(the one replay of every off-policy run), checkpointed with the algorithm. RLlib's
+``EpisodeReplayBuffer`` keeps ``SingleAgentEpisode`` objects and assembles each sample
+item by item in Python: 33 ms per 256-transition sample from 200 Hopper-sized episodes,
+against 0.17 ms for a numpy ring of flat columns (``python
 benchmarks/replay_buffer_sampling.py`` on the 2-core machine), and its samples still
-need the learner connector to become a train batch. Our learners take flat transition
-columns, so the buffer is a numpy ring of those.
+need the learner connector to become a train batch. Here this module only turns data
+(the offline dataset, EnvRunner episodes) into the replay's columns.
 """
 
 from __future__ import annotations
@@ -31,48 +33,6 @@ TRANSITION_COLUMNS = (
     Columns.NEXT_OBS,
     Columns.TERMINATEDS,
 )
-
-
-class TransitionReplayBuffer:
-    """Fixed-capacity FIFO of transitions with uniform sampling.
-
-    Columns: obs (Do,), actions (Da,), rewards, new_obs (Do,), terminateds (1.0 where the
-    MDP ended, so no bootstrapping; time-limit truncations stay 0).
-    """
-
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int, seed: int = 0) -> None:
-        if capacity <= 0:
-            raise ValueError(f"replay capacity must be positive, got {capacity}.")
-        self.capacity = capacity
-        self._data = {
-            Columns.OBS: np.zeros((capacity, obs_dim), np.float32),
-            Columns.ACTIONS: np.zeros((capacity, action_dim), np.float32),
-            Columns.REWARDS: np.zeros(capacity, np.float32),
-            Columns.NEXT_OBS: np.zeros((capacity, obs_dim), np.float32),
-            Columns.TERMINATEDS: np.zeros(capacity, np.float32),
-        }
-        self._next = 0
-        self.size = 0
-        self.added = 0
-        self._rng = np.random.default_rng(seed)
-
-    def add(self, transitions: dict[str, np.ndarray]) -> None:
-        n = len(transitions[Columns.REWARDS])
-        if n > self.capacity:  # keep the newest
-            transitions = {k: v[-self.capacity :] for k, v in transitions.items()}
-            n = self.capacity
-        idx = (self._next + np.arange(n)) % self.capacity
-        for key in TRANSITION_COLUMNS:
-            self._data[key][idx] = transitions[key]
-        self._next = (self._next + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-        self.added += n
-
-    def sample(self, n: int) -> dict[str, np.ndarray]:
-        if self.size == 0:
-            raise ValueError("the replay buffer is empty; seed it with the offline dataset.")
-        idx = self._rng.integers(0, self.size, n)
-        return {k: v[idx] for k, v in self._data.items()}
 
 
 def dataset_transitions(dataset: EpisodeDataset) -> dict[str, np.ndarray]:

@@ -111,8 +111,9 @@ def online_config(s: OnlineSettings, meta: CheckpointMeta):
 
 class OnlineFamily(RunFamily):
     """The online phase of an offline algorithm on the run loop: budget in env steps,
-    the offline learner state restored and the replay buffer seeded on start. No resume:
-    the replay buffer is not checkpointed."""
+    the offline learner state restored and the replay buffer seeded on start. Its
+    checkpoints hold the replay buffer too (``OfflineQMixin.get_state``); this command
+    has no ``--resume`` yet."""
 
     tag = "online"
     unit = "env_steps"

@@ -1,6 +1,7 @@
 """Flat replay of single transitions, sampled uniformly (SB3's ``ReplayBuffer``, which
-the official DSRL uses; the DPPO reference's DIPO/QSM deques), above the families: DSRL,
-DIPO and QSM use it.
+the official DSRL uses; the DPPO reference's DIPO/QSM/DQL/IDQL deques), above the
+families: DSRL, DIPO, QSM, the online DQL/IDQL fine-tuning and the offline Q-learners'
+online phase (seeded with the offline dataset) use it.
 
 Glossary: B batch, Do*To flattened observation, N flattened action (noise for DSRL-SAC,
 decoded env chunk for DSRL-NA, the action chunk for DIPO/QSM).
@@ -70,6 +71,18 @@ class TransitionReplay:
             )
             added += n
         return added
+
+    def add_columns(self, columns: dict[str, np.ndarray]) -> int:
+        """Add transitions given as columns ``{column: (n, ...)}`` (all of :data:`COLUMNS`,
+        e.g. an offline dataset's); the oldest are overwritten once full. Returns n."""
+        rows = {key: np.asarray(columns[key]) for key in COLUMNS}
+        rows[Columns.TERMINATEDS] = rows[Columns.TERMINATEDS].astype(bool)
+        for key in (Columns.OBS, Columns.ACTIONS, Columns.REWARDS, Columns.NEXT_OBS):
+            rows[key] = rows[key].astype(np.float32, copy=False)
+        n = len(rows[Columns.REWARDS])
+        if n:
+            self._write(rows)
+        return n
 
     def get_state(self) -> dict[str, Any]:
         """The held transitions (the filled rows of each column), the write slot and the

@@ -11,11 +11,9 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
-from rllib_diffusion.algorithms.online import (
-    TransitionReplayBuffer,
-    dataset_transitions,
-    episode_transitions,
-)
+from rllib_diffusion.algorithms.offline_q.offline_q import REPLAY_STATE
+from rllib_diffusion.algorithms.online import dataset_transitions, episode_transitions
+from rllib_diffusion.algorithms.replay import TransitionReplay
 
 
 def test_episode_transitions_pair_observations_and_mark_only_true_terminations():
@@ -44,7 +42,8 @@ def test_episode_transitions_pair_observations_and_mark_only_true_terminations()
 
 
 def test_replay_buffer_is_fifo_and_samples_stored_rows():
-    buf = TransitionReplayBuffer(capacity=5, obs_dim=1, action_dim=1, seed=0)
+    """The online phase's buffer is the shared ``TransitionReplay``, filled by columns."""
+    buf = TransitionReplay(capacity=5, seed=0)
 
     def rows(start, n):
         x = np.arange(start, start + n, dtype=np.float32)
@@ -56,14 +55,14 @@ def test_replay_buffer_is_fifo_and_samples_stored_rows():
             Columns.TERMINATEDS: np.zeros(n, np.float32),
         }
 
-    buf.add(rows(0, 3))
-    buf.add(rows(3, 4))  # wraps: 0 and 1 are overwritten
-    assert buf.size == 5 and buf.added == 7
+    assert buf.add_columns(rows(0, 3)) == 3
+    assert buf.add_columns(rows(3, 4)) == 4  # wraps: 0 and 1 are overwritten
+    assert buf.size == 5 and buf.capacity == 5
     sample = buf.sample(200)
     assert set(sample[Columns.REWARDS].tolist()) == {2.0, 3.0, 4.0, 5.0, 6.0}
     np.testing.assert_array_equal(sample[Columns.NEXT_OBS][:, 0], sample[Columns.OBS][:, 0] + 1)
     with pytest.raises(ValueError, match="empty"):
-        TransitionReplayBuffer(3, 1, 1).sample(1)
+        TransitionReplay(3).sample(1)
 
 
 def _tiny_offline_run(tmp_path, algo: str, num_episodes: int, **settings):
@@ -126,11 +125,30 @@ def test_offline_then_online_continues_training_from_the_offline_checkpoint(
     b, a = before.state_dict(), after.state_dict()
     assert b.keys() == a.keys()
     assert any(not torch.equal(b[k], a[k]) for k in b if b[k].is_floating_point())
+    # The checkpoint holds the replay: the offline data and every sampled transition.
+    state = _algorithm_state(online["checkpoint"])
+    assert state[REPLAY_STATE]["size"] == progress[-1]["replay_size"]
+    restored = TransitionReplay(state[REPLAY_STATE]["capacity"])
+    restored.set_state(state[REPLAY_STATE])
+    np.testing.assert_array_equal(
+        restored.data[Columns.REWARDS][:n_offline],
+        dataset_transitions(load_dataset(str(path)))[Columns.REWARDS],
+    )
     # Offline step counter (40) carried on, plus 0.5 update per env step.
     assert int(a["train_step"]) == 40 + sum(
         max(1, round(0.5 * (p["env_steps"] - q)))
         for p, q in zip(progress, [0, progress[0]["env_steps"]])
     )
+
+
+def _algorithm_state(checkpoint: str) -> dict:
+    """The algorithm's own state in an RLlib checkpoint (``Algorithm.get_state`` less its
+    components)."""
+    import pickle
+    from pathlib import Path
+
+    with open(Path(checkpoint) / "algorithm_state.pkl", "rb") as f:
+        return pickle.load(f)
 
 
 def test_online_flags_map_to_settings_and_wrong_checkpoint_is_one_line_error(tmp_path, capsys):

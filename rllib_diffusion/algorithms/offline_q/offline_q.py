@@ -33,7 +33,8 @@ from ray.rllib.utils.metrics import (
 )
 
 from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
-from rllib_diffusion.algorithms.online import TransitionReplayBuffer, episode_transitions
+from rllib_diffusion.algorithms.online import episode_transitions
+from rllib_diffusion.algorithms.replay import TransitionReplay
 from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearner
 from rllib_diffusion.algorithms.window_prelearner import (
     LIGHT_PRELEARNER_KWARGS,
@@ -45,6 +46,8 @@ from rllib_diffusion.modules.model_config import ConfigError
 REPLAY_SIZE = "replay_buffer_size"
 #: Online iterations whose sampling returned no transitions (lifetime count).
 EMPTY_SAMPLES = "num_empty_samples"
+#: Algorithm-state key (checkpointed) of the online phase's replay buffer.
+REPLAY_STATE = "online_replay"
 
 #: RLlib ``training()`` knobs every offline Q-learner uses (name → help).
 RLLIB_Q_KNOBS = {
@@ -279,16 +282,31 @@ class OfflineQMixin(OfflineRestoreMixin):
     """Training step of the offline Q-learners: RLlib's offline (BC) step, or the online
     phase on a replay buffer. Host: ``<Algo>(OfflineQMixin, BC)``."""
 
-    replay_buffer: TransitionReplayBuffer | None = None
+    replay_buffer: TransitionReplay | None = None
 
     def seed_replay_buffer(self, transitions: dict[str, np.ndarray]) -> None:
-        """Start the online phase's buffer with (offline) ``transitions``."""
-        obs_dim = transitions[Columns.OBS].shape[1]
-        act_dim = transitions[Columns.ACTIONS].shape[1]
-        self.replay_buffer = TransitionReplayBuffer(
-            self.config.replay_capacity, obs_dim, act_dim, seed=self.config.seed or 0
-        )
-        self.replay_buffer.add(transitions)
+        """Start the online phase's FIFO buffer (``replay_capacity`` transitions) with
+        (offline) ``transitions``."""
+        self.replay_buffer = self._new_replay()
+        self.replay_buffer.add_columns(transitions)
+
+    def _new_replay(self) -> TransitionReplay:
+        return TransitionReplay(self.config.replay_capacity, seed=self.config.seed or 0)
+
+    @override(BC)
+    def get_state(self, *args, **kwargs) -> dict[str, Any]:
+        """RLlib's state plus the online replay (its transitions, write slot and RNG)."""
+        state = super().get_state(*args, **kwargs)
+        if self.replay_buffer is not None:
+            state[REPLAY_STATE] = self.replay_buffer.get_state()
+        return state
+
+    @override(BC)
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if REPLAY_STATE in state:
+            self.replay_buffer = self._new_replay()
+            self.replay_buffer.set_state(state[REPLAY_STATE])
 
     @override(BC)
     def training_step(self) -> None:
@@ -310,7 +328,7 @@ class OfflineQMixin(OfflineRestoreMixin):
             self.metrics.log_value(REPLAY_SIZE, self.replay_buffer.size, window=1)
             self.metrics.log_value(EMPTY_SAMPLES, 1, reduce="sum")
             return
-        self.replay_buffer.add(new)
+        self.replay_buffer.add_columns(new)
         self._update_from_replay(len(new[Columns.REWARDS]))
         self.metrics.log_value(REPLAY_SIZE, self.replay_buffer.size, window=1)
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
