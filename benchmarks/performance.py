@@ -119,6 +119,8 @@ def _learner_bench(
             "steps_per_update": c.steps,
             "rows_per_step": c.rows,
             "policy": policy or "defaults",
+            "grad_clip": c.learner.config.grad_clip,
+            "model_config": c.learner.config.model_config,
         },
     )
 

@@ -120,14 +120,17 @@ def stubbed_imports(name: str) -> Iterator[list[str]]:
 
 # ------------------------------------------------------------------ DPPO reference
 def _dppo_model(sizes: dict[str, Any]):
-    """``PPODiffusion`` with the networks of our DPPO module (residual Mish MLPs)."""
+    """``PPODiffusion`` with networks of our DPPO module's shape and cost: the reference's
+    plain ``MLP`` (``residual_style=False``) has the same Linear layers and one Mish per
+    hidden layer, as ours (whose skips are only adds). Its ``ResidualMLP`` (the Hopper
+    config's) has one Mish fewer per network: it would time a cheaper network."""
     import torch
     from model.common.critic import CriticObs
     from model.diffusion.diffusion_ppo import PPODiffusion
     from model.diffusion.mlp_diffusion import DiffusionMLP
 
     torch.manual_seed(0)
-    net = {"activation_type": "Mish", "residual_style": True}
+    net = {"activation_type": "Mish", "residual_style": False}
     actor = DiffusionMLP(
         ACTION_DIM, HORIZON, OBS_DIM, time_dim=16, mlp_dims=list(sizes["hidden"]), **net
     )
@@ -142,8 +145,8 @@ def _dppo_model(sizes: dict[str, Any]):
     model = PPODiffusion(actor=actor, critic=critic, **knobs)
     config = {
         "class": "model.diffusion.diffusion_ppo.PPODiffusion",
-        "actor": f"DiffusionMLP time_dim 16, ResidualMLP {list(sizes['hidden'])} Mish",
-        "critic": f"CriticObs ResidualMLP {list(sizes['critic_hidden'])} Mish",
+        "actor": f"DiffusionMLP time_dim 16, MLP {list(sizes['hidden'])} Mish (residual_style False)",
+        "critic": f"CriticObs MLP {list(sizes['critic_hidden'])} Mish (residual_style False)",
         **knobs,
     }
     return model, config

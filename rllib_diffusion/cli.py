@@ -298,7 +298,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     )
     add_merged_knob_args(
         p.add_argument_group("algorithm knobs (refused where unused)"),
-        registry.merged_knobs(registry.finetune_names()),
+        registry.merged_knobs(registry.finetune_names(), registry.FINETUNE),
     )
 
 
@@ -308,7 +308,7 @@ def finetune_settings_from_args(args: argparse.Namespace):
     from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
     from rllib_diffusion.knobs import given_knobs
 
-    merged = registry.merged_knobs(registry.finetune_names())
+    merged = registry.merged_knobs(registry.finetune_names(), registry.FINETUNE)
     knobs = given_knobs(args, [knob for knob, _ in merged])
     return settings_from_args(FinetuneSettings, args, consumed=knobs, knobs=knobs)
 

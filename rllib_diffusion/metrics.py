@@ -83,6 +83,9 @@ QGRAD_NAMESPACE = "qgrad"
 ACTION_SHIFT = "charts/action_shift"  # DIPO: mean |a_improved − a| of the rows written back
 Q_GRAD_NORM = "charts/q_grad_norm"  # QSM: mean ‖∇_a Q(s, a_t)‖ at the noised actions
 
+# Online DQL/IDQL fine-tuning from a pretrained denoiser (algorithms/replay_finetune.py).
+REPLAY_FINETUNE_NAMESPACE = "replay_finetune"
+
 #: What a Q-learner's progress line, TensorBoard and result.json carry of its learner
 #: results, so that a user can see whether the critic has converged (present keys only).
 CRITIC_DIAGNOSTICS = (

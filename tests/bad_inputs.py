@@ -71,6 +71,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("finetune-resource-not-json", [*F, "--env-runner-resources", "rollout"], "--env-runner"),
     ("finetune-learner-resources", [*F, "--learner-resources", '{"l": 1}'], "--num-learners"),
     ("finetune-out-is-file", ["finetune", "--checkpoint", "{ckpt}", "--out", "{file}"], "a_file"),
+    ("finetune-dql-not-bc", ["finetune", "--algo", "dql", "--checkpoint", "{not_bc}", "--out",
+                             "{out}"], "DiffusionBC"),  # fmt: skip
+    ("finetune-idql-other-env", ["finetune", "--algo", "idql", "--checkpoint", "{other_env}",
+                                 "--out", "{out}"], "Walker2d-v5"),  # fmt: skip
+    ("finetune-idql-expectile-1", [*F, "--algo", "idql", "--expectile", "1"], "--expectile"),
+    ("finetune-dql-bc-actions", [*F, "--algo", "dql", "--bc-actions", "ema"], "--bc-actions"),
     # offline: algorithm, knobs of other algorithms, budgets
     ("offline-unknown-algo", [*O, "--algo", "cql"], "--algo"),
     ("offline-foreign-knob", [*O, "--algo", "dac", "--alpha", "3"], "--alpha"),
@@ -173,6 +179,8 @@ def make_inputs(root: Path, checkpoint: Path, earlier_run: Path) -> dict[str, st
     (root / "a_file").write_text("a file, not a directory\n")
     bad_meta = _copy(checkpoint, root / "bad_meta")
     (bad_meta / "rllib_diffusion.json").write_text("{ not json")
+    not_bc = _edited_meta(checkpoint, root / "not_bc", algorithm="idql")
+    other_env = _edited_meta(checkpoint, root / "other_env", env_id="Walker2d-v5")
     trunc = _copy(checkpoint, root / "trunc_module")
     for state in trunc.rglob("module_state.pkl"):
         state.write_bytes(state.read_bytes()[:100])
@@ -189,10 +197,24 @@ def make_inputs(root: Path, checkpoint: Path, earlier_run: Path) -> dict[str, st
         "file": str(root / "a_file"),
         "run": str(_copy(earlier_run, root / "earlier_run")),
         "bad_meta": str(bad_meta),
+        "not_bc": str(not_bc),
+        "other_env": str(other_env),
         "trunc_module": str(trunc),
         "syntax_sweep": str(root / "syntax_sweep.py"),
         "typo_sweep": str(root / "typo_sweep.py"),
     }
+
+
+def _edited_meta(src: Path, dst: Path, **changes: str) -> Path:
+    """A copy of checkpoint ``src`` whose meta says ``changes`` (``env_id`` in the policy
+    config too): a foreign algorithm, or a policy on an env it does not fit."""
+    dst = _copy(src, dst)
+    meta = json.loads((dst / "rllib_diffusion.json").read_text())
+    meta.update(changes)
+    if "env_id" in changes:
+        meta["policy_config"]["env_id"] = changes["env_id"]
+    (dst / "rllib_diffusion.json").write_text(json.dumps(meta))
+    return dst
 
 
 def _copy(src: Path, dst: Path) -> Path:

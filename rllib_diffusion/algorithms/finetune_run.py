@@ -90,13 +90,13 @@ class FinetuneSettings:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        spec = registry.get(self.algo)
+        registry.get(self.algo)  # an unknown name: one line listing every algorithm
         if self.algo not in registry.finetune_names():
             raise ConfigError(
                 f"algo={self.algo!r} is not a fine-tuning algorithm; allowed: "
                 f"{', '.join(registry.finetune_names())}."
             )
-        spec.check_knobs(self.knobs)
+        registry.get(self.algo, registry.FINETUNE).check_knobs(self.knobs)
         for name in RUN_DEFAULTS:
             if getattr(self, name) is None:
                 setattr(self, name, run_default(self.algo, name))
@@ -120,7 +120,7 @@ RUN_DEFAULTS: dict[str, Any] = {"num_envs_per_env_runner": 10}
 
 def run_default(algo: str, name: str) -> Any:
     """Default of settings field ``name`` (one of :data:`RUN_DEFAULTS`) for ``algo``."""
-    return registry.get(algo).run_defaults.get(name, RUN_DEFAULTS[name])
+    return registry.get(algo, registry.FINETUNE).run_defaults.get(name, RUN_DEFAULTS[name])
 
 
 def run_defaults_help() -> dict[str, str]:
@@ -136,7 +136,7 @@ def run_defaults_help() -> dict[str, str]:
 def finetune_knobs(algo: str = "dppo") -> list:
     """Every knob a user can set for fine-tuning algorithm ``algo`` (its registry spec's:
     ``training()``'s, the RLlib knobs it lists and its model config's fields)."""
-    return registry.get(algo).knobs()
+    return registry.get(algo, registry.FINETUNE).knobs()
 
 
 def pretrained_policy(checkpoint: str | Path, s: FinetuneSettings) -> DiffusionPolicyConfig:
@@ -154,6 +154,26 @@ def pretrained_policy(checkpoint: str | Path, s: FinetuneSettings) -> DiffusionP
             {**policy.to_dict(), "sampler": "ddim", "ddim_steps": s.ddim_steps}
         )
     return policy
+
+
+def check_policy_env(policy: DiffusionPolicyConfig, checkpoint: str | Path) -> None:
+    """One-line ``CheckpointError`` (before Ray starts) when the env a pretrained policy
+    names does not take its observations and actions (a checkpoint whose meta names
+    another env): the run would otherwise fail inside an EnvRunner."""
+    from rllib_diffusion.envs.tasks import make_env
+
+    env = make_env(policy.env_id)
+    try:
+        obs = int(np.prod(env.observation_space.shape)) * policy.obs_history
+        act = int(env.action_space.shape[-1])
+    finally:
+        env.close()
+    if (obs, act) != (policy.obs_dim, policy.action_dim):
+        raise CheckpointError(
+            f"'{checkpoint}' holds a policy for {policy.obs_dim}-dim observations and "
+            f"{policy.action_dim}-dim actions, but its env {policy.env_id!r} has {obs} and "
+            f"{act}: fine-tune it on the env it was pretrained on (its meta's env_id)."
+        )
 
 
 def custom_resources(s: FinetuneSettings) -> tuple[dict[str, float], dict[str, float]]:
@@ -329,7 +349,7 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
 
     s = settings
     limit_threads()
-    family = registry.get(s.algo).family_class(s)
+    family = registry.get(s.algo, registry.FINETUNE).family_class(s)
     return run_training(family, RunControl.from_settings(s, budget=s.env_steps))
 
 

@@ -93,27 +93,31 @@ class AlgorithmSpec:
         check_knobs(self.name, self.knobs(), dict(given))
 
 
-_REGISTRY: dict[str, AlgorithmSpec] = {}
+#: Specs by ``(name, kind)``: a name may be registered once per kind (``idql`` is the
+#: offline Q-learner and the fine-tuning algorithm of ``finetune --algo idql``).
+_REGISTRY: dict[tuple[str, str], AlgorithmSpec] = {}
 
 
 def register(spec: AlgorithmSpec) -> AlgorithmSpec:
-    """Add ``spec`` (a name registered twice is a programming error)."""
-    if spec.name in _REGISTRY:
+    """Add ``spec`` (a name registered twice for one kind is a programming error)."""
+    if (spec.name, spec.kind) in _REGISTRY:
         raise ValueError(f"algorithm {spec.name!r} is already registered.")
-    _REGISTRY[spec.name] = spec
+    _REGISTRY[(spec.name, spec.kind)] = spec
     return spec
 
 
-def get(name: str) -> AlgorithmSpec:
-    """The spec of ``name``; a one-line ``ConfigError`` listing the names if unknown."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"algo={name!r}; allowed: {', '.join(sorted(_REGISTRY))}.")
-    return _REGISTRY[name]
+def get(name: str, kind: str | None = None) -> AlgorithmSpec:
+    """The spec of ``name`` of ``kind`` (None: the first registered under ``name``); a
+    one-line ``ConfigError`` listing the names if unknown."""
+    found = [s for (n, k), s in _REGISTRY.items() if n == name and kind in (None, k)]
+    if not found:
+        raise ConfigError(f"algo={name!r}; allowed: {', '.join(sorted(names(kind)))}.")
+    return found[0]
 
 
 def names(kind: str | None = None) -> tuple[str, ...]:
     """Registered names (of one ``kind``), in registration order."""
-    return tuple(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
+    return tuple(dict.fromkeys(n for n, k in _REGISTRY if kind is None or k == kind))
 
 
 def by_checkpoint_algorithm(algorithm: str | None) -> AlgorithmSpec | None:
@@ -138,13 +142,15 @@ def _declared(config: str, model_config: str) -> list:
     return knobs
 
 
-def merged_knobs(algorithms: tuple[str, ...]) -> list[tuple[Any, tuple[str, ...]]]:
-    """Every knob of ``algorithms`` once, with the algorithms declaring it:
+def merged_knobs(
+    algorithms: tuple[str, ...], kind: str | None = None
+) -> list[tuple[Any, tuple[str, ...]]]:
+    """Every knob of ``algorithms`` (of ``kind``) once, with the algorithms declaring it:
     ``[(Knob, (algo, ...)), ...]`` (the ``Knob`` of the first such algorithm; its help
     merges the algorithms' texts and, where they differ, lists each one's default)."""
     table: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name in algorithms:
-        for knob in get(name).knobs():
+        for knob in get(name, kind).knobs():
             table.setdefault(knob.name, (knob, {}))[1][name] = knob
     out = []
     for knob, per_algo in table.values():
@@ -167,12 +173,12 @@ def _shown(value: Any) -> Any:
 
 def finetune_names() -> tuple[str, ...]:
     """Algorithms ``rllib-diffusion finetune --algo`` runs (those naming a run family)."""
-    return tuple(n for n in names(FINETUNE) if get(n).family)
+    return tuple(n for n in names(FINETUNE) if get(n, FINETUNE).family)
 
 
 def all_knob_names(kind: str = OFFLINE_Q) -> frozenset[str]:
     """Every knob some registered algorithm of ``kind`` declares."""
-    return frozenset(k.name for n in names(kind) for k in get(n).knobs())
+    return frozenset(k.name for n in names(kind) for k in get(n, kind).knobs())
 
 
 _Q = "rllib_diffusion.algorithms"
@@ -285,6 +291,24 @@ for _spec in (
         description="QSM: the denoiser's score matched to the critic's action gradient",
         model_config=f"{_Q}.qgrad.qgrad_rl_module:QSMModelConfig",
         family=f"{_Q}.qgrad.finetune:QGradFamily",
+    ),
+    AlgorithmSpec(
+        "dql",
+        f"{_Q}.diffusion_ql.finetune:DQLConfig",
+        FINETUNE,
+        "DQL",
+        description="DQL: online Diffusion-QL of the pretrained denoiser from an empty replay",
+        model_config=f"{_Q}.pretrained_actor_critic:PretrainedActorCriticConfig",
+        family=f"{_Q}.replay_finetune:ReplayFinetuneFamily",
+    ),
+    AlgorithmSpec(
+        "idql",
+        f"{_Q}.idql.finetune:IDQLFinetuneConfig",
+        FINETUNE,
+        "IDQL",
+        description="IDQL: online IQL critics + denoising BC from an empty replay, Q-ranked acting",
+        model_config=f"{_Q}.idql.finetune:IDQLFinetuneModelConfig",
+        family=f"{_Q}.replay_finetune:ReplayFinetuneFamily",
     ),
     # The Gaussian baseline uses RLlib's own BC and PPO configs (no knobs of ours).
     AlgorithmSpec(

@@ -1,0 +1,106 @@
+"""Learner of DQL (online Diffusion-QL fine-tuning, ``finetune.py``).
+
+Glossary: B batch, N = Ta·Da flattened action chunk, Do observation dim.
+
+critic: ``Σ_i mean_b (Q_i(s, a) − y)²``, ``y = r + γ(1 − d)·min_i Q'_i(s', a')``,
+        ``a'`` sampled exploring from the actor (no gradient)
+actor:  ``L_bc(x0) + η·L_q``, ``L_q = −mean Q_j(s, â) / sg(mean |Q_k(s, â)|)``, ``â``
+        sampled exploring through the whole chain with gradients, ``(j, k)`` a random
+        order of the twin critics, ``x0 = â`` (reference) or the replay's actions
+Critic targets: Polyak ``tau`` after every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.annotations import override
+from torch import Tensor
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.actor_critic import (
+    ACTOR,
+    CRITIC,
+    SeparateLossesMixin,
+    ensemble_mse,
+    register_adam_optimizers,
+    td_target,
+)
+from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import q_loss_term
+from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
+from rllib_diffusion.diffusion import denoising_loss
+
+
+def next_action_target(module: Any, batch: dict[str, Any], gamma: float) -> Tensor:
+    """``y = r + γ(1 − d)·min_i Q'_i(s', a')`` ``(B,)``, ``a'`` one exploring sample of
+    the actor at ``s'`` (the reference's ``DQLDiffusion.loss_critic``); no gradient."""
+    with torch.no_grad():
+        next_obs = batch[Columns.NEXT_OBS].float()
+        next_actions = module.sample(next_obs, deterministic=False).flatten(1)
+        next_q = module.critic_target(next_obs, next_actions).min(dim=0).values
+        return td_target(batch, next_q, gamma)
+
+
+def dql_actor_loss(
+    module: Any, obs: Tensor, replay_actions: Tensor, *, eta: float, bc_actions: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(L_bc + η·L_q, L_bc, L_q)`` (the reference's ``DQLDiffusion.loss_actor``).
+
+    ``â`` ``(B, Ta, Da)`` is an exploring sample of the actor with gradients through the
+    whole chain; ``L_q = −mean Q_j(s, â) / sg(mean |Q_k(s, â)|)``; ``L_bc`` the denoising
+    loss on ``x0 = â`` (``bc_actions="sampled"``, the reference; gradients reach ``x0``
+    too) or on the replay's actions ``(B, N)`` (``"replay"``).
+    """
+    new = module.sample(obs, deterministic=False)
+    q_new = module.critic(obs, new.flatten(1))
+    x0 = new if bc_actions == "sampled" else replay_actions.reshape(new.shape)
+    bc = denoising_loss(module.actor, module.schedule, x0, obs)
+    perm = tuple(torch.randperm(q_new.shape[0])[:2].tolist())
+    q_term = q_loss_term(q_new, perm)
+    return bc + eta * q_term, bc, q_term
+
+
+class DQLTorchLearner(SeparateLossesMixin, TorchLearner):
+    """Actor (``actor_lr``) then critic (``critic_lr``), each with its own Adam: the
+    actor's Q term reaches the critic, whose step then drops those gradients."""
+
+    OPTIMIZER_ORDER = (ACTOR, CRITIC)
+
+    @override(TorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self.module[module_id].unwrapped()
+        register_adam_optimizers(
+            self,
+            module_id,
+            [(ACTOR, module.actor, config.actor_lr), (CRITIC, module.critic, config.critic_lr)],
+        )
+
+    @override(TorchLearner)
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Tensor:
+        module = self.module[module_id].unwrapped()
+        obs = batch[Columns.OBS].float()
+        target = next_action_target(module, batch, config.gamma)
+        q = module.critic(obs, batch[Columns.ACTIONS].float().reshape(obs.shape[0], -1))
+        critic = ensemble_mse(q, target)
+        self._temp_losses[(module_id, CRITIC)] = critic
+        metrics: dict[str, Any] = {
+            M.CRITIC_LOSS: critic.detach(),
+            M.Q_MEAN: q.detach().mean(),
+            M.TARGET_MEAN: target.mean(),
+        }
+        if ACTOR_OBS in batch:
+            actor, bc, q_term = dql_actor_loss(
+                module,
+                batch[ACTOR_OBS].float(),
+                batch[ACTOR_ACTIONS].float(),
+                eta=config.eta,
+                bc_actions=config.bc_actions,
+            )
+            self._temp_losses[(module_id, ACTOR)] = actor
+            metrics |= {M.ACTOR_LOSS: actor.detach(), M.BC_LOSS: bc.detach()}
+            metrics[M.Q_LOSS] = q_term.detach()
+        self.metrics.log_dict(metrics, key=module_id, window=1)
+        return critic + self._temp_losses.get((module_id, ACTOR), 0.0)

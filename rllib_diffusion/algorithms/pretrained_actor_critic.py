@@ -1,0 +1,159 @@
+"""RLModule pieces of the online DQL/IDQL fine-tuning (``replay_finetune``), above the
+families: the pretrained denoiser as the actor, twin critics Q(s, a) and their Polyak
+targets, and the reverse chain as the reference samples it.
+
+Glossary: B batch, K denoising steps, Ta action horizon, Da action dim, N = Ta·Da the
+flattened action chunk, Do flattened (normalised) observation dim.
+
+The whole reverse chain runs the one denoiser (the core's ``sample_chain``): exploring
+with every step's std floored at ``min_sampling_std`` (noise clipped at 3), and
+deterministically at inference (std 1e-3, 0 at the last DDPM step), as the reference's
+``DQLDiffusion``/``IDQLDiffusion`` (irom-lab/dppo ``model/diffusion/``). The critics are
+the reference's ``CriticObsAct``: residual Mish MLPs on ``(s, a)`` with the whole chunk.
+A family's module (``<Algo>Module(PretrainedActorCriticModule)``) picks the action it
+executes (:meth:`PretrainedActorCriticModule.select_actions`) and adds its own networks.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
+from torch import Tensor
+
+from rllib_diffusion.diffusion import NoiseSchedule, sample_chain
+from rllib_diffusion.knobs import Positive, PositiveFloat, check_ranges
+from rllib_diffusion.modules.critics import QEnsemble
+from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
+from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
+
+
+@dataclass
+class PretrainedActorCriticConfig:
+    """Model config (passed as a dict in ``model_config``).
+
+    Attributes:
+        policy: the pretrained policy's :class:`DiffusionPolicyConfig` dict ("ddpm" or
+            "ddim" sampler: an ε-prediction denoiser).
+        min_sampling_std: std floor of every reverse step when exploring, of the TD
+            targets' next actions and of DQL's differentiable actions (reference
+            ``min_sampling_denoising_std`` 0.1).
+        critic_hidden_dims: residual Mish MLP sizes of each twin critic Q(s, a)
+            (reference ``CriticObsAct`` 256-256-256).
+    """
+
+    policy: dict[str, Any]
+    min_sampling_std: PositiveFloat = 0.1
+    critic_hidden_dims: tuple[Positive, ...] = field(default_factory=lambda: (256, 256, 256))
+
+    def __post_init__(self) -> None:
+        self.critic_hidden_dims = tuple(self.critic_hidden_dims)
+        check_ranges(self)
+        sampler = self.policy_config.sampler
+        if sampler not in ("ddpm", "ddim"):
+            raise ConfigError(
+                f"DQL/IDQL fine-tune DDPM or DDIM policies; the pretrained sampler is "
+                f"{sampler!r}. Pretrain with --sampler ddpm."
+            )
+
+    @property
+    def policy_config(self) -> DiffusionPolicyConfig:
+        return DiffusionPolicyConfig.from_dict(self.policy, strict=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for f in fields(self):
+            if isinstance(d[f.name], tuple):
+                d[f.name] = list(d[f.name])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class PretrainedActorCriticModule(TorchRLModule, InferenceOnlyAPI):
+    """Pretrained denoiser + twin critics. Observation (Do,), action Box [-1, 1] (Ta, Da).
+
+    ``MODEL_CONFIG``: the model-config dataclass; ``RUNNER_NETWORKS``: learner networks
+    the EnvRunners also need to act (IDQL: ``critic_target``, ``value``).
+    """
+
+    MODEL_CONFIG: ClassVar[type] = PretrainedActorCriticConfig
+    RUNNER_NETWORKS: ClassVar[tuple[str, ...]] = ()
+
+    @override(TorchRLModule)
+    def setup(self) -> None:
+        cfg = self.MODEL_CONFIG.from_dict(dict(self.model_config or {}))
+        pol = cfg.policy_config
+        self.finetune_config, self.policy_config = cfg, pol
+        self.schedule = NoiseSchedule.from_name(pol.schedule, pol.denoising_steps)
+        self.actor = build_denoiser(pol)
+        # Gradient steps taken (checkpointed; SeparateLossesMixin counts them).
+        self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
+        if self.needs("critic_target"):
+            n = pol.horizon * pol.action_dim
+            critic = QEnsemble(pol.obs_dim, n, hidden_dims=cfg.critic_hidden_dims, residual=True)
+            self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+            if not self.inference_only:
+                self.critic = critic
+
+    def needs(self, name: str) -> bool:
+        """Whether this copy of the module holds learner network ``name``."""
+        return not self.inference_only or name in self.RUNNER_NETWORKS
+
+    def sample(self, obs: Tensor, *, deterministic: bool) -> Tensor:
+        """Action chunks ``(B, Ta, Da)`` for observations ``(B, Do)`` from the actor
+        (differentiable unless called under ``no_grad``)."""
+        pol = self.policy_config
+        obs = obs.float()
+        return sample_chain(
+            lambda x, t: self.actor(x, t, obs),
+            self.schedule,
+            (obs.shape[0], pol.horizon, pol.action_dim),
+            method=pol.sampler,
+            ddim_steps=pol.ddim_steps,
+            clip_x0=pol.clip_x0,
+            min_std=self.finetune_config.min_sampling_std,
+            deterministic=deterministic,
+            device=obs.device,
+        ).actions
+
+    def select_actions(self, obs: Tensor, *, explore: bool) -> Tensor:
+        """The executed chunks ``(B, Ta, Da)``: one sample (DQL); IDQL ranks candidates."""
+        return self.sample(obs, deterministic=not explore)
+
+    # Overriding the EnvRunner-side forwards drops TorchRLModule's no_grad: restore it.
+    @override(TorchRLModule)
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        with torch.no_grad():
+            return {Columns.ACTIONS: self.select_actions(batch[Columns.OBS], explore=False)}
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        with torch.no_grad():
+            actions = self.select_actions(batch[Columns.OBS], explore=True)
+        # No log-probs are used; RLlib's episode bookkeeping expects the column.
+        logp = torch.zeros(actions.shape[0], device=actions.device)
+        return {Columns.ACTIONS: actions, Columns.ACTION_LOGP: logp}
+
+    @override(TorchRLModule)
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        """Nothing: the learner's losses call the networks themselves."""
+        return {}
+
+    def load_pretrained_denoiser(self, state_dict: dict[str, Tensor]) -> None:
+        """Copy pretrained (EMA) denoiser weights into the actor."""
+        self.actor.load_state_dict(state_dict)
+
+    @override(InferenceOnlyAPI)
+    def get_non_inference_attributes(self) -> list[str]:
+        learner_only = ("critic", "critic_target", "value")
+        return [n for n in learner_only if n not in self.RUNNER_NETWORKS]

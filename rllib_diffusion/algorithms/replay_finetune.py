@@ -1,0 +1,228 @@
+"""Online off-policy fine-tuning of a pretrained denoiser from an empty replay, above the
+families: the DPPO paper's DQL (``diffusion_ql/online.py``) and IDQL (``idql/online.py``)
+baselines, ``rllib-diffusion finetune --algo dql|idql``.
+
+DiffusionBC checkpoint → its EMA denoiser loaded into the algorithm's actor, fresh
+critics → each iteration: exploring rollouts from the EnvRunners (the algorithm's
+exploration forward) appended to a FIFO :class:`~rllib_diffusion.algorithms.replay.
+TransitionReplay` of single decisions (one executed action chunk each), then
+``decisions / minibatch_size × replay_ratio`` gradient steps on uniform minibatches; the
+actor moves once ``critic_warmup_decisions`` decisions were sampled before the
+iteration (the reference's ``n_critic_warmup_itr``). Checkpoints hold the replay and
+the counters, so ``--resume`` continues exactly.
+
+The reference's training loops (irom-lab/dppo ``agent/finetune/train_{dql,idql}_
+diffusion_agent.py``) are the same loop: this module is the loop, the families bring
+their config defaults, module and learner. Run family: :class:`ReplayFinetuneFamily`
+(the shared :class:`~rllib_diffusion.algorithms.denoiser_finetune.DenoiserFinetuneFamily`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import LEARNER_RESULTS
+
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.denoiser_finetune import OWN_KEYS, DenoiserFinetuneFamily
+from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
+from rllib_diffusion.algorithms.finetune_run import (
+    FinetuneSettings,
+    check_policy_env,
+    pretrained_policy,
+)
+from rllib_diffusion.algorithms.replay import TransitionReplay
+
+#: Batch columns of the actor's rows (present only once the critic has warmed up).
+ACTOR_OBS, ACTOR_ACTIONS = "finetune_actor_obs", "finetune_actor_actions"
+#: Algorithm-state keys (checkpointed): the decision counter and the replay.
+COUNTERS_STATE, REPLAY_STATE = "replay_finetune_counters", "replay_finetune_replay"
+
+
+class ReplayFinetuneConfigMixin:
+    """Knobs of every replay fine-tuning algorithm; the host sets the official defaults
+    (``buffer_decisions``, ``replay_ratio``, ...). Host:
+    ``<Algo>Config(<Family knobs>, ReplayFinetuneConfigMixin, AlgorithmConfig)``."""
+
+    RUN_SET_KNOBS = ("pretrained_checkpoint",)
+    RLLIB_KNOBS = {
+        "gamma": "discount per decision (one executed action chunk) of the TD targets.",
+        "minibatch_size": "rows per gradient step of critics and actor (reference 1000).",
+    }
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class)
+        self.actor_lr = 1e-4
+        self.critic_lr = 1e-3
+        self.tau = 0.005
+        self.reward_scale = 0.01
+        self.buffer_decisions = 1_000_000
+        self.replay_ratio = 16.0
+        self.critic_warmup_decisions = 80_000
+        self.pretrained_checkpoint: str | None = None
+        self.gamma = 0.99
+        self.minibatch_size = 1000
+        self.train_batch_size_per_learner = 2000
+        self.rollout_fragment_length = "auto"
+        self.sample_timeout_s = 600.0
+
+    @override(AlgorithmConfig)
+    def training(
+        self,
+        *,
+        actor_lr: float | None = NotProvided,
+        critic_lr: float | None = NotProvided,
+        tau: float | None = NotProvided,
+        reward_scale: float | None = NotProvided,
+        buffer_decisions: int | None = NotProvided,
+        replay_ratio: float | None = NotProvided,
+        critic_warmup_decisions: int | None = NotProvided,
+        pretrained_checkpoint: str | None = NotProvided,
+        **kwargs: Any,
+    ):
+        """Args:
+        actor_lr: Adam learning rate of the denoiser (reference 1e-4, constant).
+        critic_lr: Adam learning rate of the critics (reference 1e-3, constant).
+        tau: Polyak rate of the target critics per gradient step (reference DQL 0.005,
+            IDQL 0.001).
+        reward_scale: factor on the rewards of the TD targets (reference 0.01).
+        buffer_decisions: decisions the FIFO replay holds (reference 1,000,000; IDQL's
+            25,000 vector steps × 40 envs).
+        replay_ratio: gradient steps per iteration = decisions sampled / minibatch_size ×
+            replay_ratio (reference DQL 16, IDQL 128).
+        critic_warmup_decisions: decisions sampled before the actor first moves
+            (reference 5 iterations, the first evaluation-only: 4 × 20,000).
+        pretrained_checkpoint: DiffusionBC checkpoint whose EMA denoiser is fine-tuned.
+        **kwargs: RLlib's ``training()`` args (``gamma``, ``minibatch_size``, ...).
+        """
+        super().training(**kwargs)
+        for name, value in list(locals().items()):
+            if name not in ("self", "kwargs", "__class__") and value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return {}  # the model config is complete by itself
+
+    @override(AlgorithmConfig)
+    def validate(self) -> None:
+        super().validate()
+        for name in ("actor_lr", "critic_lr", "reward_scale", "replay_ratio"):
+            if not getattr(self, name) > 0:
+                self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
+        if not (0 < self.tau <= 1 and 0 < self.gamma <= 1):
+            self._value_error(f"tau and gamma must be in (0, 1], got {self.tau}, {self.gamma}.")
+        if self.buffer_decisions < 1 or self.minibatch_size is None or self.minibatch_size < 1:
+            self._value_error(
+                f"buffer_decisions and minibatch_size must be >= 1, got "
+                f"{self.buffer_decisions} and {self.minibatch_size}."
+            )
+        if self.critic_warmup_decisions < 0:
+            self._value_error(
+                f"critic_warmup_decisions must be >= 0, got {self.critic_warmup_decisions}."
+            )
+
+
+class ReplayFinetuneMixin(EnvStepBudgetMixin):
+    """Replay, warm-up and the per-step loop. Host: ``<Algo>(ReplayFinetuneMixin,
+    Algorithm)``; its module has ``load_pretrained_denoiser``."""
+
+    @override(Algorithm)
+    def setup(self, config: AlgorithmConfig) -> None:
+        from rllib_diffusion.algorithms.denoiser_finetune import load_pretrained_into
+
+        super().setup(config)
+        self._decisions_lifetime = 0
+        self.replay = TransitionReplay(self.config.buffer_decisions, seed=self.config.seed)
+        if self.config.pretrained_checkpoint:
+            load_pretrained_into(self, self.config.pretrained_checkpoint)
+
+    @override(Algorithm)
+    def training_step(self) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        actor_on = self._decisions_lifetime >= cfg.critic_warmup_decisions
+        added = self.replay.add(self.sample_episodes())
+        self._decisions_lifetime += added
+        t1 = time.perf_counter()
+        steps = int(added / cfg.minibatch_size * cfg.replay_ratio)
+        for _ in range(steps):
+            batch = self.replay.sample(cfg.minibatch_size)
+            if actor_on:
+                batch |= actor_rows(batch)
+            results = self.learner_group.update(
+                batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)}, cfg.minibatch_size)
+            )
+            self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        t2 = time.perf_counter()
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group, inference_only=True
+        )
+        values = {
+            M.SAMPLE_SECONDS: t1 - t0,
+            M.LEARN_SECONDS: t2 - t1,
+            M.SYNC_SECONDS: time.perf_counter() - t2,
+            M.ENV_STEPS: self._env_steps_lifetime,
+            M.BUFFER_DECISIONS: len(self.replay),
+            M.TRAINED_DECISIONS: steps * cfg.minibatch_size if actor_on else 0,
+        }
+        for key, value in values.items():
+            self.metrics.log_value((M.REPLAY_FINETUNE_NAMESPACE, key), value, window=1)
+
+    @override(Algorithm)
+    def get_state(self, *args, **kwargs) -> dict[str, Any]:
+        state = super().get_state(*args, **kwargs)
+        state[COUNTERS_STATE] = (self._env_steps_lifetime, self._decisions_lifetime)
+        state[REPLAY_STATE] = self.replay.get_state()
+        return state
+
+    @override(Algorithm)
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if COUNTERS_STATE in state:
+            self._env_steps_lifetime, self._decisions_lifetime = state[COUNTERS_STATE]
+        if REPLAY_STATE in state:
+            self.replay.set_state(state[REPLAY_STATE])
+
+
+def actor_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The actor's rows of a gradient step: the critic's minibatch itself (the
+    reference updates both on one minibatch)."""
+    return {ACTOR_OBS: batch[Columns.OBS], ACTOR_ACTIONS: batch[Columns.ACTIONS]}
+
+
+class ReplayFinetuneFamily(DenoiserFinetuneFamily):
+    """DQL or IDQL (``s.algo``) fine-tuning on the run loop (see the module doc)."""
+
+    namespace = M.REPLAY_FINETUNE_NAMESPACE
+    own_keys = OWN_KEYS
+    learner_keys = {
+        "actor_loss": M.ACTOR_LOSS,
+        "critic_loss": M.CRITIC_LOSS,
+        "bc_loss": M.BC_LOSS,
+        "q_loss": M.Q_LOSS,
+        "value_loss": M.VALUE_LOSS,
+        "q_mean": M.Q_MEAN,
+        "value_mean": M.VALUE_MEAN,
+    }
+    shown = (
+        ("actor loss", "actor_loss", ".3g"),
+        ("critic loss", "critic_loss", ".3g"),
+        ("Q", "q_mean", ".3g"),
+        ("buffer", M.BUFFER_DECISIONS, ".0f"),
+    )
+
+    def __init__(self, s: FinetuneSettings) -> None:
+        # A DiffusionBC checkpoint whose env takes its policy: one line, before Ray starts.
+        check_policy_env(pretrained_policy(s.checkpoint, s), s.checkpoint)
+        super().__init__(s)
