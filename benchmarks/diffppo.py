@@ -31,6 +31,7 @@ from common import write_result  # noqa: E402
 ARMS: dict[str, dict] = {
     "ppo": {},
     "diffppo": {"synthetic_ratio": 1.0},
+    "diffppo_policy": {"synthetic_ratio": 1.0, "synthetic_actions": "policy"},
 }
 
 

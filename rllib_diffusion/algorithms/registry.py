@@ -325,5 +325,13 @@ for _spec in (
         "GaussianPPO",
         description="RLlib PPO from a Gaussian BC policy (baseline)",
     ),
+    # DiffPPO: `finetune-gaussian` with DiffPPO knobs (no family: not a `finetune --algo`).
+    AlgorithmSpec(
+        "diffppo",
+        "rllib_diffusion.algorithms.gaussian.diffppo:DiffPPOConfig",
+        FINETUNE,
+        "DiffPPO",
+        description="PPO from a Gaussian BC policy with synthetic segments of a diffusion model",
+    ),
 ):
     register(_spec)

@@ -124,18 +124,22 @@ class SegmentFIFO:
 
 
 class SegmentGenerator:
-    """Unconditional DDPM over flattened standardised segments (pure torch, CPU).
+    """DDPM over standardised flat vectors ``(N, dim)``, optionally conditioned on
+    standardised ``(N, cond_dim)`` vectors (pure torch, CPU).
 
-    ``train(data, steps)`` refits the standardisation on ``data`` and takes ``steps``
-    Adam steps of ε-regression on uniformly drawn rows (warm-started weights);
-    ``generate(n)`` samples n segments from the EMA weights (DDPM, x̂0 clamped to the
-    training data's largest |z| + 1). All randomness comes from ``self.rng``.
+    ``train(data, steps, cond)`` refits the standardisations on ``data`` (and ``cond``)
+    and takes ``steps`` Adam steps of ε-regression on uniformly drawn rows (warm-started
+    weights); ``generate(n, cond)`` samples n vectors from the EMA weights (DDPM, x̂0
+    clamped to the training data's largest |z| + 1). All randomness comes from
+    ``self.rng``. Unconditional over :class:`SegmentLayout` vectors it generates whole
+    segments; conditioned on (s, a) over (s′ − s, r, d) it is a one-step dynamics model.
     """
 
     def __init__(
         self,
-        layout: SegmentLayout,
+        dim: int,
         *,
+        cond_dim: int = 0,
         width: int = 256,
         depth: int = 3,
         denoising_steps: int = 20,
@@ -144,28 +148,32 @@ class SegmentGenerator:
         ema_decay: float = 0.995,
         seed: int = 0,
     ) -> None:
-        self.layout, self.batch_size = layout, int(batch_size)
+        self.dim, self.cond_dim, self.batch_size = int(dim), int(cond_dim), int(batch_size)
         self.ema_decay = float(ema_decay)
         self.rng = torch.Generator().manual_seed(int(seed))
         torch_state = torch.random.get_rng_state()
         torch.manual_seed(int(seed))  # the network's initialisation, reproducibly
         self.net = DiffusionMLP(
-            layout.dim, 1, 0, hidden_dims=(width,) * depth, layer_norm=True, residual=True
+            self.dim, 1, self.cond_dim, hidden_dims=(width,) * depth, layer_norm=True, residual=True
         )
         torch.random.set_rng_state(torch_state)
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.schedule = NoiseSchedule.from_name("cosine", denoising_steps)
         self.normalizer: StandardNormalizer | None = None
+        self.cond_normalizer: StandardNormalizer | None = None
         self.clip_x0: float | None = None
         self.steps_done = 0
 
-    def train(self, data: np.ndarray, steps: int) -> float:
-        """``steps`` gradient steps on rows of ``data`` (N, D); the mean loss."""
+    def train(self, data: np.ndarray, steps: int, cond: np.ndarray | None = None) -> float:
+        """``steps`` gradient steps on rows of ``data`` (N, dim) [given ``cond`` (N,
+        cond_dim)]; the mean loss."""
         self.normalizer = StandardNormalizer.fit(data)
-        z = torch.as_tensor(
-            self.normalizer.normalize(np.asarray(data, np.float64)), dtype=torch.float32
-        )
+        z = _standardised(self.normalizer, data)
+        c = None
+        if self.cond_dim:
+            self.cond_normalizer = StandardNormalizer.fit(cond)
+            c = _standardised(self.cond_normalizer, cond)
         self.clip_x0 = float(z.abs().max()) + 1.0
         losses = []
         for _ in range(int(steps)):
@@ -173,9 +181,8 @@ class SegmentGenerator:
             x0 = z[idx].unsqueeze(1)
             noise = torch.randn(x0.shape, generator=self.rng)
             t = torch.randint(0, self.schedule.num_steps, (len(idx),), generator=self.rng)
-            loss = torch.mean(
-                (self.net(self.schedule.q_sample(x0, t, noise), t, None) - noise) ** 2
-            )
+            eps = self.net(self.schedule.q_sample(x0, t, noise), t, None if c is None else c[idx])
+            loss = torch.mean((eps - noise) ** 2)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -187,13 +194,14 @@ class SegmentGenerator:
         return float(np.mean(losses)) if losses else float("nan")
 
     @torch.no_grad()
-    def generate(self, n: int) -> dict[str, np.ndarray]:
-        """``n`` segments in data units (:meth:`SegmentLayout.split`)."""
+    def generate(self, n: int, cond: np.ndarray | None = None) -> np.ndarray:
+        """``(n, dim)`` float32 samples in data units [given ``cond`` (n, cond_dim)]."""
         if self.normalizer is None:
             raise RuntimeError("SegmentGenerator.generate before any train()")
-        shape = (int(n), 1, self.layout.dim)
+        c = _standardised(self.cond_normalizer, cond) if self.cond_dim else None
+        shape = (int(n), 1, self.dim)
         out = sample_chain(
-            lambda x, t: self.ema_net(x, t, None),
+            lambda x, t: self.ema_net(x, t, c),
             self.schedule,
             shape,
             method="ddpm",
@@ -203,8 +211,7 @@ class SegmentGenerator:
             x_init=torch.randn(shape, generator=self.rng),
             generator=self.rng,
         )
-        flat = self.normalizer.unnormalize(out.actions[:, 0].double()).float().numpy()
-        return self.layout.split(flat)
+        return self.normalizer.unnormalize(out.actions[:, 0].double()).float().numpy()
 
     def get_state(self) -> dict[str, Any]:
         norm = self.normalizer
@@ -213,7 +220,8 @@ class SegmentGenerator:
             "ema_net": self.ema_net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": self.rng.get_state(),
-            "normalizer": None if norm is None else {"mean": norm.mean, "std": norm.std},
+            "normalizer": _stats(norm),
+            "cond_normalizer": _stats(self.cond_normalizer),
             "clip_x0": self.clip_x0,
             "steps_done": self.steps_done,
         }
@@ -225,4 +233,29 @@ class SegmentGenerator:
         self.rng.set_state(state["rng"])
         norm = state["normalizer"]
         self.normalizer = None if norm is None else StandardNormalizer(**norm)
+        cond = state.get("cond_normalizer")
+        self.cond_normalizer = None if cond is None else StandardNormalizer(**cond)
         self.clip_x0, self.steps_done = state["clip_x0"], int(state["steps_done"])
+
+
+def _standardised(normalizer: StandardNormalizer, x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(normalizer.normalize(np.asarray(x, np.float64)), dtype=torch.float32)
+
+
+def _stats(norm: StandardNormalizer | None) -> dict[str, np.ndarray] | None:
+    return None if norm is None else {"mean": norm.mean, "std": norm.std}
+
+
+def segment_transitions(segs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The one-step transitions of :meth:`SegmentLayout.split` segments as a dynamics
+    model's data: ``x`` = ``[s_{t+1} − s_t, r_t, d_t]`` and ``cond`` = ``[s_t, a_t]``
+    (``d_t`` = the segment's flag at its last step, else 0), ``(N·H, ·)`` each."""
+    obs, actions = segs["obs"], segs["actions"]
+    n, h = actions.shape[:2]
+    done = np.zeros((n, h), np.float32)
+    done[:, -1] = segs["terminated"]
+    cond = np.concatenate([obs[:, :-1], actions], axis=2).reshape(n * h, -1)
+    x = np.concatenate(
+        [obs[:, 1:] - obs[:, :-1], segs["rewards"][..., None], done[..., None]], axis=2
+    )
+    return x.reshape(n * h, -1).astype(np.float32), cond.astype(np.float32)

@@ -104,14 +104,52 @@ def test_generator_learns_the_data_and_its_state_restores_sampling():
         [rng.normal(5, 0.5, 2000), rng.normal(-3, 0.5, 2000), rng.normal(-3, 0.5, 2000)]
     )
     data = np.column_stack([data, rng.normal(1, 0.1, 2000), np.zeros(2000)]).astype(np.float32)
-    gen = SegmentGenerator(lay, width=64, depth=2, denoising_steps=10, batch_size=128, seed=1)
+    gen = SegmentGenerator(lay.dim, width=64, depth=2, denoising_steps=10, batch_size=128, seed=1)
     gen.train(data, 400)
-    copy_ = SegmentGenerator(lay, width=64, depth=2, denoising_steps=10, batch_size=128, seed=9)
+    copy_ = SegmentGenerator(lay.dim, width=64, depth=2, denoising_steps=10, batch_size=128, seed=9)
     copy_.set_state(gen.get_state())
-    a, b = gen.generate(500), copy_.generate(500)
+    a, b = lay.split(gen.generate(500)), lay.split(copy_.generate(500))
     np.testing.assert_array_equal(a["obs"], b["obs"])  # same weights, normaliser, RNG
     assert abs(a["obs"][:, 0, 0].mean() - 5.0) < 0.5 and abs(a["actions"].mean() + 3.0) < 0.5
     assert not a["terminated"].any()
+
+
+def test_conditional_generator_follows_its_condition():
+    """As a dynamics model: x = 2·cond + noise is learned (the condition is used)."""
+    rng = np.random.default_rng(0)
+    cond = rng.uniform(-1, 1, (3000, 1)).astype(np.float32)
+    x = (2 * cond + rng.normal(0, 0.05, (3000, 1))).astype(np.float32)
+    gen = SegmentGenerator(1, cond_dim=1, width=64, depth=2, denoising_steps=10, seed=0)
+    gen.train(x, 600, cond)
+    probe = np.array([[-0.8], [0.0], [0.8]] * 200, np.float32)
+    out = gen.generate(len(probe), probe)[:, 0].reshape(200, 3).mean(axis=0)
+    np.testing.assert_allclose(out, [-1.6, 0.0, 1.6], atol=0.3)
+
+
+def test_segment_transitions_and_rollout_prefixes():
+    from rllib_diffusion.algorithms.gaussian.diffppo import rollout_prefixes
+    from rllib_diffusion.algorithms.synthetic_segments import segment_transitions
+
+    segs = {
+        "obs": np.array([[[0.0], [1.0], [3.0]]], np.float32),
+        "actions": np.array([[[5.0], [6.0]]], np.float32),
+        "rewards": np.array([[0.5, 0.7]], np.float32),
+        "terminated": np.array([True]),
+    }
+    x, cond = segment_transitions(segs)
+    np.testing.assert_allclose(x, [[1.0, 0.5, 0.0], [2.0, 0.7, 1.0]], rtol=1e-6)
+    np.testing.assert_array_equal(cond, [[0.0, 5.0], [1.0, 6.0]])
+    steps = [
+        {"obs": np.array([[0.0], [10.0]]), "actions": np.ones((2, 1)), "rewards": np.ones(2),
+         "action_logp": np.zeros(2), "done": np.array([False, True])},
+        {"obs": np.array([[1.0], [11.0]]), "actions": np.ones((2, 1)), "rewards": np.ones(2),
+         "action_logp": np.zeros(2), "done": np.array([False, False])},
+    ]  # fmt: skip
+    out = rollout_prefixes(steps, np.array([[2.0], [12.0]]), wanted=10)
+    assert [len(p["actions"]) for p in out] == [2, 1]
+    assert not out[0]["terminated"] and out[1]["terminated"]  # ends at its first done
+    assert out[0]["obs"][:, 0].tolist() == [0, 1, 2] and out[1]["obs"][:, 0].tolist() == [10, 11]
+    assert [len(p["actions"]) for p in rollout_prefixes(steps, steps[1]["obs"], 1)] == [1]
 
 
 def test_plausible_prefixes_cut_before_the_first_unlikely_action():
@@ -142,6 +180,7 @@ def test_plausible_prefixes_cut_before_the_first_unlikely_action():
         ({"segment_length": 0}, "--segment-length"),
         ({"generator_gradient_steps": 1.5}, "--generator-gradient-steps"),
         ({"generator_lr": 0.0}, "--generator-lr"),
+        ({"synthetic_actions": "mixed"}, "--synthetic-actions"),
     ],
 )
 def test_bad_knobs_are_one_line_errors(knobs, flag):
@@ -163,16 +202,28 @@ def bc_ckpt(tiny_dataset, ray_session):
 
 
 @pytest.fixture()
-def algo(bc_ckpt, ray_session):
+def make_algo(bc_ckpt, ray_session):
+    """``make_algo(**knobs)``: a DiffPPO Algorithm (TINY_KNOBS updated) with the BC policy."""
     from rllib_diffusion.checkpoints import load_policy_module
 
     bc_module, meta = load_policy_module(bc_ckpt)
-    settings = GaussianPPOSettings(bc_ckpt, knobs=TINY_KNOBS, **TINY_PPO)
-    config = build_gaussian_ppo_config(settings, meta["env_config"], meta["model_config"])
-    algo = config.build_algo()
-    load_bc_policy(algo, bc_module)
-    yield algo
-    algo.stop()
+    built = []
+
+    def make(**knobs):
+        settings = GaussianPPOSettings(bc_ckpt, knobs={**TINY_KNOBS, **knobs}, **TINY_PPO)
+        config = build_gaussian_ppo_config(settings, meta["env_config"], meta["model_config"])
+        built.append(config.build_algo())
+        load_bc_policy(built[-1], bc_module)
+        return built[-1]
+
+    yield make
+    for algo in built:
+        algo.stop()
+
+
+@pytest.fixture()
+def algo(make_algo):
+    return make_algo()
 
 
 def _sample(algo):
@@ -189,11 +240,13 @@ def _learner_module(algo):
     return algo.learner_group._learner.module[DEFAULT_MODULE_ID]
 
 
-def test_synthetic_behaviour_logps_are_the_pre_update_policys(algo):
+@pytest.mark.parametrize("actions", ["generated", "policy"])
+def test_synthetic_behaviour_logps_are_the_pre_update_policys(make_algo, actions):
     """Stored log-probs = a diagonal Gaussian's log-density (by hand) under the Learner's
     current policy, so PPO's first-epoch ratio on synthetic rows is exactly 1."""
     from ray.rllib.core.columns import Columns
 
+    algo = make_algo(synthetic_actions=actions)
     synthetic = algo.synthesize(_sample(algo))
     assert synthetic and all(len(ep) <= TINY_KNOBS["segment_length"] for ep in synthetic)
     module = _learner_module(algo)

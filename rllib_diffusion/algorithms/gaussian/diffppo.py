@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ from rllib_diffusion.algorithms.synthetic_segments import (
     SegmentGenerator,
     SegmentLayout,
     episode_segments,
+    segment_transitions,
 )
 from rllib_diffusion.modules.model_config import ConfigError
 
@@ -69,6 +70,9 @@ FIFO_SEGMENTS = "fifo_segments"
 SYNTHETIC_REWARD_MEAN = "synthetic_reward_mean"
 SYNTHETIC_KEPT = "synthetic_kept_fraction"
 SYNTHETIC_SEGMENTS = "synthetic_segments"
+#: ``synthetic_actions`` values.
+GENERATED_ACTIONS = "generated"
+POLICY_ACTIONS = "policy"
 #: Generation rounds of :meth:`DiffPPO._plausible_segments` (each ``wanted`` segments).
 GENERATION_ROUNDS = 4
 REAL_REWARD_MEAN = "real_reward_mean"
@@ -90,6 +94,7 @@ class DiffPPOConfig(PPOConfig):
         self.generator_depth = 3
         self.generator_denoising_steps = 20
         self.synthetic_logp_filter = True
+        self.synthetic_actions = GENERATED_ACTIONS
 
     @override(PPOConfig)
     def training(
@@ -106,6 +111,7 @@ class DiffPPOConfig(PPOConfig):
         generator_depth: int | None = NotProvided,
         generator_denoising_steps: int | None = NotProvided,
         synthetic_logp_filter: bool | None = NotProvided,
+        synthetic_actions: Literal["generated", "policy"] | None = NotProvided,
         **kwargs: Any,
     ) -> DiffPPOConfig:
         """DiffPPO knobs (plus RLlib's PPO ``training()`` args).
@@ -132,6 +138,11 @@ class DiffPPOConfig(PPOConfig):
                 real action of the same batch (the cut prefix ends truncated; up to 4
                 rounds of generation fill the quota). False keeps every generated step;
                 outlying actions then make PPO's ratio, and the gradients, overflow.
+            synthetic_actions: "generated": the generator is an unconditional model of
+                whole segments, actions included (the issue's design); "policy": it is
+                a dynamics model p(s′ − s, r, d | s, a) and segments are rolled out from
+                FIFO states with actions sampled from the pre-update policy (exact
+                behaviour log-probs; no log-prob filter needed).
         """
         super().training(**kwargs)
         for name, value in (
@@ -146,6 +157,7 @@ class DiffPPOConfig(PPOConfig):
             ("generator_depth", generator_depth),
             ("generator_denoising_steps", generator_denoising_steps),
             ("synthetic_logp_filter", synthetic_logp_filter),
+            ("synthetic_actions", synthetic_actions),
         ):
             if value is not NotProvided:
                 setattr(self, name, value)
@@ -180,6 +192,11 @@ def check_diffppo_knobs(config: Any) -> None:
         if not (isinstance(value, int) and value >= 1):
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{name}={value!r} ({flag}) must be an integer >= 1.")
+    if config.synthetic_actions not in (GENERATED_ACTIONS, POLICY_ACTIONS):
+        raise ConfigError(
+            f"synthetic_actions={config.synthetic_actions!r} (--synthetic-actions); allowed: "
+            f"{GENERATED_ACTIONS}, {POLICY_ACTIONS}."
+        )
 
 
 def behaviour_outputs(module: Any, obs: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
@@ -252,6 +269,47 @@ def cut_prefix(prefix: dict[str, Any], steps: int) -> dict[str, Any]:
     return {**out, "obs": prefix["obs"][: steps + 1], "terminated": False}
 
 
+def policy_sample(module: Any, obs: np.ndarray) -> dict[str, np.ndarray]:
+    """Actions sampled from the policy's exploration distribution at ``obs`` (B, Do) with
+    their ``action_dist_inputs`` and ``action_logp`` (as an EnvRunner stores them)."""
+    module = module.unwrapped() if hasattr(module, "unwrapped") else module
+    device = next(iter(module.parameters())).device
+    with torch.no_grad():
+        out = module.forward_exploration({Columns.OBS: torch.as_tensor(obs, device=device)})
+        inputs = out[Columns.ACTION_DIST_INPUTS]
+        dist = module.get_exploration_action_dist_cls().from_logits(inputs)
+        actions = dist.sample()
+        logp = dist.logp(actions)
+    return {
+        "actions": actions.cpu().numpy().astype(np.float32),
+        Columns.ACTION_DIST_INPUTS: inputs.cpu().numpy().astype(np.float32),
+        Columns.ACTION_LOGP: logp.cpu().numpy().astype(np.float32),
+    }
+
+
+def rollout_prefixes(steps: list[dict], last_obs: np.ndarray, wanted: int) -> list[dict]:
+    """Per-rollout dicts (``obs`` (k+1, Do), ``actions``, ``rewards``, behaviour columns
+    (k, ...), ``terminated``) from H per-step batches: a rollout stops after its first
+    step with ``done`` (terminated), else runs H steps (truncated); at most ``wanted``
+    steps in total (the last rollout cut)."""
+    cols = [k for k in steps[0] if k not in ("obs", "done")]
+    obs = np.stack([st["obs"] for st in steps] + [last_obs], axis=1)
+    done = np.stack([st["done"] for st in steps], axis=1)
+    h = done.shape[1]
+    out, have = [], 0
+    for i in range(len(obs)):
+        hit = np.flatnonzero(done[i])
+        k = int(hit[0]) + 1 if len(hit) else h
+        prefix = {c: np.stack([st[c][i] for st in steps[:k]]) for c in cols}
+        prefix.update(obs=obs[i, : k + 1], terminated=bool(len(hit)))
+        prefix = cut_prefix(prefix, wanted - have)
+        out.append(prefix)
+        have += len(prefix["actions"])
+        if have >= wanted:
+            break
+    return out
+
+
 def other_outputs(episode: Any) -> dict[str, Any]:
     """The extra model outputs of a real episode's last step other than the behaviour
     ones (RLlib's ``weights_seq_no``: every row of a batch must have every column)."""
@@ -311,8 +369,10 @@ class DiffPPO(PPO):
         self.spaces = module
         self.layout = SegmentLayout(obs_dim, act_dim, c.segment_length)
         self.fifo = SegmentFIFO(c.recent_segments, self.layout.dim)
+        policy_actions = c.synthetic_actions == POLICY_ACTIONS
         self.generator = SegmentGenerator(
-            self.layout,
+            obs_dim + 2 if policy_actions else self.layout.dim,
+            cond_dim=obs_dim + act_dim if policy_actions else 0,
             width=c.generator_width,
             depth=c.generator_depth,
             denoising_steps=c.generator_denoising_steps,
@@ -390,12 +450,14 @@ class DiffPPO(PPO):
         out: list = []
         if c.synthetic_ratio > 0 and len(self.fifo):
             if self.iteration % c.generator_retrain_every == 0 or self.generator.normalizer is None:
-                stats[GENERATOR_LOSS] = self.generator.train(
-                    self.fifo.data, c.generator_gradient_steps
-                )
-            wanted = math.ceil(c.synthetic_ratio * real_steps / c.segment_length)
-            floor = real_logp_floor(episodes) if c.synthetic_logp_filter else -np.inf
-            prefixes, generated = self._plausible_segments(wanted, floor)
+                stats[GENERATOR_LOSS] = self._train_generator()
+            wanted = math.ceil(c.synthetic_ratio * real_steps)
+            if c.synthetic_actions == POLICY_ACTIONS:
+                prefixes = self._policy_rollouts(wanted)
+                generated = sum(len(p["actions"]) for p in prefixes)
+            else:
+                floor = real_logp_floor(episodes) if c.synthetic_logp_filter else -np.inf
+                prefixes, generated = self._plausible_segments(wanted, floor)
             out = synthetic_episodes(prefixes, self.spaces, other_outputs(episodes[-1]))
             steps = sum(len(p["actions"]) for p in prefixes)
             stats[SYNTHETIC_STEPS] = steps
@@ -409,6 +471,37 @@ class DiffPPO(PPO):
             self.metrics.log_value((METRICS_NAMESPACE, key), value, window=1)
         return out
 
+    def _train_generator(self) -> float:
+        """(Re)train the generator on the FIFO: whole segments, or (policy actions) the
+        one-step transitions of the segments (:func:`segment_transitions`)."""
+        steps = self.config.generator_gradient_steps
+        if self.config.synthetic_actions == POLICY_ACTIONS:
+            x, cond = segment_transitions(self.layout.split(self.fifo.data))
+            return self.generator.train(x, steps, cond)
+        return self.generator.train(self.fifo.data, steps)
+
+    def _policy_rollouts(self, wanted: int) -> list[dict[str, Any]]:
+        """``ceil(wanted / H)`` model rollouts of H steps: s_0 drawn uniformly from the
+        FIFO's states, a_t ~ π_old(·|s_t) (the Learner's pre-update policy, which also
+        gives the behaviour outputs), (s_{t+1} − s_t, r_t, d_t) from the dynamics model;
+        a rollout ends terminated at its first d_t >= 0.5. Returns
+        :func:`plausible_prefixes`-style dicts, cut to ``wanted`` steps in total."""
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        h, do = self.config.segment_length, self.layout.obs_dim
+        n = math.ceil(wanted / h)
+        states = self.layout.split(self.fifo.data)["obs"][:, :-1].reshape(-1, do)
+        s = states[torch.randint(0, len(states), (n,), generator=self.generator.rng).numpy()]
+        steps: list[dict[str, np.ndarray]] = []
+        for _ in range(h):
+            act = self.on_first_learner(
+                lambda lrn, s=s: policy_sample(lrn.module[DEFAULT_MODULE_ID], s)
+            )
+            x = self.generator.generate(n, np.concatenate([s, act["actions"]], axis=1))
+            steps.append({"obs": s, **act, "rewards": x[:, do], "done": x[:, do + 1] >= 0.5})
+            s = (s + x[:, :do]).astype(np.float32)
+        return rollout_prefixes(steps, s, wanted)
+
     def _plausible_segments(self, wanted: int, floor: float) -> tuple[list, int]:
         """Plausible prefixes (:func:`plausible_prefixes`) of generated segments until they
         hold ``wanted`` steps (at most :data:`GENERATION_ROUNDS` rounds of
@@ -421,7 +514,7 @@ class DiffPPO(PPO):
         kept: list[dict[str, Any]] = []
         have = generated = 0
         for _ in range(GENERATION_ROUNDS):
-            segs = self.generator.generate(n)
+            segs = self.layout.split(self.generator.generate(n))
             generated += n * h
             obs = segs["obs"][:, :-1].reshape(n * h, -1)
             actions = segs["actions"].reshape(n * h, -1)

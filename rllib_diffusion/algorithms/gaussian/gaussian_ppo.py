@@ -328,7 +328,8 @@ class GaussianPPOFamily(RunFamily):
     def check_resumable(self, saved, where: Path) -> None:
         from rllib_diffusion.algorithms.offline_run import check_same_run_settings
 
-        check_same_run_settings(saved.settings or {}, asdict(self.s), where)
+        # Runs saved before DiffPPO's knobs existed had none.
+        check_same_run_settings({"knobs": {}, **(saved.settings or {})}, asdict(self.s), where)
 
     def build(self):
         from rllib_diffusion.envs.chunking import make_chunked_env
