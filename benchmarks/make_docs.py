@@ -419,6 +419,43 @@ def baselines_section(r: dict) -> list[str]:
     return finetune_section(r)
 
 
+def diffppo_section(r: dict) -> list[str]:
+    """A ``benchmarks/diffppo.py`` result: one row per (arm, seed) run."""
+    lines = [
+        f"### {r['name']}",
+        "",
+        f"DiffPPO vs PPO from the same Gaussian BC checkpoint (`{r.get('checkpoint')}`), "
+        f"budget {r['figures'].get('env_steps_budget')} env steps per run; deterministic "
+        "evaluation. Arms' DiffPPO knobs: "
+        + "; ".join(f"{a}: {k or 'none (PPO)'}" for a, k in r.get("arms_knobs", {}).items()),
+        "",
+        "| arm | seed | env steps | periodic evals | final (episodes) | synthetic steps / "
+        "iteration (kept fraction) | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, seeds in r["series"].get("arms", {}).items():
+        for seed, s in seeds.items():
+            final = "not finished"
+            if s.get("complete"):
+                final = (
+                    f"{_fmt(s['final_return_mean'])} ± {_fmt(s['final_return_std'])} "
+                    f"({s['final_eval_episodes']})"
+                )
+            evals = " / ".join(f"{v:.0f}" for v in s.get("eval_return_mean", []))
+            synth = "—"
+            if s.get("synthetic_steps"):
+                kept = sum(s["synthetic_kept_fraction"]) / len(s["synthetic_kept_fraction"])
+                mean = sum(s["synthetic_steps"]) / len(s["synthetic_steps"])
+                synth = f"{mean:.0f} ({kept:.3f})"
+            minutes = f"{s['seconds'] / 60:.1f} min" if s.get("seconds") else "n/a"
+            lines.append(
+                f"| {arm} | {seed} | {s.get('env_steps')} | {evals} | {final} | {synth} | "
+                f"{minutes} |"
+            )
+    lines += ["", f"Command: `{r['command']}`  ", f"Machine: {r['machine']}", ""]
+    return lines
+
+
 SECTIONS = {
     "behavior_ppo": ("Behaviour policies for data collection", behavior_section),
     "bc_pretrain": ("Diffusion BC pretraining", bc_section),
@@ -426,6 +463,7 @@ SECTIONS = {
     "dppo_baseline": ("Baseline: RLlib PPO fine-tuning a Gaussian BC policy", finetune_section),
     "avoid_modes": ("Avoid: success and routes (modes)", avoid_section),
     "baselines_": ("Fine-tuning baselines", baselines_section),
+    "diffppo_": ("Synthetic experience: DiffPPO vs PPO", diffppo_section),
 }
 
 
