@@ -150,11 +150,17 @@ def _dppo_sample_bench(sizes: dict[str, Any]) -> Bench:
 
 
 def _dql_action_bench(sizes: dict[str, Any]) -> Bench:
+    """The Diffusion-QL module built ``inference_only`` (as on EnvRunners: the EMA actor
+    and the target critics) from the learner's config, one state per call."""
     import numpy as np
     import torch
     from learner_speed import MID, Case
 
-    module = Case("diffusion_ql", steps=1, rows=1).learner.module[MID].unwrapped()
+    trained = Case("diffusion_ql", steps=1, rows=1).learner.module[MID].unwrapped()
+    module = type(trained)(
+        observation_space=trained.observation_space, action_space=trained.action_space,
+        inference_only=True, model_config=trained.model_config,
+    )  # fmt: skip
     states = np.random.default_rng(1).standard_normal((64, 11)).astype(np.float32)
 
     def run(calls: int) -> int:
@@ -167,7 +173,7 @@ def _dql_action_bench(sizes: dict[str, Any]) -> Bench:
     return Bench(
         run,
         {
-            "module": type(module).__name__,
+            "module": f"{type(module).__name__} (inference_only)",
             "call": "forward_inference({'obs': (1, 11)})",
             "num_candidates": cfg.num_candidates,
             "action_selection": cfg.action_selection,
