@@ -69,6 +69,9 @@ def arm_summary(run: Path) -> dict:
         "train_return_mean": [x.get("train_return_mean") for x in lines if x["iteration"] > 0],
         "seconds": lines[-1].get("seconds"),
     }
+    finite = [x for x in out["train_return_mean"] if x is not None and np.isfinite(x)]
+    # Mean return of the stochastic policy's training episodes, last three iterations.
+    out["train_return_last3"] = float(np.mean(finite[-3:])) if finite else None
     kept = [
         x["diffppo_synthetic_kept_fraction"]
         for x in lines
@@ -110,6 +113,9 @@ def summarize(args: argparse.Namespace) -> None:
         if finals:
             figures[f"{arm}_final_return_mean"] = float(np.mean(finals))
             figures[f"{arm}_final_return_std_over_seeds"] = float(np.std(finals))
+        last3 = [s["train_return_last3"] for s in seeds.values() if s.get("train_return_last3")]
+        if last3:
+            figures[f"{arm}_train_return_last3_mean"] = float(np.mean(last3))
         synth = [
             np.mean(s["synthetic_kept_fraction"])
             for s in seeds.values()

@@ -429,9 +429,9 @@ def diffppo_section(r: dict) -> list[str]:
         "evaluation. Arms' DiffPPO knobs: "
         + "; ".join(f"{a}: {k or 'none (PPO)'}" for a, k in r.get("arms_knobs", {}).items()),
         "",
-        "| arm | seed | env steps | periodic evals | final (episodes) | synthetic steps / "
-        "iteration (kept fraction) | wall time |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | seed | env steps | periodic evals | final (episodes) | train return, last 3 "
+        "iterations | synthetic steps / iteration (kept fraction) | wall time |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm, seeds in r["series"].get("arms", {}).items():
         for seed, s in seeds.items():
@@ -449,8 +449,8 @@ def diffppo_section(r: dict) -> list[str]:
                 synth = f"{mean:.0f} ({kept:.3f})"
             minutes = f"{s['seconds'] / 60:.1f} min" if s.get("seconds") else "n/a"
             lines.append(
-                f"| {arm} | {seed} | {s.get('env_steps')} | {evals} | {final} | {synth} | "
-                f"{minutes} |"
+                f"| {arm} | {seed} | {s.get('env_steps')} | {evals} | {final} | "
+                f"{_fmt(s.get('train_return_last3'))} | {synth} | {minutes} |"
             )
     lines += ["", f"Command: `{r['command']}`  ", f"Machine: {r['machine']}", ""]
     return lines
