@@ -32,7 +32,11 @@ ARMS: dict[str, dict] = {
     "ppo": {},
     "diffppo": {"synthetic_ratio": 1.0},
     "diffppo_policy": {"synthetic_ratio": 1.0, "synthetic_actions": "policy"},
+    "ppo_10_epochs": {},
 }
+#: Arms' settings that differ from the others' (PPO with as many minibatch updates per
+#: iteration as the augmented arms make: a control for the update count).
+ARM_SETTINGS: dict[str, dict] = {"ppo_10_epochs": {"num_epochs": 10}}
 
 
 def run_arm(args: argparse.Namespace) -> None:
@@ -50,6 +54,7 @@ def run_arm(args: argparse.Namespace) -> None:
         seed=args.seed,
         resume=args.resume,
         knobs=dict(ARMS[args.arm]),
+        **ARM_SETTINGS.get(args.arm, {}),
     )
     finetune_gaussian_ppo(settings)
 
@@ -129,7 +134,12 @@ def summarize(args: argparse.Namespace) -> None:
             figures[f"{arm}_synthetic_steps_per_iteration_mean"] = float(np.mean(steps))
     figures["env_steps_budget"] = args.env_steps
     path = write_result(
-        args.name, figures, {"arms": arms}, arms_knobs=ARMS, checkpoint=args.checkpoint
+        args.name,
+        figures,
+        {"arms": arms},
+        arms_knobs=ARMS,
+        arms_settings=ARM_SETTINGS,
+        checkpoint=args.checkpoint,
     )
     print(json.dumps(figures, indent=1))
     print(f"wrote {path}")
