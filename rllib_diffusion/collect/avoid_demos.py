@@ -32,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from rllib_diffusion.envs.avoid import ENV_ID, GOAL_Y, ROWS, START
+from rllib_diffusion.envs.avoid import ENV_ID, GOAL_Y, M5_ENV_ID, ROWS, START
+
+#: Env ids a demonstration set can be written for.
+AVOID_IDS = (ENV_ID, M5_ENV_ID)
 
 #: Centre x of each gap of each row (gap 0 left of the first obstacle).
 GAP_CENTRES: tuple[tuple[float, ...], ...] = (
@@ -134,6 +137,16 @@ def run_demo_episode(
     }
 
 
+def routes_through(row3_gaps: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
+    """The demonstrated routes that cross row 3 in one of ``row3_gaps`` (the DPPO
+    reference's avoid data ``d56``/``d57``/``d58``: D3IL modes 5 and 6/7/8, i.e. row-3
+    gaps 0 and 1/2/3)."""
+    chosen = tuple(r for r in DEMO_ROUTES if r[2] in row3_gaps)
+    if not chosen:
+        raise ValueError(f"no demonstrated route crosses row 3 in gaps {row3_gaps}.")
+    return chosen
+
+
 def demo_episodes(
     num_episodes: int,
     *,
@@ -145,6 +158,7 @@ def demo_episodes(
     max_attempts: int | None = None,
     progress: bool = False,
     env_kwargs: dict[str, Any] | None = None,
+    routes: tuple[tuple[int, int, int], ...] = DEMO_ROUTES,
 ) -> tuple[list[dict[str, Any]], int]:
     """``num_episodes`` scripted episodes (successful ones only unless ``keep_failures``);
     attempt ``i`` uses seed ``seed + i``. Returns ``(episodes, attempts)``.
@@ -152,6 +166,8 @@ def demo_episodes(
     ``balanced``: the routes of successive episodes run through :data:`DEMO_ROUTES` in a
     fresh random order every 8 episodes (a failed attempt's route is tried again), so the
     route counts differ by at most one; otherwise each episode flips its own coins.
+    ``routes``: the balanced cycle's routes (a subset of :data:`DEMO_ROUTES`, e.g. those
+    of :func:`routes_through`).
     """
     from rllib_diffusion.envs.tasks import make_env
 
@@ -172,7 +188,7 @@ def demo_episodes(
         route = None
         if balanced:
             if not queue:
-                queue = [DEMO_ROUTES[i] for i in order_rng.permutation(len(DEMO_ROUTES))]
+                queue = [routes[i] for i in order_rng.permutation(len(routes))]
             route = queue.pop()
         ep = run_demo_episode(env, demonstrator, seed + attempts, route)
         attempts += 1
@@ -202,15 +218,28 @@ def write_avoid_dataset(
     balanced: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    env_id: str = ENV_ID,
+    routes: tuple[tuple[int, int, int], ...] = DEMO_ROUTES,
 ) -> dict[str, Any]:
     """Collect ``num_episodes`` successful demos and write Minari dataset ``dataset_id``
-    (atomically: :func:`rllib_diffusion.data.write_minari`). Returns a summary dict."""
+    (atomically: :func:`rllib_diffusion.data.write_minari`) for ``env_id`` (an Avoid id:
+    the demonstrations run in ``Avoid-v0``, which ends them at the finish line, and are
+    stored for ``env_id``, whose policies they pretrain; ``AvoidM5-v0`` pays per step).
+    Returns a summary dict."""
     from rllib_diffusion.avoid_modes import route_stats
     from rllib_diffusion.data import Episode, write_minari
 
     t0 = time.perf_counter()
+    if env_id not in AVOID_IDS:
+        raise ValueError(f"env_id must be one of {AVOID_IDS}, got {env_id!r}.")
     raw, attempts = demo_episodes(
-        num_episodes, seed=seed, noise=noise, turn=turn, balanced=balanced, progress=progress
+        num_episodes,
+        seed=seed,
+        noise=noise,
+        turn=turn,
+        balanced=balanced,
+        progress=progress,
+        routes=routes,
     )
     episodes = []
     for ep in raw:
@@ -231,13 +260,13 @@ def write_avoid_dataset(
     path = write_minari(
         episodes,
         dataset_id,
-        env_id=ENV_ID,
+        env_id=env_id,
         ref_min_score=0.0,
         ref_max_score=1.0,
         algorithm_name="scripted-avoid-demonstrator",
         author="rllib-diffusion avoid_demos",
         description=(
-            f"{len(episodes)} scripted multimodal demonstrations of {ENV_ID} "
+            f"{len(episodes)} scripted multimodal demonstrations of {env_id} "
             f"({stats['num_routes']} routes, action noise {noise})."
         ),
         overwrite=overwrite,
@@ -246,7 +275,7 @@ def write_avoid_dataset(
     summary = {
         "dataset_id": dataset_id,
         "path": path,
-        "env_id": ENV_ID,
+        "env_id": env_id,
         "episodes": len(episodes),
         "transitions": int(sum(len(e.actions) for e in episodes)),
         "seed": seed,
@@ -289,8 +318,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="draw each episode's route by coin flips instead of cycling through the 8 routes",
     )
+    parser.add_argument(
+        "--env-id", default=ENV_ID, choices=AVOID_IDS, help="env the dataset is written for"
+    )
+    parser.add_argument(
+        "--row3-gaps",
+        type=int,
+        nargs="+",
+        choices=range(4),
+        default=None,
+        help="only the routes crossing row 3 in these gaps (e.g. 0 1: the reference's "
+        "avoid_m1 data d56); default: all 8 routes",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     args = parser.parse_args(argv)
+    if args.row3_gaps is not None and args.unbalanced:
+        parser.error("--row3-gaps needs the balanced route cycle; drop --unbalanced")
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
     if args.noise < 0:
@@ -308,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             turn=args.turn,
             balanced=not args.unbalanced,
             overwrite=args.overwrite,
+            env_id=args.env_id,
+            routes=DEMO_ROUTES if args.row3_gaps is None else routes_through(tuple(args.row3_gaps)),
         )
     except DatasetError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -32,6 +32,11 @@ gaps 0-1, row 2 gaps 0-2, row 3 gaps 0-3: 24 codes (D3IL normalises its mode ent
 log 24); the scripted demonstrator of :mod:`rllib_diffusion.collect.avoid_demos` uses the
 8 routes that move one gap sideways per row.
 
+``reward="d3il"`` (with ``rewarded_gap``) is the reward of the DPPO reference's avoid
+runs instead, per step and without early termination (:meth:`AvoidEnv._d3il_reward`);
+``rllib_diffusion/AvoidM5-v0`` is that variant with D3IL's mode 5 (row-3 gap 0) rewarded,
+the env of the reference's ``avoid_m1/m2/m3`` fine-tuning configs.
+
 ``render_mode="rgb_array"`` draws the scene and the path so far with numpy (no matplotlib).
 """
 
@@ -66,6 +71,13 @@ START = (0.5, -0.28)
 AGENT_RADIUS = 0.01
 X_BOUNDS = (0.2, 0.8)
 Y_BOUNDS = (-0.35, 0.45)
+#: Reward kinds of :class:`AvoidEnv` (``reward=``).
+REWARDS = ("success", "d3il")
+#: ``reward="d3il"``: the per-step penalty and the height above which a step earns 1.
+D3IL_PENALTY = 0.1
+D3IL_FINISH_Y = 0.4
+#: The variant with the reference runs' reward (D3IL mode 5 = our row-3 gap 0).
+M5_ENV_ID = "rllib_diffusion/AvoidM5-v0"
 #: Number of distinct route codes (2 * 3 * 4), D3IL's normaliser of the mode entropy.
 NUM_ROUTE_CODES = 24
 _PROGRESS = GOAL_Y - START[1]
@@ -104,6 +116,8 @@ class AvoidEnv(gym.Env):
         start_noise: float = 0.02,
         shaping: float = 0.0,
         collision_penalty: float = 0.0,
+        reward: str = "success",
+        rewarded_gap: int | None = None,
         render_mode: str | None = None,
         width: int = 256,
         height: int = 256,
@@ -113,11 +127,17 @@ class AvoidEnv(gym.Env):
                 "AvoidEnv needs max_step > 0, max_episode_steps >= 1 and start_noise >= 0; "
                 f"got {max_step}, {max_episode_steps}, {start_noise}."
             )
+        if reward not in REWARDS or (rewarded_gap is not None and not 0 <= rewarded_gap <= 3):
+            raise ValueError(
+                f"AvoidEnv needs reward in {REWARDS} and rewarded_gap None or a row-3 gap "
+                f"0..3; got {reward!r}, {rewarded_gap!r}."
+            )
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"AvoidEnv renders 'rgb_array' only, got {render_mode!r}.")
         self.max_step, self.max_episode_steps = float(max_step), int(max_episode_steps)
         self.start_noise, self.shaping = float(start_noise), float(shaping)
         self.collision_penalty = float(collision_penalty)
+        self.reward_kind, self.rewarded_gap = reward, rewarded_gap
         self.render_mode, self.width, self.height = render_mode, int(width), int(height)
         low = np.array([X_BOUNDS[0], Y_BOUNDS[0]], np.float32)
         high = np.array([X_BOUNDS[1], Y_BOUNDS[1]], np.float32)
@@ -127,6 +147,7 @@ class AvoidEnv(gym.Env):
         self._t = 0
         self._route = [-1, -1, -1]
         self._done = False
+        self._collided = self._succeeded = False
         self.trajectory: list[np.ndarray] = []
 
     # -- gymnasium API -------------------------------------------------------------------
@@ -137,6 +158,7 @@ class AvoidEnv(gym.Env):
         self._t = 0
         self._route = [-1, -1, -1]
         self._done = False
+        self._collided = self._succeeded = False
         self.trajectory = [self._pos.copy()]
         return self._obs(), self._info(success=False, collision=False)
 
@@ -152,24 +174,47 @@ class AvoidEnv(gym.Env):
         self._t += 1
         dist = _segment_distance(old, new, OBSTACLES[:, :2])
         collision = bool(np.any(dist < OBSTACLES[:, 2] + AGENT_RADIUS))
-        reward = 0.0
-        success = False
         if collision:
             new = old  # stopped at the last free position
-            reward -= self.collision_penalty
         else:
             self._record_route(old, new)
-            success = bool(new[1] >= GOAL_Y)
-            if success:
-                reward += 1.0
-            if self.shaping:
-                reward += self.shaping * (new[1] - old[1]) / _PROGRESS
+        if self.reward_kind == "d3il":
+            reward, success, terminated = self._d3il_reward(new, collision), self._succeeded, False
+        else:
+            reward, success = self._success_reward(old, new, collision)
+            terminated = collision or success
         self._pos = new
         self.trajectory.append(new.copy())
-        terminated = collision or success
         truncated = (not terminated) and self._t >= self.max_episode_steps
         self._done = terminated or truncated
         return self._obs(), float(reward), terminated, truncated, self._info(success, collision)
+
+    def _success_reward(
+        self, old: np.ndarray, new: np.ndarray, collision: bool
+    ) -> tuple[float, bool]:
+        """``reward="success"``: 1 on crossing the finish line (which ends the episode),
+        ``-collision_penalty`` on a collision (which ends it too), plus the shaping."""
+        if collision:
+            return -self.collision_penalty, False
+        success = bool(new[1] >= GOAL_Y)
+        reward = 1.0 if success else 0.0
+        if self.shaping:
+            reward += self.shaping * (new[1] - old[1]) / _PROGRESS
+        return reward, success
+
+    def _d3il_reward(self, new: np.ndarray, collision: bool) -> float:
+        """``reward="d3il"``, the reward of the DPPO reference's avoid runs (D3IL fork
+        ``ObstacleAvoidanceM5Env``), per step and never ending the episode: -0.1 from a
+        collision on (permanently) and at the workspace's x bounds; else +1 once row 3
+        was crossed in ``rewarded_gap`` and +1 above y = 0.4. A step earning 2 (1 without
+        a rewarded gap) is a success, which ``info["success"]`` keeps from then on."""
+        self._collided = self._collided or collision
+        if self._collided or new[0] <= X_BOUNDS[0] or new[0] >= X_BOUNDS[1]:
+            return -D3IL_PENALTY
+        reward = float(self.rewarded_gap is not None and self._route[2] == self.rewarded_gap)
+        reward += float(new[1] > D3IL_FINISH_Y)
+        self._succeeded = self._succeeded or reward >= 1 + (self.rewarded_gap is not None)
+        return reward
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
@@ -240,5 +285,13 @@ def draw_scene(
 
 
 def register() -> None:
+    """Register ``Avoid-v0`` (success reward) and ``AvoidM5-v0`` (the reference runs'
+    per-step reward, mode 5 rewarded)."""
     if ENV_ID not in gym.registry:
         gym.register(ENV_ID, entry_point="rllib_diffusion.envs.avoid:AvoidEnv")
+    if M5_ENV_ID not in gym.registry:
+        gym.register(
+            M5_ENV_ID,
+            entry_point="rllib_diffusion.envs.avoid:AvoidEnv",
+            kwargs={"reward": "d3il", "rewarded_gap": 0},
+        )

@@ -17,7 +17,14 @@ from rllib_diffusion.collect.avoid_demos import (
     run_demo_episode,
     write_avoid_dataset,
 )
-from rllib_diffusion.envs.avoid import ENV_ID, GOAL_Y, AvoidEnv, draw_scene, gap_index
+from rllib_diffusion.envs.avoid import (
+    ENV_ID,
+    GOAL_Y,
+    M5_ENV_ID,
+    AvoidEnv,
+    draw_scene,
+    gap_index,
+)
 from rllib_diffusion.envs.tasks import make_env
 
 
@@ -214,3 +221,65 @@ def test_rollout_module_reports_routes_success_and_paths():
         assert e["path"].shape == (e["length"] + 1, 2) and e["path"][-1, 1] >= GOAL_Y
     s = route_stats(eps)
     assert (s["success_rate"], s["num_routes"]) == (1.0, 1)
+
+
+def _rewards(env: AvoidEnv, policy, seed: int = 0):
+    """Per-step rewards and infos of one episode, and whether it terminated."""
+    env.reset(seed=seed)
+    rewards, infos = [], []
+    terminated = truncated = False
+    while not (terminated or truncated):
+        _, r, terminated, truncated, info = env.step(policy(env.position))
+        rewards.append(r)
+        infos.append(info)
+    return np.array(rewards), infos, terminated
+
+
+def test_d3il_reward_pays_per_step_for_the_rewarded_gap_and_the_finish():
+    """The reference runs' reward (``AvoidM5-v0``): +1 per step once row 3 (y 0.26) was
+    crossed in gap 0, +1 per step above y = 0.4; 100 steps, never terminated."""
+    env = make_env(M5_ENV_ID, start_noise=0.0).unwrapped
+    rewards, infos, terminated = _rewards(env, _go_around(0.3))
+    ys = np.array([i["position"][1] for i in infos])
+    expected = (ys >= 0.26).astype(float) + (ys > 0.4)
+    assert not terminated and len(rewards) == 100
+    np.testing.assert_array_equal(rewards, expected)
+    assert rewards.max() == 2.0 and infos[-1]["route"] == (0, 0, 0)
+    first = int(np.argmax(rewards == 2.0))  # success from the first step earning 2 on
+    assert [i["success"] for i in infos] == [t >= first for t in range(100)]
+    # The same kind of path through row 3's gap 3 (x 0.7) earns only the finish.
+    rewards, infos, _ = _rewards(env, _go_around(0.7))
+    ys = np.array([i["position"][1] for i in infos])
+    np.testing.assert_array_equal(rewards, (ys > 0.4).astype(float))
+    assert rewards.max() == 1.0 and infos[-1]["route"] == (1, 2, 3) and not infos[-1]["success"]
+
+
+def test_d3il_reward_penalises_the_workspace_edge_and_every_step_after_a_collision():
+    env = make_env(M5_ENV_ID, start_noise=0.0).unwrapped
+    rewards, infos, _ = _rewards(env, _go_around(0.2))  # along the left edge: never paid
+    at_edge = np.array([i["position"][0] <= 0.2 for i in infos])
+    np.testing.assert_array_equal(rewards, np.where(at_edge, -0.1, 0.0))
+    assert at_edge.sum() > 50 and not infos[-1]["success"]
+    rewards, infos, terminated = _rewards(env, lambda p: np.array([0.0, 1.0]))  # row 1
+    hit = [i["collision"] for i in infos].index(True)
+    assert not terminated and len(rewards) == 100
+    np.testing.assert_array_equal(rewards, [0.0] * hit + [-0.1] * (100 - hit))
+
+
+def test_avoid_reward_kinds_are_checked():
+    assert make_env(ENV_ID).unwrapped.reward_kind == "success"
+    with pytest.raises(ValueError, match="reward in"):
+        AvoidEnv(reward="dense")
+    with pytest.raises(ValueError, match="rewarded_gap"):
+        AvoidEnv(reward="d3il", rewarded_gap=4)
+
+
+def test_demos_can_be_restricted_to_the_routes_of_some_row3_gaps():
+    from rllib_diffusion.collect.avoid_demos import routes_through
+
+    m1 = routes_through((0, 1))  # the reference's avoid_m1 data (d56)
+    assert m1 == tuple(r for r in DEMO_ROUTES if r[2] in (0, 1)) and len(m1) == 4
+    episodes, _ = demo_episodes(8, routes=m1)
+    assert sorted(tuple(e["route"]) for e in episodes) == sorted(m1 * 2)
+    with pytest.raises(ValueError, match="no demonstrated route"):
+        routes_through((3, 3)[:0])
