@@ -151,7 +151,8 @@ def test_main_job_flags_reach_pretraining():
 @pytest.mark.parametrize(
     "argv, names",
     [
-        (["finetune", "--checkpoint", "c", "--eta", "5"], ["finetune", "--eta"]),
+        # (--eta is a finetune flag since DQL: its knob; --max-q-backup is offline-only)
+        (["finetune", "--checkpoint", "c", "--max-q-backup", "5"], ["finetune", "--max-q-backup"]),
         (["pretrain", "--dataset", "d", "--horizon", "four"], ["pretrain", "--horizon"]),
         (["evaluate"], ["evaluate", "--checkpoint"]),
     ],
