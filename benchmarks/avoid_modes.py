@@ -90,6 +90,7 @@ def main() -> None:
 
     from rllib_diffusion.avoid_modes import evaluate_modes, plot_paths, route_stats
     from rllib_diffusion.checkpoints import load_policy_module
+    from rllib_diffusion.collect.avoid_demos import AVOID_IDS
     from rllib_diffusion.envs.avoid import ENV_ID
     from rllib_diffusion.evaluation import checkpoint_env_config
     from rllib_diffusion.utils.runtime import limit_threads
@@ -97,9 +98,11 @@ def main() -> None:
     limit_threads()
     figures: dict[str, Any] = {}
     groups: dict[str, list[dict[str, Any]]] = {}
+    envs: set[str] = set()
     if args.demos:
         eps = _demo_episodes(args.episodes, args.seed)
         figures["scripted demos"] = {**route_stats(eps), "source": "scripted demonstrator"}
+        envs.add(ENV_ID)
         groups["scripted demos"] = eps
     for spec in args.checkpoint:
         label, path = _label_and_path(spec)
@@ -107,8 +110,9 @@ def main() -> None:
         env_config = dict(checkpoint_env_config(path, meta))
         if args.act_steps is not None:
             env_config["act_steps"] = args.act_steps
-        if env_config.get("env_id") != ENV_ID:
-            p.error(f"{path} acts in {env_config.get('env_id')!r}, not {ENV_ID}")
+        envs.add(env_config.get("env_id"))
+        if env_config.get("env_id") not in AVOID_IDS:
+            p.error(f"{path} acts in {env_config.get('env_id')!r}, not in one of {AVOID_IDS}")
         stats, eps = evaluate_modes(
             module,
             env_config,
@@ -136,7 +140,7 @@ def main() -> None:
     if args.note:
         extra["note"] = args.note
     if not args.no_plot:
-        png = plot_paths(groups, str(RESULTS_DIR / f"{name}.png"), title=f"{ENV_ID}")
+        png = plot_paths(groups, str(RESULTS_DIR / f"{name}.png"), title=" / ".join(sorted(envs)))
         extra["plot"] = str(Path(png).relative_to(RESULTS_DIR.parent.parent))
     series = {
         label: {"routes": [list(e["route"]) for e in eps], "success": [e["success"] for e in eps]}
