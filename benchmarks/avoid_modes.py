@@ -135,6 +135,7 @@ def main() -> None:
     name = f"avoid_modes_{args.name or next(iter(figures)).replace(' ', '_')}"
     extra: dict[str, Any] = {"episodes": args.episodes, "seed": args.seed}
     extra["stochastic"] = args.stochastic
+    extra["env_ids"] = sorted(envs)
     if args.act_steps is not None:
         extra["act_steps"] = args.act_steps
     if args.note:

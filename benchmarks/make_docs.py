@@ -357,12 +357,14 @@ def acting_table() -> list[str]:
 def avoid_section(r: dict) -> list[str]:
     """One ``benchmarks/avoid_modes.py`` result: success and routes per policy."""
     acting = "sampled actions (--stochastic)" if r.get("stochastic") else "default acting"
+    # Results written before env ids were recorded are all of Avoid-v0.
+    envs = " / ".join(f"`{e}`" for e in r.get("env_ids") or ["rllib_diffusion/Avoid-v0"])
     if r.get("act_steps") is not None:
         acting += f", act_steps {r['act_steps']}"
     lines = [
         f"### {r['name']}",
         "",
-        f"`rllib_diffusion/Avoid-v0`, {r.get('episodes')} episodes per policy (reset seeds from "
+        f"{envs}, {r.get('episodes')} episodes per policy (reset seeds from "
         f"{r.get('seed', 0)}), {acting}; routes counted over successful episodes "
         "([docs/avoid.md](avoid.md)). Command: `" + r["command"] + "`",
         "",
