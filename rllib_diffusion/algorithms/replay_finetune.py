@@ -48,8 +48,9 @@ COUNTERS_STATE, REPLAY_STATE = "replay_finetune_counters", "replay_finetune_repl
 
 
 class ReplayFinetuneConfigMixin:
-    """Knobs of every replay fine-tuning algorithm; the host sets the official defaults
-    (``buffer_decisions``, ``replay_ratio``, ...). Host:
+    """Knobs of every algorithm that fine-tunes the pretrained denoiser from a replay of
+    its own rollouts (online DQL/IDQL here, DIPO/QSM in ``qgrad/``); the host sets its
+    official defaults (``buffer_decisions``, ``replay_ratio``, ...). Host:
     ``<Algo>Config(<Family knobs>, ReplayFinetuneConfigMixin, AlgorithmConfig)``."""
 
     RUN_SET_KNOBS = ("pretrained_checkpoint",)
@@ -91,13 +92,13 @@ class ReplayFinetuneConfigMixin:
         """Args:
         actor_lr: Adam learning rate of the denoiser (reference 1e-4, constant).
         critic_lr: Adam learning rate of the critics (reference 1e-3, constant).
-        tau: Polyak rate of the target critics per gradient step (reference DQL 0.005,
-            IDQL 0.001).
+        tau: Polyak rate of the target critics (and DIPO's target actor) per gradient
+            step (each algorithm's default is its reference value).
         reward_scale: factor on the rewards of the TD targets (reference 0.01).
-        buffer_decisions: decisions the FIFO replay holds (reference 1,000,000; IDQL's
-            25,000 vector steps × 40 envs).
+        buffer_decisions: decisions the FIFO replay holds (each algorithm's default is
+            its reference value; IDQL's is 25,000 vector steps × 40 envs).
         replay_ratio: gradient steps per iteration = decisions sampled / minibatch_size ×
-            replay_ratio (reference DQL 16, IDQL 128).
+            replay_ratio (each algorithm's default is its reference value).
         critic_warmup_decisions: decisions sampled before the actor first moves
             (reference 5 iterations, the first evaluation-only: 4 × 20,000).
         pretrained_checkpoint: DiffusionBC checkpoint whose EMA denoiser is fine-tuned.

@@ -44,6 +44,7 @@ from rllib_diffusion.algorithms.denoiser_finetune import load_pretrained_into
 from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
 from rllib_diffusion.algorithms.qgrad.qgrad_learner import ACTOR_ACTIONS, ACTOR_OBS
 from rllib_diffusion.algorithms.replay import TransitionReplay
+from rllib_diffusion.algorithms.replay_finetune import ReplayFinetuneConfigMixin
 
 #: Algorithm names stored in checkpoint metadata.
 DIPO_NAME, QSM_NAME = "DIPO", "QSM"
@@ -52,92 +53,16 @@ DIPO_NAME, QSM_NAME = "DIPO", "QSM"
 COUNTERS_STATE, REPLAY_STATE = "qgrad_counters", "qgrad_replay"
 
 
-class QGradConfigMixin:
-    """Knobs DIPO and QSM share. Host: ``<Algo>Config(QGradConfigMixin, AlgorithmConfig)``."""
-
-    RUN_SET_KNOBS = ("pretrained_checkpoint",)
-    RLLIB_KNOBS = {
-        "gamma": "discount per decision (one executed action chunk) of the TD targets.",
-        "minibatch_size": "rows per gradient step of critic and actor (reference 1000).",
-    }
-
-    def __init__(self, algo_class: type | None = None) -> None:
-        super().__init__(algo_class=algo_class)
-        self.actor_lr = 1e-4
-        self.critic_lr = 1e-3
-        self.tau = 0.005
-        self.reward_scale = 0.01
-        self.critic_warmup_decisions = 80_000
-        self.pretrained_checkpoint: str | None = None
-        self.gamma = 0.99
-        self.minibatch_size = 1000
-        self.train_batch_size_per_learner = 2000
-        self.rollout_fragment_length = "auto"
-        self.sample_timeout_s = 600.0
-
-    @override(AlgorithmConfig)
-    def training(
-        self,
-        *,
-        actor_lr: float | None = NotProvided,
-        critic_lr: float | None = NotProvided,
-        tau: float | None = NotProvided,
-        reward_scale: float | None = NotProvided,
-        buffer_decisions: int | None = NotProvided,
-        replay_ratio: float | None = NotProvided,
-        critic_warmup_decisions: int | None = NotProvided,
-        pretrained_checkpoint: str | None = NotProvided,
-        **kwargs: Any,
-    ):
-        """Args:
-        actor_lr: Adam learning rate of the denoiser (reference 1e-4, constant).
-        critic_lr: Adam learning rate of the twin critics (reference 1e-3, constant).
-        tau: Polyak rate of the target critics (and DIPO's target actor) per gradient
-            step (reference 0.005).
-        reward_scale: factor on the rewards of the TD targets (reference 0.01).
-        buffer_decisions: decisions the FIFO replay holds (reference DIPO 1,000,000,
-            QSM 25,000).
-        replay_ratio: gradient steps per iteration = decisions sampled / minibatch_size ×
-            replay_ratio (reference DIPO 64, QSM 16).
-        critic_warmup_decisions: decisions sampled before the actor first moves
-            (reference 5 iterations, the first evaluation-only: 4 × 20,000).
-        pretrained_checkpoint: DiffusionBC checkpoint whose EMA denoiser is fine-tuned.
-        **kwargs: RLlib's ``training()`` args (``gamma``, ``minibatch_size``, ...).
-        """
-        super().training(**kwargs)
-        for name, value in list(locals().items()):
-            if name not in ("self", "kwargs", "__class__") and value is not NotProvided:
-                setattr(self, name, value)
-        return self
+class QGradConfigMixin(ReplayFinetuneConfigMixin):
+    """Knobs DIPO and QSM share: the replay fine-tuning ones
+    (:class:`~rllib_diffusion.algorithms.replay_finetune.ReplayFinetuneConfigMixin`) and
+    their module. Host: ``<Algo>Config(QGradConfigMixin, AlgorithmConfig)``."""
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         from rllib_diffusion.algorithms.qgrad.qgrad_rl_module import QGradModule
 
         return RLModuleSpec(module_class=QGradModule)
-
-    @property
-    @override(AlgorithmConfig)
-    def _model_config_auto_includes(self) -> dict[str, Any]:
-        return {}  # the model config is complete by itself
-
-    @override(AlgorithmConfig)
-    def validate(self) -> None:
-        super().validate()
-        for name in ("actor_lr", "critic_lr", "reward_scale", "replay_ratio"):
-            if not getattr(self, name) > 0:
-                self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
-        if not (0 < self.tau <= 1 and 0 < self.gamma <= 1):
-            self._value_error(f"tau and gamma must be in (0, 1], got {self.tau}, {self.gamma}.")
-        if self.buffer_decisions < 1 or self.minibatch_size is None or self.minibatch_size < 1:
-            self._value_error(
-                f"buffer_decisions and minibatch_size must be >= 1, got "
-                f"{self.buffer_decisions} and {self.minibatch_size}."
-            )
-        if self.critic_warmup_decisions < 0:
-            self._value_error(
-                f"critic_warmup_decisions must be >= 0, got {self.critic_warmup_decisions}."
-            )
 
 
 class DIPOConfig(QGradConfigMixin, AlgorithmConfig):
@@ -160,7 +85,7 @@ class DIPOConfig(QGradConfigMixin, AlgorithmConfig):
         action_grad_norm_per_dim: float | None = NotProvided,
         **kwargs: Any,
     ) -> DIPOConfig:
-        """DIPO's knobs (and the shared ones, see ``QGradConfigMixin.training``).
+        """DIPO's knobs (and the shared ones, see ``ReplayFinetuneConfigMixin.training``).
 
         Args:
             action_lr: Adam step size of the action improvement (reference 1e-4).
@@ -209,7 +134,7 @@ class QSMConfig(QGradConfigMixin, AlgorithmConfig):
 
     @override(AlgorithmConfig)
     def training(self, *, q_grad_coeff: float | None = NotProvided, **kwargs: Any) -> QSMConfig:
-        """QSM's knobs (and the shared ones, see ``QGradConfigMixin.training``).
+        """QSM's knobs (and the shared ones, see ``ReplayFinetuneConfigMixin.training``).
 
         Args:
             q_grad_coeff: M of the score target −M·∇_a Q (reference 10).
