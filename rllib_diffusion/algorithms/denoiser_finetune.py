@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms import registry
+from rllib_diffusion.algorithms import pretrained_weights, registry
 from rllib_diffusion.algorithms.finetune_run import (
     FinetuneSettings,
     chunked_run_config,
@@ -213,39 +213,18 @@ class DenoiserFinetuneFamily(RunFamily):
 
 def load_pretrained_into(algo: Any, checkpoint: str) -> None:
     """Copy the EMA denoiser of a DiffusionBC checkpoint into every learner's module (its
-    ``load_pretrained_denoiser``) and push it to the EnvRunners (blocking); a one-line
-    error if the networks differ. Called by the algorithms' ``setup``."""
-    from ray.rllib.core import DEFAULT_MODULE_ID
-
-    from rllib_diffusion.checkpoints import load_policy_module
-
-    bc_module, meta = load_policy_module(checkpoint, expect_algorithms=("DiffusionBC",))
-    ours = algo.config.model_config["policy"]
-    diffs = [
-        f"{name}: checkpoint {meta.policy_config.get(name)!r} vs {ours.get(name)!r}"
-        for name in NETWORK_FIELDS
-        if _norm(meta.policy_config.get(name)) != _norm(ours.get(name))
-    ]
-    if diffs:
-        raise CheckpointError(
-            f"Pretrained checkpoint '{checkpoint}' does not match the policy config: "
-            + "; ".join(diffs)
-            + ". Build the config from the checkpoint (denoiser_finetune.denoiser_finetune_config)."
-        )
-    state = {k: v.detach().cpu() for k, v in bc_module.ema_net.state_dict().items()}
-
-    def _load(learner: Any) -> None:
-        learner.module[DEFAULT_MODULE_ID].unwrapped().load_pretrained_denoiser(state)
-
-    algo.learner_group.foreach_learner(_load)
-    for group in (algo.env_runner_group, algo.eval_env_runner_group):
-        if group is not None:
-            group.sync_weights(
-                from_worker_or_learner_group=algo.learner_group,
-                inference_only=True,
-                timeout_seconds=60.0,
-            )
+    ``load_pretrained_denoiser``) and every EnvRunner; a one-line error if the networks
+    differ. Called by the algorithms' ``setup``."""
+    pretrained_weights.load_pretrained_into(algo, checkpoint, check_network_match)
 
 
-def _norm(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+def check_network_match(pretrained: dict[str, Any], ours: dict[str, Any], where: str) -> None:
+    """Raise a CheckpointError naming every network field that differs."""
+    pretrained_weights.check_fields(
+        pretrained,
+        ours,
+        where,
+        fields=NETWORK_FIELDS,
+        owner="fine-tuning",
+        fix="Build the config from the checkpoint (denoiser_finetune.denoiser_finetune_config).",
+    )

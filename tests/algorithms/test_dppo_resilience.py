@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.dppo.dppo import _single
 from rllib_diffusion.algorithms.dppo.finetune import (
     FinetuneSettings,
     dppo_config_from_pretrained,
     finetune,
 )
+from rllib_diffusion.algorithms.pretrained_weights import policy_module as _single
 from rllib_diffusion.checkpoints import (
     CheckpointError,
     load_policy_module,

@@ -13,7 +13,6 @@ from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
-from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.annotations import override
@@ -26,7 +25,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.checkpoints import CheckpointError
+from rllib_diffusion.algorithms import pretrained_weights
 
 #: Algorithm name stored in checkpoint metadata.
 ALGORITHM_NAME = "DPPO"
@@ -422,46 +421,8 @@ class DPPO(PPO):
 
 def load_pretrained_into(algo: DPPO, checkpoint: str | Path) -> None:
     """Copy the EMA denoiser of a DiffusionBC checkpoint into every learner's DPPO module
-    (frozen and fine-tuned copy) and sync the EnvRunners. Validates compatibility."""
-    from rllib_diffusion.checkpoints import load_policy_module
-
-    bc_module, meta = load_policy_module(checkpoint, expect_algorithms=("DiffusionBC",))
-    ours = algo.config.model_config["policy"]
-    check_policy_match(meta.policy_config, ours, str(checkpoint))
-    state = {k: v.detach().cpu() for k, v in bc_module.ema_net.state_dict().items()}
-
-    def _load(learner) -> None:
-        learner.module[DEFAULT_MODULE_ID].unwrapped().load_pretrained_denoiser(state)
-
-    algo.learner_group.foreach_learner(_load)
-    expected = _checksum(state.values())
-    for group in (algo.env_runner_group, algo.eval_env_runner_group):
-        if group is None:
-            continue
-        # sync_weights is fire-and-forget by default and skips runners with a request in
-        # flight: block, then verify every runner acts with the pretrained weights.
-        group.sync_weights(
-            from_worker_or_learner_group=algo.learner_group,
-            inference_only=True,
-            timeout_seconds=60.0,
-        )
-        sums = group.foreach_env_runner(
-            lambda runner: _checksum(_single(runner.module).actor.state_dict().values())
-        )
-        if any(abs(x - expected) > 1e-6 * max(1.0, abs(expected)) for x in sums):
-            raise RuntimeError(
-                f"Pretrained weights did not reach every EnvRunner (checksums {sums} vs "
-                f"{expected}); retry, or raise the EnvRunners' request limits."
-            )
-
-
-def _single(module):
-    """The DPPO module inside an EnvRunner's (Multi)RLModule."""
-    return module if hasattr(module, "actor") else module[DEFAULT_MODULE_ID]
-
-
-def _checksum(tensors) -> float:
-    return float(sum(t.detach().double().sum().item() for t in tensors))
+    (frozen and fine-tuned copy) and every EnvRunner. Validates compatibility."""
+    pretrained_weights.load_pretrained_into(algo, checkpoint, check_policy_match)
 
 
 def check_policy_match(pretrained: dict[str, Any], ours: dict[str, Any], where: str) -> None:
@@ -470,19 +431,12 @@ def check_policy_match(pretrained: dict[str, Any], ours: dict[str, Any], where: 
     if pretrained.get("sampler") == "ddpm" and ours.get("sampler") == "ddim":
         # A DDPM ε-network may be fine-tuned with DDIM sampling (use_ddim).
         fields = tuple(f for f in fields if f not in ("sampler", "ddim_steps"))
-    diffs = [
-        f"{name}: checkpoint {pretrained.get(name)!r} vs DPPO {ours.get(name)!r}"
-        for name in fields
-        if _norm(pretrained.get(name)) != _norm(ours.get(name))
-    ]
-    if diffs:
-        raise CheckpointError(
-            f"Pretrained checkpoint '{where}' does not match the DPPO policy config: "
-            + "; ".join(diffs)
-            + ". Build the DPPO config from the checkpoint (dppo_config_from_pretrained) "
-            "or pretrain with the same settings."
-        )
-
-
-def _norm(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
+    pretrained_weights.check_fields(
+        pretrained,
+        ours,
+        where,
+        fields=fields,
+        owner="DPPO",
+        fix="Build the DPPO config from the checkpoint (dppo_config_from_pretrained) "
+        "or pretrain with the same settings.",
+    )
