@@ -14,8 +14,13 @@ cut short (a killed fine-tuning run resumes from its checkpoint):
 Then ``benchmarks/results/<name>.json`` (+ ``.png``): the pretrained policy's success rate
 (the fine-tuning run's start evaluation) and the fine-tuned one's, both over
 ``--eval-episodes`` deterministic episodes, the training episodes' success rate per
-iteration, env steps and wall time. The robomimic envs end an episode at its first success
-(reward 1 there, else 0), so every return here is a success rate.
+iteration, env steps and wall time. Evaluations run the task's default env, which ends an
+episode at its first success (reward 1 there, else 0): their return is a success rate.
+Training envs get DPPO's robomimic reward (``--train-reward dppo``, the default: 1 per
+solved env step, no early end, ``ROBOMIMIC_ENV_KWARGS``), so the training series is the
+solved env steps per episode; ``--train-reward success`` trains on the evaluation env's
+reward instead (the first Lift run, ``dppo_robot_lift``), whose training return is a
+success rate.
 
 Example (Lift, 5 demos, 100 BC gradient steps, 250k env steps)::
 
@@ -36,7 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, write_result  # noqa: E402
 from dppo_finetune import flat_settings  # noqa: E402
 
-from rllib_diffusion.algorithms.dppo.robomimic import ROBOMIMIC_KNOBS, ROBOMIMIC_RUN  # noqa: E402
+from rllib_diffusion.algorithms.dppo.robomimic import (  # noqa: E402
+    ROBOMIMIC_ENV_KWARGS,
+    ROBOMIMIC_KNOBS,
+    ROBOMIMIC_RUN,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--env-steps", type=int, default=250_000, help="DPPO budget")
     for name, value in ROBOMIMIC_RUN.items():  # rllib_diffusion.algorithms.dppo.robomimic
         p.add_argument("--" + name.replace("_", "-"), type=int, default=value)
+    p.add_argument(
+        "--train-reward",
+        choices=["dppo", "success"],
+        default="dppo",
+        help="training envs: DPPO's robomimic reward (1 per solved step, no early end) or "
+        "the evaluation env's (1 at the first success, which ends the episode)",
+    )
     p.add_argument("--eval-interval", type=int, default=25, help="iterations between evals")
     p.add_argument("--eval-episodes", type=int, default=50, help="start, final, periodic")
     p.add_argument("--checkpoint-interval", type=int, default=2)
@@ -68,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.out = args.out or f"runs/robot/dppo_{args.task}"
     args.name = args.name or f"dppo_robot_{args.task}"
     return args
+
+
+#: Name of the training-episode series per ``--train-reward`` (its return's meaning).
+TRAIN_SERIES = {"success": "train_success_rate", "dppo": "train_solved_steps_per_episode"}
 
 
 def demos_path(args: argparse.Namespace) -> Path:
@@ -125,6 +145,7 @@ def finetune_settings(args: argparse.Namespace, checkpoint: Path) -> Any:
         checkpoint_interval=args.checkpoint_interval,
         resume=(out / "checkpoint").exists(),
         seed=args.seed,
+        env_kwargs=dict(ROBOMIMIC_ENV_KWARGS) if args.train_reward == "dppo" else None,
         **knobs,
     )
 
@@ -165,7 +186,10 @@ def summarize(args: argparse.Namespace, settings: Any) -> None:
     lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines() if x]
     iters = [x for x in lines if x["iteration"] > 0]
     evals = [x for x in lines if "eval_return_mean" in x]
+    if args.train_reward == "dppo":  # periodic evaluations run the training env: not rates
+        evals = [x for x in evals if x["iteration"] == 0]
     final = finished(out)
+    train_key = TRAIN_SERIES[args.train_reward]
     figures: dict[str, Any] = {
         "task": args.task,
         "demos": args.demos,
@@ -178,7 +202,7 @@ def summarize(args: argparse.Namespace, settings: Any) -> None:
         figures["start_success_rate"] = evals[0]["eval_return_mean"]
     recent = [x["train_return_mean"] for x in iters[-5:] if x.get("train_return_mean") is not None]
     if recent:
-        figures["train_success_rate_last5_iterations"] = sum(recent) / len(recent)
+        figures[f"{train_key}_last5_iterations"] = sum(recent) / len(recent)
     if final is not None:
         start, end = final["start_evaluation"], final["final_evaluation"]
         figures.update(
@@ -192,17 +216,20 @@ def summarize(args: argparse.Namespace, settings: Any) -> None:
         )
     series = {
         "train_env_steps": [x["env_steps"] for x in iters],
-        "train_success_rate": [x.get("train_return_mean") for x in iters],
+        train_key: [x.get("train_return_mean") for x in iters],
         "eval_env_steps": [x["env_steps"] for x in evals],
         "eval_success_rate": [x["eval_return_mean"] for x in evals],
         "minutes": [x.get("seconds", 0.0) / 60 for x in iters],
     }
+    if final is not None and args.train_reward == "dppo":
+        series["eval_env_steps"].append(figures["env_steps"])
+        series["eval_success_rate"].append(figures["final_success_rate"])
     path = write_result(args.name, figures, series, settings=flat_settings(settings))
-    plot(args.name, series)
+    plot(args.name, series, train_key)
     print(json.dumps(figures, indent=1), f"\nwrote {path}", flush=True)
 
 
-def plot(name: str, series: dict[str, list]) -> None:
+def plot(name: str, series: dict[str, list], train_key: str) -> None:
     try:
         import matplotlib
 
@@ -212,13 +239,16 @@ def plot(name: str, series: dict[str, list]) -> None:
         return
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.plot(series["eval_env_steps"], series["eval_success_rate"], "o-", label="deterministic eval")
-    ax.plot(
-        series["train_env_steps"], series["train_success_rate"], alpha=0.6, label="train episodes"
+    train_ax = ax if train_key == "train_success_rate" else ax.twinx()
+    train_ax.plot(
+        series["train_env_steps"], series[train_key], "C1", alpha=0.6, label="train episodes"
     )
     ax.set_xlabel("env steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend()
+    if train_ax is not ax:
+        train_ax.set_ylabel("train episodes: solved env steps")
+    fig.legend(loc="lower right")
     ax.set_title(name)
     fig.tight_layout()
     fig.savefig(RESULTS_DIR / f"{name}.png", dpi=100)

@@ -294,7 +294,11 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, run_defaults_help
 
     add_settings_args(
-        p, FinetuneSettings, defaults=run_defaults_help(), algo=registry.finetune_names()
+        p,
+        FinetuneSettings,
+        exclude=("env_kwargs",),  # any JSON values: Python only (see its docs)
+        defaults=run_defaults_help(),
+        algo=registry.finetune_names(),
     )
     add_merged_knob_args(
         p.add_argument_group("algorithm knobs (refused where unused)"),

@@ -9,16 +9,17 @@
 
 Env: the checkpoint's robomimic task (``robomimic/<Task>-v0`` on robosuite,
 ``pip install 'rllib-diffusion[robot]'``, see docs/robot_tasks.md); a checkpoint of
-another env is refused. The episode ends at its first success (reward 1), so every
-return is a success rate.
+another env is refused. Trials train with DPPO's robomimic reward (1 per solved env step,
+no termination at the first success: ``ROBOMIMIC_ENV_KWARGS``).
 Trainable: ``DPPO`` built from the DiffusionBC checkpoint, with DPPO's robomimic settings
 scaled to a small machine (``rllib_diffusion.algorithms.dppo.robomimic``: γ 0.999, clip
 0.001 → clip_param, 10 epochs, 2,500-pair minibatches, critic warm-up 2 iterations,
 1,000 decisions per iteration sampled in the trial process by 10 envs).
 Searched: actor_lr, critic_lr, clip_param (the last fine-tuned step's clip) and K_ft
 (K/4, K/2 or K of the pretrained chain).
-Metric: ``sweep/return_mean``, the deterministic success rate over 20 episodes every 10
-iterations, carried forward between evaluations.
+Metric: ``sweep/return_mean``, the deterministic return over 20 episodes every 10
+iterations (solved env steps per episode, in the training env), carried forward between
+evaluations.
 Budget: ``--max-iterations`` (default 60) × 1,000 decisions × Ta env steps per trial
 (240k env steps with Ta = 4), plus the evaluations; one CPU per trial. ASHA decides at
 iterations 10, 30 (``eval_interval · 3^i``).
@@ -28,7 +29,11 @@ from __future__ import annotations
 
 from ray import tune
 
-from rllib_diffusion.algorithms.dppo.robomimic import ROBOMIMIC_KNOBS, ROBOMIMIC_RUN
+from rllib_diffusion.algorithms.dppo.robomimic import (
+    ROBOMIMIC_ENV_KWARGS,
+    ROBOMIMIC_KNOBS,
+    ROBOMIMIC_RUN,
+)
 from rllib_diffusion.algorithms.dppo.sweep import dppo_asha_sweep
 from rllib_diffusion.tuning import SweepArgs, TuneSweep
 
@@ -49,6 +54,7 @@ def make_sweep(args: SweepArgs) -> TuneSweep:
         eval_interval=10,
         eval_episodes=20,
         checkpoint_interval=10,
+        env_kwargs=ROBOMIMIC_ENV_KWARGS,
         **ROBOMIMIC_RUN,
         **fixed,
     )

@@ -60,6 +60,10 @@ class FinetuneSettings:
         learner_resources: custom Ray resources each remote learner requires, e.g.
             '{"learner": 1}' (needs num_learners >= 1; with 0 the learner is the driver,
             placed by ``ray job submit --entrypoint-resources``).
+        env_kwargs: keyword arguments of the training env (``make_env(env_id, **kw)``),
+            over the task's defaults, e.g. ``{"terminate_on_success": False}`` for
+            DPPO's robomimic reward (``dppo/robomimic.py``); the start and final
+            evaluations keep the task's defaults. Python only (no flag).
         resume: continue from OUT/checkpoint if present (iteration, env steps, weights,
             optimisers, reward scaling); without it an existing checkpoint is an error.
         overwrite: replace an earlier run in OUT (its checkpoint, progress, result and
@@ -84,6 +88,7 @@ class FinetuneSettings:
     num_gpus_per_learner: NonNegativeFloat = 0.0
     env_runner_resources: dict[str, float] | None = None
     learner_resources: dict[str, float] | None = None
+    env_kwargs: dict[str, Any] | None = None
     resume: bool = False
     overwrite: bool = False
     seed: int = 0
@@ -97,6 +102,8 @@ class FinetuneSettings:
                 f"{', '.join(registry.finetune_names())}."
             )
         registry.get(self.algo, registry.FINETUNE).check_knobs(self.knobs)
+        if self.env_kwargs is not None and not isinstance(self.env_kwargs, dict):
+            raise ConfigError(f"env_kwargs must be a dict, got {self.env_kwargs!r}.")
         for name in RUN_DEFAULTS:
             if getattr(self, name) is None:
                 setattr(self, name, run_default(self.algo, name))
@@ -262,6 +269,15 @@ def lockstep_evaluation(algorithm: Any, eval_env_runner_group: Any) -> tuple[dic
     return {ENV_RUNNER_RESULTS: metrics}, steps, steps
 
 
+def training_env_config(policy: DiffusionPolicyConfig, s: FinetuneSettings) -> dict[str, Any]:
+    """``env_config`` of the training envs: the policy's chunked env with ``s.env_kwargs``
+    over the task's default kwargs."""
+    config = policy.env_config()
+    if s.env_kwargs:
+        config["env_kwargs"] = {**config.get("env_kwargs", {}), **s.env_kwargs}
+    return config
+
+
 def chunked_run_config(
     config: Any,
     policy: DiffusionPolicyConfig,
@@ -282,7 +298,7 @@ def chunked_run_config(
     return (
         config.environment(
             register_chunked_env(),
-            env_config=policy.env_config(),
+            env_config=training_env_config(policy, s),
             observation_space=obs_space,
             action_space=act_space,
         )

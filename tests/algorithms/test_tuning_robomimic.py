@@ -8,7 +8,11 @@ import shutil
 
 import pytest
 
-from rllib_diffusion.algorithms.dppo.robomimic import ROBOMIMIC_KNOBS, ROBOMIMIC_RUN
+from rllib_diffusion.algorithms.dppo.robomimic import (
+    ROBOMIMIC_ENV_KWARGS,
+    ROBOMIMIC_KNOBS,
+    ROBOMIMIC_RUN,
+)
 from rllib_diffusion.checkpoints import META_FILE
 from rllib_diffusion.modules.model_config import ConfigError
 from rllib_diffusion.tuning import SweepArgs, build_sweep
@@ -49,6 +53,11 @@ def test_robomimic_sweep_builds_with_the_robomimic_settings(lift_checkpoint):
     assert config.num_env_runners == ROBOMIMIC_RUN["num_env_runners"]
     assert config.num_envs_per_env_runner == ROBOMIMIC_RUN["num_envs_per_env_runner"]
     assert config.evaluation_interval == 10 and config.evaluation_duration == 20
+    # Trials train with DPPO's robomimic reward (no end at the first success).
+    assert config.env_config["env_id"] == LIFT
+    assert (
+        config.env_config["env_kwargs"] == ROBOMIMIC_ENV_KWARGS == {"terminate_on_success": False}
+    )
     assert sweep.checkpoint_meta(sweep.param_dict())["env_id"] == LIFT
 
 

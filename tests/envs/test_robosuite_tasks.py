@@ -98,6 +98,37 @@ def test_reward_is_sparse_success(lift_env):
     assert (reward, terminated, truncated, info["success"]) == (1.0, True, False, True)
 
 
+def test_dppo_training_env_pays_every_solved_step_and_never_ends_early():
+    """DPPO's robomimic reward (reference ``RobomimicLowdimWrapper``: ``done`` always
+    False): the fine-tuning envs (``ROBOMIMIC_ENV_KWARGS``) go on after a success and pay
+    1 per solved env step, summed over the chunk; our default env would end there."""
+    from rllib_diffusion.algorithms.dppo.robomimic import ROBOMIMIC_ENV_KWARGS
+    from rllib_diffusion.envs.chunking import make_chunked_env
+
+    env = make_chunked_env(
+        {"env_id": LIFT, "horizon": 4, "act_steps": 4, "env_kwargs": ROBOMIMIC_ENV_KWARGS}
+    )
+    try:
+        env.reset(seed=0)
+        sim = env.unwrapped.robosuite_env.sim
+        qpos = np.array(sim.data.get_joint_qpos("cube_joint0"))
+        qpos[2] += 0.10  # lifted by hand: solved until it falls back onto the table
+        sim.data.set_joint_qpos("cube_joint0", qpos)
+        sim.forward()
+        _, reward, terminated, truncated, info = env.step(np.zeros((4, 7), np.float32))
+        assert info["success"] and info["env_steps"] == 4
+        assert (terminated, truncated) == (False, False)
+        assert reward >= 1.0 and reward == int(reward)  # one per solved step of the chunk
+        steps = 4
+        while not truncated:  # the cube falls back: no more reward, and no early end
+            _, reward, terminated, truncated, _ = env.step(np.zeros((4, 7), np.float32))
+            assert not terminated and reward == 0.0
+            steps += 4
+        assert steps == 300
+    finally:
+        env.close()
+
+
 def test_episode_length_cap():
     env = make_env(LIFT, max_episode_steps=5)
     try:

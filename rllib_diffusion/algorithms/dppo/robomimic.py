@@ -9,6 +9,14 @@ Here: 10 envs × 100 decisions (1,000, i.e. 4,000 env steps with Ta = 4) per ite
 so the minibatch is 2,500 (env step, denoising step) pairs (four per epoch) and the actor
 lr is the gym configs' 1e-4: 15× fewer samples per iteration and budgets of a few hundred
 thousand env steps instead of millions.
+
+The training envs get DPPO's robomimic reward (:data:`ROBOMIMIC_ENV_KWARGS`): the
+reference's ``RobomimicLowdimWrapper`` never ends an episode (``done`` is always False),
+so an episode runs its 300 (Lift/Can) env steps and robosuite's sparse reward pays 1 on
+every step the task is solved, summed over the executed chunk: a policy that lifts
+sooner and holds the object earns more. Our envs end an episode at the first success by
+default (return = success), which leaves PPO a 0/1 outcome per episode and nothing for
+speed or holding; the start and final evaluations keep that default (success rate).
 """
 
 from __future__ import annotations
@@ -34,3 +42,7 @@ ROBOMIMIC_RUN: dict[str, Any] = {
     "num_envs_per_env_runner": 10,
     "decisions_per_iteration": 1000,
 }
+
+#: Training-env kwargs (``FinetuneSettings.env_kwargs``): DPPO's robomimic reward, 1 per
+#: solved env step until the time limit (no termination at the first success).
+ROBOMIMIC_ENV_KWARGS: dict[str, Any] = {"terminate_on_success": False}
