@@ -5,7 +5,8 @@ checkpoint of ``rllib-diffusion offline`` → same algorithm, losses, optimizer 
 targets and EMA, now fed from a replay buffer seeded with the offline dataset and filled
 by EnvRunners (``algorithms/online.py``) → checkpoints, ``progress.jsonl``,
 ``result.json`` with the return before and after, through the shared run loop
-(``rllib_diffusion.run_loop``).
+(``rllib_diffusion.run_loop``). ``--resume`` continues the run's own checkpoint (the
+run loop's resume: learner state, replay buffer, iteration and env-step counters).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class OnlineSettings:
         eval_episodes: episodes per evaluation.
         checkpoint_interval: checkpoint every this many iterations (0: end only).
         seed: RNG seed.
+        resume: continue from ``out_dir/checkpoint`` if it exists (learner state with
+            optimizers, targets and EMA, the replay buffer with its sampling RNG, the
+            iteration and env-step counters; progress lines up to it); the other
+            settings must match the checkpoint's, except the run control (env_steps,
+            eval and checkpoint cadence).
         overwrite: replace an earlier run in OUT (its checkpoint, progress, result and
             TensorBoard files); without it (or --resume) an earlier run there is an error.
     """
@@ -58,6 +64,7 @@ class OnlineSettings:
     eval_episodes: Count = 10
     checkpoint_interval: NonNegative = 10
     seed: int = 0
+    resume: bool = False
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -109,11 +116,26 @@ def online_config(s: OnlineSettings, meta: CheckpointMeta):
     return config
 
 
+#: Settings a resumed run may change (run control); every other one must match.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "out_dir",
+        "resume",
+        "overwrite",
+        "env_steps",
+        "eval_interval",
+        "eval_episodes",
+        "checkpoint_interval",
+    }
+)
+
+
 class OnlineFamily(RunFamily):
     """The online phase of an offline algorithm on the run loop: budget in env steps,
     the offline learner state restored and the replay buffer seeded on start. Its
-    checkpoints hold the replay buffer too (``OfflineQMixin.get_state``); this command
-    has no ``--resume`` yet."""
+    checkpoints hold the replay buffer too (``OfflineQMixin.get_state``), so a resumed
+    run restores everything from its own checkpoint and reads neither the offline
+    checkpoint's weights nor the dataset again."""
 
     tag = "online"
     unit = "env_steps"
@@ -133,6 +155,7 @@ class OnlineFamily(RunFamily):
                 f"{meta.algorithm!r} checkpoint."
             )
         self.env_steps = 0
+        self.resuming = False  # set by check_resumable (called only when resuming)
         self._meta = meta.replace(
             phase="online",
             offline_checkpoint=str(Path(s.checkpoint).resolve()),
@@ -147,9 +170,34 @@ class OnlineFamily(RunFamily):
     def meta(self):
         return self._meta
 
+    def check_resumable(self, saved: CheckpointMeta, where: Path) -> None:
+        """The checkpoint must be this command's, from the same offline checkpoint and
+        with the same settings; only run control may differ (:data:`RESUME_MAY_CHANGE`)."""
+        from rllib_diffusion.algorithms.offline_run import check_same_run_settings
+        from rllib_diffusion.checkpoints import CheckpointError
+
+        if saved.phase != "online":
+            raise CheckpointError(
+                f"Cannot resume '{where}': it is an `rllib-diffusion offline` run's "
+                "checkpoint, not an online run's; give the online run's --out."
+            )
+        theirs = {**(saved.settings or {}).get("online", {})}
+        theirs["checkpoint"] = saved.offline_checkpoint
+        ours = {k: v for k, v in asdict(self.s).items() if k not in RESUME_MAY_CHANGE}
+        ours["checkpoint"] = self._meta.offline_checkpoint
+        check_same_run_settings(theirs, ours, where)
+        self.resuming = True
+
     def build(self):
-        from rllib_diffusion.algorithms.offline_run import load_validated_dataset
         from rllib_diffusion.utils.runtime import init_ray
+
+        if not self.resuming:  # a resumed run restores its replay and start evaluation
+            self._load_dataset_and_evaluate_start()
+        init_ray()
+        return online_config(self.s, self.offline).build_algo()
+
+    def _load_dataset_and_evaluate_start(self) -> None:
+        from rllib_diffusion.algorithms.offline_run import load_validated_dataset
 
         source = self.s.dataset or self.offline.settings["dataset"]
         self.dataset, _ = load_validated_dataset(
@@ -166,8 +214,6 @@ class OnlineFamily(RunFamily):
             f"{self.start_evaluation['episode_return_std']:.1f}",
             flush=True,
         )
-        init_ray()
-        return online_config(self.s, self.offline).build_algo()
 
     def start(self, algo, control: RunControl) -> None:
         from rllib_diffusion.algorithms.online import dataset_transitions
@@ -187,6 +233,28 @@ class OnlineFamily(RunFamily):
             flush=True,
         )
         return None
+
+    def restore(self, algo, ckpt_dir: Path) -> dict[str, Any]:
+        """The run's own checkpoint: learner state, replay buffer (``OfflineQMixin``'s
+        state), metrics with the env-step count, iteration; EnvRunners get its weights."""
+        from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+        from rllib_diffusion.checkpoints import CheckpointError
+
+        algo.restore_from_path(str(ckpt_dir))
+        if algo.replay_buffer is None:
+            raise CheckpointError(
+                f"Cannot resume '{ckpt_dir}': it holds no replay buffer; use another --out."
+            )
+        self.env_steps = int(
+            algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        )
+        print(
+            f"[online] restored {self.env_steps} env steps and a replay buffer of "
+            f"{algo.replay_buffer.size} transitions",
+            flush=True,
+        )
+        return {"env_steps": self.env_steps, "replay_size": algo.replay_buffer.size}
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
         from ray.rllib.core import DEFAULT_MODULE_ID

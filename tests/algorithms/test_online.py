@@ -206,3 +206,147 @@ def test_online_iteration_without_samples_is_skipped_not_fatal(ray_session, tmp_
     assert progress[1]["env_steps"] == progress[0]["env_steps"]
     assert progress[1]["replay_size"] == progress[0]["replay_size"]
     assert progress[2]["replay_size"] > progress[1]["replay_size"]
+
+
+# ------------------------------------------------------------------------------ resume
+def _fake_online_run(tmp_path, **online):
+    """Metadata files only (no Ray): an offline FQL checkpoint and an online run's
+    checkpoint at iteration 2 with ``online`` settings; returns (offline, out)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from rllib_diffusion.algorithms.online_run import OnlineSettings
+    from rllib_diffusion.checkpoints import META_FILE, CheckpointMeta
+
+    offline = tmp_path / "offline" / "checkpoint"
+    offline.mkdir(parents=True)
+    (offline / META_FILE).write_text(CheckpointMeta("fql", env_id="X-v0", settings={}).to_json())
+    out = tmp_path / "online"
+    (out / "checkpoint").mkdir(parents=True)
+    settings = asdict(OnlineSettings(checkpoint=str(offline), out_dir=str(out), **online))
+    meta = CheckpointMeta(
+        "fql",
+        phase="online",
+        offline_checkpoint=str(Path(offline).resolve()),
+        settings={"online": settings},
+        iteration=2,
+    )
+    (out / "checkpoint" / META_FILE).write_text(meta.to_json())
+    return offline, out
+
+
+def test_online_resume_with_other_settings_is_refused_in_one_line(tmp_path, capsys):
+    from rllib_diffusion.cli import main
+
+    offline, out = _fake_online_run(tmp_path, updates_per_env_step=0.5, seed=3)
+    argv = ["online", "--checkpoint", str(offline), "--out", str(out), "--resume"]
+    # Budget and cadence may change; updates per env step and seed may not.
+    assert main([*argv, "--env-steps", "90", "--updates-per-env-step", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "updates_per_env_step: checkpoint 0.5 vs now 2.0" in err[0]
+    assert "seed: checkpoint 3 vs now 0" in err[0]
+    assert "env_steps" not in err[0] and "Pass the original flags" in err[0]
+
+
+def test_online_resume_checks_what_it_continues(tmp_path, monkeypatch, capsys):
+    """The same settings (a larger budget, another checkpoint cadence, the offline
+    checkpoint spelled another way) pass to the build; an offline run's checkpoint in
+    --out is refused, and --resume without a checkpoint says so and starts fresh."""
+    from rllib_diffusion.algorithms import online_run
+    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
+    from rllib_diffusion.checkpoints import META_FILE, CheckpointError
+
+    class Built(Exception):
+        pass
+
+    def build(self):
+        raise Built(self.resuming)
+
+    monkeypatch.setattr(online_run.OnlineFamily, "build", build)
+    offline, out = _fake_online_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    same = OnlineSettings(
+        checkpoint="offline/checkpoint",
+        out_dir=str(out),
+        env_steps=500_000,
+        checkpoint_interval=1,
+        resume=True,
+    )
+    with pytest.raises(Built, match="True"):
+        finetune_online(same)
+
+    meta = json.loads((out / "checkpoint" / META_FILE).read_text())
+    (out / "checkpoint" / META_FILE).write_text(json.dumps({**meta, "phase": None}))
+    with pytest.raises(CheckpointError, match="offline` run's checkpoint, not an online run's"):
+        finetune_online(same)
+
+    fresh = tmp_path / "fresh"
+    capsys.readouterr()
+    with pytest.raises(Built, match="False"):
+        finetune_online(OnlineSettings(checkpoint=str(offline), out_dir=str(fresh), resume=True))
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said == [
+        f"[online] --resume: no checkpoint at '{fresh / 'checkpoint'}' yet; starting fresh."
+    ]
+    assert not fresh.exists()  # nothing written before the build failed
+
+
+@pytest.mark.slow
+def test_online_resume_continues_counters_and_replay_exactly(ray_session, tmp_path):
+    """Two iterations, then --resume with a larger budget: the third iteration starts
+    from the checkpoint's replay (rows, write slot, sampling RNG), env-step count,
+    gradient-step counter and iteration."""
+    import shutil
+
+    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
+    from rllib_diffusion.checkpoints import load_policy_module
+
+    _, offline = _tiny_offline_run(tmp_path, "fql", 10, gradient_steps=20, eval_episodes=1)
+    out = tmp_path / "online"
+
+    def run(env_steps: int, **kw) -> dict:
+        return finetune_online(
+            OnlineSettings(
+                checkpoint=offline["checkpoint"],
+                out_dir=str(out),
+                env_steps=env_steps,
+                env_steps_per_iteration=30,
+                updates_per_env_step=0.5,
+                eval_interval=0,
+                eval_episodes=1,
+                seed=5,
+                **kw,
+            )
+        )
+
+    first = run(60)
+    shutil.copytree(first["checkpoint"], tmp_path / "at2")
+    resumed = run(90, resume=True)
+    progress = [json.loads(x) for x in (out / "progress.jsonl").open()]
+    assert [p["iteration"] for p in progress] == [1, 2, 3]
+    assert progress[:2] == first["progress"]
+    new = progress[2]["env_steps"] - progress[1]["env_steps"]
+    assert new > 0 and resumed["env_steps"] == progress[2]["env_steps"] >= 90
+    assert resumed["resumed"] == {
+        "from_iteration": 2,
+        "env_steps": progress[1]["env_steps"],
+        "replay_size": progress[1]["replay_size"],
+    }
+    assert resumed["start_evaluation"] == first["start_evaluation"]
+    # The replay continues: the checkpoint's rows, then the new ones; its sampling RNG
+    # went on from the checkpoint's state by exactly the third iteration's draw.
+    before = _algorithm_state(tmp_path / "at2")[REPLAY_STATE]
+    after = _algorithm_state(resumed["checkpoint"])[REPLAY_STATE]
+    assert after["size"] == before["size"] + new == progress[2]["replay_size"]
+    for key, rows in before["data"].items():
+        np.testing.assert_array_equal(after["data"][key][: before["size"]], rows)
+    updates = max(1, round(0.5 * new))
+    replay = TransitionReplay(before["capacity"])
+    replay.set_state(before)
+    replay.rng.integers(0, after["size"], size=updates * 32)
+    assert replay.rng.bit_generator.state == after["rng"]
+    # The gradient-step counter goes on from the checkpoint's.
+    at2, _ = load_policy_module(tmp_path / "at2")
+    end, _ = load_policy_module(resumed["checkpoint"])
+    assert int(end.state_dict()["train_step"]) == int(at2.state_dict()["train_step"]) + updates
