@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
@@ -22,6 +21,7 @@ from torch import Tensor
 from rllib_diffusion.diffusion import MLP, DiffusionMLP, euler_sample
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.diffusion_policy_module import FLOW_TIME_SCALE
+from rllib_diffusion.modules.q_actor import OffPolicyActorForwards
 
 
 @dataclass
@@ -63,7 +63,7 @@ class FQLModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class FQLModule(TorchRLModule, InferenceOnlyAPI):
+class FQLModule(OffPolicyActorForwards, TorchRLModule, InferenceOnlyAPI):
     """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
 
     @override(TorchRLModule)
@@ -114,25 +114,11 @@ class FQLModule(TorchRLModule, InferenceOnlyAPI):
         m = self.fql_config.max_action
         return out[:, 0].clamp(-m, m)
 
-    def _act(self, obs: Tensor) -> Tensor:
+    def select_actions(self, obs: Tensor, *, explore: bool) -> Tensor:
+        """``μ_ω(s, z)`` with fresh noise ``z ~ N(0, I)`` (the official agent samples it
+        when evaluating too)."""
         noise = torch.randn(obs.shape[0], self.fql_config.action_dim, device=obs.device)
         return self.onestep_actions(obs, noise)
-
-    @override(TorchRLModule)
-    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTIONS: self._act(batch[Columns.OBS])}
-
-    @override(TorchRLModule)
-    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        actions = self._act(batch[Columns.OBS])
-        return {
-            Columns.ACTIONS: actions,
-            Columns.ACTION_LOGP: torch.zeros(actions.shape[0], device=actions.device),
-        }
-
-    @override(TorchRLModule)
-    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {}
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
 import torch
-from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
@@ -27,6 +26,7 @@ from rllib_diffusion.diffusion import DiffusionMLP, NoiseSchedule, euler_sample,
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.diffusion_policy_module import FLOW_TIME_SCALE
 from rllib_diffusion.modules.model_config import ConfigError
+from rllib_diffusion.modules.q_actor import OffPolicyActorForwards
 
 POLICIES = ("ddpm", "flow")
 
@@ -105,7 +105,7 @@ class DiffusionActorCriticConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class DiffusionActorCriticMixin:
+class DiffusionActorCriticMixin(OffPolicyActorForwards):
     """Actor, EMA actor, critics, targets, sampling and acting by Q-ranked candidates.
 
     Host: ``TorchRLModule`` + ``InferenceOnlyAPI``. ``MODEL_CONFIG`` is the model-config
@@ -181,23 +181,6 @@ class DiffusionActorCriticMixin:
         q = q_heads.mean(dim=0) if cfg.q_aggregation == "mean" else q_heads.min(dim=0).values
         idx = self.pick_candidates(obs, q.view(b, n), explore=explore)
         return cand.view(b, n, -1)[torch.arange(b, device=obs.device), idx]
-
-    @override(TorchRLModule)
-    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTIONS: self.select_actions(batch[Columns.OBS], explore=False)}
-
-    @override(TorchRLModule)
-    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        actions = self.select_actions(batch[Columns.OBS], explore=True)
-        return {
-            Columns.ACTIONS: actions,
-            Columns.ACTION_LOGP: torch.zeros(actions.shape[0], device=actions.device),
-        }
-
-    @override(TorchRLModule)
-    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        # The learner evaluates actor and critics itself (several losses, targets).
-        return {}
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from rllib_diffusion.diffusion import MLP
 from rllib_diffusion.modules.critics import QEnsemble
+from rllib_diffusion.modules.q_actor import OffPolicyActorForwards
 
 #: Added to the dataset's state std (official ``normalize_states(eps=1e-3)``).
 STATE_STD_EPS = 1e-3
@@ -78,7 +78,7 @@ class TD3BCModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class TD3BCModule(TorchRLModule, InferenceOnlyAPI):
+class TD3BCModule(OffPolicyActorForwards, TorchRLModule, InferenceOnlyAPI):
     """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
 
     @override(TorchRLModule)
@@ -128,22 +128,9 @@ class TD3BCModule(TorchRLModule, InferenceOnlyAPI):
         x = torch.cat([self.normalize_obs(obs), actions], dim=-1)
         return self.critic.heads[0](x).squeeze(-1)
 
-    @override(TorchRLModule)
-    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTIONS: self.policy_actions(batch[Columns.OBS])}
-
-    @override(TorchRLModule)
-    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        # Offline TD3+BC never explores; the online phase acts deterministically too.
-        actions = self.policy_actions(batch[Columns.OBS])
-        return {
-            Columns.ACTIONS: actions,
-            Columns.ACTION_LOGP: torch.zeros(actions.shape[0], device=actions.device),
-        }
-
-    @override(TorchRLModule)
-    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {}
+    def select_actions(self, obs: Tensor, *, explore: bool) -> Tensor:
+        """``π(s)``: TD3+BC acts deterministically offline and in the online phase."""
+        return self.policy_actions(obs)
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
