@@ -17,8 +17,14 @@ Each demo is recorded in the model rebuilt from its stored ``model_file``, so re
 its actions from ``states[0]`` (:func:`replay_demo`) reproduces it bit for bit. The file
 is written to a temporary name and renamed when complete.
 
+With ``--dataset-id`` the same demos are also written as a Minari dataset (read back
+from the HDF5 file by the project's robomimic loader, so both copies hold the same
+low-dim observations in DPPO's key order), with the HDF5 path and the collection summary
+in its metadata.
+
 Run ``python -m rllib_diffusion.collect.robot_demos --task lift --episodes 50 --out
-runs/robot/lift_scripted_50.hdf5`` (or ``experiments/robot_demos.py`` with the same flags).
+runs/robot/lift_scripted_50.hdf5 [--dataset-id local/robomimic/lift-scripted-v0]`` (or
+``experiments/robot_demos.py`` with the same flags).
 """
 
 from __future__ import annotations
@@ -351,14 +357,21 @@ def collect_demos(
     noise: float | None = None,
     max_attempts: int | None = None,
     progress: bool = True,
+    dataset_id: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Collect ``episodes`` successful scripted demos of ``task`` into ``out``.
+    """Collect ``episodes`` successful scripted demos of ``task`` into ``out`` (and, with
+    ``dataset_id``, into that Minari dataset too; ``overwrite`` replaces an existing one).
 
     Episode ``j`` (successful or not) resets with ``seed + j``; failures are counted and
     dropped. Gives up after ``max_attempts`` episodes (default ``2 * episodes + 10``).
     Returns a summary: demos kept, attempts, success rate, env steps, steps/s, seconds.
     """
     name = task.lower()
+    if dataset_id is not None:
+        from rllib_diffusion.data.minari_io import check_output_id
+
+        check_output_id(dataset_id, overwrite=overwrite)
     if name not in SCRIPTED_TASKS:
         raise ValueError(
             f"no scripted controller for {task!r}; scripted tasks: {list(SCRIPTED_TASKS)} "
@@ -404,12 +417,34 @@ def collect_demos(
     if not demos:
         raise RuntimeError(f"no successful {name} demo in {attempts} attempts; nothing written.")
     summary["out"] = str(write_robomimic_hdf5(out, demos, env_args))
+    if dataset_id is not None:
+        summary["minari"] = write_minari_copy(summary, dataset_id, overwrite=overwrite)
     if len(demos) < episodes:
         print(
             f"[robot_demos] warning: only {len(demos)}/{episodes} demos after {attempts} attempts",
             file=sys.stderr,
         )
     return summary
+
+
+def write_minari_copy(summary: dict[str, Any], dataset_id: str, *, overwrite: bool) -> str:
+    """Write the demos of ``summary["out"]`` (an HDF5 file :func:`collect_demos` wrote)
+    as the Minari dataset ``dataset_id``; returns its directory."""
+    from rllib_diffusion.data import write_minari
+    from rllib_diffusion.data.robomimic_io import load_robomimic_hdf5
+
+    return write_minari(
+        load_robomimic_hdf5(summary["out"]),
+        dataset_id,
+        algorithm_name=f"scripted-{summary['task']}-demonstrator",
+        author="rllib-diffusion robot_demos",
+        description=(
+            f"{summary['demos']} scripted {summary['task']} demonstrations "
+            f"(robomimic low-dim observations, OSC delta actions)."
+        ),
+        overwrite=overwrite,
+        extra_metadata={"robomimic_hdf5": summary["out"], "collection": dict(summary)},
+    )
 
 
 def replay_demo(env: RobosuiteTaskEnv, path: str | os.PathLike[str], demo: str) -> bool:
@@ -441,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
         "--noise", type=float, default=None, help="std of action noise (0.05; square 0.03)"
     )
     parser.add_argument("--max-attempts", type=int, default=None)
+    parser.add_argument(
+        "--dataset-id",
+        default=None,
+        help="also write the demos as this Minari dataset (e.g. local/robomimic/lift-scripted-v0)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --dataset-id")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
@@ -452,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         noise=args.noise,
         max_attempts=args.max_attempts,
+        dataset_id=args.dataset_id,
+        overwrite=args.overwrite,
     )
     print(json.dumps(summary, indent=1), flush=True)
     return 0

@@ -70,6 +70,17 @@ def _check_dataset_id(dataset_id: str) -> None:
         ) from err
 
 
+def check_output_id(dataset_id: str, *, overwrite: bool) -> None:
+    """One-line errors for an output id that cannot be written (call before any work)."""
+    _check_dataset_id(dataset_id)
+    if (minari_root() / dataset_id).exists() and not overwrite:
+        raise DatasetError(
+            f"Minari dataset '{dataset_id}' already exists at {minari_root() / dataset_id}; "
+            "add --overwrite (overwrite=True from Python) to replace it, or choose a new "
+            "version (e.g. '-v1')."
+        )
+
+
 def _looks_like_path(source: str) -> bool:
     return (
         os.path.isabs(source)
@@ -385,13 +396,9 @@ def write_minari(
             "episodes first."
         )
 
+    check_output_id(dataset_id, overwrite=overwrite)
     root = minari_root()
     final = root / dataset_id
-    if final.exists() and not overwrite:
-        raise DatasetError(
-            f"Minari dataset '{dataset_id}' already exists at {final}; add --overwrite "
-            "(overwrite=True from Python) to replace it, or choose a new version (e.g. '-v1')."
-        )
 
     obs_space, act_space = _spaces_for(
         env_id, episodes[0].observations.shape[1], episodes[0].actions.shape[1]

@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from rllib_diffusion.data.errors import DatasetError
-
 #: ``metadata.json`` key of a synthetic dataset's provenance.
 PROVENANCE_KEY = "synthetic_provenance"
 
@@ -50,18 +48,6 @@ def checked_generator(path: str, *, algorithm: str, dataset: str, flag: str, com
             f"'{dataset}'; pass --dataset {trained_on}."
         )
     return str(Path(path).expanduser().resolve())
-
-
-def check_output_id(dataset_id: str, *, overwrite: bool) -> None:
-    """One-line errors for an output id that cannot be written (call before any work)."""
-    from rllib_diffusion.data.minari_io import _check_dataset_id, minari_root
-
-    _check_dataset_id(dataset_id)
-    if (minari_root() / dataset_id).exists() and not overwrite:
-        raise DatasetError(
-            f"Minari dataset '{dataset_id}' already exists at {minari_root() / dataset_id}; "
-            "add --overwrite to replace it, or choose a new version (e.g. '-v1')."
-        )
 
 
 def write_synthetic_transitions(

@@ -378,7 +378,7 @@ def dydiff(settings: DyDiffRolloutSettings) -> dict[str, Any]:
     ``dataset_id``. Returns a summary (also ``dydiff.json`` in OUT)."""
     from rllib_diffusion.algorithms.dydiff.rollout import filter_rollouts
     from rllib_diffusion.checkpoints import load_policy_module
-    from rllib_diffusion.data.synthetic import check_output_id
+    from rllib_diffusion.data.minari_io import check_output_id
     from rllib_diffusion.utils.io import write_json_atomic
     from rllib_diffusion.utils.runtime import limit_threads
 

@@ -27,9 +27,9 @@ from rllib_diffusion.algorithms.offline_run import (
 from rllib_diffusion.algorithms.synther.synther import ALGORITHM_NAME
 
 # PROVENANCE_KEY and read_provenance moved to data.synthetic; still importable from here.
+from rllib_diffusion.data.minari_io import check_output_id
 from rllib_diffusion.data.synthetic import (  # noqa: F401
     PROVENANCE_KEY,
-    check_output_id,
     read_provenance,
 )
 from rllib_diffusion.knobs import Count, NonNegative, NonNegativeFloat, Positive, PositiveFloat
