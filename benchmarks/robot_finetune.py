@@ -163,13 +163,15 @@ def finished(out: Path) -> dict[str, Any] | None:
 
 def check_same_run(out: Path, settings: Any) -> None:
     """Refuse to summarise or continue a run in ``out`` made with other settings."""
-    from dataclasses import asdict
+    from dataclasses import MISSING, asdict, fields
 
     from rllib_diffusion.checkpoints import read_checkpoint_meta
 
     if not (out / "checkpoint").exists():
         return
-    theirs = read_checkpoint_meta(out / "checkpoint").settings or {}
+    saved = read_checkpoint_meta(out / "checkpoint").settings or {}
+    # A field an older run did not record had its default then (env_kwargs: None).
+    theirs = {f.name: f.default for f in fields(settings) if f.default is not MISSING} | saved
     ours = asdict(settings)
     ignore = {"resume", "overwrite", "env_steps"}
     diffs = [
