@@ -60,7 +60,13 @@ CASES = {
 
 
 # ------------------------------------------------------------------ worker side
-def _bc_learner(batch: int = 256, **policy):
+def _precision(precision: str) -> dict:
+    """``training()`` args of ``precision`` (none for fp32: a baseline tree may predate
+    the knob)."""
+    return {} if precision == "fp32" else {"precision": precision}
+
+
+def _bc_learner(batch: int = 256, precision: str = "fp32", **policy):
     """The BC learner (``policy``: ``DiffusionPolicyConfig`` fields other than the dims)."""
     from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig
     from rllib_diffusion.envs.chunking import chunk_spaces
@@ -71,22 +77,22 @@ def _bc_learner(batch: int = 256, **policy):
     config = (
         DiffusionBCConfig()
         .environment(observation_space=obs_space, action_space=act_space)
-        .training(train_batch_size_per_learner=batch)
+        .training(train_batch_size_per_learner=batch, **_precision(precision))
         .rl_module(model_config=pol.to_dict())
     )
     return config.build_learner(), (pol.horizon * ACTION_DIM,)
 
 
-def _offline_q_learner(algo: str):
+def _offline_q_learner(algo: str, precision: str = "fp32"):
     from rllib_diffusion.algorithms.diffusion_ql import OfflineSettings
     from rllib_diffusion.algorithms.diffusion_ql.train import build_offline_config
 
     settings = OfflineSettings(dataset="unused", algo=algo, batch_size=256)
     config, _ = build_offline_config(settings, "/nonexistent", "Hopper-v5", OBS_DIM, ACTION_DIM)
-    return config.build_learner(), (ACTION_DIM,)
+    return config.training(**_precision(precision)).build_learner(), (ACTION_DIM,)
 
 
-def _dppo_learner():
+def _dppo_learner(**training):
     from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig
     from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig
     from rllib_diffusion.envs.chunking import chunk_spaces
@@ -97,6 +103,7 @@ def _dppo_learner():
     config = (
         DPPOConfig()
         .environment(observation_space=obs_space, action_space=act_space)
+        .training(**training)
         .rl_module(model_config=DPPOModelConfig(policy=pol.to_dict()).to_dict())
     )
     return config.build_learner(), (pol.horizon, ACTION_DIM)
@@ -166,7 +173,7 @@ def _dppo_chains(module, batch) -> None:
 class Case:
     """A built learner of one case and its batch (``steps``/``rows``: other than the
     case's gradient steps per ``update()`` and rows per step; ``policy``: BC's policy
-    fields, see ``_bc_learner``)."""
+    fields, see ``_bc_learner``; ``precision``: the learners' ``precision`` knob)."""
 
     def __init__(
         self,
@@ -174,17 +181,18 @@ class Case:
         steps: int | None = None,
         rows: int | None = None,
         policy: dict | None = None,
+        precision: str = "fp32",
     ) -> None:
         import torch
 
         torch.manual_seed(0)
         self.steps, self.rows = steps or CASES[case][0], rows or CASES[case][1]
         if case == "bc":
-            self.learner, act_shape = _bc_learner(self.rows, **(policy or {}))
+            self.learner, act_shape = _bc_learner(self.rows, precision, **(policy or {}))
         elif case == "dppo":
-            self.learner, act_shape = _dppo_learner()
+            self.learner, act_shape = _dppo_learner(**_precision(precision))
         else:
-            self.learner, act_shape = _offline_q_learner(case)
+            self.learner, act_shape = _offline_q_learner(case, precision)
         self.batch = _batch(case, act_shape, self.steps * self.rows)
         module = self.learner.module[MID].unwrapped()
         for counter in ("ema_step", "train_step"):  # EMA at its steady-state rate
@@ -211,8 +219,9 @@ class Case:
                           if p.is_floating_point()])  # fmt: skip
 
 
-def worker(root: str) -> None:
-    """Serve JSON-line requests on stdin: ``weights`` and ``time`` of a case."""
+def worker(root: str, precision: str = "fp32") -> None:
+    """Serve JSON-line requests on stdin: ``weights`` and ``time`` of a case, its learners
+    built with the ``precision`` knob."""
     import_from(root)
     import time
 
@@ -228,7 +237,7 @@ def worker(root: str) -> None:
         req = json.loads(line)
         case = req["case"]
         if req["cmd"] == "weights":  # a fresh learner, 2 seeded updates, weights to a file
-            c = Case(case)
+            c = Case(case, precision=precision)
             torch.manual_seed(3)
             for _ in range(2):
                 c.update()
@@ -236,7 +245,7 @@ def worker(root: str) -> None:
             reply = {"n_params": int(c.params().numel())}
         else:
             if case not in built:
-                built[case] = Case(case)
+                built[case] = Case(case, precision=precision)
             c = built[case]
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(req["calls"]):
@@ -320,6 +329,12 @@ def summarize(series: dict, diffs: dict) -> dict:
     return figures
 
 
+def _at(result: dict, key: str) -> str:
+    """`` at bf16`` when the result names a precision other than fp32."""
+    value = result.get(key) or "fp32"
+    return "" if result.get("precision", "fp32") == "fp32" else f" at {value}"
+
+
 def markdown(path: Path) -> str:
     """The table of ``docs/performance.md``, rebuilt from a stored result file."""
     r = json.loads(path.read_text())
@@ -327,7 +342,8 @@ def markdown(path: Path) -> str:
     lines = [
         f"Measured by `{r['command']}` on {r['machine']} (torch {v.get('torch')}, "
         f"ray {v.get('ray')}, python {v.get('python')}); current = git {v.get('git_sha')} + "
-        f"working tree, baseline = git {r.get('baseline_git_sha')}; torch 1 thread, "
+        f"working tree{_at(r, 'precision')}, baseline = git {r.get('baseline_git_sha')}"
+        f"{_at(r, 'baseline_precision')}; torch 1 thread, "
         f"{len(r['series']['load_per_round'])} interleaved rounds; load average "
         f"{f['load_average_start']} at the start, {f['load_average_end']} at the end.",
         "",
@@ -359,17 +375,25 @@ def main() -> None:
     p.add_argument("--case", action="append", choices=sorted(CASES), help="default: all")
     p.add_argument("--name", default="learner_speed")
     p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="the current tree's learners' precision knob (the baseline's stays fp32); "
+        "with --baseline . this measures the knob itself",
+    )
+    p.add_argument(
         "--markdown", type=Path, metavar="RESULT_JSON", help="only print the docs table of a result"
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker)
+        return worker(args.worker, args.precision)
     if args.markdown:
         return print(markdown(args.markdown))
-    cases = args.case or list(CASES)
+    # DPPO refuses bf16 (docs/performance.md, "Mixed precision").
+    cases = args.case or [c for c in CASES if args.precision == "fp32" or c != "dppo"]
     load_start = load_average()
-    trees = [Tree("current", __file__, ROOT)]
+    trees = [Tree("current", __file__, ROOT, "--precision", args.precision)]
     if args.baseline:
         trees.append(Tree("baseline", __file__, args.baseline.resolve()))
     for t in trees:
@@ -385,6 +409,7 @@ def main() -> None:
         args.name, figures, series, packages={t.label: t.package for t in trees},
         baseline=str(args.baseline) if args.baseline else None,
         baseline_git_sha=git_sha(args.baseline) if args.baseline else None,
+        precision=args.precision, baseline_precision="fp32",
     )  # fmt: skip
     if args.baseline:
         print(markdown(path))

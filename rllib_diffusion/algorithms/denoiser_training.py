@@ -16,6 +16,7 @@ from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
+from rllib_diffusion.algorithms.mixed_precision import MixedPrecisionMixin, PrecisionConfigMixin
 from rllib_diffusion.algorithms.window_prelearner import (
     LIGHT_PRELEARNER_KWARGS,
     SHUFFLED_ITER_KWARGS,
@@ -41,7 +42,7 @@ def samples_per_gradient_step(config: Any) -> float:
     )
 
 
-class DiffusionBCTorchLearner(SkipNonFiniteStepsMixin, TorchLearner):
+class DiffusionBCTorchLearner(MixedPrecisionMixin, SkipNonFiniteStepsMixin, TorchLearner):
     """MSE between predicted and true noise (or velocity); AdamW; EMA per gradient step."""
 
     @override(TorchLearner)
@@ -97,7 +98,7 @@ class DiffusionBCTorchLearner(SkipNonFiniteStepsMixin, TorchLearner):
         )
 
 
-class DenoiserTrainingConfigMixin:
+class DenoiserTrainingConfigMixin(PrecisionConfigMixin):
     """AdamW weight decay and the EMA schedule of a denoiser trained by
     :class:`DiffusionBCTorchLearner`
     (diffusion BC, the SynthER generator). Host: ``<Algo>Config(DenoiserTrainingConfigMixin,

@@ -72,3 +72,37 @@ class DenoisingChainAPI(abc.ABC):
         """``(pair_logp, entropy (B,) or None)``; the entropy feeds an entropy bonus.
         Default: no entropy (DPPO has no bonus)."""
         return self.pair_logp(obs, x_prev, x_next, k), None
+
+
+class TrainPrecisionAPI:
+    """An RLModule whose ``forward_train`` runs its networks (the denoiser's ε or velocity
+    prediction) and so runs them at the learner's ``precision`` knob: the learner
+    (``MixedPrecisionMixin``) sets :attr:`train_precision` when it builds. Acting is
+    always fp32."""
+
+    #: ``"fp32"`` or ``"bf16"`` (see :mod:`rllib_diffusion.utils.precision`).
+    train_precision: str = "fp32"
+
+    def train_autocast(self, device: torch.device | str):
+        """The context ``forward_train`` runs its networks in."""
+        from rllib_diffusion.utils.precision import autocast
+
+        return autocast(self.train_precision, device)
+
+
+class EvalWhenInferenceOnly:
+    """An RLModule built ``inference_only`` (EnvRunners, evaluation) starts in eval mode.
+
+    RLlib 2.60's ``TorchRLModule.forward_inference``/``forward_exploration`` run
+    ``self.eval()`` and, if the module was in training mode (``nn.Module``'s default at
+    build), ``self.train()`` after the forward: two recursive walks over the submodules
+    per call (≈ 16 % of a Diffusion-QL action selection). An inference-only module never
+    trains (RLlib refuses its ``forward_train``), so eval mode from the start leaves only
+    the ``eval()`` walk and gives the same outputs. Host: ``class M(EvalWhenInferenceOnly,
+    ..., TorchRLModule)``; the learner's modules (``inference_only=False``) are untouched
+    (RLlib's ``forward_train`` puts them in training mode)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.inference_only:
+            self.eval()

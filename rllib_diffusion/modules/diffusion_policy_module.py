@@ -28,6 +28,7 @@ from rllib_diffusion.diffusion import (
     linear_path,
     sample_chain,
 )
+from rllib_diffusion.modules.apis import EvalWhenInferenceOnly, TrainPrecisionAPI
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
 #: Keys of ``forward_train`` outputs: the network's prediction and its regression target.
@@ -55,7 +56,9 @@ def build_denoiser(cfg: DiffusionPolicyConfig) -> nn.Module:
     return build_network("unet", dims=cfg.unet_dims, **common)
 
 
-class DiffusionPolicyModule(TorchRLModule, InferenceOnlyAPI):
+class DiffusionPolicyModule(
+    EvalWhenInferenceOnly, TorchRLModule, InferenceOnlyAPI, TrainPrecisionAPI
+):
     """Diffusion/flow policy over normalised action chunks.
 
     Observation space: Box (To*Do,), action space: Box [-1, 1] (Ta, Da).
@@ -147,11 +150,12 @@ class DiffusionPolicyModule(TorchRLModule, InferenceOnlyAPI):
         noise = torch.randn_like(x0)
         if cfg.sampler == "flow":
             t = torch.rand(x0.shape[0], device=x0.device)
-            x_t, velocity = linear_path(noise, x0, t)
-            return {PREDICTION: self.net(x_t, t, obs), TARGET: velocity}
-        t = torch.randint(0, cfg.denoising_steps, (x0.shape[0],), device=x0.device)
-        x_t = self.schedule.q_sample(x0, t, noise)
-        return {PREDICTION: self.net(x_t, t, obs), TARGET: noise}
+            x_t, target = linear_path(noise, x0, t)
+        else:
+            t = torch.randint(0, cfg.denoising_steps, (x0.shape[0],), device=x0.device)
+            x_t, target = self.schedule.q_sample(x0, t, noise), noise
+        with self.train_autocast(x0.device):
+            return {PREDICTION: self.net(x_t, t, obs), TARGET: target}
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:

@@ -226,7 +226,13 @@ def test_every_diffusion_bc_knob_set_on_the_cli_reaches_the_learner(tiny_dataset
     from rllib_diffusion.data.offline import prepare_offline_data
     from rllib_diffusion.knobs import declared_knobs
 
-    new = {"weight_decay": 1e-3, "ema_decay": 0.9, "ema_update_every": 3, "ema_start": 7}
+    new = {
+        "weight_decay": 1e-3,
+        "ema_decay": 0.9,
+        "ema_update_every": 3,
+        "ema_start": 7,
+        "precision": "bf16",
+    }
     assert {k.name for k in declared_knobs(DiffusionBCConfig)} == set(new)
     _, dataset_id = tiny_dataset
     argv = ["pretrain", "--dataset", dataset_id]

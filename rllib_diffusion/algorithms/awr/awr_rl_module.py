@@ -24,6 +24,7 @@ from torch import Tensor
 
 from rllib_diffusion.diffusion import MLP, NoiseSchedule, sample_chain
 from rllib_diffusion.knobs import Positive
+from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET, build_denoiser
 from rllib_diffusion.modules.finetuned_denoiser import FinetunedDenoiserConfig
 
@@ -54,7 +55,9 @@ class AWRModelConfig(RWRModelConfig):
     critic_hidden_dims: tuple[Positive, ...] = field(default_factory=lambda: (256, 256, 256))
 
 
-class RewardWeightedModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
+class RewardWeightedModule(
+    EvalWhenInferenceOnly, TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI
+):
     """Diffusion policy of DRWR/DAWR. Observation (Do,), action Box [-1, 1] (Ta, Da)."""
 
     @override(TorchRLModule)

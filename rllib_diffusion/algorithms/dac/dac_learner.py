@@ -34,6 +34,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     transition_batch,
 )
 from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
+from rllib_diffusion.algorithms.mixed_precision import MixedPrecisionMixin
 from rllib_diffusion.diffusion.schedules import _extract
 from rllib_diffusion.utils.optim import set_lr
 
@@ -90,7 +91,9 @@ def cosine_lr(lr0: float, step: int, decay_steps: int) -> float:
     return lr0 * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
-class DACTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner):
+class DACTorchLearner(
+    MixedPrecisionMixin, SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
+):
     OPTIMIZER_ORDER = (ACTOR, CRITIC)
 
     @override(TorchLearner)

@@ -15,12 +15,13 @@ from rllib_diffusion.algorithms.offline_q.diffusion_actor_critic import (
     DiffusionActorCriticConfig,
     DiffusionActorCriticMixin,
 )
+from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 
 #: DAC's model config is the shared one (its defaults: ``DACConfig.default_model_config``).
 DACModelConfig = DiffusionActorCriticConfig
 
 
-class DACModule(DiffusionActorCriticMixin, TorchRLModule, InferenceOnlyAPI):
+class DACModule(EvalWhenInferenceOnly, DiffusionActorCriticMixin, TorchRLModule, InferenceOnlyAPI):
     """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
 
     @override(DiffusionActorCriticMixin)

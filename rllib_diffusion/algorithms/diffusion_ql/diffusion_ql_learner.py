@@ -29,6 +29,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     transition_batch,
 )
 from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
+from rllib_diffusion.algorithms.mixed_precision import MixedPrecisionMixin
 from rllib_diffusion.diffusion import denoising_loss, flow_matching_loss
 
 
@@ -61,7 +62,9 @@ def q_loss_term(q_new: torch.Tensor, perm: tuple[int, int]) -> torch.Tensor:
     return -q_new[j].mean() / q_new[k].abs().mean().detach()
 
 
-class DiffusionQLTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner):
+class DiffusionQLTorchLearner(
+    MixedPrecisionMixin, SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
+):
     # The actor's Q term reaches the critic: actor first (see SeparateLossesMixin).
     OPTIMIZER_ORDER = (ACTOR, CRITIC)
 

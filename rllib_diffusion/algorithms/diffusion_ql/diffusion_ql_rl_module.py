@@ -24,6 +24,7 @@ from rllib_diffusion.algorithms.offline_q.diffusion_actor_critic import (
     set_acting,
 )
 from rllib_diffusion.algorithms.offline_q.legacy import legacy_module_class
+from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 
 #: Diffusion-QL's model config is the shared diffusion actor-critic config.
 DiffusionQLModelConfig = DiffusionActorCriticConfig
@@ -31,7 +32,9 @@ DiffusionQLModelConfig = DiffusionActorCriticConfig
 __all__ = ["DiffusionQLModelConfig", "DiffusionQLModule", "set_acting"]
 
 
-class DiffusionQLModule(DiffusionActorCriticMixin, TorchRLModule, InferenceOnlyAPI):
+class DiffusionQLModule(
+    EvalWhenInferenceOnly, DiffusionActorCriticMixin, TorchRLModule, InferenceOnlyAPI
+):
     """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
 
     def __new__(cls, *args: Any, **kwargs: Any):

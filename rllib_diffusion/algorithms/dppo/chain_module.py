@@ -15,12 +15,14 @@ from ray.rllib.utils.annotations import override
 from torch import Tensor
 
 from rllib_diffusion.diffusion import MLP
-from rllib_diffusion.modules.apis import DenoisingChainAPI
+from rllib_diffusion.modules.apis import DenoisingChainAPI, EvalWhenInferenceOnly
 from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
 
-class FineTunedChainModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingChainAPI):
+class FineTunedChainModule(
+    EvalWhenInferenceOnly, TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI, DenoisingChainAPI
+):
     """Base of the chain-PPO modules; subclasses build their parts in ``setup`` with
     :meth:`_build_actors` and :meth:`_build_critic` and define the chain's units."""
 

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from rllib_diffusion.algorithms.dsrl.decoder import decode_noise
 from rllib_diffusion.envs.chunking import chunk_spaces
+from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 from rllib_diffusion.modules.diffusion_policy_module import DiffusionPolicyModule
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
@@ -80,7 +81,7 @@ class DSRLCatalog(SACCatalog):
         return ConcatQEncoder(config.build(framework=framework))
 
 
-class DSRLTorchRLModule(DefaultSACTorchRLModule):
+class DSRLTorchRLModule(EvalWhenInferenceOnly, DefaultSACTorchRLModule):
     """SAC's module with the official critics (:class:`DSRLCatalog`); with
     ``model_config[NOISE_ALIASED]`` also DSRL-NA's noise critic (``noise_qf_encoder``/
     ``noise_qf``, and twins) and frozen ``decoder`` (learner only)."""

@@ -38,6 +38,7 @@ from rllib_diffusion.algorithms.dydiff.dynamics_ensemble import (
 )
 from rllib_diffusion.data.transitions import StandardNormalizer
 from rllib_diffusion.diffusion import DiffusionMLP, NoiseSchedule, sample_chain
+from rllib_diffusion.modules.apis import TrainPrecisionAPI
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
 from rllib_diffusion.modules.model_config import SCHEDULES, ConfigError
 
@@ -156,7 +157,7 @@ def joint_prediction_and_target(
     return pred.unsqueeze(1), target.unsqueeze(1)
 
 
-class DyDiffModule(TorchRLModule):
+class DyDiffModule(TorchRLModule, TrainPrecisionAPI):
     """Segment dynamics model; public API: :meth:`generate_states` and :meth:`one_step`.
     It has no policy (``forward_inference`` is not meant for EnvRunners)."""
 
@@ -194,7 +195,8 @@ class DyDiffModule(TorchRLModule):
         eps = torch.randn_like(x0)
         t = torch.randint(0, self.schedule.num_steps, (b,), device=x0.device)
         x_t = self.schedule.q_sample(x0, t, eps)
-        eps_hat = self.net.denoiser(x_t, t, self.condition(obs[:, 0], act))
+        with self.train_autocast(x0.device):
+            eps_hat = self.net.denoiser(x_t, t, self.condition(obs[:, 0], act))
         # The ensemble fits one random transition of each segment (every transition is
         # some segment's, so all are seen; B rows per step instead of B·H).
         i = torch.randint(0, h, (b,), device=x0.device)
@@ -206,9 +208,9 @@ class DyDiffModule(TorchRLModule):
             batch[Columns.TERMINATEDS].float().reshape(b, h)[rows, i],
             cfg.ensemble_size,
         )
-        pred, target = joint_prediction_and_target(
-            eps_hat, eps, self.net.ensemble(ens_in), ens_target
-        )
+        with self.train_autocast(x0.device):
+            ens_pred = self.net.ensemble(ens_in)
+        pred, target = joint_prediction_and_target(eps_hat, eps, ens_pred, ens_target)
         return {PREDICTION: pred, TARGET: target}
 
     @override(TorchRLModule)

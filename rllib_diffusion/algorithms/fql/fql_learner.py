@@ -29,6 +29,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     transition_batch,
 )
 from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
+from rllib_diffusion.algorithms.mixed_precision import MixedPrecisionMixin
 from rllib_diffusion.diffusion import flow_matching_loss
 
 BC_FLOW = "bc_flow"
@@ -52,7 +53,9 @@ def q_term(q_pi: torch.Tensor, normalize: bool) -> torch.Tensor:
     return -lam * q_pi.mean()
 
 
-class FQLTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner):
+class FQLTorchLearner(
+    MixedPrecisionMixin, SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
+):
     # The one-step policy's Q term reaches the critic: actor first.
     OPTIMIZER_ORDER = (ACTOR, BC_FLOW, CRITIC)
 

@@ -25,6 +25,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     transition_batch,
 )
 from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
+from rllib_diffusion.algorithms.mixed_precision import MixedPrecisionMixin
 from rllib_diffusion.diffusion import denoising_loss
 
 VALUE = "value"
@@ -36,7 +37,9 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     return (weight * diff**2).mean()
 
 
-class IDQLTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner):
+class IDQLTorchLearner(
+    MixedPrecisionMixin, SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
+):
     # The three losses touch disjoint parameters (targets are detached).
     OPTIMIZER_ORDER = (ACTOR, VALUE, CRITIC)
 

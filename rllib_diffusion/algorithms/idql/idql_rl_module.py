@@ -25,6 +25,7 @@ from rllib_diffusion.algorithms.offline_q.diffusion_actor_critic import (
     DiffusionActorCriticMixin,
 )
 from rllib_diffusion.diffusion import MLP
+from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 from rllib_diffusion.modules.critics import QEnsemble
 
 
@@ -61,7 +62,7 @@ def value_network(cfg: IDQLModelConfig) -> nn.Module:
     return nn.Sequential(nn.LayerNorm(cfg.obs_dim), mlp) if cfg.value_layer_norm else mlp
 
 
-class IDQLModule(DiffusionActorCriticMixin, TorchRLModule, InferenceOnlyAPI):
+class IDQLModule(EvalWhenInferenceOnly, DiffusionActorCriticMixin, TorchRLModule, InferenceOnlyAPI):
     """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
 
     MODEL_CONFIG = IDQLModelConfig

@@ -32,6 +32,7 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from rllib_diffusion.algorithms.mixed_precision import PrecisionConfigMixin
 from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
 from rllib_diffusion.algorithms.online import episode_transitions
 from rllib_diffusion.algorithms.replay import TransitionReplay
@@ -81,7 +82,7 @@ def dataset_kind(source: str | None) -> str | None:
     return next((kind for kind in DATASET_KINDS if kind in text), None)
 
 
-class OfflineQConfigMixin:
+class OfflineQConfigMixin(PrecisionConfigMixin):
     """Knobs, data path and online phase shared by the offline Q-learners.
 
     Host: ``<Algo>Config(..., OfflineQConfigMixin, BCConfig)``. Subclasses set

@@ -26,6 +26,7 @@ from torch import Tensor
 from rllib_diffusion import columns as C
 from rllib_diffusion.data.transitions import StandardNormalizer, TransitionLayout
 from rllib_diffusion.diffusion import DiffusionMLP, NoiseSchedule, sample_chain
+from rllib_diffusion.modules.apis import TrainPrecisionAPI
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
 from rllib_diffusion.modules.model_config import SCHEDULES, ConfigError
 
@@ -100,7 +101,7 @@ class SynthERModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class SynthERModule(TorchRLModule):
+class SynthERModule(TorchRLModule, TrainPrecisionAPI):
     """Unconditional transition generator; ``generate(n)`` is its public sampling API.
 
     The observation/action spaces are those of the data (they size nothing: the
@@ -145,7 +146,8 @@ class SynthERModule(TorchRLModule):
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), device=x0.device)
         x_t = self.schedule.q_sample(x0, t, noise)
-        return {PREDICTION: self.net(x_t, t, None), TARGET: noise}
+        with self.train_autocast(x0.device):
+            return {PREDICTION: self.net(x_t, t, None), TARGET: noise}
 
     @override(TorchRLModule)
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:

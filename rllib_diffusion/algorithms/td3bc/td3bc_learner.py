@@ -31,6 +31,7 @@ from rllib_diffusion.algorithms.actor_critic import (
     transition_batch,
 )
 from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
+from rllib_diffusion.algorithms.mixed_precision import MixedPrecisionMixin
 from rllib_diffusion.modules.critics import polyak_update_
 
 
@@ -68,7 +69,9 @@ def td3bc_actor_loss(
     return -lam * q1_pi.mean() + bc, lam, bc
 
 
-class TD3BCTorchLearner(SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner):
+class TD3BCTorchLearner(
+    MixedPrecisionMixin, SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
+):
     # The actor's Q term reaches the critic: actor first (its grads there are dropped).
     OPTIMIZER_ORDER = (ACTOR, CRITIC)
 

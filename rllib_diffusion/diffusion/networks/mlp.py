@@ -100,7 +100,9 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.out_activation(self.out(self.hidden(x)))
+        # The input's dtype out: under autocast the Linear layers compute in bf16 while
+        # what follows (losses, log-probs, targets) stays fp32 (a no-op otherwise).
+        return self.out_activation(self.out(self.hidden(x))).to(x.dtype)
 
 
 def _batch_time(t: Tensor | float | int, batch: int, device: torch.device) -> Tensor:

@@ -159,4 +159,5 @@ class TemporalUNet1D(nn.Module):
         for block1, block2, up in self.ups:
             h = torch.cat([h, skips.pop()], dim=1)
             h = up(block2(block1(h, e), e))
-        return self.final(h).transpose(1, 2)
+        # The input's dtype out (fp32 losses under autocast; a no-op otherwise).
+        return self.final(h).transpose(1, 2).to(x.dtype)
