@@ -19,6 +19,7 @@ from ray.rllib.utils.annotations import override
 from torch import Tensor
 
 from rllib_diffusion.diffusion import MLP, DiffusionMLP, euler_sample
+from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.diffusion_policy_module import FLOW_TIME_SCALE
 from rllib_diffusion.modules.q_actor import OffPolicyActorForwards
@@ -63,7 +64,7 @@ class FQLModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class FQLModule(OffPolicyActorForwards, TorchRLModule, InferenceOnlyAPI):
+class FQLModule(EvalWhenInferenceOnly, OffPolicyActorForwards, TorchRLModule, InferenceOnlyAPI):
     """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
 
     @override(TorchRLModule)

@@ -21,6 +21,7 @@ from ray.rllib.utils.annotations import override
 from torch import Tensor
 
 from rllib_diffusion.diffusion import MLP
+from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.q_actor import OffPolicyActorForwards
 
@@ -78,7 +79,7 @@ class TD3BCModelConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class TD3BCModule(OffPolicyActorForwards, TorchRLModule, InferenceOnlyAPI):
+class TD3BCModule(EvalWhenInferenceOnly, OffPolicyActorForwards, TorchRLModule, InferenceOnlyAPI):
     """Observation Box (Do,), action Box [-max_action, max_action] (Da,)."""
 
     @override(TorchRLModule)
