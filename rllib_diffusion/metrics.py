@@ -78,12 +78,12 @@ AWR_NAMESPACE = "reward_weighted"
 TRAINED_DECISIONS = "trained_decisions"  # rows the iteration's actor update drew from
 BUFFER_DECISIONS = "buffer_decisions"  # decisions held by DAWR's replay buffer
 
-# Action-gradient fine-tuning (DIPO, QSM): learner metrics and the algorithm's namespace.
-QGRAD_NAMESPACE = "qgrad"
+# Action-gradient fine-tuning (DIPO, QSM; namespace: REPLAY_FINETUNE_NAMESPACE).
 ACTION_SHIFT = "charts/action_shift"  # DIPO: mean |a_improved − a| of the rows written back
 Q_GRAD_NORM = "charts/q_grad_norm"  # QSM: mean ‖∇_a Q(s, a_t)‖ at the noised actions
 
-# Online DQL/IDQL fine-tuning from a pretrained denoiser (algorithms/replay_finetune.py).
+# Online DQL/IDQL/DIPO/QSM fine-tuning from a pretrained denoiser
+# (algorithms/replay_finetune.py): the loop's namespace.
 REPLAY_FINETUNE_NAMESPACE = "replay_finetune"
 
 #: What a Q-learner's progress line, TensorBoard and result.json carry of its learner

@@ -1,6 +1,6 @@
-"""RLModule pieces of the online DQL/IDQL fine-tuning (``replay_finetune``), above the
-families: the pretrained denoiser as the actor, twin critics Q(s, a) and their Polyak
-targets, and the reverse chain as the reference samples it.
+"""RLModule pieces of the replay fine-tuning (``replay_finetune``: online DQL/IDQL,
+DIPO/QSM), above the families: the pretrained denoiser as the actor, twin critics
+Q(s, a) and their Polyak targets, and the reverse chain as the reference samples it.
 
 Glossary: B batch, K denoising steps, Ta action horizon, Da action dim, N = Ta·Da the
 flattened action chunk, Do flattened (normalised) observation dim.
@@ -11,7 +11,9 @@ deterministically at inference (std 1e-3, 0 at the last DDPM step), as the refer
 ``DQLDiffusion``/``IDQLDiffusion`` (irom-lab/dppo ``model/diffusion/``). The critics are
 the reference's ``CriticObsAct``: residual Mish MLPs on ``(s, a)`` with the whole chunk.
 A family's module (``<Algo>Module(PretrainedActorCriticModule)``) picks the action it
-executes (:meth:`PretrainedActorCriticModule.select_actions`) and adds its own networks.
+executes (:meth:`PretrainedActorCriticModule.select_actions`), the denoiser that samples
+(:attr:`PretrainedActorCriticModule.acting_net`; DIPO's Polyak target copy) and adds its
+own networks. :func:`twin_critic_step` is the critics' TD loss their learners share.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
-from torch import Tensor
+from torch import Tensor, nn
 
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.actor_critic import ensemble_mse, td_target, transition_batch
 from rllib_diffusion.diffusion import NoiseSchedule, sample_chain
 from rllib_diffusion.knobs import Positive, PositiveFloat, check_ranges
 from rllib_diffusion.modules.critics import QEnsemble
@@ -109,13 +113,18 @@ class PretrainedActorCriticModule(TorchRLModule, InferenceOnlyAPI):
         """Whether this copy of the module holds learner network ``name``."""
         return not self.inference_only or name in self.RUNNER_NETWORKS
 
+    @property
+    def acting_net(self) -> nn.Module:
+        """The denoiser that samples (acting and the TD targets' next actions)."""
+        return self.actor
+
     def sample(self, obs: Tensor, *, deterministic: bool) -> Tensor:
-        """Action chunks ``(B, Ta, Da)`` for observations ``(B, Do)`` from the actor
-        (differentiable unless called under ``no_grad``)."""
-        pol = self.policy_config
+        """Action chunks ``(B, Ta, Da)`` for observations ``(B, Do)`` from
+        :attr:`acting_net` (differentiable unless called under ``no_grad``)."""
+        pol, net = self.policy_config, self.acting_net
         obs = obs.float()
         return sample_chain(
-            lambda x, t: self.actor(x, t, obs),
+            lambda x, t: net(x, t, obs),
             self.schedule,
             (obs.shape[0], pol.horizon, pol.action_dim),
             method=pol.sampler,
@@ -157,3 +166,26 @@ class PretrainedActorCriticModule(TorchRLModule, InferenceOnlyAPI):
     def get_non_inference_attributes(self) -> list[str]:
         learner_only = ("critic", "critic_target", "value")
         return [n for n in learner_only if n not in self.RUNNER_NETWORKS]
+
+
+def twin_critic_step(
+    module: PretrainedActorCriticModule, batch: dict[str, Any], gamma: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The twin critics' loss on a replay minibatch and its metrics (the reference's
+    ``loss_critic`` of DQL, DIPO and QSM): ``Σ_i mean_b (Q_i(s, a) − y)²`` with
+    ``y = r + γ(1 − d)·min_i Q'_i(s', a')`` ``(B,)``, ``a'`` one exploring sample of
+    :attr:`~PretrainedActorCriticModule.acting_net` at ``s'`` (no gradient to ``y``).
+    """
+    obs, actions = transition_batch(batch)
+    with torch.no_grad():
+        next_obs = batch[Columns.NEXT_OBS].float()
+        next_actions = module.sample(next_obs, deterministic=False).flatten(1)
+        next_q = module.critic_target(next_obs, next_actions).min(dim=0).values
+        target = td_target(batch, next_q, gamma)
+    q = module.critic(obs, actions)
+    loss = ensemble_mse(q, target)
+    return loss, {
+        M.CRITIC_LOSS: loss.detach(),
+        M.Q_MEAN: q.detach().mean(),
+        M.TARGET_MEAN: target.mean(),
+    }

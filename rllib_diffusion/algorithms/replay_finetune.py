@@ -1,6 +1,7 @@
 """Online off-policy fine-tuning of a pretrained denoiser from an empty replay, above the
-families: the DPPO paper's DQL (``diffusion_ql/online.py``) and IDQL (``idql/online.py``)
-baselines, ``rllib-diffusion finetune --algo dql|idql``.
+families: the DPPO paper's DQL (``diffusion_ql/finetune.py``), IDQL
+(``idql/finetune.py``), DIPO and QSM (``qgrad/``) baselines,
+``rllib-diffusion finetune --algo dql|idql|dipo|qsm``.
 
 DiffusionBC checkpoint → its EMA denoiser loaded into the algorithm's actor, fresh
 critics → each iteration: exploring rollouts from the EnvRunners (the algorithm's
@@ -11,10 +12,12 @@ actor moves once ``critic_warmup_decisions`` decisions were sampled before the
 iteration (the reference's ``n_critic_warmup_itr``). Checkpoints hold the replay and
 the counters, so ``--resume`` continues exactly.
 
-The reference's training loops (irom-lab/dppo ``agent/finetune/train_{dql,idql}_
-diffusion_agent.py``) are the same loop: this module is the loop, the families bring
-their config defaults, module and learner. Run family: :class:`ReplayFinetuneFamily`
-(the shared :class:`~rllib_diffusion.algorithms.denoiser_finetune.DenoiserFinetuneFamily`).
+The reference's training loops (irom-lab/dppo ``agent/finetune/train_{dql,idql,dipo,
+qsm}_diffusion_agent.py``) are the same loop: this module is the loop, the families bring
+their config defaults, module, learner and the actor's rows of a gradient step
+(:meth:`ReplayFinetuneMixin.actor_rows`: the critic's minibatch; DIPO's improved actions
+of a second one). Run family: :class:`ReplayFinetuneFamily` (the shared
+:class:`~rllib_diffusion.algorithms.denoiser_finetune.DenoiserFinetuneFamily`).
 """
 
 from __future__ import annotations
@@ -136,7 +139,13 @@ class ReplayFinetuneConfigMixin:
 
 class ReplayFinetuneMixin(EnvStepBudgetMixin):
     """Replay, warm-up and the per-step loop. Host: ``<Algo>(ReplayFinetuneMixin,
-    Algorithm)``; its module has ``load_pretrained_denoiser``."""
+    Algorithm)``; its module has ``load_pretrained_denoiser``.
+
+    ``STATE_ALIASES``: algorithm-state keys a host's older checkpoints used for the
+    counters and the replay (old key → :data:`COUNTERS_STATE` / :data:`REPLAY_STATE`).
+    """
+
+    STATE_ALIASES: dict[str, str] = {}
 
     @override(Algorithm)
     def setup(self, config: AlgorithmConfig) -> None:
@@ -160,7 +169,7 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
         for _ in range(steps):
             batch = self.replay.sample(cfg.minibatch_size)
             if actor_on:
-                batch |= actor_rows(batch)
+                batch |= self.actor_rows(batch)
             results = self.learner_group.update(
                 batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)}, cfg.minibatch_size)
             )
@@ -178,7 +187,17 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
             M.TRAINED_DECISIONS: steps * cfg.minibatch_size if actor_on else 0,
         }
         for key, value in values.items():
-            self.metrics.log_value((M.REPLAY_FINETUNE_NAMESPACE, key), value, window=1)
+            self.log_own(key, value)
+
+    def actor_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The actor's rows of a gradient step (:data:`ACTOR_OBS`,
+        :data:`ACTOR_ACTIONS`): the critic's minibatch itself (the reference updates
+        both on one minibatch); DIPO overrides it."""
+        return {ACTOR_OBS: batch[Columns.OBS], ACTOR_ACTIONS: batch[Columns.ACTIONS]}
+
+    def log_own(self, key: str, value: float) -> None:
+        """Log ``value`` in this loop's metrics namespace (what a progress line reads)."""
+        self.metrics.log_value((M.REPLAY_FINETUNE_NAMESPACE, key), value, window=1)
 
     @override(Algorithm)
     def get_state(self, *args, **kwargs) -> dict[str, Any]:
@@ -189,17 +208,12 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
 
     @override(Algorithm)
     def set_state(self, state: dict[str, Any]) -> None:
+        state = {self.STATE_ALIASES.get(k, k): v for k, v in state.items()}
         super().set_state(state)
         if COUNTERS_STATE in state:
             self._env_steps_lifetime, self._decisions_lifetime = state[COUNTERS_STATE]
         if REPLAY_STATE in state:
             self.replay.set_state(state[REPLAY_STATE])
-
-
-def actor_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The actor's rows of a gradient step: the critic's minibatch itself (the
-    reference updates both on one minibatch)."""
-    return {ACTOR_OBS: batch[Columns.OBS], ACTOR_ACTIONS: batch[Columns.ACTIONS]}
 
 
 class ReplayFinetuneFamily(DenoiserFinetuneFamily):

@@ -16,6 +16,8 @@ import torch
 from ray.rllib.core.columns import Columns
 from torch import nn
 
+from rllib_diffusion import metrics as M
+from rllib_diffusion.algorithms.pretrained_actor_critic import twin_critic_step
 from rllib_diffusion.algorithms.qgrad.qgrad import DIPO, DIPOConfig, QSMConfig
 from rllib_diffusion.algorithms.qgrad.qgrad_learner import (
     ACTOR_ACTIONS,
@@ -23,7 +25,6 @@ from rllib_diffusion.algorithms.qgrad.qgrad_learner import (
     critic_action_gradient,
     improve_actions,
     qsm_loss,
-    twin_critic_loss,
 )
 from rllib_diffusion.algorithms.qgrad.qgrad_rl_module import DIPOModelConfig, QSMModelConfig
 from rllib_diffusion.algorithms.replay import TransitionReplay
@@ -46,11 +47,31 @@ class LinearTwinQ(nn.Module):
 
 
 # ------------------------------------------------------------------- pure math
-def test_twin_critic_loss_by_hand():
-    q = torch.tensor([[1.0, 2.0], [0.0, 4.0]])
-    y = torch.tensor([1.0, 1.0])
-    # head 1: (0 + 1)/2 = 0.5; head 2: (1 + 9)/2 = 5.
-    torch.testing.assert_close(twin_critic_loss(q, y), torch.tensor(5.5))
+def test_twin_critic_step_by_hand():
+    """The critics' loss DIPO and QSM share with DQL (``twin_critic_step``)."""
+    sampled = []
+
+    def sample(obs, *, deterministic):
+        sampled.append(deterministic)
+        return torch.zeros(len(obs), 1, 2)
+
+    module = SimpleNamespace(
+        critic=LinearTwinQ(torch.tensor([[1.0, 0.0], [0.0, 2.0]])),  # Q1 = a₁, Q2 = 2·a₂
+        critic_target=LinearTwinQ(torch.zeros(2, 2), c=(3.0, 2.0)),  # min_i Q'_i = 2
+        sample=sample,
+    )
+    batch = {
+        Columns.OBS: torch.zeros(2, 1),
+        Columns.ACTIONS: torch.tensor([[1.0, 1.0], [0.0, 2.0]]),
+        Columns.REWARDS: torch.tensor([1.0, 0.0]),
+        Columns.NEXT_OBS: torch.zeros(2, 1),
+        Columns.TERMINATEDS: torch.tensor([False, True]),
+    }
+    loss, metrics = twin_critic_step(module, batch, gamma=0.5)
+    # y = (1 + 0.5·2, 0); Q1 = (1, 0), Q2 = (2, 4): ((1 + 0) + (0 + 16))/2 = 8.5.
+    torch.testing.assert_close(loss, torch.tensor(8.5))
+    assert metrics[M.Q_MEAN] == 1.75 and metrics[M.TARGET_MEAN] == 1.0
+    assert sampled == [False]  # the next actions explore
 
 
 def test_one_action_step_is_adam_along_the_gradient_of_the_smaller_q():
@@ -97,7 +118,7 @@ def test_dipo_writes_the_improved_actions_back_into_exactly_the_sampled_rows():
         learner_group=SimpleNamespace(
             foreach_learner=lambda fn: [SimpleNamespace(get=lambda: fn(learner).numpy())]
         ),
-        metrics=SimpleNamespace(log_value=lambda key, v, window: logged.update({key: v})),
+        log_own=lambda key, v: logged.update({key: v}),
     )
     state = replay.rng.bit_generator.state
     rows = DIPO.actor_rows(algo, {})
@@ -110,7 +131,30 @@ def test_dipo_writes_the_improved_actions_back_into_exactly_the_sampled_rows():
     np.testing.assert_allclose(after[idx], np.minimum(before[idx] + 0.2, 1.0), atol=1e-5)
     np.testing.assert_array_equal(rows[ACTOR_ACTIONS], after[idx])
     np.testing.assert_array_equal(rows[ACTOR_OBS], replay.data[Columns.OBS][idx])
-    assert list(logged.values())[0] > 0
+    assert logged[M.ACTION_SHIFT] > 0
+
+
+def test_checkpoints_from_before_the_shared_loop_restore_their_replay_and_counters():
+    """DIPO/QSM checkpoints kept the counters and the replay under ``qgrad_*`` keys
+    before they ran on ``ReplayFinetuneMixin``; both still come back."""
+    from rllib_diffusion.algorithms.qgrad.qgrad import QSM
+    from rllib_diffusion.algorithms.replay_finetune import COUNTERS_STATE, ReplayFinetuneMixin
+
+    class Rest:
+        def set_state(self, state):
+            self.rest = state
+
+    old = TransitionReplay(capacity=50, seed=0)
+    obs, actions = np.zeros((4, OBS_DIM), np.float32), np.zeros((3, 2), np.float32)
+    old.add([_episode(obs, actions, [1.0] * 3, terminated=True)])
+    old.sample(5)  # the sampling RNG moved on: it is restored too
+    for algo in (DIPO, QSM):
+        host = type("Host", (ReplayFinetuneMixin, Rest), {"STATE_ALIASES": algo.STATE_ALIASES})()
+        host.replay = TransitionReplay(capacity=50)
+        host.set_state({"qgrad_counters": (12, 3), "qgrad_replay": old.get_state(), "x": 1})
+        assert (host._env_steps_lifetime, host._decisions_lifetime) == (12, 3)
+        assert host.replay.size == 3 and host.rest["x"] == 1 and COUNTERS_STATE in host.rest
+        assert host.replay.rng.bit_generator.state == old.rng.bit_generator.state
 
 
 def test_qsm_score_target_by_hand():

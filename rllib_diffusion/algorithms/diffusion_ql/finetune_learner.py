@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 from torch import Tensor
@@ -25,23 +24,12 @@ from rllib_diffusion.algorithms.actor_critic import (
     ACTOR,
     CRITIC,
     SeparateLossesMixin,
-    ensemble_mse,
     register_adam_optimizers,
-    td_target,
 )
 from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import q_loss_term
+from rllib_diffusion.algorithms.pretrained_actor_critic import twin_critic_step
 from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
 from rllib_diffusion.diffusion import denoising_loss
-
-
-def next_action_target(module: Any, batch: dict[str, Any], gamma: float) -> Tensor:
-    """``y = r + γ(1 − d)·min_i Q'_i(s', a')`` ``(B,)``, ``a'`` one exploring sample of
-    the actor at ``s'`` (the reference's ``DQLDiffusion.loss_critic``); no gradient."""
-    with torch.no_grad():
-        next_obs = batch[Columns.NEXT_OBS].float()
-        next_actions = module.sample(next_obs, deterministic=False).flatten(1)
-        next_q = module.critic_target(next_obs, next_actions).min(dim=0).values
-        return td_target(batch, next_q, gamma)
 
 
 def dql_actor_loss(
@@ -81,16 +69,8 @@ class DQLTorchLearner(SeparateLossesMixin, TorchLearner):
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Tensor:
         module = self.module[module_id].unwrapped()
-        obs = batch[Columns.OBS].float()
-        target = next_action_target(module, batch, config.gamma)
-        q = module.critic(obs, batch[Columns.ACTIONS].float().reshape(obs.shape[0], -1))
-        critic = ensemble_mse(q, target)
+        critic, metrics = twin_critic_step(module, batch, config.gamma)
         self._temp_losses[(module_id, CRITIC)] = critic
-        metrics: dict[str, Any] = {
-            M.CRITIC_LOSS: critic.detach(),
-            M.Q_MEAN: q.detach().mean(),
-            M.TARGET_MEAN: target.mean(),
-        }
         if ACTOR_OBS in batch:
             actor, bc, q_term = dql_actor_loss(
                 module,

@@ -17,7 +17,7 @@ from rllib_diffusion.algorithms.denoiser_finetune import OWN_KEYS, DenoiserFinet
 class QGradFamily(DenoiserFinetuneFamily):
     """DIPO or QSM (``s.algo``) fine-tuning on the run loop (see the module doc)."""
 
-    namespace = M.QGRAD_NAMESPACE
+    namespace = M.REPLAY_FINETUNE_NAMESPACE
     own_keys = (*OWN_KEYS, M.ACTION_SHIFT)
     learner_keys = {
         "actor_loss": M.ACTOR_LOSS,

@@ -27,30 +27,30 @@ Checkpoints hold the replay, so ``--resume`` goes on with it.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
-from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.annotations import override
-from ray.rllib.utils.metrics import LEARNER_RESULTS
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.denoiser_finetune import load_pretrained_into
-from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
-from rllib_diffusion.algorithms.qgrad.qgrad_learner import ACTOR_ACTIONS, ACTOR_OBS
-from rllib_diffusion.algorithms.replay import TransitionReplay
-from rllib_diffusion.algorithms.replay_finetune import ReplayFinetuneConfigMixin
+from rllib_diffusion.algorithms.replay_finetune import (
+    ACTOR_ACTIONS,
+    ACTOR_OBS,
+    COUNTERS_STATE,
+    REPLAY_STATE,
+    ReplayFinetuneConfigMixin,
+    ReplayFinetuneMixin,
+)
 
 #: Algorithm names stored in checkpoint metadata.
 DIPO_NAME, QSM_NAME = "DIPO", "QSM"
 
-#: Algorithm-state keys (checkpointed): counters and the replay.
-COUNTERS_STATE, REPLAY_STATE = "qgrad_counters", "qgrad_replay"
+#: Algorithm-state keys of the counters and the replay in checkpoints written before
+#: DIPO/QSM ran on the shared loop (``ReplayFinetuneMixin``): still restored.
+LEGACY_STATE_KEYS = {"qgrad_counters": COUNTERS_STATE, "qgrad_replay": REPLAY_STATE}
 
 
 class QGradConfigMixin(ReplayFinetuneConfigMixin):
@@ -157,83 +157,17 @@ class QSMConfig(QGradConfigMixin, AlgorithmConfig):
             self._value_error(f"q_grad_coeff must be > 0, got {self.q_grad_coeff}.")
 
 
-class QGradAlgorithmMixin(EnvStepBudgetMixin):
-    """Replay and the per-step loop of DIPO and QSM (sampling and env-step counting:
-    :class:`EnvStepBudgetMixin`). Host: ``<Algo>(QGradAlgorithmMixin, Algorithm)``."""
-
-    @override(Algorithm)
-    def setup(self, config: AlgorithmConfig) -> None:
-        super().setup(config)
-        self._decisions_lifetime = 0
-        self.replay = TransitionReplay(self.config.buffer_decisions, seed=self.config.seed)
-        if self.config.pretrained_checkpoint:
-            load_pretrained_into(self, self.config.pretrained_checkpoint)
-
-    @override(Algorithm)
-    def training_step(self) -> None:
-        cfg = self.config
-        t0 = time.perf_counter()
-        actor_on = self._decisions_lifetime >= cfg.critic_warmup_decisions
-        decisions = self._sample()
-        t1 = time.perf_counter()
-        steps = int(decisions / cfg.minibatch_size * cfg.replay_ratio)
-        for _ in range(steps):
-            batch = self.replay.sample(cfg.minibatch_size)
-            if actor_on:
-                batch |= self.actor_rows(batch)
-            results = self.learner_group.update(
-                batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)}, cfg.minibatch_size)
-            )
-            self.metrics.aggregate(results, key=LEARNER_RESULTS)
-        t2 = time.perf_counter()
-        self.env_runner_group.sync_weights(
-            from_worker_or_learner_group=self.learner_group, inference_only=True
-        )
-        values = {
-            M.SAMPLE_SECONDS: t1 - t0,
-            M.LEARN_SECONDS: t2 - t1,
-            M.SYNC_SECONDS: time.perf_counter() - t2,
-            M.ENV_STEPS: self._env_steps_lifetime,
-            M.BUFFER_DECISIONS: len(self.replay),
-            M.TRAINED_DECISIONS: steps * cfg.minibatch_size if actor_on else 0,
-        }
-        for key, value in values.items():
-            self.metrics.log_value((M.QGRAD_NAMESPACE, key), value, window=1)
-
-    def actor_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The actor's rows of a gradient step (``ACTOR_OBS``, ``ACTOR_ACTIONS``)."""
-        raise NotImplementedError
-
-    def _sample(self) -> int:
-        """One iteration's decisions (exploring) into the replay; returns their number."""
-        added = self.replay.add(self.sample_episodes())
-        self._decisions_lifetime += added
-        return added
-
-    @override(Algorithm)
-    def get_state(self, *args, **kwargs) -> dict[str, Any]:
-        state = super().get_state(*args, **kwargs)
-        state[COUNTERS_STATE] = (self._env_steps_lifetime, self._decisions_lifetime)
-        state[REPLAY_STATE] = self.replay.get_state()
-        return state
-
-    @override(Algorithm)
-    def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)
-        if COUNTERS_STATE in state:
-            self._env_steps_lifetime, self._decisions_lifetime = state[COUNTERS_STATE]
-        if REPLAY_STATE in state:
-            self.replay.set_state(state[REPLAY_STATE])
-
-
-class DIPO(QGradAlgorithmMixin, Algorithm):
+class DIPO(ReplayFinetuneMixin, Algorithm):
     """DIPO: denoising BC on replay actions improved along ∇_a min(Q1, Q2), written back."""
+
+    STATE_ALIASES = LEGACY_STATE_KEYS
 
     @classmethod
     @override(Algorithm)
     def get_default_config(cls) -> DIPOConfig:
         return DIPOConfig()
 
+    @override(ReplayFinetuneMixin)
     def actor_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A second uniform minibatch, its actions improved by the critic (first learner)
         and written back into exactly those replay rows."""
@@ -248,20 +182,17 @@ class DIPO(QGradAlgorithmMixin, Algorithm):
         improved = np.asarray([r.get() for r in results][0], np.float32)
         self.replay.set_actions(idx, improved)
         shift = float(np.abs(improved - actions.reshape(improved.shape)).mean())
-        self.metrics.log_value((M.QGRAD_NAMESPACE, M.ACTION_SHIFT), shift, window=1)
+        self.log_own(M.ACTION_SHIFT, shift)
         return {ACTOR_OBS: obs, ACTOR_ACTIONS: improved}
 
 
-class QSM(QGradAlgorithmMixin, Algorithm):
-    """QSM: the denoiser's score matched to the critic's action gradient."""
+class QSM(ReplayFinetuneMixin, Algorithm):
+    """QSM: the denoiser's score matched to the critic's action gradient (actor rows:
+    the critic's minibatch, the shared loop's default)."""
+
+    STATE_ALIASES = LEGACY_STATE_KEYS
 
     @classmethod
     @override(Algorithm)
     def get_default_config(cls) -> QSMConfig:
         return QSMConfig()
-
-    def actor_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The critic's minibatch itself (the reference uses one minibatch for both)."""
-        from ray.rllib.core.columns import Columns
-
-        return {ACTOR_OBS: batch[Columns.OBS], ACTOR_ACTIONS: batch[Columns.ACTIONS]}

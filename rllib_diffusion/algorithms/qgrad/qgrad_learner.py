@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
-from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 from torch import Tensor
@@ -26,26 +25,12 @@ from rllib_diffusion.algorithms.actor_critic import (
     ACTOR,
     CRITIC,
     SeparateLossesMixin,
-    ensemble_mse,
     register_adam_optimizers,
-    td_target,
 )
+from rllib_diffusion.algorithms.pretrained_actor_critic import twin_critic_step
+from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
 from rllib_diffusion.diffusion import denoising_loss
 from rllib_diffusion.modules.critics import polyak_update_
-
-#: Batch columns of the actor rows (the critic's are RLlib's ``Columns``).
-ACTOR_OBS, ACTOR_ACTIONS = "qgrad_actor_obs", "qgrad_actor_actions"
-
-
-def twin_critic_loss(q: Tensor, target: Tensor) -> Tensor:
-    """``L_Q = Σ_i mean_b (Q_i(s_b, a_b) − y_b)²`` over the twin critics (the
-    reference's ``loss_critic``), ``y`` without gradient.
-
-    Args:
-        q: ``(2, B)`` Q-values of the replay actions.
-        target: ``(B,)`` TD targets ``y = r + γ(1 − d)·min_i Q'_i(s', a')``.
-    """
-    return ensemble_mse(q, target.detach())
 
 
 def improve_actions(
@@ -123,21 +108,8 @@ class QGradTorchLearner(SeparateLossesMixin, TorchLearner):
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Tensor:
         module = self.module[module_id].unwrapped()
-        obs = batch[Columns.OBS].float()
-        actions = batch[Columns.ACTIONS].float().reshape(obs.shape[0], -1)
-        with torch.no_grad():
-            next_obs = batch[Columns.NEXT_OBS].float()
-            next_actions = module.sample(next_obs, deterministic=False)
-            next_q = module.critic_target(next_obs, next_actions).min(dim=0).values
-            target = td_target(batch, next_q, config.gamma)
-        q = module.critic(obs, actions)
-        critic = twin_critic_loss(q, target)
+        critic, metrics = twin_critic_step(module, batch, config.gamma)
         self._temp_losses[(module_id, CRITIC)] = critic
-        metrics: dict[str, Any] = {
-            M.CRITIC_LOSS: critic.detach(),
-            M.Q_MEAN: q.detach().mean(),
-            M.TARGET_MEAN: target.mean(),
-        }
         if ACTOR_ACTIONS in batch:
             a_obs = batch[ACTOR_OBS].float()
             a_act = batch[ACTOR_ACTIONS].float().reshape(a_obs.shape[0], -1)
