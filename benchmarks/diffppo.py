@@ -1,18 +1,25 @@
-"""Benchmark (c) of the synthetic-experience issue: DiffPPO vs PPO at a matched env-step
-budget, from the same Gaussian BC checkpoint, several seeds.
+"""Benchmark (c) of the synthetic-experience issue: PPO and DPPO with vs without synthetic
+segments at a matched env-step budget, from the same BC checkpoint, several seeds.
 
-Each arm is one ``finetune_gaussian_ppo`` run (RLlib PPO; DiffPPO = the same run with
-DiffPPO knobs) into ``<out>/<arm>_seed<seed>``. Run the arms one at a time
-(``--arm ppo --seed 0`` ...); ``--summarize`` then writes
-``benchmarks/results/<name>.json`` from every finished (or partial) run in ``<out>``:
-per arm the final evaluation (mean over seeds) and the curves of evaluation return vs
-env steps, plus DiffPPO's kept-synthetic-steps fraction.
+Gaussian arms (``ppo``, ``diffppo``, ...) are ``finetune_gaussian_ppo`` runs (RLlib PPO;
+DiffPPO = the same run with DiffPPO knobs) from a Gaussian BC checkpoint; DPPO arms
+(``dppo``, ``dppo_policy``) are ``rllib-diffusion finetune --algo dppo`` runs (the second
+with ``--synthetic-ratio 1``) from a DiffusionBC checkpoint. Each run goes into
+``<out>/<arm>_seed<seed>``. Run the arms one at a time (``--arm ppo --seed 0`` ...);
+``--summarize`` then writes ``benchmarks/results/<name>.json`` from every finished (or
+partial) run in ``<out>``: per arm the final evaluation (mean over seeds) and the curves
+of evaluation return vs env steps, plus the synthetic steps per iteration.
 
 Example::
 
     nice -n 5 python benchmarks/diffppo.py --arm ppo --seed 0
     nice -n 5 python benchmarks/diffppo.py --arm diffppo --seed 0
     python benchmarks/diffppo.py --summarize
+    # DPPO (defaults: runs/beyond/bc_ddpm/checkpoint, runs/diffppo_dppo_bench,
+    # result diffppo_dppo_hopper_medium_small)
+    nice -n 5 python benchmarks/diffppo.py --arm dppo --seed 0
+    nice -n 5 python benchmarks/diffppo.py --arm dppo_policy --seed 0
+    python benchmarks/diffppo.py --family dppo --summarize
 """
 
 from __future__ import annotations
@@ -34,12 +41,31 @@ ARMS: dict[str, dict] = {
     "diffppo_policy": {"synthetic_ratio": 1.0, "synthetic_actions": "policy"},
     "ppo_10_epochs": {},
 }
+#: DPPO arms: name -> DPPO knobs (empty: plain DPPO).
+DPPO_ARMS: dict[str, dict] = {"dppo": {}, "dppo_policy": {"synthetic_ratio": 1.0}}
+#: DPPO run settings of every DPPO arm (those of runs/beyond's DPPO runs).
+DPPO_SETTINGS = dict(num_env_runners=1, num_envs_per_env_runner=10, decisions_per_iteration=2000)
+#: Defaults per family: checkpoint, out folder, result name.
+FAMILY_DEFAULTS = {
+    "gaussian": (
+        "runs/bench_gauss_hopper_small/bc/checkpoint",
+        "runs/diffppo_bench",
+        "diffppo_hopper_medium_small",
+    ),
+    "dppo": (
+        "runs/beyond/bc_ddpm/checkpoint",
+        "runs/diffppo_dppo_bench",
+        "diffppo_dppo_hopper_medium_small",
+    ),
+}
 #: Arms' settings that differ from the others' (PPO with as many minibatch updates per
 #: iteration as the augmented arms make: a control for the update count).
 ARM_SETTINGS: dict[str, dict] = {"ppo_10_epochs": {"num_epochs": 10}}
 
 
 def run_arm(args: argparse.Namespace) -> None:
+    if args.arm in DPPO_ARMS:
+        return run_dppo_arm(args)
     from rllib_diffusion.algorithms.gaussian.gaussian_ppo import (
         GaussianPPOSettings,
         finetune_gaussian_ppo,
@@ -59,12 +85,33 @@ def run_arm(args: argparse.Namespace) -> None:
     finetune_gaussian_ppo(settings)
 
 
+def run_dppo_arm(args: argparse.Namespace) -> None:
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
+
+    settings = FinetuneSettings(
+        checkpoint=args.checkpoint,
+        algo="dppo",
+        out_dir=str(Path(args.out) / f"{args.arm}_seed{args.seed}"),
+        env_steps=args.env_steps,
+        eval_interval=args.eval_interval,
+        eval_episodes=args.eval_episodes,
+        checkpoint_interval=1,
+        seed=args.seed,
+        resume=args.resume,
+        knobs=dict(DPPO_ARMS[args.arm]),
+        **DPPO_SETTINGS,
+    )
+    finetune(settings)
+
+
 def arm_summary(run: Path) -> dict:
     """Figures and curves of one run directory (partial runs: progress only)."""
     lines = [json.loads(x) for x in (run / "progress.jsonl").read_text().splitlines()]
     evals = [x for x in lines if "eval_return_mean" in x]
     result = run / "result.json"
     final = json.loads(result.read_text()) if result.exists() else None
+    if final and "final_evaluation" in final:  # a DPPO run's result
+        final["evaluation"] = final["final_evaluation"]
     out = {
         "complete": bool(final and final.get("evaluation")),
         "env_steps": lines[-1]["env_steps"],
@@ -102,7 +149,7 @@ def arm_summary(run: Path) -> dict:
 
 def summarize(args: argparse.Namespace) -> None:
     arms: dict[str, dict] = {}
-    for arm in ARMS:
+    for arm in DPPO_ARMS if args.family == "dppo" else ARMS:
         runs = sorted(Path(args.out).glob(f"{arm}_seed*"))
         per_seed = {
             r.name.split("_seed")[-1]: arm_summary(r)
@@ -137,8 +184,10 @@ def summarize(args: argparse.Namespace) -> None:
         args.name,
         figures,
         {"arms": arms},
-        arms_knobs=ARMS,
-        arms_settings=ARM_SETTINGS,
+        arms_knobs=DPPO_ARMS if args.family == "dppo" else ARMS,
+        arms_settings={a: DPPO_SETTINGS for a in DPPO_ARMS}
+        if args.family == "dppo"
+        else ARM_SETTINGS,
         checkpoint=args.checkpoint,
     )
     print(json.dumps(figures, indent=1))
@@ -149,10 +198,11 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--checkpoint", default="runs/bench_gauss_hopper_small/bc/checkpoint")
-    p.add_argument("--out", default="runs/diffppo_bench")
-    p.add_argument("--name", default="diffppo_hopper_medium_small")
-    p.add_argument("--arm", choices=sorted(ARMS))
+    p.add_argument("--family", choices=sorted(FAMILY_DEFAULTS), help="(default: the arm's)")
+    p.add_argument("--checkpoint", help="BC checkpoint (default: the family's)")
+    p.add_argument("--out", help="runs folder (default: the family's)")
+    p.add_argument("--name", help="result name (default: the family's)")
+    p.add_argument("--arm", choices=sorted(ARMS) + sorted(DPPO_ARMS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--env-steps", type=int, default=65_536)
     p.add_argument("--eval-interval", type=int, default=2)
@@ -160,6 +210,13 @@ def main() -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--summarize", action="store_true", help="write the result from --out")
     args = p.parse_args()
+    args.family = args.family or ("dppo" if args.arm in DPPO_ARMS else "gaussian")
+    if args.arm and (args.arm in DPPO_ARMS) != (args.family == "dppo"):
+        p.error(f"--arm {args.arm} is not an arm of --family {args.family}")
+    defaults = FAMILY_DEFAULTS[args.family]
+    args.checkpoint = args.checkpoint or defaults[0]
+    args.out = args.out or defaults[1]
+    args.name = args.name or defaults[2]
     if args.summarize:
         summarize(args)
     elif args.arm:

@@ -27,6 +27,15 @@ import torch
 from rllib_diffusion.data.transitions import StandardNormalizer
 from rllib_diffusion.diffusion import DiffusionMLP, NoiseSchedule, ema_step_, sample_chain
 
+#: Id prefix of synthetic episodes (learner connectors that keep statistics of real
+#: experience, e.g. DPPO's reward scaling, leave them out: :func:`is_synthetic_episode`).
+SYNTHETIC_EPISODE_PREFIX = "synthetic-"
+
+
+def is_synthetic_episode(episode: Any) -> bool:
+    """Whether ``episode`` (anything with an ``id_``) was generated, not sampled."""
+    return str(getattr(episode, "id_", "")).startswith(SYNTHETIC_EPISODE_PREFIX)
+
 
 @dataclass(frozen=True)
 class SegmentLayout:

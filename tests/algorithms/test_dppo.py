@@ -654,6 +654,16 @@ DPPO_FLAG_KNOBS = {
     "--bc-loss-coeff": ("0.1", "bc_loss_coeff"),
     "--num-epochs": ("3", "num_epochs"),
     "--pair-minibatch-size": ("500", "pair_minibatch_size"),
+    "--synthetic-ratio": ("0.5", "synthetic_ratio"),
+    "--segment-length": ("4", "segment_length"),
+    "--recent-segments": ("100", "recent_segments"),
+    "--generator-retrain-every": ("2", "generator_retrain_every"),
+    "--generator-gradient-steps": ("10", "generator_gradient_steps"),
+    "--generator-batch-size": ("32", "generator_batch_size"),
+    "--generator-lr": ("1e-3", "generator_lr"),
+    "--generator-width": ("64", "generator_width"),
+    "--generator-depth": ("2", "generator_depth"),
+    "--generator-denoising-steps": ("5", "generator_denoising_steps"),
     "--decisions-per-iteration": ("300", "train_batch_size_per_learner"),
 }
 

@@ -26,6 +26,11 @@ from ray.rllib.utils.metrics import (
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import pretrained_weights
+from rllib_diffusion.algorithms.synthetic_ppo import (
+    SyntheticSegmentsConfigMixin,
+    SyntheticSegmentsMixin,
+    check_synthetic_knobs,
+)
 
 #: Algorithm name stored in checkpoint metadata.
 ALGORITHM_NAME = "DPPO"
@@ -59,11 +64,13 @@ MATCHING_POLICY_FIELDS = (
 DEFAULT_ACTOR_LR = {"mlp": 1e-4, "unet": 1e-5}
 
 
-class DPPOConfig(PPOConfig):
+class DPPOConfig(SyntheticSegmentsConfigMixin, PPOConfig):
     """Config of :class:`DPPO` (gym defaults of DPPO.md, scaled for small machines).
 
     Model knobs (K_ft, std floors, critic size) live in ``model_config`` as a
-    ``DPPOModelConfig`` dict; :func:`dppo_config_from_pretrained` fills them in.
+    ``DPPOModelConfig`` dict; :func:`dppo_config_from_pretrained` fills them in. The
+    synthetic-segment knobs (``synthetic_ratio`` 0 = off) come from
+    :class:`~rllib_diffusion.algorithms.synthetic_ppo.SyntheticSegmentsConfigMixin`.
     """
 
     #: RLlib PPO knobs DPPO uses (flags and knob checks come from here).
@@ -231,11 +238,15 @@ class DPPOConfig(PPOConfig):
             self._value_error(f"pair_minibatch_size must be >= 1, got {self.pair_minibatch_size}.")
         if self.target_kl is not None and self.target_kl <= 0:
             self._value_error(f"target_kl must be > 0 or None, got {self.target_kl}.")
+        check_synthetic_knobs(self)
 
 
-class DPPO(PPO):
+class DPPO(SyntheticSegmentsMixin, PPO):
     """PPO's sample → update → sync loop with DPPO's learner, pretrained-weight loading,
-    true env-step counting and directly timed sample/learn/sync phases."""
+    true env-step counting and directly timed sample/learn/sync phases; with
+    ``synthetic_ratio`` > 0 each update also gets synthetic decisions rolled out in a
+    learned dynamics model with chains sampled by the pre-update policy
+    (:mod:`rllib_diffusion.algorithms.synthetic_ppo`; they count as no env steps)."""
 
     @classmethod
     @override(PPO)
@@ -249,6 +260,7 @@ class DPPO(PPO):
         self._decisions_cap: int | None = None
         if self.config.pretrained_checkpoint:
             load_pretrained_into(self, self.config.pretrained_checkpoint)
+        self.setup_synthetic()
 
     @override(PPO)
     def training_step(self) -> None:
@@ -258,8 +270,9 @@ class DPPO(PPO):
             return
         self._count_env_steps(episodes, runner_results)
         t1 = time.perf_counter()
+        synthetic = self.synthesize(episodes)  # [] unless synthetic_ratio > 0
         learner_results = self.learner_group.update(
-            episodes=episodes,
+            episodes=list(episodes) + synthetic if synthetic else episodes,
             timesteps={
                 NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
                     (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)

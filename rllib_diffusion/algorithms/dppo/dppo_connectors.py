@@ -20,6 +20,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import columns as C
+from rllib_diffusion.algorithms.synthetic_segments import is_synthetic_episode
 from rllib_diffusion.modules.apis import DenoisingChainAPI
 
 #: Columns of the expanded pair batch.
@@ -43,9 +44,11 @@ class RunningRewardScaling(ConnectorV2):
     renames it, marks it truncated and appends a zero-reward bootstrap step: the return
     of an ongoing episode is carried to its next chunk by episode id, as the reference
     carries it across iterations per env, and the bootstrap step never enters the
-    statistics. The statistics are learner state (``DPPOTorchLearner.get_state``); the
-    carried returns are not (a resumed run restarts them). With several learners each
-    keeps its own statistics over the episodes it is given.
+    statistics. Synthetic episodes (``synthetic-…`` ids, DPPO's ``synthetic_ratio``) are
+    scaled by the same std but do not enter the statistics. The statistics are learner
+    state (``DPPOTorchLearner.get_state``); the carried returns are not (a resumed run
+    restarts them). With several learners each keeps its own statistics over the
+    episodes it is given.
     """
 
     def __init__(
@@ -97,7 +100,9 @@ class RunningRewardScaling(ConnectorV2):
         episodes = list(
             self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False)
         )
-        returns = [self._episode_returns(ep) for ep in episodes]
+        # Synthetic episodes (model rollouts) are scaled alike but stay out of the
+        # statistics: the scale is that of the real returns.
+        returns = [self._episode_returns(ep) for ep in episodes if not is_synthetic_episode(ep)]
         if returns:
             self._update(np.concatenate(returns))
         for ep in episodes:

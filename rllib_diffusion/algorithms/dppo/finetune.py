@@ -37,6 +37,7 @@ from rllib_diffusion.algorithms.finetune_run import (
     validated,
     warn_missing_resources,
 )
+from rllib_diffusion.algorithms.synthetic_ppo import METRICS_NAMESPACE as SYN_NAMESPACE
 from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
 from rllib_diffusion.envs.tasks import reference_scores
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
@@ -237,7 +238,9 @@ def progress_line(
     }
     if per_step:
         line["clip_fraction_per_step"] = per_step
-    return {**line, **return_fields(result, refs, evaluated=evaluated)}
+    # Synthetic-segment numbers (synthetic_ratio > 0), prefixed ``diffppo_``.
+    synthetic = {f"{SYN_NAMESPACE}_{k}": float(v) for k, v in result.get(SYN_NAMESPACE, {}).items()}
+    return {**line, **synthetic, **return_fields(result, refs, evaluated=evaluated)}
 
 
 #: Largest |ratio − 1| on an iteration's first minibatch that counts as float error.
