@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import RESULTS_DIR, write_result  # noqa: E402
 
 #: Arms: name -> DiffPPO knobs (empty: plain PPO).
 ARMS: dict[str, dict] = {
@@ -190,8 +190,33 @@ def summarize(args: argparse.Namespace) -> None:
         else ARM_SETTINGS,
         checkpoint=args.checkpoint,
     )
+    plot(args.name, arms)
     print(json.dumps(figures, indent=1))
     print(f"wrote {path}")
+
+
+def plot(name: str, arms: dict[str, dict]) -> None:
+    """``<name>.png``: deterministic evaluation return vs env steps, one line per run."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (arm, seeds) in enumerate(arms.items()):
+        for j, run in enumerate(seeds[k] for k in sorted(seeds)):
+            x, y = run["eval_env_steps"], run["eval_return_mean"]
+            if run.get("complete"):
+                x, y = x + [run["env_steps"]], y + [run["final_return_mean"]]
+            ax.plot(x, y, "o-", color=f"C{i}", alpha=0.8, label=arm if j == 0 else None)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("deterministic eval return (10 episodes)")
+    ax.legend()
+    ax.set_title(name)
+    fig.tight_layout()
+    fig.savefig(RESULTS_DIR / f"{name}.png", dpi=100)
 
 
 def main() -> None:
