@@ -13,7 +13,7 @@ the reference's ``CriticObsAct``: residual Mish MLPs on ``(s, a)`` with the whol
 A family's module (``<Algo>Module(PretrainedActorCriticModule)``) picks the action it
 executes (:meth:`PretrainedActorCriticModule.select_actions`), the denoiser that samples
 (:attr:`PretrainedActorCriticModule.acting_net`; DIPO's Polyak target copy) and adds its
-own networks. :func:`twin_critic_step` is the critics' TD loss their learners share.
+own networks.
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from torch import Tensor, nn
 
-from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.actor_critic import ensemble_mse, td_target, transition_batch
 from rllib_diffusion.diffusion import NoiseSchedule, sample_chain
 from rllib_diffusion.knobs import Positive, PositiveFloat, check_ranges
 from rllib_diffusion.modules.critics import QEnsemble
@@ -166,26 +164,3 @@ class PretrainedActorCriticModule(TorchRLModule, InferenceOnlyAPI):
     def get_non_inference_attributes(self) -> list[str]:
         learner_only = ("critic", "critic_target", "value")
         return [n for n in learner_only if n not in self.RUNNER_NETWORKS]
-
-
-def twin_critic_step(
-    module: PretrainedActorCriticModule, batch: dict[str, Any], gamma: float
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """The twin critics' loss on a replay minibatch and its metrics (the reference's
-    ``loss_critic`` of DQL, DIPO and QSM): ``Σ_i mean_b (Q_i(s, a) − y)²`` with
-    ``y = r + γ(1 − d)·min_i Q'_i(s', a')`` ``(B,)``, ``a'`` one exploring sample of
-    :attr:`~PretrainedActorCriticModule.acting_net` at ``s'`` (no gradient to ``y``).
-    """
-    obs, actions = transition_batch(batch)
-    with torch.no_grad():
-        next_obs = batch[Columns.NEXT_OBS].float()
-        next_actions = module.sample(next_obs, deterministic=False).flatten(1)
-        next_q = module.critic_target(next_obs, next_actions).min(dim=0).values
-        target = td_target(batch, next_q, gamma)
-    q = module.critic(obs, actions)
-    loss = ensemble_mse(q, target)
-    return loss, {
-        M.CRITIC_LOSS: loss.detach(),
-        M.Q_MEAN: q.detach().mean(),
-        M.TARGET_MEAN: target.mean(),
-    }

@@ -17,17 +17,16 @@ from ray.rllib.core.columns import Columns
 from torch import nn
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.pretrained_actor_critic import twin_critic_step
 from rllib_diffusion.algorithms.qgrad.qgrad import DIPO, DIPOConfig, QSMConfig
 from rllib_diffusion.algorithms.qgrad.qgrad_learner import (
-    ACTOR_ACTIONS,
-    ACTOR_OBS,
     critic_action_gradient,
     improve_actions,
     qsm_loss,
 )
 from rllib_diffusion.algorithms.qgrad.qgrad_rl_module import DIPOModelConfig, QSMModelConfig
 from rllib_diffusion.algorithms.replay import TransitionReplay
+from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
+from rllib_diffusion.algorithms.replay_finetune_learner import twin_critic_step
 from rllib_diffusion.envs.chunking import chunk_spaces
 from rllib_diffusion.modules.model_config import ConfigError
 from tests.algorithms.test_awr import DA, OBS_DIM, TA, _fake_checkpoint, _pretrain, policy

@@ -20,15 +20,9 @@ from ray.rllib.utils.annotations import override
 from torch import Tensor
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.actor_critic import (
-    ACTOR,
-    CRITIC,
-    SeparateLossesMixin,
-    register_adam_optimizers,
-)
+from rllib_diffusion.algorithms.actor_critic import ACTOR, CRITIC
 from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import q_loss_term
-from rllib_diffusion.algorithms.pretrained_actor_critic import twin_critic_step
-from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
+from rllib_diffusion.algorithms.replay_finetune_learner import ReplayFinetuneLearnerMixin
 from rllib_diffusion.diffusion import denoising_loss
 
 
@@ -51,36 +45,16 @@ def dql_actor_loss(
     return bc + eta * q_term, bc, q_term
 
 
-class DQLTorchLearner(SeparateLossesMixin, TorchLearner):
+class DQLTorchLearner(ReplayFinetuneLearnerMixin, TorchLearner):
     """Actor (``actor_lr``) then critic (``critic_lr``), each with its own Adam: the
     actor's Q term reaches the critic, whose step then drops those gradients."""
 
     OPTIMIZER_ORDER = (ACTOR, CRITIC)
 
-    @override(TorchLearner)
-    def configure_optimizers_for_module(self, module_id, config=None) -> None:
-        module = self.module[module_id].unwrapped()
-        register_adam_optimizers(
-            self,
-            module_id,
-            [(ACTOR, module.actor, config.actor_lr), (CRITIC, module.critic, config.critic_lr)],
+    @override(ReplayFinetuneLearnerMixin)
+    def actor_loss(self, module, config, obs, actions):
+        """:func:`dql_actor_loss` on the actor rows, with its BC and Q terms."""
+        actor, bc, q_term = dql_actor_loss(
+            module, obs, actions, eta=config.eta, bc_actions=config.bc_actions
         )
-
-    @override(TorchLearner)
-    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Tensor:
-        module = self.module[module_id].unwrapped()
-        critic, metrics = twin_critic_step(module, batch, config.gamma)
-        self._temp_losses[(module_id, CRITIC)] = critic
-        if ACTOR_OBS in batch:
-            actor, bc, q_term = dql_actor_loss(
-                module,
-                batch[ACTOR_OBS].float(),
-                batch[ACTOR_ACTIONS].float(),
-                eta=config.eta,
-                bc_actions=config.bc_actions,
-            )
-            self._temp_losses[(module_id, ACTOR)] = actor
-            metrics |= {M.ACTOR_LOSS: actor.detach(), M.BC_LOSS: bc.detach()}
-            metrics[M.Q_LOSS] = q_term.detach()
-        self.metrics.log_dict(metrics, key=module_id, window=1)
-        return critic + self._temp_losses.get((module_id, ACTOR), 0.0)
+        return actor, {M.BC_LOSS: bc.detach(), M.Q_LOSS: q_term.detach()}

@@ -1,13 +1,14 @@
-"""Learners of DIPO and QSM: twin-critic TD loss, DIPO's action improvement and
-denoising BC, QSM's score-matching loss.
+"""Learners of DIPO and QSM: DIPO's action improvement and denoising BC, QSM's
+score-matching loss, on the shared replay fine-tuning update (twin-critic TD loss,
+``replay_finetune_learner``).
 
 Glossary: B batch, N = Ta·Da flattened action chunk, Do observation dim.
 
 Each gradient step gets one minibatch of replay transitions (critic) and, once the
 critic has warmed up, actor rows ``ACTOR_OBS``/``ACTOR_ACTIONS`` (DIPO: the improved
 actions of a second minibatch; QSM: the same transitions). Critic and actor have their
-own Adam optimizer and backward (``SeparateLossesMixin``); after each step the critic
-targets (and DIPO's target actor) move by Polyak averaging with ``tau``.
+own Adam optimizer and backward (``ReplayFinetuneLearnerMixin``); after each step the
+critic targets (and DIPO's target actor) move by Polyak averaging with ``tau``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,8 @@ from ray.rllib.utils.annotations import override
 from torch import Tensor
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.actor_critic import (
-    ACTOR,
-    CRITIC,
-    SeparateLossesMixin,
-    register_adam_optimizers,
-)
-from rllib_diffusion.algorithms.pretrained_actor_critic import twin_critic_step
-from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
+from rllib_diffusion.algorithms.actor_critic import ACTOR, CRITIC
+from rllib_diffusion.algorithms.replay_finetune_learner import ReplayFinetuneLearnerMixin
 from rllib_diffusion.diffusion import denoising_loss
 from rllib_diffusion.modules.critics import polyak_update_
 
@@ -91,41 +86,13 @@ def qsm_loss(eps_pred: Tensor, q_grad: Tensor, coeff: float) -> Tensor:
     return (-eps_pred - coeff * q_grad.detach()).pow(2).mean()
 
 
-class QGradTorchLearner(SeparateLossesMixin, TorchLearner):
-    """Critic (``critic_lr``) then actor (``actor_lr``), each with its own Adam."""
+class QGradTorchLearner(ReplayFinetuneLearnerMixin, TorchLearner):
+    """Critic (``critic_lr``) then actor (``actor_lr``), each with its own Adam (the
+    shared replay fine-tuning update); the host's ``actor_loss`` is DIPO's or QSM's."""
 
     OPTIMIZER_ORDER = (CRITIC, ACTOR)
 
-    @override(TorchLearner)
-    def configure_optimizers_for_module(self, module_id, config=None) -> None:
-        module = self.module[module_id].unwrapped()
-        register_adam_optimizers(
-            self,
-            module_id,
-            [(CRITIC, module.critic, config.critic_lr), (ACTOR, module.actor, config.actor_lr)],
-        )
-
-    @override(TorchLearner)
-    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Tensor:
-        module = self.module[module_id].unwrapped()
-        critic, metrics = twin_critic_step(module, batch, config.gamma)
-        self._temp_losses[(module_id, CRITIC)] = critic
-        if ACTOR_ACTIONS in batch:
-            a_obs = batch[ACTOR_OBS].float()
-            a_act = batch[ACTOR_ACTIONS].float().reshape(a_obs.shape[0], -1)
-            actor, extra = self.actor_loss(module, config, a_obs, a_act)
-            self._temp_losses[(module_id, ACTOR)] = actor
-            metrics |= {M.ACTOR_LOSS: actor.detach(), **extra}
-        self.metrics.log_dict(metrics, key=module_id, window=1)
-        return critic + self._temp_losses.get((module_id, ACTOR), 0.0)
-
-    def actor_loss(
-        self, module: Any, config: Any, obs: Tensor, actions: Tensor
-    ) -> tuple[Tensor, dict[str, Any]]:
-        """The actor's loss on rows ``(B, Do)``, ``(B, N)`` and extra metrics."""
-        raise NotImplementedError
-
-    @override(SeparateLossesMixin)
+    @override(ReplayFinetuneLearnerMixin)
     def update_targets(self, module_id) -> None:
         """Critic targets (and DIPO's target actor) ``θ' ← (1 − τ)·θ' + τ·θ``."""
         super().update_targets(module_id)
