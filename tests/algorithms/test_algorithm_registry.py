@@ -48,6 +48,7 @@ NEW_VALUES = {
     "noise_clip": 0.4,
     "policy_freq": 3,
     "normalize_states": False,
+    "precision": "bf16",
 }
 
 

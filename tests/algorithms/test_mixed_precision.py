@@ -143,6 +143,17 @@ def test_bad_precision_is_a_one_line_error(make):
         make(precision="fp16").validate()
 
 
+def test_dppo_family_refuses_bf16_saying_why():
+    from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig
+    from rllib_diffusion.algorithms.dppo.reinflow import ReinFlowConfig
+
+    for cls, name in ((DPPOConfig, "DPPO"), (ReinFlowConfig, "ReinFlow")):
+        assert cls().precision == "fp32"
+        cls().validate()  # fp32 passes
+        with pytest.raises(ValueError, match=rf"{name} refuses precision='bf16': .*PPO ratio"):
+            cls().training(precision="bf16").validate()
+
+
 def _precision_configs() -> list[type]:
     from rllib_diffusion.algorithms.dydiff.dydiff import DyDiffConfig
     from rllib_diffusion.algorithms.synther.synther import SynthERConfig
@@ -157,7 +168,7 @@ def test_every_config_with_the_knob_has_a_learner_that_applies_it():
     either refuses bf16 or builds a learner with ``MixedPrecisionMixin``."""
     configs = _precision_configs()
     names = {c.__name__ for c in configs}
-    assert {"DiffusionBCConfig", "DiffusionQLConfig"} <= names
+    assert {"DiffusionBCConfig", "DiffusionQLConfig", "DPPOConfig"} <= names
     for cls in configs:
         knob = next(k for k in declared_knobs(cls) if k.name == "precision")
         assert knob.default == "fp32" and knob.choices == ("fp32", "bf16")

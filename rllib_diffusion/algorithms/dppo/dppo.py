@@ -26,6 +26,7 @@ from ray.rllib.utils.metrics import (
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import pretrained_weights
+from rllib_diffusion.algorithms.mixed_precision import PrecisionConfigMixin
 from rllib_diffusion.algorithms.synthetic_ppo import (
     SyntheticSegmentsConfigMixin,
     SyntheticSegmentsMixin,
@@ -64,7 +65,7 @@ MATCHING_POLICY_FIELDS = (
 DEFAULT_ACTOR_LR = {"mlp": 1e-4, "unet": 1e-5}
 
 
-class DPPOConfig(SyntheticSegmentsConfigMixin, PPOConfig):
+class DPPOConfig(SyntheticSegmentsConfigMixin, PrecisionConfigMixin, PPOConfig):
     """Config of :class:`DPPO` (gym defaults of DPPO.md, scaled for small machines).
 
     Model knobs (K_ft, std floors, critic size) live in ``model_config`` as a
@@ -85,6 +86,12 @@ class DPPOConfig(SyntheticSegmentsConfigMixin, PPOConfig):
 
     #: Whether the algorithm has an entropy bonus (``entropy_coeff``); DPPO has none.
     ENTROPY_BONUS = False
+    #: Measured on Hopper rollouts of a fine-tuned DPPO policy (docs/performance.md,
+    #: "Mixed precision"; benchmarks/precision_logp.py).
+    BF16_REFUSAL = (
+        "bf16 log-probs move the PPO ratio exp(logp_new - logp_old) by up to ~0.01 "
+        "(p99 0.004) before any update, the size of the 0.01 clip; use fp32."
+    )
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or DPPO)
