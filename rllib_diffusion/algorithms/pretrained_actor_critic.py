@@ -19,7 +19,7 @@ own networks.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -30,19 +30,18 @@ from ray.rllib.utils.annotations import override
 from torch import Tensor, nn
 
 from rllib_diffusion.diffusion import NoiseSchedule, sample_chain
-from rllib_diffusion.knobs import Positive, PositiveFloat, check_ranges
+from rllib_diffusion.knobs import Positive
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
-from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
+from rllib_diffusion.modules.finetuned_denoiser import FinetunedDenoiserConfig
 
 
 @dataclass
-class PretrainedActorCriticConfig:
-    """Model config (passed as a dict in ``model_config``).
+class PretrainedActorCriticConfig(FinetunedDenoiserConfig):
+    """Model config (passed as a dict in ``model_config``): the pretrained policy and the
+    std floor (:class:`FinetunedDenoiserConfig`), plus the twin critics.
 
     Attributes:
-        policy: the pretrained policy's :class:`DiffusionPolicyConfig` dict ("ddpm" or
-            "ddim" sampler: an ε-prediction denoiser).
         min_sampling_std: std floor of every reverse step when exploring, of the TD
             targets' next actions and of DQL's differentiable actions (reference
             ``min_sampling_denoising_std`` 0.1).
@@ -50,35 +49,14 @@ class PretrainedActorCriticConfig:
             (reference ``CriticObsAct`` 256-256-256).
     """
 
-    policy: dict[str, Any]
-    min_sampling_std: PositiveFloat = 0.1
+    ALGOS: ClassVar[str] = "DQL/IDQL"
+
     critic_hidden_dims: tuple[Positive, ...] = field(default_factory=lambda: (256, 256, 256))
-
-    def __post_init__(self) -> None:
-        self.critic_hidden_dims = tuple(self.critic_hidden_dims)
-        check_ranges(self)
-        sampler = self.policy_config.sampler
-        if sampler not in ("ddpm", "ddim"):
-            raise ConfigError(
-                f"DQL/IDQL fine-tune DDPM or DDIM policies; the pretrained sampler is "
-                f"{sampler!r}. Pretrain with --sampler ddpm."
-            )
-
-    @property
-    def policy_config(self) -> DiffusionPolicyConfig:
-        return DiffusionPolicyConfig.from_dict(self.policy, strict=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for f in fields(self):
-            if isinstance(d[f.name], tuple):
-                d[f.name] = list(d[f.name])
-        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """The config of ``d``'s entries that are fields (others are left out)."""
+        return cls.pick(d, cls)
 
 
 class PretrainedActorCriticModule(TorchRLModule, InferenceOnlyAPI):
