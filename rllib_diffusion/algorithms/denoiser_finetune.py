@@ -20,6 +20,7 @@ from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import pretrained_weights, registry
 from rllib_diffusion.algorithms.finetune_run import (
     FinetuneSettings,
+    check_policy_env,
     chunked_run_config,
     last_iteration_decisions,
     learner_module_copy,
@@ -90,6 +91,8 @@ class DenoiserFinetuneFamily(RunFamily):
         from rllib_diffusion.envs.tasks import reference_scores
         from rllib_diffusion.utils.runtime import run_metadata
 
+        # A DiffusionBC checkpoint whose env takes its policy: one line, before Ray starts.
+        check_policy_env(pretrained_policy(s.checkpoint, s), s.checkpoint)
         self.s = s
         self.config = validated(denoiser_finetune_config(s), s.algo)
         model_config = dict(self.config.model_config)

@@ -37,11 +37,6 @@ from ray.rllib.utils.metrics import LEARNER_RESULTS
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.denoiser_finetune import OWN_KEYS, DenoiserFinetuneFamily
 from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
-from rllib_diffusion.algorithms.finetune_run import (
-    FinetuneSettings,
-    check_policy_env,
-    pretrained_policy,
-)
 from rllib_diffusion.algorithms.replay import TransitionReplay
 
 #: Batch columns of the actor's rows (present only once the critic has warmed up).
@@ -236,8 +231,3 @@ class ReplayFinetuneFamily(DenoiserFinetuneFamily):
         ("Q", "q_mean", ".3g"),
         ("buffer", M.BUFFER_DECISIONS, ".0f"),
     )
-
-    def __init__(self, s: FinetuneSettings) -> None:
-        # A DiffusionBC checkpoint whose env takes its policy: one line, before Ray starts.
-        check_policy_env(pretrained_policy(s.checkpoint, s), s.checkpoint)
-        super().__init__(s)

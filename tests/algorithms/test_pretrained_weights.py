@@ -34,3 +34,24 @@ def test_network_match_ignores_sampling_fields_but_not_network_shape():
 def test_checksum_is_the_float64_sum_of_all_elements():
     tensors = [torch.ones(3, dtype=torch.float32), torch.full((2,), 0.5)]
     assert checksum(tensors) == 4.0
+
+
+@pytest.mark.parametrize("algo", ["drwr", "dawr", "dipo", "qsm", "dql", "idql"])
+def test_a_checkpoint_naming_another_env_is_refused_before_ray(algo, pretrained, tmp_path):
+    """Every family fine-tuning a pretrained denoiser checks the checkpoint's env takes
+    its policy (Hopper dims, Walker2d named) in one line, before building anything."""
+    import json
+    import shutil
+
+    from rllib_diffusion.algorithms import registry
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
+
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    meta = json.loads((pretrained[0] / "checkpoint" / "rllib_diffusion.json").read_text())
+    meta["env_id"] = meta["policy_config"]["env_id"] = "Walker2d-v5"
+    (ckpt / "rllib_diffusion.json").write_text(json.dumps(meta))
+    shutil.copy(pretrained[0] / "checkpoint" / "rllib_checkpoint.json", ckpt)
+    family = registry.get(algo, registry.FINETUNE).family_class
+    with pytest.raises(CheckpointError, match="its env 'Walker2d-v5' has 17 and 6"):
+        family(FinetuneSettings.of(algo=algo, checkpoint=str(ckpt), out_dir=str(tmp_path)))
