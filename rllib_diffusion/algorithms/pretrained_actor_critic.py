@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from rllib_diffusion.diffusion import NoiseSchedule, sample_chain
 from rllib_diffusion.knobs import Positive
+from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
 from rllib_diffusion.modules.finetuned_denoiser import FinetunedDenoiserConfig
@@ -59,7 +60,7 @@ class PretrainedActorCriticConfig(FinetunedDenoiserConfig):
         return cls.pick(d, cls)
 
 
-class PretrainedActorCriticModule(TorchRLModule, InferenceOnlyAPI):
+class PretrainedActorCriticModule(EvalWhenInferenceOnly, TorchRLModule, InferenceOnlyAPI):
     """Pretrained denoiser + twin critics. Observation (Do,), action Box [-1, 1] (Ta, Da).
 
     ``MODEL_CONFIG``: the model-config dataclass; ``RUNNER_NETWORKS``: learner networks

@@ -80,3 +80,36 @@ def _bc_batch():
 
     sample = SampleBatch({k: v.numpy() for k, v in _batch("bc").items()})
     return MultiAgentBatch({MID: sample}, env_steps=len(sample))
+
+
+def _package_modules() -> list[type]:
+    """Every RLModule class of the package that can be built inference-only."""
+    import importlib
+    import pkgutil
+
+    from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
+    from ray.rllib.core.rl_module.torch import TorchRLModule
+
+    import rllib_diffusion.algorithms as algorithms
+
+    for info in pkgutil.walk_packages(algorithms.__path__, "rllib_diffusion.algorithms."):
+        if info.name.endswith("_rl_module") or info.name.endswith("_module"):
+            importlib.import_module(info.name)
+    importlib.import_module("rllib_diffusion.algorithms.pretrained_actor_critic")
+    found, todo = [], [TorchRLModule]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("rllib_diffusion") and issubclass(cls, InferenceOnlyAPI):
+            found.append(cls)
+    return found
+
+
+def test_every_acting_module_class_starts_in_eval_mode_when_inference_only():
+    from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
+
+    classes = _package_modules()
+    names = {c.__name__ for c in classes}
+    assert {"DiffusionPolicyModule", "DPPOModule", "DiffusionQLModule", "FQLModule"} <= names
+    missing = sorted(c.__name__ for c in classes if not issubclass(c, EvalWhenInferenceOnly))
+    assert not missing, missing
