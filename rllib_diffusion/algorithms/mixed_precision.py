@@ -42,7 +42,8 @@ class PrecisionConfigMixin:
         precision: dtype of the learner's loss forward: ``fp32`` (the references') or
             ``bf16`` (torch.autocast on the learner's device: matmuls in bfloat16,
             losses and targets in fp32; faster on CPUs with AMX/AVX512-BF16 at batch ≥
-            256 and on GPUs).
+            256 and on GPUs). DPPO, ReinFlow and DPOER refuse bf16 (its rounding moves
+            the PPO ratio as far as the clip).
         **kwargs: the other ``training()`` args.
         """
         super().training(**kwargs)
