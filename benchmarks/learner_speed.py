@@ -219,9 +219,10 @@ class Case:
                           if p.is_floating_point()])  # fmt: skip
 
 
-def worker(root: str, precision: str = "fp32") -> None:
+def worker(root: str, precision: str = "fp32", rows: int | None = None) -> None:
     """Serve JSON-line requests on stdin: ``weights`` and ``time`` of a case, its learners
-    built with the ``precision`` knob."""
+    built with the ``precision`` knob (``rows``: rows per gradient step other than the
+    case's)."""
     import_from(root)
     import time
 
@@ -237,7 +238,7 @@ def worker(root: str, precision: str = "fp32") -> None:
         req = json.loads(line)
         case = req["case"]
         if req["cmd"] == "weights":  # a fresh learner, 2 seeded updates, weights to a file
-            c = Case(case, precision=precision)
+            c = Case(case, rows=rows, precision=precision)
             torch.manual_seed(3)
             for _ in range(2):
                 c.update()
@@ -245,7 +246,7 @@ def worker(root: str, precision: str = "fp32") -> None:
             reply = {"n_params": int(c.params().numel())}
         else:
             if case not in built:
-                built[case] = Case(case, precision=precision)
+                built[case] = Case(case, rows=rows, precision=precision)
             c = built[case]
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(req["calls"]):
@@ -339,11 +340,13 @@ def markdown(path: Path) -> str:
     """The table of ``docs/performance.md``, rebuilt from a stored result file."""
     r = json.loads(path.read_text())
     f, v = r["figures"], r["versions"]
+    rows = f"{r['rows_per_step']} rows per gradient step; " if r.get("rows_per_step") else ""
     lines = [
         f"Measured by `{r['command']}` on {r['machine']} (torch {v.get('torch')}, "
         f"ray {v.get('ray')}, python {v.get('python')}); current = git {v.get('git_sha')} + "
         f"working tree{_at(r, 'precision')}, baseline = git {r.get('baseline_git_sha')}"
-        f"{_at(r, 'baseline_precision')}; torch 1 thread, "
+        f"{_at(r, 'baseline_precision')}; "
+        f"{rows}torch 1 thread, "
         f"{len(r['series']['load_per_round'])} interleaved rounds; load average "
         f"{f['load_average_start']} at the start, {f['load_average_end']} at the end.",
         "",
@@ -384,18 +387,20 @@ def main() -> None:
     p.add_argument(
         "--markdown", type=Path, metavar="RESULT_JSON", help="only print the docs table of a result"
     )
+    p.add_argument("--rows", type=int, help="rows per gradient step (default: each case's)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker, args.precision)
+        return worker(args.worker, args.precision, args.rows)
     if args.markdown:
         return print(markdown(args.markdown))
     # DPPO refuses bf16 (docs/performance.md, "Mixed precision").
     cases = args.case or [c for c in CASES if args.precision == "fp32" or c != "dppo"]
     load_start = load_average()
-    trees = [Tree("current", __file__, ROOT, "--precision", args.precision)]
+    rows = ["--rows", str(args.rows)] if args.rows else []
+    trees = [Tree("current", __file__, ROOT, "--precision", args.precision, *rows)]
     if args.baseline:
-        trees.append(Tree("baseline", __file__, args.baseline.resolve()))
+        trees.append(Tree("baseline", __file__, args.baseline.resolve(), *rows))
     for t in trees:
         print(f"{t.label}: rllib_diffusion from {t.package}", flush=True)
     diffs = weight_diffs(trees, cases)
@@ -409,7 +414,7 @@ def main() -> None:
         args.name, figures, series, packages={t.label: t.package for t in trees},
         baseline=str(args.baseline) if args.baseline else None,
         baseline_git_sha=git_sha(args.baseline) if args.baseline else None,
-        precision=args.precision, baseline_precision="fp32",
+        precision=args.precision, baseline_precision="fp32", rows_per_step=args.rows,
     )  # fmt: skip
     if args.baseline:
         print(markdown(path))
