@@ -219,6 +219,21 @@ class Case:
                           if p.is_floating_point()])  # fmt: skip
 
 
+def inference_only_dql(num_states: int = 64):
+    """``(module, states)``: the Diffusion-QL module built ``inference_only`` (as on
+    EnvRunners: the EMA actor and the target critics) from the learner's config, and
+    ``num_states`` fixed random Hopper states ``(N, 11)`` float32."""
+    import numpy as np
+
+    trained = Case("diffusion_ql", steps=1, rows=1).learner.module[MID].unwrapped()
+    module = type(trained)(
+        observation_space=trained.observation_space, action_space=trained.action_space,
+        inference_only=True, model_config=trained.model_config,
+    )  # fmt: skip
+    states = np.random.default_rng(1).standard_normal((num_states, 11)).astype(np.float32)
+    return module, states
+
+
 def worker(root: str, precision: str = "fp32", rows: int | None = None) -> None:
     """Serve JSON-line requests on stdin: ``weights`` and ``time`` of a case, its learners
     built with the ``precision`` knob (``rows``: rows per gradient step other than the

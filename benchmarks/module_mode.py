@@ -35,16 +35,10 @@ MODES = ("training", "eval", "no_walk")
 
 
 def _dql_action():
-    import numpy as np
     import torch
-    from learner_speed import MID, Case
+    from learner_speed import inference_only_dql
 
-    trained = Case("diffusion_ql", steps=1, rows=1).learner.module[MID].unwrapped()
-    module = type(trained)(
-        observation_space=trained.observation_space, action_space=trained.action_space,
-        inference_only=True, model_config=trained.model_config,
-    )  # fmt: skip
-    states = np.random.default_rng(1).standard_normal((64, 11)).astype(np.float32)
+    module, states = inference_only_dql()
     batches = [{"obs": torch.from_numpy(s[None])} for s in states]
     return module, "inference", batches
 

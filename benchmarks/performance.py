@@ -152,16 +152,10 @@ def _dppo_sample_bench(sizes: dict[str, Any]) -> Bench:
 def _dql_action_bench(sizes: dict[str, Any]) -> Bench:
     """The Diffusion-QL module built ``inference_only`` (as on EnvRunners: the EMA actor
     and the target critics) from the learner's config, one state per call."""
-    import numpy as np
     import torch
-    from learner_speed import MID, Case
+    from learner_speed import inference_only_dql
 
-    trained = Case("diffusion_ql", steps=1, rows=1).learner.module[MID].unwrapped()
-    module = type(trained)(
-        observation_space=trained.observation_space, action_space=trained.action_space,
-        inference_only=True, model_config=trained.model_config,
-    )  # fmt: skip
-    states = np.random.default_rng(1).standard_normal((64, 11)).astype(np.float32)
+    module, states = inference_only_dql()
 
     def run(calls: int) -> int:
         for i in range(calls):
