@@ -410,3 +410,13 @@ def check_ranges(settings: Any) -> None:
             raise ConfigError(
                 f"{each}{flag_name(f.name)} must be {declared.describe()}, got {value!r}."
             )
+
+
+def set_provided(config: Any, values: dict[str, Any]) -> None:
+    """``setattr`` each of ``values`` that is not RLlib's ``NotProvided`` (the body of an
+    ``AlgorithmConfig.training()`` override)."""
+    from ray.rllib.algorithms.algorithm_config import NotProvided
+
+    for name, value in values.items():
+        if value is not NotProvided:
+            setattr(config, name, value)

@@ -38,6 +38,7 @@ from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.denoiser_finetune import OWN_KEYS, DenoiserFinetuneFamily
 from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
 from rllib_diffusion.algorithms.replay import TransitionReplay
+from rllib_diffusion.knobs import set_provided
 
 #: Batch columns of the actor's rows (present only once the critic has warmed up).
 ACTOR_OBS, ACTOR_ACTIONS = "finetune_actor_obs", "finetune_actor_actions"
@@ -102,10 +103,9 @@ class ReplayFinetuneConfigMixin:
         pretrained_checkpoint: DiffusionBC checkpoint whose EMA denoiser is fine-tuned.
         **kwargs: RLlib's ``training()`` args (``gamma``, ``minibatch_size``, ...).
         """
+        given = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
         super().training(**kwargs)
-        for name, value in list(locals().items()):
-            if name not in ("self", "kwargs", "__class__") and value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(self, given)
         return self
 
     @property

@@ -51,6 +51,7 @@ from rllib_diffusion.algorithms.synthetic_segments import (
     episode_segments,
     segment_transitions,
 )
+from rllib_diffusion.knobs import set_provided
 from rllib_diffusion.modules.model_config import ConfigError
 
 #: Metrics namespace of the augmentation's numbers in ``train()`` results (progress lines
@@ -136,21 +137,21 @@ class SyntheticSegmentsConfigMixin:
                 sampling).
         """
         super().training(**kwargs)
-        given = dict(
-            synthetic_ratio=synthetic_ratio,
-            segment_length=segment_length,
-            recent_segments=recent_segments,
-            generator_retrain_every=generator_retrain_every,
-            generator_gradient_steps=generator_gradient_steps,
-            generator_batch_size=generator_batch_size,
-            generator_lr=generator_lr,
-            generator_width=generator_width,
-            generator_depth=generator_depth,
-            generator_denoising_steps=generator_denoising_steps,
+        set_provided(
+            self,
+            dict(
+                synthetic_ratio=synthetic_ratio,
+                segment_length=segment_length,
+                recent_segments=recent_segments,
+                generator_retrain_every=generator_retrain_every,
+                generator_gradient_steps=generator_gradient_steps,
+                generator_batch_size=generator_batch_size,
+                generator_lr=generator_lr,
+                generator_width=generator_width,
+                generator_depth=generator_depth,
+                generator_denoising_steps=generator_denoising_steps,
+            ),
         )
-        for name, value in given.items():
-            if value is not NotProvided:
-                setattr(self, name, value)
         return self
 
 

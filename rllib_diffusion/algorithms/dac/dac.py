@@ -14,9 +14,9 @@ from rllib_diffusion.algorithms.offline_q.offline_q import (
     EMAActorConfigMixin,
     OfflineQConfigMixin,
     OfflineQMixin,
-    set_provided,
     task_name,
 )
+from rllib_diffusion.knobs import set_provided
 
 #: Per-task LCB coefficient ρ and BC threshold (OFFLINE.md).
 TASK_DEFAULTS: dict[str, dict[str, float]] = {

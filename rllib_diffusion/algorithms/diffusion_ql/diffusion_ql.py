@@ -19,9 +19,9 @@ from rllib_diffusion.algorithms.offline_q.offline_q import (
     OfflineQConfigMixin,
     OfflineQMixin,
     dataset_kind,
-    set_provided,
     task_name,
 )
+from rllib_diffusion.knobs import set_provided
 
 #: Per-task hyper-parameters of the paper (OFFLINE.md): η and the grad-norm clip.
 TASK_DEFAULTS: dict[str, dict[str, float]] = {

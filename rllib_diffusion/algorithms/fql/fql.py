@@ -13,8 +13,8 @@ from ray.rllib.utils.annotations import override
 from rllib_diffusion.algorithms.offline_q.offline_q import (
     OfflineQConfigMixin,
     OfflineQMixin,
-    set_provided,
 )
+from rllib_diffusion.knobs import set_provided
 
 
 class FQLConfig(OfflineQConfigMixin, BCConfig):

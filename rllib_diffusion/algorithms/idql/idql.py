@@ -14,8 +14,8 @@ from rllib_diffusion.algorithms.offline_q.offline_q import (
     EMAActorConfigMixin,
     OfflineQConfigMixin,
     OfflineQMixin,
-    set_provided,
 )
+from rllib_diffusion.knobs import set_provided
 
 
 class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):

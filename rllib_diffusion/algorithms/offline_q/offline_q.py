@@ -41,6 +41,7 @@ from rllib_diffusion.algorithms.window_prelearner import (
     LIGHT_PRELEARNER_KWARGS,
     SHUFFLED_ITER_KWARGS,
 )
+from rllib_diffusion.knobs import set_provided
 from rllib_diffusion.modules.model_config import ConfigError
 
 #: Result key: transitions in the online replay buffer (offline data included).
@@ -56,13 +57,6 @@ RLLIB_Q_KNOBS = {
     "grad_clip": "grad-norm clip of every optimizer (None: no clip; default: the "
     "algorithm's per-task paper value).",
 }
-
-
-def set_provided(config: Any, values: dict[str, Any]) -> None:
-    """``setattr`` each value that is not RLlib's ``NotProvided``."""
-    for name, value in values.items():
-        if value is not NotProvided:
-            setattr(config, name, value)
 
 
 def task_name(env_id: str | None) -> str:
