@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
@@ -35,6 +34,7 @@ from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
 from rllib_diffusion.modules.finetuned_denoiser import FinetunedDenoiserConfig
+from rllib_diffusion.modules.q_actor import OffPolicyActorForwards
 
 
 @dataclass
@@ -60,7 +60,9 @@ class PretrainedActorCriticConfig(FinetunedDenoiserConfig):
         return cls.pick(d, cls)
 
 
-class PretrainedActorCriticModule(EvalWhenInferenceOnly, TorchRLModule, InferenceOnlyAPI):
+class PretrainedActorCriticModule(
+    EvalWhenInferenceOnly, OffPolicyActorForwards, TorchRLModule, InferenceOnlyAPI
+):
     """Pretrained denoiser + twin critics. Observation (Do,), action Box [-1, 1] (Ta, Da).
 
     ``MODEL_CONFIG``: the model-config dataclass; ``RUNNER_NETWORKS``: learner networks
@@ -115,25 +117,6 @@ class PretrainedActorCriticModule(EvalWhenInferenceOnly, TorchRLModule, Inferenc
     def select_actions(self, obs: Tensor, *, explore: bool) -> Tensor:
         """The executed chunks ``(B, Ta, Da)``: one sample (DQL); IDQL ranks candidates."""
         return self.sample(obs, deterministic=not explore)
-
-    # Overriding the EnvRunner-side forwards drops TorchRLModule's no_grad: restore it.
-    @override(TorchRLModule)
-    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        with torch.no_grad():
-            return {Columns.ACTIONS: self.select_actions(batch[Columns.OBS], explore=False)}
-
-    @override(TorchRLModule)
-    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        with torch.no_grad():
-            actions = self.select_actions(batch[Columns.OBS], explore=True)
-        # No log-probs are used; RLlib's episode bookkeeping expects the column.
-        logp = torch.zeros(actions.shape[0], device=actions.device)
-        return {Columns.ACTIONS: actions, Columns.ACTION_LOGP: logp}
-
-    @override(TorchRLModule)
-    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        """Nothing: the learner's losses call the networks themselves."""
-        return {}
 
     def load_pretrained_denoiser(self, state_dict: dict[str, Tensor]) -> None:
         """Copy pretrained (EMA) denoiser weights into the actor."""

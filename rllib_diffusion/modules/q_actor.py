@@ -1,7 +1,9 @@
 """The forwards of an off-policy actor module (TD3+BC, FQL, the Diffusion-QL family):
 it acts through one ``select_actions(obs, explore=...)`` and its learner evaluates the networks
 itself, so ``forward_train`` computes nothing and exploration carries no behaviour
-log-prob (a zero ``action_logp`` column, which RLlib's episode code expects)."""
+log-prob (a zero ``action_logp`` column, which RLlib's episode code expects). Acting
+runs under ``no_grad``: overriding ``_forward_inference``/``_forward_exploration`` drops
+the one of ``TorchRLModule``'s defaults, and RLlib's EnvRunners add none."""
 
 from __future__ import annotations
 
@@ -23,11 +25,13 @@ class OffPolicyActorForwards:
 
     @override(TorchRLModule)
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTIONS: self.select_actions(batch[Columns.OBS], explore=False)}
+        with torch.no_grad():
+            return {Columns.ACTIONS: self.select_actions(batch[Columns.OBS], explore=False)}
 
     @override(TorchRLModule)
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        actions = self.select_actions(batch[Columns.OBS], explore=True)
+        with torch.no_grad():
+            actions = self.select_actions(batch[Columns.OBS], explore=True)
         return {
             Columns.ACTIONS: actions,
             Columns.ACTION_LOGP: torch.zeros(actions.shape[0], device=actions.device),
