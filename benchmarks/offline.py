@@ -15,13 +15,18 @@ Example (the shipped Hopper-v5 medium subset, 200 episodes, 61,915 transitions):
         --gradient-steps 20000 --eval-every 5000 --eval-episodes 10
 
 Runs longer than a session: add ``--checkpoint-every 1000`` and, after an interruption,
-run the same command with ``--resume`` (continues from the last checkpoint).
+run the same command with ``--resume`` (continues from the last checkpoint). The d3rlpy
+runs checkpoint their networks, optimizer states and step counter the same way
+(``OUT/d3rlpy_checkpoint``); a resumed one draws different minibatches than an
+uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -174,9 +179,10 @@ def run_d3rlpy(args, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     env_id = data.env_id
     info = task_info(env_id)
     out.mkdir(parents=True, exist_ok=True)
-    progress: list[dict[str, Any]] = []
-    steps, train_seconds = 0, 0.0
     chunk = args.steps_per_iteration
+    progress, steps, train_seconds = d3rlpy_resume_point(args, out, algo)
+    if steps:  # a resumed run draws new minibatches, not those of the first steps
+        d3rlpy.seed(args.seed + steps)
 
     def evaluate(n: int, seed: int) -> list[float]:
         env = gym.make(env_id)
@@ -192,7 +198,7 @@ def run_d3rlpy(args, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         env.close()
         return rets
 
-    with open(out / "progress.jsonl", "w") as f:
+    with open(out / "progress.jsonl", "a" if steps else "w") as f:
         while steps < args.gradient_steps:
             t = time.perf_counter()
             for _ in algo.fitter(
@@ -214,6 +220,8 @@ def run_d3rlpy(args, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             f.write(json.dumps(line) + "\n")
             f.flush()
             progress.append(line)
+            if args.checkpoint_every and steps % args.checkpoint_every == 0:
+                save_d3rlpy_checkpoint(out, algo, steps)
             print(
                 f"[{args.algo}] {steps} steps {train_seconds:.0f}s "
                 f"{line.get('eval_return_mean', '')}",
@@ -242,6 +250,43 @@ def run_d3rlpy(args, out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     }
     write_json_atomic(out / "result.json", summary)
     return summary, progress
+
+
+D3RLPY_CHECKPOINT = "d3rlpy_checkpoint"
+
+
+def save_d3rlpy_checkpoint(out: Path, algo: Any, steps: int) -> None:
+    """Networks and optimizer states (d3rlpy's ``save_model``) and the step count, written
+    to a scratch folder and renamed into place, so an interruption never leaves half of
+    one."""
+    final, tmp = out / D3RLPY_CHECKPOINT, out / f".{D3RLPY_CHECKPOINT}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    algo.save_model(str(tmp / "model.pt"))
+    (tmp / "state.json").write_text(json.dumps({"gradient_steps": steps}))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def d3rlpy_resume_point(args, out: Path, algo: Any) -> tuple[list[dict[str, Any]], int, float]:
+    """``(progress so far, gradient steps, train seconds)``: zeros for a fresh run; with
+    ``--resume`` the last checkpoint's weights, optimizer states and step counter, and the
+    progress lines up to it (later lines were not checkpointed and are dropped)."""
+    ckpt = out / D3RLPY_CHECKPOINT
+    if not args.resume:
+        return [], 0, 0.0
+    if not (ckpt / "state.json").exists():
+        sys.exit(f"--resume: no d3rlpy checkpoint in {out}; run without --resume to start.")
+    steps = json.loads((ckpt / "state.json").read_text())["gradient_steps"]
+    algo.load_model(str(ckpt / "model.pt"))
+    algo.set_grad_step(steps)
+    lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    progress = [x for x in lines if x["gradient_steps"] <= steps]
+    with open(out / ".progress.tmp", "w") as f:
+        f.writelines(json.dumps(x) + "\n" for x in progress)
+    os.replace(out / ".progress.tmp", out / "progress.jsonl")
+    print(f"[{args.algo}] resumed at {steps} gradient steps from {ckpt}", flush=True)
+    return progress, steps, progress[-1]["seconds"] if progress else 0.0
 
 
 def train_step_rate(progress: list[dict[str, Any]], steps_per_iteration: int) -> float:
