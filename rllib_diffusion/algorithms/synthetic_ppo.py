@@ -292,9 +292,9 @@ def synthetic_episodes(
 # ------------------------------------------------------------------ algorithm mixin
 class SyntheticSegmentsMixin:
     """Algorithm side (mixed in before ``PPO``): call :meth:`setup_synthetic` at the end
-    of ``setup`` and :meth:`synthesize` on each iteration's real episodes; its result
-    goes to ``learner_group.update`` after them. Checkpoints carry :data:`GENERATOR_FILE`
-    while ``synthetic_ratio`` > 0."""
+    of ``setup``, and per iteration :meth:`update_learners` on the real episodes (it calls
+    :meth:`synthesize` and updates on both) and :meth:`sync_runner_weights`. Checkpoints
+    carry :data:`GENERATOR_FILE` while ``synthetic_ratio`` > 0."""
 
     def uses_policy_actions(self) -> bool:
         """Whether synthetic actions come from the policy (dynamics-model rollouts)."""
@@ -362,6 +362,46 @@ class SyntheticSegmentsMixin:
         for key, value in stats.items():
             self.metrics.log_value((METRICS_NAMESPACE, key), value, window=1)
         return out
+
+    def update_learners(self, episodes: list, minibatch_size: int, shuffle: bool) -> list:
+        """The PPO update of one iteration, as RLlib's ``PPO.training_step`` runs it, on the
+        real episodes plus :meth:`synthesize`'s: ``num_epochs`` epochs of minibatches of
+        ``minibatch_size`` rows; the learners' results are aggregated and returned."""
+        from ray.rllib.core import ALL_MODULES
+        from ray.rllib.utils.metrics import (
+            ENV_RUNNER_RESULTS,
+            LEARNER_RESULTS,
+            NUM_ENV_STEPS_SAMPLED_LIFETIME,
+            NUM_MODULE_STEPS_TRAINED_LIFETIME,
+        )
+
+        synthetic = self.synthesize(episodes)  # [] unless synthetic_ratio > 0
+        learner_results = self.learner_group.update(
+            episodes=list(episodes) + synthetic if synthetic else episodes,
+            timesteps={
+                NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                    (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+                ),
+                NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
+                    (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), default=0
+                ),
+            },
+            num_epochs=self.config.num_epochs,
+            minibatch_size=minibatch_size,
+            shuffle_batch_per_epoch=shuffle,
+        )
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        return learner_results
+
+    def sync_runner_weights(self, learner_results: list) -> None:
+        """The updated modules' inference-only weights to every EnvRunner."""
+        from ray.rllib.core import ALL_MODULES
+
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group,
+            policies=set(learner_results[0].keys()) - {ALL_MODULES},
+            inference_only=True,
+        )
 
     def synthetic_prefixes(self, episodes: list, wanted: int) -> tuple[list[dict], int]:
         """Rollout dicts holding ``wanted`` steps, and the number of steps generated."""

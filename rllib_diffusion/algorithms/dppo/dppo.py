@@ -17,11 +17,8 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import (
-    ALL_MODULES,
     ENV_RUNNER_RESULTS,
-    LEARNER_RESULTS,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
-    NUM_MODULE_STEPS_TRAINED_LIFETIME,
 )
 
 from rllib_diffusion import metrics as M
@@ -277,28 +274,11 @@ class DPPO(SyntheticSegmentsMixin, PPO):
             return
         self._count_env_steps(episodes, runner_results)
         t1 = time.perf_counter()
-        synthetic = self.synthesize(episodes)  # [] unless synthetic_ratio > 0
-        learner_results = self.learner_group.update(
-            episodes=list(episodes) + synthetic if synthetic else episodes,
-            timesteps={
-                NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
-                    (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
-                ),
-                NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
-                    (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), default=0
-                ),
-            },
-            num_epochs=self.config.num_epochs,
-            minibatch_size=self.config.pair_minibatch_size,
-            shuffle_batch_per_epoch=True,
+        learner_results = self.update_learners(
+            episodes, minibatch_size=self.config.pair_minibatch_size, shuffle=True
         )
-        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         t2 = time.perf_counter()
-        self.env_runner_group.sync_weights(
-            from_worker_or_learner_group=self.learner_group,
-            policies=set(learner_results[0].keys()) - {ALL_MODULES},
-            inference_only=True,
-        )
+        self.sync_runner_weights(learner_results)
         t3 = time.perf_counter()
         for key, value in (
             (M.ENV_STEPS, self._env_steps_lifetime),

@@ -191,14 +191,8 @@ class DiffPPO(SyntheticSegmentsMixin, PPO):
 
     @override(PPO)
     def training_step(self) -> None:
-        from ray.rllib.core import ALL_MODULES
         from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
-        from ray.rllib.utils.metrics import (
-            ENV_RUNNER_RESULTS,
-            LEARNER_RESULTS,
-            NUM_ENV_STEPS_SAMPLED_LIFETIME,
-            NUM_MODULE_STEPS_TRAINED_LIFETIME,
-        )
+        from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS
 
         episodes, runner_results = synchronous_parallel_sample(
             worker_set=self.env_runner_group,
@@ -210,27 +204,10 @@ class DiffPPO(SyntheticSegmentsMixin, PPO):
         if not episodes:
             return
         self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
-        synthetic = self.synthesize(episodes)
-        learner_results = self.learner_group.update(
-            episodes=list(episodes) + synthetic,
-            timesteps={
-                NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
-                    (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
-                ),
-                NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
-                    (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), default=0
-                ),
-            },
-            num_epochs=self.config.num_epochs,
-            minibatch_size=self.config.minibatch_size,
-            shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
+        learner_results = self.update_learners(
+            episodes, self.config.minibatch_size, self.config.shuffle_batch_per_epoch
         )
-        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
-        self.env_runner_group.sync_weights(
-            from_worker_or_learner_group=self.learner_group,
-            policies=set(learner_results[0].keys()) - {ALL_MODULES},
-            inference_only=True,
-        )
+        self.sync_runner_weights(learner_results)
 
     @override(SyntheticSegmentsMixin)
     def synthetic_prefixes(self, episodes: list, wanted: int) -> tuple[list[dict], int]:
