@@ -287,10 +287,52 @@ def offline_table(results: list[dict]) -> list[str]:
 
 
 ONLINE_PREFIX = "offline_to_online_"
+PROTOCOL_PREFIX = "offline_protocol_"
 
 
 def _is_offline(r: dict) -> bool:
-    return r["name"].startswith("offline_") and not r["name"].startswith(ONLINE_PREFIX)
+    return r["name"].startswith("offline_") and not r["name"].startswith(
+        (ONLINE_PREFIX, PROTOCOL_PREFIX)
+    )
+
+
+def protocol_section(r: dict) -> list[str]:
+    """``benchmarks/offline_protocol.py --summarize``: per algorithm over seeds."""
+    f, budget = r["figures"], r["budget_gradient_steps"]
+    lines = [
+        f"### {r['name']} ({budget:,} gradient steps, `{r['dataset']}`)",
+        "",
+        "Final checkpoint: each seed's mean over its final evaluation's episodes, then mean "
+        "± std over the finished seeds. Best periodic evaluation (what the papers report) is "
+        "labelled separately. Unfinished runs are listed with the steps they reached and "
+        "their last evaluation. Data's Monte-Carlo discounted return-to-go (γ = 0.99), the "
+        f"scale Q on data actions should reach: {_fmt(f['data_mc_discounted_return'])}.",
+        "",
+        "| algorithm | seeds done | final return per seed | final mean ± std over seeds "
+        "| best periodic eval (mean over seeds) | unfinished runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for algo, a in f.items():
+        if not isinstance(a, dict):
+            continue
+        per_seed = ", ".join(_fmt(x) for x in a["final_return_per_seed"]) or "–"
+        final = (
+            f"{_fmt(a['final_return_mean'])} ± {_fmt(a['final_return_std_over_seeds'])}"
+            if a["final_return_mean"] is not None
+            else "–"
+        )
+        partial = "; ".join(
+            f"{name}: {p['gradient_steps']:,} steps, last eval {_fmt(p['last_eval'])}"
+            for name, p in a["partial_runs"].items()
+        )
+        lines.append(
+            f"| {OFFLINE_LABELS.get(algo, algo)} | {a['seeds_done'] or '–'} | {per_seed} "
+            f"| {final} | {_fmt(a['best_eval_mean']) if a['best_eval_mean'] else '–'} "
+            f"| {partial or '–'} |"
+        )
+    image = f"../benchmarks/results/{r['name']}.png"
+    lines += ["", f"Command: `{r['command']}`  ", f"Machine: {r['machine']}", ""]
+    return lines + [f"![{r['name']}]({image})", ""]
 
 
 def online_table(results: list[dict]) -> list[str]:
@@ -423,13 +465,22 @@ def baselines_section(r: dict) -> list[str]:
 
 def diffppo_section(r: dict) -> list[str]:
     """A ``benchmarks/diffppo.py`` result: one row per (arm, seed) run."""
+    dppo = "dppo" in r.get("arms_knobs", {})
+    what = (
+        "DPPO with vs without synthetic segments from the same diffusion BC checkpoint"
+        if dppo
+        else "DiffPPO vs PPO from the same Gaussian BC checkpoint"
+    )
     lines = [
         f"### {r['name']}",
         "",
-        f"DiffPPO vs PPO from the same Gaussian BC checkpoint (`{r.get('checkpoint')}`), "
+        f"{what} (`{r.get('checkpoint')}`), "
         f"budget {r['figures'].get('env_steps_budget')} env steps per run; deterministic "
-        "evaluation. Arms' DiffPPO knobs: "
-        + "; ".join(f"{a}: {k or 'none (PPO)'}" for a, k in r.get("arms_knobs", {}).items()),
+        "evaluation. Arms' synthetic-experience knobs: "
+        + "; ".join(
+            f"{a}: {k or ('none (DPPO)' if dppo else 'none (PPO)')}"
+            for a, k in r.get("arms_knobs", {}).items()
+        ),
         "",
         "| arm | seed | env steps | periodic evals | final (episodes) | train return, last 3 "
         "iterations | synthetic steps / iteration (kept fraction) | wall time |",
@@ -519,6 +570,9 @@ def main() -> None:
             "IQL's reward normalisation, its default on locomotion).",
             "",
         ]
+        for r in results:
+            if r["name"].startswith(PROTOCOL_PREFIX):
+                lines += protocol_section(r)
         lines += offline_table(results)
         lines += acting_table()
         lines += online_table(results)
