@@ -1,6 +1,6 @@
 """The run family of fine-tuning algorithms whose RLModule trains the pretrained
-denoiser itself on EnvRunner rollouts (DRWR and DAWR in ``awr/``, DIPO and QSM in
-``qgrad/``), above the families.
+denoiser itself on EnvRunner rollouts (DRWR and DAWR in ``awr/``; online DQL, IDQL,
+DIPO and QSM in ``replay_finetune``), above the families.
 
 DiffusionBC checkpoint → the algorithm's config (its registry spec's config and model
 config, env and spaces from the checkpoint) → the shared run loop with DPPO's run

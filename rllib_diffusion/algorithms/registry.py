@@ -281,7 +281,7 @@ for _spec in (
         "DIPO",
         description="DIPO: denoising BC on replay actions improved along the critic's gradient",
         model_config=f"{_Q}.qgrad.qgrad_rl_module:DIPOModelConfig",
-        family=f"{_Q}.qgrad.finetune:QGradFamily",
+        family=f"{_Q}.replay_finetune:ReplayFinetuneFamily",
     ),
     AlgorithmSpec(
         "qsm",
@@ -290,7 +290,7 @@ for _spec in (
         "QSM",
         description="QSM: the denoiser's score matched to the critic's action gradient",
         model_config=f"{_Q}.qgrad.qgrad_rl_module:QSMModelConfig",
-        family=f"{_Q}.qgrad.finetune:QGradFamily",
+        family=f"{_Q}.replay_finetune:ReplayFinetuneFamily",
     ),
     AlgorithmSpec(
         "dql",

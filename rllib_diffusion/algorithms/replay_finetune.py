@@ -16,7 +16,8 @@ The reference's training loops (irom-lab/dppo ``agent/finetune/train_{dql,idql,d
 qsm}_diffusion_agent.py``) are the same loop: this module is the loop, the families bring
 their config defaults, module, learner and the actor's rows of a gradient step
 (:meth:`ReplayFinetuneMixin.actor_rows`: the critic's minibatch; DIPO's improved actions
-of a second one). Run family: :class:`ReplayFinetuneFamily` (the shared
+of a second one) and what their progress lines add (``PROGRESS_OWN``). Run family of
+all four: :class:`ReplayFinetuneFamily` (the shared
 :class:`~rllib_diffusion.algorithms.denoiser_finetune.DenoiserFinetuneFamily`).
 """
 
@@ -37,6 +38,7 @@ from ray.rllib.utils.metrics import LEARNER_RESULTS
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.denoiser_finetune import OWN_KEYS, DenoiserFinetuneFamily
 from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
+from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
 from rllib_diffusion.algorithms.replay import TransitionReplay
 from rllib_diffusion.knobs import set_provided
 
@@ -141,6 +143,9 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
     """
 
     STATE_ALIASES: dict[str, str] = {}
+    #: ``(label, key, format)`` of the values a host logs by :meth:`log_own` beyond the
+    #: loop's (DIPO's action shift): its progress lines carry and print them.
+    PROGRESS_OWN: tuple[tuple[str, str, str], ...] = ()
 
     @override(Algorithm)
     def setup(self, config: AlgorithmConfig) -> None:
@@ -212,22 +217,35 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
 
 
 class ReplayFinetuneFamily(DenoiserFinetuneFamily):
-    """DQL or IDQL (``s.algo``) fine-tuning on the run loop (see the module doc)."""
+    """DQL, IDQL, DIPO or QSM (``s.algo``) fine-tuning on the run loop (see the module
+    doc). A progress line carries the loop's values, the algorithm's
+    ``PROGRESS_OWN`` and those of :attr:`learner_keys` its learner logs; the printed
+    line shows the algorithm's ``PROGRESS_OWN`` before the buffer size."""
 
     namespace = M.REPLAY_FINETUNE_NAMESPACE
-    own_keys = OWN_KEYS
     learner_keys = {
         "actor_loss": M.ACTOR_LOSS,
         "critic_loss": M.CRITIC_LOSS,
-        "bc_loss": M.BC_LOSS,
-        "q_loss": M.Q_LOSS,
-        "value_loss": M.VALUE_LOSS,
+        "bc_loss": M.BC_LOSS,  # DQL
+        "q_loss": M.Q_LOSS,  # DQL
+        "value_loss": M.VALUE_LOSS,  # IDQL
         "q_mean": M.Q_MEAN,
-        "value_mean": M.VALUE_MEAN,
+        "value_mean": M.VALUE_MEAN,  # IDQL
+        "q_grad_norm": M.Q_GRAD_NORM,  # QSM
     }
-    shown = (
-        ("actor loss", "actor_loss", ".3g"),
-        ("critic loss", "critic_loss", ".3g"),
-        ("Q", "q_mean", ".3g"),
-        ("buffer", M.BUFFER_DECISIONS, ".0f"),
-    )
+
+    def __init__(self, s: FinetuneSettings) -> None:
+        super().__init__(s)
+        own = self.config.algo_class.PROGRESS_OWN
+        self.own_keys = (*OWN_KEYS, *(key for _, key, _ in own))
+        self.shown = (
+            ("actor loss", "actor_loss", ".3g"),
+            ("critic loss", "critic_loss", ".3g"),
+            ("Q", "q_mean", ".3g"),
+            *own,
+            ("buffer", M.BUFFER_DECISIONS, ".0f"),
+        )
+
+    def acting(self) -> str:
+        """DIPO acts with its Polyak target copy of the denoiser (``act_with_target``)."""
+        return "actor_target" if self.config.model_config.get("act_with_target") else "actor"

@@ -44,6 +44,7 @@ from rllib_diffusion.algorithms.replay_finetune import (
     ReplayFinetuneConfigMixin,
     ReplayFinetuneMixin,
 )
+from rllib_diffusion.knobs import set_provided
 
 #: Algorithm names stored in checkpoint metadata.
 DIPO_NAME, QSM_NAME = "DIPO", "QSM"
@@ -94,13 +95,14 @@ class DIPOConfig(QGradConfigMixin, AlgorithmConfig):
                 clipped to norm this × N, N the action chunk's size (reference 0.1).
         """
         super().training(**kwargs)
-        for name, value in (
-            ("action_lr", action_lr),
-            ("action_gradient_steps", action_gradient_steps),
-            ("action_grad_norm_per_dim", action_grad_norm_per_dim),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(
+            self,
+            {
+                "action_lr": action_lr,
+                "action_gradient_steps": action_gradient_steps,
+                "action_grad_norm_per_dim": action_grad_norm_per_dim,
+            },
+        )
         return self
 
     @override(AlgorithmConfig)
@@ -140,8 +142,7 @@ class QSMConfig(QGradConfigMixin, AlgorithmConfig):
             q_grad_coeff: M of the score target −M·∇_a Q (reference 10).
         """
         super().training(**kwargs)
-        if q_grad_coeff is not NotProvided:
-            self.q_grad_coeff = q_grad_coeff
+        set_provided(self, {"q_grad_coeff": q_grad_coeff})
         return self
 
     @override(AlgorithmConfig)
@@ -161,6 +162,7 @@ class DIPO(ReplayFinetuneMixin, Algorithm):
     """DIPO: denoising BC on replay actions improved along ∇_a min(Q1, Q2), written back."""
 
     STATE_ALIASES = LEGACY_STATE_KEYS
+    PROGRESS_OWN = (("action shift", M.ACTION_SHIFT, ".3g"),)
 
     @classmethod
     @override(Algorithm)
@@ -191,6 +193,8 @@ class QSM(ReplayFinetuneMixin, Algorithm):
     the critic's minibatch, the shared loop's default)."""
 
     STATE_ALIASES = LEGACY_STATE_KEYS
+    # DIPO's progress columns (QSM writes no actions back: its action shift stays n/a).
+    PROGRESS_OWN = DIPO.PROGRESS_OWN
 
     @classmethod
     @override(Algorithm)
