@@ -1,5 +1,5 @@
-"""``rllib-diffusion`` command line: collect | train-behavior | pretrain | pretrain-gaussian |
-finetune-gaussian | finetune | offline | online | evaluate | dataset-info | tune.
+"""``rllib-diffusion`` command line: collect | concat-datasets | train-behavior | pretrain |
+pretrain-gaussian | finetune-gaussian | finetune | offline | online | evaluate | dataset-info | tune.
 
 Each sub-command has a ``add_<name>_args(parser)`` / ``run_<name>(args)`` pair so that
 the scripts in ``experiments/`` reuse the exact same flags.
@@ -108,9 +108,10 @@ def add_collect_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--policy",
-        default="random",
-        help="'random' or an RLlib Algorithm checkpoint directory (e.g. from train-behavior)",
+        help="'random' or an RLlib Algorithm checkpoint directory (e.g. from train-behavior); "
+        "default: random, unless --policy-sequence is given",
     )
+    _add_policy_sequence_args(p.add_argument_group("medium-replay (policy sequence)"))
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--num-steps", type=COUNT, help="record at least this many transitions")
     size.add_argument("--num-episodes", type=COUNT, help="record this many episodes")
@@ -125,13 +126,25 @@ def add_collect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="also write the summary to this JSON file")
 
 
-def run_collect(args: argparse.Namespace) -> dict[str, Any]:
-    from rllib_diffusion.collect.collect import collect_dataset
+def _add_policy_sequence_args(group: Any) -> None:
+    from rllib_diffusion.collect.sequence import PolicySequenceSettings
 
+    add_settings_args(group, PolicySequenceSettings)
+
+
+def run_collect(args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
+    from rllib_diffusion.collect.collect import collect_dataset
+    from rllib_diffusion.collect.sequence import PolicySequenceSettings
+
+    fields = dataclasses.fields(PolicySequenceSettings)
+    sequence = PolicySequenceSettings(**{f.name: getattr(args, f.name) for f in fields})
     result = collect_dataset(
         args.env,
         args.dataset_id,
         policy=args.policy,
+        sequence=sequence,
         num_episodes=args.num_episodes,
         num_steps=args.num_steps,
         num_envs=args.num_envs,
@@ -142,6 +155,22 @@ def run_collect(args: argparse.Namespace) -> dict[str, Any]:
         overwrite=args.overwrite,
     )
     _json_out(result, args.json)
+    return result
+
+
+# --------------------------------------------------------------------- concat-datasets
+def add_concat_datasets_args(p: argparse.ArgumentParser) -> None:
+    from rllib_diffusion.collect.concat import ConcatSettings
+
+    add_settings_args(p, ConcatSettings)
+
+
+def run_concat_datasets(args: argparse.Namespace) -> dict[str, Any]:
+    from rllib_diffusion.collect.concat import ConcatSettings, concat_datasets
+
+    settings = settings_from_args(ConcatSettings, args)
+    result = concat_datasets(settings)
+    _json_out(result, settings.json)
     return result
 
 
@@ -578,6 +607,12 @@ def run_tune(args: argparse.Namespace) -> dict[str, Any]:
 
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "collect": (add_collect_args, run_collect, "record a Minari dataset from a policy"),
+    "concat-datasets": (
+        add_concat_datasets_args,
+        run_concat_datasets,
+        "join datasets of one env into a new Minari dataset (e.g. medium + expert = "
+        "medium-expert), with the provenance of each source",
+    ),
     "train-behavior": (
         add_train_behavior_args,
         run_train_behavior,

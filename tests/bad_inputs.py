@@ -22,6 +22,8 @@ F = ["finetune", "--checkpoint", "{ckpt}", "--out", "{out}"]
 O = ["offline", "--dataset", "{dataset}", "--out", "{out}"]  # noqa: E741
 E = ["evaluate", "--checkpoint"]
 C = ["collect", "--dataset-id", "battery/none/x-v0"]
+CS = [*C, "--env", "Hopper-v5", "--num-steps", "10"]
+CC = ["concat-datasets", "--dataset-id"]
 T = ["tune", "--storage-path", "{out}"]
 S = ["synthesize", "--dataset", "{dataset}", "--out", "{out}", "--dataset-id", "battery/s/x-v0"]
 Y = ["dydiff", "--dataset", "{dataset}", "--out", "{out}"]
@@ -107,6 +109,13 @@ CASES: list[tuple[str, list[str], str]] = [
         "nope",
     ),
     ("collect-episodes-0", [*C, "--env", "Hopper-v5", "--num-episodes", "0"], "--num-episodes"),
+    ("collect-until-return-alone", [*CS, "--until-return", "5"], "--until-return"),
+    ("collect-sequence-not-a-run", [*CS, "--policy-sequence", "{missing}"], "nope"),
+    ("collect-sequence-and-policy", [*CS, "--policy-sequence", "{out}", "--policy", "random"], "--policy"),
+    # concat-datasets
+    ("concat-one-source", [*CC, "battery/c/x-v0", "--sources", "{dataset}"], "--sources"),
+    ("concat-missing-source", [*CC, "battery/c/x-v0", "--sources", "{dataset}", "{missing}"], "nope"),
+    ("concat-malformed-id", [*CC, "no-version", "--sources", "{dataset}", "{dataset}"], "no-version"),
     # dataset-info
     # synthesize (and mixing synthetic data into offline runs)
     # dydiff (segment dynamics model and policy rollouts)

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from rllib_diffusion.collect.policies import CollectPolicy, RandomPolicy, RLlibCheckpointPolicy
+from rllib_diffusion.collect.sequence import (
+    PolicySequenceSettings,
+    SequenceStep,
+    equal_shares,
+    policy_sequence,
+    training_record,
+)
 from rllib_diffusion.data import Episode, EpisodeDataset, write_minari
+from rllib_diffusion.data.minari_io import check_output_id
 from rllib_diffusion.envs.tasks import make_env, task_info
 from rllib_diffusion.modules.model_config import ConfigError
 
 logger = logging.getLogger(__name__)
+
+#: ``metadata.json`` key of a collected dataset's provenance (policies, training
+#: returns, what each recorded; for a concatenation, its sources).
+PROVENANCE_KEY = "collection_provenance"
 
 
 def collect_episodes(
@@ -132,11 +146,65 @@ def make_policy(spec: str, env_id: str, *, explore: bool = True, seed: int = 0) 
     return RLlibCheckpointPolicy(spec, explore=explore)
 
 
+def episode_stats(episodes: list[Episode]) -> dict[str, Any]:
+    """Episodes, transitions, mean and std return of ``episodes`` (plain python)."""
+    returns = np.array([ep.episode_return for ep in episodes], dtype=np.float64)
+    return {
+        "episodes": len(episodes),
+        "transitions": int(sum(ep.length for ep in episodes)),
+        "return_mean": float(returns.mean()) if len(returns) else float("nan"),
+        "return_std": float(returns.std()) if len(returns) else float("nan"),
+    }
+
+
+def _plan(
+    env_id: str, policy: str | None, sequence: PolicySequenceSettings, total: int, flag: str
+) -> tuple[list[tuple[str, SequenceStep | None]], list[int]]:
+    """The policies to collect with, in order, each with its training record, and the
+    share of ``total`` (steps or episodes) each one records."""
+    if sequence.policy_sequence is None:
+        spec = policy or "random"
+        return [(spec, None if spec == "random" else training_record(spec))], [total]
+    steps = policy_sequence(sequence.policy_sequence, sequence.until_return, env_id=env_id)
+    return [(s.path, s) for s in steps], equal_shares(total, len(steps), flag=flag)
+
+
+def collect_stages(
+    env_id: str,
+    stages: list[tuple[str, SequenceStep | None]],
+    shares: list[int],
+    *,
+    by_steps: bool,
+    num_envs: int = 8,
+    explore: bool = True,
+    seed: int = 0,
+) -> tuple[list[Episode], list[dict[str, Any]]]:
+    """Collect ``shares[k]`` steps (``by_steps``) or episodes with policy ``stages[k]``,
+    one policy after the other; returns the episodes in that order and one provenance
+    record per stage (policy, its training record, what it recorded). Reset seeds run on
+    across stages, so no two episodes share one."""
+    episodes: list[Episode] = []
+    records: list[dict[str, Any]] = []
+    for (spec, step), share in zip(stages, shares):
+        start = seed + len(episodes)
+        pol = make_policy(spec, env_id, explore=explore, seed=start)
+        size = {"num_steps": share} if by_steps else {"num_episodes": share}
+        new = collect_episodes(env_id, pol, num_envs=num_envs, seed=start, **size)
+        episodes.extend(new)
+        record = {"policy": pol.name, "first_episode": len(episodes) - len(new)}
+        record.update(asdict(step) if step is not None else {"path": spec})
+        records.append({**record, **episode_stats(new)})
+        if len(stages) > 1:
+            print(f"[collect] stage {len(records)}/{len(stages)}: {records[-1]}", flush=True)
+    return episodes, records
+
+
 def collect_dataset(
     env_id: str,
     dataset_id: str,
     *,
-    policy: str = "random",
+    policy: str | None = None,
+    sequence: PolicySequenceSettings | None = None,
     num_episodes: int | None = None,
     num_steps: int | None = None,
     num_envs: int = 8,
@@ -147,60 +215,92 @@ def collect_dataset(
     overwrite: bool = False,
     description: str | None = None,
 ) -> dict[str, Any]:
-    """Collect episodes with ``policy`` and write them as Minari dataset ``dataset_id``.
+    """Collect episodes with ``policy`` (``"random"`` for None, or an RLlib checkpoint)
+    or with the checkpoints of ``sequence`` in training order, and write them as Minari
+    dataset ``dataset_id`` with their provenance under :data:`PROVENANCE_KEY`.
 
     Reference scores default to the task table (:mod:`rllib_diffusion.envs.tasks`), so
-    that ``get_normalized_score`` works on the result. Returns a summary dict.
+    that ``get_normalized_score`` works on the result. Bad input (flags that do not go
+    together, an existing id, a run that never reaches ``until_return``) is refused in one
+    line before any policy loads. Returns a summary dict.
     """
-    from rllib_diffusion.utils.runtime import limit_threads
+    from rllib_diffusion.utils.runtime import limit_threads, run_metadata
 
     limit_threads()
+    sequence = sequence or PolicySequenceSettings()
+    sequence.check(policy)
+    if (num_episodes is None) == (num_steps is None):
+        raise ConfigError("give exactly one of --num-steps or --num-episodes.")
+    check_output_id(dataset_id, overwrite=overwrite)
     check_collectable_env(env_id)
-    pol = make_policy(policy, env_id, explore=explore, seed=seed)
+    total, flag = (num_steps, "--num-steps") if num_steps else (num_episodes, "--num-episodes")
+    stages, shares = _plan(env_id, policy, sequence, int(total), flag)
     t0 = time.perf_counter()
-    episodes = collect_episodes(
-        env_id, pol, num_episodes=num_episodes, num_steps=num_steps, num_envs=num_envs, seed=seed
+    episodes, records = collect_stages(
+        env_id,
+        stages,
+        shares,
+        by_steps=bool(num_steps),
+        num_envs=num_envs,
+        explore=explore,
+        seed=seed,
     )
     seconds = time.perf_counter() - t0
     info = task_info(env_id)
     if info is not None:
         ref_min_score = info.ref_min_score if ref_min_score is None else ref_min_score
         ref_max_score = info.ref_max_score if ref_max_score is None else ref_max_score
-    dataset = EpisodeDataset(
-        episodes=episodes,
-        env_id=env_id,
-        name=dataset_id,
-        ref_min_score=ref_min_score,
-        ref_max_score=ref_max_score,
+    run_dir = sequence.policy_sequence
+    provenance = {
+        "kind": "policy-sequence" if run_dir else "policy",
+        "env_id": env_id,
+        "run_dir": str(Path(run_dir).expanduser().resolve()) if run_dir else None,
+        "until_return": sequence.until_return,
+        "explore": explore,
+        "seed": seed,
+        "num_envs": num_envs,
+        "stages": records,
+        "seconds": seconds,
+        "meta": run_metadata(),
+    }
+    name = (
+        f"{len(stages)} checkpoints of {run_dir} in training order"
+        if run_dir
+        else records[0]["policy"]
     )
+    dataset = EpisodeDataset(episodes, env_id, dataset_id, ref_min_score, ref_max_score)
     path = write_minari(
         dataset,
         dataset_id,
-        env_id=env_id,
-        ref_min_score=ref_min_score,
-        ref_max_score=ref_max_score,
-        algorithm_name=pol.name,
+        algorithm_name=name,
         author="rllib-diffusion collect",
         description=description
-        or f"{len(episodes)} episodes of {env_id} collected with {pol.name} (explore={explore}).",
+        or f"{len(episodes)} episodes of {env_id} collected with {name} (explore={explore}).",
         overwrite=overwrite,
+        extra_metadata={PROVENANCE_KEY: provenance},
     )
-    returns = dataset.episode_returns()
+    return _summary(dataset, path, name, len(stages), seconds)
+
+
+def _summary(
+    dataset: EpisodeDataset, path: str, policy: str, stages: int, seconds: float
+) -> dict[str, Any]:
     summary = {
-        "dataset_id": dataset_id,
+        "dataset_id": dataset.name,
         "path": path,
-        "env_id": env_id,
-        "policy": pol.name,
-        "episodes": len(episodes),
-        "transitions": dataset.num_transitions,
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "ref_min_score": ref_min_score,
-        "ref_max_score": ref_max_score,
+        "env_id": dataset.env_id,
+        "policy": policy,
+        "stages": stages,
+        **episode_stats(dataset.episodes),
+        "ref_min_score": dataset.ref_min_score,
+        "ref_max_score": dataset.ref_max_score,
         "seconds": seconds,
     }
+    if dataset.ref_min_score is not None and dataset.ref_max_score is not None:
+        scores = dataset.normalized_score(dataset.episode_returns())
+        summary["normalized_score_mean"] = float(scores.mean())
     print(
-        f"[collect] wrote {dataset_id}: {summary['episodes']} episodes, "
+        f"[collect] wrote {dataset.name}: {summary['episodes']} episodes, "
         f"{summary['transitions']} transitions, return {summary['return_mean']:.1f} ± "
         f"{summary['return_std']:.1f} ({seconds:.0f}s) -> {path}",
         flush=True,
