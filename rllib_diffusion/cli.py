@@ -191,6 +191,11 @@ def add_train_behavior_args(p: argparse.ArgumentParser) -> None:
         "--num-env-runners", type=NON_NEGATIVE, default=1, help="CPU EnvRunners (0: the driver)"
     )
     p.add_argument("--seed", type=int, default=0, help="RNG seed")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (budgets are the run's totals)",
+    )
 
 
 def run_train_behavior(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,6 +214,7 @@ def run_train_behavior(args: argparse.Namespace) -> dict[str, Any]:
         max_minutes=args.max_minutes,
         checkpoint_every=args.checkpoint_every,
         settings=settings,
+        resume=args.resume,
     )
 
 

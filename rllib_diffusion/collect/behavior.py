@@ -74,6 +74,41 @@ def behavior_ppo_config(env_id: str, settings: BehaviorPPOSettings | None = None
     )
 
 
+def _resume_point(out: Path, env_id: str, settings: BehaviorPPOSettings) -> list[dict[str, Any]]:
+    """The checkpoint index of the run in ``out`` to continue; one-line ``ConfigError``
+    when there is none, or it trained another env or other settings."""
+    from rllib_diffusion.modules.model_config import ConfigError
+
+    path = out / "checkpoints.json"
+    if not path.is_file():
+        raise ConfigError(f"--resume: '{out}' has no checkpoints.json; start without --resume.")
+    index = json.loads(path.read_text())
+    if index.get("env_id") != env_id or not index.get("checkpoints"):
+        raise ConfigError(
+            f"--resume: '{out}' holds a run of {index.get('env_id')} with "
+            f"{len(index.get('checkpoints', []))} checkpoints, not one of --env {env_id}."
+        )
+    stored = {**index.get("settings", {}), "hidden": tuple(index["settings"]["hidden"])}
+    differ = sorted(k for k, v in asdict(settings).items() if stored.get(k) != v)
+    if differ:
+        raise ConfigError(f"--resume: settings {differ} differ from the run in '{out}'.")
+    return index["checkpoints"]
+
+
+def _write_index(out: Path, env_id: str, settings: BehaviorPPOSettings, index: list) -> None:
+    from rllib_diffusion.utils.runtime import run_metadata
+
+    tmp = out / "checkpoints.json.tmp"
+    payload = {
+        "env_id": env_id,
+        "settings": asdict(settings),
+        "checkpoints": index,
+        "meta": run_metadata(),
+    }
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, out / "checkpoints.json")
+
+
 def train_behavior_policy(
     env_id: str,
     out_dir: str | os.PathLike,
@@ -83,96 +118,103 @@ def train_behavior_policy(
     max_minutes: float = 60.0,
     checkpoint_every: int = 5,
     settings: BehaviorPPOSettings | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train PPO on ``env_id`` until ``target_return``, ``max_env_steps`` or ``max_minutes``.
 
     Writes ``out_dir/checkpoint_<iter>`` every ``checkpoint_every`` iterations plus
     ``out_dir/progress.jsonl`` (one line per iteration) and ``out_dir/checkpoints.json``
     (return at each kept checkpoint), so that a policy of a chosen strength can be
-    picked later. Returns a summary dict.
+    picked later. ``resume`` continues the run in ``out_dir`` from its last checkpoint
+    (iterations, env steps and minutes count on, so the budgets are the run's totals).
+    Returns a summary dict.
     """
-    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
-
     from rllib_diffusion.envs.tasks import check_env_id
-    from rllib_diffusion.utils.runtime import init_ray, limit_threads, run_metadata
+    from rllib_diffusion.utils.runtime import init_ray, limit_threads
 
     check_env_id(env_id)  # before Ray starts: an unknown id is one line, not a worker crash
-    limit_threads()
-    init_ray()
     settings = settings or BehaviorPPOSettings()
     out = Path(out_dir).resolve()
+    index = _resume_point(out, env_id, settings) if resume else []
+    limit_threads()
+    init_ray()
     out.mkdir(parents=True, exist_ok=True)
     algo = behavior_ppo_config(env_id, settings).build_algo()
-    index: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    env_steps = 0
-    best = -float("inf")
-    iteration = 0
     try:
-        with open(out / "progress.jsonl", "a") as progress:
-            while True:
-                iteration += 1
-                result = algo.train()
-                env_steps = int(result.get("num_env_steps_sampled_lifetime", 0))
-                ret = result.get(ENV_RUNNER_RESULTS, {}).get(EPISODE_RETURN_MEAN, float("nan"))
-                minutes = (time.perf_counter() - start) / 60
-                line = {
-                    "iteration": iteration,
-                    "env_steps": env_steps,
-                    "return": ret,
-                    "minutes": minutes,
-                }
-                progress.write(json.dumps(line) + "\n")
-                progress.flush()
-                logger.info(
-                    "iter %d  env_steps %d  return %.1f  %.1f min",
-                    iteration,
-                    env_steps,
-                    ret,
-                    minutes,
-                )
-                print(
-                    f"[behavior] iter {iteration:4d}  env_steps {env_steps:9d}  return {ret:8.1f}  {minutes:6.1f} min",
-                    flush=True,
-                )
-                done = (
-                    (target_return is not None and ret >= target_return)
-                    or env_steps >= max_env_steps
-                    or minutes >= max_minutes
-                )
-                if iteration % checkpoint_every == 0 or done:
-                    path = out / f"checkpoint_{iteration:05d}"
-                    algo.save_to_path(str(path))
-                    index.append(
-                        {
-                            "path": str(path),
-                            "iteration": iteration,
-                            "env_steps": env_steps,
-                            "return": ret,
-                        }
-                    )
-                    best = max(best, ret)
-                    tmp = out / "checkpoints.json.tmp"
-                    tmp.write_text(
-                        json.dumps(
-                            {
-                                "env_id": env_id,
-                                "settings": asdict(settings),
-                                "checkpoints": index,
-                                "meta": run_metadata(),
-                            },
-                            indent=1,
-                        )
-                    )
-                    os.replace(tmp, out / "checkpoints.json")
-                if done:
-                    break
+        if index:
+            algo.restore_from_path(index[-1]["path"])
+        iteration, env_steps = _train_loop(
+            algo, out, env_id, settings, index,
+            target_return=target_return, max_env_steps=max_env_steps,
+            max_minutes=max_minutes, checkpoint_every=checkpoint_every,
+        )  # fmt: skip
     finally:
         algo.stop()
     return {
         "env_id": env_id,
         "iterations": iteration,
         "env_steps": env_steps,
-        "best_checkpoint_return": best,
+        "best_checkpoint_return": max((c["return"] for c in index), default=float("nan")),
         "checkpoints": index,
     }
+
+
+def _minutes_so_far(out: Path) -> float:
+    """Wall minutes of the run in ``out`` so far (its last progress line)."""
+    try:
+        lines = (out / "progress.jsonl").read_text().splitlines()
+        return float(json.loads(lines[-1])["minutes"]) if lines else 0.0
+    except (OSError, ValueError, KeyError):
+        return 0.0
+
+
+def _train_loop(
+    algo: Any,
+    out: Path,
+    env_id: str,
+    settings: BehaviorPPOSettings,
+    index: list[dict[str, Any]],
+    *,
+    target_return: float | None,
+    max_env_steps: int,
+    max_minutes: float,
+    checkpoint_every: int,
+) -> tuple[int, int]:
+    """Train until a budget or the target is reached; appends kept checkpoints to
+    ``index`` (which holds a resumed run's checkpoints). Returns (iteration, env steps)."""
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
+
+    iteration = index[-1]["iteration"] if index else 0
+    base = index[-1]["env_steps"] if index else 0
+    offset: int | None = None  # a restored run may count env steps from 0 again
+    start = time.perf_counter() - 60 * _minutes_so_far(out) * bool(index)
+    env_steps = base
+    with open(out / "progress.jsonl", "a") as progress:
+        while True:
+            iteration += 1
+            result = algo.train()
+            lifetime = int(result.get("num_env_steps_sampled_lifetime", 0))
+            offset = (base if lifetime < base else 0) if offset is None else offset
+            env_steps = lifetime + offset
+            ret = result.get(ENV_RUNNER_RESULTS, {}).get(EPISODE_RETURN_MEAN, float("nan"))
+            minutes = (time.perf_counter() - start) / 60
+            line = {"iteration": iteration, "env_steps": env_steps, "return": ret}
+            progress.write(json.dumps({**line, "minutes": minutes}) + "\n")
+            progress.flush()
+            print(
+                f"[behavior] iter {iteration:4d}  env_steps {env_steps:9d}  return {ret:8.1f}  "
+                f"{minutes:6.1f} min",
+                flush=True,
+            )
+            done = (
+                (target_return is not None and ret >= target_return)
+                or env_steps >= max_env_steps
+                or minutes >= max_minutes
+            )
+            if iteration % checkpoint_every == 0 or done:
+                path = out / f"checkpoint_{iteration:05d}"
+                algo.save_to_path(str(path))
+                index.append({"path": str(path), **line})
+                _write_index(out, env_id, settings, index)
+            if done:
+                return iteration, env_steps
