@@ -159,13 +159,18 @@ def train_behavior_policy(
     }
 
 
-def _minutes_so_far(out: Path) -> float:
-    """Wall minutes of the run in ``out`` so far (its last progress line)."""
-    try:
-        lines = (out / "progress.jsonl").read_text().splitlines()
-        return float(json.loads(lines[-1])["minutes"]) if lines else 0.0
-    except (OSError, ValueError, KeyError):
+def _rewind_progress(out: Path, iteration: int) -> float:
+    """Drop the progress lines after ``iteration`` (a resumed run repeats them; written
+    atomically) and return the run's wall minutes up to it."""
+    path = out / "progress.jsonl"
+    if not path.is_file():
         return 0.0
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    kept = [x for x in lines if x["iteration"] <= iteration]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(x) + "\n" for x in kept))
+    os.replace(tmp, path)
+    return float(kept[-1]["minutes"]) if kept else 0.0
 
 
 def _train_loop(
@@ -187,7 +192,7 @@ def _train_loop(
     iteration = index[-1]["iteration"] if index else 0
     base = index[-1]["env_steps"] if index else 0
     offset: int | None = None  # a restored run may count env steps from 0 again
-    start = time.perf_counter() - 60 * _minutes_so_far(out) * bool(index)
+    start = time.perf_counter() - 60 * (_rewind_progress(out, iteration) if index else 0.0)
     env_steps = base
     with open(out / "progress.jsonl", "a") as progress:
         while True:

@@ -48,12 +48,26 @@ def test_resume_of_another_env_or_settings_is_refused(tmp_path, capsys, no_ray):
     assert "differ from the run" in _one_line_error([*argv, "--seed", "3"], capsys)
 
 
+def test_resume_drops_progress_after_the_last_checkpoint(tmp_path):
+    from rllib_diffusion.collect.behavior import _rewind_progress
+
+    lines = [
+        {"iteration": i, "env_steps": 10 * i, "return": 0.0, "minutes": i / 2} for i in (1, 2, 3)
+    ]
+    (tmp_path / "progress.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert _rewind_progress(tmp_path, 2) == 1.0
+    kept = (tmp_path / "progress.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in kept] == [1, 2]
+
+
 @pytest.mark.slow
 def test_a_resumed_run_counts_on_from_its_last_checkpoint(tmp_path, ray_session):
     first = train_behavior_policy(
         "Hopper-v5", tmp_path, max_env_steps=1, checkpoint_every=1, settings=TINY
     )
     assert first["iterations"] == 1
+    with open(tmp_path / "progress.jsonl", "a") as f:  # an iteration after the checkpoint
+        f.write(json.dumps({"iteration": 2, "env_steps": 1, "return": 0.0, "minutes": 9}) + "\n")
     second = train_behavior_policy(
         "Hopper-v5", tmp_path, max_env_steps=600, checkpoint_every=1, settings=TINY, resume=True
     )
