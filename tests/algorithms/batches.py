@@ -1,9 +1,25 @@
-"""A tiny random transition batch shared by the offline Q-learner tests."""
+"""Tiny inputs shared by the algorithm tests: random transition batches (the offline
+Q-learners), and for the fine-tuning of a pretrained denoiser (DRWR/DAWR, DIPO/QSM,
+online DQL/IDQL) a tiny policy config, a twin critic with a known action gradient,
+replay rows, a seeded local learner, the CLI's config, the ``finetune`` run and its
+smoke/resume and learning checks. Fixtures (a fake DiffusionBC checkpoint, the weak
+toy-task policy) are in ``conftest.py``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
+from torch import nn
+
+#: The tiny policy's observation dim, action dim, horizon and denoising steps.
+OBS_DIM, DA, TA, K = 3, 2, 4, 5
+#: Model-config knobs of tiny critics (the learner tests).
+TINY_CRITICS = {"critic_hidden_dims": (8,)}
 
 
 def transition_batch(n: int, obs_dim: int, act_dim: int, seed: int = 0) -> dict:
@@ -17,3 +33,195 @@ def transition_batch(n: int, obs_dim: int, act_dim: int, seed: int = 0) -> dict:
         Columns.NEXT_OBS: torch.randn(n, obs_dim, generator=g),
         Columns.TERMINATEDS: (torch.rand(n, generator=g) > 0.5).float(),
     }
+
+
+def td_batch() -> dict:
+    """Four tiny-policy transitions (:func:`transition_batch`) with hand-picked rewards
+    ``(10, 20, 0, −10)`` and terminations ``(no, yes, no, yes)`` (the TD-target tests)."""
+    return transition_batch(4, OBS_DIM, TA * DA) | {
+        Columns.REWARDS: torch.tensor([10.0, 20.0, 0.0, -10.0]),
+        Columns.TERMINATEDS: torch.tensor([False, True, False, True]),
+    }
+
+
+def replay_rows(n: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` numpy replay rows of the tiny policy (reward 1, none terminal), as
+    ``learner.update`` gets them."""
+    rng = np.random.default_rng(seed)
+    return {
+        Columns.OBS: rng.normal(size=(n, OBS_DIM)).astype(np.float32),
+        Columns.ACTIONS: rng.uniform(-1, 1, (n, TA * DA)).astype(np.float32),
+        Columns.REWARDS: np.ones(n, np.float32),
+        Columns.NEXT_OBS: rng.normal(size=(n, OBS_DIM)).astype(np.float32),
+        Columns.TERMINATEDS: np.zeros(n, bool),
+    }
+
+
+def tiny_policy(sampler: str = "ddpm") -> dict:
+    """A tiny DiffusionBC policy config (``OBS_DIM``, ``DA``, ``TA``, ``K``) as a dict."""
+    from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+
+    return DiffusionPolicyConfig(
+        obs_dim=OBS_DIM,
+        action_dim=DA,
+        horizon=TA,
+        act_steps=2,
+        denoising_steps=K,
+        sampler=sampler,
+        hidden_dims=(16, 16),
+    ).to_dict()
+
+
+class LinearTwinQ(nn.Module):
+    """``Q_i(s, a) = w_i·a + c_i`` (no dependence on s): ``(B, Do), (B, N) -> (2, B)``."""
+
+    def __init__(self, w: torch.Tensor, c: tuple[float, float] = (0.0, 0.0)) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())  # (2, N)
+        self.c = torch.tensor(c)
+
+    def forward(self, obs, actions):
+        return self.w @ actions.reshape(actions.shape[0], -1).T + self.c[:, None]
+
+
+def tiny_learner(config_cls: type, model_cls: type, model: dict | None = None, **training):
+    """A local learner of ``config_cls`` (``training`` knobs) on the tiny policy with
+    model config ``model_cls(policy, **model)``, built after ``torch.manual_seed(0)``:
+    ``(learner, config, module)``."""
+    from rllib_diffusion.envs.chunking import chunk_spaces
+
+    obs_space, act_space = chunk_spaces(OBS_DIM, TA, DA)
+    config = (
+        config_cls()
+        .environment(observation_space=obs_space, action_space=act_space)
+        .training(**training)
+        .rl_module(model_config=model_cls(policy=tiny_policy(), **(model or {})).to_dict())
+    )
+    torch.manual_seed(0)
+    learner = config.build_learner(spaces={"default_policy": (obs_space, act_space)})
+    return learner, config, learner.module["default_policy"].unwrapped()
+
+
+def snapshot(net: nn.Module) -> list[torch.Tensor]:
+    """Copies of ``net``'s parameters."""
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def moved(net: nn.Module, before: list[torch.Tensor]) -> bool:
+    """Whether any parameter of ``net`` differs from its :func:`snapshot` ``before``."""
+    return any(not torch.equal(p, q) for p, q in zip(net.parameters(), before))
+
+
+def update(learner: Any, rows: dict[str, np.ndarray], **kwargs: Any) -> dict:
+    """One ``learner.update`` on ``rows`` (numpy columns); the module's results."""
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    n = len(rows[Columns.OBS])
+    batch = MultiAgentBatch({"default_policy": SampleBatch(rows)}, env_steps=n)
+    return learner.update(batch=batch, **kwargs)["default_policy"]
+
+
+def replay_learner_steps(learner: Any, module: Any) -> tuple[dict, list[torch.Tensor]]:
+    """A replay fine-tuning learner (DIPO/QSM/DQL/IDQL) on :func:`replay_rows`: without
+    actor rows the critics and their targets move, the actor does not (no actor loss);
+    with them the actor moves too. Returns the second update's results and the actor's
+    parameters before it."""
+    from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
+
+    rows = replay_rows()
+    actor0, critic0 = snapshot(module.actor), snapshot(module.critic)
+    target0 = snapshot(module.critic_target)
+    res = update(learner, rows)
+    assert moved(module.critic, critic0) and moved(module.critic_target, target0)
+    assert not moved(module.actor, actor0) and "losses/actor_loss" not in res
+    actor_rows = {ACTOR_OBS: rows[Columns.OBS], ACTOR_ACTIONS: rows[Columns.ACTIONS]}
+    res = update(learner, rows | actor_rows)
+    assert moved(module.actor, actor0) and "losses/actor_loss" in res
+    return res, actor0
+
+
+def cli_finetune_config(algo: str, checkpoint: str, *flags: str) -> Any:
+    """The validated config of ``rllib-diffusion finetune --algo ALGO --checkpoint
+    CHECKPOINT FLAGS``."""
+    from rllib_diffusion.algorithms.denoiser_finetune import denoiser_finetune_config
+    from rllib_diffusion.algorithms.finetune_run import validated
+    from rllib_diffusion.cli import build_parser, finetune_settings_from_args
+
+    argv = ["finetune", "--algo", algo, "--checkpoint", checkpoint, *flags]
+    settings = finetune_settings_from_args(build_parser().parse_args(argv))
+    return validated(denoiser_finetune_config(settings), algo)
+
+
+def run_finetune(algo: str, checkpoint: str, out: Path, **kw: Any) -> dict:
+    """``finetune --algo ALGO`` from ``checkpoint`` into ``out`` (``kw``: settings and
+    knobs by name); its summary."""
+    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
+
+    return finetune(FinetuneSettings.of(algo=algo, checkpoint=checkpoint, out_dir=str(out), **kw))
+
+
+#: Run control of the smoke runs: 2 envs, 40 decisions, evaluation and checkpoint each
+#: iteration.
+SMOKE = dict(
+    num_envs_per_env_runner=2,
+    decisions_per_iteration=40,
+    eval_interval=1,
+    eval_episodes=2,
+    checkpoint_interval=1,
+)
+
+
+def smoke_and_resume(algo: str, pretrained: Any, out: Path, env_steps: int, **kw: Any) -> dict:
+    """A smoke run (:data:`SMOKE` and ``kw``) from the session's tiny Hopper DiffusionBC
+    policy up to ``env_steps``, then ``--resume`` to one env step more. Checks the final
+    evaluation and the checkpoint meta (algorithm, env steps); returns ``summary``,
+    ``lines`` (the first run's progress) and ``resumed`` (the resumed summary)."""
+    checkpoint = str(pretrained[0] / "checkpoint")
+    summary = run_finetune(algo, checkpoint, out, env_steps=env_steps, **SMOKE, **kw)
+    lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    assert summary["final_evaluation"]["num_episodes"] == 2
+    meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
+    assert meta["algorithm"] == algo.upper() and meta["env_steps"] == lines[-1]["env_steps"]
+    budget = lines[-1]["env_steps"] + 1
+    resumed = run_finetune(algo, checkpoint, out, env_steps=budget, resume=True, **SMOKE, **kw)
+    return {"summary": summary, "lines": lines, "meta": meta, "resumed": resumed}
+
+
+def replay_finetune_smoke(algo: str, pretrained: Any, out: Path) -> list[dict]:
+    """:func:`smoke_and_resume` of a replay fine-tuning algorithm (DIPO/QSM/DQL/IDQL;
+    minibatches of 16, no warm-up) to 200 env steps: the replay's size and its return
+    with the checkpoint. Returns the first run's progress lines."""
+    knobs = {"minibatch_size": 16, "critic_warmup_decisions": 0}
+    run = smoke_and_resume(algo, pretrained, out, 200, knobs=knobs)
+    lines = run["lines"]
+    assert len(lines) >= 3 and 200 <= lines[-1]["env_steps"] <= 210
+    assert lines[-1]["trained_decisions"] > 0 and lines[-1]["critic_loss"] >= 0
+    # 40 decisions of 4 actions, then only the ≈ 10 the budget still needs.
+    assert 50 <= lines[-1]["buffer_decisions"] < 80
+    # The replay came back with the checkpoint (one more vector step of 2 decisions).
+    assert run["resumed"]["progress"][-1]["buffer_decisions"] == lines[-1]["buffer_decisions"] + 2
+    return lines
+
+
+def improves_weak_policy(algo: str, weak_policy: dict, out: Path, **knobs: Any) -> dict:
+    """``algo`` with ``knobs`` for 8,000 env steps (10 envs, 500 decisions per
+    iteration, evaluation of 20 episodes at both ends) from the weak toy-task policy:
+    its return must rise by more than 1. Returns the summary."""
+    summary = run_finetune(
+        algo,
+        weak_policy["checkpoint"],
+        out,
+        env_steps=8000,
+        num_envs_per_env_runner=10,
+        decisions_per_iteration=500,
+        eval_interval=0,
+        eval_episodes=20,
+        checkpoint_interval=0,
+        knobs=knobs,
+    )
+    before = summary["start_evaluation"]["episode_return_mean"]
+    after = summary["final_evaluation"]["episode_return_mean"]
+    print(json.dumps({"algo": algo, "before": before, "after": after}))
+    assert before < 6.0, "the pretrained policy should be weak (biased data)"
+    assert after > before + 1.0, f"{algo} did not improve the policy: {before:.2f} -> {after:.2f}"
+    return summary

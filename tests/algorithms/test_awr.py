@@ -9,7 +9,6 @@ move the policy towards the target.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -28,22 +27,22 @@ from rllib_diffusion.algorithms.awr.weights import (
     rwr_weights,
     td_lambda_targets,
 )
-from rllib_diffusion.envs.chunking import chunk_spaces
-from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
-
-OBS_DIM, DA, TA, K = 3, 2, 4, 5
-
-
-def policy(sampler: str = "ddpm") -> dict:
-    return DiffusionPolicyConfig(
-        obs_dim=OBS_DIM,
-        action_dim=DA,
-        horizon=TA,
-        act_steps=2,
-        denoising_steps=K,
-        sampler=sampler,
-        hidden_dims=(16, 16),
-    ).to_dict()
+from rllib_diffusion.modules.model_config import ConfigError
+from tests.algorithms.batches import (
+    DA,
+    OBS_DIM,
+    TA,
+    TINY_CRITICS,
+    K,
+    cli_finetune_config,
+    improves_weak_policy,
+    moved,
+    smoke_and_resume,
+    snapshot,
+    tiny_learner,
+    tiny_policy,
+    update,
+)
 
 
 # ------------------------------------------------------------------- pure math
@@ -142,32 +141,20 @@ def test_store_joins_an_episode_across_iterations_and_evicts_oldest_first():
 # --------------------------------------------------------------- configs
 def test_model_configs_refuse_flow_and_carry_the_critic():
     with pytest.raises(ConfigError, match="Pretrain with --sampler ddpm"):
-        RWRModelConfig(policy=policy("flow"))
-    d = AWRModelConfig(policy=policy()).to_dict()
+        RWRModelConfig(policy=tiny_policy("flow"))
+    d = AWRModelConfig(policy=tiny_policy()).to_dict()
     assert d["critic_hidden_dims"] == [256, 256, 256]
     assert isinstance(RWRModelConfig.from_dict(d), AWRModelConfig)
-    assert type(RWRModelConfig.from_dict(RWRModelConfig(policy=policy()).to_dict())) is (
+    assert type(RWRModelConfig.from_dict(RWRModelConfig(policy=tiny_policy()).to_dict())) is (
         RWRModelConfig
     )
     with pytest.raises(ValueError, match="max_weight must be > 0"):
         DAWRConfig().training(max_weight=0.0).validate()
 
 
-def _fake_checkpoint(tmp_path) -> str:
-    meta = {"algorithm": "DiffusionBC", "policy_config": policy()}
-    (tmp_path / "rllib_diffusion.json").write_text(json.dumps(meta))
-    return str(tmp_path)
-
-
 @pytest.mark.parametrize("algo", ["drwr", "dawr"])
-def test_cli_builds_each_with_the_official_hopper_defaults(algo, tmp_path):
-    from rllib_diffusion.algorithms.denoiser_finetune import denoiser_finetune_config as awr_config
-    from rllib_diffusion.algorithms.finetune_run import validated
-    from rllib_diffusion.cli import build_parser, finetune_settings_from_args
-
-    ckpt = _fake_checkpoint(tmp_path)
-    args = build_parser().parse_args(["finetune", "--algo", algo, "--checkpoint", ckpt])
-    config = validated(awr_config(finetune_settings_from_args(args)), algo)
+def test_cli_builds_each_with_the_official_hopper_defaults(algo, fake_bc_checkpoint):
+    config = cli_finetune_config(algo, fake_bc_checkpoint)
     official = dict(actor_lr=1e-4, weight_decay=0.0, beta=10.0, max_weight=100.0, gamma=0.99)
     official["minibatch_size"] = 1000
     if algo == "drwr":
@@ -190,37 +177,15 @@ def test_cli_builds_each_with_the_official_hopper_defaults(algo, tmp_path):
     assert config.model_config["min_sampling_std"] == 0.1
     assert ("critic_hidden_dims" in config.model_config) == (algo == "dawr")
     # A typed knob reaches the config; one the algorithm does not use is refused.
-    args = build_parser().parse_args(
-        ["finetune", "--algo", algo, "--checkpoint", ckpt, "--beta", "2"]
-    )
-    assert awr_config(finetune_settings_from_args(args)).beta == 2.0
+    assert cli_finetune_config(algo, fake_bc_checkpoint, "--beta", "2").beta == 2.0
     foreign = "--critic-lr" if algo == "drwr" else "--num-epochs"
-    args = build_parser().parse_args(
-        ["finetune", "--algo", algo, "--checkpoint", ckpt, foreign, "3"]
-    )
     with pytest.raises(ConfigError, match=f"{foreign} is not a knob of {algo}"):
-        finetune_settings_from_args(args)
+        cli_finetune_config(algo, fake_bc_checkpoint, foreign, "3")
 
 
 # ------------------------------------------------------------------- learner
-def _learner(config_cls=DAWRConfig, model_cls=AWRModelConfig, **training):
-    obs_space, act_space = chunk_spaces(OBS_DIM, TA, DA)
-    model = model_cls(
-        policy=policy(), **({"critic_hidden_dims": (8,)} if model_cls is AWRModelConfig else {})
-    )
-    config = (
-        config_cls()
-        .environment(observation_space=obs_space, action_space=act_space)
-        .training(**training)
-        .rl_module(model_config=model.to_dict())
-    )
-    torch.manual_seed(0)
-    learner = config.build_learner(spaces={"default_policy": (obs_space, act_space)})
-    return learner, config, learner.module["default_policy"].unwrapped()
-
-
 def test_learner_loss_is_the_weighted_denoising_loss_of_the_module(ray_session):
-    learner, config, module = _learner(DRWRConfig, RWRModelConfig)
+    learner, config, module = tiny_learner(DRWRConfig, RWRModelConfig)
     assert not module.has_critic and not hasattr(module, "critic")
     g = torch.Generator().manual_seed(0)
     batch = {
@@ -244,99 +209,37 @@ def test_learner_loss_is_the_weighted_denoising_loss_of_the_module(ray_session):
 
 
 def test_dawr_phases_step_only_their_network(ray_session):
-    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-
-    learner, config, module = _learner(actor_lr=1e-2, critic_lr=1e-2)
-
-    def snapshot(net):
-        return [p.detach().clone() for p in net.parameters()]
-
-    def moved(net, before):
-        return any(not torch.equal(p, q) for p, q in zip(net.parameters(), before))
-
+    learner, _, module = tiny_learner(
+        DAWRConfig, AWRModelConfig, TINY_CRITICS, actor_lr=1e-2, critic_lr=1e-2
+    )
     obs = np.random.default_rng(0).normal(size=(32, OBS_DIM)).astype(np.float32)
     critic_rows = {Columns.OBS: obs, Columns.VALUE_TARGETS: np.ones(32, np.float32)}
     actor0, critic0 = snapshot(module.actor), snapshot(module.critic)
-    res = learner.update(
-        batch=MultiAgentBatch({"default_policy": SampleBatch(critic_rows)}, env_steps=32),
-        minibatch_size=16,
-        num_epochs=1,
-    )
+    res = update(learner, critic_rows, minibatch_size=16, num_epochs=1)
     assert moved(module.critic, critic0) and not moved(module.actor, actor0)
-    assert "losses/critic_loss" in res["default_policy"]
+    assert "losses/critic_loss" in res
     actor_rows = {
         Columns.OBS: obs,
         Columns.ACTIONS: np.zeros((32, TA, DA), np.float32),
         Columns.ADVANTAGES: np.linspace(-1, 1, 32).astype(np.float32),
     }
     critic1 = snapshot(module.critic)
-    res = learner.update(
-        batch=MultiAgentBatch({"default_policy": SampleBatch(actor_rows)}, env_steps=32),
-        minibatch_size=32,
-        num_epochs=1,
-    )
+    res = update(learner, actor_rows, minibatch_size=32, num_epochs=1)
     assert moved(module.actor, actor0) and not moved(module.critic, critic1)
     # z of linspace(−1, 1, 32) reaches 1.68: exp(16.8) is clipped at 100.
-    assert 0 < float(res["default_policy"]["charts/weight_at_max"]) < 0.5
+    assert 0 < float(res["charts/weight_at_max"]) < 0.5
     values = learner.values(torch.as_tensor(obs))
     assert values.shape == (32,) and torch.isfinite(values).all()
 
 
 # --------------------------------------------------------------- toy-task runs
-def _pretrain(root, gradient_steps: int, hidden: tuple[int, ...], k: int) -> dict:
-    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, pretrain
-    from rllib_diffusion.data import save_npz
-    from tests.algorithms.test_dppo_learning import biased_dataset
-
-    data = save_npz(biased_dataset(), root / "reach.npz")
-    return pretrain(
-        PretrainSettings(
-            dataset=data,
-            out_dir=str(root / "bc"),
-            horizon=1,
-            act_steps=1,
-            denoising_steps=k,
-            hidden_dims=hidden,
-            gradient_steps=gradient_steps,
-            steps_per_iteration=min(500, gradient_steps),
-            batch_size=128,
-            warmup_steps=0,
-            eval_episodes=10,
-        )
-    )
-
-
-@pytest.fixture(scope="module")
-def weak_ddpm_policy(ray_session, tmp_path_factory):
-    """Diffusion BC (K = 10, DDPM) on the biased toy data: a weak policy (return ≈ 5)."""
-    return _pretrain(tmp_path_factory.mktemp("awr_weak"), 1500, (64, 64), 10)
-
-
-def _finetune(algo: str, bc: dict, out, **kw) -> dict:
-    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
-
-    return finetune(
-        FinetuneSettings.of(algo=algo, checkpoint=bc["checkpoint"], out_dir=str(out), **kw)
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["dawr", "drwr"])
 def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_path):
     """On the session's tiny Hopper DiffusionBC policy (shared with DPPO's tests). Slow:
     49 s for DAWR (two builds, four evaluations) at load average 17-50 on 2 cores."""
-    out = tmp_path / algo
-    bc = {"checkpoint": str(pretrained[0] / "checkpoint")}
-    common = dict(
-        num_envs_per_env_runner=2,
-        decisions_per_iteration=40,
-        minibatch_size=16,
-        eval_interval=1,
-        eval_episodes=2,
-        checkpoint_interval=1,
-    )
-    summary = _finetune(algo, bc, out, env_steps=400, **common)
-    lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    run = smoke_and_resume(algo, pretrained, tmp_path / algo, 400, minibatch_size=16)
+    lines = run["lines"]
     # 40 decisions of 4 actions (<= 160 env steps: episodes end inside chunks) per
     # iteration, the last sized to what is left (and topped up where episodes ended),
     # so the run ends within one vector step (2 envs x 4 actions) of the budget
@@ -348,18 +251,13 @@ def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_p
     if algo == "dawr":  # every decision (>= 100 of <= 4 env steps each) is buffered
         assert 100 <= lines[-1]["buffer_decisions"] <= lines[-1]["env_steps"]
         assert lines[-1]["critic_loss"] >= 0
-    assert summary["final_evaluation"]["num_episodes"] == 2
-    meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
-    assert meta["algorithm"] == algo.upper() and meta["env_steps"] == lines[-1]["env_steps"]
-    assert ("critic_hidden_dims" in meta["model_config"]) == (algo == "dawr")
-    budget = lines[-1]["env_steps"] + 1
-    resumed = _finetune(algo, bc, out, env_steps=budget, resume=True, **common)
-    steps = [x["env_steps"] for x in resumed["progress"]]
-    assert len(steps) == len(lines) + 1 and steps[-1] >= budget
+    assert ("critic_hidden_dims" in run["meta"]["model_config"]) == (algo == "dawr")
+    steps = [x["env_steps"] for x in run["resumed"]["progress"]]
+    assert len(steps) == len(lines) + 1 and steps[-1] >= lines[-1]["env_steps"] + 1
     # The last iteration needed 1 env step: one vector step of the 2 envs.
     assert steps[-1] - steps[-2] <= 8
     if algo == "dawr":  # the replay buffer came back with the checkpoint (else <= 8)
-        assert resumed["progress"][-1]["buffer_decisions"] > lines[-1]["buffer_decisions"]
+        assert run["resumed"]["progress"][-1]["buffer_decisions"] > lines[-1]["buffer_decisions"]
 
 
 @pytest.mark.slow
@@ -368,21 +266,5 @@ def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_p
 def test_each_improves_a_weak_ddpm_policy_with_the_official_defaults(
     algo, weak_ddpm_policy, tmp_path
 ):
-    summary = _finetune(
-        algo,
-        weak_ddpm_policy,
-        tmp_path / algo,
-        env_steps=8000,
-        num_envs_per_env_runner=10,
-        decisions_per_iteration=500,
-        eval_interval=0,
-        eval_episodes=20,
-        checkpoint_interval=0,
-    )
-    before = summary["start_evaluation"]["episode_return_mean"]
-    after = summary["final_evaluation"]["episode_return_mean"]
-    lines = summary["progress"][1:]
-    print(json.dumps({"algo": algo, "before": before, "after": after}))
-    assert all(x["trained_decisions"] > 0 for x in lines)
-    assert before < 6.0, "the pretrained policy should be weak (biased data)"
-    assert after > before + 1.0, f"{algo} did not improve the policy: {before:.2f} -> {after:.2f}"
+    summary = improves_weak_policy(algo, weak_ddpm_policy, tmp_path / algo)
+    assert all(x["trained_decisions"] > 0 for x in summary["progress"][1:])

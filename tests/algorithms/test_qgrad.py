@@ -7,14 +7,12 @@ test_dppo_learning.py: BC on data acting at ``target + 0.5``, return ≈ 5 of 10
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from ray.rllib.core.columns import Columns
-from torch import nn
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.qgrad.qgrad import DIPO, DIPOConfig, QSMConfig
@@ -27,22 +25,23 @@ from rllib_diffusion.algorithms.qgrad.qgrad_rl_module import DIPOModelConfig, QS
 from rllib_diffusion.algorithms.replay import TransitionReplay
 from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
 from rllib_diffusion.algorithms.replay_finetune_learner import twin_critic_step
-from rllib_diffusion.envs.chunking import chunk_spaces
 from rllib_diffusion.modules.model_config import ConfigError
-from tests.algorithms.test_awr import DA, OBS_DIM, TA, _fake_checkpoint, _pretrain, policy
+from tests.algorithms.batches import (
+    DA,
+    OBS_DIM,
+    TA,
+    TINY_CRITICS,
+    LinearTwinQ,
+    cli_finetune_config,
+    improves_weak_policy,
+    replay_finetune_smoke,
+    replay_learner_steps,
+    replay_rows,
+    td_batch,
+    tiny_learner,
+    tiny_policy,
+)
 from tests.algorithms.test_dsrl import _episode
-
-
-class LinearTwinQ(nn.Module):
-    """``Q_i(s, a) = w_i·a + c_i`` (no dependence on s): ``(B, Do), (B, N) -> (2, B)``."""
-
-    def __init__(self, w: torch.Tensor, c: tuple[float, float] = (0.0, 0.0)) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.clone())  # (2, N)
-        self.c = torch.tensor(c)
-
-    def forward(self, obs, actions):
-        return self.w @ actions.reshape(actions.shape[0], -1).T + self.c[:, None]
 
 
 # ------------------------------------------------------------------- pure math
@@ -169,23 +168,16 @@ def test_qsm_score_target_by_hand():
 
 
 def test_model_configs_refuse_flow_and_carry_the_target_actor():
-    assert QSMModelConfig.from_dict(DIPOModelConfig(policy()).to_dict()).act_with_target
-    assert type(QSMModelConfig.from_dict(QSMModelConfig(policy()).to_dict())) is QSMModelConfig
+    assert QSMModelConfig.from_dict(DIPOModelConfig(tiny_policy()).to_dict()).act_with_target
+    dumped = QSMModelConfig(tiny_policy()).to_dict()
+    assert type(QSMModelConfig.from_dict(dumped)) is QSMModelConfig
     with pytest.raises(ConfigError, match="--sampler ddpm"):
-        QSMModelConfig(policy("flow"))
+        QSMModelConfig(tiny_policy("flow"))
 
 
 @pytest.mark.parametrize("algo", ["dipo", "qsm"])
-def test_cli_builds_each_with_the_official_hopper_defaults(algo, tmp_path):
-    from rllib_diffusion.algorithms.denoiser_finetune import (
-        denoiser_finetune_config as qgrad_config,
-    )
-    from rllib_diffusion.algorithms.finetune_run import validated
-    from rllib_diffusion.cli import build_parser, finetune_settings_from_args
-
-    ckpt = _fake_checkpoint(tmp_path)
-    args = build_parser().parse_args(["finetune", "--algo", algo, "--checkpoint", ckpt])
-    config = validated(qgrad_config(finetune_settings_from_args(args)), algo)
+def test_cli_builds_each_with_the_official_hopper_defaults(algo, fake_bc_checkpoint):
+    config = cli_finetune_config(algo, fake_bc_checkpoint)
     official = dict(actor_lr=1e-4, critic_lr=1e-3, tau=0.005, reward_scale=0.01, gamma=0.99)
     official |= dict(minibatch_size=1000, critic_warmup_decisions=80_000)
     if algo == "dipo":
@@ -200,64 +192,24 @@ def test_cli_builds_each_with_the_official_hopper_defaults(algo, tmp_path):
     assert config.model_config["critic_hidden_dims"] == [256, 256, 256]
     assert config.model_config.get("act_with_target", False) == (algo == "dipo")
     foreign = "--q-grad-coeff" if algo == "dipo" else "--action-lr"
-    args = build_parser().parse_args(
-        ["finetune", "--algo", algo, "--checkpoint", ckpt, foreign, "3"]
-    )
     with pytest.raises(ConfigError, match=f"{foreign} is not a knob of {algo}"):
-        finetune_settings_from_args(args)
+        cli_finetune_config(algo, fake_bc_checkpoint, foreign, "3")
 
 
 # ------------------------------------------------------------------- learner
-def _learner(config_cls, model_cls, **training):
-    obs_space, act_space = chunk_spaces(OBS_DIM, TA, DA)
-    model = model_cls(policy=policy(), critic_hidden_dims=(8,))
-    config = (
-        config_cls()
-        .environment(observation_space=obs_space, action_space=act_space)
-        .training(**training)
-        .rl_module(model_config=model.to_dict())
-    )
-    torch.manual_seed(0)
-    learner = config.build_learner(spaces={"default_policy": (obs_space, act_space)})
-    return learner, learner.module["default_policy"].unwrapped()
-
-
 @pytest.mark.parametrize("algo", ["dipo", "qsm"])
 def test_learner_steps_the_critic_and_the_actor_only_with_actor_rows(algo, ray_session):
-    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-
     classes = (DIPOConfig, DIPOModelConfig) if algo == "dipo" else (QSMConfig, QSMModelConfig)
-    learner, module = _learner(*classes, actor_lr=1e-2, critic_lr=1e-2, tau=0.5)
-
-    def snap(net):
-        return [p.detach().clone() for p in net.parameters()]
-
-    def moved(net, before):
-        return any(not torch.equal(p, q) for p, q in zip(net.parameters(), before))
-
-    rng = np.random.default_rng(0)
-    rows = {
-        Columns.OBS: rng.normal(size=(16, OBS_DIM)).astype(np.float32),
-        Columns.ACTIONS: rng.uniform(-1, 1, (16, TA * DA)).astype(np.float32),
-        Columns.REWARDS: np.ones(16, np.float32),
-        Columns.NEXT_OBS: rng.normal(size=(16, OBS_DIM)).astype(np.float32),
-        Columns.TERMINATEDS: np.zeros(16, bool),
-    }
-
-    def update(batch):
-        ma = MultiAgentBatch({"default_policy": SampleBatch(batch)}, env_steps=16)
-        return learner.update(batch=ma)["default_policy"]
-
-    actor0, critic0, target0 = snap(module.actor), snap(module.critic), snap(module.critic_target)
-    res = update(rows)
-    assert moved(module.critic, critic0) and moved(module.critic_target, target0)
-    assert not moved(module.actor, actor0) and "losses/actor_loss" not in res
-    res = update(rows | {ACTOR_OBS: rows[Columns.OBS], ACTOR_ACTIONS: rows[Columns.ACTIONS]})
-    assert moved(module.actor, actor0) and res["losses/actor_loss"] > 0
+    learner, _, module = tiny_learner(
+        *classes, TINY_CRITICS, actor_lr=1e-2, critic_lr=1e-2, tau=0.5
+    )
+    res, actor0 = replay_learner_steps(learner, module)
+    assert res["losses/actor_loss"] > 0
     assert hasattr(module, "actor_target") == (algo == "dipo")
     if algo == "dipo":  # the target actor follows by Polyak averaging (τ = 0.5)
         for t, a, a0 in zip(module.actor_target.parameters(), module.actor.parameters(), actor0):
             torch.testing.assert_close(t, 0.5 * a0 + 0.5 * a.detach())
+        rows = replay_rows()
         improved = learner.improve_actions(rows[Columns.OBS], rows[Columns.ACTIONS])
         assert improved.shape == (16, TA * DA) and np.abs(improved).max() <= 1.0
 
@@ -265,16 +217,11 @@ def test_learner_steps_the_critic_and_the_actor_only_with_actor_rows(algo, ray_s
 def test_critic_loss_uses_scaled_rewards_the_terminal_mask_and_the_smaller_target(
     ray_session,
 ):
-    learner, module = _learner(QSMConfig, QSMModelConfig, gamma=0.5, reward_scale=0.1)
+    learner, _, module = tiny_learner(
+        QSMConfig, QSMModelConfig, TINY_CRITICS, gamma=0.5, reward_scale=0.1
+    )
     module.critic_target = LinearTwinQ(torch.zeros(2, TA * DA), c=(3.0, 2.0))  # min = 2
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        Columns.OBS: torch.randn(4, OBS_DIM, generator=g),
-        Columns.ACTIONS: torch.rand(4, TA * DA, generator=g) * 2 - 1,
-        Columns.REWARDS: torch.tensor([10.0, 20.0, 0.0, -10.0]),
-        Columns.NEXT_OBS: torch.randn(4, OBS_DIM, generator=g),
-        Columns.TERMINATEDS: torch.tensor([False, True, False, True]),
-    }
+    batch = td_batch()
     q = module.critic(batch[Columns.OBS], batch[Columns.ACTIONS]).detach()
     losses = learner.compute_losses(fwd_out={"default_policy": {}}, batch={"default_policy": batch})
     # y = 0.1·r + 0.5·(1 − d)·2: (1 + 1, 2, 0 + 1, −1).
@@ -283,53 +230,18 @@ def test_critic_loss_uses_scaled_rewards_the_terminal_mask_and_the_smaller_targe
 
 
 # --------------------------------------------------------------- toy-task runs
-def _finetune(algo: str, bc: dict, out, **kw) -> dict:
-    from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
-
-    return finetune(
-        FinetuneSettings.of(algo=algo, checkpoint=bc["checkpoint"], out_dir=str(out), **kw)
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["dipo", "qsm"])
 def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_path):
     """On the session's tiny Hopper DiffusionBC policy (shared with DPPO's tests)."""
-    out = tmp_path / algo
-    bc = {"checkpoint": str(pretrained[0] / "checkpoint")}
-    common = dict(
-        num_envs_per_env_runner=2,
-        decisions_per_iteration=40,
-        eval_interval=1,
-        eval_episodes=2,
-        checkpoint_interval=1,
-        knobs={"minibatch_size": 16, "critic_warmup_decisions": 0},
-    )
-    summary = _finetune(algo, bc, out, env_steps=200, **common)
-    lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
-    assert len(lines) >= 3 and 200 <= lines[-1]["env_steps"] <= 210
-    assert lines[-1]["trained_decisions"] > 0 and lines[-1]["actor_loss"] > 0
-    # 40 decisions of 4 actions, then only the ≈ 10 the budget still needs.
-    assert 50 <= lines[-1]["buffer_decisions"] < 80 and lines[-1]["critic_loss"] >= 0
-    assert summary["final_evaluation"]["num_episodes"] == 2
-    meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
-    assert meta["algorithm"] == algo.upper() and meta["env_steps"] == lines[-1]["env_steps"]
-    budget = lines[-1]["env_steps"] + 1
-    resumed = _finetune(algo, bc, out, env_steps=budget, resume=True, **common)
-    # The replay came back with the checkpoint (one more vector step of 2 decisions).
-    assert resumed["progress"][-1]["buffer_decisions"] == lines[-1]["buffer_decisions"] + 2
-
-
-@pytest.fixture(scope="module")
-def weak_policy(ray_session, tmp_path_factory):
-    """Diffusion BC (K = 10, DDPM) on the biased toy data (as DRWR/DAWR's test)."""
-    return _pretrain(tmp_path_factory.mktemp("qgrad_weak"), 1500, (64, 64), 10)
+    lines = replay_finetune_smoke(algo, pretrained, tmp_path / algo)
+    assert lines[-1]["actor_loss"] > 0
 
 
 @pytest.mark.slow
 @pytest.mark.learning
 @pytest.mark.parametrize("algo", ["dipo", "qsm"])
-def test_each_improves_a_weak_ddpm_policy(algo, weak_policy, tmp_path):
+def test_each_improves_a_weak_ddpm_policy(algo, weak_ddpm_policy, tmp_path):
     """Official defaults but a warm-up of 2 iterations, minibatches of 256 and: DIPO a
     larger action step (the reference's 1e-4 × 10 Adam steps move an action by ≤ 1e-3
     per update, far too little for this budget); QSM M = 100 and replay ratio 64 (here
@@ -340,20 +252,4 @@ def test_each_improves_a_weak_ddpm_policy(algo, weak_policy, tmp_path):
         knobs["action_lr"] = 0.01
     else:
         knobs["q_grad_coeff"] = 100.0
-    summary = _finetune(
-        algo,
-        weak_policy,
-        tmp_path / algo,
-        env_steps=8000,
-        num_envs_per_env_runner=10,
-        decisions_per_iteration=500,
-        eval_interval=0,
-        eval_episodes=20,
-        checkpoint_interval=0,
-        knobs=knobs,
-    )
-    before = summary["start_evaluation"]["episode_return_mean"]
-    after = summary["final_evaluation"]["episode_return_mean"]
-    print(json.dumps({"algo": algo, "before": before, "after": after}))
-    assert before < 6.0, "the pretrained policy should be weak (biased data)"
-    assert after > before + 1.0, f"{algo} did not improve the policy: {before:.2f} -> {after:.2f}"
+    improves_weak_policy(algo, weak_ddpm_policy, tmp_path / algo, **knobs)
