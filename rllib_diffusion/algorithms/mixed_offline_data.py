@@ -9,7 +9,11 @@ streams drop their last partial batch, so no batch is short; the real stream def
 an epoch and the synthetic one restarts whenever it runs out.
 
 Wired by :func:`rllib_diffusion.algorithms.offline_run.configure_offline` for every
-offline algorithm (``--synthetic-dataset PATH --real-ratio R``).
+offline algorithm (``--synthetic-dataset PATH --real-ratio R``). Without a synthetic
+parquet the synthetic part is an in-memory pool that :meth:`MixedOfflineData.replace_synthetic`
+sets and replaces while training (regenerated model rollouts, ``--dydiff-model``): the
+next batch the Learner pulls already takes its synthetic rows from the new pool, and the
+real stream goes on where it was.
 """
 
 from __future__ import annotations
@@ -45,11 +49,12 @@ def real_rows(real_ratio: float, batch_size: int) -> int:
     return n
 
 
-def mix_offline_data(config: Any, synthetic_path: str, real_ratio: float) -> Any:
+def mix_offline_data(config: Any, synthetic_path: str | None, real_ratio: float) -> Any:
     """Make ``config`` (any offline ``AlgorithmConfig``) draw each batch from its
-    ``input_`` and from the parquet at ``synthetic_path`` with an exact ``real_ratio``."""
+    ``input_`` and from the parquet at ``synthetic_path`` (None: from the in-memory pool
+    set by :meth:`MixedOfflineData.replace_synthetic`) with an exact ``real_ratio``."""
     real_rows(real_ratio, config.train_batch_size_per_learner)
-    setattr(config, SYNTHETIC_INPUT, [synthetic_path])
+    setattr(config, SYNTHETIC_INPUT, [] if synthetic_path is None else [synthetic_path])
     setattr(config, REAL_RATIO, float(real_ratio))
     return config.offline_data(offline_data_class=MixedOfflineData)
 
@@ -60,19 +65,38 @@ class MixedOfflineData(OfflineData):
     @override(OfflineData)
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        synthetic = config.copy(copy_frozen=False)
-        synthetic.input_ = list(getattr(config, SYNTHETIC_INPUT))
-        synthetic.offline_data_class = None
-        self.synthetic = OfflineData(synthetic)
         self.real_ratio = float(getattr(config, REAL_RATIO))
         # Whole batches only: a short last batch would break the ratio.
         self.iter_batches_kwargs = {**self.iter_batches_kwargs, "drop_last": True}
-        self.synthetic.iter_batches_kwargs = dict(self.iter_batches_kwargs)
+        self.synthetic: OfflineData | ArrayStream | None = None
+        if getattr(config, SYNTHETIC_INPUT):
+            synthetic = config.copy(copy_frozen=False)
+            synthetic.input_ = list(getattr(config, SYNTHETIC_INPUT))
+            synthetic.offline_data_class = None
+            self.synthetic = OfflineData(synthetic)
+            self.synthetic.iter_batches_kwargs = dict(self.iter_batches_kwargs)
         self._mixed_iterators: list[MixedDataIterator] | None = None
+
+    @property
+    def has_synthetic(self) -> bool:
+        """Whether there is a synthetic stream (a parquet, or a pool set already)."""
+        return self.synthetic is not None
+
+    def replace_synthetic(self, columns: dict[str, np.ndarray], *, seed: int) -> int:
+        """Make ``columns`` (rows in the form of the real parquet, e.g. transitions) the
+        synthetic pool, mapped by the config's pre-learner, from the next batch on;
+        returns its rows. Rows are served in seeded random order (:class:`ArrayStream`)."""
+        prelearner = self.prelearner_class(config=self.config, spaces=None, module_state=None)
+        self.synthetic = ArrayStream(prelearner(dict(columns)), seed=seed)
+        for iterator in self._mixed_iterators or []:
+            iterator.replace_synthetic(self.synthetic)
+        return self.synthetic.num_rows
 
     def _share_learner_info(self) -> None:
         # Set on this object by the Algorithm after construction; the synthetic
         # stream needs the same to build its pre-learner.
+        if not isinstance(self.synthetic, OfflineData):
+            return
         for name in ("learner_handles", "locality_hints", "module_spec", "spaces"):
             if hasattr(self, name):
                 setattr(self.synthetic, name, getattr(self, name))
@@ -86,6 +110,11 @@ class MixedOfflineData(OfflineData):
         module_state: dict[str, Any] | None = None,
     ):
         self._share_learner_info()
+        if self.synthetic is None:
+            raise RuntimeError(
+                "MixedOfflineData has no synthetic pool yet: call replace_synthetic() "
+                "before the first train() (the regenerated-rollouts driver does)."
+            )
         n_real = real_rows(self.real_ratio, num_samples)
         n_syn = num_samples - n_real
         if not return_iterator:
@@ -120,6 +149,12 @@ class MixedDataIterator:
 
     def __init__(self, real: Any, synthetic: Any, real_ratio: float) -> None:
         self.real, self.synthetic, self.real_ratio = real, synthetic, float(real_ratio)
+        #: Bumped by :meth:`replace_synthetic`; running epochs switch pools when it changes.
+        self.generation = 0
+
+    def replace_synthetic(self, synthetic: Any) -> None:
+        self.synthetic = synthetic
+        self.generation += 1
 
     def iter_torch_batches(self, *, batch_size: int, **kwargs: Any) -> _MixedBatches:
         n_real = real_rows(self.real_ratio, batch_size)
@@ -136,23 +171,92 @@ class _MixedBatches:
     def _stream(self, iterator: Any, n: int):
         return iter(iterator.iter_torch_batches(batch_size=n, **self.kwargs))
 
+    def _synthetic(self):
+        """Endless synthetic batches: the stream restarts when it runs out, and the next
+        batch after a replaced pool comes from the new one."""
+        generation, stream = None, None
+        while True:
+            if generation != self.source.generation:
+                generation = self.source.generation
+                stream = self._stream(self.source.synthetic, self.n_syn)
+            batch = next(stream, None)
+            if batch is None:  # the synthetic stream ran out: start it again
+                stream = self._stream(self.source.synthetic, self.n_syn)
+                batch = next(stream)
+            yield batch
+
     def __iter__(self):
         import torch
 
-        if self.n_real == 0:
-            yield from self._stream(self.source.synthetic, self.n_syn)
+        if self.n_real == 0:  # one epoch of the synthetic stream (cut short by a new pool)
+            generation = self.source.generation
+            for batch in self._stream(self.source.synthetic, self.n_syn):
+                if self.source.generation != generation:
+                    return
+                yield batch
             return
-        synthetic = self._stream(self.source.synthetic, self.n_syn) if self.n_syn else None
+        synthetic = self._synthetic() if self.n_syn else None
         for real in self._stream(self.source.real, self.n_real):
             if synthetic is None:
                 yield real
                 continue
-            syn = next(synthetic, None)
-            if syn is None:  # the synthetic stream ran out: start it again
-                synthetic = self._stream(self.source.synthetic, self.n_syn)
-                syn = next(synthetic)
+            syn = next(synthetic)
             order = torch.randperm(self.n_real + self.n_syn)
             yield {
                 k: torch.cat([real[k], syn[k].to(real[k].dtype)])[order.to(real[k].device)]
                 for k in real
+            }
+
+
+class ArrayStream:
+    """In-memory rows in the Learner batch's form (flattened ``module/column`` keys), in
+    the two ways RLlib pulls offline data: ``iter_torch_batches`` (a
+    ``ray.data.DataIterator``'s: each ``iter()`` is one epoch, a fresh seeded permutation
+    cut into ``⌊rows / B⌋`` whole batches) and ``sample`` (an ``OfflineData``'s). A pool
+    smaller than a batch fills it from successive permutations (rows repeat)."""
+
+    def __init__(self, columns: dict[str, np.ndarray], *, seed: int) -> None:
+        self.columns = {k: np.ascontiguousarray(v) for k, v in columns.items()}
+        self.num_rows = len(next(iter(self.columns.values())))
+        if self.num_rows == 0:
+            raise ValueError("an ArrayStream needs at least one row.")
+        self.rng = np.random.default_rng(seed)
+
+    def epoch_indices(self, batch_size: int) -> list[np.ndarray]:
+        """Row indices of the batches of one epoch."""
+        n = self.num_rows
+        if n >= batch_size:
+            order = self.rng.permutation(n)
+            return [order[i * batch_size : (i + 1) * batch_size] for i in range(n // batch_size)]
+        reps = -(-batch_size // n)
+        return [np.concatenate([self.rng.permutation(n) for _ in range(reps)])[:batch_size]]
+
+    def iter_torch_batches(self, *, batch_size: int, device: Any = None, **_: Any):
+        return _ArrayEpochs(self, batch_size, device)
+
+    def sample(self, num_samples: int, return_iterator: bool = False, *_: Any, **__: Any):
+        if return_iterator:
+            return [self]
+        from ray.rllib.utils import unflatten_dict
+
+        idx = self.epoch_indices(num_samples)[0]
+        rows = unflatten_dict({k: v[idx] for k, v in self.columns.items()})
+        return MultiAgentBatch(
+            {mid: SampleBatch(cols) for mid, cols in rows.items()}, env_steps=len(idx)
+        )
+
+
+class _ArrayEpochs:
+    """Re-iterable epochs of an :class:`ArrayStream` as ``{column: tensor}`` batches."""
+
+    def __init__(self, stream: ArrayStream, batch_size: int, device: Any) -> None:
+        self.stream, self.batch_size, self.device = stream, batch_size, device
+
+    def __iter__(self):
+        import torch
+
+        for idx in self.stream.epoch_indices(self.batch_size):
+            yield {
+                k: torch.as_tensor(v[idx], device=self.device)
+                for k, v in self.stream.columns.items()
             }

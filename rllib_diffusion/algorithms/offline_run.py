@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
+from rllib_diffusion.algorithms.regenerated_rollouts import RegenerationSettings
 from rllib_diffusion.data import EpisodeDataset, load_dataset, validate_dataset
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.envs.tasks import make_env
@@ -79,12 +81,12 @@ class OfflineRunSettings:
         from rllib_diffusion.modules.model_config import ConfigError
 
         check_ranges(self)
-        if (self.synthetic_dataset is None) != (self.real_ratio == 1.0):
+        if (self.synthetic_source() is None) != (self.real_ratio == 1.0):
             raise ConfigError(
-                "--synthetic-dataset and --real-ratio < 1 go together: give both (e.g. "
+                f"{self.SYNTHETIC_FLAGS} and --real-ratio < 1 go together: give both (e.g. "
                 "--synthetic-dataset PATH --real-ratio 0.5) or neither."
             )
-        if self.synthetic_dataset is not None and self.batch_size is not None:
+        if self.synthetic_source() is not None and self.batch_size is not None:
             from rllib_diffusion.algorithms.mixed_offline_data import real_rows
 
             real_rows(self.real_ratio, self.batch_size)  # a whole number, else refused
@@ -102,6 +104,13 @@ class OfflineRunSettings:
                 f"{n * self.steps_per_iteration} or {(n + 1) * self.steps_per_iteration}, or a "
                 f"--steps-per-iteration that divides {self.gradient_steps}."
             )
+
+    #: The flags that give a synthetic source (named in the one-line errors).
+    SYNTHETIC_FLAGS = "--synthetic-dataset"
+
+    def synthetic_source(self) -> str | None:
+        """Where synthetic rows come from (None: real data only)."""
+        return self.synthetic_dataset
 
     @property
     def iterations(self) -> int:
@@ -166,7 +175,8 @@ def configure_offline(
     """Wire an offline ``AlgorithmConfig``: chunk env and spaces, parquet input, batch,
     periodic deterministic evaluation on the local evaluation EnvRunner, seed; with
     ``settings.synthetic_dataset``, batches mixed with synthetic data at
-    ``settings.real_ratio`` (:func:`synthetic_input`).
+    ``settings.real_ratio`` (:func:`synthetic_input`); with ``settings.dydiff_model``,
+    mixed with the pool regenerated while training (``regenerated_rollouts``).
 
     ``settings`` provides ``batch_size``, ``steps_per_iteration``, ``eval_interval``,
     ``eval_episodes``, ``seed``, ``synthetic_dataset`` and ``real_ratio``.
@@ -192,9 +202,12 @@ def configure_offline(
         )
         .debugging(seed=s.seed)
     )
+    from rllib_diffusion.algorithms.mixed_offline_data import mix_offline_data, real_rows
+
+    if getattr(s, "dydiff_model", None) is not None:  # a pool regenerated while training
+        return mix_offline_data(config, None, s.real_ratio)
     if getattr(s, "synthetic_dataset", None) is None:
         return config
-    from rllib_diffusion.algorithms.mixed_offline_data import mix_offline_data, real_rows
 
     n_real = real_rows(s.real_ratio, s.batch_size)
     synthetic_path = synthetic_input(data_path, s, n_real)
@@ -276,7 +289,13 @@ def lr_schedule(settings: Any) -> float | list[list[float]]:
 
 
 #: Settings added after the first checkpoints were written (absent there: their defaults).
-NEWER_SETTINGS = frozenset({"synthetic_dataset", "real_ratio"})
+NEWER_SETTINGS = frozenset(
+    {
+        "synthetic_dataset",
+        "real_ratio",
+        *(f.name for f in dataclass_fields(RegenerationSettings)),
+    }
+)
 
 #: Settings that may change between a run and its ``--resume``.
 RUN_CONTROL_FIELDS = frozenset(
@@ -318,12 +337,16 @@ class OfflineFamily(RunFamily):
         dataset: EpisodeDataset,
         env_config: dict[str, Any],
         loss_key: str,
+        regenerator: Any | None = None,
     ) -> None:
         from rllib_diffusion.checkpoints import CheckpointMeta
         from rllib_diffusion.utils.runtime import run_metadata
 
         self.tag, self.build, self.settings = tag, build_algo, settings
         self.dataset, self.env_config, self.loss_key = dataset, env_config, loss_key
+        # Rollouts regenerated with the current policy (``regenerated_rollouts``); the
+        # progress fields of the last regeneration go into the next line.
+        self.regenerator, self._regenerated = regenerator, None
         self._meta = CheckpointMeta.from_dict(
             {**meta, "settings": asdict(settings), "dataset": dataset.summary()}
         ).replace(run=run_metadata())
@@ -346,14 +369,21 @@ class OfflineFamily(RunFamily):
         }
         check_same_run_settings(theirs, asdict(self.settings), where)
 
+    def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
+        if self.regenerator is not None:
+            self._regenerated = self.regenerator.maybe_regenerate(algo, counter)
+
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
-        return offline_progress_line(
+        line = offline_progress_line(
             result,
             it,
             steps_per_iteration=self.settings.steps_per_iteration,
             loss_key=self.loss_key,
             evaluated=evaluated,
         )
+        line.update(self._regenerated or {})
+        self._regenerated = None
+        return line
 
     def format_line(self, line: dict[str, Any], control: RunControl) -> str:
         msg = (
@@ -436,7 +466,7 @@ def run_offline_training(
 ) -> dict[str, Any]:
     """Train, checkpoint, evaluate what was saved, write ``out/result.json``; return it:
     the run loop with an :class:`OfflineFamily` (``family``: its keyword arguments
-    ``tag``, ``meta``, ``dataset``, ``env_config``, ``loss_key``).
+    ``tag``, ``meta``, ``dataset``, ``env_config``, ``loss_key``, ``regenerator``).
 
     With ``settings.resume`` and a checkpoint in ``out``, training continues after the
     checkpoint's iteration (see :class:`OfflineRunSettings`).

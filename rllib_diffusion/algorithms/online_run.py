@@ -82,7 +82,7 @@ def online_config(s: OnlineSettings, meta: CheckpointMeta):
         s.seed,
     )
     # The online phase reads no offline input: no synthetic data to mix into it.
-    offline.synthetic_dataset, offline.real_ratio = None, 1.0
+    offline.synthetic_dataset, offline.real_ratio, offline.dydiff_model = None, 1.0, None
     if offline.lr_end is not None:
         # Schedules are indexed by sampled steps, which restart online: keep the end value.
         offline.lr, offline.lr_end = offline.lr_end, None

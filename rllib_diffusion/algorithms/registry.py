@@ -24,6 +24,9 @@ OFFLINE_Q = "offline_q"
 PRETRAIN = "pretrain"
 #: Run kind of online fine-tuning from a pretrained policy (``finetune``, ``finetune-gaussian``).
 FINETUNE = "finetune"
+#: Kind of data generators whose checkpoints roll a learning policy out during offline
+#: training (``rllib-diffusion offline --dydiff-model``).
+GENERATOR = "generator"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class AlgorithmSpec:
         run_defaults: run-control settings whose default for this algorithm is its
             official code's rather than the shared one (e.g. DSRL's 4 training envs,
             ``{"num_envs_per_env_runner": 4}``); a value the user gives wins.
+        rollouts: ``"package.module:Class"`` of a generator's rollout source (built from
+            a checkpoint path; ``generate(policy, start_obs, knobs, seed=...)``), used by
+            :mod:`rllib_diffusion.algorithms.regenerated_rollouts`.
     """
 
     name: str
@@ -57,10 +63,17 @@ class AlgorithmSpec:
     model_config: str = ""
     family: str = ""
     run_defaults: Mapping[str, Any] = field(default_factory=dict)
+    rollouts: str = ""
 
     @property
     def config_class(self) -> type:
         return _load(self.config)
+
+    @property
+    def rollouts_class(self) -> type:
+        if not self.rollouts:
+            raise ConfigError(f"algo={self.name!r} does not roll policies out.")
+        return _load(self.rollouts)
 
     @property
     def model_config_class(self) -> type | None:
@@ -324,6 +337,15 @@ for _spec in (
         FINETUNE,
         "GaussianPPO",
         description="RLlib PPO from a Gaussian BC policy (baseline)",
+    ),
+    # Data generators (their own commands train them; offline runs roll out with DyDiff's).
+    AlgorithmSpec(
+        "dydiff",
+        f"{_Q}.dydiff.dydiff:DyDiffConfig",
+        GENERATOR,
+        "DyDiff",
+        description="DyDiff segment dynamics model (policy rollouts for offline RL)",
+        rollouts=f"{_Q}.dydiff.regenerate:DyDiffRollouts",
     ),
     # DiffPPO: `finetune-gaussian` with DiffPPO knobs (no family: not a `finetune --algo`).
     AlgorithmSpec(

@@ -10,6 +10,7 @@ offline command reads such a set with ``--synthetic-dataset``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,27 @@ def read_provenance(dataset: str | os.PathLike[str]) -> dict[str, Any] | None:
     from rllib_diffusion.data.minari_io import read_extra_metadata
 
     return read_extra_metadata(dataset, PROVENANCE_KEY)
+
+
+def generator_checkpoint(
+    given: str | None,
+    train: Callable[[], dict[str, Any]],
+    *,
+    algorithm: str,
+    dataset: str,
+    flag: str,
+    command: str,
+) -> tuple[str, dict[str, Any]]:
+    """``(checkpoint, training summary or {})``: the generator checkpoint ``given`` (as
+    ``flag``), checked by :func:`checked_generator`, or the one ``train()`` trains now
+    (its summary's ``checkpoint``)."""
+    if given is None:
+        summary = train()
+        return summary["checkpoint"], summary
+    path = checked_generator(
+        given, algorithm=algorithm, dataset=dataset, flag=flag, command=command
+    )
+    return path, {}
 
 
 def checked_generator(path: str, *, algorithm: str, dataset: str, flag: str, command: str) -> str:

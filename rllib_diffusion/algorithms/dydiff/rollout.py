@@ -21,12 +21,10 @@ import numpy as np
 import torch
 
 from rllib_diffusion import columns as C
+from rllib_diffusion.algorithms.regenerated_rollouts import FILTERS
 
 Policy = Callable[[np.ndarray], np.ndarray]
 TerminationFn = Callable[[np.ndarray], np.ndarray]
-
-#: Filters: DyDiff's two (by the rollouts' predicted returns) and ensemble disagreement.
-FILTERS = ("hardmax", "softmax", "disagreement")
 
 
 @dataclass
@@ -130,6 +128,43 @@ def score_rollouts(
         rewards=pred["rewards"].numpy().astype(np.float32),
         terminals=terminals,
         disagreement=pred["disagreement"].numpy().astype(np.float32),
+    )
+
+
+def roll_out(
+    module,
+    policy: Policy,
+    start_obs: np.ndarray,
+    *,
+    rounds: int,
+    mix: float,
+    seed: int,
+    batch_size: int = 2_048,
+    tag: str = "dydiff",
+) -> Rollouts:
+    """:class:`Rollouts` of ``policy`` from ``start_obs`` (N, Do) through ``module``, in
+    chunks of ``batch_size`` (one progress line each) with one torch generator seeded by
+    ``seed``. A diffusion policy draws its noise from torch's global RNG: it is seeded
+    too (same seed, same rollouts whatever ran before) and restored afterwards, so that
+    rolling out leaves a training run's random stream untouched."""
+    import time
+
+    gen = torch.Generator().manual_seed(int(seed))
+    termination = termination_fn(module.dydiff_config.env_id)
+    parts, started = [], time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for lo in range(0, len(start_obs), batch_size):
+            s0 = start_obs[lo : lo + batch_size]
+            states, actions = inject_actions(
+                module, policy, s0, rounds=rounds, mix=mix, generator=gen
+            )
+            parts.append(score_rollouts(module, states, actions, termination))
+            done = lo + len(s0)
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            print(f"[{tag}] rolled out {done}/{len(start_obs)}  {rate:.1f}/s", flush=True)
+    return Rollouts(
+        **{k: np.concatenate([getattr(p, k) for p in parts]) for k in Rollouts.__annotations__}
     )
 
 

@@ -25,13 +25,13 @@ from rllib_diffusion.algorithms.offline_run import (
     lr_schedule,
     start_offline_run,
 )
+from rllib_diffusion.algorithms.regenerated_rollouts import DyDiffRolloutKnobs
 from rllib_diffusion.knobs import (
     Count,
     NonNegative,
     NonNegativeFloat,
     Positive,
     PositiveFloat,
-    Probability,
 )
 from rllib_diffusion.modules.model_config import ConfigError
 
@@ -97,8 +97,10 @@ class DyDiffSettings(OfflineRunSettings):
 
 
 @dataclass
-class DyDiffRolloutSettings(DyDiffSettings):
-    """Settings of ``rllib-diffusion dydiff`` (model flags: :class:`DyDiffSettings`).
+class DyDiffRolloutSettings(DyDiffRolloutKnobs, DyDiffSettings):
+    """Settings of ``rllib-diffusion dydiff`` (model flags: :class:`DyDiffSettings`; how
+    rollouts are made and filtered: :class:`DyDiffRolloutKnobs`, shared with the
+    regenerated rollouts of ``rllib-diffusion offline``).
 
     Attributes:
         model: a DyDiff checkpoint to roll out with instead of training one (it must have
@@ -109,17 +111,6 @@ class DyDiffRolloutSettings(DyDiffSettings):
             rllib-diffusion/hopper/dydiff-v0); with --policy. Without both, only train.
         num_rollouts: rollouts generated from start states drawn from --dataset
             (DyDiff: 2,048 per rollout round).
-        injection_rounds: diffusion regenerations, each followed by new policy actions
-            (DyDiff's configs: 2).
-        state_mix: weight of each regenerated state sequence against the previous one
-            (DyDiff averages: 0.5; 1: replace).
-        filter: hardmax (top --keep-fraction by predicted return; DyDiff's), softmax
-            (draw --keep-fraction by softmax of standardised returns / temperature;
-            DyDiff's) or disagreement (one-step ensemble disagreement <= threshold).
-        keep_fraction: fraction of rollouts hardmax/softmax keep (DyDiff: 0.6).
-        disagreement_threshold: largest ensemble disagreement (standardised state-change
-            units) of a kept rollout, for --filter disagreement.
-        softmax_temperature: temperature of the softmax filter (DyDiff: 0.05).
         rollout_batch_size: rollouts generated per chunk (one progress line each).
     """
 
@@ -127,26 +118,17 @@ class DyDiffRolloutSettings(DyDiffSettings):
     policy: str | None = field(default=None, kw_only=True)
     dataset_id: str | None = field(default=None, kw_only=True)
     num_rollouts: Count = field(default=2_048, kw_only=True)
-    injection_rounds: NonNegative = field(default=2, kw_only=True)
-    state_mix: Probability = field(default=0.5, kw_only=True)
-    filter: Literal["hardmax", "softmax", "disagreement"] = field(default="hardmax", kw_only=True)
-    keep_fraction: Probability = field(default=0.6, kw_only=True)
-    disagreement_threshold: NonNegativeFloat = field(default=1.0, kw_only=True)
-    softmax_temperature: PositiveFloat = field(default=0.05, kw_only=True)
     rollout_batch_size: Count = field(default=2_048, kw_only=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from rllib_diffusion.algorithms.dydiff.rollout import FILTERS
-
         if (self.policy is None) != (self.dataset_id is None):
             raise ConfigError(
                 "--policy and --dataset-id go together: give both to write rollouts (e.g. "
                 "--policy runs/td3bc/checkpoint --dataset-id local/hopper/dydiff-v0) or "
                 "neither to only train the model."
             )
-        if self.filter not in FILTERS:
-            raise ConfigError(f"--filter {self.filter!r}; allowed: {', '.join(FILTERS)}.")
+        self.check_filter()
 
 
 # --------------------------------------------------------------------------- training
@@ -295,11 +277,9 @@ def policy_from_checkpoint(checkpoint: str):
     """A policy checkpoint of this package as ``obs (N, Do) -> actions (N, Da)`` in data
     units: its deterministic action, through its env wrapper's observation and action
     normalisation; the first action of a chunk. Refused in one line: observation history."""
-    import torch
-
+    from rllib_diffusion.algorithms.regenerated_rollouts import data_unit_policy, module_actions
     from rllib_diffusion.checkpoints import load_policy_module
-    from rllib_diffusion.envs.chunking import make_chunked_env
-    from rllib_diffusion.evaluation import checkpoint_env_config, policy_actions
+    from rllib_diffusion.evaluation import checkpoint_env_config
 
     module, meta = load_policy_module(checkpoint)
     env_config = checkpoint_env_config(checkpoint, meta)
@@ -308,68 +288,18 @@ def policy_from_checkpoint(checkpoint: str):
             f"--policy '{checkpoint}' acts on {env_config['obs_history']} stacked observations; "
             "DyDiff rollouts need a policy of single observations (--obs-history 1)."
         )
-    env = make_chunked_env(env_config)
-    low, high = env.unwrapped.action_space.low, env.unwrapped.action_space.high
-    env.close()
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(env.normalize_obs(np.asarray(obs, np.float32)))
-        with torch.no_grad():
-            chunk = policy_actions(module, z, deterministic=True).numpy()
-        first = chunk.reshape(len(z), env.horizon, -1)[:, 0]
-        return np.clip(env.unnormalize_action(first), low, high).astype(np.float32)
-
-    return act
+    return data_unit_policy(lambda z: module_actions(module, z), env_config)
 
 
 def generate_rollouts(module, policy, start_obs: np.ndarray, s: DyDiffRolloutSettings):
     """:class:`Rollouts` from ``start_obs`` (N, Do), in chunks of ``rollout_batch_size``
-    with one torch generator seeded by ``s.seed`` (one progress line per chunk)."""
-    import torch
+    seeded by ``s.seed`` (:func:`~rllib_diffusion.algorithms.dydiff.rollout.roll_out`)."""
+    from rllib_diffusion.algorithms.dydiff.rollout import roll_out
 
-    from rllib_diffusion.algorithms.dydiff.rollout import (
-        Rollouts,
-        inject_actions,
-        score_rollouts,
-        termination_fn,
-    )
-
-    gen = torch.Generator().manual_seed(int(s.seed))
-    # A diffusion policy draws its initial noise from torch's global RNG: seed it too, so
-    # that the same seed gives the same rollouts whatever ran before in this process.
-    torch.manual_seed(int(s.seed))
-    termination = termination_fn(module.dydiff_config.env_id)
-    parts, started = [], time.perf_counter()
-    for lo in range(0, len(start_obs), s.rollout_batch_size):
-        s0 = start_obs[lo : lo + s.rollout_batch_size]
-        states, actions = inject_actions(
-            module, policy, s0, rounds=s.injection_rounds, mix=s.state_mix, generator=gen
-        )
-        parts.append(score_rollouts(module, states, actions, termination))
-        done = lo + len(s0)
-        rate = done / max(time.perf_counter() - started, 1e-9)
-        print(f"[dydiff] rolled out {done}/{len(start_obs)}  {rate:.1f}/s", flush=True)
-    return Rollouts(
-        **{k: np.concatenate([getattr(p, k) for p in parts]) for k in Rollouts.__annotations__}
-    )
-
-
-def _model_checkpoint(s: DyDiffRolloutSettings) -> tuple[str, dict[str, Any]]:
-    """``(checkpoint, training summary or {})``: the given model (checked), or one
-    trained now."""
-    from rllib_diffusion.data.synthetic import checked_generator
-
-    if s.model is None:
-        summary = train_dydiff(s)
-        return summary["checkpoint"], summary
-    path = checked_generator(
-        s.model,
-        algorithm=ALGORITHM_NAME,
-        dataset=s.dataset,
-        flag="--model",
-        command="rllib-diffusion dydiff",
-    )
-    return path, {}
+    return roll_out(
+        module, policy, start_obs, rounds=s.injection_rounds, mix=s.state_mix, seed=s.seed,
+        batch_size=s.rollout_batch_size,
+    )  # fmt: skip
 
 
 def dydiff(settings: DyDiffRolloutSettings) -> dict[str, Any]:
@@ -379,6 +309,7 @@ def dydiff(settings: DyDiffRolloutSettings) -> dict[str, Any]:
     from rllib_diffusion.algorithms.dydiff.rollout import filter_rollouts
     from rllib_diffusion.checkpoints import load_policy_module
     from rllib_diffusion.data.minari_io import check_output_id
+    from rllib_diffusion.data.synthetic import generator_checkpoint
     from rllib_diffusion.utils.io import write_json_atomic
     from rllib_diffusion.utils.runtime import limit_threads
 
@@ -386,7 +317,14 @@ def dydiff(settings: DyDiffRolloutSettings) -> dict[str, Any]:
     limit_threads()
     if s.dataset_id is not None:
         check_output_id(s.dataset_id, overwrite=s.overwrite)
-    ckpt, training = _model_checkpoint(s)
+    ckpt, training = generator_checkpoint(
+        s.model,
+        lambda: train_dydiff(s),
+        algorithm=ALGORITHM_NAME,
+        dataset=s.dataset,
+        flag="--model",
+        command="rllib-diffusion dydiff",
+    )
     summary: dict[str, Any] = {
         "model_checkpoint": ckpt,
         "model_evaluation": training.get("evaluation"),

@@ -20,6 +20,10 @@ from rllib_diffusion.algorithms.offline_run import (
     run_offline_training,
     start_offline_run,
 )
+from rllib_diffusion.algorithms.regenerated_rollouts import (
+    RegenerationSettings,
+    check_generator_checkpoint,
+)
 from rllib_diffusion.knobs import Count, NonNegativeFloat, Positive, PositiveFloat
 from rllib_diffusion.modules.model_config import ConfigError
 
@@ -36,8 +40,9 @@ MODEL_FIELDS = ("denoising_steps", "num_candidates", "hidden_dims")
 
 
 @dataclass
-class OfflineSettings(OfflineRunSettings):
-    """Settings of an offline RL run (shared fields in :class:`OfflineRunSettings`).
+class OfflineSettings(RegenerationSettings, OfflineRunSettings):
+    """Settings of an offline RL run (shared fields in :class:`OfflineRunSettings`; the
+    rollouts regenerated with the learning policy, DyDiff's loop: :class:`RegenerationSettings`).
 
     Algorithm knobs are declared by each algorithm's config (``training()``); None here
     means "not given": the config's default, or its per-task paper value. A knob the
@@ -82,6 +87,15 @@ class OfflineSettings(OfflineRunSettings):
     num_candidates: Count | None = None
     hidden_dims: tuple[Positive, ...] | None = None
 
+    SYNTHETIC_FLAGS = "--synthetic-dataset (or --dydiff-model)"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_regeneration()
+
+    def synthetic_source(self) -> str | None:
+        return self.synthetic_dataset or self.dydiff_model
+
     def given_knobs(self) -> dict[str, Any]:
         """The algorithm knobs set in these settings."""
         named = {k: getattr(self, k) for k in KNOB_FIELDS if getattr(self, k) is not None}
@@ -95,8 +109,11 @@ def offline_env_config(env_id: str) -> dict[str, Any]:
 
 def check_settings(s: OfflineSettings) -> registry.AlgorithmSpec:
     """The algorithm's spec; one-line ``ConfigError`` for a knob or network flag it does
-    not use (before any data is read or Ray starts)."""
+    not use, or a ``--dydiff-model`` that is not a DyDiff model of ``--dataset`` (before
+    any data is read or Ray starts)."""
     spec = registry.get(s.algo)
+    if s.regenerates:
+        check_generator_checkpoint(s.dydiff_model, s.dataset)
     spec.check_knobs(s.given_knobs())
     spec.config_class().training(**s.given_knobs())  # value checks of training(), if any
     used = spec.config_class.MODEL_KNOBS
@@ -255,7 +272,19 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
         env_config=offline_env_config(env_id),
         loss_key=M.CRITIC_LOSS,
         started=started,
+        regenerator=regenerator(s, dataset, offline_env_config(env_id)),
     )
+
+
+def regenerator(s: OfflineSettings, dataset: Any, env_config: dict[str, Any]):
+    """The driver of the rollouts regenerated with the learning policy (None: off),
+    drawing start states from ``dataset``'s transitions."""
+    if not s.regenerates:
+        return None
+    from rllib_diffusion.algorithms.regenerated_rollouts import Regenerator
+    from rllib_diffusion.data.transitions import dataset_transitions
+
+    return Regenerator(s, dataset_transitions(dataset)["obs"], env_config)
 
 
 def offline_knobs() -> list[tuple[Any, tuple[str, ...]]]:

@@ -255,36 +255,25 @@ def _check_output_id(s: SynthesizeSettings) -> None:
     check_output_id(s.dataset_id, overwrite=s.overwrite)
 
 
-def _generator_checkpoint(s: SynthesizeSettings) -> tuple[str, dict[str, Any]]:
-    """``(checkpoint, training summary or {})``: the given generator (checked), or one
-    trained now."""
-    from rllib_diffusion.data.synthetic import checked_generator
-
-    if s.generator is None:
-        summary = train_generator(s)
-        return summary["checkpoint"], summary
-    path = checked_generator(
-        s.generator,
-        algorithm=ALGORITHM_NAME,
-        dataset=s.dataset,
-        flag="--generator",
-        command="rllib-diffusion synthesize",
-    )
-    return path, {}
-
-
 def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
     """Train (or load) the generator and write ``num_transitions`` synthetic transitions as
     the Minari dataset ``dataset_id``; returns a summary (also ``synthesize.json`` in OUT)."""
     from rllib_diffusion.checkpoints import load_policy_module
-    from rllib_diffusion.data.synthetic import write_synthetic_transitions
+    from rllib_diffusion.data.synthetic import generator_checkpoint, write_synthetic_transitions
     from rllib_diffusion.utils.io import write_json_atomic
     from rllib_diffusion.utils.runtime import limit_threads, run_metadata
 
     s = settings
     limit_threads()
     _check_output_id(s)
-    ckpt, training = _generator_checkpoint(s)
+    ckpt, training = generator_checkpoint(
+        s.generator,
+        lambda: train_generator(s),
+        algorithm=ALGORITHM_NAME,
+        dataset=s.dataset,
+        flag="--generator",
+        command="rllib-diffusion synthesize",
+    )
     module, meta = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
     source = meta.dataset or {}
     started = time.perf_counter()

@@ -1,0 +1,288 @@
+"""DyDiff rollouts regenerated with the learning policy during offline training (issue
+16, item 3): the current Learner weights drive the rollouts, the cadence, the exact mix
+after a pool is replaced, and bad settings refused in one line before Ray starts.
+
+Fast: an untrained DyDiff module and a TD3+BC module at Hopper's dims, no Ray. The end
+to end runs of both hosts are in ``test_dydiff_regeneration_run.py`` (slow)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rllib_diffusion import columns as C
+from rllib_diffusion.algorithms.mixed_offline_data import (
+    ArrayStream,
+    MixedDataIterator,
+    MixedOfflineData,
+)
+from rllib_diffusion.algorithms.offline_q.train import OfflineSettings, check_settings
+from rllib_diffusion.algorithms.regenerated_rollouts import (
+    AT_STEP,
+    KEPT,
+    REGENERATION,
+    TRANSITIONS,
+    Regenerator,
+    learner_policy,
+)
+from rllib_diffusion.modules.model_config import ConfigError
+
+DATA = "data/hopper-medium-v5-small.npz"
+ENV_CONFIG = {"env_id": "Hopper-v5", "horizon": 1, "act_steps": 1, "flatten_actions": True}
+MID = "default_policy"
+
+
+# ------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def hopper():
+    """Hopper states (data), an untrained DyDiff module (H = 4, K = 5) with the data's
+    statistics, and a TD3+BC module, all at Hopper-v5's dims."""
+    from rllib_diffusion.algorithms.dydiff.dydiff_rl_module import (
+        DyDiffModelConfig,
+        DyDiffModule,
+        fit_normalizers,
+    )
+    from rllib_diffusion.algorithms.td3bc.td3bc_rl_module import TD3BCModelConfig, TD3BCModule
+    from rllib_diffusion.data import load_dataset
+    from rllib_diffusion.data.segments import make_segments
+    from rllib_diffusion.data.transitions import dataset_transitions
+
+    dataset = load_dataset(DATA)
+    torch.manual_seed(0)
+    cfg = DyDiffModelConfig(
+        obs_dim=11, action_dim=3, horizon=4, width=32, depth=2, denoising_steps=5,
+        ensemble_size=3, ensemble_width=16, ensemble_depth=2, clip_x0=6.0,
+        normalization=fit_normalizers(make_segments(dataset, horizon=4)), env_id="Hopper-v5",
+    )  # fmt: skip
+    box = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    dydiff = DyDiffModule(observation_space=box, action_space=box, model_config=cfg.to_dict())
+    actor = TD3BCModule(
+        observation_space=None, action_space=None, inference_only=True,
+        model_config=TD3BCModelConfig(11, 3, hidden_dims=(16, 16)).to_dict(),
+    )  # fmt: skip
+    return dataset_transitions(dataset)[C.OBS], dydiff, actor
+
+
+class FakeOfflineData:
+    """Records the pools an algorithm's ``offline_data`` is given."""
+
+    def __init__(self) -> None:
+        self.pools: list[dict[str, np.ndarray]] = []
+
+    @property
+    def has_synthetic(self) -> bool:
+        return bool(self.pools)
+
+    def replace_synthetic(self, columns, *, seed: int) -> int:
+        self.pools.append({k: np.array(v) for k, v in columns.items()})
+        return len(columns[C.OBS])
+
+
+def fake_algo(module) -> SimpleNamespace:
+    """An Algorithm as far as the regenerator sees it: one local Learner holding
+    ``module`` (``foreach_learner``) and an ``offline_data``."""
+    learner = SimpleNamespace(module={MID: module})
+    result = SimpleNamespace(get=lambda: None)
+
+    def foreach_learner(fn):
+        result.get = lambda: fn(learner)
+        return [result]
+
+    return SimpleNamespace(
+        learner_group=SimpleNamespace(foreach_learner=foreach_learner),
+        offline_data=FakeOfflineData(),
+    )
+
+
+def regenerator(hopper, **kw) -> Regenerator:
+    from rllib_diffusion.algorithms.dydiff.regenerate import DyDiffRollouts
+
+    states, dydiff, _ = hopper
+    settings = SimpleNamespace(
+        seed=3, dydiff_regenerate_every=20, dydiff_num_rollouts=24, injection_rounds=1,
+        state_mix=0.5, filter="hardmax", keep_fraction=0.5, disagreement_threshold=1.0,
+        softmax_temperature=0.05, **kw,
+    )  # fmt: skip
+    return Regenerator(settings, states, ENV_CONFIG, source=DyDiffRollouts(None, dydiff))
+
+
+# ------------------------------------------------------------- the current policy
+def test_regenerated_rollouts_follow_the_current_learner_weights(hopper) -> None:
+    """Perturbing the Learner's actor between two regenerations changes the rollouts;
+    the same weights and regeneration index (seed) give identical rollouts; the actions
+    are the module's deterministic actions on the rollout states."""
+    _, _, actor = hopper
+    regen, algo = regenerator(hopper), fake_algo(actor)
+    before = {k: v.clone() for k, v in actor.state_dict().items()}
+    try:
+        regen.regenerate(algo, 0)
+        regen.regenerate(algo, 0)  # same weights, same index
+        with torch.no_grad():
+            for p in actor.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+        regen.regenerate(algo, 0)
+    finally:
+        actor.load_state_dict(before)
+    first, same, perturbed = algo.offline_data.pools
+    for k in first:
+        np.testing.assert_array_equal(first[k], same[k])
+    assert first[C.ACTIONS].shape != perturbed[C.ACTIONS].shape or not np.allclose(
+        first[C.ACTIONS], perturbed[C.ACTIONS]
+    )
+    with torch.no_grad():
+        acted = actor.forward_inference({"obs": torch.as_tensor(first[C.OBS])})["actions"]
+    np.testing.assert_allclose(first[C.ACTIONS], np.clip(acted.numpy(), -1, 1), atol=1e-5)
+
+
+def test_learner_policy_acts_like_the_module_in_data_units(hopper) -> None:
+    states, _, actor = hopper
+    policy = learner_policy(fake_algo(actor), ENV_CONFIG)
+    with torch.no_grad():
+        want = actor.forward_inference({"obs": torch.as_tensor(states[:5])})["actions"].numpy()
+    np.testing.assert_allclose(policy(states[:5]), np.clip(want, -1, 1), atol=1e-6)
+
+
+def test_regeneration_leaves_the_global_torch_random_stream_alone(hopper) -> None:
+    """Rolling out seeds torch's global RNG (diffusion policies draw their noise from
+    it) inside a fork: the training run's stream goes on as if nothing had happened."""
+    _, _, actor = hopper
+    regen, algo = regenerator(hopper), fake_algo(actor)
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    regen.regenerate(algo, 0)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------------ cadence
+def test_regenerates_at_steps_0_n_2n_and_once_after_a_mid_cadence_resume(hopper) -> None:
+    _, _, actor = hopper
+    regen, algo = regenerator(hopper), fake_algo(actor)
+    lines = {step: regen.maybe_regenerate(algo, step) for step in range(0, 100, 10)}
+    done = [step for step, line in lines.items() if line is not None]
+    assert done == [0, 20, 40, 60, 80]
+    assert [lines[t][REGENERATION] for t in done] == [0, 1, 2, 3, 4]
+    assert all(lines[t][AT_STEP] == t for t in done)
+    assert len(algo.offline_data.pools) == 5
+    line = lines[0]
+    assert line[KEPT] == 12 and 0 < line[TRANSITIONS] <= 12 * 4  # hardmax 0.5 of 24, H = 4
+    # A resumed run has no pool: it regenerates at once (the pool of index step // N),
+    # then on the cadence again.
+    resumed, algo2 = regenerator(hopper), fake_algo(actor)
+    again = {step: resumed.maybe_regenerate(algo2, step) for step in range(30, 70, 10)}
+    assert [t for t, x in again.items() if x is not None] == [30, 40, 60]
+    assert again[30][REGENERATION] == 1
+
+
+# ------------------------------------------------------------ the mix after a swap
+class RealStream:
+    """A ``DataIterator`` stand-in: rows 0, 1, 2, ... of column ``x`` in order."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def iter_torch_batches(self, *, batch_size: int, **_):
+        n = self.rows // batch_size
+        return (
+            {"x": torch.arange(i * batch_size, (i + 1) * batch_size, dtype=torch.float32)}
+            for i in range(n)
+        )
+
+
+def test_the_next_batch_after_a_replaced_pool_mixes_exactly_with_the_new_pool() -> None:
+    """n_real real rows (the real stream goes on where it was) and B − n_real rows all
+    from the new pool, in every batch before and after the swap."""
+    pool_a = ArrayStream({"x": np.full(50, -1.0, np.float32)}, seed=0)
+    pool_b = ArrayStream({"x": np.full(7, -2.0, np.float32)}, seed=0)  # < one batch's share
+    mixed = MixedDataIterator(RealStream(1000), pool_a, real_ratio=0.6)
+    batches = iter(mixed.iter_torch_batches(batch_size=20))
+    seen_real = []
+    for i in range(6):
+        if i == 3:
+            mixed.replace_synthetic(pool_b)
+        x = next(batches)["x"]
+        assert len(x) == 20
+        real = x[x >= 0]
+        assert len(real) == 12
+        seen_real.append(real.sort().values)
+        assert (x[x < 0] == (-1.0 if i < 3 else -2.0)).all()
+    torch.testing.assert_close(torch.cat(seen_real), torch.arange(72, dtype=torch.float32))
+
+
+def test_replace_synthetic_maps_the_rows_with_the_configs_prelearner() -> None:
+    """``MixedOfflineData.replace_synthetic`` turns transition columns into Learner batch
+    columns (the pre-learner of the real parquet) and hands them to running iterators."""
+    from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearner
+
+    data = object.__new__(MixedOfflineData)  # no Ray Data: only the pool's path
+    data.config, data.prelearner_class, data.synthetic = None, TransitionPreLearner, None
+    running = MixedDataIterator(RealStream(10), None, real_ratio=0.5)
+    data._mixed_iterators = [running]
+    n = 9
+    columns = {
+        C.OBS: np.ones((n, 11), np.float32), C.ACTIONS: np.zeros((n, 3), np.float32),
+        C.REWARDS: np.arange(n, dtype=np.float32), C.NEXT_OBS: np.ones((n, 11), np.float32),
+        C.TERMINATEDS: np.zeros(n, np.float32),
+    }  # fmt: skip
+    assert not data.has_synthetic and data.replace_synthetic(columns, seed=1) == n
+    assert data.has_synthetic and running.synthetic is data.synthetic and running.generation == 1
+    assert set(data.synthetic.columns) == {f"{MID}/{k}" for k in
+        ("obs", "actions", "rewards", "new_obs", "terminateds")}  # fmt: skip
+    batch = data.synthetic.sample(4).policy_batches[MID]
+    assert batch["obs"].shape == (4, 11) and len(set(batch["rewards"].tolist())) == 4
+
+
+# -------------------------------------------------------------------- bad settings
+def _settings(**kw) -> OfflineSettings:
+    return OfflineSettings(dataset=DATA, out_dir="/nonexistent/out", algo="td3bc", **kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "names"),
+    [
+        ({"dydiff_regenerate_every": 1000}, "--dydiff-regenerate-every apply only with --dydiff-model"),
+        ({"filter": "softmax", "keep_fraction": 0.3}, "--filter, --keep-fraction apply only"),
+        ({"dydiff_model": "m"}, r"--real-ratio < 1 go together"),
+        ({"dydiff_model": "m", "real_ratio": 0.5, "synthetic_dataset": "d"}, "drop --synthetic-dataset"),
+        ({"dydiff_model": "m", "real_ratio": 0.5, "batch_size": 256}, "--steps-per-iteration 500"),
+        ({"dydiff_model": "m", "real_ratio": 0.5, "steps_per_iteration": 300, "gradient_steps": 3000},
+         "--steps-per-iteration 100"),
+        ({"dydiff_model": "m", "real_ratio": 0.6, "steps_per_iteration": 500, "batch_size": 256},
+         "--real-ratio 0.6 × batch 256"),
+        ({"dydiff_model": "m", "real_ratio": 0.5, "steps_per_iteration": 500, "filter": "top"},
+         "--filter 'top'"),
+    ],
+)  # fmt: skip
+def test_bad_regeneration_settings_are_one_line_errors(kw, names) -> None:
+    with pytest.raises(ConfigError, match=names) as err:
+        _settings(**kw)
+    assert "\n" not in str(err.value)
+
+
+def test_a_checkpoint_that_is_not_a_dydiff_model_of_the_dataset_is_refused(tmp_path) -> None:
+    """Before anything is read or Ray starts: a missing path, another algorithm's
+    checkpoint, a DyDiff model of another dataset."""
+    from rllib_diffusion.checkpoints import META_FILE, CheckpointError, CheckpointMeta
+
+    def checkpoint(name: str, algorithm: str, dataset: str) -> str:
+        path = tmp_path / name
+        path.mkdir()
+        meta = CheckpointMeta.from_dict({"algorithm": algorithm, "settings": {"dataset": dataset}})
+        (path / META_FILE).write_text(json.dumps(meta.to_dict()))
+        return str(path)
+
+    ok = {"real_ratio": 0.5, "steps_per_iteration": 500, "batch_size": 256}
+    cases = [
+        (str(tmp_path / "nope"), CheckpointError, "not found"),
+        (checkpoint("td3bc", "td3bc", DATA), CheckpointError, "'td3bc' checkpoint, not a DyDiff"),
+        (checkpoint("other", "DyDiff", "other.npz"), ConfigError, "trained on 'other.npz'"),
+    ]
+    for path, error, names in cases:
+        with pytest.raises(error, match=names):
+            check_settings(_settings(dydiff_model=path, **ok))
+    check_settings(_settings(dydiff_model=checkpoint("good", "DyDiff", DATA), **ok))
