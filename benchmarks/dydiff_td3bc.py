@@ -11,13 +11,19 @@ output exists, so the same command resumes; the result file is rewritten after e
    dataset alone) and ``dydiff`` (every batch ``--real-ratio`` real rows, the rest
    rollouts; DyDiff's ratio 0.6 needs a batch of a multiple of 5, hence 320).
 
-Not DyDiff's full loop: the official code regenerates rollouts from the learning policy
-every 500 steps; here the rollouts come once from a separately trained policy.
+The ``dydiff`` arm is not DyDiff's full loop: its rollouts come once from a separately
+trained policy. The ``regen`` arm is: ``offline --dydiff-model M`` regenerates
+``--num-rollouts-per-regeneration`` rollouts (DyDiff: 2,048) with the learning policy
+itself every ``--regenerate-every`` gradient steps (DyDiff: 500) and mixes them at
+``--real-ratio``; it needs no ``--policy``.
 
-Example (the run in docs/synthetic.md)::
+Examples (the runs in docs/synthetic.md)::
 
     python benchmarks/dydiff_td3bc.py --model runs/dydiff_bench10k/model/checkpoint \
         --policy runs/bench_offline/td3bc/checkpoint --seeds 0 1
+    python benchmarks/dydiff_td3bc.py --model runs/dydiff_bench10k/model/checkpoint \
+        --arms real regen --steps-per-iteration 500 --out runs/dydiff_regen \
+        --name dydiff_regen_td3bc_hopper_medium_small_synthetic
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("rllib-diffusion"))
-ARMS = ("real", "dydiff")
+ARMS = ("real", "dydiff", "regen")
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -63,19 +69,54 @@ def rollouts(a: argparse.Namespace) -> dict[str, Any]:
     return {k: prov[k] for k in keys}
 
 
+def arm_flags(a: argparse.Namespace, name: str) -> list[str]:
+    """The flags that make arm ``name`` (none for ``real``)."""
+    ratio = ["--real-ratio", str(a.real_ratio)]
+    if name == "dydiff":
+        return ["--synthetic-dataset", a.rollouts_id, *ratio]
+    if name == "regen":
+        return ["--dydiff-model", a.model, "--dydiff-regenerate-every", str(a.regenerate_every),
+                "--dydiff-num-rollouts", str(a.num_rollouts_per_regeneration), *ratio]  # fmt: skip
+    return []
+
+
 def arm(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
     out = a.out / f"td3bc_{name}_s{seed}"
     if not (out / "result.json").exists():
-        mix = ["--synthetic-dataset", a.rollouts_id, "--real-ratio", str(a.real_ratio)]
+        load = {"load_average_start": os.getloadavg()}
         run(
             [CLI, "offline", "--algo", "td3bc", "--dataset", a.dataset, "--batch-size",
              str(a.batch_size), "--gradient-steps", str(a.gradient_steps), "--seed", str(seed),
-             "--out", str(out), *(mix if name == "dydiff" else [])],
+             "--steps-per-iteration", str(a.steps_per_iteration), "--out", str(out),
+             *arm_flags(a, name)],
             a.out / f"td3bc_{name}_s{seed}.log",
         )  # fmt: skip
-    ev = json.loads((out / "result.json").read_text())["evaluation"]
-    return {"return_mean": ev["episode_return_mean"], "return_std": ev["episode_return_std"],
-            "normalized_score": ev.get("normalized_score"), "episodes": ev["num_episodes"]}  # fmt: skip
+        load["load_average_end"] = os.getloadavg()
+        (out / "load.json").write_text(json.dumps(load))
+    result = json.loads((out / "result.json").read_text())
+    ev = result["evaluation"]
+    figures = {"return_mean": ev["episode_return_mean"], "return_std": ev["episode_return_std"],
+               "normalized_score": ev.get("normalized_score"), "episodes": ev["num_episodes"],
+               "train_seconds": result["train_seconds"]}  # fmt: skip
+    if (out / "load.json").exists():
+        figures.update(json.loads((out / "load.json").read_text()))
+    if name == "regen":
+        figures["regenerations"] = regeneration_figures(result["progress"])
+    return figures
+
+
+def regeneration_figures(progress: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-regeneration figures from the run's progress lines (mean, min, max)."""
+    lines = [x for x in progress if "dydiff_at_step" in x]
+    out: dict[str, Any] = {"count": len(lines), "at_steps": [x["dydiff_at_step"] for x in lines]}
+    for key in ("dydiff_rollouts_kept", "dydiff_transitions", "dydiff_terminal_rate",
+                "dydiff_reward_mean", "dydiff_seconds"):  # fmt: skip
+        values = np.array([x[key] for x in lines], dtype=float)
+        out[key] = {"mean": float(values.mean()), "min": float(values.min()),
+                    "max": float(values.max())}  # fmt: skip
+    out["eval_returns"] = [[x["gradient_steps"], x["eval_return_mean"]]
+                           for x in progress if "eval_return_mean" in x]  # fmt: skip
+    return out
 
 
 def summary(per_seed: dict[str, dict[int, dict]]) -> dict[str, Any]:
@@ -87,10 +128,11 @@ def summary(per_seed: dict[str, dict[int, dict]]) -> dict[str, Any]:
         means = np.array([r["return_mean"] for r in seeds.values()])
         out[name] = {"mean_over_seeds": float(means.mean()), "std_over_seeds": float(means.std()),
                      "seeds": len(means)}  # fmt: skip
-    if all(n in out for n in ARMS):
-        out["ratio_dydiff_to_real"] = (
-            out["dydiff"]["mean_over_seeds"] / out["real"]["mean_over_seeds"]
-        )
+    for name in ("dydiff", "regen"):
+        if name in out and "real" in out:
+            out[f"ratio_{name}_to_real"] = (
+                out[name]["mean_over_seeds"] / out["real"]["mean_over_seeds"]
+            )
     return out
 
 
@@ -100,7 +142,11 @@ def main() -> None:
     )
     p.add_argument("--dataset", default="data/hopper-medium-v5-small.npz")
     p.add_argument("--model", required=True, help="DyDiff checkpoint (rllib-diffusion dydiff)")
-    p.add_argument("--policy", required=True, help="policy checkpoint whose actions are injected")
+    p.add_argument("--policy", help="policy checkpoint whose actions are injected (dydiff arm)")
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=["real", "dydiff"])
+    p.add_argument("--steps-per-iteration", type=int, default=1000)
+    p.add_argument("--regenerate-every", type=int, default=500, help="regen arm; DyDiff's")
+    p.add_argument("--num-rollouts-per-regeneration", type=int, default=2048, help="DyDiff's")
     p.add_argument("--rollouts-id", default="local/hopper/dydiff-td3bc-v0")
     p.add_argument("--num-rollouts", type=int, default=6144)
     p.add_argument("--real-ratio", type=float, default=0.6, help="DyDiff's")
@@ -111,11 +157,20 @@ def main() -> None:
     p.add_argument("--name", default="dydiff_td3bc_hopper_medium_small_synthetic")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, Any] = {"rollouts": rollouts(a), "batch_size": a.batch_size,
-                               "gradient_steps": a.gradient_steps, "real_ratio": a.real_ratio}  # fmt: skip
-    per_seed: dict[str, dict[int, dict]] = {name: {} for name in ARMS}
+    if "dydiff" in a.arms and a.policy is None:
+        p.error("the dydiff arm needs --policy")
+    figures: dict[str, Any] = {"batch_size": a.batch_size, "gradient_steps": a.gradient_steps,
+                               "real_ratio": a.real_ratio, "arms": a.arms,
+                               "steps_per_iteration": a.steps_per_iteration}  # fmt: skip
+    if "dydiff" in a.arms:
+        figures["rollouts"] = rollouts(a)
+    if "regen" in a.arms:
+        figures["regenerate_every"] = a.regenerate_every
+        figures["num_rollouts_per_regeneration"] = a.num_rollouts_per_regeneration
+        figures["model"] = a.model
+    per_seed: dict[str, dict[int, dict]] = {name: {} for name in a.arms}
     for seed in a.seeds:
-        for name in ARMS:
+        for name in a.arms:
             per_seed[name][seed] = arm(a, name, seed)
             figures.update(per_seed=per_seed, summary=summary(per_seed))
             print(f"wrote {write_result(a.name, figures)}", flush=True)
