@@ -107,10 +107,11 @@ def arm(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
 
 def regeneration_figures(progress: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-regeneration figures from the run's progress lines (mean, min, max)."""
-    lines = [x for x in progress if "dydiff_at_step" in x]
-    out: dict[str, Any] = {"count": len(lines), "at_steps": [x["dydiff_at_step"] for x in lines]}
-    for key in ("dydiff_rollouts_kept", "dydiff_transitions", "dydiff_terminal_rate",
-                "dydiff_reward_mean", "dydiff_seconds"):  # fmt: skip
+    from rllib_diffusion.algorithms import regenerated_rollouts as R
+
+    lines = [x for x in progress if R.AT_STEP in x]
+    out: dict[str, Any] = {"count": len(lines), "at_steps": [x[R.AT_STEP] for x in lines]}
+    for key in (R.KEPT, R.TRANSITIONS, R.TERMINAL_RATE, R.REWARD_MEAN, R.SECONDS):
         values = np.array([x[key] for x in lines], dtype=float)
         out[key] = {"mean": float(values.mean()), "min": float(values.min()),
                     "max": float(values.max())}  # fmt: skip

@@ -644,7 +644,9 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
         add_offline_args,
         run_offline,
         "offline RL with diffusion/flow policies (Diffusion-QL, IDQL, DAC, FQL) and TD3+BC "
-        "(RLlib offline API)",
+        "(RLlib offline API), on real data, mixed with a synthetic dataset "
+        "(--synthetic-dataset) or with DyDiff rollouts of the learning policy regenerated "
+        "every N gradient steps (--dydiff-model)",
     ),
     "online": (
         add_online_args,
