@@ -3,7 +3,8 @@
 figures to ``benchmarks/results/datasets_<task>.json``: episodes, transitions, return
 mean ± std, normalised score, wall time and the load average before and after (the
 machine is shared), plus the policies it came from. ``--behavior RUN_DIR`` instead
-records a ``train-behavior`` run (its return curve and checkpoints).
+records a ``train-behavior`` run (its return curve and checkpoints); ``--docs`` rebuilds
+the table of datasets in ``docs/datasets.md`` from those files.
 
 Examples::
 
@@ -97,15 +98,70 @@ def behavior_figures(run_dir: Path) -> dict[str, Any]:
     }
 
 
+#: docs/datasets.md lines between these markers are rebuilt by ``--docs``.
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
+BEGIN, END = "<!-- datasets table: benchmarks/datasets.py --docs -->", "<!-- end datasets table -->"
+
+
+def _source_text(stages: list[dict[str, Any]]) -> str:
+    if stages and "source" in stages[0]:
+        return " + ".join(f"`{s['source']}`" for s in stages)
+    if len(stages) == 1:
+        s = stages[0]
+        ret = s.get("training_return")
+        return f"{s['policy']}" + (f" (training return {ret:,.0f})" if ret is not None else "")
+    first, last = stages[0], stages[-1]
+    return (
+        f"{len(stages)} checkpoints in training order, {first['policy']} … {last['policy']} "
+        f"(training return {first['training_return']:,.0f} → {last['training_return']:,.0f})"
+    )
+
+
+def docs_table() -> list[str]:
+    """One row per dataset recorded in ``benchmarks/results/datasets_*.json``."""
+    rows = [
+        "| dataset | made from | episodes | transitions | return | normalised | wall | load "
+        "(1-min, before → after) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(RESULTS_DIR.glob("datasets_*.json")):
+        for dataset_id, e in json.loads(path.read_text())["figures"].get("datasets", {}).items():
+            score = e.get("normalized_score_mean")
+            rows.append(
+                f"| `{dataset_id}` | {_source_text(e.get('stages') or [])} | {e['episodes']:,} | "
+                f"{e['transitions']:,} | {e['return_mean']:,.0f} ± {e['return_std']:,.0f} | "
+                f"{'' if score is None else f'{score:.1f}'} | {e['wall_seconds'] / 60:.1f} min | "
+                f"{e['load_average_before'][0]} → {e['load_average_after'][0]} |"
+            )
+    return rows
+
+
+def write_docs() -> None:
+    text = DOCS.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{DOCS} lacks the markers {BEGIN} ... {END}")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    tmp = DOCS.with_suffix(".md.tmp")
+    tmp.write_text(head + BEGIN + "\n" + "\n".join(docs_table()) + "\n" + END + tail)
+    tmp.replace(DOCS)
+    print(f"wrote {DOCS}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--task", required=True, help="hopper | walker2d | halfcheetah (file name)")
+    p.add_argument("--task", help="hopper | walker2d | halfcheetah (file name)")
+    p.add_argument("--docs", action="store_true", help="rebuild the table in docs/datasets.md")
     p.add_argument("--behavior", type=Path, help="record this train-behavior run instead")
     p.add_argument("--note", default="", help="stored with the entry (e.g. what else ran)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- collect|concat-datasets ...")
     args = p.parse_args()
+    if args.docs:
+        return write_docs()
+    if not args.task:
+        p.error("--task is required (unless --docs)")
     name = f"datasets_{args.task}"
     path = RESULTS_DIR / f"{name}.json"
     figures = json.loads(path.read_text())["figures"] if path.is_file() else {}
