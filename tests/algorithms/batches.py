@@ -203,6 +203,30 @@ def replay_finetune_smoke(algo: str, pretrained: Any, out: Path) -> list[dict]:
     return lines
 
 
+def pretrain_biased(root: Path, name: str, **settings: Any) -> dict:
+    """Diffusion BC on the biased toy data (``ReachTarget-v0`` acting at ``target +
+    0.5``, ``test_dppo_learning.biased_dataset``: a weak policy, return ≈ 5 of 10) into
+    ``root/name``: horizon 1, 64-64, 1,500 steps of 500 per iteration, batches of 128,
+    10 evaluation episodes; ``settings`` (``denoising_steps``, ``sampler``, ...) over
+    those. Its pretrain summary."""
+    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, pretrain
+    from rllib_diffusion.data import save_npz
+    from tests.algorithms.test_dppo_learning import biased_dataset
+
+    data = save_npz(biased_dataset(), root / "reach.npz")
+    base = dict(
+        horizon=1,
+        act_steps=1,
+        hidden_dims=(64, 64),
+        gradient_steps=1500,
+        steps_per_iteration=500,
+        batch_size=128,
+        warmup_steps=0,
+        eval_episodes=10,
+    )
+    return pretrain(PretrainSettings(dataset=data, out_dir=str(root / name), **base | settings))
+
+
 def improves_weak_policy(algo: str, weak_policy: dict, out: Path, **knobs: Any) -> dict:
     """``algo`` with ``knobs`` for 8,000 env steps (10 envs, 500 decisions per
     iteration, evaluation of 20 episodes at both ends) from the weak toy-task policy:

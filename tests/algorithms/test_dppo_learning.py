@@ -17,10 +17,10 @@ import json
 import numpy as np
 import pytest
 
-from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, pretrain
 from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, finetune
-from rllib_diffusion.data import Episode, EpisodeDataset, save_npz
+from rllib_diffusion.data import Episode, EpisodeDataset
 from rllib_diffusion.envs.toy import ENV_ID, ReachTargetEnv
+from tests.algorithms.batches import pretrain_biased
 
 
 def biased_dataset(num_episodes: int = 200, bias: float = 0.5, seed: int = 0) -> EpisodeDataset:
@@ -62,22 +62,9 @@ def weak_policies(ray_session, tmp_path_factory):
 
     def get(network: str) -> dict:
         if network not in cache:
-            data = save_npz(biased_dataset(), root / "reach.npz")
-            cache[network] = pretrain(
-                PretrainSettings(
-                    dataset=data,
-                    out_dir=str(root / f"bc_{network}"),
-                    horizon=1,
-                    act_steps=1,
-                    denoising_steps=10,
-                    network=network,
-                    hidden_dims=(64, 64),
-                    gradient_steps=1500 if network == "mlp" else 1000,
-                    steps_per_iteration=500,
-                    batch_size=128,
-                    warmup_steps=0,
-                    eval_episodes=10,
-                )
+            steps = 1500 if network == "mlp" else 1000
+            cache[network] = pretrain_biased(
+                root, f"bc_{network}", denoising_steps=10, network=network, gradient_steps=steps
             )
         return cache[network]
 

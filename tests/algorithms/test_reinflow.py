@@ -298,28 +298,10 @@ def test_w2_bc_regulariser_pulls_only_the_fine_tuned_flow_back(ray_session):
 @pytest.fixture(scope="module")
 def weak_flow_policy(ray_session, tmp_path_factory):
     """Flow BC (K = 4 Euler steps) on the biased toy data: a weak policy."""
-    from rllib_diffusion.algorithms.bc.pretrain import PretrainSettings, pretrain
-    from rllib_diffusion.data import save_npz
-    from tests.algorithms.test_dppo_learning import biased_dataset
+    from tests.algorithms.batches import pretrain_biased
 
     root = tmp_path_factory.mktemp("reinflow")
-    data = save_npz(biased_dataset(), root / "reach.npz")
-    return pretrain(
-        PretrainSettings(
-            dataset=data,
-            out_dir=str(root / "bc_flow"),
-            horizon=1,
-            act_steps=1,
-            denoising_steps=4,
-            sampler="flow",
-            hidden_dims=(64, 64),
-            gradient_steps=1500,
-            steps_per_iteration=500,
-            batch_size=128,
-            warmup_steps=0,
-            eval_episodes=10,
-        )
-    )
+    return pretrain_biased(root, "bc_flow", denoising_steps=4, sampler="flow")
 
 
 def _finetune(bc: dict, out, **kw) -> dict:
