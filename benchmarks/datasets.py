@@ -90,7 +90,6 @@ def behavior_figures(run_dir: Path) -> dict[str, Any]:
         "final_training_return": last["return"],
         "best_checkpoint": max(index["checkpoints"], key=lambda c: c["return"]),
         "settings": index["settings"],
-        "load_average_at_record": load_average(),
         "checkpoints": [
             {"name": Path(c["path"]).name, "env_steps": c["env_steps"], "return": c["return"]}
             for c in index["checkpoints"]
