@@ -57,8 +57,9 @@ def replay_rows(n: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def tiny_policy(sampler: str = "ddpm") -> dict:
-    """A tiny DiffusionBC policy config (``OBS_DIM``, ``DA``, ``TA``, ``K``) as a dict."""
+def tiny_policy(sampler: str = "ddpm", k: int = K) -> dict:
+    """A tiny DiffusionBC policy config (``OBS_DIM``, ``DA``, ``TA``, ``k`` denoising
+    steps) as a dict."""
     from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 
     return DiffusionPolicyConfig(
@@ -66,7 +67,7 @@ def tiny_policy(sampler: str = "ddpm") -> dict:
         action_dim=DA,
         horizon=TA,
         act_steps=2,
-        denoising_steps=K,
+        denoising_steps=k,
         sampler=sampler,
         hidden_dims=(16, 16),
     ).to_dict()

@@ -40,21 +40,14 @@ from rllib_diffusion.diffusion import (
     flow_chain_logprob,
 )
 from rllib_diffusion.envs.chunking import chunk_spaces
-from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
+from rllib_diffusion.modules.model_config import ConfigError
+from tests.algorithms.batches import DA, OBS_DIM, TA, tiny_policy
 
-OBS_DIM, DA, TA, K = 3, 2, 4, 4
+K = 4  # Euler steps of the tiny flow policy
 
 
-def policy(sampler: str = "flow", k: int = K) -> dict:
-    return DiffusionPolicyConfig(
-        obs_dim=OBS_DIM,
-        action_dim=DA,
-        horizon=TA,
-        act_steps=2,
-        denoising_steps=k,
-        sampler=sampler,
-        hidden_dims=(16, 16),
-    ).to_dict()
+def policy(sampler: str = "flow") -> dict:
+    return tiny_policy(sampler, k=K)
 
 
 def make_module(**model_knobs) -> ReinFlowModule:
