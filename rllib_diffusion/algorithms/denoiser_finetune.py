@@ -8,6 +8,7 @@ control: budget in true env steps, iteration-0 evaluation of the pretrained poli
 checkpoints with typed metadata, ``--resume`` (verified on every EnvRunner), final
 evaluation of exactly what was saved. A family subclass names its metrics namespace,
 the learner metrics its progress line carries and the fields its printed line shows.
+Their configs share the run knobs of :class:`DenoiserFinetuneConfigMixin`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import pretrained_weights, registry
@@ -33,6 +37,7 @@ from rllib_diffusion.algorithms.finetune_run import (
     warn_missing_resources,
 )
 from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
+from rllib_diffusion.knobs import set_provided
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_after_summary
 from rllib_diffusion.utils.io import jsonable
@@ -42,6 +47,45 @@ NETWORK_FIELDS = (
     "obs_dim", "action_dim", "horizon", "denoising_steps", "schedule", "network",
     "hidden_dims", "unet_dims", "time_dim", "activation",
 )  # fmt: skip
+
+
+class DenoiserFinetuneConfigMixin:
+    """Run knobs of every algorithm that fine-tunes the pretrained denoiser on its own
+    rollouts (DRWR/DAWR's ``RewardWeightedConfigMixin``, the replay fine-tuners'
+    ``ReplayFinetuneConfigMixin``): the checkpoint it starts from, the reference's
+    γ and minibatch, and the sampling of an iteration's decisions. Host:
+    ``<Family>ConfigMixin(DenoiserFinetuneConfigMixin)``."""
+
+    #: Knobs of ``training()`` the fine-tuning run sets itself (not user knobs).
+    RUN_SET_KNOBS = ("pretrained_checkpoint",)
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class)
+        self.pretrained_checkpoint: str | None = None
+        self.gamma = 0.99
+        self.minibatch_size = 1000
+        self.train_batch_size_per_learner = 2000
+        # Each EnvRunner samples its share of the iteration's decisions (AlgorithmConfig's
+        # default is 200 vector steps per sample() call).
+        self.rollout_fragment_length = "auto"
+        # Diffusion sampling is slower than a Gaussian MLP: give runners time.
+        self.sample_timeout_s = 600.0
+
+    @override(AlgorithmConfig)
+    def training(self, *, pretrained_checkpoint: str | None = NotProvided, **kwargs: Any):
+        """Args:
+        pretrained_checkpoint: DiffusionBC checkpoint whose EMA denoiser is fine-tuned.
+        **kwargs: RLlib's ``training()`` args (``gamma``, ``minibatch_size``, ...).
+        """
+        super().training(**kwargs)
+        set_provided(self, {"pretrained_checkpoint": pretrained_checkpoint})
+        return self
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return {}  # the model config is complete by itself
+
 
 #: Values of the algorithm's metrics namespace every progress line carries (if present).
 OWN_KEYS = (

@@ -36,7 +36,11 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import LEARNER_RESULTS
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.algorithms.denoiser_finetune import OWN_KEYS, DenoiserFinetuneFamily
+from rllib_diffusion.algorithms.denoiser_finetune import (
+    OWN_KEYS,
+    DenoiserFinetuneConfigMixin,
+    DenoiserFinetuneFamily,
+)
 from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
 from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
 from rllib_diffusion.algorithms.replay import TransitionReplay
@@ -48,13 +52,13 @@ ACTOR_OBS, ACTOR_ACTIONS = "finetune_actor_obs", "finetune_actor_actions"
 COUNTERS_STATE, REPLAY_STATE = "replay_finetune_counters", "replay_finetune_replay"
 
 
-class ReplayFinetuneConfigMixin:
+class ReplayFinetuneConfigMixin(DenoiserFinetuneConfigMixin):
     """Knobs of every algorithm that fine-tunes the pretrained denoiser from a replay of
-    its own rollouts (online DQL/IDQL here, DIPO/QSM in ``qgrad/``); the host sets its
-    official defaults (``buffer_decisions``, ``replay_ratio``, ...). Host:
+    its own rollouts (online DQL/IDQL here, DIPO/QSM in ``qgrad/``; the run knobs:
+    :class:`DenoiserFinetuneConfigMixin`); the host sets its official defaults
+    (``buffer_decisions``, ``replay_ratio``, ...). Host:
     ``<Algo>Config(<Family knobs>, ReplayFinetuneConfigMixin, AlgorithmConfig)``."""
 
-    RUN_SET_KNOBS = ("pretrained_checkpoint",)
     RLLIB_KNOBS = {
         "gamma": "discount per decision (one executed action chunk) of the TD targets.",
         "minibatch_size": "rows per gradient step of critics and actor (reference 1000).",
@@ -69,12 +73,6 @@ class ReplayFinetuneConfigMixin:
         self.buffer_decisions = 1_000_000
         self.replay_ratio = 16.0
         self.critic_warmup_decisions = 80_000
-        self.pretrained_checkpoint: str | None = None
-        self.gamma = 0.99
-        self.minibatch_size = 1000
-        self.train_batch_size_per_learner = 2000
-        self.rollout_fragment_length = "auto"
-        self.sample_timeout_s = 600.0
 
     @override(AlgorithmConfig)
     def training(
@@ -87,7 +85,6 @@ class ReplayFinetuneConfigMixin:
         buffer_decisions: int | None = NotProvided,
         replay_ratio: float | None = NotProvided,
         critic_warmup_decisions: int | None = NotProvided,
-        pretrained_checkpoint: str | None = NotProvided,
         **kwargs: Any,
     ):
         """Args:
@@ -102,18 +99,13 @@ class ReplayFinetuneConfigMixin:
             replay_ratio (each algorithm's default is its reference value).
         critic_warmup_decisions: decisions sampled before the actor first moves
             (reference 5 iterations, the first evaluation-only: 4 × 20,000).
-        pretrained_checkpoint: DiffusionBC checkpoint whose EMA denoiser is fine-tuned.
-        **kwargs: RLlib's ``training()`` args (``gamma``, ``minibatch_size``, ...).
+        **kwargs: the run knobs (``pretrained_checkpoint``) and RLlib's ``training()``
+            args (``gamma``, ``minibatch_size``, ...).
         """
         given = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
         super().training(**kwargs)
         set_provided(self, given)
         return self
-
-    @property
-    @override(AlgorithmConfig)
-    def _model_config_auto_includes(self) -> dict[str, Any]:
-        return {}  # the model config is complete by itself
 
     @override(AlgorithmConfig)
     def validate(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from torch import nn
 
 #: The tiny policy's observation dim, action dim, horizon and denoising steps.
@@ -55,6 +56,19 @@ def replay_rows(n: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
         Columns.NEXT_OBS: rng.normal(size=(n, OBS_DIM)).astype(np.float32),
         Columns.TERMINATEDS: np.zeros(n, bool),
     }
+
+
+def stepped_episode(
+    obs: np.ndarray, actions: np.ndarray, rewards: list, *, terminated: bool
+) -> SingleAgentEpisode:
+    """An episode from ``obs[0]`` through ``len(actions)`` steps (``obs`` ``(T + 1, Do)``,
+    ``actions`` ``(T, Da)``, ``rewards`` ``T`` values), terminated at its last step or
+    left open (the replay tests)."""
+    ep = SingleAgentEpisode(observations=[obs[0]])
+    for t in range(len(actions)):
+        last = t == len(actions) - 1
+        ep.add_env_step(obs[t + 1], actions[t], rewards[t], terminated=terminated and last)
+    return ep
 
 
 def tiny_policy(sampler: str = "ddpm", k: int = K) -> dict:

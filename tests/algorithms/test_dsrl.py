@@ -23,6 +23,7 @@ from rllib_diffusion.envs.chunking import chunk_spaces
 from rllib_diffusion.envs.toy import ENV_ID
 from rllib_diffusion.modules.diffusion_policy_module import DiffusionPolicyModule
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+from tests.algorithms.batches import stepped_episode
 
 TA, DA, DO = 2, 1, 2  # toy task: obs [target, t/T], 1-D actions, chunks of 2
 N = TA * DA
@@ -714,22 +715,14 @@ def test_critics_are_the_official_mlp_on_obs_and_action():
 
 
 # ------------------------------------------------------------------------- replay
-def _episode(obs: np.ndarray, actions: np.ndarray, rewards: list, *, terminated: bool):
-    ep = SingleAgentEpisode(observations=[obs[0]])
-    for t in range(len(actions)):
-        last = t == len(actions) - 1
-        ep.add_env_step(obs[t + 1], actions[t], rewards[t], terminated=terminated and last)
-    return ep
-
-
 def test_transition_replay_holds_each_step_with_its_next_observation():
     from rllib_diffusion.algorithms.dsrl.replay import TransitionReplay
 
     obs = np.arange(8, dtype=np.float32).reshape(4, 2)  # s0..s3
     actions = np.array([[0.1], [0.2], [0.3]], np.float32)
     replay = TransitionReplay(capacity=100, seed=0)
-    assert replay.add([_episode(obs, actions, [1.0, 2.0, 3.0], terminated=True)]) == 3
-    assert replay.add([_episode(obs[:2] + 10, actions[:1], [4.0], terminated=False)]) == 1
+    assert replay.add([stepped_episode(obs, actions, [1.0, 2.0, 3.0], terminated=True)]) == 3
+    assert replay.add([stepped_episode(obs[:2] + 10, actions[:1], [4.0], terminated=False)]) == 1
     assert len(replay) == 4
     rows = {k: v[:4] for k, v in replay.data.items()}
     np.testing.assert_array_equal(rows[Columns.OBS], np.concatenate([obs[:3], obs[:1] + 10]))
@@ -751,10 +744,10 @@ def test_transition_replay_is_a_ring_of_its_capacity():
     obs = np.arange(12, dtype=np.float32).reshape(6, 2)
     actions = np.zeros((5, 1), np.float32)
     replay = TransitionReplay(capacity=3, seed=0)
-    replay.add([_episode(obs, actions, [1.0, 2.0, 3.0, 4.0, 5.0], terminated=False)])
+    replay.add([stepped_episode(obs, actions, [1.0, 2.0, 3.0, 4.0, 5.0], terminated=False)])
     assert len(replay) == 3
     assert set(replay.sample(200)[Columns.REWARDS].tolist()) == {3.0, 4.0, 5.0}
-    replay.add([_episode(obs[:2], actions[:1], [6.0], terminated=False)])
+    replay.add([stepped_episode(obs[:2], actions[:1], [6.0], terminated=False)])
     assert set(replay.sample(200)[Columns.REWARDS].tolist()) == {4.0, 5.0, 6.0}
 
 
@@ -766,13 +759,13 @@ def test_transition_replay_state_restores_the_same_future_samples():
     obs = np.arange(12, dtype=np.float32).reshape(6, 2)
     actions = np.zeros((5, 1), np.float32)
     replay = TransitionReplay(capacity=4, seed=3)
-    replay.add([_episode(obs, actions, [1.0, 2.0, 3.0, 4.0, 5.0], terminated=False)])
+    replay.add([stepped_episode(obs, actions, [1.0, 2.0, 3.0, 4.0, 5.0], terminated=False)])
     replay.sample(7)
     restored = TransitionReplay(capacity=4, seed=99)
     restored.set_state(replay.get_state())
     assert (len(restored), restored.next) == (len(replay), replay.next) == (4, 0)
     for r in (replay, restored):
-        r.add([_episode(obs[:2], actions[:1], [6.0], terminated=True)])
+        r.add([stepped_episode(obs[:2], actions[:1], [6.0], terminated=True)])
     a, b = replay.sample(50), restored.sample(50)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])

@@ -37,11 +37,11 @@ from tests.algorithms.batches import (
     replay_finetune_smoke,
     replay_learner_steps,
     replay_rows,
+    stepped_episode,
     td_batch,
     tiny_learner,
     tiny_policy,
 )
-from tests.algorithms.test_dsrl import _episode
 
 
 # ------------------------------------------------------------------- pure math
@@ -100,7 +100,7 @@ def test_dipo_writes_the_improved_actions_back_into_exactly_the_sampled_rows():
     rng = np.random.default_rng(1)
     obs = rng.normal(size=(21, OBS_DIM)).astype(np.float32)
     actions = rng.uniform(-1, 1, (20, n)).astype(np.float32)
-    replay.add([_episode(obs, actions, [0.0] * 20, terminated=False)])
+    replay.add([stepped_episode(obs, actions, [0.0] * 20, terminated=False)])
     before = replay.data[Columns.ACTIONS][: len(replay)].copy()
     critic = LinearTwinQ(torch.ones(2, n))  # ∇ min Q = +1 everywhere: every action grows
 
@@ -144,7 +144,7 @@ def test_checkpoints_from_before_the_shared_loop_restore_their_replay_and_counte
 
     old = TransitionReplay(capacity=50, seed=0)
     obs, actions = np.zeros((4, OBS_DIM), np.float32), np.zeros((3, 2), np.float32)
-    old.add([_episode(obs, actions, [1.0] * 3, terminated=True)])
+    old.add([stepped_episode(obs, actions, [1.0] * 3, terminated=True)])
     old.sample(5)  # the sampling RNG moved on: it is restored too
     for algo in (DIPO, QSM):
         host = type("Host", (ReplayFinetuneMixin, Rest), {"STATE_ALIASES": algo.STATE_ALIASES})()

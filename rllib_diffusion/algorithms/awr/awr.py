@@ -52,8 +52,12 @@ from rllib_diffusion.algorithms.awr.weights import (
     rwr_weights,
     td_lambda_targets,
 )
-from rllib_diffusion.algorithms.denoiser_finetune import load_pretrained_into
+from rllib_diffusion.algorithms.denoiser_finetune import (
+    DenoiserFinetuneConfigMixin,
+    load_pretrained_into,
+)
 from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
+from rllib_diffusion.knobs import set_provided
 
 #: Algorithm names stored in checkpoint metadata.
 DRWR_NAME = "DRWR"
@@ -65,12 +69,9 @@ ENV_STEPS_STATE = "reward_weighted_env_steps_lifetime"
 STORE_STATE = "reward_weighted_store"
 
 
-class RewardWeightedConfigMixin:
-    """Knobs DRWR and DAWR share. Host: ``<Algo>Config(RewardWeightedConfigMixin,
-    AlgorithmConfig)``."""
-
-    #: Knobs of ``training()`` the fine-tuning run sets itself (not user knobs).
-    RUN_SET_KNOBS = ("pretrained_checkpoint",)
+class RewardWeightedConfigMixin(DenoiserFinetuneConfigMixin):
+    """Knobs DRWR and DAWR share (the run knobs: :class:`DenoiserFinetuneConfigMixin`).
+    Host: ``<Algo>Config(RewardWeightedConfigMixin, AlgorithmConfig)``."""
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class)
@@ -78,15 +79,6 @@ class RewardWeightedConfigMixin:
         self.weight_decay = 0.0
         self.beta = 10.0
         self.max_weight = 100.0
-        self.pretrained_checkpoint: str | None = None
-        self.gamma = 0.99
-        self.minibatch_size = 1000
-        self.train_batch_size_per_learner = 2000
-        # Each EnvRunner samples its share of the iteration's decisions (AlgorithmConfig's
-        # default is 200 vector steps per sample() call).
-        self.rollout_fragment_length = "auto"
-        # Diffusion sampling is slower than a Gaussian MLP: give runners time.
-        self.sample_timeout_s = 600.0
 
     @override(AlgorithmConfig)
     def training(
@@ -96,7 +88,6 @@ class RewardWeightedConfigMixin:
         weight_decay: float | None = NotProvided,
         beta: float | None = NotProvided,
         max_weight: float | None = NotProvided,
-        pretrained_checkpoint: str | None = NotProvided,
         **kwargs: Any,
     ):
         """Args:
@@ -104,19 +95,19 @@ class RewardWeightedConfigMixin:
         weight_decay: AdamW weight decay (reference 0).
         beta: inverse temperature β of the weights exp(β·x) (reference 10).
         max_weight: largest weight; larger ones are clipped (reference 100).
-        pretrained_checkpoint: DiffusionBC checkpoint whose EMA denoiser is fine-tuned.
-        **kwargs: RLlib's ``training()`` args (``gamma``, ``minibatch_size``, ...).
+        **kwargs: the run knobs (``pretrained_checkpoint``) and RLlib's ``training()``
+            args (``gamma``, ``minibatch_size``, ...).
         """
         super().training(**kwargs)
-        for name, value in (
-            ("actor_lr", actor_lr),
-            ("weight_decay", weight_decay),
-            ("beta", beta),
-            ("max_weight", max_weight),
-            ("pretrained_checkpoint", pretrained_checkpoint),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(
+            self,
+            {
+                "actor_lr": actor_lr,
+                "weight_decay": weight_decay,
+                "beta": beta,
+                "max_weight": max_weight,
+            },
+        )
         return self
 
     @override(AlgorithmConfig)
@@ -130,11 +121,6 @@ class RewardWeightedConfigMixin:
         from rllib_diffusion.algorithms.awr.awr_learner import RewardWeightedTorchLearner
 
         return RewardWeightedTorchLearner
-
-    @property
-    @override(AlgorithmConfig)
-    def _model_config_auto_includes(self) -> dict[str, Any]:
-        return {}  # the model config is complete by itself
 
     @override(AlgorithmConfig)
     def validate(self) -> None:
@@ -225,18 +211,19 @@ class DAWRConfig(RewardWeightedConfigMixin, AlgorithmConfig):
                 (reference 0).
         """
         super().training(**kwargs)
-        for name, value in (
-            ("critic_lr", critic_lr),
-            ("reward_scale", reward_scale),
-            ("buffer_decisions", buffer_decisions),
-            ("replay_ratio", replay_ratio),
-            ("critic_update_ratio", critic_update_ratio),
-            ("td_lambda", td_lambda),
-            ("td_alpha", td_alpha),
-            ("critic_warmup_iterations", critic_warmup_iterations),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(
+            self,
+            {
+                "critic_lr": critic_lr,
+                "reward_scale": reward_scale,
+                "buffer_decisions": buffer_decisions,
+                "replay_ratio": replay_ratio,
+                "critic_update_ratio": critic_update_ratio,
+                "td_lambda": td_lambda,
+                "td_alpha": td_alpha,
+                "critic_warmup_iterations": critic_warmup_iterations,
+            },
+        )
         return self
 
     @override(AlgorithmConfig)

@@ -34,6 +34,7 @@ from rllib_diffusion.algorithms.replay_finetune import (
     ReplayFinetuneConfigMixin,
     ReplayFinetuneMixin,
 )
+from rllib_diffusion.knobs import set_provided
 
 #: Algorithm name stored in checkpoint metadata.
 DQL_NAME = "DQL"
@@ -73,9 +74,7 @@ class DQLConfig(ReplayFinetuneConfigMixin, AlgorithmConfig):
                 differentiable sample (reference), or "replay", the replay's actions.
         """
         super().training(**kwargs)
-        for name, value in (("eta", eta), ("bc_actions", bc_actions)):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(self, {"eta": eta, "bc_actions": bc_actions})
         return self
 
     @override(AlgorithmConfig)
