@@ -321,10 +321,11 @@ def run_finetune_gaussian(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- finetune
-def add_finetune_args(p: argparse.ArgumentParser) -> None:
+def add_finetune_args(p: argparse.ArgumentParser, algo: str | None = None) -> None:
     """Run flags from ``FinetuneSettings``; algorithm knobs from each fine-tuning
     algorithm's config and model config (registry): every flag, its help and its
-    default come from a declaration."""
+    default come from a declaration. ``algo``: that algorithm's knobs and defaults
+    only (``finetune --algo X --help``)."""
     from rllib_diffusion.algorithms import registry
     from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, run_defaults_help
 
@@ -332,13 +333,23 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
         p,
         FinetuneSettings,
         exclude=("env_kwargs",),  # any JSON values: Python only (see its docs)
-        defaults=run_defaults_help(),
-        algo=registry.finetune_names(),
+        defaults=run_defaults_help(algo),
+        algo=_finetune_algos(),
     )
+    if algo is not None:
+        add_algo_knob_args(p, registry.get(algo, registry.FINETUNE))
+        return
     add_merged_knob_args(
-        p.add_argument_group("algorithm knobs (refused where unused)"),
-        registry.merged_knobs(registry.finetune_names(), registry.FINETUNE),
+        _merged_knob_group(p, "finetune"),
+        registry.merged_knobs(_finetune_algos(), registry.FINETUNE),
     )
+
+
+def _finetune_algos() -> tuple[str, ...]:
+    """What ``finetune --algo`` takes."""
+    from rllib_diffusion.algorithms import registry
+
+    return registry.finetune_names()
 
 
 def finetune_settings_from_args(args: argparse.Namespace):
@@ -359,17 +370,24 @@ def run_finetune(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- offline
-def add_offline_args(p: argparse.ArgumentParser) -> None:
+def add_offline_args(p: argparse.ArgumentParser, algo: str | None = None) -> None:
     """Run and network flags from ``OfflineSettings``; algorithm knobs derived from each
-    algorithm's config."""
-    from rllib_diffusion.algorithms.offline_q.train import (
-        ALGORITHMS,
-        KNOB_FIELDS,
-        OfflineSettings,
-    )
+    algorithm's config (``algo``: that algorithm's only, ``offline --algo X --help``)."""
+    from rllib_diffusion.algorithms import registry
+    from rllib_diffusion.algorithms.offline_q.train import KNOB_FIELDS, OfflineSettings
 
-    add_settings_args(p, OfflineSettings, exclude=KNOB_FIELDS, algo=sorted(ALGORITHMS))
-    add_offline_knob_args(p.add_argument_group("algorithm knobs (refused where unused)"))
+    add_settings_args(p, OfflineSettings, exclude=KNOB_FIELDS, algo=_offline_algos())
+    if algo is not None:
+        add_algo_knob_args(p, registry.get(algo, registry.OFFLINE_Q))
+        return
+    add_offline_knob_args(_merged_knob_group(p, "offline"))
+
+
+def _offline_algos() -> list[str]:
+    """What ``offline --algo`` takes."""
+    from rllib_diffusion.algorithms.offline_q.train import ALGORITHMS
+
+    return sorted(ALGORITHMS)
 
 
 def add_offline_knob_args(group: Any) -> None:
@@ -377,6 +395,22 @@ def add_offline_knob_args(group: Any) -> None:
     from rllib_diffusion.algorithms.offline_q.train import offline_knobs
 
     add_merged_knob_args(group, offline_knobs())
+
+
+def _merged_knob_group(p: argparse.ArgumentParser, command: str) -> Any:
+    """The argument group of every algorithm's knobs, saying how to see one's only."""
+    return p.add_argument_group(
+        "algorithm knobs (refused where unused)",
+        f"`rllib-diffusion {command} --algo X --help` lists only X's knobs, with X's defaults.",
+    )
+
+
+def add_algo_knob_args(p: argparse.ArgumentParser, spec: Any) -> None:
+    """The knobs of one registered algorithm (``spec``), its help texts and its
+    defaults, under a group naming it."""
+    from rllib_diffusion.knobs import add_knob_args
+
+    add_knob_args(p.add_argument_group(f"{spec.name} knobs", spec.description), spec.knobs())
 
 
 def add_merged_knob_args(group: Any, merged: list) -> None:
@@ -702,7 +736,32 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 DEBUG_FLAG = "--debug"
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Commands whose ``--help`` after an explicit ``--algo X`` lists only X's knobs: what
+#: each one's ``--algo`` takes.
+ALGO_HELP: dict[str, Callable[[], Sequence[str]]] = {
+    "finetune": _finetune_algos,
+    "offline": _offline_algos,
+}
+HELP_FLAGS = ("-h", "--help")
+
+
+def algo_help_request(argv: Sequence[str]) -> tuple[str, str] | None:
+    """``(command, algo)`` when ``argv`` asks for the ``--help`` of an :data:`ALGO_HELP`
+    command with an explicit ``--algo X`` (either order, or ``--algo=X``; the last wins)."""
+    if not argv or argv[0] not in ALGO_HELP or not set(HELP_FLAGS) & set(argv[1:]):
+        return None
+    algo = None
+    for arg, following in zip(argv[1:], [*argv[2:], None], strict=True):
+        if arg.startswith("--algo="):
+            algo = arg.partition("=")[2]
+        elif arg == "--algo" and following is not None and not following.startswith("-"):
+            algo = following
+    return None if algo is None else (argv[0], algo)
+
+
+def build_parser(algo_help: tuple[str, str] | None = None) -> argparse.ArgumentParser:
+    """The ``rllib-diffusion`` parser; ``algo_help``: ``(command, algo)`` whose parser
+    takes only ``algo``'s knobs (the ``--help`` of :func:`algo_help_request`)."""
     parser = OneLineParser(
         prog="rllib-diffusion",
         description="Diffusion and flow policies on Ray RLlib.",
@@ -710,14 +769,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for name, (add_args, _, help_text) in COMMANDS.items():
-        add_args(
-            sub.add_parser(
-                name,
-                help=help_text,
-                description=help_text,
-                formatter_class=DefaultsHelpFormatter,
-            )
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter
         )
+        if algo_help is not None and algo_help[0] == name:
+            add_args(p, algo=algo_help[1])
+        else:
+            add_args(p)
     return parser
 
 
@@ -752,7 +810,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv
     argv = [a for a in argv if a != DEBUG_FLAG]
-    parser = build_parser()
+    algo_help = algo_help_request(argv)
+    if algo_help is not None and algo_help[1] not in ALGO_HELP[algo_help[0]]():
+        # An unknown --algo: the parser's one-line error naming the choices, not the help.
+        argv, algo_help = [a for a in argv if a not in HELP_FLAGS], None
+    parser = build_parser(algo_help)
     try:
         args, unknown = parser.parse_known_args(argv)
     except SystemExit as done:  # --help, or a parse error already printed in one line

@@ -279,3 +279,73 @@ def test_return_fields_of_a_finetune_progress_line():
     }
     assert return_fields(result, None, evaluated=False) == {M.TRAIN_RETURN: 30.0}
     assert return_fields({}, refs, evaluated=True) == {M.TRAIN_RETURN: None}
+
+
+def _flag_help(text: str, flag: str) -> str:
+    """The ``--help`` entry of ``flag`` (its lines up to the next flag's), one line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"  {flag} "))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if not lines[i].startswith(" " * 4)),
+        len(lines),
+    )
+    return " ".join(" ".join(lines[start:end]).split())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["finetune", "--algo", "dsrl", "--help"],
+        ["finetune", "--help", "--algo", "dsrl"],
+        ["finetune", "--algo=dsrl", "-h"],
+    ],
+)
+def test_help_with_an_algo_lists_its_knobs_with_its_defaults(argv, capsys):
+    """``--algo dsrl --help`` shows DSRL's flags only, each with DSRL's default and help
+    (no algorithm tags, no other algorithm's default), under a group naming DSRL."""
+    from rllib_diffusion.algorithms import registry
+    from rllib_diffusion.cli import main
+
+    dsrl = {k.flag: k for k in registry.get("dsrl", registry.FINETUNE).knobs()}
+    dppo = {k.flag: k for k in registry.get("dppo", registry.FINETUNE).knobs()}
+    assert "--utd" in dsrl and "--utd" not in dppo  # a DSRL-only flag
+    assert "--clip" in dppo and "--clip" not in dsrl  # a DPPO-only flag
+    assert dsrl["--critic-lr"].default != dppo["--critic-lr"].default
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "\ndsrl knobs:\n" in text and "algorithm knobs" not in text
+    assert "--utd" in text and "--clip " not in text and "--ft-denoising-steps" not in text
+    critic_lr = _flag_help(text, "--critic-lr")
+    assert critic_lr.endswith(f"(default: {dsrl['--critic-lr'].default})"), critic_lr
+    assert "[" not in critic_lr and "dppo" not in critic_lr
+    envs = _flag_help(text, "--num-envs-per-env-runner")  # a run setting, DSRL's 4
+    assert envs.endswith("(default: 4)") and "dppo" not in envs, envs
+    for flag, knob in dsrl.items():  # each with DSRL's own help text
+        assert " ".join(knob.help.replace("``", "").split()) in _flag_help(text, flag), flag
+
+
+def test_help_without_an_algo_lists_every_algorithms_knobs(capsys):
+    """Plain ``--help``: the flags of every algorithm, each saying which use it, and one
+    line saying how to narrow it; ``offline`` narrows the same way."""
+    from rllib_diffusion.cli import main
+
+    assert main(["finetune", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--utd" in text and "--clip " in text
+    assert _flag_help(text, "--utd").split()[2] == "[dsrl]"
+    assert "`rllib-diffusion finetune --algo X --help` lists only X's knobs" in " ".join(
+        text.split()
+    )
+    assert main(["offline", "--help", "--algo", "fql"]) == 0
+    text = capsys.readouterr().out
+    assert "\nfql knobs:\n" in text and "--q-agg" in text and "--lcb-rho" not in text
+
+
+@pytest.mark.parametrize("command", ["finetune", "offline"])
+def test_help_with_an_unknown_algo_is_the_one_line_error(command, capsys):
+    from rllib_diffusion.cli import main
+
+    assert main([command, "--help", "--algo", "nope"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert "invalid choice: 'nope'" in err and "'idql'" in err

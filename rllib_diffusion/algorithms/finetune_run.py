@@ -130,9 +130,12 @@ def run_default(algo: str, name: str) -> Any:
     return registry.get(algo, registry.FINETUNE).run_defaults.get(name, RUN_DEFAULTS[name])
 
 
-def run_defaults_help() -> dict[str, str]:
+def run_defaults_help(algo: str | None = None) -> dict[str, str]:
     """``--help`` text of each :data:`RUN_DEFAULTS` field: every fine-tuning
-    algorithm's default, e.g. ``"(defaults: dppo 10; ...; dsrl 4; ...)"``."""
+    algorithm's default, e.g. ``"(defaults: dppo 10; ...; dsrl 4; ...)"``, or only
+    ``algo``'s (``"(default: 4)"``)."""
+    if algo is not None:
+        return {name: f"(default: {run_default(algo, name)})" for name in RUN_DEFAULTS}
     algos = registry.finetune_names()
     return {
         name: "(defaults: " + "; ".join(f"{a} {run_default(a, name)}" for a in algos) + ")"
