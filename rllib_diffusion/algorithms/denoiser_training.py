@@ -22,6 +22,7 @@ from rllib_diffusion.algorithms.window_prelearner import (
     SHUFFLED_ITER_KWARGS,
 )
 from rllib_diffusion.diffusion import ema_step_
+from rllib_diffusion.knobs import set_provided
 from rllib_diffusion.modules.diffusion_policy_module import PREDICTION, TARGET
 from rllib_diffusion.utils.optim import adam, set_lr
 
@@ -145,14 +146,15 @@ class DenoiserTrainingConfigMixin(PrecisionConfigMixin):
             :func:`cosine_lr_schedule`; ``train_batch_size_per_learner``, ``grad_clip`` ...).
         """
         super().training(**kwargs)
-        if weight_decay is not NotProvided:
-            self.weight_decay = weight_decay
-        if ema_decay is not NotProvided:
-            self.ema_decay = ema_decay
-        if ema_update_every is not NotProvided:
-            self.ema_update_every = ema_update_every
-        if ema_start is not NotProvided:
-            self.ema_start = ema_start
+        set_provided(
+            self,
+            {
+                "weight_decay": weight_decay,
+                "ema_decay": ema_decay,
+                "ema_update_every": ema_update_every,
+                "ema_start": ema_start,
+            },
+        )
         return self
 
     @override(BCConfig)

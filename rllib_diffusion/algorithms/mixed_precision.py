@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from ray.rllib.algorithms.algorithm_config import NotProvided
 
+from rllib_diffusion.knobs import set_provided
 from rllib_diffusion.modules.apis import TrainPrecisionAPI
 from rllib_diffusion.utils.precision import PRECISIONS, autocast
 
@@ -47,8 +48,7 @@ class PrecisionConfigMixin:
         **kwargs: the other ``training()`` args.
         """
         super().training(**kwargs)
-        if precision is not NotProvided:
-            self.precision = precision
+        set_provided(self, {"precision": precision})
         return self
 
     def validate(self) -> None:

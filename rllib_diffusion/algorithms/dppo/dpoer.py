@@ -23,6 +23,7 @@ from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion.algorithms.dppo.dppo import DPPO, DPPOConfig
+from rllib_diffusion.knobs import set_provided
 
 #: Algorithm name stored in checkpoint metadata.
 ALGORITHM_NAME = "DPOER"
@@ -72,16 +73,17 @@ class DPOERConfig(DPPOConfig):
                 ``gaussian``: the closed-form entropy of that step's Gaussian (ours).
         """
         super().training(**kwargs)
-        for name, value in (
-            ("entropy_loss_scale", entropy_loss_scale),
-            ("initial_alpha", initial_alpha),
-            ("alpha_lr", alpha_lr),
-            ("target_entropy_per_dim", target_entropy_per_dim),
-            ("entropy_interval", entropy_interval),
-            ("entropy_estimator", entropy_estimator),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(
+            self,
+            {
+                "entropy_loss_scale": entropy_loss_scale,
+                "initial_alpha": initial_alpha,
+                "alpha_lr": alpha_lr,
+                "target_entropy_per_dim": target_entropy_per_dim,
+                "entropy_interval": entropy_interval,
+                "entropy_estimator": entropy_estimator,
+            },
+        )
         return self
 
     @override(DPPOConfig)

@@ -29,6 +29,7 @@ from rllib_diffusion.algorithms.synthetic_ppo import (
     SyntheticSegmentsMixin,
     check_synthetic_knobs,
 )
+from rllib_diffusion.knobs import set_provided
 
 #: Algorithm name stored in checkpoint metadata.
 ALGORITHM_NAME = "DPPO"
@@ -163,21 +164,22 @@ class DPPOConfig(SyntheticSegmentsConfigMixin, PrecisionConfigMixin, PPOConfig):
                 both the frozen and the fine-tuned denoiser.
         """
         super().training(**kwargs)
-        for name, value in (
-            ("actor_lr", actor_lr),
-            ("critic_lr", critic_lr),
-            ("weight_decay", weight_decay),
-            ("clip_param_base", clip_param_base),
-            ("gamma_denoising", gamma_denoising),
-            ("target_kl", target_kl),
-            ("critic_warmup_iterations", critic_warmup_iterations),
-            ("reward_scaling", reward_scaling),
-            ("pair_minibatch_size", pair_minibatch_size),
-            ("bc_loss_coeff", bc_loss_coeff),
-            ("pretrained_checkpoint", pretrained_checkpoint),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(
+            self,
+            {
+                "actor_lr": actor_lr,
+                "critic_lr": critic_lr,
+                "weight_decay": weight_decay,
+                "clip_param_base": clip_param_base,
+                "gamma_denoising": gamma_denoising,
+                "target_kl": target_kl,
+                "critic_warmup_iterations": critic_warmup_iterations,
+                "reward_scaling": reward_scaling,
+                "pair_minibatch_size": pair_minibatch_size,
+                "bc_loss_coeff": bc_loss_coeff,
+                "pretrained_checkpoint": pretrained_checkpoint,
+            },
+        )
         return self
 
     def resolved_weight_decay(self, optimizer: str) -> float:

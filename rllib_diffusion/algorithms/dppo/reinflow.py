@@ -20,6 +20,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion.algorithms.dppo.dppo import DPPO, DPPOConfig
+from rllib_diffusion.knobs import set_provided
 
 #: Algorithm name stored in checkpoint metadata.
 ALGORITHM_NAME = "ReinFlow"
@@ -143,19 +144,20 @@ class ReinFlowConfig(DPPOConfig):
             critic_min_lr: the critic schedule's minimum (official 3e-4).
         """
         super().training(**kwargs)
-        for name, value in (
-            ("critic_weight_decay", critic_weight_decay),
-            ("repeat_samples", repeat_samples),
-            ("noise_decay_iterations", noise_decay_iterations),
-            ("noise_hold_ratio", noise_hold_ratio),
-            ("noise_decay_ratio", noise_decay_ratio),
-            ("lr_cycle_iterations", lr_cycle_iterations),
-            ("lr_warmup_iterations", lr_warmup_iterations),
-            ("actor_min_lr", actor_min_lr),
-            ("critic_min_lr", critic_min_lr),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(
+            self,
+            {
+                "critic_weight_decay": critic_weight_decay,
+                "repeat_samples": repeat_samples,
+                "noise_decay_iterations": noise_decay_iterations,
+                "noise_hold_ratio": noise_hold_ratio,
+                "noise_decay_ratio": noise_decay_ratio,
+                "lr_cycle_iterations": lr_cycle_iterations,
+                "lr_warmup_iterations": lr_warmup_iterations,
+                "actor_min_lr": actor_min_lr,
+                "critic_min_lr": critic_min_lr,
+            },
+        )
         return self
 
     @override(DPPOConfig)

@@ -39,7 +39,7 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.from_config import NotProvided
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.knobs import Positive
+from rllib_diffusion.knobs import Positive, set_provided
 
 ALGORITHM_NAME = "DSRL"
 
@@ -159,17 +159,18 @@ class DSRLConfig(SACConfig):
             base_checkpoint: the DiffusionBC checkpoint steered (set by the run).
         """
         super().training(**kwargs)
-        for name, value in (
-            ("noise_aliased", noise_aliased),
-            ("noise_bound", noise_bound),
-            ("decoder_ddim_steps", decoder_ddim_steps),
-            ("init_rollout_steps", init_rollout_steps),
-            ("utd", utd),
-            ("noise_critic_grad_steps", noise_critic_grad_steps),
-            ("base_checkpoint", base_checkpoint),
-        ):
-            if value is not NotProvided:
-                setattr(self, name, value)
+        set_provided(
+            self,
+            {
+                "noise_aliased": noise_aliased,
+                "noise_bound": noise_bound,
+                "decoder_ddim_steps": decoder_ddim_steps,
+                "init_rollout_steps": init_rollout_steps,
+                "utd": utd,
+                "noise_critic_grad_steps": noise_critic_grad_steps,
+                "base_checkpoint": base_checkpoint,
+            },
+        )
         return self
 
     # ------------------------------------------------------------ derived values

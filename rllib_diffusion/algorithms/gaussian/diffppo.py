@@ -55,6 +55,7 @@ from rllib_diffusion.algorithms.synthetic_ppo import (
     check_synthetic_knobs,
     cut_prefix,
 )
+from rllib_diffusion.knobs import set_provided
 from rllib_diffusion.modules.model_config import ConfigError
 
 __all__ = ["GENERATOR_FILE", "METRICS_NAMESPACE", "SYNTHETIC_STEPS", "DiffPPO", "DiffPPOConfig"]
@@ -103,10 +104,13 @@ class DiffPPOConfig(SyntheticSegmentsConfigMixin, PPOConfig):
                 behaviour log-probs; no log-prob filter needed).
         """
         super().training(**kwargs)
-        if synthetic_logp_filter is not NotProvided:
-            self.synthetic_logp_filter = synthetic_logp_filter
-        if synthetic_actions is not NotProvided:
-            self.synthetic_actions = synthetic_actions
+        set_provided(
+            self,
+            {
+                "synthetic_logp_filter": synthetic_logp_filter,
+                "synthetic_actions": synthetic_actions,
+            },
+        )
         return self
 
     @override(PPOConfig)

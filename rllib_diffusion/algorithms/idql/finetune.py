@@ -40,7 +40,7 @@ from rllib_diffusion.algorithms.replay_finetune import (
     ReplayFinetuneMixin,
 )
 from rllib_diffusion.diffusion import MLP
-from rllib_diffusion.knobs import Count
+from rllib_diffusion.knobs import Count, set_provided
 
 #: Algorithm name stored in checkpoint metadata.
 IDQL_NAME = "IDQL"
@@ -128,8 +128,7 @@ class IDQLFinetuneConfig(ReplayFinetuneConfigMixin, AlgorithmConfig):
             expectile: τ of V's expectile regression (reference 0.8).
         """
         super().training(**kwargs)
-        if expectile is not NotProvided:
-            self.expectile = expectile
+        set_provided(self, {"expectile": expectile})
         return self
 
     @override(AlgorithmConfig)
