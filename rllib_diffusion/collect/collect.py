@@ -237,14 +237,9 @@ def collect_dataset(
     stages, shares = _plan(env_id, policy, sequence, int(total), flag)
     t0 = time.perf_counter()
     episodes, records = collect_stages(
-        env_id,
-        stages,
-        shares,
-        by_steps=bool(num_steps),
-        num_envs=num_envs,
-        explore=explore,
+        env_id, stages, shares, by_steps=bool(num_steps), num_envs=num_envs, explore=explore,
         seed=seed,
-    )
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     info = task_info(env_id)
     if info is not None:
@@ -256,18 +251,10 @@ def collect_dataset(
         "env_id": env_id,
         "run_dir": str(Path(run_dir).expanduser().resolve()) if run_dir else None,
         "until_return": sequence.until_return,
-        "explore": explore,
-        "seed": seed,
-        "num_envs": num_envs,
-        "stages": records,
-        "seconds": seconds,
+        **dict(explore=explore, seed=seed, num_envs=num_envs, stages=records, seconds=seconds),
         "meta": run_metadata(),
     }
-    name = (
-        f"{len(stages)} checkpoints of {run_dir} in training order"
-        if run_dir
-        else records[0]["policy"]
-    )
+    name = f"{len(stages)} checkpoints of {run_dir} in order" if run_dir else records[0]["policy"]
     dataset = EpisodeDataset(episodes, env_id, dataset_id, ref_min_score, ref_max_score)
     path = write_minari(
         dataset,
