@@ -309,20 +309,21 @@ def protocol_section(r: dict) -> list[str]:
         f"scale Q on data actions should reach: {_fmt(f['data_mc_discounted_return'])}.",
         "",
         "| algorithm | seeds done | final return per seed | final mean ± std over seeds "
-        "| best periodic eval (mean over seeds) | unfinished runs |",
+        "| best evaluation, periodic or final (mean over seeds) | unfinished runs |",
         "|---|---|---|---|---|---|",
     ]
     for algo, a in f.items():
         if not isinstance(a, dict):
             continue
         per_seed = ", ".join(_fmt(x) for x in a["final_return_per_seed"]) or "–"
-        final = (
-            f"{_fmt(a['final_return_mean'])} ± {_fmt(a['final_return_std_over_seeds'])}"
-            if a["final_return_mean"] is not None
-            else "–"
-        )
+        final = "–"
+        if a["final_return_std_over_seeds"] is not None:
+            final = f"{_fmt(a['final_return_mean'])} ± {_fmt(a['final_return_std_over_seeds'])}"
+        elif a["final_return_mean"] is not None:
+            final = f"{_fmt(a['final_return_mean'])} (one seed)"
         partial = "; ".join(
-            f"{name}: {p['gradient_steps']:,} steps, last eval {_fmt(p['last_eval'])}"
+            f"{name}: {p['gradient_steps']:,} steps, last eval "
+            f"{'none yet' if p['last_eval'] is None else _fmt(p['last_eval'])}"
             for name, p in a["partial_runs"].items()
         )
         lines.append(

@@ -181,7 +181,8 @@ def run_curves(run: Run, budget: int) -> dict[str, Any]:
 
 def algo_figures(runs: list[Run], curves: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per algorithm: final return (mean ± std over finished seeds of each seed's mean over
-    its final episodes), best periodic evaluation likewise, and the partial runs."""
+    its final episodes; no std for one seed), best periodic evaluation likewise, and the
+    partial runs."""
     done = [r for r in runs if "final_episode_returns" in curves[r.name]]
     finals = [float(np.mean(curves[r.name]["final_episode_returns"])) for r in done]
     bests = [max(curves[r.name]["eval_return_mean"]) for r in done]
@@ -197,7 +198,7 @@ def algo_figures(runs: list[Run], curves: dict[str, dict[str, Any]]) -> dict[str
         "seeds_done": [r.seed for r in done],
         "final_return_per_seed": finals,
         "final_return_mean": float(np.mean(finals)) if finals else None,
-        "final_return_std_over_seeds": float(np.std(finals)) if finals else None,
+        "final_return_std_over_seeds": float(np.std(finals)) if len(finals) > 1 else None,
         "best_eval_per_seed": bests,
         "best_eval_mean": float(np.mean(bests)) if bests else None,
         "partial_runs": partial,

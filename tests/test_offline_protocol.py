@@ -79,6 +79,9 @@ def test_figures_average_finished_seeds_and_keep_partial_apart(proto, tmp_path) 
     assert fig["final_return_std_over_seeds"] == pytest.approx(2.0)
     assert fig["best_eval_per_seed"] == [10.0, 6.0]
     assert fig["partial_runs"] == {"dac_s2": {"gradient_steps": 3000, "last_eval": 4.0}}
+    one = proto.algo_figures(runs[:1], curves)  # one seed: a mean, no spread
+    assert one["final_return_mean"] == pytest.approx(2.0)
+    assert one["final_return_std_over_seeds"] is None
 
 
 def test_data_mc_return_discounts_within_episodes(proto, tmp_path) -> None:
