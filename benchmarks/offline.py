@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -272,6 +271,8 @@ def d3rlpy_resume_point(args, out: Path, algo: Any) -> tuple[list[dict[str, Any]
     """``(progress so far, gradient steps, train seconds)``: zeros for a fresh run; with
     ``--resume`` the last checkpoint's weights, optimizer states and step counter, and the
     progress lines up to it (later lines were not checkpointed and are dropped)."""
+    from rllib_diffusion.utils.io import write_jsonl_atomic
+
     ckpt = out / D3RLPY_CHECKPOINT
     if not args.resume:
         return [], 0, 0.0
@@ -282,9 +283,7 @@ def d3rlpy_resume_point(args, out: Path, algo: Any) -> tuple[list[dict[str, Any]
     algo.set_grad_step(steps)
     lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
     progress = [x for x in lines if x["gradient_steps"] <= steps]
-    with open(out / ".progress.tmp", "w") as f:
-        f.writelines(json.dumps(x) + "\n" for x in progress)
-    os.replace(out / ".progress.tmp", out / "progress.jsonl")
+    write_jsonl_atomic(out / "progress.jsonl", progress)
     print(f"[{args.algo}] resumed at {steps} gradient steps from {ckpt}", flush=True)
     return progress, steps, progress[-1]["seconds"] if progress else 0.0
 

@@ -96,17 +96,16 @@ def _resume_point(out: Path, env_id: str, settings: BehaviorPPOSettings) -> list
 
 
 def _write_index(out: Path, env_id: str, settings: BehaviorPPOSettings, index: list) -> None:
+    from rllib_diffusion.utils.io import write_json_atomic
     from rllib_diffusion.utils.runtime import run_metadata
 
-    tmp = out / "checkpoints.json.tmp"
     payload = {
         "env_id": env_id,
         "settings": asdict(settings),
         "checkpoints": index,
         "meta": run_metadata(),
     }
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, out / "checkpoints.json")
+    write_json_atomic(out / "checkpoints.json", payload)
 
 
 def train_behavior_policy(
@@ -162,14 +161,14 @@ def train_behavior_policy(
 def _rewind_progress(out: Path, iteration: int) -> float:
     """Drop the progress lines after ``iteration`` (a resumed run repeats them; written
     atomically) and return the run's wall minutes up to it."""
+    from rllib_diffusion.utils.io import write_jsonl_atomic
+
     path = out / "progress.jsonl"
     if not path.is_file():
         return 0.0
     lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     kept = [x for x in lines if x["iteration"] <= iteration]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(x) + "\n" for x in kept))
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, kept)
     return float(kept[-1]["minutes"]) if kept else 0.0
 
 
