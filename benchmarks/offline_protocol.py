@@ -11,6 +11,7 @@ so the same command continues the protocol in the next session::
 
     python benchmarks/offline_protocol.py                  # run what is left, in order
     python benchmarks/offline_protocol.py --max-hours 2    # stop starting runs after 2 h
+    python benchmarks/offline_protocol.py --algos td3bc fql  # only these algorithms' runs
     python benchmarks/offline_protocol.py --status         # done / partial / not started
     python benchmarks/offline_protocol.py --summarize      # result JSON + plot, also partial
 
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_average, write_result  # noqa: E402
+from common import RESULTS_DIR, load_average, write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 #: (algorithm, seeds) in the order the runs start: one seed of each first.
@@ -94,6 +95,24 @@ def read_result(run: Run, budget: int) -> dict[str, Any] | None:
     return result if result.get("gradient_steps", 0) >= budget else None
 
 
+def summary_path(tag: str) -> Path:
+    return RESULTS_DIR / f"offline_protocol_{tag}.json"
+
+
+def committed_curves(run: Run, tag: str, budget: int) -> dict[str, Any] | None:
+    """A finished run's curves as the last ``--summarize`` recorded them (in git), or None.
+
+    ``runs/`` is not in git, so a fresh machine has no run directories: a run the summary
+    records as finished at this budget is not run again and keeps its curves."""
+    path = summary_path(tag)
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    curves = summary.get("series", {}).get(run.name)
+    finished = summary.get("budget_gradient_steps", 0) >= budget
+    return curves if finished and curves and "final_episode_returns" in curves else None
+
+
 def has_checkpoint(run: Run) -> bool:
     return (run.out / "checkpoint").exists() or (run.out / "d3rlpy_checkpoint").exists()
 
@@ -119,7 +138,9 @@ def run_env(run: Run, args: argparse.Namespace) -> dict[str, str]:
 def run_pending(args: argparse.Namespace) -> None:
     root, start = Path(args.root), time.monotonic()
     for run in protocol_runs(root):
-        if read_result(run, args.gradient_steps) is not None:
+        if args.algos and run.algo not in args.algos:
+            continue
+        if run_state(run, args.gradient_steps, args.tag)[0].startswith("done"):
             continue
         if run.algo.startswith("d3rlpy") and not args.d3rlpy_path:
             print(f"[protocol] skipping {run.name}: no --d3rlpy-path / $D3RLPY_PATH", flush=True)
@@ -137,11 +158,14 @@ def run_pending(args: argparse.Namespace) -> None:
     print("[protocol] every run of the protocol is done", flush=True)
 
 
-def run_state(run: Run, budget: int) -> tuple[str, int]:
-    """``("done" | "partial" | "not started", gradient steps reached)``."""
+def run_state(run: Run, budget: int, tag: str) -> tuple[str, int]:
+    """``("done" | "done (summary)" | "partial" | "not started", gradient steps reached)``;
+    "done (summary)": finished on another machine, known from the committed summary."""
     if read_result(run, budget) is not None:
         return "done", budget
     progress = read_progress(run)
+    if not progress and committed_curves(run, tag, budget) is not None:
+        return "done (summary)", budget
     if not progress:
         return "not started", 0
     return "partial", int(progress[-1]["gradient_steps"])
@@ -149,14 +173,17 @@ def run_state(run: Run, budget: int) -> tuple[str, int]:
 
 def print_status(args: argparse.Namespace) -> None:
     for run in protocol_runs(Path(args.root)):
-        state, steps = run_state(run, args.gradient_steps)
-        print(f"{run.name:<18} {state:<12} {steps:>7} / {args.gradient_steps}")
+        state, steps = run_state(run, args.gradient_steps, args.tag)
+        print(f"{run.name:<18} {state:<15} {steps:>7} / {args.gradient_steps}")
 
 
-def run_curves(run: Run, budget: int) -> dict[str, Any]:
+def run_curves(run: Run, budget: int, tag: str) -> dict[str, Any]:
     """One run's evaluation curve (periodic evaluations, then the final checkpoint's),
-    critic curves, final episode returns and training time."""
+    critic curves, final episode returns and training time; a run finished elsewhere
+    keeps the curves of the committed summary."""
     progress, result = read_progress(run), read_result(run, budget)
+    if not progress and (committed := committed_curves(run, tag, budget)) is not None:
+        return committed
     evals = [
         (int(x["gradient_steps"]), float(x["eval_return_mean"]))
         for x in progress
@@ -222,7 +249,7 @@ def data_mc_return(dataset: str, gamma: float = 0.99) -> float:
 
 def summarize(args: argparse.Namespace) -> None:
     runs = protocol_runs(Path(args.root))
-    curves = {r.name: run_curves(r, args.gradient_steps) for r in runs}
+    curves = {r.name: run_curves(r, args.gradient_steps, args.tag) for r in runs}
     figures = {
         algo: algo_figures([r for r in runs if r.algo == algo], curves) for algo, _ in PROTOCOL
     }
@@ -287,6 +314,12 @@ def main() -> None:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--d3rlpy-path", default=os.environ.get("D3RLPY_PATH"))
     p.add_argument("--max-hours", type=float, default=0.0, help="0: no limit")
+    p.add_argument(
+        "--algos",
+        nargs="+",
+        choices=[a for a, _ in PROTOCOL],
+        help="run only these algorithms' runs (e.g. two drivers on disjoint sets, one per core)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--status", action="store_true")
     mode.add_argument("--summarize", action="store_true")

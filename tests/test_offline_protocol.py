@@ -53,9 +53,9 @@ def test_done_partial_and_resume(proto, tmp_path) -> None:
     fake_run(done.out, BUDGET, {2000: 10.0}, [1.0, 3.0])
     fake_run(partial.out, 2000, {2000: 7.0}, None)
     fake_run(short.out, 2000, {}, [5.0])  # a result of a shorter budget is not "done"
-    assert proto.run_state(done, BUDGET) == ("done", BUDGET)
-    assert proto.run_state(partial, BUDGET) == ("partial", 2000)
-    assert proto.run_state(short, BUDGET) == ("partial", 2000)
+    assert proto.run_state(done, BUDGET, "t") == ("done", BUDGET)
+    assert proto.run_state(partial, BUDGET, "t") == ("partial", 2000)
+    assert proto.run_state(short, BUDGET, "t") == ("partial", 2000)
     ns = argparse.Namespace(
         dataset="d.npz", gradient_steps=BUDGET, eval_every=2000, eval_episodes=2, tag="t"
     )
@@ -70,7 +70,7 @@ def test_figures_average_finished_seeds_and_keep_partial_apart(proto, tmp_path) 
     fake_run(runs[0].out, BUDGET, {2000: 10.0}, [1.0, 3.0])  # final mean 2, best 10
     fake_run(runs[1].out, BUDGET, {2000: 1.0}, [6.0, 6.0])  # final mean 6, best 6
     fake_run(runs[2].out, 3000, {2000: 4.0}, None)
-    curves = {r.name: proto.run_curves(r, BUDGET) for r in runs}
+    curves = {r.name: proto.run_curves(r, BUDGET, "t") for r in runs}
     assert curves["dac_s0"]["eval_gradient_steps"] == [2000, BUDGET]
     assert curves["dac_s0"]["q_mean"] == [10.0, 20.0, 30.0, 40.0]
     fig = proto.algo_figures(runs, curves)
@@ -82,6 +82,26 @@ def test_figures_average_finished_seeds_and_keep_partial_apart(proto, tmp_path) 
     one = proto.algo_figures(runs[:1], curves)  # one seed: a mean, no spread
     assert one["final_return_mean"] == pytest.approx(2.0)
     assert one["final_return_std_over_seeds"] is None
+
+
+def test_a_run_finished_on_another_machine_is_not_run_again(proto, tmp_path, monkeypatch) -> None:
+    """A fresh machine has no run directories: the committed summary says which runs
+    finished (at this budget) and keeps their curves; a shorter budget's does not count."""
+    monkeypatch.setattr(proto, "RESULTS_DIR", tmp_path / "results")
+    (tmp_path / "results").mkdir()
+    old = proto.Run("dac", 0, tmp_path / "elsewhere" / "dac_s0")
+    fake_run(old.out, BUDGET, {2000: 10.0}, [1.0, 3.0])
+    curves = proto.run_curves(old, BUDGET, "t")
+    summary = {"budget_gradient_steps": BUDGET, "series": {"dac_s0": curves}}
+    proto.summary_path("t").write_text(json.dumps(summary))
+    fresh = proto.Run("dac", 0, tmp_path / "runs" / "dac_s0")
+    other = proto.Run("dac", 1, tmp_path / "runs" / "dac_s1")
+    assert proto.run_state(fresh, BUDGET, "t") == ("done (summary)", BUDGET)
+    assert proto.run_curves(fresh, BUDGET, "t") == curves
+    assert proto.run_state(other, BUDGET, "t") == ("not started", 0)
+    assert proto.run_state(fresh, 2 * BUDGET, "t") == ("not started", 0)
+    fake_run(fresh.out, 1000, {}, None)  # a local run directory wins over the summary
+    assert proto.run_state(fresh, BUDGET, "t") == ("partial", 1000)
 
 
 def test_data_mc_return_discounts_within_episodes(proto, tmp_path) -> None:
