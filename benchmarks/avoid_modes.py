@@ -88,7 +88,7 @@ def main() -> None:
     if args.episodes < 1:
         p.error("--episodes must be >= 1")
 
-    from rllib_diffusion.avoid_modes import evaluate_modes, plot_paths, route_stats
+    from rllib_diffusion.avoid_modes import evaluate_modes, path_stats, plot_paths, route_stats
     from rllib_diffusion.checkpoints import load_policy_module
     from rllib_diffusion.collect.avoid_demos import AVOID_IDS
     from rllib_diffusion.envs.avoid import ENV_ID
@@ -101,7 +101,11 @@ def main() -> None:
     envs: set[str] = set()
     if args.demos:
         eps = _demo_episodes(args.episodes, args.seed)
-        figures["scripted demos"] = {**route_stats(eps), "source": "scripted demonstrator"}
+        figures["scripted demos"] = {
+            **route_stats(eps),
+            **path_stats(eps),
+            "source": "scripted demonstrator",
+        }
         envs.add(ENV_ID)
         groups["scripted demos"] = eps
     for spec in args.checkpoint:
@@ -129,7 +133,8 @@ def main() -> None:
         print(
             f"[avoid_modes] {label} ({meta.algorithm}): success {100 * stats['success_rate']:.0f}%, "
             f"{stats['num_routes']} routes {stats['route_counts']}, entropy "
-            f"{stats['route_entropy']:.2f} nats, {stats['seconds']:.0f}s",
+            f"{stats['route_entropy']:.2f} nats, at the edge {stats['edge_step_fraction']}, "
+            f"row crossings x {stats['row_crossing_x']}, {stats['seconds']:.0f}s",
             flush=True,
         )
     name = f"avoid_modes_{args.name or next(iter(figures)).replace(' ', '_')}"

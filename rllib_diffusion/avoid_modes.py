@@ -21,7 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from rllib_diffusion.envs.avoid import NUM_ROUTE_CODES, route_name
+from rllib_diffusion.envs.avoid import NUM_ROUTE_CODES, ROWS, X_BOUNDS, route_name
+
+#: A position this close to a workspace x bound counts as "at the edge" (the D3IL reward's
+#: −0.1 starts at the bound; the row gaps next to the walls are 0.125 wide).
+EDGE_MARGIN = 0.02
 
 
 def route_stats(episodes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -52,6 +56,27 @@ def route_stats(episodes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "route_entropy_normalized": entropy / math.log(NUM_ROUTE_CODES),
         "failure_routes": dict(Counter(route_name(r) for r in failed)),
     }
+
+
+def path_stats(episodes: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Where the successful episodes' paths run (each episode needs ``path``, (T+1, 2)).
+
+    Returns ``edge_step_fraction`` (share of their positions within :data:`EDGE_MARGIN`
+    of a workspace x bound) and ``row_crossing_x`` (per obstacle row, the mean x of the
+    first position at or above the row's y; None where no path reaches it). Both None
+    without a successful episode. They separate a policy that threads the demonstrated
+    gaps from one that runs along the wall on the same route.
+    """
+    paths = [np.asarray(e["path"], np.float64) for e in episodes if e["success"]]
+    if not paths:
+        return {"edge_step_fraction": None, "row_crossing_x": [None] * len(ROWS)}
+    x = np.concatenate([p[:, 0] for p in paths])
+    edge = (x <= X_BOUNDS[0] + EDGE_MARGIN) | (x >= X_BOUNDS[1] - EDGE_MARGIN)
+    crossing = []
+    for row_y, _ in ROWS:
+        xs = [p[np.argmax(p[:, 1] >= row_y), 0] for p in paths if (p[:, 1] >= row_y).any()]
+        crossing.append(float(np.mean(xs)) if xs else None)
+    return {"edge_step_fraction": float(edge.mean()), "row_crossing_x": crossing}
 
 
 def rollout_module(
@@ -108,12 +133,13 @@ def evaluate_modes(
     deterministic: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """:func:`rollout_module` then :func:`route_stats`; returns ``(stats, episodes)`` where
-    ``stats`` also has ``return_mean``, ``length_mean``, ``env_steps`` and ``seconds``."""
+    ``stats`` also has :func:`path_stats`, ``return_mean``, ``length_mean``, ``env_steps``
+    and ``seconds``."""
     t0 = time.perf_counter()
     episodes = rollout_module(
         module, env_config, num_episodes=num_episodes, seed=seed, deterministic=deterministic
     )
-    stats = route_stats(episodes)
+    stats = {**route_stats(episodes), **path_stats(episodes)}
     stats.update(
         deterministic=deterministic,
         seed=seed,

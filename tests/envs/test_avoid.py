@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rllib_diffusion.avoid_modes import rollout_module, route_stats
+from rllib_diffusion.avoid_modes import path_stats, rollout_module, route_stats
 from rllib_diffusion.collect.avoid_demos import (
     DEMO_ROUTES,
     AvoidDemonstrator,
@@ -196,6 +196,24 @@ def test_route_stats_counts_routes_on_hand_built_rollouts():
     single = route_stats([{"success": True, "route": (1, 1, 1)}] * 3)
     assert (single["num_routes"], single["route_entropy"]) == (1, 0.0)
     assert route_stats([])["success_rate"] == 0.0
+
+
+def test_path_stats_measure_wall_hugging_and_row_crossings_by_hand():
+    """Rows at y = -0.10, 0.08, 0.26; x bounds 0.2/0.8, edge margin 0.02."""
+    wall = np.array([[0.5, -0.28], [0.21, -0.1], [0.2, 0.1], [0.2, 0.3], [0.3, 0.45]])
+    gap = np.array([[0.5, -0.28], [0.3, -0.05], [0.35, 0.1], [0.27, 0.3], [0.3, 0.45]])
+    eps = [
+        {"success": True, "path": wall},
+        {"success": True, "path": gap},
+        {"success": False, "path": np.full((5, 2), 0.2)},  # failures are not counted
+    ]
+    s = path_stats(eps)
+    assert s["edge_step_fraction"] == pytest.approx(3 / 10)  # wall rows 1-3 (x <= 0.22)
+    assert s["row_crossing_x"] == pytest.approx([(0.21 + 0.3) / 2, (0.2 + 0.35) / 2, 0.235])
+    short = path_stats([{"success": True, "path": np.array([[0.5, -0.28], [0.79, 0.0]])}])
+    assert short["edge_step_fraction"] == pytest.approx(0.5)  # x >= 0.78 is the right wall
+    assert short["row_crossing_x"] == [0.79, None, None]
+    assert path_stats(eps[2:]) == {"edge_step_fraction": None, "row_crossing_x": [None] * 3}
 
 
 class _ScriptedModule(torch.nn.Module):
