@@ -24,8 +24,9 @@ MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_polic
 
 #: Version of the ``rllib_diffusion.json`` layout written by this code. 0: the unversioned
 #: files of the first releases (same keys, no ``version``); up to 1 DPPO and ReinFlow
-#: stored their model config under :data:`LEGACY_CHAIN_MODEL_KEY`, now ``model_config``.
-META_VERSION = 2
+#: stored their model config under :data:`LEGACY_CHAIN_MODEL_KEY`, now ``model_config``;
+#: 3 added ``synthetic_pool`` (absent, i.e. None, in earlier files).
+META_VERSION = 3
 LEGACY_CHAIN_MODEL_KEY = "dppo_model_config"
 
 
@@ -66,6 +67,10 @@ class CheckpointMeta(Mapping):
         env_steps: env steps done when saved (fine-tuning runs).
         train_seconds: training wall time up to this checkpoint.
         start_evaluation: evaluation of the starting policy (DPPO).
+        synthetic_pool: the regenerated synthetic pool saved in this checkpoint (offline
+            runs with ``--dydiff-model``; a
+            :class:`~rllib_diffusion.algorithms.synthetic_pool.PoolRecord` dict: its file,
+            rows, checksum, regeneration and the model/dataset it was generated from).
         tune: the Tune trial an exported best checkpoint came from.
         version: layout version (:data:`META_VERSION`).
 
@@ -90,6 +95,7 @@ class CheckpointMeta(Mapping):
     env_steps: int | None = None
     train_seconds: float | None = None
     start_evaluation: dict[str, Any] | None = None
+    synthetic_pool: dict[str, Any] | None = None
     tune: dict[str, Any] | None = None
     version: int = META_VERSION
 
@@ -139,22 +145,37 @@ class CheckpointMeta(Mapping):
 
 
 def save_algorithm_checkpoint(
-    algo: Any, path: str | os.PathLike, meta: CheckpointMeta | Mapping[str, Any]
+    algo: Any,
+    path: str | os.PathLike,
+    meta: CheckpointMeta | Mapping[str, Any],
+    *,
+    files: Callable[[Path], Mapping[str, Any]] | None = None,
 ) -> str:
     """Save ``algo`` to ``path`` atomically (temp dir, then rename) with our metadata.
 
-    An existing checkpoint at ``path`` is replaced only once the new one is complete.
+    ``files(tmp)`` writes more files into the checkpoint (``tmp``: its temp dir, so they
+    are saved atomically with it) and returns the :class:`CheckpointMeta` fields that
+    record them. An existing checkpoint at ``path`` is replaced only once the new one is
+    complete.
     """
     if not isinstance(meta, CheckpointMeta):
         meta = CheckpointMeta.from_dict(meta, where=str(path))
-    return write_checkpoint_dir(path, lambda tmp: algo.save_to_path(str(tmp)), meta.to_json())
+    added: dict[str, Any] = {}
+
+    def fill(tmp: Path) -> None:
+        algo.save_to_path(str(tmp))
+        if files is not None:
+            added.update(files(tmp))
+
+    return write_checkpoint_dir(path, fill, lambda: meta.replace(**added).to_json())
 
 
 def write_checkpoint_dir(
-    path: str | os.PathLike, fill: Callable[[Path], Any], meta_text: str
+    path: str | os.PathLike, fill: Callable[[Path], Any], meta_text: str | Callable[[], str]
 ) -> str:
     """Atomically create the checkpoint directory ``path``: ``fill(tmp)`` writes its files
-    into a temp dir next to it, our meta file (``meta_text``) is added, then the temp dir
+    into a temp dir next to it, our meta file (``meta_text``, or its value when called
+    after ``fill``) is added, then the temp dir
     is renamed into place; an existing ``path`` is replaced only once the new one is
     complete."""
     path = Path(path).expanduser().resolve()
@@ -164,7 +185,7 @@ def write_checkpoint_dir(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         fill(tmp)
-        (tmp / META_FILE).write_text(meta_text)
+        (tmp / META_FILE).write_text(meta_text() if callable(meta_text) else meta_text)
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)

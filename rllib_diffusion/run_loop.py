@@ -130,6 +130,13 @@ class RunFamily:
         algo.restore_from_path(str(ckpt_dir))
         return None
 
+    def save_files(self, algo: Any, directory: Path) -> dict[str, Any]:
+        """Write the family's own state (e.g. a regenerated data pool) into a checkpoint
+        being saved: ``directory`` is its temp dir, renamed into place with RLlib's files,
+        so they are saved atomically together. Returns the ``CheckpointMeta`` fields that
+        record them (read back by :meth:`restore`)."""
+        return {}
+
     def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
         """Called before each ``train()`` with the progress counter so far (e.g. to size
         the iteration that reaches the budget)."""
@@ -478,6 +485,7 @@ def _train(
                 train_seconds=seconds,
                 start_evaluation=family.start_evaluation,
             ),
+            files=lambda directory: family.save_files(algo, directory),
         )
 
     with open(out / "progress.jsonl", "a") as progress:

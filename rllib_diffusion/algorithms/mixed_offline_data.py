@@ -87,10 +87,15 @@ class MixedOfflineData(OfflineData):
         synthetic pool, mapped by the config's pre-learner, from the next batch on;
         returns its rows. Rows are served in seeded random order (:class:`ArrayStream`)."""
         prelearner = self.prelearner_class(config=self.config, spaces=None, module_state=None)
-        self.synthetic = ArrayStream(prelearner(dict(columns)), seed=seed)
+        return self.set_synthetic(ArrayStream(prelearner(dict(columns)), seed=seed))
+
+    def set_synthetic(self, stream: ArrayStream) -> int:
+        """Make ``stream`` (rows already in the Learner batch's form, e.g. a pool restored
+        from a checkpoint) the synthetic pool from the next batch on; returns its rows."""
+        self.synthetic = stream
         for iterator in self._mixed_iterators or []:
-            iterator.replace_synthetic(self.synthetic)
-        return self.synthetic.num_rows
+            iterator.replace_synthetic(stream)
+        return stream.num_rows
 
     def _share_learner_info(self) -> None:
         # Set on this object by the Algorithm after construction; the synthetic
@@ -211,25 +216,45 @@ class _MixedBatches:
 class ArrayStream:
     """In-memory rows in the Learner batch's form (flattened ``module/column`` keys), in
     the two ways RLlib pulls offline data: ``iter_torch_batches`` (a
-    ``ray.data.DataIterator``'s: each ``iter()`` is one epoch, a fresh seeded permutation
-    cut into ``⌊rows / B⌋`` whole batches) and ``sample`` (an ``OfflineData``'s). A pool
-    smaller than a batch fills it from successive permutations (rows repeat)."""
+    ``ray.data.DataIterator``'s: each ``iter()`` runs to the end of the current pass) and
+    ``sample`` (an ``OfflineData``'s).
 
-    def __init__(self, columns: dict[str, np.ndarray], *, seed: int) -> None:
+    Batch ``j`` of size ``B`` is a pure function of ``(seed, j, B)``: pass
+    ``p = j // ⌊rows / B⌋`` is the permutation seeded ``(seed, p)``, cut into ``⌊rows / B⌋``
+    whole batches (a pool smaller than a batch fills each batch from successive
+    permutations seeded ``(seed, j)``; rows repeat). So the stream's whole state is its
+    columns, ``seed`` and ``served`` (batches handed out so far): a stream rebuilt from
+    them (a checkpoint's pool) goes on with exactly the batches the original would have.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray], *, seed: int, served: int = 0) -> None:
         self.columns = {k: np.ascontiguousarray(v) for k, v in columns.items()}
         self.num_rows = len(next(iter(self.columns.values())))
         if self.num_rows == 0:
             raise ValueError("an ArrayStream needs at least one row.")
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.served = int(seed), int(served)
+        self._pass: tuple[int, int, np.ndarray] | None = None  # (pass, B, its permutation)
 
-    def epoch_indices(self, batch_size: int) -> list[np.ndarray]:
-        """Row indices of the batches of one epoch."""
-        n = self.num_rows
-        if n >= batch_size:
-            order = self.rng.permutation(n)
-            return [order[i * batch_size : (i + 1) * batch_size] for i in range(n // batch_size)]
-        reps = -(-batch_size // n)
-        return [np.concatenate([self.rng.permutation(n) for _ in range(reps)])[:batch_size]]
+    def batches_per_pass(self, batch_size: int) -> int:
+        return max(self.num_rows // batch_size, 1)
+
+    def batch_indices(self, j: int, batch_size: int) -> np.ndarray:
+        """Row indices of batch ``j`` (0, 1, ...) of ``batch_size`` rows."""
+        n, per_pass = self.num_rows, self.batches_per_pass(batch_size)
+        if n < batch_size:
+            rng = np.random.default_rng([self.seed, j])
+            reps = -(-batch_size // n)
+            return np.concatenate([rng.permutation(n) for _ in range(reps)])[:batch_size]
+        p, k = divmod(j, per_pass)
+        if self._pass is None or self._pass[:2] != (p, batch_size):
+            self._pass = (p, batch_size, np.random.default_rng([self.seed, p]).permutation(n))
+        return self._pass[2][k * batch_size : (k + 1) * batch_size]
+
+    def next_indices(self, batch_size: int) -> np.ndarray:
+        """Row indices of the next batch (counted in ``served``)."""
+        idx = self.batch_indices(self.served, batch_size)
+        self.served += 1
+        return idx
 
     def iter_torch_batches(self, *, batch_size: int, device: Any = None, **_: Any):
         return _ArrayEpochs(self, batch_size, device)
@@ -239,7 +264,7 @@ class ArrayStream:
             return [self]
         from ray.rllib.utils import unflatten_dict
 
-        idx = self.epoch_indices(num_samples)[0]
+        idx = self.next_indices(num_samples)
         rows = unflatten_dict({k: v[idx] for k, v in self.columns.items()})
         return MultiAgentBatch(
             {mid: SampleBatch(cols) for mid, cols in rows.items()}, env_steps=len(idx)
@@ -247,7 +272,8 @@ class ArrayStream:
 
 
 class _ArrayEpochs:
-    """Re-iterable epochs of an :class:`ArrayStream` as ``{column: tensor}`` batches."""
+    """Re-iterable passes of an :class:`ArrayStream` as ``{column: tensor}`` batches; each
+    ``iter()`` goes on from the stream's ``served`` batches to the end of that pass."""
 
     def __init__(self, stream: ArrayStream, batch_size: int, device: Any) -> None:
         self.stream, self.batch_size, self.device = stream, batch_size, device
@@ -255,8 +281,11 @@ class _ArrayEpochs:
     def __iter__(self):
         import torch
 
-        for idx in self.stream.epoch_indices(self.batch_size):
+        stream, per_pass = self.stream, self.stream.batches_per_pass(self.batch_size)
+        while True:
+            idx = stream.next_indices(self.batch_size)
             yield {
-                k: torch.as_tensor(v[idx], device=self.device)
-                for k, v in self.stream.columns.items()
+                k: torch.as_tensor(v[idx], device=self.device) for k, v in stream.columns.items()
             }
+            if stream.served % per_pass == 0:  # the end of a pass
+                return

@@ -369,6 +369,21 @@ class OfflineFamily(RunFamily):
         }
         check_same_run_settings(theirs, asdict(self.settings), where)
 
+    def save_files(self, algo: Any, directory: Path) -> dict[str, Any]:
+        if self.regenerator is None:
+            return {}
+        return self.regenerator.save(algo, directory)
+
+    def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any] | None:
+        algo.restore_from_path(str(ckpt_dir))
+        if self.regenerator is None:
+            return None
+        from rllib_diffusion.checkpoints import read_checkpoint_meta
+
+        record = read_checkpoint_meta(ckpt_dir).synthetic_pool
+        step = int(algo.iteration) * self.settings.steps_per_iteration
+        return self.regenerator.restore(algo, ckpt_dir, record, step)
+
     def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
         if self.regenerator is not None:
             self._regenerated = self.regenerator.maybe_regenerate(algo, counter)

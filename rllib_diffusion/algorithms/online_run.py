@@ -165,6 +165,7 @@ class OnlineFamily(RunFamily):
             dataset=None,
             iteration=None,
             train_seconds=None,
+            synthetic_pool=None,  # the offline run's regenerated pool is not this run's
         )
 
     def meta(self):

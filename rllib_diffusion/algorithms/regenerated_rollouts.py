@@ -12,11 +12,14 @@ batch at exactly ``real_ratio``. The generator is found through the registry (it
 ``rollouts`` class, e.g. DyDiff's), so no family imports another.
 
 Cadence: a regeneration at every gradient step ``t`` with ``t % every == 0`` (0, N,
-2N, ...), counted by the run loop (restored from ``progress.jsonl`` on ``--resume``),
-plus one at the first iteration of a resumed run when it starts between two (the pool
-lives in memory, not in the checkpoint). Regeneration ``k = t // every`` draws its start
-states and samples with seeds derived from ``(seed, k)``, so a run resumed at a
-multiple of N regenerates exactly what the uninterrupted run did.
+2N, ...), counted by the run loop (restored from ``progress.jsonl`` on ``--resume``).
+Regeneration ``k = t // every`` draws its start states and samples with seeds derived
+from ``(seed, k)``. The pool in use is saved with every checkpoint
+(:meth:`Regenerator.save`, :mod:`~rllib_diffusion.algorithms.synthetic_pool`) and
+restored on ``--resume`` (:meth:`Regenerator.restore`), so a run resumed between two
+regenerations goes on with the pool, and the synthetic batches, of the uninterrupted
+run; a checkpoint written before pools were saved has none, and the resumed run
+regenerates once at its first iteration (index ``step // every``, restored weights).
 """
 
 from __future__ import annotations
@@ -240,6 +243,67 @@ class Regenerator:
             spec = registry.get(GENERATOR, registry.GENERATOR)
             source = spec.rollouts_class(settings.dydiff_model)
         self.source = source
+        #: ``(regeneration, step)`` of the pool in use (None: none yet).
+        self.pool_at: tuple[int, int] | None = None
+        self._provenance: dict[str, Any] | None = None
+
+    def provenance(self) -> dict[str, Any]:
+        """The model and dataset a pool of this run comes from (names and fingerprints)."""
+        from rllib_diffusion.algorithms.synthetic_pool import array_sha256
+
+        if self._provenance is None:
+            self._provenance = {
+                "model": self.s.dydiff_model,
+                "model_sha256": self.source.fingerprint(),
+                "dataset": getattr(self.s, "dataset", None),
+                "dataset_sha256": array_sha256(self.states),
+            }
+        return self._provenance
+
+    def save(self, algo: Any, directory: Any) -> dict[str, Any]:
+        """Write the pool in use into the checkpoint being saved in ``directory``; the
+        ``CheckpointMeta`` field recording it (none before the first pool)."""
+        from rllib_diffusion.algorithms.synthetic_pool import POOL_FIELD, save_pool
+
+        stream = algo.offline_data.synthetic
+        if self.pool_at is None or stream is None:
+            return {}
+        regeneration, at_step = self.pool_at
+        record = save_pool(
+            directory, stream, regeneration=regeneration, at_step=at_step, **self.provenance()
+        )
+        return {POOL_FIELD: record.to_dict()}
+
+    def restore(self, algo: Any, checkpoint: Any, record: Any, step: int) -> dict[str, Any]:
+        """Make the pool saved in ``checkpoint`` (``record``: its meta's
+        ``synthetic_pool``; None: written before pools were saved) ``algo``'s, as it was at
+        gradient step ``step``; what ``result.json["resumed"]`` records about it."""
+        from rllib_diffusion.algorithms.mixed_offline_data import ArrayStream
+        from rllib_diffusion.algorithms.synthetic_pool import POOL_FIELD, load_pool
+
+        if record is None:
+            differs = step % self.s.dydiff_regenerate_every != 0
+            effect = (
+                "its pool differs from an uninterrupted run's until the next regeneration"
+                if differs
+                else "a regeneration step, so the pool is the uninterrupted run's"
+            )
+            print(
+                f"[dydiff] checkpoint '{checkpoint}' holds no regenerated pool (saved before "
+                f"pools were checkpointed): regenerating at step {step} with the restored "
+                f"policy; {effect}.",
+                flush=True,
+            )
+            return {POOL_FIELD: None}
+        columns, rec = load_pool(checkpoint, record, step=step, expect=self.provenance())
+        algo.offline_data.set_synthetic(ArrayStream(columns, seed=rec.seed, served=rec.served))
+        self.pool_at = (rec.regeneration, rec.at_step)
+        print(
+            f"[dydiff] restored the pool of regeneration {rec.regeneration} (step "
+            f"{rec.at_step}): {rec.rows} transitions, {rec.served} batches served",
+            flush=True,
+        )
+        return {POOL_FIELD: {k: getattr(rec, k) for k in ("regeneration", "at_step", "rows")}}
 
     def due(self, step: int, has_pool: bool) -> bool:
         """Whether to regenerate before the iteration starting at gradient step ``step``."""
@@ -266,6 +330,7 @@ class Regenerator:
             algo.offline_data.replace_synthetic(
                 columns, seed=regeneration_seed(self.s.seed, index) + 1
             )
+            self.pool_at = (index, step)
         elif not algo.offline_data.has_synthetic:
             raise ConfigError(
                 f"the {self.s.filter} filter kept none of {stats['rollouts']} rollouts at the "

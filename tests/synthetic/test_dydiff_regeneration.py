@@ -1,6 +1,7 @@
 """DyDiff rollouts regenerated with the learning policy during offline training (issue
 16, item 3): the current Learner weights drive the rollouts, the cadence, the exact mix
-after a pool is replaced, and bad settings refused in one line before Ray starts.
+after a pool is replaced, the pool saved with a checkpoint and restored identically (bad
+pools refused in one line), and bad settings refused in one line before Ray starts.
 
 Fast: an untrained DyDiff module and a TD3+BC module at Hopper's dims, no Ray. The end
 to end runs of both hosts are in ``test_dydiff_regeneration_run.py`` (slow)."""
@@ -8,6 +9,7 @@ to end runs of both hosts are in ``test_dydiff_regeneration_run.py`` (slow)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -30,6 +32,7 @@ from rllib_diffusion.algorithms.regenerated_rollouts import (
     Regenerator,
     learner_policy,
 )
+from rllib_diffusion.algorithms.synthetic_pool import POOL_FIELD, POOL_FILE
 from rllib_diffusion.modules.model_config import ConfigError
 
 DATA = "data/hopper-medium-v5-small.npz"
@@ -160,7 +163,7 @@ def test_regeneration_leaves_the_global_torch_random_stream_alone(hopper) -> Non
 
 
 # ------------------------------------------------------------------------ cadence
-def test_regenerates_at_steps_0_n_2n_and_once_after_a_mid_cadence_resume(hopper) -> None:
+def test_regenerates_at_steps_0_n_2n_and_once_after_a_resume_without_a_pool(hopper) -> None:
     _, _, actor = hopper
     regen, algo = regenerator(hopper), fake_algo(actor)
     lines = {step: regen.maybe_regenerate(algo, step) for step in range(0, 100, 10)}
@@ -171,8 +174,8 @@ def test_regenerates_at_steps_0_n_2n_and_once_after_a_mid_cadence_resume(hopper)
     assert len(algo.offline_data.pools) == 5
     line = lines[0]
     assert line[KEPT] == 12 and 0 < line[TRANSITIONS] <= 12 * 4  # hardmax 0.5 of 24, H = 4
-    # A resumed run has no pool: it regenerates at once (the pool of index step // N),
-    # then on the cadence again.
+    # A run resumed from a checkpoint without a pool (written before pools were saved)
+    # regenerates at once (the pool of index step // N), then on the cadence again.
     resumed, algo2 = regenerator(hopper), fake_algo(actor)
     again = {step: resumed.maybe_regenerate(algo2, step) for step in range(30, 70, 10)}
     assert [t for t, x in again.items() if x is not None] == [30, 40, 60]
@@ -235,6 +238,200 @@ def test_replace_synthetic_maps_the_rows_with_the_configs_prelearner() -> None:
         ("obs", "actions", "rewards", "new_obs", "terminateds")}  # fmt: skip
     batch = data.synthetic.sample(4).policy_batches[MID]
     assert batch["obs"].shape == (4, 11) and len(set(batch["rewards"].tolist())) == 4
+
+
+# ------------------------------------------------------------ the pool in checkpoints
+def mixed_data() -> MixedOfflineData:
+    """A ``MixedOfflineData`` without Ray Data: only the synthetic pool's path."""
+    from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearner
+
+    data = object.__new__(MixedOfflineData)
+    data.config, data.prelearner_class, data.synthetic = None, TransitionPreLearner, None
+    data._mixed_iterators = None
+    return data
+
+
+class RealRows:
+    """A real ``DataIterator`` stand-in with the pool's columns: row ``i`` has
+    ``obs[:, 0] = REAL + i`` (rollout states are standardised-scale, far below)."""
+
+    REAL = 1e6
+
+    def __init__(self, like: dict[str, np.ndarray], rows: int = 10_000) -> None:
+        self.like, self.rows = like, rows
+
+    def iter_torch_batches(self, *, batch_size: int, **_):
+        for i in range(self.rows // batch_size):
+            batch = {k: torch.zeros((batch_size, *v.shape[1:])) for k, v in self.like.items()}
+            batch[f"{MID}/obs"][:, 0] = self.REAL + torch.arange(
+                i * batch_size, (i + 1) * batch_size
+            )
+            yield batch
+
+
+def draw(data: MixedOfflineData, n: int, batch_size: int = 16, ratio: float = 0.75) -> list:
+    """The synthetic rows (sorted) of the next ``n`` mixed batches of ``data``'s pool,
+    checking each batch holds exactly ``ratio · batch_size`` real rows."""
+    mixed = MixedDataIterator(RealRows(data.synthetic.columns), data.synthetic, ratio)
+    data._mixed_iterators = [mixed]
+    batches, rows = iter(mixed.iter_torch_batches(batch_size=batch_size)), []
+    for _ in range(n):
+        batch = next(batches)
+        real = batch[f"{MID}/obs"][:, 0] >= RealRows.REAL
+        assert int(real.sum()) == round(ratio * batch_size)
+        flat = torch.cat([v[~real].reshape(int((~real).sum()), -1) for v in batch.values()], 1)
+        rows.append(sorted(map(tuple, flat.tolist())))
+    return rows
+
+
+def saved_pool(hopper, tmp_path, *, served: int = 7):
+    """A pool of regeneration 1 (step 20), ``served`` batches drawn, saved into
+    ``tmp_path/ckpt``: ``(algo, record)``."""
+    regen, algo = regenerator(hopper, **PROVENANCE), fake_algo(hopper[2])
+    algo.offline_data = mixed_data()
+    assert regen.maybe_regenerate(algo, 20)[REGENERATION] == 1
+    draw(algo.offline_data, served)
+    (tmp_path / "ckpt").mkdir()
+    return algo, regen.save(algo, tmp_path / "ckpt")[POOL_FIELD]
+
+
+PROVENANCE = {"dydiff_model": "runs/model/checkpoint", "dataset": DATA}
+
+
+def test_the_saved_pool_is_restored_identically_and_batches_go_on_from_it(hopper, tmp_path):
+    """A pool saved mid-pass (7 batches served) and restored into a fresh run has
+    identical arrays, seed and position; its next batches hold exactly 12 real + 4
+    synthetic rows, the synthetic ones those the uninterrupted run drew (across the end
+    of a pass); no regeneration until the next multiple of N."""
+    algo, record = saved_pool(hopper, tmp_path)
+    assert (tmp_path / "ckpt" / POOL_FILE).is_file()
+    assert (record["regeneration"], record["at_step"], record["served"]) == (1, 20, 7)
+    uninterrupted = draw(algo.offline_data, 12)  # 12 · 4 rows > the pool (≤ 48): a new pass
+
+    regen2, algo2 = regenerator(hopper, **PROVENANCE), fake_algo(hopper[2])
+    algo2.offline_data = mixed_data()
+    resumed = regen2.restore(algo2, tmp_path / "ckpt", record, step=30)
+    assert resumed == {POOL_FIELD: {"regeneration": 1, "at_step": 20, "rows": record["rows"]}}
+    before, after = algo.offline_data.synthetic, algo2.offline_data.synthetic
+    assert list(after.columns) == list(before.columns) and after.seed == before.seed
+    for k, v in before.columns.items():
+        assert after.columns[k].dtype == v.dtype
+        np.testing.assert_array_equal(after.columns[k], v)
+    assert after.served == 7
+    assert draw(algo2.offline_data, 12) == uninterrupted
+    assert regen2.maybe_regenerate(algo2, 30) is None
+    assert regen2.maybe_regenerate(algo2, 40)[REGENERATION] == 2
+
+
+def test_array_stream_rebuilt_from_its_state_serves_the_same_batches() -> None:
+    """Columns, seed and ``served`` are the whole state, for pools larger and smaller
+    than a batch, through both of RLlib's ways of pulling (iterator and ``sample``)."""
+    key = f"{MID}/x"
+    for rows, batch in ((50, 8), (5, 8)):
+        cols = {key: np.arange(rows, dtype=np.float32)}
+        a = ArrayStream(cols, seed=3)
+        next(iter(a.iter_torch_batches(batch_size=batch)))
+        a.sample(batch)
+        assert a.served == 2
+        b = ArrayStream(cols, seed=3, served=a.served)
+        want = [x[key].numpy() for _, x in zip(range(9), _batches(a, batch))]
+        got = [x[key].numpy() for _, x in zip(range(9), _batches(b, batch))]
+        np.testing.assert_array_equal(np.stack(got), np.stack(want))
+        np.testing.assert_array_equal(
+            a.sample(batch).policy_batches[MID]["x"], b.sample(batch).policy_batches[MID]["x"]
+        )
+        assert all(len(set(w.tolist())) == min(rows, batch) for w in want)
+    perm = ArrayStream({key: np.arange(50, dtype=np.float32)}, seed=3)
+    one_pass = np.concatenate([perm.next_indices(10) for _ in range(5)])
+    np.testing.assert_array_equal(np.sort(one_pass), np.arange(50))  # a pass: each row once
+
+
+def _batches(stream: ArrayStream, batch: int):
+    """Endless batches of ``stream`` (a new ``iter()`` after each pass)."""
+    while True:
+        yield from stream.iter_torch_batches(batch_size=batch)
+
+
+def test_a_bad_pool_in_a_checkpoint_is_refused_in_one_line(hopper, tmp_path) -> None:
+    """Missing, damaged, another model's, another dataset's, an unreadable record, a
+    pool from after the checkpoint: one-line CheckpointErrors naming the field/file."""
+    import copy
+    import shutil
+
+    from rllib_diffusion.algorithms.dydiff.regenerate import DyDiffRollouts
+    from rllib_diffusion.checkpoints import CheckpointError
+
+    _, record = saved_pool(hopper, tmp_path, served=2)
+    ckpt = tmp_path / "ckpt"
+    states, dydiff, actor = hopper
+    other_model = copy.deepcopy(dydiff)
+    with torch.no_grad():
+        next(other_model.parameters()).add_(1e-3)
+    other = regenerator(hopper, **PROVENANCE)
+    other.source = DyDiffRollouts(None, other_model)
+    fewer = regenerator((states[:-1], dydiff, actor), **PROVENANCE)
+
+    def refused(regen, where, rec, step, names):
+        with pytest.raises(CheckpointError, match=names) as err:
+            regen.restore(fake_algo(actor), where, rec, step)
+        assert "\n" not in str(err.value)
+
+    ok = regenerator(hopper, **PROVENANCE)
+    refused(other, ckpt, record, 30, r"another model \(synthetic_pool.model_sha256")
+    refused(fewer, ckpt, record, 30, r"another dataset \(synthetic_pool.dataset_sha256")
+    refused(ok, ckpt, {**record, "sha256": "0" * 64}, 30, r"checksum \(synthetic_pool.sha256")
+    refused(ok, ckpt, {k: v for k, v in record.items() if k != "seed"}, 30, "record")
+    refused(ok, ckpt, record, 10, r"after the checkpoint's step 10 \(synthetic_pool.at_step")
+    shutil.copytree(ckpt, tmp_path / "cut")
+    pool = tmp_path / "cut" / POOL_FILE
+    pool.write_bytes(pool.read_bytes()[: pool.stat().st_size // 2])
+    refused(ok, tmp_path / "cut", record, 30, f"is damaged: its regenerated pool '{POOL_FILE}'")
+    pool.unlink()
+    refused(ok, tmp_path / "cut", record, 30, f"'{POOL_FILE}' is missing")
+
+
+def test_a_checkpoint_without_a_pool_regenerates_at_the_resume_with_a_notice(
+    hopper, tmp_path, capsys
+) -> None:
+    """Checkpoints written before pools were saved (no ``synthetic_pool``) still resume:
+    a one-line notice, then regeneration ``step // N`` at once and the cadence."""
+    regen, algo = regenerator(hopper, **PROVENANCE), fake_algo(hopper[2])
+    algo.offline_data = mixed_data()
+    assert regen.save(algo, tmp_path) == {}  # no pool yet: nothing to save
+    assert regen.restore(algo, tmp_path, None, step=30) == {POOL_FIELD: None}
+    notice = capsys.readouterr().out.strip()
+    assert "holds no regenerated pool" in notice and "differs" in notice and "\n" not in notice
+    assert regen.maybe_regenerate(algo, 30)[REGENERATION] == 1
+    saved = regen.save(algo, tmp_path)[POOL_FIELD]  # the next checkpoint holds it
+    assert (saved["regeneration"], saved["at_step"], saved["served"]) == (1, 30, 0)
+
+
+def test_checkpoint_files_are_saved_atomically_with_the_checkpoint(tmp_path) -> None:
+    """``save_algorithm_checkpoint(files=...)``: the files and the meta fields they
+    return are in the checkpoint; when writing them fails, the previous checkpoint
+    stays as it was and nothing half-written is left."""
+    from rllib_diffusion.checkpoints import read_checkpoint_meta, save_algorithm_checkpoint
+
+    algo = SimpleNamespace(save_to_path=lambda p: Path(p).mkdir(parents=True))
+    record = {"rows": 3}
+
+    def files(directory):
+        (directory / POOL_FILE).write_bytes(b"pool")
+        return {POOL_FIELD: record}
+
+    ckpt = tmp_path / "checkpoint"
+    save_algorithm_checkpoint(algo, ckpt, {"algorithm": "td3bc", "iteration": 1}, files=files)
+    assert read_checkpoint_meta(ckpt).synthetic_pool == record
+    assert (ckpt / POOL_FILE).read_bytes() == b"pool"
+
+    def broken(directory):
+        (directory / POOL_FILE).write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_algorithm_checkpoint(algo, ckpt, {"algorithm": "td3bc", "iteration": 2}, files=broken)
+    assert read_checkpoint_meta(ckpt).iteration == 1 and (ckpt / POOL_FILE).read_bytes() == b"pool"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
 
 
 # -------------------------------------------------------------------- bad settings

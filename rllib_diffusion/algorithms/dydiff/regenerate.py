@@ -27,6 +27,16 @@ class DyDiffRollouts:
             module, _ = load_policy_module(checkpoint, expect_algorithms=(ALGORITHM_NAME,))
         self.module, self.checkpoint = module, checkpoint
 
+    def fingerprint(self) -> str:
+        """sha256 of the model's weights (names, dtypes, shapes, values): which model a
+        saved pool was generated with."""
+        from rllib_diffusion.algorithms.synthetic_pool import array_sha256
+
+        state = self.module.state_dict()
+        names = sorted(state)
+        tensors = [state[k].detach().cpu().numpy() for k in names]
+        return array_sha256(np.frombuffer("\0".join(names).encode(), np.uint8), *tensors)
+
     def generate(
         self, policy: Policy, start_obs: np.ndarray, knobs: Any, *, seed: int
     ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
