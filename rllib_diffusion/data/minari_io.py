@@ -374,9 +374,35 @@ def write_minari(
         While writing, ``MINARI_DATASETS_PATH`` is temporarily redirected in this process;
         do not read other Minari datasets from other threads of this process meanwhile.
     """
-    import minari
+    # Imported first, so that a missing minari is reported before any other problem.
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
+    episodes, env_id, ref_scores = _episodes_and_defaults(
+        dataset, env_id, ref_min_score, ref_max_score
+    )
+    _check_write_request(dataset_id, data_format, episodes)
+    check_output_id(dataset_id, overwrite=overwrite)
+    root = minari_root()
+    final = root / dataset_id
+    obs_space, act_space = _checked_spaces(dataset_id, env_id, episodes)
+    buffers = _episode_buffers(EpisodeBuffer, episodes, obs_space, act_space)
+    spaces = {"env": env_id, "observation_space": obs_space, "action_space": act_space}
+    about = {"algorithm_name": algorithm_name, "author": author, "description": description}
+    create_kwargs = {**spaces, **about, "data_format": data_format}
+    _build_and_move(
+        root, dataset_id, final, buffers, create_kwargs, ref_scores, extra_metadata, overwrite
+    )
+    logger.info("Wrote Minari dataset '%s' (%d episodes) to %s", dataset_id, len(episodes), final)
+    return str(final)
+
+
+def _episodes_and_defaults(
+    dataset: EpisodeDataset | Sequence[Episode],
+    env_id: str | None,
+    ref_min_score: float | None,
+    ref_max_score: float | None,
+) -> tuple[list[Episode], str | None, tuple[float | None, float | None]]:
+    """The episodes, env id and reference scores, an ``EpisodeDataset`` filling in ``None``s."""
     if isinstance(dataset, EpisodeDataset):
         episodes = list(dataset.episodes)
         env_id = env_id if env_id is not None else dataset.env_id
@@ -384,6 +410,11 @@ def write_minari(
         ref_max_score = ref_max_score if ref_max_score is not None else dataset.ref_max_score
     else:
         episodes = list(dataset)
+    return episodes, env_id, (ref_min_score, ref_max_score)
+
+
+def _check_write_request(dataset_id: str, data_format: str, episodes: list[Episode]) -> None:
+    """Refuse a malformed id, an unknown data format or an empty dataset."""
     _check_dataset_id(dataset_id)
     if data_format not in _DATA_FORMATS:
         raise DatasetError(
@@ -396,10 +427,11 @@ def write_minari(
             "episodes first."
         )
 
-    check_output_id(dataset_id, overwrite=overwrite)
-    root = minari_root()
-    final = root / dataset_id
 
+def _checked_spaces(
+    dataset_id: str, env_id: str | None, episodes: list[Episode]
+) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces to store, checked against every episode's dims."""
     obs_space, act_space = _spaces_for(
         env_id, episodes[0].observations.shape[1], episodes[0].actions.shape[1]
     )
@@ -420,9 +452,15 @@ def write_minari(
                 f"the {name} space {space} of env '{env_id}'. Pass the env_id the data was "
                 "collected on, or env_id=None."
             )
+    return obs_space, act_space
 
-    buffers = [
-        EpisodeBuffer(
+
+def _episode_buffers(
+    buffer_cls: Any, episodes: list[Episode], obs_space: gym.Space, act_space: gym.Space
+) -> list[Any]:
+    """One Minari ``EpisodeBuffer`` per episode, arrays cast and shaped to the spaces."""
+    return [
+        buffer_cls(
             observations=ep.observations.astype(obs_space.dtype, copy=False).reshape(
                 (-1, *obs_space.shape)
             ),
@@ -434,37 +472,46 @@ def write_minari(
         for ep in episodes
     ]
 
+
+def _build_and_move(
+    root: Path,
+    dataset_id: str,
+    final: Path,
+    buffers: list[Any],
+    create_kwargs: dict[str, Any],
+    ref_scores: tuple[float | None, float | None],
+    extra_metadata: dict[str, Any] | None,
+    overwrite: bool,
+) -> None:
+    """Build the dataset in a hidden scratch root, then rename it into place at ``final``."""
     root.mkdir(parents=True, exist_ok=True)
     # Same filesystem as the destination, so the final rename is atomic; hidden, so that
     # Minari's listings skip it even if a crash (SIGKILL) leaves it behind.
     scratch = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
     try:
-        with _minari_root_set_to(scratch), warnings.catch_warnings():
-            # Minari warns for every unset optional field (permalink, email, eval_env).
-            warnings.filterwarnings("ignore", message=".*is set to None", category=UserWarning)
-            warnings.filterwarnings("ignore", message="env_spec is None", category=UserWarning)
-            # Created empty, then filled: Minari's storages re-measure the whole directory
-            # (`get_size`) after every episode, which makes one call with all buffers
-            # quadratic (1000 episodes: ~80 s). Measuring once at the end is equivalent.
-            mds = minari.create_dataset_from_buffers(
-                dataset_id,
-                [],
-                env=env_id,
-                observation_space=obs_space,
-                action_space=act_space,
-                algorithm_name=algorithm_name,
-                author=author,
-                description=description,
-                data_format=data_format,
-            )
-            _fill_storage(mds.storage, buffers)
-        _write_ref_scores(scratch / dataset_id / "data", ref_min_score, ref_max_score)
+        _create_in(scratch, dataset_id, buffers, create_kwargs)
+        _write_ref_scores(scratch / dataset_id / "data", *ref_scores)
         _write_extra_metadata(scratch / dataset_id / "data", extra_metadata)
         _move_into_place(scratch, dataset_id, final, overwrite=overwrite)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    logger.info("Wrote Minari dataset '%s' (%d episodes) to %s", dataset_id, len(episodes), final)
-    return str(final)
+
+
+def _create_in(
+    scratch: Path, dataset_id: str, buffers: list[Any], create_kwargs: dict[str, Any]
+) -> None:
+    """Have Minari create the dataset under the ``scratch`` root and fill it with ``buffers``."""
+    import minari
+
+    with _minari_root_set_to(scratch), warnings.catch_warnings():
+        # Minari warns for every unset optional field (permalink, email, eval_env).
+        warnings.filterwarnings("ignore", message=".*is set to None", category=UserWarning)
+        warnings.filterwarnings("ignore", message="env_spec is None", category=UserWarning)
+        # Created empty, then filled: Minari's storages re-measure the whole directory
+        # (`get_size`) after every episode, which makes one call with all buffers
+        # quadratic (1000 episodes: ~80 s). Measuring once at the end is equivalent.
+        mds = minari.create_dataset_from_buffers(dataset_id, [], **create_kwargs)
+        _fill_storage(mds.storage, buffers)
 
 
 def _fill_storage(storage: Any, buffers: list[Any]) -> None:
