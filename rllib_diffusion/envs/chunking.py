@@ -36,9 +36,12 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             identity (the policy acts in raw units).
         flatten_actions: expose the chunk as a flat (Ta * Da,) Box, for policies that
             need 1-D actions (RLlib's default Gaussian modules).
+        clamp_obs: clip normalised observations to [-1, 1] (DPPO's
+            ``RobomimicLowdimWrapper(clamp_obs=...)``). Off by default, as there; the
+            policy's setting is ``DiffusionPolicyConfig.clamp_obs``.
 
     Observation space: Box (To * Do,) of normalised observations (unbounded, since
-    states outside the dataset's range normalise beyond ±1).
+    states outside the dataset's range normalise beyond ±1 unless ``clamp_obs``).
     Action space: Box [-1, 1] of shape (Ta, Da), or (Ta * Da,) with ``flatten_actions``.
     ``info["env_steps"]`` counts the env steps of the decision; where the env reports
     ``info["success"]``, the decision's is True if any of its steps succeeded. With
@@ -62,6 +65,7 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         action_high: np.ndarray | None = None,
         flatten_actions: bool = False,
         record_frames: bool = False,
+        clamp_obs: bool = False,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -74,6 +78,7 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             action_high=action_high,
             flatten_actions=flatten_actions,
             record_frames=record_frames,
+            clamp_obs=clamp_obs,
         )
         gym.Wrapper.__init__(self, env)
         if not isinstance(env.action_space, gym.spaces.Box) or not isinstance(
@@ -86,7 +91,7 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if obs_history < 1:
             raise ValueError(f"obs_history must be >= 1, got {obs_history}.")
         self.horizon, self.act_steps, self.obs_history = horizon, act_steps, obs_history
-        self.record_frames = record_frames
+        self.record_frames, self.clamp_obs = record_frames, bool(clamp_obs)
         obs_dim = int(np.prod(env.observation_space.shape))
         act_dim = int(np.prod(env.action_space.shape))
         self._obs_stats = _stats(obs_low, obs_high, obs_dim, "observation")
@@ -103,7 +108,10 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self._obs_stats is None:
             return np.asarray(obs, dtype=np.float32)
         low, high = self._obs_stats
-        return (2.0 * (obs - low) / (high - low + 1e-6) - 1.0).astype(np.float32)
+        normalised = 2.0 * (obs - low) / (high - low + 1e-6) - 1.0
+        if self.clamp_obs:
+            normalised = np.clip(normalised, -1.0, 1.0)
+        return normalised.astype(np.float32)
 
     def unnormalize_action(self, action: np.ndarray) -> np.ndarray:
         if self._act_stats is None:
@@ -185,7 +193,9 @@ def make_chunked_env(config: dict[str, Any] | None = None) -> gym.Env:
 
     Keys: ``env_id`` (required), ``horizon``, ``act_steps``, ``obs_history``,
     ``normalization`` (a ``DatasetNormalization.to_dict()``), ``env_kwargs``,
-    ``flatten_actions`` (1-D action space, for RLlib's default Gaussian modules).
+    ``flatten_actions`` (1-D action space, for RLlib's default Gaussian modules),
+    ``clamp_obs`` (clip normalised observations to [-1, 1]; see
+    :class:`ActionChunkWrapper`).
     """
     config = dict(config or {})
     if "env_id" not in config:
@@ -205,6 +215,7 @@ def make_chunked_env(config: dict[str, Any] | None = None) -> gym.Env:
         action_high=act_norm.get("high"),
         flatten_actions=bool(config.get("flatten_actions", False)),
         record_frames=bool(config.get("record_frames", False)),
+        clamp_obs=bool(config.get("clamp_obs", False)),
     )
 
 

@@ -43,6 +43,10 @@ class DiffusionPolicyConfig:
         min_sampling_std: std floor used when sampling stochastically (exploration).
         eval_min_std: std floor of deterministic (inference) sampling.
         normalization: ``DatasetNormalization.to_dict()`` of the training data.
+        clamp_obs: clip the min-max normalised observations the policy sees in the env to
+            [-1, 1] (DPPO's robomimic ``clamp_obs``; off by default, as there). Guards
+            against dimensions with a tiny data range (Lift's ``robot0_eef_quat``: 0.0033)
+            reaching hundreds when the state drifts out of it.
         env_id: the env the policy was trained for (checked on load).
     """
 
@@ -64,6 +68,7 @@ class DiffusionPolicyConfig:
     min_sampling_std: float = 0.1
     eval_min_std: float = 1e-3
     normalization: dict[str, Any] | None = field(default=None, repr=False)
+    clamp_obs: bool = False
     env_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -115,13 +120,14 @@ class DiffusionPolicyConfig:
 
     def env_config(self) -> dict[str, Any]:
         """``env_config`` of the action-chunk env that matches this policy (its env, chunk
-        length, executed actions, stacked observations and data normalisation)."""
+        length, executed actions, stacked observations, data normalisation and its clamp)."""
         return {
             "env_id": self.env_id,
             "horizon": self.horizon,
             "act_steps": self.act_steps,
             "obs_history": self.obs_history,
             "normalization": self.normalization,
+            "clamp_obs": self.clamp_obs,
         }
 
     @property

@@ -76,6 +76,42 @@ def test_observation_history_normalised_and_padded_at_reset():
     np.testing.assert_allclose(obs[:4], np.tile(first, 2), atol=1e-5)
 
 
+@pytest.mark.parametrize("clamp_obs", [False, True])
+def test_clamp_obs_clips_normalised_observations_to_unit_box(clamp_obs):
+    # obs dim 1 has data range [-1, 1]; the env can put it at 2 (action bound 2).
+    env = ActionChunkWrapper(
+        CountingEnv(),
+        horizon=1,
+        obs_low=[0.0, -1.0],
+        obs_high=[10.0, 1.0],
+        clamp_obs=clamp_obs,
+    )
+    env.reset()
+    obs, *_ = env.step(np.array([[2.0]], np.float32))  # raw obs (1, 2)
+    beyond = 2 * (2.0 + 1.0) / (2.0 + 1e-6) - 1  # 2.0: outside the data's range
+    np.testing.assert_allclose(obs, [2 * 1 / 10 - 1, 1.0 if clamp_obs else beyond], atol=1e-5)
+    obs, *_ = env.step(np.array([[-2.0]], np.float32))  # raw obs (2, -2)
+    below = 2 * (-2.0 + 1.0) / (2.0 + 1e-6) - 1  # -2.0
+    np.testing.assert_allclose(obs, [2 * 2 / 10 - 1, -1.0 if clamp_obs else below], atol=1e-5)
+
+
+def test_policy_clamp_obs_reaches_the_env_through_env_config():
+    from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+
+    # Hopper's reset height ~1.25 normalises to ~2,500 with a data range of 1e-3.
+    norm = {"obs": {"low": [0.0] * 11, "high": [1e-3] * 11}}
+    for clamp_obs in (False, True):
+        policy = DiffusionPolicyConfig(
+            obs_dim=11, action_dim=3, env_id="Hopper-v5", normalization=norm, clamp_obs=clamp_obs
+        )
+        assert policy.env_config()["clamp_obs"] is clamp_obs
+        obs, _ = make_chunked_env(policy.env_config()).reset(seed=0)
+        # Height 1.25 -> 2 * 1.25 / (1e-3 + 1e-6) - 1 ~ 2,496 unclamped, 1 clamped.
+        assert obs[0] == pytest.approx(1.0 if clamp_obs else 2 * 1.25 / 1.001e-3 - 1, rel=1e-2)
+        assert bool(np.abs(obs).max() <= 1.0) == clamp_obs
+    assert DiffusionPolicyConfig(obs_dim=1, action_dim=1).clamp_obs is False  # DPPO's default
+
+
 def test_rejects_stats_of_another_env():
     with pytest.raises(ValueError, match="another env"):
         ActionChunkWrapper(CountingEnv(), horizon=1, obs_low=[0.0] * 5, obs_high=[1.0] * 5)
