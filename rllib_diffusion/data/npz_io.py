@@ -56,6 +56,27 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
             or lengths that do not add up.
     """
     path = Path(path).expanduser()
+    data = _read_with_required_keys(path)
+    states, actions, lengths = _checked_core_arrays(data, path)
+    n = len(states)
+    rewards = _optional_per_step(data, "rewards", n, path, np.float32)
+    if "rewards" not in data:
+        logger.warning("npz file '%s' has no 'rewards'; filling zeros (fine for BC only).", path)
+    terminals = _optional_per_step(data, "terminals", n, path, bool)
+    finals = _final_states(data, path, len(lengths), states.shape[1])
+    episodes = _split_episodes(states, actions, rewards, terminals, lengths, finals)
+    meta = _read_meta(data)
+    return EpisodeDataset(
+        episodes=episodes,
+        env_id=env_id or meta.get("env_id"),
+        name=path.stem,
+        ref_min_score=meta.get("ref_min_score"),
+        ref_max_score=meta.get("ref_max_score"),
+    )
+
+
+def _read_with_required_keys(path: Path) -> dict[str, np.ndarray]:
+    """The file's arrays, refusing a missing file or one without the DPPO keys."""
     if not path.is_file():
         raise DatasetError(
             f"npz dataset not found at '{path}'; check the path (DPPO writes e.g. "
@@ -70,6 +91,13 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
             "dataset needs 'states' (N, Do), 'actions' (N, Da) and 'traj_lengths' (E,); "
             "rename the arrays or re-export the file."
         )
+    return data
+
+
+def _checked_core_arrays(
+    data: dict[str, np.ndarray], path: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``states`` (N, Do), ``actions`` (N, Da) and ``traj_lengths`` (E,), checked to agree."""
     states = np.asarray(data["states"], dtype=np.float32)
     actions = np.asarray(data["actions"], dtype=np.float32)
     lengths = np.asarray(data["traj_lengths"]).astype(np.int64).reshape(-1)
@@ -98,20 +126,34 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
             "states; traj_lengths must partition the transitions exactly. Re-export the file "
             "or fix traj_lengths."
         )
-    rewards = _optional_per_step(data, "rewards", n, path, np.float32)
-    if "rewards" not in data:
-        logger.warning("npz file '%s' has no 'rewards'; filling zeros (fine for BC only).", path)
-    terminals = _optional_per_step(data, "terminals", n, path, bool)
+    return states, actions, lengths
+
+
+def _final_states(
+    data: dict[str, np.ndarray], path: Path, n_traj: int, obs_dim: int
+) -> np.ndarray | None:
+    """The optional per-trajectory final observations (E, Do), or None where absent."""
     finals = data.get(_FINAL_KEY)
     if finals is not None:
         finals = np.asarray(finals, dtype=np.float32).reshape(len(finals), -1)
-        if finals.shape != (len(lengths), states.shape[1]):
+        if finals.shape != (n_traj, obs_dim):
             raise DatasetError(
                 f"npz file '{path}': '{_FINAL_KEY}' has shape {finals.shape}, expected "
-                f"{(len(lengths), states.shape[1])} (one per trajectory); delete the key to "
+                f"{(n_traj, obs_dim)} (one per trajectory); delete the key to "
                 "fall back to repeating the last state."
             )
+    return finals
 
+
+def _split_episodes(
+    states: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    lengths: np.ndarray,
+    finals: np.ndarray | None,
+) -> list[Episode]:
+    """Cut the flat arrays into episodes; a non-terminated last step is marked truncated."""
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     episodes = []
     for e in range(len(lengths)):
@@ -129,14 +171,7 @@ def load_npz(path: str | os.PathLike[str], *, env_id: str | None = None) -> Epis
                 truncations=trunc,
             )
         )
-    meta = _read_meta(data)
-    return EpisodeDataset(
-        episodes=episodes,
-        env_id=env_id or meta.get("env_id"),
-        name=path.stem,
-        ref_min_score=meta.get("ref_min_score"),
-        ref_max_score=meta.get("ref_max_score"),
-    )
+    return episodes
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
