@@ -81,24 +81,45 @@ def validate_dataset(
         allow_out_of_bounds_actions: accept actions far outside the action bounds (logged;
             the env clips them). CLI: ``--allow-out-of-bounds-actions``.
     """
+    _check_not_empty(dataset)
+    if observation_space is None and action_space is None and env_id is not None:
+        observation_space, action_space = _spaces_of_env(env_id)
+    env_label = env_id if env_id is not None else dataset.env_id
+    _check_episode_shapes(dataset)
+    _check_all_finite(dataset)
+    if observation_space is not None:
+        _check_obs_space(dataset, observation_space, env_label)
+    if action_space is not None:
+        _check_action_space(dataset, action_space, env_label)
+        _check_action_bounds(dataset, action_space, env_label, allow=allow_out_of_bounds_actions)
+
+
+def _check_not_empty(dataset: EpisodeDataset) -> None:
+    """Refuse a dataset without episodes or transitions."""
     if not dataset.episodes or dataset.num_transitions == 0:
         raise DatasetError(
             f"Dataset '{dataset.name}' is empty ({dataset.num_episodes} episodes, "
             f"{dataset.num_transitions} transitions); load or collect a non-empty dataset "
             "(e.g. `rllib-diffusion collect`)."
         )
-    if observation_space is None and action_space is None and env_id is not None:
-        try:
-            env = make_env(env_id)
-        except gym.error.Error as err:
-            raise DatasetError(
-                f"Cannot make env '{env_id}' to check the dataset against: {err}. Import the "
-                "package that registers it, or pass observation_space/action_space directly."
-            ) from err
-        observation_space, action_space = env.observation_space, env.action_space
-        env.close()
-    env_label = env_id if env_id is not None else dataset.env_id
 
+
+def _spaces_of_env(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of a freshly made ``env_id``."""
+    try:
+        env = make_env(env_id)
+    except gym.error.Error as err:
+        raise DatasetError(
+            f"Cannot make env '{env_id}' to check the dataset against: {err}. Import the "
+            "package that registers it, or pass observation_space/action_space directly."
+        ) from err
+    observation_space, action_space = env.observation_space, env.action_space
+    env.close()
+    return observation_space, action_space
+
+
+def _check_episode_shapes(dataset: EpisodeDataset) -> None:
+    """Every episode has consistent lengths and episode 0's obs / action dims."""
     do, da = dataset.obs_dim, dataset.action_dim
     for i, ep in enumerate(dataset.episodes):
         problem = ep.length_problem()
@@ -117,6 +138,9 @@ def validate_dataset(
                 "come from the same env. Drop the odd episodes or load them separately."
             )
 
+
+def _check_all_finite(dataset: EpisodeDataset) -> None:
+    """Observations, actions and rewards are finite; the error counts the affected episodes."""
     for field in ("observations", "actions", "rewards"):
         bad = [
             i for i, ep in enumerate(dataset.episodes) if not np.isfinite(getattr(ep, field)).all()
@@ -133,28 +157,38 @@ def validate_dataset(
                 # Append the full extent so users know how much data a filter would drop.
                 raise DatasetError(f"{err} ({len(bad)} episodes affected: {shown})") from None
 
-    if observation_space is not None:
-        want = _space_dim(observation_space, "observation")
-        if want != do:
-            raise DatasetError(
-                f"Dataset '{dataset.name}' has obs dim {do} but env '{env_label}' has obs dim "
-                f"{want} (observation space {observation_space}). Use the env the data was "
-                f"collected on (dataset env_id: {dataset.env_id}) or a dataset for '{env_label}'."
-            )
-    if action_space is not None:
-        if not isinstance(action_space, gym.spaces.Box):
-            raise DatasetError(
-                f"Env '{env_label}' has action space {action_space}; diffusion policies need a "
-                "continuous Box action space. Pick a continuous-control env."
-            )
-        want = _space_dim(action_space, "action")
-        if want != da:
-            raise DatasetError(
-                f"Dataset '{dataset.name}' has action dim {da} but env '{env_label}' has "
-                f"action dim {want} (action space {action_space}). Use the env the data was "
-                f"collected on (dataset env_id: {dataset.env_id}) or a dataset for '{env_label}'."
-            )
-        _check_action_bounds(dataset, action_space, env_label, allow=allow_out_of_bounds_actions)
+
+def _check_obs_space(
+    dataset: EpisodeDataset, observation_space: gym.Space, env_label: str | None
+) -> None:
+    """The dataset's obs dim matches the observation space's."""
+    do = dataset.obs_dim
+    want = _space_dim(observation_space, "observation")
+    if want != do:
+        raise DatasetError(
+            f"Dataset '{dataset.name}' has obs dim {do} but env '{env_label}' has obs dim "
+            f"{want} (observation space {observation_space}). Use the env the data was "
+            f"collected on (dataset env_id: {dataset.env_id}) or a dataset for '{env_label}'."
+        )
+
+
+def _check_action_space(
+    dataset: EpisodeDataset, action_space: gym.Space, env_label: str | None
+) -> None:
+    """The action space is a Box whose dim matches the dataset's action dim."""
+    da = dataset.action_dim
+    if not isinstance(action_space, gym.spaces.Box):
+        raise DatasetError(
+            f"Env '{env_label}' has action space {action_space}; diffusion policies need a "
+            "continuous Box action space. Pick a continuous-control env."
+        )
+    want = _space_dim(action_space, "action")
+    if want != da:
+        raise DatasetError(
+            f"Dataset '{dataset.name}' has action dim {da} but env '{env_label}' has "
+            f"action dim {want} (action space {action_space}). Use the env the data was "
+            f"collected on (dataset env_id: {dataset.env_id}) or a dataset for '{env_label}'."
+        )
 
 
 def _check_action_bounds(
