@@ -52,74 +52,104 @@ def collect_episodes(
     if (num_episodes is None) == (num_steps is None):
         raise ValueError("Give exactly one of num_episodes or num_steps.")
     envs = [make_env(env_id, **(env_kwargs or {})) for _ in range(num_envs)]
-    started = 0
-    obs_buf: list[list[np.ndarray]] = [[] for _ in envs]
-    act_buf: list[list[np.ndarray]] = [[] for _ in envs]
-    rew_buf: list[list[float]] = [[] for _ in envs]
-    done_eps: list[Episode] = []
-    steps_done = 0
-    alive = np.zeros(num_envs, dtype=bool)
+    rec = _Recorder(envs, policy, num_episodes=num_episodes, num_steps=num_steps, seed=seed)
     t0 = time.perf_counter()
     last_print = t0
-
-    def want_more() -> bool:
-        if num_episodes is not None:
-            return started < num_episodes
-        return steps_done + sum(len(a) for a in act_buf) < num_steps
-
-    def start(i: int) -> None:
-        nonlocal started
-        obs, _ = envs[i].reset(seed=seed + started)
-        started += 1
-        obs_buf[i], act_buf[i], rew_buf[i] = [np.asarray(obs, np.float32)], [], []
-        policy.reset(i, obs)
-        alive[i] = True
-
     for i in range(num_envs):
-        if want_more():
-            start(i)
-    while alive.any():
-        idx = [int(i) for i in np.flatnonzero(alive)]
-        actions = policy.act(idx)
-        for j, i in enumerate(idx):
-            action = actions[j]
-            obs, reward, terminated, truncated, _ = envs[i].step(action)
-            policy.step(i, action, obs, float(reward), terminated, truncated)
-            obs_buf[i].append(np.asarray(obs, np.float32))
-            act_buf[i].append(np.asarray(action, np.float32))
-            rew_buf[i].append(float(reward))
-            if terminated or truncated:
-                T = len(act_buf[i])
-                term = np.zeros(T, bool)
-                trunc = np.zeros(T, bool)
-                term[-1], trunc[-1] = terminated, truncated and not terminated
-                done_eps.append(
-                    Episode(
-                        observations=np.stack(obs_buf[i]),
-                        actions=np.stack(act_buf[i]),
-                        rewards=np.asarray(rew_buf[i], np.float32),
-                        terminations=term,
-                        truncations=trunc,
-                    )
-                )
-                steps_done += T
-                obs_buf[i], act_buf[i], rew_buf[i] = [], [], []
-                alive[i] = False
-                if want_more():
-                    start(i)
+        if rec.want_more():
+            rec.start(i)
+    while rec.alive.any():
+        rec.step_alive()
         now = time.perf_counter()
         if progress and now - last_print > 10:
             last_print = now
-            rets = [e.episode_return for e in done_eps[-20:]]
-            print(
-                f"[collect] {len(done_eps)} episodes, {steps_done} steps, "
-                f"recent return {np.mean(rets) if rets else float('nan'):.1f}, "
-                f"{steps_done / (now - t0):.0f} steps/s",
-                flush=True,
-            )
+            _print_progress(rec.done_eps, rec.steps_done, now - t0)
     for env in envs:
         env.close()
-    return done_eps
+    return rec.done_eps
+
+
+class _Recorder:
+    """Per-env step buffers of one collection, turned into an ``Episode`` as each one ends."""
+
+    def __init__(
+        self,
+        envs: list[gym.Env],
+        policy: CollectPolicy,
+        *,
+        num_episodes: int | None,
+        num_steps: int | None,
+        seed: int,
+    ) -> None:
+        self.envs, self.policy, self.seed = envs, policy, seed
+        self.num_episodes, self.num_steps = num_episodes, num_steps
+        self.started = 0
+        self.obs_buf: list[list[np.ndarray]] = [[] for _ in envs]
+        self.act_buf: list[list[np.ndarray]] = [[] for _ in envs]
+        self.rew_buf: list[list[float]] = [[] for _ in envs]
+        self.done_eps: list[Episode] = []
+        self.steps_done = 0
+        self.alive = np.zeros(len(envs), dtype=bool)
+
+    def want_more(self) -> bool:
+        """Whether another episode should be started (or the running ones suffice)."""
+        if self.num_episodes is not None:
+            return self.started < self.num_episodes
+        return self.steps_done + sum(len(a) for a in self.act_buf) < self.num_steps
+
+    def start(self, i: int) -> None:
+        """Reset env ``i`` with the next seed and start recording its episode."""
+        obs, _ = self.envs[i].reset(seed=self.seed + self.started)
+        self.started += 1
+        self.obs_buf[i], self.act_buf[i], self.rew_buf[i] = [np.asarray(obs, np.float32)], [], []
+        self.policy.reset(i, obs)
+        self.alive[i] = True
+
+    def step_alive(self) -> None:
+        """Step every running env once with the policy's actions; restart those that end."""
+        idx = [int(i) for i in np.flatnonzero(self.alive)]
+        actions = self.policy.act(idx)
+        for j, i in enumerate(idx):
+            action = actions[j]
+            obs, reward, terminated, truncated, _ = self.envs[i].step(action)
+            self.policy.step(i, action, obs, float(reward), terminated, truncated)
+            self.obs_buf[i].append(np.asarray(obs, np.float32))
+            self.act_buf[i].append(np.asarray(action, np.float32))
+            self.rew_buf[i].append(float(reward))
+            if terminated or truncated:
+                self._finish(i, terminated, truncated)
+                if self.want_more():
+                    self.start(i)
+
+    def _finish(self, i: int, terminated: bool, truncated: bool) -> None:
+        """Turn env ``i``'s buffers into a finished episode and mark the env idle."""
+        T = len(self.act_buf[i])
+        term = np.zeros(T, bool)
+        trunc = np.zeros(T, bool)
+        term[-1], trunc[-1] = terminated, truncated and not terminated
+        self.done_eps.append(
+            Episode(
+                observations=np.stack(self.obs_buf[i]),
+                actions=np.stack(self.act_buf[i]),
+                rewards=np.asarray(self.rew_buf[i], np.float32),
+                terminations=term,
+                truncations=trunc,
+            )
+        )
+        self.steps_done += T
+        self.obs_buf[i], self.act_buf[i], self.rew_buf[i] = [], [], []
+        self.alive[i] = False
+
+
+def _print_progress(done_eps: list[Episode], steps_done: int, elapsed: float) -> None:
+    """One progress line: episodes and steps so far, recent return, throughput."""
+    rets = [e.episode_return for e in done_eps[-20:]]
+    print(
+        f"[collect] {len(done_eps)} episodes, {steps_done} steps, "
+        f"recent return {np.mean(rets) if rets else float('nan'):.1f}, "
+        f"{steps_done / elapsed:.0f} steps/s",
+        flush=True,
+    )
 
 
 def check_collectable_env(env_id: str) -> None:
@@ -224,15 +254,11 @@ def collect_dataset(
     together, an existing id, a run that never reaches ``until_return``) is refused in one
     line before any policy loads. Returns a summary dict.
     """
-    from rllib_diffusion.utils.runtime import limit_threads, run_metadata
+    from rllib_diffusion.utils.runtime import limit_threads
 
     limit_threads()
     sequence = sequence or PolicySequenceSettings()
-    sequence.check(policy)
-    if (num_episodes is None) == (num_steps is None):
-        raise ConfigError("give exactly one of --num-steps or --num-episodes.")
-    check_output_id(dataset_id, overwrite=overwrite)
-    check_collectable_env(env_id)
+    _check_request(env_id, dataset_id, policy, sequence, num_episodes, num_steps, overwrite)
     total, flag = (num_steps, "--num-steps") if num_steps else (num_episodes, "--num-episodes")
     stages, shares = _plan(env_id, policy, sequence, int(total), flag)
     t0 = time.perf_counter()
@@ -241,19 +267,11 @@ def collect_dataset(
         seed=seed,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    info = task_info(env_id)
-    if info is not None:
-        ref_min_score = info.ref_min_score if ref_min_score is None else ref_min_score
-        ref_max_score = info.ref_max_score if ref_max_score is None else ref_max_score
+    ref_min_score, ref_max_score = _ref_scores(env_id, ref_min_score, ref_max_score)
+    provenance = _provenance(
+        env_id, sequence, records, explore=explore, seed=seed, num_envs=num_envs, seconds=seconds
+    )
     run_dir = sequence.policy_sequence
-    provenance = {
-        "kind": "policy-sequence" if run_dir else "policy",
-        "env_id": env_id,
-        "run_dir": str(Path(run_dir).expanduser().resolve()) if run_dir else None,
-        "until_return": sequence.until_return,
-        **dict(explore=explore, seed=seed, num_envs=num_envs, stages=records, seconds=seconds),
-        "meta": run_metadata(),
-    }
     name = f"{len(stages)} checkpoints of {run_dir} in order" if run_dir else records[0]["policy"]
     dataset = EpisodeDataset(episodes, env_id, dataset_id, ref_min_score, ref_max_score)
     path = write_minari(
@@ -267,6 +285,58 @@ def collect_dataset(
         extra_metadata={PROVENANCE_KEY: provenance},
     )
     return _summary(dataset, path, name, len(stages), seconds)
+
+
+def _check_request(
+    env_id: str,
+    dataset_id: str,
+    policy: str | None,
+    sequence: PolicySequenceSettings,
+    num_episodes: int | None,
+    num_steps: int | None,
+    overwrite: bool,
+) -> None:
+    """Refuse flags that do not go together, an existing id or an unsuitable env, in one line."""
+    sequence.check(policy)
+    if (num_episodes is None) == (num_steps is None):
+        raise ConfigError("give exactly one of --num-steps or --num-episodes.")
+    check_output_id(dataset_id, overwrite=overwrite)
+    check_collectable_env(env_id)
+
+
+def _ref_scores(
+    env_id: str, ref_min_score: float | None, ref_max_score: float | None
+) -> tuple[float | None, float | None]:
+    """The given reference scores, the task table's where one is ``None``."""
+    info = task_info(env_id)
+    if info is not None:
+        ref_min_score = info.ref_min_score if ref_min_score is None else ref_min_score
+        ref_max_score = info.ref_max_score if ref_max_score is None else ref_max_score
+    return ref_min_score, ref_max_score
+
+
+def _provenance(
+    env_id: str,
+    sequence: PolicySequenceSettings,
+    records: list[dict[str, Any]],
+    *,
+    explore: bool,
+    seed: int,
+    num_envs: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """The dataset's provenance record (stored under :data:`PROVENANCE_KEY`)."""
+    from rllib_diffusion.utils.runtime import run_metadata
+
+    run_dir = sequence.policy_sequence
+    return {
+        "kind": "policy-sequence" if run_dir else "policy",
+        "env_id": env_id,
+        "run_dir": str(Path(run_dir).expanduser().resolve()) if run_dir else None,
+        "until_return": sequence.until_return,
+        **dict(explore=explore, seed=seed, num_envs=num_envs, stages=records, seconds=seconds),
+        "meta": run_metadata(),
+    }
 
 
 def _summary(
