@@ -227,7 +227,6 @@ def write_avoid_dataset(
     stored for ``env_id``, whose policies they pretrain; ``AvoidM5-v0`` pays per step).
     Returns a summary dict."""
     from rllib_diffusion.avoid_modes import route_stats
-    from rllib_diffusion.data import Episode, write_minari
 
     t0 = time.perf_counter()
     if env_id not in AVOID_IDS:
@@ -241,6 +240,29 @@ def write_avoid_dataset(
         progress=progress,
         routes=routes,
     )
+    episodes = _as_episodes(raw)
+    stats = route_stats([{"success": e["success"], "route": e["route"]} for e in raw])
+    stats["attempts"] = attempts
+    path = _write_demos(episodes, dataset_id, env_id, noise, stats, overwrite=overwrite)
+    summary = {
+        "dataset_id": dataset_id,
+        "path": path,
+        "env_id": env_id,
+        "episodes": len(episodes),
+        "transitions": int(sum(len(e.actions) for e in episodes)),
+        **dict(seed=seed, noise=noise, turn=turn, balanced=balanced),
+        "seconds": time.perf_counter() - t0,
+        **stats,
+    }
+    if progress:
+        _print_written(summary)
+    return summary
+
+
+def _as_episodes(raw: list[dict[str, Any]]) -> list[Any]:
+    """The ``Episode`` of each episode dict of :func:`run_demo_episode`."""
+    from rllib_diffusion.data import Episode
+
     episodes = []
     for ep in raw:
         T = len(ep["actions"])
@@ -255,9 +277,22 @@ def write_avoid_dataset(
                 truncations=trunc,
             )
         )
-    stats = route_stats([{"success": e["success"], "route": e["route"]} for e in raw])
-    stats["attempts"] = attempts
-    path = write_minari(
+    return episodes
+
+
+def _write_demos(
+    episodes: list[Any],
+    dataset_id: str,
+    env_id: str,
+    noise: float,
+    stats: dict[str, Any],
+    *,
+    overwrite: bool,
+) -> str:
+    """Write the demonstrations as Minari ``dataset_id`` (route stats in its metadata)."""
+    from rllib_diffusion.data import write_minari
+
+    return write_minari(
         episodes,
         dataset_id,
         env_id=env_id,
@@ -272,30 +307,45 @@ def write_avoid_dataset(
         overwrite=overwrite,
         extra_metadata={"avoid_routes": stats},
     )
-    summary = {
-        "dataset_id": dataset_id,
-        "path": path,
-        "env_id": env_id,
-        "episodes": len(episodes),
-        "transitions": int(sum(len(e.actions) for e in episodes)),
-        "seed": seed,
-        "noise": noise,
-        "turn": turn,
-        "balanced": balanced,
-        "seconds": time.perf_counter() - t0,
-        **stats,
-    }
-    if progress:
-        print(
-            f"[avoid-demos] wrote {dataset_id}: {summary['episodes']} episodes, "
-            f"{summary['transitions']} transitions, {summary['num_routes']} routes "
-            f"{summary['route_counts']} -> {path}",
-            flush=True,
-        )
-    return summary
+
+
+def _print_written(summary: dict[str, Any]) -> None:
+    """One line saying what :func:`write_avoid_dataset` wrote, and where."""
+    print(
+        f"[avoid-demos] wrote {summary['dataset_id']}: {summary['episodes']} episodes, "
+        f"{summary['transitions']} transitions, {summary['num_routes']} routes "
+        f"{summary['route_counts']} -> {summary['path']}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    from rllib_diffusion.data.errors import DatasetError
+
+    try:
+        summary = write_avoid_dataset(
+            args.dataset_id,
+            args.episodes,
+            seed=args.seed,
+            noise=args.noise,
+            turn=args.turn,
+            balanced=not args.unbalanced,
+            overwrite=args.overwrite,
+            env_id=args.env_id,
+            routes=DEMO_ROUTES if args.row3_gaps is None else routes_through(tuple(args.row3_gaps)),
+        )
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1), flush=True)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
     parser = argparse.ArgumentParser(
         prog="python -m rllib_diffusion.collect.avoid_demos",
         description=f"Scripted multimodal demonstrations of {ENV_ID}, written as a Minari dataset.",
@@ -331,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         "avoid_m1 data d56); default: all 8 routes",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse flag values that do not go together or are out of range (``parser.error``)."""
     if args.row3_gaps is not None and args.unbalanced:
         parser.error("--row3-gaps needs the balanced route cycle; drop --unbalanced")
     if args.episodes < 1:
@@ -340,25 +394,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--noise must be >= 0")
     if not 0 <= args.turn <= 0.17:
         parser.error("--turn must be in [0, 0.17] (the distance between rows is 0.18)")
-    from rllib_diffusion.data.errors import DatasetError
-
-    try:
-        summary = write_avoid_dataset(
-            args.dataset_id,
-            args.episodes,
-            seed=args.seed,
-            noise=args.noise,
-            turn=args.turn,
-            balanced=not args.unbalanced,
-            overwrite=args.overwrite,
-            env_id=args.env_id,
-            routes=DEMO_ROUTES if args.row3_gaps is None else routes_through(tuple(args.row3_gaps)),
-        )
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=1), flush=True)
-    return 0
 
 
 if __name__ == "__main__":
