@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -200,19 +200,19 @@ class ScriptedSquare:
         self.phase, self._t_phase = phase, 0
 
     def act(self, env: RobosuiteTaskEnv) -> np.ndarray:
-        obs, sim = env.raw_observation(), env.robosuite_env.sim
-        rs = env.robosuite_env
-        eef, eef_quat = np.asarray(obs["robot0_eef_pos"]), np.asarray(obs["robot0_eef_quat"])
-        nut = np.asarray(obs["SquareNut_pos"])
-        nut_yaw = _yaw(np.asarray(obs["SquareNut_quat"]))
-        handle = np.array(sim.data.site_xpos[rs.object_site_ids[0]])
-        peg = np.array(sim.data.body_xpos[rs.peg1_body_id])
-        table_z = float(rs.table_offset[2])
-        gripper = -1.0
+        scene = _SquareScene.of(env)
         self._t_phase += 1
-        t = self._t_phase
         if self._quat_target is None:  # fingers across the handle (which lies along nut x)
+            eef_quat, nut_yaw = scene.eef_quat, scene.nut_yaw
             self._quat_target = _rotated_z(eef_quat, _wrap(nut_yaw - _yaw(eef_quat), np.pi))
+        target, gripper = self._phase_target(scene)
+        return self._action(target, gripper, scene.eef, scene.eef_quat)
+
+    def _phase_target(self, scene: _SquareScene) -> tuple[np.ndarray, float]:
+        """The hand's target position and gripper command of this step; may change phase."""
+        eef, eef_quat, nut, nut_yaw, handle, peg, table_z = scene
+        gripper = -1.0
+        t = self._t_phase
         turned = np.linalg.norm(_quat_error(self._quat_target, eef_quat)) < 0.05
         if self.phase == "side":  # beside and above the handle, the first mode
             target = handle + np.array([0.0, -0.08, 0.12])
@@ -260,12 +260,45 @@ class ScriptedSquare:
                 self._next("retreat")
         else:
             target = eef + np.array([0.0, 0.0, 0.05])
+        return target, gripper
+
+    def _action(
+        self, target: np.ndarray, gripper: float, eef: np.ndarray, eef_quat: np.ndarray
+    ) -> np.ndarray:
+        """The OSC delta action towards ``target`` and the target orientation, with noise."""
         pos = np.clip((target - eef) / _POS_SCALE * self._gain * 1.7, -1.0, 1.0)
         rot = np.clip(_quat_error(self._quat_target, eef_quat) / _ROT_SCALE, -1, 1)
         action = np.concatenate([pos, rot, [gripper]])
         if self.noise > 0:
             action[:6] += self._rng.normal(0.0, self.noise, 6)
         return np.clip(action, -1.0, 1.0)
+
+
+class _SquareScene(NamedTuple):
+    """What :class:`ScriptedSquare` reads each step: hand, nut, handle, peg and table."""
+
+    eef: np.ndarray
+    eef_quat: np.ndarray
+    nut: np.ndarray
+    nut_yaw: float
+    handle: np.ndarray
+    peg: np.ndarray
+    table_z: float
+
+    @classmethod
+    def of(cls, env: RobosuiteTaskEnv) -> _SquareScene:
+        """The scene of ``env``'s current state."""
+        obs, sim = env.raw_observation(), env.robosuite_env.sim
+        rs = env.robosuite_env
+        return cls(
+            eef=np.asarray(obs["robot0_eef_pos"]),
+            eef_quat=np.asarray(obs["robot0_eef_quat"]),
+            nut=np.asarray(obs["SquareNut_pos"]),
+            nut_yaw=_yaw(np.asarray(obs["SquareNut_quat"])),
+            handle=np.array(sim.data.site_xpos[rs.object_site_ids[0]]),
+            peg=np.array(sim.data.body_xpos[rs.peg1_body_id]),
+            table_z=float(rs.table_offset[2]),
+        )
 
 
 def make_scripted_policy(task: str, noise: float | None = None) -> Any:
@@ -368,52 +401,21 @@ def collect_demos(
     Returns a summary: demos kept, attempts, success rate, env steps, steps/s, seconds.
     """
     name = task.lower()
-    if dataset_id is not None:
-        from rllib_diffusion.data.minari_io import check_output_id
-
-        check_output_id(dataset_id, overwrite=overwrite)
-    if name not in SCRIPTED_TASKS:
-        raise ValueError(
-            f"no scripted controller for {task!r}; scripted tasks: {list(SCRIPTED_TASKS)} "
-            "(Transport needs real robomimic demos, see docs/robot_tasks.md)."
-        )
+    _check_demo_request(task, name, dataset_id, overwrite=overwrite)
     info = task_for(name)
     max_attempts = max_attempts or 2 * episodes + 10
     env = RobosuiteTaskEnv(info.robosuite_env)
     policy = make_scripted_policy(name, noise)
-    demos: list[dict[str, Any]] = []
-    attempts = steps = 0
     start = time.perf_counter()
     try:
-        while len(demos) < episodes and attempts < max_attempts:
-            demo = run_episode(env, policy, seed + attempts, info.max_episode_steps)
-            attempts += 1
-            steps += len(demo["actions"])
-            if demo["success"]:
-                demos.append(demo)
-            if progress:
-                rate = steps / (time.perf_counter() - start)
-                print(
-                    f"[robot_demos] {name}: episode {attempts}: "
-                    f"{'success' if demo['success'] else 'failed'} in {len(demo['actions'])} steps; "
-                    f"{len(demos)}/{episodes} kept, {rate:.0f} env steps/s",
-                    flush=True,
-                )
+        demos, attempts, steps = _collect_successes(
+            env, policy, name, info.max_episode_steps, episodes, seed, max_attempts,
+            progress=progress, start=start,
+        )  # fmt: skip
         env_args = env.env_args()
     finally:
         env.close()
-    seconds = time.perf_counter() - start
-    summary = {
-        "task": name,
-        "env_id": info.env_id,
-        "demos": len(demos),
-        "attempts": attempts,
-        "success_rate": len(demos) / max(attempts, 1),
-        "env_steps": steps,
-        "seconds": seconds,
-        "env_steps_per_s": steps / seconds if seconds > 0 else None,
-        "mean_demo_length": float(np.mean([len(d["actions"]) for d in demos])) if demos else None,
-    }
+    summary = _demo_summary(name, info.env_id, demos, attempts, steps, time.perf_counter() - start)
     if not demos:
         raise RuntimeError(f"no successful {name} demo in {attempts} attempts; nothing written.")
     summary["out"] = str(write_robomimic_hdf5(out, demos, env_args))
@@ -425,6 +427,69 @@ def collect_demos(
             file=sys.stderr,
         )
     return summary
+
+
+def _check_demo_request(task: str, name: str, dataset_id: str | None, *, overwrite: bool) -> None:
+    """Refuse an existing Minari id (without ``overwrite``) or a task without a script."""
+    if dataset_id is not None:
+        from rllib_diffusion.data.minari_io import check_output_id
+
+        check_output_id(dataset_id, overwrite=overwrite)
+    if name not in SCRIPTED_TASKS:
+        raise ValueError(
+            f"no scripted controller for {task!r}; scripted tasks: {list(SCRIPTED_TASKS)} "
+            "(Transport needs real robomimic demos, see docs/robot_tasks.md)."
+        )
+
+
+def _collect_successes(
+    env: RobosuiteTaskEnv,
+    policy: Any,
+    name: str,
+    max_steps: int,
+    episodes: int,
+    seed: int,
+    max_attempts: int,
+    *,
+    progress: bool,
+    start: float,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Run episodes until ``episodes`` succeed or ``max_attempts`` are spent; returns
+    the successful demos, the attempts and the env steps of all attempts."""
+    demos: list[dict[str, Any]] = []
+    attempts = steps = 0
+    while len(demos) < episodes and attempts < max_attempts:
+        demo = run_episode(env, policy, seed + attempts, max_steps)
+        attempts += 1
+        steps += len(demo["actions"])
+        if demo["success"]:
+            demos.append(demo)
+        if progress:
+            rate = steps / (time.perf_counter() - start)
+            print(
+                f"[robot_demos] {name}: episode {attempts}: "
+                f"{'success' if demo['success'] else 'failed'} in {len(demo['actions'])} steps; "
+                f"{len(demos)}/{episodes} kept, {rate:.0f} env steps/s",
+                flush=True,
+            )
+    return demos, attempts, steps
+
+
+def _demo_summary(
+    name: str, env_id: str, demos: list[dict[str, Any]], attempts: int, steps: int, seconds: float
+) -> dict[str, Any]:
+    """The summary :func:`collect_demos` returns, before the paths written are added."""
+    return {
+        "task": name,
+        "env_id": env_id,
+        "demos": len(demos),
+        "attempts": attempts,
+        "success_rate": len(demos) / max(attempts, 1),
+        "env_steps": steps,
+        "seconds": seconds,
+        "env_steps_per_s": steps / seconds if seconds > 0 else None,
+        "mean_demo_length": float(np.mean([len(d["actions"]) for d in demos])) if demos else None,
+    }
 
 
 def write_minari_copy(summary: dict[str, Any], dataset_id: str, *, overwrite: bool) -> str:
