@@ -260,8 +260,7 @@ def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
     the Minari dataset ``dataset_id``; returns a summary (also ``synthesize.json`` in OUT)."""
     from rllib_diffusion.checkpoints import load_policy_module
     from rllib_diffusion.data.synthetic import generator_checkpoint, write_synthetic_transitions
-    from rllib_diffusion.utils.io import write_json_atomic
-    from rllib_diffusion.utils.runtime import limit_threads, run_metadata
+    from rllib_diffusion.utils.runtime import limit_threads
 
     s = settings
     limit_threads()
@@ -277,29 +276,9 @@ def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
     module, meta = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
     source = meta.dataset or {}
     started = time.perf_counter()
-
-    def progress(done: int, n: int) -> None:
-        rate = done / max(time.perf_counter() - started, 1e-9)
-        print(f"[synthesize] sampled {done}/{n} transitions  {rate:.0f}/s", flush=True)
-
-    columns = generate(
-        module, s.num_transitions, seed=s.seed, chunk=s.sample_batch_size, progress=progress
-    )
+    columns = _sample_columns(module, s, started)
     sample_seconds = time.perf_counter() - started
-    provenance = {
-        "generator_checkpoint": ckpt,
-        "generator_algorithm": ALGORITHM_NAME,
-        "generator_model": {
-            k: meta.model_config[k] for k in ("width", "depth", "denoising_steps", "ddim_steps")
-        },
-        "source_dataset": s.dataset,
-        "source_dataset_name": source.get("name"),
-        "source_num_transitions": source.get("num_transitions"),
-        "num_transitions": int(s.num_transitions),
-        "seed": int(s.seed),
-        "terminal_rate": float(columns["terminateds"].mean()),
-        "run": run_metadata(),
-    }
+    provenance = _provenance(s, ckpt, meta, source, columns)
     print(
         f"[synthesize] writing {s.num_transitions} transitions to '{s.dataset_id}' ...", flush=True
     )
@@ -323,8 +302,49 @@ def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
         "generator_evaluation": training.get("evaluation"),
         "settings": asdict(s),
     }
+    _write_summary(s, summary)
+    print(f"[synthesize] wrote {path} ({summary['write_seconds']:.0f}s)", flush=True)
+    return summary
+
+
+def _sample_columns(module: Any, s: SynthesizeSettings, started: float) -> dict:
+    """Sample ``s.num_transitions`` transitions, printing the progress (rate since ``started``)."""
+
+    def progress(done: int, n: int) -> None:
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        print(f"[synthesize] sampled {done}/{n} transitions  {rate:.0f}/s", flush=True)
+
+    return generate(
+        module, s.num_transitions, seed=s.seed, chunk=s.sample_batch_size, progress=progress
+    )
+
+
+def _provenance(
+    s: SynthesizeSettings, ckpt: str, meta: Any, source: dict, columns: dict
+) -> dict[str, Any]:
+    """The synthetic dataset's provenance: generator, source data, size, seed, run."""
+    from rllib_diffusion.utils.runtime import run_metadata
+
+    return {
+        "generator_checkpoint": ckpt,
+        "generator_algorithm": ALGORITHM_NAME,
+        "generator_model": {
+            k: meta.model_config[k] for k in ("width", "depth", "denoising_steps", "ddim_steps")
+        },
+        "source_dataset": s.dataset,
+        "source_dataset_name": source.get("name"),
+        "source_num_transitions": source.get("num_transitions"),
+        "num_transitions": int(s.num_transitions),
+        "seed": int(s.seed),
+        "terminal_rate": float(columns["terminateds"].mean()),
+        "run": run_metadata(),
+    }
+
+
+def _write_summary(s: SynthesizeSettings, summary: dict[str, Any]) -> None:
+    """Write ``summary`` as ``synthesize.json`` in the run's output directory (atomically)."""
+    from rllib_diffusion.utils.io import write_json_atomic
+
     out = Path(s.out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "synthesize.json", summary)
-    print(f"[synthesize] wrote {path} ({summary['write_seconds']:.0f}s)", flush=True)
-    return summary
