@@ -178,9 +178,6 @@ def write_cached_parquet(
     Returns:
         ``(meta, cached)``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if final.exists():
         meta, problem = read_cache_entry(final)
         if meta is not None:
@@ -193,15 +190,7 @@ def write_cached_parquet(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        for part, start in enumerate(range(0, n, rows_per_file)):
-            sl = slice(start, start + rows_per_file)
-            table = pa.table(
-                {
-                    k: _fixed_list(v[sl]) if v.ndim == 2 else pa.array(v[sl])
-                    for k, v in columns.items()
-                }
-            )
-            pq.write_table(table, tmp / f"part-{part:05d}.parquet")
+        _write_parts(tmp, columns, n, rows_per_file)
         meta = {
             **meta,
             "format_version": FORMAT_VERSION,
@@ -210,19 +199,37 @@ def write_cached_parquet(
             "env_id": dataset.env_id,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            # Another process finished the same conversion first: keep theirs.
-            if not (final / META_FILE).is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        _rename_into_place(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
         raise
     logger.info("Wrote %d rows to %s", n, final)
     return meta, False
+
+
+def _write_parts(tmp: Path, columns: dict[str, np.ndarray], n: int, rows_per_file: int) -> None:
+    """Write ``columns`` into ``tmp`` as parquet part files of ``rows_per_file`` rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for part, start in enumerate(range(0, n, rows_per_file)):
+        sl = slice(start, start + rows_per_file)
+        table = pa.table(
+            {k: _fixed_list(v[sl]) if v.ndim == 2 else pa.array(v[sl]) for k, v in columns.items()}
+        )
+        pq.write_table(table, tmp / f"part-{part:05d}.parquet")
+
+
+def _rename_into_place(tmp: Path, final: Path) -> None:
+    """Rename the complete entry ``tmp`` to ``final``, keeping one another process finished."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        # Another process finished the same conversion first: keep theirs.
+        if not (final / META_FILE).is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_cache_entry(final: Path) -> tuple[dict | None, str]:
