@@ -68,6 +68,34 @@ def make_windows(dataset: EpisodeDataset, *, horizon: int, obs_history: int = 1)
     Raises:
         DatasetError: bad arguments, an empty dataset, or ``horizon`` longer than every episode.
     """
+    lengths, counts, total = _window_counts(dataset, horizon, obs_history)
+    all_obs = np.concatenate([ep.observations for ep in dataset.episodes])  # (Σ(T+1), Do)
+    all_act = np.concatenate([ep.actions for ep in dataset.episodes])  # (ΣT, Da)
+    act_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    obs_start = act_start + np.arange(len(lengths))  # each episode has one extra observation
+
+    episode_index = np.repeat(np.arange(len(lengths)), counts)
+    # Step within its episode: global position minus where the episode's windows begin.
+    first_window = np.cumsum(counts) - counts
+    step_index = np.arange(total) - np.repeat(first_window, counts)
+
+    act_idx = (act_start[episode_index] + step_index)[:, None] + np.arange(horizon)[None, :]
+    # Clamping at 0 (within the episode) repeats its first observation for early steps.
+    rel_obs = np.maximum(step_index[:, None] - obs_history + 1 + np.arange(obs_history)[None, :], 0)
+    obs_idx = obs_start[episode_index][:, None] + rel_obs
+
+    return ChunkedWindows(
+        obs=all_obs[obs_idx],
+        actions=all_act[act_idx],
+        episode_index=episode_index.astype(np.int64),
+        step_index=step_index.astype(np.int64),
+    )
+
+
+def _window_counts(
+    dataset: EpisodeDataset, horizon: int, obs_history: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Episode lengths, windows per episode and their total; refuses what yields none."""
     if horizon < 1 or obs_history < 1:
         raise DatasetError(
             f"make_windows needs horizon >= 1 and obs_history >= 1, got horizon={horizon}, "
@@ -94,25 +122,4 @@ def make_windows(dataset: EpisodeDataset, *, horizon: int, obs_history: int = 1)
             len(lengths),
             horizon,
         )
-
-    all_obs = np.concatenate([ep.observations for ep in dataset.episodes])  # (Σ(T+1), Do)
-    all_act = np.concatenate([ep.actions for ep in dataset.episodes])  # (ΣT, Da)
-    act_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    obs_start = act_start + np.arange(len(lengths))  # each episode has one extra observation
-
-    episode_index = np.repeat(np.arange(len(lengths)), counts)
-    # Step within its episode: global position minus where the episode's windows begin.
-    first_window = np.cumsum(counts) - counts
-    step_index = np.arange(total) - np.repeat(first_window, counts)
-
-    act_idx = (act_start[episode_index] + step_index)[:, None] + np.arange(horizon)[None, :]
-    # Clamping at 0 (within the episode) repeats its first observation for early steps.
-    rel_obs = np.maximum(step_index[:, None] - obs_history + 1 + np.arange(obs_history)[None, :], 0)
-    obs_idx = obs_start[episode_index][:, None] + rel_obs
-
-    return ChunkedWindows(
-        obs=all_obs[obs_idx],
-        actions=all_act[act_idx],
-        episode_index=episode_index.astype(np.int64),
-        step_index=step_index.astype(np.int64),
-    )
+    return lengths, counts, total
