@@ -44,6 +44,8 @@ TRAIN_RETURN = "train_return_mean"
 TRAIN_NORMALIZED = "train_normalized_score"
 EVAL_RETURN = "eval_return_mean"
 EVAL_NORMALIZED = "eval_normalized_score"
+# True on a progress line whose periodic evaluation was due but recorded no return.
+EVAL_MISSING = "eval_missing"
 SAMPLE_SECONDS = "sample_seconds"
 LEARN_SECONDS = "learn_seconds"
 SYNC_SECONDS = "sync_seconds"

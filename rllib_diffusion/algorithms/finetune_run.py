@@ -233,7 +233,34 @@ def return_fields(
         out[M.EVAL_RETURN] = M.float_or_none(ev["episode_return_mean"])
         if refs:
             out[M.EVAL_NORMALIZED] = float(normalized(out[M.EVAL_RETURN], refs))
+    elif evaluated:
+        out[M.EVAL_MISSING] = True
+        print(missing_evaluation_warning(result), file=sys.stderr, flush=True)
     return out
+
+
+def missing_evaluation_warning(result: dict[str, Any]) -> str:
+    """One line on a periodic evaluation that was due (``--eval-interval``) but left no
+    return in RLlib's result, with what the result's evaluation section held instead."""
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EVALUATION_RESULTS
+
+    from rllib_diffusion import metrics as M
+
+    section = result.get(EVALUATION_RESULTS)
+    runners = (section or {}).get(ENV_RUNNER_RESULTS) or {}
+    if not section:
+        found = "no evaluation section at all (RLlib did not evaluate this iteration)"
+    elif not runners:
+        found = "an evaluation section without EnvRunner metrics (nothing was merged)"
+    else:
+        found = f"EnvRunner metrics without episode_return_mean ({len(runners)} keys: no "
+        found += "evaluation episode completed)"
+    return (
+        f"[finetune] warning: iteration {result.get('training_iteration', '?')}: the "
+        f"evaluation due every --eval-interval iterations recorded no return: RLlib's "
+        f"result has {found}; this progress line has {M.EVAL_MISSING}=true and no "
+        f"{M.EVAL_RETURN} (the start and final evaluations are separate)."
+    )
 
 
 def lockstep_evaluation(algorithm: Any, eval_env_runner_group: Any) -> tuple[dict, int, int]:
@@ -327,6 +354,9 @@ def chunked_run_config(
             # default 60 s stalls the whole iteration).
             delay_between_env_runner_restarts_s=5.0,
         )
+        # Evaluation in the driver (no evaluation EnvRunners): RLlib 2.60 applies
+        # evaluation_sample_timeout_s only to remote evaluation EnvRunners, so slow
+        # robot episodes are waited for, not cut (tests/algorithms/test_finetune_evaluation.py).
         .evaluation(
             evaluation_interval=s.eval_interval or None,
             evaluation_duration=s.eval_episodes,
