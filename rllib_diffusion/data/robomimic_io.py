@@ -80,6 +80,17 @@ def load_robomimic_hdf5(
         DatasetError: missing file, no ``data`` group / demos, unknown or non-low-dim keys.
     """
     path = Path(path).expanduser()
+    with _open_hdf5(path) as f:
+        data, demos = _data_and_demos(f, path)
+        keys = _checked_obs_keys(data[demos[0]], obs_keys, path)
+        episodes = [_read_demo(data[name], keys, path, name) for name in demos]
+        env_id = _gym_env_id(data.attrs.get("env_args"))
+    logger.info("Loaded %d robomimic demos from %s with obs keys %s", len(episodes), path, keys)
+    return EpisodeDataset(episodes=episodes, env_id=env_id, name=path.stem)
+
+
+def _open_hdf5(path: Path) -> Any:
+    """The open ``h5py.File`` at ``path``; refuses a missing or unreadable file."""
     if not path.is_file():
         raise DatasetError(
             f"robomimic file not found at '{path}'; check the path or download the dataset with "
@@ -87,38 +98,43 @@ def load_robomimic_hdf5(
         )
     h5py = _import_h5py()
     try:
-        handle = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as err:  # truncated, or not HDF5 at all
         raise DatasetError(
             f"dataset '{path}' is not a readable .hdf5 (truncated or not an HDF5 file): "
             f"{err}; re-create or re-download it."
         ) from None
-    with handle as f:
-        if "data" not in f:
-            raise DatasetError(
-                f"'{path}' has no 'data' group (top-level keys: {sorted(f.keys())}), so it is "
-                "not a robomimic file. A Minari dataset is a directory: pass that directory "
-                "instead of its .hdf5 file."
-            )
-        data = f["data"]
-        demos = sorted((k for k in data if k.startswith("demo")), key=_demo_sort_key)
-        if not demos:
-            raise DatasetError(
-                f"'{path}' has no 'data/demo_*' groups; nothing to load. Check that this is a "
-                "robomimic dataset file."
-            )
-        available = sorted(data[demos[0]]["obs"].keys())
-        keys = list(obs_keys) if obs_keys is not None else _default_keys(available, path)
-        unknown = [k for k in keys if k not in available]
-        if unknown:
-            raise DatasetError(
-                f"'{path}': observation key(s) {unknown} not in the file; available keys: "
-                f"{available}. Pass obs_keys from that list."
-            )
-        episodes = [_read_demo(data[name], keys, path, name) for name in demos]
-        env_id = _gym_env_id(data.attrs.get("env_args"))
-    logger.info("Loaded %d robomimic demos from %s with obs keys %s", len(episodes), path, keys)
-    return EpisodeDataset(episodes=episodes, env_id=env_id, name=path.stem)
+
+
+def _data_and_demos(f: Any, path: Path) -> tuple[Any, list[str]]:
+    """The file's ``data`` group and its demo names in numeric order; refuses a file without."""
+    if "data" not in f:
+        raise DatasetError(
+            f"'{path}' has no 'data' group (top-level keys: {sorted(f.keys())}), so it is "
+            "not a robomimic file. A Minari dataset is a directory: pass that directory "
+            "instead of its .hdf5 file."
+        )
+    data = f["data"]
+    demos = sorted((k for k in data if k.startswith("demo")), key=_demo_sort_key)
+    if not demos:
+        raise DatasetError(
+            f"'{path}' has no 'data/demo_*' groups; nothing to load. Check that this is a "
+            "robomimic dataset file."
+        )
+    return data, demos
+
+
+def _checked_obs_keys(first_demo: Any, obs_keys: list[str] | None, path: Path) -> list[str]:
+    """The observation keys to load (default: the low-dim ones present), all in the file."""
+    available = sorted(first_demo["obs"].keys())
+    keys = list(obs_keys) if obs_keys is not None else _default_keys(available, path)
+    unknown = [k for k in keys if k not in available]
+    if unknown:
+        raise DatasetError(
+            f"'{path}': observation key(s) {unknown} not in the file; available keys: "
+            f"{available}. Pass obs_keys from that list."
+        )
+    return keys
 
 
 def _gym_env_id(raw: Any) -> str | None:
