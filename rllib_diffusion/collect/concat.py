@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rllib_diffusion.collect.collect import PROVENANCE_KEY, episode_stats
-from rllib_diffusion.data import EpisodeDataset, load_dataset, write_minari
+from rllib_diffusion.data import Episode, EpisodeDataset, load_dataset, write_minari
 from rllib_diffusion.data.errors import DatasetError
 from rllib_diffusion.data.minari_io import check_output_id, read_extra_metadata
 from rllib_diffusion.modules.model_config import ConfigError
@@ -56,6 +56,26 @@ def _source_provenance(source: str) -> Any:
         return None
 
 
+def _join(
+    sources: tuple[str, ...], loaded: list[EpisodeDataset]
+) -> tuple[list[Episode], list[dict[str, Any]]]:
+    """All episodes in source order, and one record per source (where its episodes start)."""
+    episodes: list[Episode] = []
+    records: list[dict[str, Any]] = []
+    for source, ds in zip(sources, loaded):
+        records.append(
+            {
+                "source": source,
+                "name": ds.name,
+                "first_episode": len(episodes),
+                **episode_stats(ds.episodes),
+                "provenance": _source_provenance(source),
+            }
+        )
+        episodes.extend(ds.episodes)
+    return episodes, records
+
+
 def concat_datasets(settings: ConcatSettings) -> dict[str, Any]:
     """Write ``settings.sources`` one after the other as ``settings.dataset_id``.
 
@@ -73,18 +93,7 @@ def concat_datasets(settings: ConcatSettings) -> dict[str, Any]:
     loaded = [load_dataset(source) for source in settings.sources]
     for other in loaded[1:]:
         _check_compatible(loaded[0], other)
-    episodes, sources = [], []
-    for source, ds in zip(settings.sources, loaded):
-        sources.append(
-            {
-                "source": source,
-                "name": ds.name,
-                "first_episode": len(episodes),
-                **episode_stats(ds.episodes),
-                "provenance": _source_provenance(source),
-            }
-        )
-        episodes.extend(ds.episodes)
+    episodes, sources = _join(settings.sources, loaded)
     ref_min = next((d.ref_min_score for d in loaded if d.ref_min_score is not None), None)
     ref_max = next((d.ref_max_score for d in loaded if d.ref_max_score is not None), None)
     out = EpisodeDataset(episodes, loaded[0].env_id, settings.dataset_id, ref_min, ref_max)
