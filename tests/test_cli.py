@@ -278,7 +278,8 @@ def test_return_fields_of_a_finetune_progress_line():
         M.EVAL_NORMALIZED: 50.0,
     }
     assert return_fields(result, None, evaluated=False) == {M.TRAIN_RETURN: 30.0}
-    assert return_fields({}, refs, evaluated=True) == {M.TRAIN_RETURN: None}
+    # A due evaluation without a return is flagged (and warned about on stderr).
+    assert return_fields({}, refs, evaluated=True) == {M.TRAIN_RETURN: None, M.EVAL_MISSING: True}
 
 
 def _flag_help(text: str, flag: str) -> str:

@@ -266,6 +266,7 @@ def test_every_policy_network_flag_reaches_the_module(tiny_dataset):
         "clip_x0": ["2.0"],
         "min_sampling_std": ["0.05"],
         "eval_min_std": ["0.01"],
+        "clamp_obs": ["true"],
         "hidden_dims": ["8", "8"],
         "horizon": ["2"],
         "act_steps": ["2"],
