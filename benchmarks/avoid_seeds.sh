@@ -7,8 +7,13 @@
 # seed's four policies (100 episodes each; return, success, routes and where the paths run:
 # edge_step_fraction, row_crossing_x). A step whose checkpoint exists is skipped, so the
 # same command continues after an interruption (a run killed mid-way is started again).
+# Copies may run side by side (one per core, e.g. SEEDS="0 1" and SEEDS=2): a step is
+# claimed by one copy (OUT/<step>.claim), the others wait for its checkpoint; give the
+# helping copies COMPARE=0 and run the comparison once over every seed:
 #
 #   SEEDS="0 1 2" OUT=runs/avoid_seeds bash benchmarks/avoid_seeds.sh
+#   SEEDS=2 COMPARE=0 bash benchmarks/avoid_seeds.sh &   # the same, on two cores
+#   SEEDS="0 1" COMPARE=0 bash benchmarks/avoid_seeds.sh; SEEDS="0 1 2" bash benchmarks/avoid_seeds.sh
 #
 # Result: benchmarks/results/avoid_modes_m5_seeds.json (+ .png); docs/avoid.md.
 set -euo pipefail
@@ -19,15 +24,31 @@ OUT="${OUT:-runs/avoid_seeds}"
 DATA="${DATA:-rllib-diffusion/avoid/m1-v0}"
 RD="${RD:-rllib-diffusion}"
 PY="${PY:-python}"
+COMPARE="${COMPARE:-1}"
 
 if ! "$PY" -c "import minari, sys; sys.exit('$DATA' not in minari.list_local_datasets())"; then
   "$PY" -m rllib_diffusion.collect.avoid_demos --env-id rllib_diffusion/AvoidM5-v0 \
     --row3-gaps 0 1 --episodes 200 --dataset-id "$DATA"
 fi
 
+claim() {  # claim DIR: 0 if this copy runs DIR's step (free, or its claimer is gone)
+  if mkdir "$1.claim" 2>/dev/null; then echo $$ > "$1.claim/pid"; return 0; fi
+  local pid; pid="$(cat "$1.claim/pid" 2>/dev/null || true)"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then return 1; fi
+  echo $$ > "$1.claim/pid"; return 0
+}
+
 step() {  # step NAME COMMAND...: run COMMAND unless NAME's checkpoint exists
   local dir="$OUT/$1"; shift
   if [ -e "$dir/checkpoint" ]; then echo "[avoid_seeds] $dir done"; return; fi
+  if ! claim "$dir"; then
+    echo "[avoid_seeds] $dir: another copy runs it; waiting for its checkpoint"
+    while [ ! -e "$dir/checkpoint" ]; do
+      sleep 20
+      if claim "$dir"; then break; fi
+    done
+    if [ -e "$dir/checkpoint" ]; then return; fi
+  fi
   echo "[avoid_seeds] $dir: start $(date -u +%T)"
   local t0=$SECONDS
   "$@" --out "$dir" --overwrite > "$dir.log" 2>&1
@@ -57,5 +78,6 @@ for s in $SEEDS; do
           --checkpoint "Gaussian BC s$s=$OUT/gaussian_bc_s$s/checkpoint"
           --checkpoint "Gaussian PPO s$s=$OUT/gaussian_ppo_s$s/checkpoint")
 done
+[ "$COMPARE" = 1 ] || exit 0
 "$PY" benchmarks/avoid_modes.py --demos "${CKPTS[@]}" --episodes 100 --name m5_seeds \
   --note "seeds $SEEDS; benchmarks/avoid_seeds.sh"
