@@ -181,6 +181,7 @@ def configure_offline(
     ``settings`` provides ``batch_size``, ``steps_per_iteration``, ``eval_interval``,
     ``eval_episodes``, ``seed``, ``synthetic_dataset`` and ``real_ratio``.
     """
+    from rllib_diffusion.algorithms.window_prelearner import seed_local_shuffle
     from rllib_diffusion.envs.chunking import register_chunked_env
 
     s = settings
@@ -202,6 +203,7 @@ def configure_offline(
         )
         .debugging(seed=s.seed)
     )
+    seed_local_shuffle(config)
     from rllib_diffusion.algorithms.mixed_offline_data import mix_offline_data, real_rows
 
     if getattr(s, "dydiff_model", None) is not None:  # a pool regenerated while training

@@ -28,6 +28,21 @@ LIGHT_PRELEARNER_KWARGS: dict[str, Any] = {"concurrency": 1, "num_cpus": 0.25}
 SHUFFLED_ITER_KWARGS: dict[str, Any] = {"prefetch_batches": 2, "local_shuffle_buffer_size": 4096}
 
 
+def seed_local_shuffle(config: Any) -> Any:
+    """Seed the learner-side local shuffle of ``config``'s offline data with the run's seed
+    (``config.seed``, from ``debugging(seed=...)``); returns ``config``.
+
+    ray.data draws an unseeded local shuffle otherwise, so two runs with one ``--seed``
+    saw different minibatches (with ray.data keeping block order, see
+    :func:`rllib_diffusion.utils.runtime.configure_ray_data`, they now see the same ones).
+    """
+    kwargs = dict(config.iter_batches_kwargs)
+    if "local_shuffle_buffer_size" in kwargs and config.seed is not None:
+        kwargs["local_shuffle_seed"] = int(config.seed)
+    config.iter_batches_kwargs = kwargs
+    return config
+
+
 class WindowPreLearner(OfflinePreLearner):
     """``map_batches`` callable: rows of ``obs`` (To*Do,) and ``actions`` (Ta*Da,)."""
 

@@ -27,7 +27,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
     """
     import ray
 
-    quiet_ray_data()
+    configure_ray_data()
     if ray.is_initialized():
         return
     runtime_env = kwargs.pop("runtime_env", {}) or {}
@@ -102,13 +102,17 @@ def run_metadata() -> dict[str, Any]:
     }
 
 
-def quiet_ray_data() -> None:
-    """Turn off ray.data's per-dataset progress bars/log blocks (they flood CLI output)."""
+def configure_ray_data() -> None:
+    """ray.data for this process's runs: no per-dataset progress bars/log blocks (they flood
+    CLI output), and blocks in order (``preserve_order``): with the seeded local shuffle
+    (``algorithms.window_prelearner.seed_local_shuffle``) a ``--seed`` then fixes the
+    minibatches of offline training."""
     import logging
 
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
+    ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     if hasattr(ctx, "enable_operator_progress_bars"):
         ctx.enable_operator_progress_bars = False

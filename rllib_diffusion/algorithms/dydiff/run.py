@@ -230,9 +230,10 @@ def build_dydiff_config(s: DyDiffSettings, data_path: str, model) -> Any:
     import gymnasium as gym
 
     from rllib_diffusion.algorithms.dydiff.dydiff import DyDiffConfig
+    from rllib_diffusion.algorithms.window_prelearner import seed_local_shuffle
 
     box = lambda n: gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)  # noqa: E731
-    return (
+    return seed_local_shuffle(
         DyDiffConfig()
         .environment(
             observation_space=box(model.horizon * model.obs_dim),

@@ -136,6 +136,7 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
         LIGHT_PRELEARNER_KWARGS,
         SHUFFLED_ITER_KWARGS,
         WindowPreLearner,
+        seed_local_shuffle,
     )
     from rllib_diffusion.envs.chunking import chunk_spaces
 
@@ -161,7 +162,7 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
         iter_batches_kwargs=SHUFFLED_ITER_KWARGS,
         map_batches_kwargs=LIGHT_PRELEARNER_KWARGS,
     )
-    return config, env_config, model_config
+    return seed_local_shuffle(config), env_config, model_config
 
 
 def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:

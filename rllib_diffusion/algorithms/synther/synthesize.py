@@ -184,9 +184,10 @@ def build_synther_config(s: SynthERSettings, data_path: str, model) -> Any:
     import gymnasium as gym
 
     from rllib_diffusion.algorithms.synther.synther import SynthERConfig
+    from rllib_diffusion.algorithms.window_prelearner import seed_local_shuffle
 
     box = lambda n: gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)  # noqa: E731
-    return (
+    return seed_local_shuffle(
         SynthERConfig()
         .environment(observation_space=box(model.obs_dim), action_space=box(model.action_dim))
         .training(train_batch_size_per_learner=s.batch_size, lr=lr_schedule(s), **s.knobs)
