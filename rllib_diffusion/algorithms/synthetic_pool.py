@@ -102,14 +102,14 @@ def columns_sha256(columns: dict[str, np.ndarray]) -> str:
 
 
 def save_pool(directory: str | os.PathLike, stream: Any, **provenance: Any) -> PoolRecord:
-    """Write ``stream``'s columns (an ``ArrayStream``) to ``directory/POOL_FILE`` (temp
-    file, then rename); its record, with ``provenance`` (``regeneration``, ``at_step``,
-    ``model``, ``model_sha256``, ``dataset``, ``dataset_sha256``)."""
-    path = Path(directory) / POOL_FILE
+    """Write ``stream``'s columns (an ``ArrayStream``) to ``directory/POOL_FILE``
+    (``directory``: the checkpoint's temp dir, renamed into place as a whole, so the file
+    needs no temp name of its own); its record, with ``provenance`` (``regeneration``,
+    ``at_step``, ``model``, ``model_sha256``, ``dataset``, ``dataset_sha256``)."""
     names = list(stream.columns)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **{f"c{i}": stream.columns[k] for i, k in enumerate(names)})
-    os.replace(tmp, path)
+    np.savez(
+        Path(directory) / POOL_FILE, **{f"c{i}": stream.columns[k] for i, k in enumerate(names)}
+    )
     return PoolRecord(
         file=POOL_FILE,
         columns=names,
