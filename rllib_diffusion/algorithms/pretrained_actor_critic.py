@@ -9,7 +9,9 @@ The whole reverse chain runs the one denoiser (the core's ``sample_chain``): exp
 with every step's std floored at ``min_sampling_std`` (noise clipped at 3), and
 deterministically at inference (std 1e-3, 0 at the last DDPM step), as the reference's
 ``DQLDiffusion``/``IDQLDiffusion`` (irom-lab/dppo ``model/diffusion/``). The critics are
-the reference's ``CriticObsAct``: residual Mish MLPs on ``(s, a)`` with the whole chunk.
+the reference's ``CriticObsAct``: Mish MLPs on ``(s, a)`` with the whole chunk (plain, as
+the reference's typo builds them; ``critic_residual`` adds skips). Sampled chunks are
+not clamped unless ``final_action_clip`` (the reference's DIPO/QSM/DQL/IDQL configs).
 A family's module (``<Algo>Module(PretrainedActorCriticModule)``) picks the action it
 executes (:meth:`PretrainedActorCriticModule.select_actions`), the denoiser that samples
 (:attr:`PretrainedActorCriticModule.acting_net`; DIPO's Polyak target copy) and adds its
@@ -29,7 +31,7 @@ from ray.rllib.utils.annotations import override
 from torch import Tensor, nn
 
 from rllib_diffusion.diffusion import NoiseSchedule, sample_chain
-from rllib_diffusion.knobs import Positive
+from rllib_diffusion.knobs import Positive, PositiveFloat
 from rllib_diffusion.modules.apis import EvalWhenInferenceOnly
 from rllib_diffusion.modules.critics import QEnsemble
 from rllib_diffusion.modules.diffusion_policy_module import build_denoiser
@@ -46,13 +48,25 @@ class PretrainedActorCriticConfig(FinetunedDenoiserConfig):
         min_sampling_std: std floor of every reverse step when exploring, of the TD
             targets' next actions and of DQL's differentiable actions (reference
             ``min_sampling_denoising_std`` 0.1).
-        critic_hidden_dims: residual Mish MLP sizes of each twin critic Q(s, a)
-            (reference ``CriticObsAct`` 256-256-256).
+        critic_hidden_dims: Mish MLP sizes of each twin critic Q(s, a) (reference
+            ``CriticObsAct`` 256-256-256).
+        critic_residual: skip connections ``x + Mish(Linear(x))`` in the critics'
+            hidden layers. The reference's ``CriticObsAct`` names its argument
+            ``residual_tyle`` (sic), so its configs' ``residual_style: True`` never
+            reaches it and its critics are plain Mish MLPs: default False (True: the
+            residual critics used before this knob existed).
+        final_action_clip: clamp of every sampled chunk (acting, TD targets' next
+            actions, DQL's differentiable actions) to ±this. None (the reference's
+            ``final_action_clip_value`` unset in its DIPO/QSM/DQL/IDQL configs): no
+            clamp, so an exploring chunk leaves [−1, 1] by up to the last step's
+            noise (≤ 3·``min_sampling_std``); the env clips what it executes.
     """
 
     ALGOS: ClassVar[str] = "DQL/IDQL"
 
     critic_hidden_dims: tuple[Positive, ...] = field(default_factory=lambda: (256, 256, 256))
+    critic_residual: bool = False
+    final_action_clip: PositiveFloat | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
@@ -83,7 +97,9 @@ class PretrainedActorCriticModule(
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
         if self.needs("critic_target"):
             n = pol.horizon * pol.action_dim
-            critic = QEnsemble(pol.obs_dim, n, hidden_dims=cfg.critic_hidden_dims, residual=True)
+            critic = QEnsemble(
+                pol.obs_dim, n, hidden_dims=cfg.critic_hidden_dims, residual=cfg.critic_residual
+            )
             self.critic_target = copy.deepcopy(critic).requires_grad_(False)
             if not self.inference_only:
                 self.critic = critic
@@ -110,6 +126,7 @@ class PretrainedActorCriticModule(
             ddim_steps=pol.ddim_steps,
             clip_x0=pol.clip_x0,
             min_std=self.finetune_config.min_sampling_std,
+            final_clip=self.finetune_config.final_action_clip,
             deterministic=deterministic,
             device=obs.device,
         ).actions

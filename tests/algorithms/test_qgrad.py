@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from ray.rllib.core.columns import Columns
 
 from rllib_diffusion import metrics as M
@@ -227,6 +228,41 @@ def test_critic_loss_uses_scaled_rewards_the_terminal_mask_and_the_smaller_targe
     # y = 0.1·r + 0.5·(1 − d)·2: (1 + 1, 2, 0 + 1, −1).
     y = torch.tensor([2.0, 2.0, 1.0, -1.0])
     torch.testing.assert_close(losses["default_policy"], ((q - y) ** 2).mean(dim=1).sum())
+
+
+def test_default_critics_are_plain_mish_mlps_as_the_reference_builds_them(ray_session):
+    """The reference's ``CriticObsAct(residual_tyle=...)`` (sic) never sees its configs'
+    ``residual_style: True``: Q = W₃·mish(W₂·mish(W₁·[s, a] + b₁) + b₂) + b₃, no skip."""
+    model = {"critic_hidden_dims": (8, 8)}  # the second layer would be a residual one
+    _, _, module = tiny_learner(DIPOConfig, DIPOModelConfig, model)
+    x = torch.randn(5, OBS_DIM + TA * DA)
+    for head, q in zip(module.critic.heads, module.critic(x[:, :OBS_DIM], x[:, OBS_DIM:])):
+        first, second, out = (m for m in head.modules() if isinstance(m, torch.nn.Linear))
+        hand = out(F.mish(second(F.mish(first(x))))).squeeze(-1)
+        torch.testing.assert_close(q, hand)
+    _, _, residual = tiny_learner(DIPOConfig, DIPOModelConfig, model | {"critic_residual": True})
+    first, second, out = (
+        m for m in residual.critic.heads[0].modules() if isinstance(m, torch.nn.Linear)
+    )
+    h = F.mish(first(x))
+    hand = out(h + F.mish(second(h))).squeeze(-1)
+    torch.testing.assert_close(residual.critic(x[:, :OBS_DIM], x[:, OBS_DIM:])[0], hand)
+
+
+def test_exploring_chunks_are_not_clamped_unless_final_action_clip(ray_session):
+    """A denoiser whose x̂₀ saturates at +1: the last DDPM step (t = 0, posterior std 0,
+    floor 0.1) is ``1 + 0.1·clip(ε, ±3)`` in [0.7, 1.3], about half of it above 1, as
+    the reference (``final_action_clip_value`` unset) samples; ``final_action_clip`` 1
+    clamps it."""
+    for clip in (None, 1.0):
+        model = {"final_action_clip": clip} if clip else {}
+        _, _, module = tiny_learner(DIPOConfig, DIPOModelConfig, TINY_CRITICS | model)
+        module.actor_target.forward = lambda x, t, cond: torch.full_like(x, -100.0)
+        torch.manual_seed(0)
+        a = module.sample(torch.zeros(500, OBS_DIM), deterministic=False)
+        assert a.min() >= 0.7 - 1e-5 and a.max() <= (clip or 1.3 + 1e-5)
+        above = (a > 1.0).float().mean()
+        assert (0.45 < above < 0.55) if clip is None else above == 0
 
 
 # --------------------------------------------------------------- toy-task runs

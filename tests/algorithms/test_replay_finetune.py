@@ -178,7 +178,9 @@ def test_loaded_actor_acts_as_the_bc_policy_and_the_replay_grows_from_empty(
                 ours = getattr(module, forward)({Columns.OBS: obs})[Columns.ACTIONS]
                 torch.manual_seed(7)
                 theirs = getattr(bc, forward)({Columns.OBS: obs})[Columns.ACTIONS]
-                torch.testing.assert_close(ours, theirs)
+                # The BC policy clamps its chunks to [-1, 1]; the fine-tuners (as the
+                # reference's DQL/IDQL) do not: exploring ones may leave it.
+                torch.testing.assert_close(ours.clamp(-1.0, 1.0), theirs)
 
         acts_as_bc(learner_module_copy(algorithm))
         result = algorithm.train()

@@ -17,30 +17,24 @@ keeps that (default) or uses the trained actor. Critics are dropped on EnvRunner
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ray.rllib.utils.annotations import override
 from torch import Tensor, nn
 
-from rllib_diffusion.algorithms.pretrained_actor_critic import PretrainedActorCriticModule
-from rllib_diffusion.knobs import Positive
-from rllib_diffusion.modules.finetuned_denoiser import FinetunedDenoiserConfig
+from rllib_diffusion.algorithms.pretrained_actor_critic import (
+    PretrainedActorCriticConfig,
+    PretrainedActorCriticModule,
+)
 
 
 @dataclass
-class QSMModelConfig(FinetunedDenoiserConfig):
-    """Model config of QSM (passed as a dict in ``model_config``): the pretrained policy
-    and the std floor (:class:`FinetunedDenoiserConfig`), plus the critics.
-
-    Attributes:
-        critic_hidden_dims: residual Mish MLP sizes of each of the twin critics Q(s, a)
-            (reference ``CriticObsAct`` 256-256-256).
-    """
+class QSMModelConfig(PretrainedActorCriticConfig):
+    """Model config of QSM (passed as a dict in ``model_config``): the pretrained policy,
+    the std floor, the critics and the chunks' clamp (:class:`PretrainedActorCriticConfig`)."""
 
     ALGOS: ClassVar[str] = "DIPO/QSM"
-
-    critic_hidden_dims: tuple[Positive, ...] = field(default_factory=lambda: (256, 256, 256))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QSMModelConfig:
