@@ -87,6 +87,11 @@ Q_GRAD_NORM = "charts/q_grad_norm"  # QSM: mean ‖∇_a Q(s, a_t)‖ at the noi
 # Online DQL/IDQL/DIPO/QSM fine-tuning from a pretrained denoiser
 # (algorithms/replay_finetune.py): the loop's namespace.
 REPLAY_FINETUNE_NAMESPACE = "replay_finetune"
+# Online SynthER in that loop (algorithms/synther/online.py).
+SYNTHER_POOL_ROWS = "synther_pool_rows"  # synthetic transitions in the pool in use
+SYNTHER_RETRAIN_STEP = "synther_retrain_env_step"  # env step of the last generator retrain
+SYNTHER_GENERATOR_LOSS = "synther_generator_loss"  # its denoising loss at the end
+SYNTHER_SECONDS = "synther_seconds"  # the retrain's wall time (train + generate)
 
 #: What a Q-learner's progress line, TensorBoard and result.json carry of its learner
 #: results, so that a user can see whether the critic has converged (present keys only).

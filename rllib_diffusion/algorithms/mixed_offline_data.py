@@ -32,21 +32,37 @@ SYNTHETIC_INPUT = "synthetic_input_"
 REAL_RATIO = "real_ratio"
 
 
-def real_rows(real_ratio: float, batch_size: int) -> int:
+def real_rows(real_ratio: float, batch_size: int, *, flag: str = "--real-ratio") -> int:
     """Real rows per batch: ``real_ratio · batch_size``, which must be a whole number
-    (else a one-line ``ConfigError`` naming the nearest ratios that are)."""
+    (else a one-line ``ConfigError`` naming the nearest ratios that are; ``flag``: the
+    ratio's flag in it)."""
     if not 0.0 <= real_ratio <= 1.0:
-        raise ConfigError(f"--real-ratio must be in [0, 1], got {real_ratio}.")
+        raise ConfigError(f"{flag} must be in [0, 1], got {real_ratio}.")
     exact = real_ratio * batch_size
     n = round(exact)
     if abs(exact - n) > 1e-9:
         lo, hi = int(np.floor(exact)), int(np.ceil(exact))
         raise ConfigError(
-            f"--real-ratio {real_ratio} × batch {batch_size} = {exact:g} real rows per batch, "
-            f"not a whole number: use --real-ratio {lo / batch_size:g} or {hi / batch_size:g}, "
+            f"{flag} {real_ratio} × batch {batch_size} = {exact:g} real rows per batch, "
+            f"not a whole number: use {flag} {lo / batch_size:g} or {hi / batch_size:g}, "
             "or a batch size it divides."
         )
     return n
+
+
+def mixed_rows(
+    real: dict[str, np.ndarray], synthetic: dict[str, np.ndarray], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """One batch of ``n_real`` real and ``n_syn`` synthetic rows ``{column: (n, ...)}``
+    (the columns of ``real``; either part may be empty), in a random order drawn from
+    ``rng``: ``concat(real, synthetic)[perm]``, each column cast to the real one's dtype."""
+    parts = [p for p in (real, synthetic) if p and len(next(iter(p.values())))]
+    keys = list(parts[0])
+    rows = {
+        k: np.concatenate([np.asarray(p[k]).astype(parts[0][k].dtype) for p in parts]) for k in keys
+    }
+    order = rng.permutation(len(rows[keys[0]]))
+    return {k: v[order] for k, v in rows.items()}
 
 
 def mix_offline_data(config: Any, synthetic_path: str | None, real_ratio: float) -> Any:
@@ -140,10 +156,10 @@ class MixedOfflineData(OfflineData):
 
 def _permuted(batch: MultiAgentBatch) -> MultiAgentBatch:
     rng = np.random.default_rng()
-    policy_batches = {}
-    for mid, b in batch.policy_batches.items():
-        order = rng.permutation(b.count)
-        policy_batches[mid] = SampleBatch({k: np.asarray(v)[order] for k, v in b.items()})
+    policy_batches = {
+        mid: SampleBatch(mixed_rows({k: np.asarray(v) for k, v in b.items()}, {}, rng))
+        for mid, b in batch.policy_batches.items()
+    }
     return MultiAgentBatch(policy_batches, env_steps=batch.env_steps())
 
 

@@ -44,6 +44,7 @@ from rllib_diffusion.algorithms.denoiser_finetune import (
 from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
 from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
 from rllib_diffusion.algorithms.replay import TransitionReplay
+from rllib_diffusion.algorithms.synther.online import OnlineSynthER, SynthEROnlineConfigMixin
 from rllib_diffusion.knobs import set_provided
 
 #: Batch columns of the actor's rows (present only once the critic has warmed up).
@@ -52,12 +53,13 @@ ACTOR_OBS, ACTOR_ACTIONS = "finetune_actor_obs", "finetune_actor_actions"
 COUNTERS_STATE, REPLAY_STATE = "replay_finetune_counters", "replay_finetune_replay"
 
 
-class ReplayFinetuneConfigMixin(DenoiserFinetuneConfigMixin):
+class ReplayFinetuneConfigMixin(SynthEROnlineConfigMixin, DenoiserFinetuneConfigMixin):
     """Knobs of every algorithm that fine-tunes the pretrained denoiser from a replay of
     its own rollouts (online DQL/IDQL here, DIPO/QSM in ``qgrad/``; the run knobs:
     :class:`DenoiserFinetuneConfigMixin`); the host sets its official defaults
     (``buffer_decisions``, ``replay_ratio``, ...). Host:
-    ``<Algo>Config(<Family knobs>, ReplayFinetuneConfigMixin, AlgorithmConfig)``."""
+    ``<Algo>Config(<Family knobs>, ReplayFinetuneConfigMixin, AlgorithmConfig)``. Online
+    SynthER's knobs: :class:`SynthEROnlineConfigMixin` (off by default)."""
 
     RLLIB_KNOBS = {
         "gamma": "discount per decision (one executed action chunk) of the TD targets.",
@@ -124,6 +126,15 @@ class ReplayFinetuneConfigMixin(DenoiserFinetuneConfigMixin):
             self._value_error(
                 f"critic_warmup_decisions must be >= 0, got {self.critic_warmup_decisions}."
             )
+        if (
+            self.synther_enabled
+            and self.algo_class.actor_rows is not ReplayFinetuneMixin.actor_rows
+        ):
+            self._value_error(
+                f"--synther-real-ratio: {self.algo_class.__name__}'s actor trains on replay "
+                "rows it rewrites, which synthetic rows cannot be; use dql, idql or qsm, or "
+                "drop --synther-real-ratio."
+            )
 
 
 class ReplayFinetuneMixin(EnvStepBudgetMixin):
@@ -146,6 +157,7 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
         super().setup(config)
         self._decisions_lifetime = 0
         self.replay = TransitionReplay(self.config.buffer_decisions, seed=self.config.seed)
+        self.synther = OnlineSynthER(self.config) if self.config.synther_enabled else None
         if self.config.pretrained_checkpoint:
             load_pretrained_into(self, self.config.pretrained_checkpoint)
 
@@ -156,10 +168,11 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
         actor_on = self._decisions_lifetime >= cfg.critic_warmup_decisions
         added = self.replay.add(self.sample_episodes())
         self._decisions_lifetime += added
+        synther = self.synther_step()
         t1 = time.perf_counter()
         steps = int(added / cfg.minibatch_size * cfg.replay_ratio)
         for _ in range(steps):
-            batch = self.replay.sample(cfg.minibatch_size)
+            batch = self.minibatch(cfg.minibatch_size)
             if actor_on:
                 batch |= self.actor_rows(batch)
             results = self.learner_group.update(
@@ -177,9 +190,25 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
             M.ENV_STEPS: self._env_steps_lifetime,
             M.BUFFER_DECISIONS: len(self.replay),
             M.TRAINED_DECISIONS: steps * cfg.minibatch_size if actor_on else 0,
+            **synther,
         }
         for key, value in values.items():
             self.log_own(key, value)
+
+    def synther_step(self) -> dict[str, float]:
+        """Online SynthER's retrain on the replay's current rows when due (none when off);
+        its progress values."""
+        if self.synther is None:
+            return {}
+        held = {k: v[: len(self.replay)] for k, v in self.replay.data.items()}
+        return self.synther.maybe_retrain(held, self._env_steps_lifetime)
+
+    def minibatch(self, batch_size: int) -> dict[str, np.ndarray]:
+        """A gradient step's rows: uniform from the replay, mixed with online SynthER's
+        pool at its exact ratio when on."""
+        if self.synther is None:
+            return self.replay.sample(batch_size)
+        return self.synther.minibatch(self.replay, batch_size)
 
     def actor_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The actor's rows of a gradient step (:data:`ACTOR_OBS`,
@@ -208,6 +237,14 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
             self.replay.set_state(state[REPLAY_STATE])
 
 
+#: Online SynthER's values a printed line shows (when on), and those a line only carries.
+SYNTHER_SHOWN = (
+    ("pool", M.SYNTHER_POOL_ROWS, ".0f"),
+    ("gen loss", M.SYNTHER_GENERATOR_LOSS, ".3g"),
+)
+SYNTHER_CARRIED = (M.SYNTHER_RETRAIN_STEP, M.SYNTHER_SECONDS)
+
+
 class ReplayFinetuneFamily(DenoiserFinetuneFamily):
     """DQL, IDQL, DIPO or QSM (``s.algo``) fine-tuning on the run loop (see the module
     doc). A progress line carries the loop's values, the algorithm's
@@ -229,7 +266,9 @@ class ReplayFinetuneFamily(DenoiserFinetuneFamily):
     def __init__(self, s: FinetuneSettings) -> None:
         super().__init__(s)
         own = self.config.algo_class.PROGRESS_OWN
-        self.own_keys = (*OWN_KEYS, *(key for _, key, _ in own))
+        if self.config.synther_enabled:
+            own = (*own, *SYNTHER_SHOWN)
+        self.own_keys = (*OWN_KEYS, *(key for _, key, _ in own), *SYNTHER_CARRIED)
         self.shown = (
             ("actor loss", "actor_loss", ".3g"),
             ("critic loss", "critic_loss", ".3g"),
@@ -237,6 +276,19 @@ class ReplayFinetuneFamily(DenoiserFinetuneFamily):
             *own,
             ("buffer", M.BUFFER_DECISIONS, ".0f"),
         )
+
+    def save_files(self, algo: Any, directory: Any) -> dict[str, Any]:
+        """Online SynthER's generator and pool (nothing when off or before a retrain)."""
+        return {} if algo.synther is None else algo.synther.save(directory)
+
+    def restore(self, algo: Any, ckpt_dir: Any) -> dict[str, Any]:
+        from rllib_diffusion.checkpoints import read_checkpoint_meta
+
+        resumed = super().restore(algo, ckpt_dir)
+        if algo.synther is None:
+            return resumed
+        record = read_checkpoint_meta(ckpt_dir).synthetic_pool
+        return resumed | algo.synther.restore(ckpt_dir, record, algo.env_steps_lifetime)
 
     def acting(self) -> str:
         """DIPO acts with its Polyak target copy of the denoiser (``act_with_target``)."""

@@ -156,44 +156,66 @@ def marginal_fidelity(real: np.ndarray, generated: np.ndarray) -> dict[str, Any]
 
 def generator_model_config(s: SynthERSettings, dataset: Any, env_id: str):
     """``SynthERModelConfig`` with per-dimension statistics fitted on ``dataset``."""
-    from rllib_diffusion.algorithms.synther.synther_rl_module import SynthERModelConfig
-    from rllib_diffusion.data.transitions import (
-        StandardNormalizer,
-        TransitionLayout,
-        dataset_transitions,
-    )
+    from rllib_diffusion.data.transitions import TransitionLayout, dataset_transitions
 
     layout = TransitionLayout(dataset.obs_dim, dataset.action_dim)
-    flat = layout.flatten(dataset_transitions(dataset))
-    norm = StandardNormalizer.fit(flat)
-    return SynthERModelConfig(
-        obs_dim=dataset.obs_dim,
-        action_dim=dataset.action_dim,
+    return fit_model_config(
+        layout.flatten(dataset_transitions(dataset)),
+        layout,
         width=s.width,
         depth=s.depth,
         denoising_steps=s.denoising_steps,
         ddim_steps=s.ddim_steps,
+        env_id=env_id,
+    )
+
+
+def fit_model_config(flat: np.ndarray, layout: Any, *, env_id: str | None, **network: Any):
+    """``SynthERModelConfig`` of ``layout`` (a ``TransitionLayout``) standardised by the
+    statistics of ``flat`` ``(N, D)`` (mean, std per dimension; x̂0 clamped at the
+    largest |z| plus one); ``network``: its width, depth, denoising and DDIM steps."""
+    from rllib_diffusion.algorithms.synther.synther_rl_module import SynthERModelConfig
+    from rllib_diffusion.data.transitions import StandardNormalizer
+
+    norm = StandardNormalizer.fit(flat)
+    return SynthERModelConfig(
+        obs_dim=layout.obs_dim,
+        action_dim=layout.action_dim,
         normalization=norm.to_dict(),
         clip_x0=float(np.abs(norm.normalize(flat)).max()) + 1.0,
         env_id=env_id,
+        **network,
     )
 
 
 def build_synther_config(s: SynthERSettings, data_path: str, model) -> Any:
     """The ``SynthERConfig`` for ``s`` on transition parquet ``data_path``."""
+    from rllib_diffusion.algorithms.window_prelearner import seed_local_shuffle
+
+    config = generator_config(
+        model, batch_size=s.batch_size, lr=lr_schedule(s), seed=s.seed, **s.knobs
+    )
+    return seed_local_shuffle(
+        config.offline_data(input_=[data_path], dataset_num_iters_per_learner=s.steps_per_iteration)
+    )
+
+
+def generator_config(model: Any, *, batch_size: int, lr: Any, seed: int, **knobs: Any) -> Any:
+    """The ``SynthERConfig`` of generator ``model`` (a ``SynthERModelConfig``) with no
+    data source: spaces of its layout, ``batch_size``, ``lr`` (a float or a schedule),
+    ``seed`` and ``SynthERConfig.training()`` ``knobs``. ``build_learner()`` of it trains
+    the generator on batches given to ``Learner.update`` (online SynthER)."""
     import gymnasium as gym
 
     from rllib_diffusion.algorithms.synther.synther import SynthERConfig
-    from rllib_diffusion.algorithms.window_prelearner import seed_local_shuffle
 
     box = lambda n: gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)  # noqa: E731
-    return seed_local_shuffle(
+    return (
         SynthERConfig()
         .environment(observation_space=box(model.obs_dim), action_space=box(model.action_dim))
-        .training(train_batch_size_per_learner=s.batch_size, lr=lr_schedule(s), **s.knobs)
-        .offline_data(input_=[data_path], dataset_num_iters_per_learner=s.steps_per_iteration)
+        .training(train_batch_size_per_learner=batch_size, lr=lr, **knobs)
         .evaluation(evaluation_interval=None)
-        .debugging(seed=s.seed)
+        .debugging(seed=seed)
         .rl_module(model_config=model.to_dict())
     )
 
