@@ -168,8 +168,8 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
         actor_on = self._decisions_lifetime >= cfg.critic_warmup_decisions
         added = self.replay.add(self.sample_episodes())
         self._decisions_lifetime += added
-        synther = self.synther_step()
         t1 = time.perf_counter()
+        synther = self.synther_step()  # its retrain counts as learning time
         steps = int(added / cfg.minibatch_size * cfg.replay_ratio)
         for _ in range(steps):
             batch = self.minibatch(cfg.minibatch_size)
