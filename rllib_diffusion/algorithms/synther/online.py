@@ -166,7 +166,7 @@ class OnlineSynthER:
         seconds = time.perf_counter() - started
         print(
             f"[synther] retrain {self.index} at env step {env_steps}: generator trained on "
-            f"{len(columns['rewards'])} replay transitions, loss {self.loss:.4f}; pool of "
+            f"{len(next(iter(columns.values())))} replay transitions, loss {self.loss:.4f}; pool of "
             f"{self.pool.num_rows} synthetic transitions; {seconds:.1f}s",
             flush=True,
         )
