@@ -81,6 +81,9 @@ CASES: list[tuple[str, list[str], str]] = [
                                  "--out", "{out}"], "Walker2d-v5"),  # fmt: skip
     ("finetune-idql-expectile-1", [*F, "--algo", "idql", "--expectile", "1"], "--expectile"),
     ("finetune-dql-bc-actions", [*F, "--algo", "dql", "--bc-actions", "ema"], "--bc-actions"),
+    ("finetune-synther-knob-off", [*F, "--algo", "dql", "--synther-pool-size", "9"], "--synther-"),
+    ("finetune-synther-ratio", [*F, "--algo", "qsm", "--synther-real-ratio", "0.3333"], "0.3333"),
+    ("finetune-synther-dipo", [*F, "--algo", "dipo", "--synther-real-ratio", "0.5"], "DIPO"),
     # offline: algorithm, knobs of other algorithms, budgets
     ("offline-unknown-algo", [*O, "--algo", "cql"], "--algo"),
     ("offline-foreign-knob", [*O, "--algo", "dac", "--alpha", "3"], "--alpha"),
