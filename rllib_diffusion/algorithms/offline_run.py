@@ -150,7 +150,7 @@ def load_validated_dataset(
         raise DatasetError(
             f"Dataset '{source}' does not name its env; pass --env-id (e.g. Hopper-v5)."
         )
-    env = make_env(env_id)
+    env = make_env(env_id, **dataset_env_kwargs(dataset, env_id))
     try:
         validate_dataset(
             dataset,
@@ -162,6 +162,14 @@ def load_validated_dataset(
     finally:
         env.close()
     return dataset, env_id
+
+
+def dataset_env_kwargs(dataset: EpisodeDataset, env_id: str) -> dict[str, Any]:
+    """The env kwargs ``dataset`` was recorded with (e.g. Franka Kitchen's
+    ``tasks_to_complete``) when ``env_id`` is its env, else none."""
+    if dataset.env_kwargs and env_id == dataset.env_id:
+        return dict(dataset.env_kwargs)
+    return {}
 
 
 def configure_offline(

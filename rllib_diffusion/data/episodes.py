@@ -103,6 +103,9 @@ class EpisodeDataset:
         name: human-readable name (a Minari id, or a file stem).
         ref_min_score: return of the "0" reference (typically a uniform-random policy).
         ref_max_score: return of the "100" reference (typically an expert policy).
+        env_kwargs: keyword arguments the env was made with (``make_env(env_id,
+            **env_kwargs)``), e.g. the Franka Kitchen's ``tasks_to_complete``, which also
+            set its observation size; ``None``: the env's defaults.
     """
 
     episodes: list[Episode] = field(default_factory=list)
@@ -110,6 +113,7 @@ class EpisodeDataset:
     name: str = "dataset"
     ref_min_score: float | None = None
     ref_max_score: float | None = None
+    env_kwargs: dict[str, Any] | None = None
 
     def _first(self) -> Episode:
         if not self.episodes:

@@ -40,6 +40,8 @@ _REMOTE_NAMESPACES = ("mujoco", "D4RL", "minigrid", "atari", "metaworld")
 _ENV_LOCK = threading.Lock()
 _TMP_PREFIX = ".rllib-diffusion-tmp-"
 _DATA_FORMATS = ("arrow", "parquet", "hdf5")
+#: metadata.json key of the env's keyword arguments (written by :func:`write_minari`).
+ENV_KWARGS_KEY = "env_kwargs"
 _DAMAGED = (
     "Minari dataset '{name}' at {data_dir} is damaged (truncated or missing episode "
     "files): {reason}; delete {dataset_dir} and re-create it (`rllib-diffusion collect`) or "
@@ -182,6 +184,7 @@ def _to_episode_dataset(mds: Any) -> EpisodeDataset:
         name=name,
         ref_min_score=_opt_float(metadata.get("ref_min_score")),
         ref_max_score=_opt_float(metadata.get("ref_max_score")),
+        env_kwargs=metadata.get(ENV_KWARGS_KEY),
     )
 
 
@@ -299,7 +302,9 @@ def _minari_root_set_to(root: Path) -> Iterator[None]:
                 os.environ[_ENV_VAR] = old
 
 
-def _spaces_for(env_id: str | None, obs_dim: int, action_dim: int) -> tuple[gym.Space, gym.Space]:
+def _spaces_for(
+    env_id: str | None, obs_dim: int, action_dim: int, env_kwargs: dict[str, Any] | None = None
+) -> tuple[gym.Space, gym.Space]:
     if env_id is None:
         # Without an env there are no known bounds; float32 matches the stored arrays.
         return (
@@ -307,7 +312,7 @@ def _spaces_for(env_id: str | None, obs_dim: int, action_dim: int) -> tuple[gym.
             gym.spaces.Box(-np.inf, np.inf, (action_dim,), np.float32),
         )
     try:
-        env = make_env(env_id)
+        env = make_env(env_id, **(env_kwargs or {}))
     except gym.error.Error as err:
         raise DatasetError(
             f"Cannot make env '{env_id}' to describe the dataset: {err}. Import the package "
@@ -337,6 +342,7 @@ def write_minari(
     data_format: str = "arrow",
     overwrite: bool = False,
     extra_metadata: dict[str, Any] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> str:
     """Write episodes as a Minari dataset under ``$MINARI_DATASETS_PATH/<dataset_id>``.
 
@@ -362,6 +368,10 @@ def write_minari(
         extra_metadata: JSON-serialisable keys added to the dataset's ``metadata.json``
             before it is moved into place (e.g. the provenance of synthetic data:
             :func:`read_extra_metadata` reads them back).
+        env_kwargs: JSON-serialisable keyword arguments of the env (``make_env(env_id,
+            **env_kwargs)``; default: the ``EpisodeDataset``'s), stored as
+            ``metadata.json``'s ``env_kwargs`` and loaded back by :func:`load_minari`,
+            so that every command makes the env the data came from.
 
     Returns:
         The path of the dataset directory (the one holding ``data/``), as a string.
@@ -380,11 +390,15 @@ def write_minari(
     episodes, env_id, ref_scores = _episodes_and_defaults(
         dataset, env_id, ref_min_score, ref_max_score
     )
+    if env_kwargs is None and isinstance(dataset, EpisodeDataset):
+        env_kwargs = dataset.env_kwargs
     _check_write_request(dataset_id, data_format, episodes)
     check_output_id(dataset_id, overwrite=overwrite)
     root = minari_root()
     final = root / dataset_id
-    obs_space, act_space = _checked_spaces(dataset_id, env_id, episodes)
+    obs_space, act_space = _checked_spaces(dataset_id, env_id, episodes, env_kwargs)
+    if env_kwargs:
+        extra_metadata = {**(extra_metadata or {}), ENV_KWARGS_KEY: dict(env_kwargs)}
     buffers = _episode_buffers(EpisodeBuffer, episodes, obs_space, act_space)
     spaces = {"env": env_id, "observation_space": obs_space, "action_space": act_space}
     about = {"algorithm_name": algorithm_name, "author": author, "description": description}
@@ -429,11 +443,14 @@ def _check_write_request(dataset_id: str, data_format: str, episodes: list[Episo
 
 
 def _checked_spaces(
-    dataset_id: str, env_id: str | None, episodes: list[Episode]
+    dataset_id: str,
+    env_id: str | None,
+    episodes: list[Episode],
+    env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[gym.Space, gym.Space]:
     """The observation and action spaces to store, checked against every episode's dims."""
     obs_space, act_space = _spaces_for(
-        env_id, episodes[0].observations.shape[1], episodes[0].actions.shape[1]
+        env_id, episodes[0].observations.shape[1], episodes[0].actions.shape[1], env_kwargs
     )
     for name, space, arrays in (
         ("observation", obs_space, [ep.observations for ep in episodes]),

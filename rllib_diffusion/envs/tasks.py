@@ -32,6 +32,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.envs.registration import find_highest_version, parse_env_id
 
+from rllib_diffusion.envs.kitchen import KitchenSuccessInfo, is_kitchen
 from rllib_diffusion.envs.robosuite_tasks import ROBOT_TASKS
 from rllib_diffusion.envs.toy import ENV_ID as TOY_ENV_ID
 
@@ -128,11 +129,15 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
       no extra import).
     * The task's default kwargs (:data:`TASKS`) apply unless ``kwargs`` overrides them.
     * Dict/Tuple observations are flattened with ``gymnasium.wrappers.FlattenObservation``.
+    * Franka Kitchen infos get ``"success"`` (all its tasks completed:
+      :class:`~rllib_diffusion.envs.kitchen.KitchenSuccessInfo`).
     """
     check_env_id(env_id)
     info = task_info(env_id)
     kwargs = {**(info.env_kwargs if info else {}), **kwargs}
     env = gym.make(env_id, **kwargs)
+    if is_kitchen(env_id):
+        env = KitchenSuccessInfo(env)
     if isinstance(env.observation_space, gym.spaces.Dict | gym.spaces.Tuple):
         env = gym.wrappers.FlattenObservation(env)
     return env

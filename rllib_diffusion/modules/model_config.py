@@ -48,6 +48,8 @@ class DiffusionPolicyConfig:
             against dimensions with a tiny data range (Lift's ``robot0_eef_quat``: 0.0033)
             reaching hundreds when the state drifts out of it.
         env_id: the env the policy was trained for (checked on load).
+        env_kwargs: keyword arguments of that env (``make_env(env_id, **env_kwargs)``), from
+            the dataset (e.g. the Franka Kitchen's ``tasks_to_complete``); None: defaults.
     """
 
     obs_dim: int
@@ -70,6 +72,7 @@ class DiffusionPolicyConfig:
     normalization: dict[str, Any] | None = field(default=None, repr=False)
     clamp_obs: bool = False
     env_id: str | None = None
+    env_kwargs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -120,8 +123,9 @@ class DiffusionPolicyConfig:
 
     def env_config(self) -> dict[str, Any]:
         """``env_config`` of the action-chunk env that matches this policy (its env, chunk
-        length, executed actions, stacked observations, data normalisation and its clamp)."""
-        return {
+        length, executed actions, stacked observations, data normalisation and its clamp,
+        and the env kwargs of the data where there are any)."""
+        config = {
             "env_id": self.env_id,
             "horizon": self.horizon,
             "act_steps": self.act_steps,
@@ -129,6 +133,9 @@ class DiffusionPolicyConfig:
             "normalization": self.normalization,
             "clamp_obs": self.clamp_obs,
         }
+        if self.env_kwargs:
+            config["env_kwargs"] = dict(self.env_kwargs)
+        return config
 
     @property
     def sampling_steps(self) -> int:

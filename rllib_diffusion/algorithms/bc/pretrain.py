@@ -18,6 +18,7 @@ from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.offline_run import (
     OfflineRunSettings,
     configure_offline,
+    dataset_env_kwargs,
     lr_schedule,
     run_offline_training,
     start_offline_run,
@@ -85,8 +86,14 @@ class PretrainSettings(OfflineRunSettings):
             )
 
 
-def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env_id: str):
-    """The ``DiffusionBCConfig`` for ``settings`` on prepared ``data``."""
+def build_pretrain_config(
+    settings: PretrainSettings,
+    data: OfflineDataInfo,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+):
+    """The ``DiffusionBCConfig`` for ``settings`` on prepared ``data``, acting in
+    ``make_env(env_id, **env_kwargs)`` (the dataset's env)."""
     from rllib_diffusion.algorithms.bc.diffusion_bc import DiffusionBCConfig
     from rllib_diffusion.envs.chunking import chunk_spaces
 
@@ -97,6 +104,7 @@ def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env
         action_dim=data.action_shape[1],
         normalization=data.normalization.to_dict(),
         env_id=env_id,
+        env_kwargs=env_kwargs or None,
         **from_settings,
         **s.policy,
     )
@@ -112,7 +120,7 @@ def build_pretrain_config(settings: PretrainSettings, data: OfflineDataInfo, env
 
 
 #: DiffusionPolicyConfig fields that come from the data, not from the user.
-POLICY_DATA_FIELDS = ("obs_dim", "action_dim", "normalization", "env_id")
+POLICY_DATA_FIELDS = ("obs_dim", "action_dim", "normalization", "env_id", "env_kwargs")
 
 
 def _shared_policy_fields() -> list[str]:
@@ -142,7 +150,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         f"{'(cached)' if data.cached else ''} at {data.path}",
         flush=True,
     )
-    config, policy = build_pretrain_config(s, data, env_id)
+    config, policy = build_pretrain_config(s, data, env_id, dataset_env_kwargs(dataset, env_id))
     meta = {"algorithm": ALGORITHM_NAME, "env_id": env_id, "policy_config": policy.to_dict()}
     return run_offline_training(
         config.build_algo,

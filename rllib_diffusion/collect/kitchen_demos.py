@@ -1,0 +1,534 @@
+"""Scripted Franka Kitchen demonstrations (gymnasium-robotics ``FrankaKitchen-v1``).
+
+The kitchen's actions are 9-D joint velocities in [-1, 1] (2 rad/s per unit; the env turns
+them into a position target ``q_obs + 2 · a · dt`` with dt = 0.08 s for the arm's position
+servos). :class:`EndEffectorController` turns an end-effector goal into such actions:
+damped least squares on the MuJoCo Jacobian of the ``end_effector`` site (position and the
+hand's start orientation), plus the gravity sag of the servos (``qfrc_bias / kp``) so that
+a held pose stays put. :class:`ScriptedKitchen` chains way-points per subtask:
+
+* **light switch**: in front of and right of the switch's lever → push it left.
+* **slide cabinet**: in front of and left of the door's handle → push it right.
+* **microwave**: hook the fingers behind the door's handle → pull it open along its arc.
+
+Each episode draws way-point offsets (``--jitter``), a speed (``--speed``) and Gaussian
+action noise (``--noise``); with ``--random-order`` the subtask order too (several modes).
+Episodes run in ``make_env("FrankaKitchen-v1", tasks_to_complete=<the tasks>)``, which ends
+an episode when all of them are completed (the env's ``info["episode_task_completions"]``
+lists them); only those episodes are kept, each ending at its completion step. They are
+written as a Minari dataset whose metadata holds the env kwargs (so every command makes the
+same env: :func:`rllib_diffusion.data.minari_io.load_minari`) and the provenance.
+
+Run ``python -m rllib_diffusion.collect.kitchen_demos --tasks microwave "light switch"
+--episodes 50 --dataset-id local/kitchen/scripted-v0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rllib_diffusion.data.episodes import Episode
+
+ENV_ID = "FrankaKitchen-v1"
+#: Subtasks with a script here (gymnasium-robotics' task names).
+SCRIPTED_TASKS = ("microwave", "light switch", "slide cabinet")
+#: The env kwarg that selects the tasks (also the dataset metadata's ``env_kwargs`` key).
+TASKS_KWARG = "tasks_to_complete"
+PROVENANCE_KEY = "collection"
+_EE_SITE = "end_effector"
+_ARM = 7  # arm joints; actions 7 and 8 are the two fingers (+1 opens, -1 closes)
+
+
+@dataclass
+class EndEffectorController:
+    """End-effector position (and fixed orientation) control in the kitchen's action units.
+
+    Attributes:
+        model, data: the env's MuJoCo model and data (``env.unwrapped.model/.data``).
+        gain: proportional gain (1/s) on the position and orientation errors.
+        max_speed: cap on the commanded end-effector speed (m/s).
+        damping: damped-least-squares damping of the Jacobian pseudo-inverse.
+    """
+
+    model: Any
+    data: Any
+    gain: float = 6.0
+    max_speed: float = 0.5
+    damping: float = 0.05
+    _site: int = field(init=False)
+    _dt: float = field(init=False)
+    _kp: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._site = self.model.site(_EE_SITE).id
+        self._dt = float(self.model.opt.timestep) * 40  # FrankaRobot's frame_skip
+        self._kp = np.asarray(self.model.actuator_gainprm[:_ARM, 0], dtype=np.float64)
+
+    def position(self) -> np.ndarray:
+        """(3,) world position of the end-effector site."""
+        return self.data.site_xpos[self._site].copy()
+
+    def orientation(self) -> np.ndarray:
+        """(4,) world quaternion (w, x, y, z) of the end-effector site."""
+        import mujoco
+
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, self.data.site_xmat[self._site])
+        return quat
+
+    def turn_to(self, quat: np.ndarray) -> float:
+        """Angle (rad) between the site's orientation and ``quat`` (w, x, y, z)."""
+        return float(2.0 * np.arccos(min(1.0, abs(float(np.dot(quat, self.orientation()))))))
+
+    def _joint_velocities(self, jac: np.ndarray, twist: np.ndarray) -> np.ndarray:
+        """Damped least squares for (7,) joint velocities giving ``twist`` (6,); joints
+        at a limit that the solution would push further are frozen and it is re-solved
+        (the kitchen's start pose has the shoulder at its limit)."""
+        q = self.data.qpos[:_ARM]
+        low, high = self.model.jnt_range[:_ARM].T
+        free = np.ones(_ARM, dtype=bool)
+        qdot = np.zeros(_ARM)
+        for _ in range(3):
+            j = jac[:, free]
+            qdot = np.zeros(_ARM)
+            qdot[free] = j.T @ np.linalg.solve(j @ j.T + self.damping**2 * np.eye(6), twist)
+            stuck = ((q < low + 0.03) & (qdot < 0)) | ((q > high - 0.03) & (qdot > 0))
+            if not stuck.any():
+                break
+            free &= ~stuck
+        return qdot
+
+    def action(self, target: np.ndarray, quat: np.ndarray, grip: float) -> np.ndarray:
+        """(9,) action in [-1, 1] moving the site towards ``target`` with orientation
+        ``quat`` (w, x, y, z); ``grip`` +1 opens the fingers, -1 closes them."""
+        import mujoco
+
+        m, d = self.model, self.data
+        jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
+        mujoco.mj_jacSite(m, d, jacp, jacr, self._site)
+        jac = np.vstack([jacp[:, :_ARM], jacr[:, :_ARM]])
+        velocity = self.gain * (np.asarray(target) - d.site_xpos[self._site])
+        speed = float(np.linalg.norm(velocity))
+        if speed > self.max_speed:
+            velocity *= self.max_speed / speed
+        local = np.zeros(3)
+        mujoco.mju_subQuat(local, np.asarray(quat, dtype=np.float64), self.orientation())
+        # mju_subQuat answers in the site's frame; the Jacobian is in the world frame.
+        spin = self.gain * (d.site_xmat[self._site].reshape(3, 3) @ local)
+        qdot = self._joint_velocities(jac, np.concatenate([velocity, spin]))
+        # The servo target is q + 2·a·dt; it stops short by the gravity torque / kp.
+        lead = qdot * self._dt + d.qfrc_bias[:_ARM] / self._kp
+        arm = lead / (2.0 * self._dt)
+        return np.clip(np.concatenate([arm, [grip, grip]]), -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Waypoint:
+    """One phase of a script: move the end-effector to ``target`` (world, m) with the
+    hand turned ``yaw`` rad about the vertical from its start orientation.
+
+    ``relative``: the target is an offset from where the site was when the phase began.
+    The phase ends when the site is within ``tol`` of the target (and the hand within
+    0.1 rad of its orientation), when the env reports
+    subtask ``task`` completed (if set), or after ``max_steps``. ``speed`` scales the
+    episode's end-effector speed cap.
+    """
+
+    target: tuple[float, float, float]
+    grip: float = 1.0
+    tol: float = 0.015
+    max_steps: int = 40
+    yaw: float = 0.0
+    task: str | None = None
+    speed: float = 1.0
+    relative: bool = False
+
+
+def _site(data: Any, name: str) -> np.ndarray:
+    return data.site(name).xpos.copy()
+
+
+def _turn_about(point: np.ndarray, pivot: np.ndarray, angle: float) -> np.ndarray:
+    """``point`` (3,) turned by ``angle`` rad about the vertical through ``pivot``."""
+    c, s = np.cos(angle), np.sin(angle)
+    out = np.asarray(point, dtype=np.float64).copy()
+    out[:2] = pivot[:2] + np.array([[c, -s], [s, c]]) @ (out[:2] - pivot[:2])
+    return out
+
+
+def _light_switch_plan(data: Any, jitter: np.ndarray) -> list[Waypoint]:
+    """Closed fingers in front of the lever, on its right → push it left → back off."""
+    # The lever is a 2 cm stick that the finger tips overlap by ~2 cm: offsets in height
+    # and depth stay small (the end-effector site is ~4.5 cm behind the tips).
+    x, y, z = _site(data, "light_site") + jitter * np.array([1.0, 0.3, 0.2])
+    return [
+        Waypoint((x + 0.07, y - 0.11, z), grip=-1.0, tol=0.03),
+        Waypoint((x + 0.07, y - 0.04, z), grip=-1.0, tol=0.01, max_steps=20),  # settle
+        # Twice the speed cap: the servo's push grows with the commanded speed.
+        Waypoint((x - 0.10, y - 0.04, z), grip=-1.0, task="light switch", speed=2.0),
+        Waypoint((x - 0.05, y - 0.16, z), grip=-1.0, tol=0.03),
+    ]
+
+
+def _slide_cabinet_plan(data: Any, jitter: np.ndarray) -> list[Waypoint]:
+    """Beside the door's handle (on its left, in front) → push the door right → back off."""
+    handle = _site(data, "slide_site") + jitter
+    x, y, z = handle
+    return [
+        Waypoint((x - 0.07, y - 0.12, z), tol=0.03),
+        Waypoint((x - 0.07, y - 0.03, z)),
+        Waypoint((x + 0.18, y - 0.03, z), task="slide cabinet", max_steps=50),
+        Waypoint((x + 0.10, y - 0.15, z), tol=0.03),
+    ]
+
+
+def _microwave_plan(data: Any, jitter: np.ndarray) -> list[Waypoint]:
+    """Around the door's handle bar → close the fingers → pull along the door's arc."""
+    handle = _site(data, "microhandle_site") + jitter * np.array([0.3, 0.3, 1.0])
+    hinge = data.joint("microwave").xanchor.copy()
+    # The handle's frame: its y axis points from the bar into the door (the approach).
+    approach = data.site("microhandle_site").xmat.reshape(3, 3)[:, 1].copy()
+    yaw0 = float(np.arctan2(-approach[0], approach[1]))
+    # 2 cm past the bar's axis: the bar sits deep between the fingers and cannot slip.
+    grasp = handle + 0.02 * approach
+    plan = [
+        Waypoint(tuple(grasp - 0.12 * approach), yaw=yaw0, tol=0.02),
+        Waypoint(tuple(grasp), yaw=yaw0, tol=0.02, max_steps=20),
+        Waypoint(tuple(grasp), grip=-1.0, yaw=yaw0, tol=0.0, max_steps=5),
+    ]
+    pull = [
+        Waypoint(
+            tuple(_turn_about(grasp, hinge, angle)),
+            grip=-1.0, yaw=yaw0 + angle, tol=0.015, max_steps=15, task="microwave",
+        )
+        for angle in np.linspace(-0.1, -0.8, 8)
+    ]  # fmt: skip
+    # Let go where the door opened far enough, and back away the way the hand came in.
+    back = _turn_about(-0.12 * approach, np.zeros(3), -0.5)
+    return [
+        *plan,
+        *pull,
+        Waypoint((0.0, 0.0, 0.0), yaw=yaw0 - 0.5, tol=0.0, max_steps=3, relative=True),
+        Waypoint(tuple(back), yaw=yaw0 - 0.5, tol=0.03, max_steps=20, relative=True),
+    ]
+
+
+#: Script of each subtask: (MuJoCo data, per-episode offset (3,)) → way-points.
+PLANS: dict[str, Callable[[Any, np.ndarray], list[Waypoint]]] = {
+    "light switch": _light_switch_plan,
+    "slide cabinet": _slide_cabinet_plan,
+    "microwave": _microwave_plan,
+}
+
+
+def _turned(quat: np.ndarray, yaw: float) -> np.ndarray:
+    """``quat`` (w, x, y, z) turned by ``yaw`` rad about the world's vertical."""
+    import mujoco
+
+    turn = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+    out = np.zeros(4)
+    mujoco.mju_mulQuat(out, turn, quat)
+    return out
+
+
+@dataclass
+class ScriptedKitchen:
+    """Way-point script over ``tasks`` (in order, or shuffled per episode).
+
+    Call :meth:`reset` after each ``env.reset``, then :meth:`act` with the latest info.
+
+    Attributes:
+        tasks: subtasks to script, names from :data:`SCRIPTED_TASKS`.
+        noise: std of the Gaussian noise added to the arm's actions.
+        jitter: std (m) of each subtask's per-episode way-point offset.
+        speed: (low, high) of the per-episode end-effector speed cap (m/s).
+        random_order: draw the subtask order per episode.
+    """
+
+    tasks: Sequence[str]
+    noise: float = 0.05
+    jitter: float = 0.01
+    speed: tuple[float, float] = (0.35, 0.5)
+    random_order: bool = False
+    order: list[str] = field(default_factory=list)
+    _plan: list[Waypoint] = field(default_factory=list)
+    _phase: int = 0
+    _t_phase: int = 0
+    _quat0: np.ndarray | None = None
+    _speed: float = 0.5
+    _target: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    _ctrl: EndEffectorController | None = None
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    def reset(self, env: Any, rng: np.random.Generator) -> None:
+        """Draw this episode's order, offsets and speed; plan from the env's start state."""
+        sim = env.unwrapped
+        self._rng = rng
+        self._ctrl = EndEffectorController(sim.model, sim.data)
+        self._speed = float(rng.uniform(*self.speed))
+        self._quat0 = self._ctrl.orientation()
+        order = list(self.tasks)
+        if self.random_order:
+            order = [order[i] for i in rng.permutation(len(order))]
+        self.order = order
+        self._plan = [
+            wp for task in order for wp in PLANS[task](sim.data, rng.normal(0.0, self.jitter, 3))
+        ]
+        self._phase, self._t_phase = 0, 0
+
+    def act(self, info: dict[str, Any]) -> np.ndarray:
+        """(9,) action for the current phase; ``info`` is the env's latest info dict."""
+        assert self._ctrl is not None and self._quat0 is not None, "call reset() first"
+        self._advance(info.get("episode_task_completions", ()))
+        wp = self._plan[min(self._phase, len(self._plan) - 1)]
+        self._t_phase += 1
+        self._ctrl.max_speed = self._speed * wp.speed
+        quat = _turned(self._quat0, wp.yaw)
+        action = self._ctrl.action(self._target, quat, wp.grip)
+        action[:_ARM] += self._rng.normal(0.0, self.noise, _ARM)
+        return np.clip(action, -1.0, 1.0)
+
+    def _advance(self, completed: Sequence[str]) -> None:
+        """Move on while the current way-point is reached, its task done or time up."""
+        assert self._ctrl is not None
+        while self._phase < len(self._plan):
+            wp = self._plan[self._phase]
+            if self._t_phase == 0:  # the phase begins: fix its target
+                base = self._ctrl.position() if wp.relative else np.zeros(3)
+                self._target = base + np.asarray(wp.target)
+            turn = self._ctrl.turn_to(_turned(self._quat0, wp.yaw))
+            near = np.linalg.norm(self._target - self._ctrl.position()) < wp.tol and turn < 0.1
+            if not (near or wp.task in completed or self._t_phase >= wp.max_steps):
+                return
+            self._phase, self._t_phase = self._phase + 1, 0
+
+
+def run_episode(env: Any, script: ScriptedKitchen, seed: int) -> tuple[Episode, bool]:
+    """One scripted episode from ``env.reset(seed=seed)``; returns it and whether every
+    task of the env was completed (the env then terminates the episode)."""
+    obs, info = env.reset(seed=seed)
+    script.reset(env, np.random.default_rng(seed))
+    observations, actions, rewards = [obs], [], []
+    terminated = truncated = False
+    while not (terminated or truncated):
+        action = script.act(info)
+        obs, reward, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+    n = len(actions)
+    episode = Episode(
+        observations=np.asarray(observations),
+        actions=np.asarray(actions),
+        rewards=np.asarray(rewards),
+        terminations=np.eye(n, dtype=bool)[-1] & terminated,
+        truncations=np.eye(n, dtype=bool)[-1] & truncated & (not terminated),
+    )
+    return episode, bool(terminated)
+
+
+def task_names(names: Sequence[str]) -> list[str]:
+    """``names`` as the env's task names (``light_switch`` / ``light-switch`` →
+    ``light switch``), in order; unknown or repeated names are a ``ValueError`` line."""
+    tasks = [" ".join(n.replace("_", " ").replace("-", " ").split()).lower() for n in names]
+    unknown = [n for n, t in zip(names, tasks, strict=True) if t not in SCRIPTED_TASKS]
+    if unknown:
+        raise ValueError(
+            f"no kitchen script for {unknown}; scripted tasks: {list(SCRIPTED_TASKS)} "
+            "(kettle, burners and the hinge cabinet have none: use D4RL's data)."
+        )
+    if not tasks or len(set(tasks)) != len(tasks):
+        raise ValueError(f"--tasks needs one or more distinct tasks, got {list(names)}.")
+    return tasks
+
+
+def make_kitchen_env(tasks: Sequence[str]) -> Any:
+    """The kitchen with exactly ``tasks`` to complete (flattened observations)."""
+    from rllib_diffusion.envs.tasks import make_env
+
+    return make_env(ENV_ID, **{TASKS_KWARG: list(tasks)})
+
+
+def collect_kitchen_demos(
+    tasks: Sequence[str],
+    episodes: int,
+    *,
+    seed: int = 0,
+    script: ScriptedKitchen | None = None,
+    max_attempts: int | None = None,
+    progress: bool = True,
+) -> tuple[list[Episode], dict[str, Any]]:
+    """Run the script until ``episodes`` episodes complete every task (at most
+    ``max_attempts``, default ``2 * episodes + 10``); attempt ``j`` resets with ``seed + j``.
+
+    Returns the successful episodes and a summary (kept / attempts, success rate, mean
+    demo length, env steps and steps/s of all attempts, seconds).
+    """
+    tasks = task_names(tasks)
+    script = script or ScriptedKitchen(tasks)
+    max_attempts = max_attempts or 2 * episodes + 10
+    env = make_kitchen_env(tasks)
+    kept: list[Episode] = []
+    attempts = steps = 0
+    start = time.perf_counter()
+    try:
+        while len(kept) < episodes and attempts < max_attempts:
+            episode, success = run_episode(env, script, seed + attempts)
+            attempts, steps = attempts + 1, steps + episode.length
+            if success:
+                kept.append(episode)
+            if progress:
+                print(
+                    f"[kitchen_demos] episode {attempts} ({' → '.join(script.order)}): "
+                    f"{'success' if success else 'failed'} in {episode.length} steps; "
+                    f"{len(kept)}/{episodes} kept, {steps / (time.perf_counter() - start):.0f} "
+                    "env steps/s",
+                    flush=True,
+                )
+    finally:
+        env.close()
+    seconds = time.perf_counter() - start
+    summary = {
+        "env_id": ENV_ID,
+        "tasks": tasks,
+        "demos": len(kept),
+        "attempts": attempts,
+        "success_rate": len(kept) / max(attempts, 1),
+        "mean_demo_length": float(np.mean([e.length for e in kept])) if kept else None,
+        "env_steps": steps,
+        "seconds": seconds,
+        "env_steps_per_s": steps / seconds if seconds > 0 else None,
+    }
+    return kept, summary
+
+
+def write_kitchen_dataset(
+    episodes: list[Episode],
+    dataset_id: str,
+    provenance: dict[str, Any],
+    *,
+    overwrite: bool = False,
+) -> str:
+    """Write scripted kitchen ``episodes`` as Minari dataset ``dataset_id``: the env kwargs
+    (its tasks), references 0 and the number of tasks, ``provenance`` under
+    :data:`PROVENANCE_KEY`. Returns the dataset directory."""
+    from rllib_diffusion.data import write_minari
+
+    tasks = list(provenance["tasks"])
+    return write_minari(
+        episodes,
+        dataset_id,
+        env_id=ENV_ID,
+        env_kwargs={TASKS_KWARG: tasks},
+        ref_min_score=0.0,
+        ref_max_score=float(len(tasks)),
+        algorithm_name="scripted-kitchen-demonstrator",
+        author="rllib-diffusion kitchen_demos",
+        description=f"{len(episodes)} scripted Franka Kitchen demonstrations: {', '.join(tasks)}.",
+        overwrite=overwrite,
+        extra_metadata={PROVENANCE_KEY: provenance},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        tasks = task_names(args.tasks)
+    except ValueError as err:
+        parser.error(str(err))
+    _check_args(parser, args)
+    from rllib_diffusion.data.errors import DatasetError
+    from rllib_diffusion.data.minari_io import check_output_id
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    script = ScriptedKitchen(
+        tasks, noise=args.noise, jitter=args.jitter, speed=tuple(args.speed),
+        random_order=args.random_order,
+    )  # fmt: skip
+    try:
+        check_output_id(args.dataset_id, overwrite=args.overwrite)  # before any episode
+        episodes, summary = collect_kitchen_demos(
+            tasks, args.episodes, seed=args.seed, script=script, max_attempts=args.max_attempts
+        )
+        if not episodes:
+            raise DatasetError(f"no episode completed {tasks} in {summary['attempts']} attempts.")
+        provenance = {
+            "script": "rllib_diffusion.collect.kitchen_demos",
+            "seed": args.seed, "noise": args.noise, "jitter": args.jitter,
+            "speed": list(args.speed), "random_order": args.random_order, **summary,
+        }  # fmt: skip
+        summary["dataset"] = write_kitchen_dataset(
+            episodes, args.dataset_id, provenance, overwrite=args.overwrite
+        )
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1), flush=True)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line of :func:`main`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rllib_diffusion.collect.kitchen_demos",
+        description=f"Scripted {ENV_ID} demonstrations, written as a Minari dataset whose env "
+        "(its tasks_to_complete) every command then uses.",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(SCRIPTED_TASKS),
+        help=f"subtasks, in order (choices: {', '.join(SCRIPTED_TASKS)}; light_switch also "
+        "works); the env ends an episode when all are done (default: all three)",
+    )
+    parser.add_argument("--episodes", type=int, default=50, help="successful demos to keep")
+    parser.add_argument(
+        "--dataset-id", default="local/kitchen/scripted-v0", help="Minari id to write"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode")
+    parser.add_argument("--noise", type=float, default=0.05, help="std of the arm's action noise")
+    parser.add_argument(
+        "--jitter", type=float, default=0.01, help="std (m) of each subtask's way-point offset"
+    )
+    parser.add_argument(
+        "--speed", type=float, nargs=2, default=[0.35, 0.5], metavar=("LOW", "HIGH"),
+        help="range of the per-episode end-effector speed cap (m/s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--random-order", action="store_true", help="draw the subtask order per episode"
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=None, help="give up after this many (2·episodes+10)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument("--json", default=None, help="also write the summary to this file")
+    return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse out-of-range values (``parser.error``: one line)."""
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+    if args.max_attempts is not None and args.max_attempts < 1:
+        parser.error("--max-attempts must be >= 1")
+    if args.noise < 0 or args.jitter < 0:
+        parser.error("--noise and --jitter must be >= 0")
+    if not 0 < args.speed[0] <= args.speed[1]:
+        parser.error("--speed LOW HIGH needs 0 < LOW <= HIGH")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
