@@ -113,6 +113,20 @@ class SynthEROnlineConfigMixin:
     @override(AlgorithmConfig)
     def validate(self) -> None:
         super().validate()
+        if not 0.0 <= self.synther_real_ratio <= 1.0:
+            self._value_error(
+                f"--synther-real-ratio must be in [0, 1], got {self.synther_real_ratio}."
+            )
+        for name in DEFAULTS:
+            if name != "synther_real_ratio" and not getattr(self, name) > 0:
+                self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
+        if self.synther_enabled and isinstance(self.minibatch_size, int):
+            self._check_whole_split()  # (a missing minibatch size: the host's error)
+        else:
+            self._refuse_knobs_while_off()
+
+    def _check_whole_split(self) -> None:
+        """``synther_real_ratio × minibatch_size`` must be whole (``real_rows``)."""
         from rllib_diffusion.algorithms.mixed_offline_data import real_rows
         from rllib_diffusion.modules.model_config import ConfigError
 
@@ -120,11 +134,11 @@ class SynthEROnlineConfigMixin:
             real_rows(self.synther_real_ratio, self.minibatch_size, flag="--synther-real-ratio")
         except ConfigError as err:
             self._value_error(str(err))
+
+    def _refuse_knobs_while_off(self) -> None:
+        """A ``synther_*`` knob set to other than its default while SynthER is off."""
         for name, default in DEFAULTS.items():
-            value = getattr(self, name)
-            if name != "synther_real_ratio" and not value > 0:
-                self._value_error(f"{name} must be > 0, got {value}.")
-            if not self.synther_enabled and value != default and name != "synther_real_ratio":
+            if name != "synther_real_ratio" and getattr(self, name) != default:
                 flag = "--" + name.replace("_", "-")
                 self._value_error(
                     f"{flag} is set but online SynthER is off: add --synther-real-ratio "
