@@ -1,0 +1,146 @@
+"""Scripted Franka Kitchen demonstrations: the controller completes each scripted subtask
+(as the env reports it), only successful episodes are kept, the Minari dataset round-trips
+with the env's tasks, and those tasks reach the policy's env."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gymnasium_robotics", reason="needs pip install 'rllib-diffusion[robotics]'")
+
+from rllib_diffusion.collect import kitchen_demos as kd  # noqa: E402
+from rllib_diffusion.data import load_dataset  # noqa: E402
+from rllib_diffusion.data.episodes import Episode  # noqa: E402
+from rllib_diffusion.data.errors import DatasetError  # noqa: E402
+from rllib_diffusion.data.minari_io import read_extra_metadata  # noqa: E402
+
+DATASET_ID = "test/kitchen/scripted-v0"
+#: The env's flat observation: achieved + desired goal of each task, then the 59-D state.
+TASK_DIMS = {"microwave": 1, "light switch": 2, "slide cabinet": 1}
+
+
+def _obs_dim(tasks: list[str]) -> int:
+    return 2 * sum(TASK_DIMS[t] for t in tasks) + 59
+
+
+@pytest.mark.parametrize("task", kd.SCRIPTED_TASKS)
+def test_the_script_completes_each_subtask(task):
+    """Two seeds per subtask; success is the env's own report (its completed tasks)."""
+    env = kd.make_kitchen_env([task])
+    script = kd.ScriptedKitchen([task])
+    try:
+        for seed in (0, 1):
+            obs, info = env.reset(seed=seed)
+            script.reset(env, np.random.default_rng(seed))
+            for _ in range(280):
+                obs, reward, terminated, truncated, info = env.step(script.act(info))
+                if terminated or truncated:
+                    break
+            assert terminated and info["episode_task_completions"] == [task], (task, seed)
+            assert info["success"]  # KitchenSuccessInfo: all of the env's tasks done
+    finally:
+        env.close()
+
+
+def test_two_subtasks_in_sequence_end_at_the_completion_step():
+    tasks = ["microwave", "slide cabinet"]
+    env = kd.make_kitchen_env(tasks)
+    try:
+        episode, success = kd.run_episode(env, kd.ScriptedKitchen(tasks), seed=0)
+    finally:
+        env.close()
+    assert success and episode.episode_return == 2.0
+    assert episode.terminations[-1] and not episode.terminations[:-1].any()
+    assert not episode.truncations.any() and episode.length < 280
+
+
+def test_only_successful_episodes_are_kept(monkeypatch):
+    def alternate(env, script, seed):
+        success = seed % 2 == 1
+        n = 3 + seed
+        ep = Episode(np.zeros((n + 1, 63)), np.zeros((n, 9)), np.zeros(n), np.eye(n)[-1] > 0,
+                     np.zeros(n, dtype=bool))  # fmt: skip
+        return ep, success
+
+    monkeypatch.setattr(kd, "run_episode", alternate)
+    kept, summary = kd.collect_kitchen_demos(["light switch"], 3, seed=0, progress=False)
+    assert [e.length for e in kept] == [4, 6, 8]  # seeds 1, 3, 5
+    assert summary["attempts"] == 6 and summary["demos"] == 3
+    assert summary["success_rate"] == 0.5 and summary["mean_demo_length"] == 6.0
+    kept, summary = kd.collect_kitchen_demos(["light switch"], 5, max_attempts=4, progress=False)
+    assert len(kept) == 2 and summary["attempts"] == 4
+
+
+def test_the_dataset_round_trips_with_its_tasks(isolated_dirs):
+    from rllib_diffusion.algorithms.offline_run import dataset_env_kwargs, load_validated_dataset
+
+    tasks = ["light switch"]
+    episodes, summary = kd.collect_kitchen_demos(tasks, 2, progress=False)
+    assert summary["demos"] == 2
+    kd.write_kitchen_dataset(episodes, DATASET_ID, {"tasks": tasks, "seed": 0, **summary})
+    data = load_dataset(DATASET_ID)
+    assert data.env_id == kd.ENV_ID and data.env_kwargs == {kd.TASKS_KWARG: tasks}
+    assert (data.ref_min_score, data.ref_max_score) == (0.0, 1.0)
+    assert (data.obs_dim, data.action_dim) == (_obs_dim(tasks), 9)
+    for ep, written in zip(data.episodes, episodes, strict=True):
+        assert ep.observations.shape == (ep.length + 1, _obs_dim(tasks))
+        np.testing.assert_allclose(ep.actions, written.actions, rtol=1e-6)
+        assert ep.terminations[-1] and ep.episode_return == 1.0
+    assert read_extra_metadata(DATASET_ID, kd.PROVENANCE_KEY)["demos"] == 2
+    # Every command validates against (and acts in) the env with the dataset's tasks.
+    validated, env_id = load_validated_dataset(DATASET_ID)
+    assert dataset_env_kwargs(validated, env_id) == {kd.TASKS_KWARG: tasks}
+    assert dataset_env_kwargs(validated, "Hopper-v5") == {}
+
+
+def test_policy_env_config_carries_the_tasks():
+    from rllib_diffusion.envs.chunking import make_chunked_env
+    from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
+
+    tasks = ["microwave", "slide cabinet"]
+    kwargs = {kd.TASKS_KWARG: tasks}
+    policy = DiffusionPolicyConfig(obs_dim=_obs_dim(tasks), action_dim=9, env_id=kd.ENV_ID,
+                                   env_kwargs=kwargs)  # fmt: skip
+    config = DiffusionPolicyConfig.from_dict(policy.to_dict()).env_config()
+    assert config["env_kwargs"] == kwargs
+    env = make_chunked_env(config)
+    try:
+        assert env.observation_space.shape[-1] == _obs_dim(tasks)
+    finally:
+        env.close()
+    assert "env_kwargs" not in DiffusionPolicyConfig(obs_dim=3, action_dim=1).env_config()
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["--tasks", "kettle"], "kettle"),
+        (["--tasks", "microwave", "microwave"], "distinct"),
+        (["--episodes", "0"], "--episodes"),
+        (["--speed", "0.5", "0.2"], "--speed"),
+        (["--noise", "-1"], "--noise"),
+    ],
+)
+def test_bad_command_lines_fail_in_one_line(argv, names, capsys, isolated_dirs):
+    with pytest.raises(SystemExit) as exit_:
+        kd.main([*argv, "--dataset-id", DATASET_ID])
+    assert exit_.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and names in errors[0]
+    assert not (isolated_dirs / "minari" / DATASET_ID).exists()
+
+
+def test_an_existing_dataset_id_is_refused_before_any_episode(isolated_dirs, monkeypatch, capsys):
+    kd.write_kitchen_dataset(*kd.collect_kitchen_demos(["slide cabinet"], 1, progress=False)[:1],
+                             DATASET_ID, {"tasks": ["slide cabinet"]})  # fmt: skip
+
+    def no_env(tasks):
+        raise AssertionError("an env was built although the output id is taken")
+
+    monkeypatch.setattr(kd, "make_kitchen_env", no_env)
+    assert kd.main(["--tasks", "slide_cabinet", "--dataset-id", DATASET_ID]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--overwrite" in errors[0]
+    with pytest.raises(DatasetError):
+        kd.write_kitchen_dataset([], "test/kitchen/empty-v0", {"tasks": ["microwave"]})
