@@ -52,6 +52,9 @@ class AlgorithmSpec:
         rollouts: ``"package.module:Class"`` of a generator's rollout source (built from
             a checkpoint path; ``generate(policy, start_obs, knobs, seed=...)``), used by
             :mod:`rllib_diffusion.algorithms.regenerated_rollouts`.
+        replay_generator: ``"package.module:Class"`` of a generator's online state
+            (built from the host's config; retrained on a replay, it makes the synthetic
+            pool of :mod:`rllib_diffusion.algorithms.synthetic_replay`: online SynthER).
     """
 
     name: str
@@ -64,6 +67,7 @@ class AlgorithmSpec:
     family: str = ""
     run_defaults: Mapping[str, Any] = field(default_factory=dict)
     rollouts: str = ""
+    replay_generator: str = ""
 
     @property
     def config_class(self) -> type:
@@ -74,6 +78,12 @@ class AlgorithmSpec:
         if not self.rollouts:
             raise ConfigError(f"algo={self.name!r} does not roll policies out.")
         return _load(self.rollouts)
+
+    @property
+    def replay_generator_class(self) -> type:
+        if not self.replay_generator:
+            raise ConfigError(f"algo={self.name!r} does not generate from a replay.")
+        return _load(self.replay_generator)
 
     @property
     def model_config_class(self) -> type | None:
@@ -346,6 +356,14 @@ for _spec in (
         "DyDiff",
         description="DyDiff segment dynamics model (policy rollouts for offline RL)",
         rollouts=f"{_Q}.dydiff.regenerate:DyDiffRollouts",
+    ),
+    AlgorithmSpec(
+        "synther",
+        f"{_Q}.synther.synther:SynthERConfig",
+        GENERATOR,
+        "SynthER",
+        description="SynthER transition generator (synthetic data; online SynthER)",
+        replay_generator=f"{_Q}.synther.online:OnlineSynthER",
     ),
     # DiffPPO: `finetune-gaussian` with DiffPPO knobs (no family: not a `finetune --algo`).
     AlgorithmSpec(

@@ -44,7 +44,7 @@ from rllib_diffusion.algorithms.denoiser_finetune import (
 from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
 from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
 from rllib_diffusion.algorithms.replay import TransitionReplay
-from rllib_diffusion.algorithms.synther.online import OnlineSynthER, SynthEROnlineConfigMixin
+from rllib_diffusion.algorithms.synthetic_replay import SynthEROnlineConfigMixin, online_synther
 from rllib_diffusion.knobs import set_provided
 
 #: Batch columns of the actor's rows (present only once the critic has warmed up).
@@ -157,7 +157,7 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
         super().setup(config)
         self._decisions_lifetime = 0
         self.replay = TransitionReplay(self.config.buffer_decisions, seed=self.config.seed)
-        self.synther = OnlineSynthER(self.config) if self.config.synther_enabled else None
+        self.synther = online_synther(self.config) if self.config.synther_enabled else None
         if self.config.pretrained_checkpoint:
             load_pretrained_into(self, self.config.pretrained_checkpoint)
 

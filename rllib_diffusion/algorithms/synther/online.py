@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
-from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
-from rllib_diffusion.knobs import set_provided
+from rllib_diffusion.algorithms.synthetic_replay import DEFAULTS
 
 #: The generator's file in a checkpoint directory (next to the pool's).
 GENERATOR_FILE = "synther_online_generator.pt"
@@ -44,106 +42,6 @@ REPLAY_SOURCE = "replay"
 TRAIN_CHUNK = 50
 #: Trailing chunks whose last loss is averaged into the reported generator loss.
 LOSS_CHUNKS = 10
-#: Knob → default (``synther_real_ratio`` 1.0: off).
-DEFAULTS: dict[str, Any] = {
-    "synther_real_ratio": 1.0,
-    "synther_retrain_every": 10_000,
-    "synther_pool_size": 20_000,
-    "synther_gradient_steps": 2_000,
-    "synther_batch_size": 256,
-    "synther_lr": 3e-4,
-    "synther_width": 256,
-    "synther_depth": 3,
-    "synther_denoising_steps": 20,
-}
-
-
-class SynthEROnlineConfigMixin:
-    """Online SynthER's knobs of an ``AlgorithmConfig`` (the replay fine-tuners'; see the
-    module doc). Off unless ``synther_real_ratio`` < 1."""
-
-    def __init__(self, algo_class: type | None = None) -> None:
-        super().__init__(algo_class=algo_class)
-        for name, value in DEFAULTS.items():
-            setattr(self, name, value)
-
-    @override(AlgorithmConfig)
-    def training(
-        self,
-        *,
-        synther_real_ratio: float | None = NotProvided,
-        synther_retrain_every: int | None = NotProvided,
-        synther_pool_size: int | None = NotProvided,
-        synther_gradient_steps: int | None = NotProvided,
-        synther_batch_size: int | None = NotProvided,
-        synther_lr: float | None = NotProvided,
-        synther_width: int | None = NotProvided,
-        synther_depth: int | None = NotProvided,
-        synther_denoising_steps: int | None = NotProvided,
-        **kwargs: Any,
-    ):
-        """Args:
-        synther_real_ratio: online SynthER: the replay's share of every minibatch once a
-            synthetic pool exists, exactly (ratio × minibatch must be whole); the rest
-            comes from the pool. 1.0 is off (SynthER: 0.5).
-        synther_retrain_every: env steps between generator retrains; retrain k runs at
-            the first iteration that reaches k × this (SynthER: 10,000).
-        synther_pool_size: synthetic transitions generated per retrain, replacing the
-            previous pool (SynthER: 200,000 per retrain into a 1M buffer; CPU-sized).
-        synther_gradient_steps: gradient steps of each retrain; the generator starts
-            fresh each time, as SynthER's (SynthER: 100,000; CPU-sized).
-        synther_batch_size: transitions per generator gradient step (SynthER: 256).
-        synther_lr: the generator's Adam learning rate, constant (SynthER: 3e-4 cosine).
-        synther_width: hidden width of the generator's residual MLP (SynthER online:
-            1024).
-        synther_depth: hidden layers of the generator (SynthER: 6).
-        synther_denoising_steps: DDPM steps K of the generator (SynthER: 128 EDM steps).
-        **kwargs: the host's and RLlib's ``training()`` args.
-        """
-        given = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
-        super().training(**kwargs)
-        set_provided(self, given)
-        return self
-
-    @property
-    def synther_enabled(self) -> bool:
-        """Whether online SynthER runs (``synther_real_ratio`` < 1)."""
-        return self.synther_real_ratio < 1.0
-
-    @override(AlgorithmConfig)
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.synther_real_ratio <= 1.0:
-            self._value_error(
-                f"--synther-real-ratio must be in [0, 1], got {self.synther_real_ratio}."
-            )
-        for name in DEFAULTS:
-            if name != "synther_real_ratio" and not getattr(self, name) > 0:
-                self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
-        if self.synther_enabled and isinstance(self.minibatch_size, int):
-            self._check_whole_split()  # (a missing minibatch size: the host's error)
-        else:
-            self._refuse_knobs_while_off()
-
-    def _check_whole_split(self) -> None:
-        """``synther_real_ratio × minibatch_size`` must be whole (``real_rows``)."""
-        from rllib_diffusion.algorithms.mixed_offline_data import real_rows
-        from rllib_diffusion.modules.model_config import ConfigError
-
-        try:
-            real_rows(self.synther_real_ratio, self.minibatch_size, flag="--synther-real-ratio")
-        except ConfigError as err:
-            self._value_error(str(err))
-
-    def _refuse_knobs_while_off(self) -> None:
-        """A ``synther_*`` knob set to other than its default while SynthER is off."""
-        for name, default in DEFAULTS.items():
-            if name != "synther_real_ratio" and getattr(self, name) != default:
-                flag = "--" + name.replace("_", "-")
-                self._value_error(
-                    f"{flag} is set but online SynthER is off: add --synther-real-ratio "
-                    f"< 1 (SynthER: 0.5) or drop {flag}."
-                )
 
 
 # --------------------------------------------------------------------- the state
@@ -410,4 +308,4 @@ def load_generator(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
     return module, saved
 
 
-__all__ = ["DEFAULTS", "GENERATOR_FILE", "OnlineSynthER", "SynthEROnlineConfigMixin"]
+__all__ = ["DEFAULTS", "GENERATOR_FILE", "OnlineSynthER"]
