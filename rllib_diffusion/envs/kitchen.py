@@ -21,11 +21,13 @@ def is_kitchen(env_id: str) -> bool:
     return env_id.split("/")[-1].startswith("FrankaKitchen")
 
 
-class KitchenSuccessInfo(gym.Wrapper):
-    """Adds ``info["success"]``: every one of the env's tasks completed this episode."""
+class KitchenSuccessInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Adds ``info["success"]``: every one of the env's tasks completed this episode.
+    (Recorded in ``env.spec``, so ``gym.make(env.spec)`` rebuilds it.)"""
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
         self._num_tasks = len(env.unwrapped.goal)
 
     def _with_success(self, info: dict[str, Any]) -> dict[str, Any]:
