@@ -260,15 +260,16 @@ class ScriptedKitchen:
     jitter: float = 0.01
     speed: tuple[float, float] = (0.35, 0.5)
     random_order: bool = False
-    order: list[str] = field(default_factory=list)
-    _plan: list[Waypoint] = field(default_factory=list)
-    _phase: int = 0
-    _t_phase: int = 0
-    _quat0: np.ndarray | None = None
-    _speed: float = 0.5
-    _target: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    _ctrl: EndEffectorController | None = None
-    _rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    #: this episode's subtask order (set by :meth:`reset`).
+    order: list[str] = field(init=False, default_factory=list)
+    _plan: list[Waypoint] = field(init=False, default_factory=list)
+    _phase: int = field(init=False, default=0)
+    _t_phase: int = field(init=False, default=0)
+    _quat0: np.ndarray | None = field(init=False, default=None)
+    _speed: float = field(init=False, default=0.5)
+    _target: np.ndarray = field(init=False, default_factory=lambda: np.zeros(3))
+    _ctrl: EndEffectorController | None = field(init=False, default=None)
+    _rng: np.random.Generator = field(init=False, default_factory=np.random.default_rng)
 
     def reset(self, env: Any, rng: np.random.Generator) -> None:
         """Draw this episode's order, offsets and speed; plan from the env's start state."""
