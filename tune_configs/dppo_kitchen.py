@@ -6,6 +6,17 @@
     rllib-diffusion tune tune_configs/dppo_kitchen.py --checkpoint runs/kitchen_bc/checkpoint \
         --storage-path runs/tune --name dppo_kitchen --num-samples 8
 
+Without the D4RL data (no network), scripted demonstrations stand in (docs/datasets.md,
+"Scripted kitchen demonstrations"); the dataset's tasks reach the sweep's envs through the
+checkpoint's policy config::
+
+    python -m rllib_diffusion.collect.kitchen_demos --episodes 50 \
+        --dataset-id local/kitchen/scripted-v0
+    rllib-diffusion pretrain --dataset local/kitchen/scripted-v0 --horizon 4 --act-steps 4 \
+        --gradient-steps 10000 --out runs/kitchen/bc_all3
+    rllib-diffusion tune tune_configs/dppo_kitchen.py --checkpoint runs/kitchen/bc_all3/checkpoint \
+        --storage-path runs/tune --name dppo_kitchen_scripted --num-samples 8
+
 Env: gymnasium-robotics ``FrankaKitchen-v1`` (9-D joint-velocity control of a Franka arm)
 with D4RL's four tasks (microwave, kettle, light switch, slide cabinet), Dict observations
 flattened to 81-D, 280 steps per episode; the env of Minari's ``D4RL/kitchen/*-v2``
