@@ -487,13 +487,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m rllib_diffusion.collect.kitchen_demos",
         description=f"Scripted {ENV_ID} demonstrations, written as a Minari dataset whose env "
         "(its tasks_to_complete) every command then uses.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--tasks",
         nargs="+",
         default=list(SCRIPTED_TASKS),
         help=f"subtasks, in order (choices: {', '.join(SCRIPTED_TASKS)}; light_switch also "
-        "works); the env ends an episode when all are done (default: all three)",
+        "works); the env ends an episode when all are done",
     )
     parser.add_argument("--episodes", type=int, default=50, help="successful demos to keep")
     parser.add_argument(
@@ -512,7 +513,10 @@ def _parser() -> argparse.ArgumentParser:
         "--random-order", action="store_true", help="draw the subtask order per episode"
     )
     parser.add_argument(
-        "--max-attempts", type=int, default=None, help="give up after this many (2·episodes+10)"
+        "--max-attempts",
+        type=int,
+        default=None,
+        help="give up after this many attempts (None: 2·episodes+10)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--json", default=None, help="also write the summary to this file")
