@@ -161,14 +161,24 @@ class DenoiserFinetuneFamily(RunFamily):
         return "actor"
 
     def check_resumable(self, saved: CheckpointMeta, where: Path) -> None:
-        diffs = [
-            f"{name}: checkpoint {getattr(saved, name)!r} vs now {getattr(self._meta, name)!r}"
-            for name in ("pretrained_checkpoint", "model_config")
-            if jsonable(getattr(saved, name)) != jsonable(getattr(self._meta, name))
-        ]
+        """The checkpoint's pretrained policy and model config must be this run's; the
+        saved model config is read as the model-config class reads it (an older
+        version's gets the values it was trained with), and every differing field is
+        named."""
+        model_cls = registry.get(self.s.algo, registry.FINETUNE).model_config_class
+        theirs = model_cls.from_dict(dict(saved.model_config or {})).to_dict()
+        diffs = field_diffs(
+            {"pretrained_checkpoint": saved.pretrained_checkpoint, "model": theirs},
+            {
+                "pretrained_checkpoint": self._meta.pretrained_checkpoint,
+                "model": self._meta.model_config,
+            },
+        )
         if diffs:
             raise CheckpointError(
-                f"Cannot resume '{where}' with other settings: " + "; ".join(diffs)
+                f"Cannot resume '{where}' with other settings: "
+                + "; ".join(diffs)
+                + ". Resume with the checkpoint's settings or start a new --out."
             )
 
     def build(self) -> Any:
@@ -275,3 +285,16 @@ def check_network_match(pretrained: dict[str, Any], ours: dict[str, Any], where:
         owner="fine-tuning",
         fix="Build the config from the checkpoint (denoiser_finetune.denoiser_finetune_config).",
     )
+
+
+def field_diffs(theirs: dict[str, Any], ours: dict[str, Any], prefix: str = "") -> list[str]:
+    """``name: checkpoint X vs now Y`` for every leaf field (nested dicts as ``a.b``) whose
+    value differs; a field one side lacks counts as None (a knob added since, off)."""
+    diffs = []
+    for key in sorted(set(theirs) | set(ours)):
+        a, b, name = theirs.get(key), ours.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += field_diffs(a, b, f"{name}.")
+        elif jsonable(a) != jsonable(b):
+            diffs.append(f"{name}: checkpoint {a!r} vs now {b!r}")
+    return diffs

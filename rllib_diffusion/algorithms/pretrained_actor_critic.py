@@ -70,8 +70,21 @@ class PretrainedActorCriticConfig(FinetunedDenoiserConfig):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        """The config of ``d``'s entries that are fields (others are left out)."""
-        return cls.pick(d, cls)
+        """The config of ``d``'s entries that are fields (others are left out); a ``d``
+        written before ``critic_residual`` existed gets :data:`LEGACY_CRITIC_AND_CLIP`."""
+        return cls.pick(with_legacy_critic_and_clip(d), cls)
+
+
+#: What a model config saved before ``critic_residual``/``final_action_clip`` existed
+#: was trained with (residual critics, chunks clamped to ±1): its checkpoints evaluate and
+#: resume with the networks and actions they were trained with, not the new defaults.
+LEGACY_CRITIC_AND_CLIP: dict[str, Any] = {"critic_residual": True, "final_action_clip": 1.0}
+
+
+def with_legacy_critic_and_clip(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with :data:`LEGACY_CRITIC_AND_CLIP` where it has no ``critic_residual`` (a
+    saved config of an older version: new configs always carry every field)."""
+    return d if "critic_residual" in d else {**LEGACY_CRITIC_AND_CLIP, **d}
 
 
 class PretrainedActorCriticModule(

@@ -265,6 +265,26 @@ def test_exploring_chunks_are_not_clamped_unless_final_action_clip(ray_session):
         assert (0.45 < above < 0.55) if clip is None else above == 0
 
 
+def test_a_model_config_saved_before_the_critic_knobs_keeps_what_it_was_trained_with():
+    """A saved config without ``critic_residual`` (and without the policy's newer
+    ``env_kwargs``) reads as residual critics and ±1-clamped chunks, so its weights are not
+    silently run as plain critics; a resume names exactly the fields that differ."""
+    from rllib_diffusion.algorithms.denoiser_finetune import field_diffs
+
+    new = DIPOModelConfig(policy=tiny_policy()).to_dict()
+    old = {k: v for k, v in new.items() if k not in ("critic_residual", "final_action_clip")}
+    old["policy"] = {k: v for k, v in new["policy"].items() if k != "env_kwargs"}
+    read = QSMModelConfig.from_dict(old)
+    assert type(read) is DIPOModelConfig
+    assert (read.critic_residual, read.final_action_clip) == (True, 1.0)
+    fresh = QSMModelConfig.from_dict(new)
+    assert (fresh.critic_residual, fresh.final_action_clip) == (False, None)
+    diffs = field_diffs({"model": read.to_dict()}, {"model": new})
+    assert [d.split(":")[0] for d in diffs] == ["model.critic_residual", "model.final_action_clip"]
+    legacy = DIPOModelConfig(policy=tiny_policy(), critic_residual=True, final_action_clip=1.0)
+    assert field_diffs({"model": read.to_dict()}, {"model": legacy.to_dict()}) == []
+
+
 # --------------------------------------------------------------- toy-task runs
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["dipo", "qsm"])

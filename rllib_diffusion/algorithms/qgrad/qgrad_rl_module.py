@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from rllib_diffusion.algorithms.pretrained_actor_critic import (
     PretrainedActorCriticConfig,
     PretrainedActorCriticModule,
+    with_legacy_critic_and_clip,
 )
 
 
@@ -38,8 +39,10 @@ class QSMModelConfig(PretrainedActorCriticConfig):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QSMModelConfig:
-        """The DIPO config where ``d`` has ``act_with_target``, else the QSM one."""
-        return cls.pick(d, DIPOModelConfig if "act_with_target" in d else QSMModelConfig)
+        """The DIPO config where ``d`` has ``act_with_target``, else the QSM one (an older
+        version's ``d``: :func:`with_legacy_critic_and_clip`)."""
+        target = DIPOModelConfig if "act_with_target" in d else QSMModelConfig
+        return cls.pick(with_legacy_critic_and_clip(d), target)
 
 
 @dataclass
