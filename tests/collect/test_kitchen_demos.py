@@ -112,6 +112,34 @@ def test_policy_env_config_carries_the_tasks():
     assert "env_kwargs" not in DiffusionPolicyConfig(obs_dim=3, action_dim=1).env_config()
 
 
+def test_offline_q_and_gaussian_env_configs_carry_the_datasets_tasks():
+    """The offline Q-learners' and Gaussian BC's evaluation envs are the dataset's: made
+    with its env kwargs (the kitchen's tasks), none where it has none."""
+    from types import SimpleNamespace
+
+    from rllib_diffusion.algorithms.gaussian.gaussian_bc import gaussian_env_config
+    from rllib_diffusion.algorithms.offline_q.train import offline_env_config
+    from rllib_diffusion.algorithms.offline_run import dataset_env_kwargs
+    from rllib_diffusion.envs.chunking import make_chunked_env
+
+    tasks = ["microwave"]
+    data = SimpleNamespace(env_id=kd.ENV_ID, env_kwargs={kd.TASKS_KWARG: tasks})
+    kwargs = dataset_env_kwargs(data, kd.ENV_ID)
+    assert dataset_env_kwargs(data, "Hopper-v5") == {}
+    for config in (
+        offline_env_config(kd.ENV_ID, kwargs),
+        gaussian_env_config(kd.ENV_ID, None, kwargs),
+    ):
+        assert config["env_kwargs"] == {kd.TASKS_KWARG: tasks}
+        env = make_chunked_env(config)
+        try:
+            assert env.observation_space.shape[-1] == _obs_dim(tasks)
+        finally:
+            env.close()
+    assert "env_kwargs" not in offline_env_config("Hopper-v5", {})
+    assert "env_kwargs" not in gaussian_env_config("Hopper-v5", None)
+
+
 @pytest.mark.parametrize(
     ("argv", "names"),
     [

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rllib_diffusion.algorithms.offline_run import (
     OfflineRunSettings,
     configure_offline,
+    dataset_env_kwargs,
     lr_schedule,
     run_offline_training,
     start_offline_run,
@@ -98,9 +99,12 @@ def gmm_head(settings: GaussianBCSettings) -> GMMHead | None:
     )
 
 
-def gaussian_env_config(env_id: str, normalization: dict[str, Any]) -> dict[str, Any]:
-    """env_config of the chunk env a Gaussian policy acts in: Ta = act_steps = 1, 1-D actions."""
-    return {
+def gaussian_env_config(
+    env_id: str, normalization: dict[str, Any], env_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """env_config of the chunk env a Gaussian policy acts in: Ta = act_steps = 1, 1-D
+    actions, made with ``env_kwargs`` (the dataset's, e.g. the Franka Kitchen's tasks)."""
+    config = {
         "env_id": env_id,
         "horizon": 1,
         "act_steps": 1,
@@ -108,6 +112,7 @@ def gaussian_env_config(env_id: str, normalization: dict[str, Any]) -> dict[str,
         "normalization": normalization,
         "flatten_actions": True,
     }
+    return {**config, "env_kwargs": dict(env_kwargs)} if env_kwargs else config
 
 
 def gaussian_model_config(settings: GaussianBCSettings) -> dict[str, Any]:
@@ -124,8 +129,14 @@ def gaussian_model_config(settings: GaussianBCSettings) -> dict[str, Any]:
     return config if head is None else {**config, **head.model_config()}
 
 
-def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo, env_id: str):
-    """RLlib ``BCConfig`` for ``settings`` on prepared ``data`` (Ta = 1 windows).
+def build_gaussian_bc_config(
+    settings: GaussianBCSettings,
+    data: OfflineDataInfo,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+):
+    """RLlib ``BCConfig`` for ``settings`` on prepared ``data`` (Ta = 1 windows), acting in
+    ``make_env(env_id, **env_kwargs)`` (the dataset's env).
 
     Returns ``(config, env_config, model_config)``.
     """
@@ -146,7 +157,7 @@ def build_gaussian_bc_config(settings: GaussianBCSettings, data: OfflineDataInfo
             f"Gaussian BC needs single-action samples (horizon=1), got chunks of "
             f"{data.action_shape[0]}; prepare the data with prepare_offline_data(..., horizon=1)."
         )
-    env_config = gaussian_env_config(env_id, data.normalization.to_dict())
+    env_config = gaussian_env_config(env_id, data.normalization.to_dict(), env_kwargs)
     model_config = gaussian_model_config(s)
     config = configure_offline(
         BCConfig(),
@@ -178,7 +189,9 @@ def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
         f"{data.num_samples} samples {'(cached)' if data.cached else ''} at {data.path}",
         flush=True,
     )
-    config, env_config, model_config = build_gaussian_bc_config(s, data, env_id)
+    config, env_config, model_config = build_gaussian_bc_config(
+        s, data, env_id, dataset_env_kwargs(dataset, env_id)
+    )
     meta = {
         "algorithm": ALGORITHM_NAME,
         "env_id": env_id,

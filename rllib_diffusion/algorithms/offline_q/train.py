@@ -17,6 +17,7 @@ from rllib_diffusion.algorithms.offline_q.offline_q import task_name
 from rllib_diffusion.algorithms.offline_run import (
     OfflineRunSettings,
     configure_offline,
+    dataset_env_kwargs,
     run_offline_training,
     start_offline_run,
 )
@@ -102,9 +103,11 @@ class OfflineSettings(RegenerationSettings, OfflineRunSettings):
         return {**named, **self.knobs}
 
 
-def offline_env_config(env_id: str) -> dict[str, Any]:
-    """The evaluation env: raw observations, one action per step (flat action space)."""
-    return {"env_id": env_id, "horizon": 1, "act_steps": 1, "flatten_actions": True}
+def offline_env_config(env_id: str, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The evaluation env: raw observations, one action per step (flat action space),
+    made with ``env_kwargs`` (the dataset's, e.g. the Franka Kitchen's tasks) if any."""
+    config = {"env_id": env_id, "horizon": 1, "act_steps": 1, "flatten_actions": True}
+    return {**config, "env_kwargs": dict(env_kwargs)} if env_kwargs else config
 
 
 def check_settings(s: OfflineSettings) -> registry.AlgorithmSpec:
@@ -163,9 +166,10 @@ def build_offline_config(
     model = cls.default_model_config(
         obs_dim, action_dim, env_id=env_id, **{**spec.model_overrides, **nets}
     )
+    kwargs = dataset_env_kwargs(dataset, env_id) if dataset is not None else None
     config = configure_offline(
         cls(),
-        env_config=offline_env_config(env_id),
+        env_config=offline_env_config(env_id, kwargs),
         spaces=chunk_spaces(obs_dim, 1, action_dim, flatten_actions=True),
         data_path=data_path,
         settings=s,
@@ -256,10 +260,11 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
     )
     s = resolved_settings(s, config)
     hyper = {k.name: getattr(config, k.name) for k in spec.knobs()}
+    env_config = offline_env_config(env_id, dataset_env_kwargs(dataset, env_id))
     meta = {
         "algorithm": spec.checkpoint_algorithm,
         "env_id": env_id,
-        "env_config": offline_env_config(env_id),
+        "env_config": env_config,
         "model_config": model.to_dict(),
         "hyperparameters": {**hyper, "reward_normalization_factor": factor},
     }
@@ -269,10 +274,10 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
         tag="offline",
         meta=meta,
         dataset=dataset,
-        env_config=offline_env_config(env_id),
+        env_config=env_config,
         loss_key=M.CRITIC_LOSS,
         started=started,
-        regenerator=regenerator(s, dataset, offline_env_config(env_id)),
+        regenerator=regenerator(s, dataset, env_config),
     )
 
 
