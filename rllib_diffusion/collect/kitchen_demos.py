@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from rllib_diffusion.collect.successes import collect_successes, success_summary
 from rllib_diffusion.data.episodes import Episode
 
 ENV_ID = "FrankaKitchen-v1"
@@ -338,6 +339,12 @@ def run_episode(env: Any, script: ScriptedKitchen, seed: int) -> tuple[Episode, 
     return episode, bool(terminated)
 
 
+def _attempt(env: Any, script: ScriptedKitchen, seed: int) -> tuple[Episode, bool, int]:
+    """One scripted episode as :func:`collect_successes` runs it: episode, success, steps."""
+    episode, success = run_episode(env, script, seed)
+    return episode, success, episode.length
+
+
 def task_names(names: Sequence[str]) -> list[str]:
     """``names`` as the env's task names (``light_switch`` / ``light-switch`` →
     ``light switch``), in order; unknown or repeated names are a ``ValueError`` line."""
@@ -379,36 +386,25 @@ def collect_kitchen_demos(
     script = script or ScriptedKitchen(tasks)
     max_attempts = max_attempts or 2 * episodes + 10
     env = make_kitchen_env(tasks)
-    kept: list[Episode] = []
-    attempts = steps = 0
     start = time.perf_counter()
     try:
-        while len(kept) < episodes and attempts < max_attempts:
-            episode, success = run_episode(env, script, seed + attempts)
-            attempts, steps = attempts + 1, steps + episode.length
-            if success:
-                kept.append(episode)
-            if progress:
-                print(
-                    f"[kitchen_demos] episode {attempts} ({' → '.join(script.order)}): "
-                    f"{'success' if success else 'failed'} in {episode.length} steps; "
-                    f"{len(kept)}/{episodes} kept, {steps / (time.perf_counter() - start):.0f} "
-                    "env steps/s",
-                    flush=True,
-                )
+        kept, lengths, attempts, steps = collect_successes(
+            lambda s: _attempt(env, script, s),
+            episodes,
+            seed=seed,
+            max_attempts=max_attempts,
+            start=start,
+            describe=(lambda a: f"[kitchen_demos] episode {a} ({' → '.join(script.order)}):")
+            if progress
+            else None,
+        )
     finally:
         env.close()
     seconds = time.perf_counter() - start
     summary = {
         "env_id": ENV_ID,
         "tasks": tasks,
-        "demos": len(kept),
-        "attempts": attempts,
-        "success_rate": len(kept) / max(attempts, 1),
-        "mean_demo_length": float(np.mean([e.length for e in kept])) if kept else None,
-        "env_steps": steps,
-        "seconds": seconds,
-        "env_steps_per_s": steps / seconds if seconds > 0 else None,
+        **success_summary(lengths, attempts, steps, seconds),
     }
     return kept, summary
 

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rllib_diffusion.collect.successes import collect_successes, success_summary
 from rllib_diffusion.envs.robosuite_tasks import RobosuiteTaskEnv, task_for
 
 #: Tasks with a scripted controller here.
@@ -408,14 +409,23 @@ def collect_demos(
     policy = make_scripted_policy(name, noise)
     start = time.perf_counter()
     try:
-        demos, attempts, steps = _collect_successes(
-            env, policy, name, info.max_episode_steps, episodes, seed, max_attempts,
-            progress=progress, start=start,
-        )  # fmt: skip
+        demos, lengths, attempts, steps = collect_successes(
+            lambda s: _attempt(env, policy, s, info.max_episode_steps),
+            episodes,
+            seed=seed,
+            max_attempts=max_attempts,
+            start=start,
+            describe=(lambda a: f"[robot_demos] {name}: episode {a}:") if progress else None,
+        )
         env_args = env.env_args()
     finally:
         env.close()
-    summary = _demo_summary(name, info.env_id, demos, attempts, steps, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    summary = {
+        "task": name,
+        "env_id": info.env_id,
+        **success_summary(lengths, attempts, steps, seconds),
+    }
     if not demos:
         raise RuntimeError(f"no successful {name} demo in {attempts} attempts; nothing written.")
     summary["out"] = str(write_robomimic_hdf5(out, demos, env_args))
@@ -442,54 +452,12 @@ def _check_demo_request(task: str, name: str, dataset_id: str | None, *, overwri
         )
 
 
-def _collect_successes(
-    env: RobosuiteTaskEnv,
-    policy: Any,
-    name: str,
-    max_steps: int,
-    episodes: int,
-    seed: int,
-    max_attempts: int,
-    *,
-    progress: bool,
-    start: float,
-) -> tuple[list[dict[str, Any]], int, int]:
-    """Run episodes until ``episodes`` succeed or ``max_attempts`` are spent; returns
-    the successful demos, the attempts and the env steps of all attempts."""
-    demos: list[dict[str, Any]] = []
-    attempts = steps = 0
-    while len(demos) < episodes and attempts < max_attempts:
-        demo = run_episode(env, policy, seed + attempts, max_steps)
-        attempts += 1
-        steps += len(demo["actions"])
-        if demo["success"]:
-            demos.append(demo)
-        if progress:
-            rate = steps / (time.perf_counter() - start)
-            print(
-                f"[robot_demos] {name}: episode {attempts}: "
-                f"{'success' if demo['success'] else 'failed'} in {len(demo['actions'])} steps; "
-                f"{len(demos)}/{episodes} kept, {rate:.0f} env steps/s",
-                flush=True,
-            )
-    return demos, attempts, steps
-
-
-def _demo_summary(
-    name: str, env_id: str, demos: list[dict[str, Any]], attempts: int, steps: int, seconds: float
-) -> dict[str, Any]:
-    """The summary :func:`collect_demos` returns, before the paths written are added."""
-    return {
-        "task": name,
-        "env_id": env_id,
-        "demos": len(demos),
-        "attempts": attempts,
-        "success_rate": len(demos) / max(attempts, 1),
-        "env_steps": steps,
-        "seconds": seconds,
-        "env_steps_per_s": steps / seconds if seconds > 0 else None,
-        "mean_demo_length": float(np.mean([len(d["actions"]) for d in demos])) if demos else None,
-    }
+def _attempt(
+    env: RobosuiteTaskEnv, policy: Any, seed: int, max_steps: int
+) -> tuple[dict[str, Any], bool, int]:
+    """One scripted episode as :func:`collect_successes` runs it: demo, success, steps."""
+    demo = run_episode(env, policy, seed, max_steps)
+    return demo, bool(demo["success"]), len(demo["actions"])
 
 
 def write_minari_copy(summary: dict[str, Any], dataset_id: str, *, overwrite: bool) -> str:
