@@ -49,13 +49,14 @@ def _cli_learner(*flags: str, dataset=None):
 
 
 def _fake_dataset(seed: int = 0) -> SimpleNamespace:
-    """Two episodes of 5 and 3 steps (6 and 4 observations) with far-from-standard states."""
+    """Two episodes of 5 and 3 steps (6 and 4 observations) with far-from-standard states,
+    recorded on Hopper-v5 with no env kwargs."""
     rng = np.random.default_rng(seed)
     eps = [
         SimpleNamespace(observations=rng.normal(5.0, 3.0, size=(n + 1, OBS)).astype(np.float32))
         for n in (5, 3)
     ]
-    return SimpleNamespace(episodes=eps)
+    return SimpleNamespace(episodes=eps, env_id="Hopper-v5", env_kwargs={})
 
 
 def test_cli_defaults_and_networks_are_the_official_ones():
