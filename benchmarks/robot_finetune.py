@@ -26,6 +26,17 @@ Example (Lift, 5 demos, 100 BC gradient steps, 250k env steps)::
 
     python benchmarks/robot_finetune.py --task lift --demos 5 --bc-gradient-steps 100 \\
         --env-steps 250000 --name dppo_robot_lift
+
+Franka Kitchen (``--task kitchen_microwave`` or ``kitchen_all3``, :data:`KITCHEN_TASKS`):
+stage 1 is ``python -m rllib_diffusion.collect.kitchen_demos`` into the Minari id
+``local/kitchen/<task>-scripted<N>-v0`` (under ``$MINARI_DATASETS_PATH``), whose tasks
+reach the BC and DPPO envs through the checkpoint; the training envs keep the kitchen's
+own reward (tasks completed, the episode ends when all are done): ``--train-reward
+success``, the only one a kitchen run takes. Example::
+
+    MINARI_DATASETS_PATH=runs/kitchen/minari python benchmarks/robot_finetune.py \\
+        --task kitchen_microwave --demos 50 --bc-gradient-steps 500 --env-steps 120000 \\
+        --name dppo_kitchen_microwave
 """
 
 from __future__ import annotations
@@ -52,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--task", default="lift", choices=["lift", "can", "square"])
+    p.add_argument("--task", default="lift", choices=["lift", "can", "square", *KITCHEN_TASKS])
     p.add_argument("--demos", type=int, default=5, help="scripted demonstrations for BC")
     p.add_argument("--bc-gradient-steps", type=int, default=100, help="weak BC: few steps")
     p.add_argument("--bc-eval-episodes", type=int, default=20, help="pretrain's own check")
@@ -63,9 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--train-reward",
         choices=["dppo", "success"],
-        default="dppo",
-        help="training envs: DPPO's robomimic reward (1 per solved step, no early end) or "
-        "the evaluation env's (1 at the first success, which ends the episode)",
+        default=None,
+        help="training envs: DPPO's robomimic reward (1 per solved step, no early end; the "
+        "robomimic default) or the evaluation env's (1 at the first success, which ends the "
+        "episode; kitchen: 1 per completed task, the only choice there)",
     )
     p.add_argument("--eval-interval", type=int, default=25, help="iterations between evals")
     p.add_argument("--eval-episodes", type=int, default=50, help="start, final, periodic")
@@ -81,17 +93,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="result name (default dppo_robot_<task>)")
     p.add_argument("--summarize-only", action="store_true", help="rebuild the result only")
     args = p.parse_args(argv)
+    args.train_reward = train_reward(args.task, args.train_reward)
     args.out = args.out or f"runs/robot/dppo_{args.task}"
     args.name = args.name or f"dppo_robot_{args.task}"
     return args
 
 
+#: Kitchen tasks of ``--task``: the subtasks of ``rllib_diffusion.collect.kitchen_demos``.
+KITCHEN_TASKS: dict[str, tuple[str, ...]] = {
+    "kitchen_microwave": ("microwave",),
+    "kitchen_all3": ("microwave", "light_switch", "slide_cabinet"),
+}
+
+
+def is_kitchen_task(task: str) -> bool:
+    return task in KITCHEN_TASKS
+
+
+def train_reward(task: str, asked: str | None) -> str:
+    """The training reward: DPPO's for robomimic unless asked, the env's for the kitchen."""
+    if not is_kitchen_task(task):
+        return asked or "dppo"
+    if asked == "dppo":
+        raise SystemExit(f"--train-reward dppo is robomimic's; {task} trains on its own reward.")
+    return "success"
+
+
 #: Name of the training-episode series per ``--train-reward`` (its return's meaning).
 TRAIN_SERIES = {"success": "train_success_rate", "dppo": "train_solved_steps_per_episode"}
+#: The series of a kitchen run of several subtasks, whose return counts completed ones.
+KITCHEN_TASKS_SERIES = "train_tasks_completed_per_episode"
+
+
+def train_series(args: argparse.Namespace) -> str:
+    """The training-episode series' name: what a training episode's return means."""
+    if len(KITCHEN_TASKS.get(args.task, ())) > 1:
+        return KITCHEN_TASKS_SERIES
+    return TRAIN_SERIES[args.train_reward]
 
 
 def demos_path(args: argparse.Namespace) -> Path:
     return Path(f"runs/robot/{args.task}_scripted_{args.demos}.hdf5")
+
+
+def kitchen_dataset_id(args: argparse.Namespace) -> str:
+    """The Minari id of a kitchen task's scripted demonstrations."""
+    name = args.task.removeprefix("kitchen_")
+    return f"local/kitchen/{name}-scripted{args.demos}-v0"
+
+
+def bc_dataset(args: argparse.Namespace) -> str:
+    """Stage 1: the demonstrations (collected unless present); what ``pretrain`` reads."""
+    if is_kitchen_task(args.task):
+        from rllib_diffusion.data.minari_io import minari_root
+
+        dataset_id = kitchen_dataset_id(args)
+        if not (minari_root() / dataset_id).exists():
+            run_stage(
+                [sys.executable, "-m", "rllib_diffusion.collect.kitchen_demos", "--tasks"]
+                + list(KITCHEN_TASKS[args.task])
+                + ["--episodes", str(args.demos), "--dataset-id", dataset_id]
+            )
+        return dataset_id
+    demos = demos_path(args)
+    if not demos.exists():
+        run_stage(
+            [sys.executable, "-m", "rllib_diffusion.collect.robot_demos", "--task", args.task]
+            + ["--episodes", str(args.demos), "--out", str(demos)]
+        )
+    return str(demos)
 
 
 def bc_dir(args: argparse.Namespace) -> Path:
@@ -105,13 +175,9 @@ def run_stage(cmd: list[str]) -> None:
 
 def make_weak_bc(args: argparse.Namespace) -> Path:
     """Stages 1 and 2: the demonstrations and the weak BC checkpoint (kept if present)."""
-    demos, bc = demos_path(args), bc_dir(args)
-    if not demos.exists():
-        run_stage(
-            [sys.executable, "-m", "rllib_diffusion.collect.robot_demos", "--task", args.task]
-            + ["--episodes", str(args.demos), "--out", str(demos)]
-        )
+    bc = bc_dir(args)
     if not (bc / "checkpoint").exists():
+        demos = bc_dataset(args)
         steps = str(args.bc_gradient_steps)
         run_stage(
             [sys.executable, "-m", "rllib_diffusion.cli", "pretrain", "--dataset", str(demos)]
@@ -191,9 +257,10 @@ def summarize(args: argparse.Namespace, settings: Any) -> None:
     if args.train_reward == "dppo":  # periodic evaluations run the training env: not rates
         evals = [x for x in evals if x["iteration"] == 0]
     final = finished(out)
-    train_key = TRAIN_SERIES[args.train_reward]
+    train_key = train_series(args)
     figures: dict[str, Any] = {
         "task": args.task,
+        **kitchen_figures(args),
         "demos": args.demos,
         "bc_gradient_steps": args.bc_gradient_steps,
         "env_steps": lines[-1]["env_steps"] if lines else 0,
@@ -231,6 +298,20 @@ def summarize(args: argparse.Namespace, settings: Any) -> None:
     print(json.dumps(figures, indent=1), f"\nwrote {path}", flush=True)
 
 
+def kitchen_figures(args: argparse.Namespace) -> dict[str, Any]:
+    """A kitchen run's subtasks and dataset (nothing for robomimic)."""
+    if not is_kitchen_task(args.task):
+        return {}
+    return {"kitchen_tasks": list(KITCHEN_TASKS[args.task]), "dataset": kitchen_dataset_id(args)}
+
+
+#: The right-hand axis of a training series that is not a success rate.
+TRAIN_AXIS_LABELS = {
+    TRAIN_SERIES["dppo"]: "train episodes: solved env steps",
+    KITCHEN_TASKS_SERIES: "train episodes: tasks completed",
+}
+
+
 def plot(name: str, series: dict[str, list], train_key: str) -> None:
     try:
         import matplotlib
@@ -249,7 +330,7 @@ def plot(name: str, series: dict[str, list], train_key: str) -> None:
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
     if train_ax is not ax:
-        train_ax.set_ylabel("train episodes: solved env steps")
+        train_ax.set_ylabel(TRAIN_AXIS_LABELS[train_key])
     fig.legend(loc="lower right")
     ax.set_title(name)
     fig.tight_layout()

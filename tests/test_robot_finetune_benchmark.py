@@ -45,3 +45,32 @@ def test_a_run_from_before_env_kwargs_is_not_continued_with_another_reward(bench
     bench.check_same_run(tmp_path, old)  # the same reward: continued
     with pytest.raises(SystemExit, match="env_kwargs: run None"):
         bench.check_same_run(tmp_path, settings_for(bench, tmp_path))
+
+
+def test_kitchen_trains_on_its_own_reward(bench, tmp_path):
+    args = bench.parse_args(["--task", "kitchen_microwave", "--out", str(tmp_path)])
+    assert args.train_reward == "success"
+    assert bench.finetune_settings(args, Path("bc/checkpoint")).env_kwargs is None
+    assert bench.train_series(args) == "train_success_rate"
+    all3 = bench.parse_args(["--task", "kitchen_all3"])
+    assert bench.train_series(all3) == "train_tasks_completed_per_episode"
+    with pytest.raises(SystemExit, match="robomimic's"):
+        bench.parse_args(["--task", "kitchen_microwave", "--train-reward", "dppo"])
+
+
+def test_kitchen_demos_are_collected_once_under_a_minari_id(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(bench, "run_stage", calls.append)
+    args = bench.parse_args(["--task", "kitchen_all3", "--demos", "7"])
+    assert bench.bc_dataset(args) == "local/kitchen/all3-scripted7-v0"
+    assert calls[0][1:] == [
+        "-m", "rllib_diffusion.collect.kitchen_demos", "--tasks",
+        "microwave", "light_switch", "slide_cabinet",
+        "--episodes", "7", "--dataset-id", "local/kitchen/all3-scripted7-v0",
+    ]  # fmt: skip
+    (tmp_path / "local" / "kitchen" / "all3-scripted7-v0").mkdir(parents=True)
+    bench.bc_dataset(args)
+    assert len(calls) == 1
+    assert bench.kitchen_figures(args)["kitchen_tasks"] == list(bench.KITCHEN_TASKS["kitchen_all3"])
+    assert bench.kitchen_figures(bench.parse_args(["--task", "lift"])) == {}
