@@ -50,11 +50,12 @@ _DAMAGED = (
 
 
 def minari_root() -> Path:
-    """The local Minari datasets directory (``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``)."""
+    """The local Minari datasets directory (``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``),
+    absolute: Minari joins a relative root onto itself when it writes a staged dataset."""
     root = os.environ.get(_ENV_VAR)
     if root is None:
         return Path.home() / ".minari" / "datasets"
-    return Path(root).expanduser()
+    return Path(root).expanduser().absolute()
 
 
 def _check_dataset_id(dataset_id: str) -> None:

@@ -198,3 +198,19 @@ def test_write_measures_size_once(
     mds = minari.load_dataset(DATASET_ID)
     assert mds.total_episodes == 40 and mds.total_steps == 80
     assert mds.storage.metadata["dataset_size"] == real(mds.storage)
+
+
+def test_write_and_load_under_a_relative_minari_root(
+    make_dataset: Callable[..., EpisodeDataset],
+    assert_same_episodes,
+    minari_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # MINARI_DATASETS_PATH=runs/kitchen/minari: Minari joined the relative staging root
+    # onto itself (FileNotFoundError); the root is made absolute first.
+    monkeypatch.chdir(minari_root.parent)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", minari_root.name)
+    ds = make_dataset(lengths=(3, 4), env_id="Hopper-v5")
+    path = write_minari(ds, DATASET_ID)
+    assert Path(path) == minari_root / DATASET_ID
+    assert_same_episodes(ds, load_minari(DATASET_ID))
