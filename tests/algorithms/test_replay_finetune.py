@@ -27,8 +27,10 @@ from tests.algorithms.batches import (
     LinearTwinQ,
     cli_finetune_config,
     improves_weak_policy,
+    moved,
     replay_finetune_smoke,
     replay_learner_steps,
+    snapshot,
     td_batch,
     tiny_learner,
 )
@@ -105,6 +107,66 @@ def test_dql_actor_loss_is_bc_plus_eta_times_the_normalised_q_of_the_own_sample(
     assert bc_replay.requires_grad
 
 
+def _dql_actor_gradients(after_critic: bool, seed: int = 5):
+    """One DQL step's gradients (``compute_losses`` + ``compute_gradients``) on replay
+    rows that are also the actor's rows, the twin order fixed to (0, 1), a big critic lr
+    so that its step changes the critic a lot; and, by hand from a copy of the module
+    before the step, the actor's gradient with the critic after one Adam step on its TD
+    loss (the reference's order) and with the critic before it.
+    Returns ``(learner, module, grads, after, before, critic_before_step)``."""
+    import copy
+    from unittest import mock
+
+    from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
+    from rllib_diffusion.algorithms.replay_finetune_learner import twin_critic_step
+    from tests.algorithms.batches import replay_rows
+
+    learner, module = _learner("dql", critic_lr=0.5, actor_after_critic_step=after_critic)
+    rows = {k: torch.as_tensor(v) for k, v in replay_rows().items()}
+    obs, actions = rows[Columns.OBS], rows[Columns.ACTIONS]
+    twin_order = mock.patch("torch.randperm", return_value=torch.tensor([0, 1]))
+    start = copy.deepcopy(module)
+    with twin_order:
+        torch.manual_seed(seed)
+        batch = dict(rows) | {ACTOR_OBS: obs, ACTOR_ACTIONS: actions}
+        losses = learner.compute_losses(
+            fwd_out={"default_policy": {}}, batch={"default_policy": batch}
+        )
+        grads = learner.compute_gradients(losses)
+        expected = {}
+        for order in ("after", "before"):
+            ref = copy.deepcopy(start)
+            torch.manual_seed(seed)  # the TD targets' next actions: the step's first draw
+            scaled = dict(rows) | {Columns.REWARDS: 0.01 * rows[Columns.REWARDS]}
+            critic_loss, _ = twin_critic_step(ref, scaled, 0.99)
+            if order == "after":
+                optim = torch.optim.Adam(ref.critic.parameters(), lr=0.5)
+                critic_loss.backward()
+                optim.step()
+            actor, _, _ = dql_actor_loss(ref, obs, actions, eta=1.0, bc_actions="sampled")
+            expected[order] = torch.autograd.grad(actor, list(ref.actor.parameters()))
+    return learner, module, grads, expected["after"], expected["before"], start.critic
+
+
+def test_dql_actor_loss_sees_the_critic_after_its_step_as_the_reference(ray_session):
+    learner, module, grads, after, before, critic0 = _dql_actor_gradients(after_critic=True)
+    ours = [grads[learner.get_param_ref(p)] for p in module.actor.parameters()]
+    for mine, expected in zip(ours, after):
+        torch.testing.assert_close(mine, expected, atol=1e-5, rtol=1e-4)
+    assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(after, before))
+    # The critic stepped already (once): no critic gradient is left for apply_gradients.
+    assert not any(learner.get_param_ref(p) in grads for p in module.critic.parameters())
+    assert moved(module.critic, snapshot(critic0))
+
+
+def test_dql_one_forward_order_sees_the_critic_before_its_step(ray_session):
+    learner, module, grads, _, before, critic0 = _dql_actor_gradients(after_critic=False)
+    ours = [grads[learner.get_param_ref(p)] for p in module.actor.parameters()]
+    for mine, expected in zip(ours, before):
+        torch.testing.assert_close(mine, expected, atol=1e-5, rtol=1e-4)
+    assert not moved(module.critic, snapshot(critic0))  # it steps in apply_gradients
+
+
 @pytest.mark.parametrize("algo", ["dql", "idql"])
 def test_learner_steps_the_critics_and_the_actor_only_with_actor_rows(algo, ray_session):
     learner, module = _learner(algo, actor_lr=1e-2, critic_lr=1e-2, tau=0.5)
@@ -122,6 +184,7 @@ def test_cli_builds_each_with_the_official_hopper_defaults(algo, fake_bc_checkpo
     official |= dict(buffer_decisions=1_000_000)
     if algo == "dql":
         official |= dict(tau=0.005, replay_ratio=16, eta=1.0, bc_actions="sampled")
+        official |= dict(actor_after_critic_step=True)
     else:
         official |= dict(tau=0.001, replay_ratio=128, expectile=0.8)
         model = config.model_config

@@ -12,9 +12,10 @@ ft_dql_diffusion_mlp.yaml``; loop ``agent/finetune/train_dql_diffusion_agent.py`
 0.01, buffer 1,000,000 decisions, η 1, replay ratio 16, minibatch 1000, warm-up 80,000
 decisions, min sampling std 0.1. Like the reference: no EMA actor (the trained actor
 acts and forms the TD targets), one sample per decision, the BC term on the actor's own
-differentiable sample (``bc_actions="sampled"``). Deviations: one forward for both
-losses per step, so the actor's Q term sees the critic before this step's update (the
-reference updates the critic first); the warm-up counts decisions.
+differentiable sample (``bc_actions="sampled"``), the actor's loss computed with the
+critic after this step's update (``actor_after_critic_step``; False: one forward for
+both losses, the critic as it was before the step). Deviation: the warm-up counts
+decisions.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class DQLConfig(ReplayFinetuneConfigMixin, AlgorithmConfig):
         super().__init__(algo_class=algo_class or DQL)
         self.eta = 1.0
         self.bc_actions = "sampled"
+        self.actor_after_critic_step = True
 
     @override(AlgorithmConfig)
     def training(
@@ -64,6 +66,7 @@ class DQLConfig(ReplayFinetuneConfigMixin, AlgorithmConfig):
         *,
         eta: float | None = NotProvided,
         bc_actions: str | None = NotProvided,
+        actor_after_critic_step: bool | None = NotProvided,
         **kwargs: Any,
     ) -> DQLConfig:
         """DQL's knobs (and the shared ones, see ``ReplayFinetuneConfigMixin.training``).
@@ -72,9 +75,19 @@ class DQLConfig(ReplayFinetuneConfigMixin, AlgorithmConfig):
             eta: weight η of the Q term in the actor loss (reference 1).
             bc_actions: what the actor's BC term regresses: "sampled", the actor's own
                 differentiable sample (reference), or "replay", the replay's actions.
+            actor_after_critic_step: compute the actor's loss with the critic after this
+                gradient step's critic update (True, the reference's order) or with the
+                critic before it, in one forward with the critic's loss (False).
         """
         super().training(**kwargs)
-        set_provided(self, {"eta": eta, "bc_actions": bc_actions})
+        set_provided(
+            self,
+            {
+                "eta": eta,
+                "bc_actions": bc_actions,
+                "actor_after_critic_step": actor_after_critic_step,
+            },
+        )
         return self
 
     @override(AlgorithmConfig)

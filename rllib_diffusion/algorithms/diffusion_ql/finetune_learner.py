@@ -7,7 +7,9 @@ critic: ``Σ_i mean_b (Q_i(s, a) − y)²``, ``y = r + γ(1 − d)·min_i Q'_i(s
 actor:  ``L_bc(x0) + η·L_q``, ``L_q = −mean Q_j(s, â) / sg(mean |Q_k(s, â)|)``, ``â``
         sampled exploring through the whole chain with gradients, ``(j, k)`` a random
         order of the twin critics, ``x0 = â`` (reference) or the replay's actions
-Critic targets: Polyak ``tau`` after every step.
+Order per gradient step (``actor_after_critic_step``, the reference's): critic Adam step,
+then the actor's loss with the stepped critic and its Adam step, then Polyak ``tau``
+of the critic targets. False: both losses in one forward (the critic before its step).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.actor_critic import ACTOR, CRITIC
 from rllib_diffusion.algorithms.diffusion_ql.diffusion_ql_learner import q_loss_term
+from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
 from rllib_diffusion.algorithms.replay_finetune_learner import ReplayFinetuneLearnerMixin
 from rllib_diffusion.diffusion import denoising_loss
 
@@ -46,10 +49,69 @@ def dql_actor_loss(
 
 
 class DQLTorchLearner(ReplayFinetuneLearnerMixin, TorchLearner):
-    """Actor (``actor_lr``) then critic (``critic_lr``), each with its own Adam: the
-    actor's Q term reaches the critic, whose step then drops those gradients."""
+    """Actor (``actor_lr``) and critic (``critic_lr``), each with its own Adam. With
+    ``actor_after_critic_step`` (default, the reference's ``train_dql_diffusion_agent``
+    order) the critic steps first and the actor's loss is computed with the stepped
+    critic (:meth:`actor_gradients_after_critic_step`); otherwise one forward for both,
+    the actor's backward first (its Q term reaches the critic, whose step then drops
+    those gradients)."""
 
     OPTIMIZER_ORDER = (ACTOR, CRITIC)
+
+    @override(TorchLearner)
+    def build(self) -> None:
+        super().build()
+        # The actor's rows of this step (obs, actions) by module, kept for after the
+        # critic's step.
+        self._actor_rows_after_critic: dict[Any, tuple[Tensor, Tensor]] = {}
+
+    @override(ReplayFinetuneLearnerMixin)
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Tensor:
+        """The critic's loss; the actor's too, or (``actor_after_critic_step``) its rows
+        kept for :meth:`compute_gradients`."""
+        if not config.actor_after_critic_step or ACTOR_ACTIONS not in batch:
+            return super().compute_loss_for_module(
+                module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
+            )
+        obs = batch[ACTOR_OBS].float()
+        actions = batch[ACTOR_ACTIONS].float().reshape(obs.shape[0], -1)
+        self._actor_rows_after_critic[module_id] = (obs, actions)
+        critic_rows = {k: v for k, v in batch.items() if k not in (ACTOR_OBS, ACTOR_ACTIONS)}
+        return super().compute_loss_for_module(
+            module_id=module_id, config=config, batch=critic_rows, fwd_out=fwd_out
+        )
+
+    @override(TorchLearner)
+    def compute_gradients(self, loss_per_module, **kwargs):
+        grads = super().compute_gradients(loss_per_module, **kwargs)
+        for module_id, (obs, actions) in self._actor_rows_after_critic.items():
+            grads = self.actor_gradients_after_critic_step(module_id, grads, obs, actions)
+        self._actor_rows_after_critic.clear()
+        return grads
+
+    def actor_gradients_after_critic_step(
+        self, module_id: Any, grads: dict[Any, Tensor], obs: Tensor, actions: Tensor
+    ) -> dict[Any, Tensor]:
+        """Step the critic's Adam on its gradients (``θ_Q ← Adam(θ_Q, ∇L_Q)``), then
+        compute the actor's loss with the stepped critic; returns ``grads`` with the
+        actor's gradients in place of the critic's, so ``apply_gradients`` steps only
+        the actor (a parameter without gradient is skipped by Adam)."""
+        module = self.module[module_id].unwrapped()
+        config = self.config.get_config_for_module(module_id)
+        critic_optim = self.get_optimizer(module_id, CRITIC)
+        actor_optim = self.get_optimizer(module_id, ACTOR)
+        critic_optim.step()  # the critic's gradients are still on its parameters
+        actor, extra = self.actor_loss(module, config, obs, actions)
+        actor_optim.zero_grad(set_to_none=True)
+        actor.backward()
+        critic_optim.zero_grad(set_to_none=True)  # the Q term's, and the stepped ones
+        critic_ids = self.filter_param_dict_for_optimizer(self._params, critic_optim)
+        actor_params = self.filter_param_dict_for_optimizer(self._params, actor_optim)
+        grads = {pid: g for pid, g in grads.items() if pid not in critic_ids}
+        grads |= {pid: p.grad.clone() for pid, p in actor_params.items() if p.grad is not None}
+        metrics = {M.ACTOR_LOSS: actor.detach(), **extra}
+        self.metrics.log_dict(metrics, key=module_id, window=1)
+        return grads
 
     @override(ReplayFinetuneLearnerMixin)
     def actor_loss(self, module, config, obs, actions):
