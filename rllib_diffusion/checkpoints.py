@@ -285,6 +285,37 @@ def load_policy_module(
 
 
 # ---------------------------------------------------------------------------- resume
+def field_diffs(theirs: Mapping[str, Any], ours: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``name: checkpoint X vs now Y`` for every leaf field (nested dicts as ``a.b``) whose
+    value differs as JSON reads it back; a field one side lacks counts as None (a knob
+    added since, off)."""
+    from rllib_diffusion.utils.io import jsonable
+
+    diffs = []
+    for key in sorted(set(theirs) | set(ours)):
+        a, b, name = theirs.get(key), ours.get(key), f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs += field_diffs(a, b, f"{name}.")
+        elif jsonable(a) != jsonable(b):
+            diffs.append(f"{name}: checkpoint {jsonable(a)!r} vs now {jsonable(b)!r}")
+    return diffs
+
+
+def check_resume_settings(
+    theirs: Mapping[str, Any], ours: Mapping[str, Any], where: str | os.PathLike
+) -> None:
+    """A resumed run must train what its checkpoint trained: raise one
+    :class:`CheckpointError` naming every field of ``ours`` that differs from the
+    checkpoint's ``theirs`` (:func:`field_diffs`) and the fix."""
+    diffs = field_diffs(theirs, ours)
+    if diffs:
+        raise CheckpointError(
+            f"Cannot resume '{where}' with other settings: "
+            + "; ".join(diffs)
+            + ". Pass the original flags, or use another --out."
+        )
+
+
 def resume_checkpoint_meta(
     ckpt_dir: str | os.PathLike,
     resume: bool,

@@ -73,3 +73,20 @@ def test_evaluate_prints_one_line_for_a_damaged_checkpoint(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint") and "module_state.pkl" in err
     assert "\n" not in err
+
+
+def test_a_resume_with_other_settings_names_every_differing_field():
+    """Nested fields are named ``a.b``; a field one side lacks counts as None; tuples and
+    lists are equal (as JSON reads them back); equal settings pass."""
+    from rllib_diffusion.checkpoints import check_resume_settings, field_diffs
+
+    theirs = {"lr": 1e-4, "model": {"hidden": [64, 64], "clip": 1.0}, "seed": 0}
+    ours = {"lr": 1e-3, "model": {"hidden": (64, 64), "residual": False}, "seed": 0}
+    assert field_diffs(theirs, ours) == [
+        "lr: checkpoint 0.0001 vs now 0.001",
+        "model.clip: checkpoint 1.0 vs now None",
+        "model.residual: checkpoint None vs now False",
+    ]
+    with pytest.raises(CheckpointError, match=r"Cannot resume 'ck' with other settings: lr: "):
+        check_resume_settings(theirs, ours, "ck")
+    check_resume_settings(theirs, {**theirs, "model": {"hidden": (64, 64), "clip": 1.0}}, "ck")

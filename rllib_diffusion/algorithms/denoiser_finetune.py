@@ -36,11 +36,14 @@ from rllib_diffusion.algorithms.finetune_run import (
     validated,
     warn_missing_resources,
 )
-from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
+from rllib_diffusion.checkpoints import (
+    CheckpointMeta,
+    check_resume_settings,
+    read_checkpoint_meta,
+)
 from rllib_diffusion.knobs import set_provided
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_after_summary
-from rllib_diffusion.utils.io import jsonable
 
 #: Policy-config fields that shape the denoiser: they must match the pretrained one.
 NETWORK_FIELDS = (
@@ -167,19 +170,14 @@ class DenoiserFinetuneFamily(RunFamily):
         named."""
         model_cls = registry.get(self.s.algo, registry.FINETUNE).model_config_class
         theirs = model_cls.from_dict(dict(saved.model_config or {})).to_dict()
-        diffs = field_diffs(
+        check_resume_settings(
             {"pretrained_checkpoint": saved.pretrained_checkpoint, "model": theirs},
             {
                 "pretrained_checkpoint": self._meta.pretrained_checkpoint,
                 "model": self._meta.model_config,
             },
+            where,
         )
-        if diffs:
-            raise CheckpointError(
-                f"Cannot resume '{where}' with other settings: "
-                + "; ".join(diffs)
-                + ". Resume with the checkpoint's settings or start a new --out."
-            )
 
     def build(self) -> Any:
         from rllib_diffusion.utils.runtime import init_ray
@@ -285,16 +283,3 @@ def check_network_match(pretrained: dict[str, Any], ours: dict[str, Any], where:
         owner="fine-tuning",
         fix="Build the config from the checkpoint (denoiser_finetune.denoiser_finetune_config).",
     )
-
-
-def field_diffs(theirs: dict[str, Any], ours: dict[str, Any], prefix: str = "") -> list[str]:
-    """``name: checkpoint X vs now Y`` for every leaf field (nested dicts as ``a.b``) whose
-    value differs; a field one side lacks counts as None (a knob added since, off)."""
-    diffs = []
-    for key in sorted(set(theirs) | set(ours)):
-        a, b, name = theirs.get(key), ours.get(key), f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += field_diffs(a, b, f"{name}.")
-        elif jsonable(a) != jsonable(b):
-            diffs.append(f"{name}: checkpoint {a!r} vs now {b!r}")
-    return diffs

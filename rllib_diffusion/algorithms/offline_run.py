@@ -315,20 +315,10 @@ RUN_CONTROL_FIELDS = frozenset(
 
 def check_same_run_settings(theirs: dict[str, Any], ours: dict[str, Any], where: Path) -> None:
     """A resumed run must train what the checkpoint's run trained (all but run control)."""
-    from rllib_diffusion.checkpoints import CheckpointError
-    from rllib_diffusion.utils.io import jsonable
+    from rllib_diffusion.checkpoints import check_resume_settings
 
-    diffs = [
-        f"{k}: checkpoint {jsonable(theirs.get(k))!r} vs now {jsonable(v)!r}"
-        for k, v in ours.items()
-        if k not in RUN_CONTROL_FIELDS and jsonable(theirs.get(k)) != jsonable(v)
-    ]
-    if diffs:
-        raise CheckpointError(
-            f"Cannot resume '{where}' with different settings: "
-            + "; ".join(diffs)
-            + ". Pass the original flags, or use another --out."
-        )
+    ours = {k: v for k, v in ours.items() if k not in RUN_CONTROL_FIELDS}
+    check_resume_settings({k: theirs.get(k) for k in ours}, ours, where)
 
 
 class OfflineFamily(RunFamily):

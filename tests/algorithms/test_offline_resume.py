@@ -67,7 +67,7 @@ def test_killed_offline_run_resumes_from_its_checkpoint(
     assert [x["iteration"] for x in progress] == [1, 2, 3]
 
     # Resuming with other training settings or as another algorithm is refused.
-    with pytest.raises(CheckpointError, match=r"different settings: gamma: checkpoint 0.99"):
+    with pytest.raises(CheckpointError, match=r"other settings: gamma: checkpoint 0.99"):
         train_offline(idql_settings(dataset_id, out, resume=True, gamma=0.9))
     fql = OfflineSettings(
         dataset=dataset_id, out_dir=str(out), algo="fql", resume=True, hidden_dims=(16, 16)

@@ -269,7 +269,7 @@ def test_a_model_config_saved_before_the_critic_knobs_keeps_what_it_was_trained_
     """A saved config without ``critic_residual`` (and without the policy's newer
     ``env_kwargs``) reads as residual critics and ±1-clamped chunks, so its weights are not
     silently run as plain critics; a resume names exactly the fields that differ."""
-    from rllib_diffusion.algorithms.denoiser_finetune import field_diffs
+    from rllib_diffusion.checkpoints import field_diffs
 
     new = DIPOModelConfig(policy=tiny_policy()).to_dict()
     old = {k: v for k, v in new.items() if k not in ("critic_residual", "final_action_clip")}

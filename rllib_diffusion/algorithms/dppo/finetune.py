@@ -38,11 +38,14 @@ from rllib_diffusion.algorithms.finetune_run import (
     warn_missing_resources,
 )
 from rllib_diffusion.algorithms.synthetic_ppo import METRICS_NAMESPACE as SYN_NAMESPACE
-from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
+from rllib_diffusion.checkpoints import (
+    CheckpointMeta,
+    check_resume_settings,
+    read_checkpoint_meta,
+)
 from rllib_diffusion.envs.tasks import reference_scores
 from rllib_diffusion.modules.model_config import DiffusionPolicyConfig
 from rllib_diffusion.run_loop import RunControl, RunFamily, before_after_summary
-from rllib_diffusion.utils.io import jsonable
 
 # ``finetune`` and ``FinetuneSettings`` live in the fine-tuning layer above the families
 # (``finetune_run``); imported here for the callers of this module's older home.
@@ -178,15 +181,8 @@ def _check_resumable(meta: CheckpointMeta, model_config: dict[str, Any], where: 
     """The checkpoint's module must be the one these settings build."""
     theirs = meta.model_config or {}
     check_policy_match(theirs.get("policy", {}), model_config["policy"], str(where))
-    diffs = [
-        f"{k}: checkpoint {theirs.get(k)!r} vs now {v!r}"
-        for k, v in model_config.items()
-        if k != "policy" and jsonable(theirs.get(k)) != jsonable(v)
-    ]
-    if diffs:
-        raise CheckpointError(
-            f"Cannot resume '{where}' with different model settings: " + "; ".join(diffs)
-        )
+    ours = {k: v for k, v in model_config.items() if k != "policy"}
+    check_resume_settings({k: theirs.get(k) for k in ours}, ours, where)
 
 
 def progress_line(

@@ -19,7 +19,12 @@ from typing import Any
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.dsrl.dsrl import ALGORITHM_NAME, DSRLConfig, DSRLModelConfig
-from rllib_diffusion.checkpoints import CheckpointError, CheckpointMeta, read_checkpoint_meta
+from rllib_diffusion.checkpoints import (
+    CheckpointError,
+    CheckpointMeta,
+    check_resume_settings,
+    read_checkpoint_meta,
+)
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
 from rllib_diffusion.run_loop import EVAL_RETURN, RunControl, RunFamily, before_after_summary
 
@@ -122,15 +127,11 @@ class DSRLFamily(RunFamily):
 
     def check_resumable(self, saved: CheckpointMeta, where: Path) -> None:
         fields = ("pretrained_checkpoint", "model_config", "hyperparameters")
-        diffs = [
-            f"{name}: checkpoint {getattr(saved, name)!r} vs now {getattr(self._meta, name)!r}"
-            for name in fields
-            if getattr(saved, name) != getattr(self._meta, name)
-        ]
-        if diffs:
-            raise CheckpointError(
-                f"Cannot resume '{where}' with other settings: " + "; ".join(diffs)
-            )
+        check_resume_settings(
+            {name: getattr(saved, name) for name in fields},
+            {name: getattr(self._meta, name) for name in fields},
+            where,
+        )
 
     def build(self) -> Any:
         from rllib_diffusion.algorithms.finetune_run import warn_missing_resources
