@@ -15,7 +15,11 @@
 #   SEEDS=2 COMPARE=0 bash benchmarks/avoid_seeds.sh &   # the same, on two cores
 #   SEEDS="0 1" COMPARE=0 bash benchmarks/avoid_seeds.sh; SEEDS="0 1 2" bash benchmarks/avoid_seeds.sh
 #
-# Result: benchmarks/results/avoid_modes_m5_seeds.json (+ .png); docs/avoid.md.
+# The M2-/M3-like data (docs/avoid.md): DATA=rllib-diffusion/avoid/m2-v0 GAPS="0 2" NAME=m2_seeds
+# (m3: GAPS="0 3"), with their own OUT; the dataset is made when missing.
+#
+# Result: benchmarks/results/avoid_modes_<NAME>.json (+ .png; NAME m5_seeds by default);
+# docs/avoid.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -25,10 +29,12 @@ DATA="${DATA:-rllib-diffusion/avoid/m1-v0}"
 RD="${RD:-rllib-diffusion}"
 PY="${PY:-python}"
 COMPARE="${COMPARE:-1}"
+GAPS="${GAPS:-0 1}"
+NAME="${NAME:-m5_seeds}"
 
 if ! "$PY" -c "import minari, sys; sys.exit('$DATA' not in minari.list_local_datasets())"; then
   "$PY" -m rllib_diffusion.collect.avoid_demos --env-id rllib_diffusion/AvoidM5-v0 \
-    --row3-gaps 0 1 --episodes 200 --dataset-id "$DATA"
+    --row3-gaps $GAPS --episodes 200 --dataset-id "$DATA"
 fi
 
 claim() {  # claim DIR: 0 if this copy runs DIR's step (free, or its claimer is gone)
@@ -79,5 +85,5 @@ for s in $SEEDS; do
           --checkpoint "Gaussian PPO s$s=$OUT/gaussian_ppo_s$s/checkpoint")
 done
 [ "$COMPARE" = 1 ] || exit 0
-"$PY" benchmarks/avoid_modes.py --demos "${CKPTS[@]}" --episodes 100 --name m5_seeds \
+"$PY" benchmarks/avoid_modes.py --demos "${CKPTS[@]}" --episodes 100 --name "$NAME" \
   --note "seeds $SEEDS; benchmarks/avoid_seeds.sh"
