@@ -95,7 +95,9 @@ class DQLTorchLearner(ReplayFinetuneLearnerMixin, TorchLearner):
         """Step the critic's Adam on its gradients (``θ_Q ← Adam(θ_Q, ∇L_Q)``), then
         compute the actor's loss with the stepped critic; returns ``grads`` with the
         actor's gradients in place of the critic's, so ``apply_gradients`` steps only
-        the actor (a parameter without gradient is skipped by Adam)."""
+        the actor (a parameter without gradient is skipped by Adam). The critic's step
+        here precedes RLlib's ``postprocess_gradients``/``apply_gradients``: no
+        ``grad_clip`` reaches it (the reference clips only the actor; DQL sets none)."""
         module = self.module[module_id].unwrapped()
         config = self.config.get_config_for_module(module_id)
         critic_optim = self.get_optimizer(module_id, CRITIC)
@@ -105,8 +107,9 @@ class DQLTorchLearner(ReplayFinetuneLearnerMixin, TorchLearner):
         actor_optim.zero_grad(set_to_none=True)
         actor.backward()
         critic_optim.zero_grad(set_to_none=True)  # the Q term's, and the stepped ones
-        critic_ids = self.filter_param_dict_for_optimizer(self._params, critic_optim)
-        actor_params = self.filter_param_dict_for_optimizer(self._params, actor_optim)
+        params = {self.get_param_ref(p): p for p in self.get_parameters(self.module[module_id])}
+        critic_ids = self.filter_param_dict_for_optimizer(params, critic_optim)
+        actor_params = self.filter_param_dict_for_optimizer(params, actor_optim)
         grads = {pid: g for pid, g in grads.items() if pid not in critic_ids}
         grads |= {pid: p.grad.clone() for pid, p in actor_params.items() if p.grad is not None}
         metrics = {M.ACTOR_LOSS: actor.detach(), **extra}
