@@ -67,6 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--demos", type=int, default=5, help="scripted demonstrations for BC")
     p.add_argument("--bc-gradient-steps", type=int, default=100, help="weak BC: few steps")
     p.add_argument("--bc-eval-episodes", type=int, default=20, help="pretrain's own check")
+    p.add_argument(
+        "--clamp-obs",
+        action="store_true",
+        help="weak BC pretrained with --clamp-obs (normalised observations clipped to [-1, 1] "
+        "in every env; BC dir gets a _clamp suffix): the kitchen's untouched objects have "
+        "data ranges of 1e-5..1e-2, so a nudged kettle reaches 1e4 unclipped",
+    )
     p.add_argument("--out", default=None, help="fine-tuning run (default runs/robot/dppo_<task>)")
     p.add_argument("--env-steps", type=int, default=250_000, help="DPPO budget")
     for name, value in ROBOMIMIC_RUN.items():  # rllib_diffusion.algorithms.dppo.robomimic
@@ -165,7 +172,8 @@ def bc_dataset(args: argparse.Namespace) -> str:
 
 
 def bc_dir(args: argparse.Namespace) -> Path:
-    return Path(f"runs/robot/bc_{args.task}{args.demos}_{args.bc_gradient_steps}")
+    clamp = "_clamp" if getattr(args, "clamp_obs", False) else ""
+    return Path(f"runs/robot/bc_{args.task}{args.demos}_{args.bc_gradient_steps}{clamp}")
 
 
 def run_stage(cmd: list[str]) -> None:
@@ -184,6 +192,7 @@ def make_weak_bc(args: argparse.Namespace) -> Path:
             + ["--out", str(bc), "--horizon", "4", "--act-steps", "4"]
             + ["--gradient-steps", steps, "--steps-per-iteration", steps]
             + ["--eval-episodes", str(args.bc_eval_episodes), "--seed", str(args.seed)]
+            + (["--clamp-obs"] if getattr(args, "clamp_obs", False) else [])
         )
     return bc / "checkpoint"
 

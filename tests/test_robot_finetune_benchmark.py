@@ -74,3 +74,20 @@ def test_kitchen_demos_are_collected_once_under_a_minari_id(bench, tmp_path, mon
     assert len(calls) == 1
     assert bench.kitchen_figures(args)["kitchen_tasks"] == list(bench.KITCHEN_TASKS["kitchen_all3"])
     assert bench.kitchen_figures(bench.parse_args(["--task", "lift"])) == {}
+
+
+def test_clamp_obs_pretrains_its_own_weak_bc(bench, tmp_path, monkeypatch):
+    """``--clamp-obs``: a separate BC dir (``_clamp``) pretrained with ``--clamp-obs``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    (tmp_path / "local" / "kitchen" / "microwave-scripted5-v0").mkdir(parents=True)
+    calls = []
+    monkeypatch.setattr(bench, "run_stage", calls.append)
+    plain = bench.parse_args(["--task", "kitchen_microwave", "--demos", "5"])
+    clamped = bench.parse_args(["--task", "kitchen_microwave", "--demos", "5", "--clamp-obs"])
+    assert bench.bc_dir(plain).name == "bc_kitchen_microwave5_100"
+    assert bench.bc_dir(clamped).name == "bc_kitchen_microwave5_100_clamp"
+    bench.make_weak_bc(plain)
+    bench.make_weak_bc(clamped)
+    assert "--clamp-obs" not in calls[0] and calls[1][-1] == "--clamp-obs"
+    assert calls[1][calls[1].index("--out") + 1] == str(bench.bc_dir(clamped))
