@@ -23,6 +23,8 @@ import copy
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -284,8 +286,11 @@ def whole_step(learner: Any, module: Any, ref: Any, rows: dict, rows2: dict, see
     return out
 
 
-def check(batch_size: int, seed: int, hidden: tuple[int, ...], mirror: Path) -> dict:
-    """Every figure (max |ours − reference| unless named) and the reference's origin."""
+@contextmanager
+def dppo_reference(mirror: Path) -> Iterator[tuple[dict[str, str], list]]:
+    """The DPPO reference exported from ``mirror`` onto ``sys.path`` with its heavy imports
+    stubbed; yields its origin (source, commit, how) and the stubbed imports; its modules
+    are forgotten afterwards."""
     with tempfile.TemporaryDirectory() as tmp:
         exported = export_reference("dppo", mirror, Path(tmp))
         if exported is None:
@@ -293,22 +298,43 @@ def check(batch_size: int, seed: int, hidden: tuple[int, ...], mirror: Path) -> 
         sys.path.insert(0, exported["dir"])
         try:
             with stubbed_imports("dppo") as stubs:
-                ours = our_module(hidden)
-                ref = reference_model(ours)
-                figures = pieces(ours, ref, batch(batch_size, seed), seed)
-                ref = reference_model(our_module(hidden))
-                learner, module = our_learner(hidden, ref)
-                rows, rows2 = batch(batch_size, seed + 1), batch(batch_size, seed + 2)
-                figures |= whole_step(learner, module, ref, rows, rows2, seed)
+                yield {k: exported[k] for k in ("source", "commit", "how")}, stubs
         finally:
             sys.path.remove(exported["dir"])
-    origin = {k: exported[k] for k in ("source", "commit", "how")}
+            _forget_modules_under(exported["dir"])
+
+
+def _forget_modules_under(directory: str) -> None:
+    """Drop the modules imported from ``directory`` (the exported reference), so a later
+    export in the same process imports its own copy."""
+    for name, module in list(sys.modules.items()):
+        spec = getattr(module, "__spec__", None)
+        places = [getattr(spec, "origin", None) or ""]
+        places += list(getattr(spec, "submodule_search_locations", None) or [])
+        if any(str(place).startswith(directory) for place in places):
+            del sys.modules[name]
+
+
+def check(batch_size: int, seed: int, hidden: tuple[int, ...], mirror: Path) -> dict:
+    """Every figure (max |ours − reference| unless named) and the reference's origin."""
+    with dppo_reference(mirror) as (origin, stubs):
+        ours = our_module(hidden)
+        ref = reference_model(ours)
+        figures = pieces(ours, ref, batch(batch_size, seed), seed)
+        ref = reference_model(our_module(hidden))
+        learner, module = our_learner(hidden, ref)
+        rows, rows2 = batch(batch_size, seed + 1), batch(batch_size, seed + 2)
+        figures |= whole_step(learner, module, ref, rows, rows2, seed)
     return {"figures": figures, "reference": origin, "stubbed_imports": stubs}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--name", default="dipo_reference_check")
+def reference_check_main(
+    argv: list[str] | None, *, name: str, description: str, check: Callable[..., dict]
+) -> dict:
+    """The command line of a reference check: ``check(batch, seed, hidden, mirror)``'s
+    figures printed and written as ``benchmarks/results/<name>.json``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--name", default=name)
     p.add_argument("--batch", type=int, default=1000, help="minibatch (reference 1000)")
     p.add_argument("--hidden", type=int, nargs="+", default=[512, 512, 512])
     p.add_argument("--seed", type=int, default=0)
@@ -329,6 +355,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.batch}, seed {args.seed}; figures are max |ours - reference| unless named",
     )
     return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return reference_check_main(
+        argv, name="dipo_reference_check", description=__doc__.split("\n\n")[0], check=check
+    )
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ forward for both losses). Example::
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -28,10 +26,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
 from dipo_reference_check import (  # noqa: E402
     DA,
-    MIRROR,
+    MIRROR,  # noqa: E402, F401 (the mirror the test checks)
     OBS_DIM,
     TA,
     CondAdapter,
@@ -40,8 +37,9 @@ from dipo_reference_check import (  # noqa: E402
     _diff,
     _grad_diff,
     batch,
+    dppo_reference,
+    reference_check_main,
 )
-from performance_peers import export_reference, stubbed_imports  # noqa: E402
 
 #: The reference's Hopper DQL knobs (``ft_dql_diffusion_mlp.yaml``).
 ETA, ACTOR_LR, CRITIC_LR, TAU, GAMMA, REWARD_SCALE = 1.0, 1e-4, 1e-3, 0.005, 0.99, 0.01
@@ -183,48 +181,20 @@ def whole_step(hidden: tuple[int, ...], after_critic: bool, rows: dict, seed: in
 
 def check(batch_size: int, seed: int, hidden: tuple[int, ...], mirror: Path) -> dict:
     """Every figure (max |ours − reference| unless named) and the reference's origin."""
-    with tempfile.TemporaryDirectory() as tmp:
-        exported = export_reference("dppo", mirror, Path(tmp))
-        if exported is None:
-            raise SystemExit(f"{mirror} holds no DPPO reference")
-        sys.path.insert(0, exported["dir"])
-        try:
-            with stubbed_imports("dppo") as stubs:
-                _, ours = our_learner(hidden, True)
-                ref = reference_model(ours)
-                figures = actor_loss_pieces(ours, ref, batch(batch_size, seed), seed)
-                rows = batch(batch_size, seed + 1)
-                for after_critic in (True, False):
-                    figures |= whole_step(hidden, after_critic, rows, seed)
-        finally:
-            sys.path.remove(exported["dir"])
-    origin = {k: exported[k] for k in ("source", "commit", "how")}
+    with dppo_reference(mirror) as (origin, stubs):
+        _, ours = our_learner(hidden, True)
+        ref = reference_model(ours)
+        figures = actor_loss_pieces(ours, ref, batch(batch_size, seed), seed)
+        rows = batch(batch_size, seed + 1)
+        for after_critic in (True, False):
+            figures |= whole_step(hidden, after_critic, rows, seed)
     return {"figures": figures, "reference": origin, "stubbed_imports": stubs}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--name", default="dql_reference_check")
-    p.add_argument("--batch", type=int, default=1000, help="minibatch (reference 1000)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[512, 512, 512])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mirror", type=Path, default=MIRROR)
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    hidden = tuple(args.hidden)
-    out = check(args.batch, args.seed, hidden, args.mirror)
-    for key, value in out["figures"].items():
-        print(f"{key:40s} {value:.3g}")
-    write_result(
-        args.name,
-        out["figures"],
-        reference=out["reference"],
-        stubbed_imports=out["stubbed_imports"],
-        setup=f"Hopper shapes (Do {OBS_DIM}, Ta {TA}, Da {DA}), DDPM-{K}, denoiser MLP "
-        f"{list(hidden)} (random, ours on both sides), CriticObsAct 256x3 Mish, minibatch "
-        f"{args.batch}, seed {args.seed}; figures are max |ours - reference| unless named",
+    return reference_check_main(
+        argv, name="dql_reference_check", description=__doc__.split("\n\n")[0], check=check
     )
-    return out
 
 
 if __name__ == "__main__":

@@ -4,21 +4,14 @@ order (``actor_after_critic_step=False``) does not."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "dql_reference_check.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def check():
-    spec = importlib.util.spec_from_file_location("dql_reference_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("dql_reference_check")
     if not (module.MIRROR / "repo").is_dir():
         pytest.skip(f"no DPPO reference mirror at {module.MIRROR}")
     return module
