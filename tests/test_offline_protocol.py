@@ -5,25 +5,20 @@ finished seeds; partial runs kept apart)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "offline_protocol.py"
+from tests.benchmark_scripts import load_benchmark
+
 BUDGET = 4000
 
 
 @pytest.fixture(scope="module")
 def proto():
-    spec = importlib.util.spec_from_file_location("offline_protocol_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("offline_protocol")
 
 
 def fake_run(out: Path, steps: int, evals: dict[int, float], final: list[float] | None) -> None:

@@ -3,24 +3,19 @@ the peer and their ratio, and a missing reference is named and leaves ours measu
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "performance.py"
+from tests.benchmark_scripts import load_benchmark
+
 FAST = ["--smoke", "--rounds", "1", "--target-seconds", "0.01", "--in-process"]
 
 
 @pytest.fixture(scope="module")
 def perf():
-    spec = importlib.util.spec_from_file_location("performance_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("performance")
 
 
 def test_bc_row_has_ours_peer_and_ratio(perf, tmp_path: Path) -> None:

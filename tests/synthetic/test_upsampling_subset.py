@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +10,11 @@ import pytest
 from rllib_diffusion.data import load_dataset
 from rllib_diffusion.data.episodes import Episode, EpisodeDataset
 from rllib_diffusion.data.npz_io import save_npz
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "synthetic_upsampling.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("synthetic_upsampling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("synthetic_upsampling")
 
 
 def test_select_episodes_is_exact_and_deterministic() -> None:
