@@ -16,6 +16,7 @@ from rllib_diffusion.data import (
     EpisodeDataset,
     MinMaxNormalizer,
 )
+from rllib_diffusion.data.normalization import near_constant_dims, near_constant_obs_warning
 
 
 @pytest.fixture
@@ -96,3 +97,48 @@ def test_errors() -> None:
         DatasetNormalization.from_dict({"obs": norm.to_dict()})
     with pytest.raises(DatasetError, match="not found"):
         DatasetNormalization.load("/nonexistent/normalization.json")
+
+
+def _obs_norm(make_dataset, tweak=None) -> MinMaxNormalizer:
+    """Observation normaliser fitted on a random dataset, after ``tweak(obs)`` per episode."""
+    dataset = make_dataset(lengths=(20, 30), obs_dim=6)
+    for ep in dataset.episodes:
+        if tweak is not None:
+            tweak(ep.observations)
+    return DatasetNormalization.fit(dataset).obs
+
+
+def _flat_dims(obs: np.ndarray) -> None:
+    obs[:, 1] = 0.25  # constant in the data
+    obs[:, 4] = 0.5 + 1e-5 * obs[:, 4]  # moves, but ~1e-4 of the other dims' range
+
+
+def test_near_constant_obs_dims_are_named_with_the_fix(make_dataset) -> None:
+    norm = _obs_norm(make_dataset, _flat_dims)
+    np.testing.assert_array_equal(near_constant_dims(norm), [1, 4])
+    message = near_constant_obs_warning(norm, clamp_obs=False)
+    assert message is not None and "\n" not in message
+    assert "2 of 6 observation dims" in message
+    assert "1 (constant at 0.25)" in message and "4 (range " in message
+    assert "--clamp-obs" in message and "drop those dims" in message
+    # A constant dim normalises to -1 in the data; a state 1e-3 off it is far outside.
+    assert norm.normalize(np.full(6, 0.25))[1] == pytest.approx(-1.0)
+    assert norm.normalize(np.full(6, 0.251))[1] > 1000
+
+
+def test_healthy_or_clamped_observations_give_no_warning(make_dataset) -> None:
+    healthy = _obs_norm(make_dataset)
+    assert near_constant_dims(healthy).size == 0
+    assert near_constant_obs_warning(healthy, clamp_obs=False) is None
+    assert near_constant_obs_warning(_obs_norm(make_dataset, _flat_dims), clamp_obs=True) is None
+
+
+def test_near_constant_warning_names_at_most_max_named_dims() -> None:
+    low = np.zeros(30)
+    high = np.r_[np.ones(10), np.full(20, 1e-5)]  # dims 10..29 are tiny
+    message = near_constant_obs_warning(MinMaxNormalizer(low, high), clamp_obs=False)
+    assert message is not None and "20 of 30" in message
+    assert "10 (range 1e-05 at 0)" in message and "17 (" in message and "18 (" not in message
+    assert "and 12 more" in message
+    # All dims constant: every one is named (the reference range is 0).
+    assert near_constant_dims(MinMaxNormalizer(np.ones(3), np.ones(3))).tolist() == [0, 1, 2]

@@ -11,6 +11,7 @@ This is the library function behind ``rllib-diffusion pretrain`` and
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from rllib_diffusion.algorithms.offline_run import (
     run_offline_training,
     start_offline_run,
 )
+from rllib_diffusion.data.normalization import near_constant_obs_warning
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
 from rllib_diffusion.knobs import Count, NonNegative, NonNegativeFloat, Positive, PositiveFloat
 from rllib_diffusion.modules.model_config import ConfigError, DiffusionPolicyConfig
@@ -151,6 +153,9 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         flush=True,
     )
     config, policy = build_pretrain_config(s, data, env_id, dataset_env_kwargs(dataset, env_id))
+    warning = near_constant_obs_warning(data.normalization.obs, clamp_obs=policy.clamp_obs)
+    if warning:
+        print(f"[pretrain] {warning}", file=sys.stderr, flush=True)
     meta = {"algorithm": ALGORITHM_NAME, "env_id": env_id, "policy_config": policy.to_dict()}
     return run_offline_training(
         config.build_algo,
