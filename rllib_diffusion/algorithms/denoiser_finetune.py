@@ -22,11 +22,11 @@ from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import pretrained_weights, registry
+from rllib_diffusion.algorithms.env_step_budget import last_iteration
 from rllib_diffusion.algorithms.finetune_run import (
     FinetuneSettings,
     check_policy_env,
     chunked_run_config,
-    last_iteration_decisions,
     learner_module_copy,
     pretrained_policy,
     restore_finetune_checkpoint,
@@ -203,7 +203,7 @@ class DenoiserFinetuneFamily(RunFamily):
         """The iteration that reaches the budget samples only the decisions it needs
         (:class:`~rllib_diffusion.algorithms.env_step_budget.EnvStepBudgetMixin`)."""
         algo.limit_next_iteration(
-            last_iteration_decisions(
+            last_iteration(
                 control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
             )
         )

@@ -37,7 +37,8 @@ class FinetuneSettings:
         out_dir: output directory.
         env_steps: budget of env steps (decisions × executed actions). Reached, not
             rounded up to whole iterations: the last iteration samples exactly the
-            decisions still needed, plus a top-up where episodes ended inside a chunk.
+            decisions still needed and, where episodes ended inside a chunk, the few
+            missing ones, all in one update (at most one vector step above).
         num_env_runners: CPU EnvRunners (0: sample in the driver).
         num_envs_per_env_runner: vectorised envs per EnvRunner (None: the algorithm's
             default).
@@ -400,20 +401,6 @@ def finetune(settings: FinetuneSettings) -> dict[str, Any]:
     limit_threads()
     family = registry.get(s.algo, registry.FINETUNE).family_class(s)
     return run_training(family, RunControl.from_settings(s, budget=s.env_steps))
-
-
-def last_iteration_decisions(remaining_env_steps: int, act_steps: int, per_iteration: int):
-    """Decisions of the budget's last iteration, or None while full iterations remain.
-
-    The last iteration samples exactly the ``ceil(remaining / act_steps)`` decisions the
-    budget still needs: up to 1.5 iterations' worth, so that no tiny iteration (a PPO
-    update on a handful of chunks) is left over. Where episodes ended inside a chunk the
-    true env steps fall a little short, and the run loop samples the few decisions still
-    missing; the count ends at most one vector step of the runners' envs above the
-    budget.
-    """
-    decisions = -(-remaining_env_steps // act_steps)
-    return decisions if decisions <= per_iteration * 3 // 2 else None
 
 
 def check_custom_resources(name: str, value: dict[str, Any] | None) -> dict[str, float]:

@@ -241,12 +241,14 @@ def test_finetune_smoke_evaluation_checkpoint_and_resume(algo, pretrained, tmp_p
     run = smoke_and_resume(algo, pretrained, tmp_path / algo, 400, minibatch_size=16)
     lines = run["lines"]
     # 40 decisions of 4 actions (<= 160 env steps: episodes end inside chunks) per
-    # iteration, the last sized to what is left (and topped up where episodes ended),
+    # iteration, the last sized to what is left (and topped up in the same iteration
+    # where episodes ended inside a chunk),
     # so the run ends within one vector step (2 envs x 4 actions) of the budget
     # instead of up to a whole iteration above it.
     assert len(lines) >= 3 and 400 <= lines[-1]["env_steps"] <= 408
     assert all("eval_return_mean" in x for x in lines)
-    # (A top-up of a few decisions may end no episode: DRWR then has nothing to train.)
+    # (A last iteration of a few decisions may end no episode: DRWR then has nothing to
+    # train.)
     assert any(x.get("trained_decisions", 0) > 0 and x["actor_loss"] > 0 for x in lines[1:])
     if algo == "dawr":  # every decision (>= 100 of <= 4 env steps each) is buffered
         assert 100 <= lines[-1]["buffer_decisions"] <= lines[-1]["env_steps"]

@@ -300,14 +300,13 @@ def test_finetune_smoke_and_checkpoint(pretrained, ray_session, tmp_path):
     )
     lines = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
     assert lines[0]["iteration"] == 0 and "eval_return_mean" in lines[0]
-    assert lines[-1]["env_steps"] >= 300
     # The budget is honoured, not rounded up to whole iterations of 60 decisions × 4:
-    # 75 decisions in the first iteration (≤ 1.5 iterations' worth), then (only where
-    # episodes ended inside a chunk) the few decisions still missing; at most one vector
-    # step of the 2 envs over.
+    # one iteration of 75 decisions (≤ 1.5 iterations' worth), where episodes ended
+    # inside a chunk topped up in the same iteration (no second, tiny PPO update); at
+    # most one vector step of the 2 envs over.
     act_steps = summary["policy_config"]["act_steps"]
-    assert lines[1]["decisions"] * act_steps <= 300 + 2 * act_steps
-    assert lines[-1]["env_steps"] <= 300 + 2 * act_steps
+    assert len(lines) == 2 and 300 <= lines[1]["env_steps"] <= 300 + 2 * act_steps
+    assert 75 <= lines[1]["decisions"] <= lines[1]["env_steps"]
     assert all("eval_return_mean" in x for x in lines[1:])
     assert {
         "approx_kl",
@@ -598,15 +597,6 @@ def test_health_warnings():
     still = {**ok, "actor_update_norm": 0.0, "actor_steps": 0}
     assert "did not move" in health_warnings(still)[0]
     assert health_warnings(still, critic_warmup_iterations=3) == []  # warm-up: expected
-
-
-def test_last_iteration_is_sized_to_the_budget():
-    from rllib_diffusion.algorithms.finetune_run import last_iteration_decisions
-
-    assert last_iteration_decisions(10_000, 4, 200) is None  # full iterations remain
-    assert last_iteration_decisions(1500 - 793, 4, 200) == 177  # ceil(707 / 4)
-    assert last_iteration_decisions(300, 4, 60) == 75  # ≤ 1.5 iterations: no tiny tail
-    assert last_iteration_decisions(1, 4, 200) == 1
 
 
 def test_pretrain_budget_is_trained_exactly_or_refused():

@@ -23,6 +23,11 @@ from ray.rllib.utils.metrics import (
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import pretrained_weights
+from rllib_diffusion.algorithms.env_step_budget import (
+    EnvStepBudgetMixin,
+    episode_env_steps,
+    sample_last_iteration,
+)
 from rllib_diffusion.algorithms.mixed_precision import PrecisionConfigMixin
 from rllib_diffusion.algorithms.synthetic_ppo import (
     SyntheticSegmentsConfigMixin,
@@ -247,7 +252,7 @@ class DPPOConfig(SyntheticSegmentsConfigMixin, PrecisionConfigMixin, PPOConfig):
         check_synthetic_knobs(self)
 
 
-class DPPO(SyntheticSegmentsMixin, PPO):
+class DPPO(SyntheticSegmentsMixin, EnvStepBudgetMixin, PPO):
     """PPO's sample → update → sync loop with DPPO's learner, pretrained-weight loading,
     true env-step counting and directly timed sample/learn/sync phases; with
     ``synthetic_ratio`` > 0 each update also gets synthetic decisions rolled out in a
@@ -262,8 +267,6 @@ class DPPO(SyntheticSegmentsMixin, PPO):
     @override(PPO)
     def setup(self, config: AlgorithmConfig) -> None:
         super().setup(config)
-        self._env_steps_lifetime = 0
-        self._decisions_cap: int | None = None
         if self.config.pretrained_checkpoint:
             load_pretrained_into(self, self.config.pretrained_checkpoint)
         self.setup_synthetic()
@@ -306,9 +309,7 @@ class DPPO(SyntheticSegmentsMixin, PPO):
         before = self.metrics.peek(lifetime, default=0)
         self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
         decisions = int(self.metrics.peek(lifetime, default=0) - before)
-        env_steps = sum(
-            int(info.get("env_steps", 1)) for ep in episodes for info in ep.get_infos()[1:]
-        )
+        env_steps = episode_env_steps(episodes)
         self._env_steps_lifetime += env_steps
         self.metrics.log_value(M.DECISIONS_LIFETIME, decisions, reduce="lifetime_sum")
         self._anchor_env_step_counters(env_steps - decisions)
@@ -335,28 +336,6 @@ class DPPO(SyntheticSegmentsMixin, PPO):
             correction.log_value(NUM_ENV_STEPS_SAMPLED, iteration_extra, reduce="sum")
         self.metrics.aggregate([correction.reduce()], key=ENV_RUNNER_RESULTS)
 
-    @property
-    def env_steps_lifetime(self) -> int:
-        """True env steps sampled so far (decisions × executed actions); checkpointed."""
-        return self._env_steps_lifetime
-
-    def limit_next_iteration(self, decisions: int | None) -> None:
-        """Sample ``decisions`` action chunks (rounded up to whole vector steps) in the next
-        iteration only (the last of an env-step budget); None: the configured batch."""
-        self._decisions_cap = decisions
-
-    def _sample_capped(self, decisions: int) -> tuple[list, list]:
-        """Each EnvRunner samples its share of ``decisions`` (whole vector steps)."""
-        group = self.env_runner_group
-        remote = group.num_remote_env_runners()
-        share = -(-decisions // max(remote, 1))
-        results = group.foreach_env_runner(
-            lambda runner: (runner.sample(num_timesteps=share), runner.get_metrics()),
-            local_env_runner=remote == 0,
-            timeout_seconds=self.config.sample_timeout_s,
-        )
-        return [ep for eps, _ in results for ep in eps], [m for _, m in results]
-
     def _sample_tolerating_failures(self) -> tuple[list, list]:
         """``synchronous_parallel_sample`` as in PPO, plus: when no EnvRunner returned
         anything because they died, wait for Ray to restart them (fault tolerance on),
@@ -365,9 +344,9 @@ class DPPO(SyntheticSegmentsMixin, PPO):
         RLlib's PPO returns an empty iteration in that case; with one EnvRunner a
         single crash would then yield an iteration without samples or metrics.
         """
-        cap, self._decisions_cap = self._decisions_cap, None
-        if cap is not None and cap != self.config.total_train_batch_size:
-            return self._sample_capped(cap)
+        cap, self._last_iteration = self._last_iteration, None
+        if cap is not None:  # the budget's last iteration (EnvStepBudgetMixin)
+            return sample_last_iteration(self.env_runner_group, cap, self.config.sample_timeout_s)
         deadline = time.monotonic() + (self.config.sample_timeout_s or 600.0)
         while True:
             episodes, runner_results = synchronous_parallel_sample(

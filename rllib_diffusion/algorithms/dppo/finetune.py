@@ -23,11 +23,11 @@ from typing import Any
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import registry
 from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig, check_policy_match
+from rllib_diffusion.algorithms.env_step_budget import last_iteration
 from rllib_diffusion.algorithms.finetune_run import (
     FinetuneSettings,
     chunked_run_config,
     finetune,
-    last_iteration_decisions,
     learner_module_copy,
     pretrained_policy,
     restore_finetune_checkpoint,
@@ -140,7 +140,7 @@ class DPPOFamily(RunFamily):
 
     def before_iteration(self, algo, counter: int, control: RunControl) -> None:
         algo.limit_next_iteration(
-            last_iteration_decisions(
+            last_iteration(
                 control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
             )
         )
