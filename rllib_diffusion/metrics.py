@@ -92,6 +92,7 @@ SYNTHER_POOL_ROWS = "synther_pool_rows"  # synthetic transitions in the pool in 
 SYNTHER_RETRAIN_STEP = "synther_retrain_env_step"  # env step of the last generator retrain
 SYNTHER_GENERATOR_LOSS = "synther_generator_loss"  # its denoising loss at the end
 SYNTHER_SECONDS = "synther_seconds"  # the retrain's wall time (train + generate)
+SYNTHER_SKIPPED_STEP = "synther_skipped_env_step"  # a retrain skipped: the last iteration
 
 #: What a Q-learner's progress line, TensorBoard and result.json carry of its learner
 #: results, so that a user can see whether the critic has converged (present keys only).

@@ -41,7 +41,7 @@ from rllib_diffusion.algorithms.denoiser_finetune import (
     DenoiserFinetuneConfigMixin,
     DenoiserFinetuneFamily,
 )
-from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin
+from rllib_diffusion.algorithms.env_step_budget import EnvStepBudgetMixin, LastIteration
 from rllib_diffusion.algorithms.finetune_run import FinetuneSettings
 from rllib_diffusion.algorithms.replay import TransitionReplay
 from rllib_diffusion.algorithms.synthetic_replay import SynthEROnlineConfigMixin, online_synther
@@ -156,6 +156,7 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
 
         super().setup(config)
         self._decisions_lifetime = 0
+        self._budget_ends = False  # the coming iteration is the budget's last
         self.replay = TransitionReplay(self.config.buffer_decisions, seed=self.config.seed)
         self.synther = online_synther(self.config) if self.config.synther_enabled else None
         if self.config.pretrained_checkpoint:
@@ -166,10 +167,11 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
         cfg = self.config
         t0 = time.perf_counter()
         actor_on = self._decisions_lifetime >= cfg.critic_warmup_decisions
+        last, self._budget_ends = self._budget_ends, False
         added = self.replay.add(self.sample_episodes())
         self._decisions_lifetime += added
         t1 = time.perf_counter()
-        synther = self.synther_step()  # its retrain counts as learning time
+        synther = self.synther_step(last)  # its retrain counts as learning time
         steps = int(added / cfg.minibatch_size * cfg.replay_ratio)
         for _ in range(steps):
             batch = self.minibatch(cfg.minibatch_size)
@@ -195,13 +197,22 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
         for key, value in values.items():
             self.log_own(key, value)
 
-    def synther_step(self) -> dict[str, float]:
-        """Online SynthER's retrain on the replay's current rows when due (none when off);
-        its progress values."""
+    def limit_next_iteration(self, cap: LastIteration | None) -> None:
+        """As :class:`EnvStepBudgetMixin`'s, and remember whether the coming iteration is
+        the budget's last (a cap is set only for it), for :meth:`synther_step`."""
+        super().limit_next_iteration(cap)
+        self._budget_ends = cap is not None
+
+    def synther_step(self, last_iteration: bool = False) -> dict[str, float]:
+        """Online SynthER's retrain on the replay's current rows when due (none when off;
+        skipped in the run's ``last_iteration``, whose pool would serve it alone); its
+        progress values."""
         if self.synther is None:
             return {}
         held = {k: v[: len(self.replay)] for k, v in self.replay.data.items()}
-        return self.synther.maybe_retrain(held, self._env_steps_lifetime)
+        return self.synther.maybe_retrain(
+            held, self._env_steps_lifetime, last_iteration=last_iteration
+        )
 
     def minibatch(self, batch_size: int) -> dict[str, np.ndarray]:
         """A gradient step's rows: uniform from the replay, mixed with online SynthER's
@@ -242,7 +253,7 @@ SYNTHER_SHOWN = (
     ("pool", M.SYNTHER_POOL_ROWS, ".0f"),
     ("gen loss", M.SYNTHER_GENERATOR_LOSS, ".3g"),
 )
-SYNTHER_CARRIED = (M.SYNTHER_RETRAIN_STEP, M.SYNTHER_SECONDS)
+SYNTHER_CARRIED = (M.SYNTHER_RETRAIN_STEP, M.SYNTHER_SECONDS, M.SYNTHER_SKIPPED_STEP)
 
 
 class ReplayFinetuneFamily(DenoiserFinetuneFamily):

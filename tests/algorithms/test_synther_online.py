@@ -126,6 +126,21 @@ def test_the_next_retrain_fits_the_rows_added_since_the_previous_one():
     assert abs(first) < 1.0 and float(s.pool.columns[Columns.OBS].mean()) > first + 2.0
 
 
+def test_a_retrain_due_in_the_last_iteration_is_skipped(capsys):
+    """The run's last iteration would retrain for a pool that serves it alone: skipped
+    (said in the log and the progress values), and still due (e.g. after a resume with
+    a larger budget)."""
+    replay = TransitionReplay(1_000, seed=0)
+    replay.add_columns(_columns(200, 0.0, seed=0))
+    s = _synther()
+    values = s.maybe_retrain(_held(replay), 120, last_iteration=True)
+    assert s.index == 0 and s.pool is None and s.due(120)
+    assert values == {M.SYNTHER_POOL_ROWS: 0, M.SYNTHER_SKIPPED_STEP: 120}
+    out = capsys.readouterr().out
+    assert "retrain 1 due at env step 120 skipped: the run's last iteration" in out
+    assert s.maybe_retrain(_held(replay), 80, last_iteration=True) == {M.SYNTHER_POOL_ROWS: 0}
+
+
 # ----------------------------------------------------------------- the mix
 @pytest.mark.parametrize("ratio, batch", [(0.5, 16), (0.75, 32), (0.0, 8)])
 def test_every_minibatch_has_exactly_the_real_ratio(trained, ratio, batch):
@@ -206,8 +221,11 @@ def test_a_checkpoint_without_a_pool_retrains_at_the_first_iteration(tmp_path, c
 def test_learner_batches_env_steps_and_progress_of_a_dql_run(pretrained, tmp_path):
     """Two iterations of DQL (20 decisions of 4 env steps each) with a retrain every 40
     env steps: every learner batch is exactly half replay rows, the replay and env steps
-    hold only what the EnvRunners sampled, and the loop logs the pool's numbers."""
+    hold only what the EnvRunners sampled, and the loop logs the pool's numbers. A third
+    iteration, the budget's last (``limit_next_iteration``), skips the retrain due in it
+    and keeps the previous pool."""
     from rllib_diffusion.algorithms.denoiser_finetune import denoiser_finetune_config
+    from rllib_diffusion.algorithms.env_step_budget import last_iteration
     from rllib_diffusion.algorithms.finetune_run import FinetuneSettings, validated
 
     knobs = TINY | {"synther_retrain_every": 40, "minibatch_size": 16}
@@ -244,6 +262,14 @@ def test_learner_batches_env_steps_and_progress_of_a_dql_run(pretrained, tmp_pat
         assert own[M.ENV_STEPS] == algorithm.env_steps_lifetime
         assert own[M.SYNTHER_POOL_ROWS] == 300 and algorithm.synther.index >= 3
         assert own[M.SYNTHER_RETRAIN_STEP] == algorithm.synther.at_env_step
+        assert M.SYNTHER_SKIPPED_STEP not in own
+        index, at_step = algorithm.synther.index, algorithm.synther.at_env_step
+        algorithm.limit_next_iteration(last_iteration(80, 4, 20))  # 80 env steps: one falls due
+        own = algorithm.train()[M.REPLAY_FINETUNE_NAMESPACE]
+        assert (algorithm.synther.index, algorithm.synther.at_env_step) == (index, at_step)
+        assert algorithm.synther.due(algorithm.env_steps_lifetime)
+        assert own[M.SYNTHER_SKIPPED_STEP] == algorithm.env_steps_lifetime
+        assert own[M.SYNTHER_RETRAIN_STEP] == at_step and own[M.SYNTHER_POOL_ROWS] == 300
     finally:
         algorithm.stop()
 

@@ -67,12 +67,25 @@ class OnlineSynthER:
         """Whether retrain ``⌊env_steps / retrain_every⌋`` is still to run (k ≥ 1)."""
         return env_steps // self.knobs["synther_retrain_every"] > self.index
 
-    def maybe_retrain(self, columns: dict[str, np.ndarray], env_steps: int) -> dict[str, Any]:
-        """Retrain and regenerate on ``columns`` (the replay's held rows) if :meth:`due`;
-        the progress values of this iteration (:meth:`values`, plus the retrain's
-        seconds when it ran)."""
+    def maybe_retrain(
+        self, columns: dict[str, np.ndarray], env_steps: int, *, last_iteration: bool = False
+    ) -> dict[str, Any]:
+        """Retrain and regenerate on ``columns`` (the replay's held rows) if :meth:`due`,
+        unless this is the run's ``last_iteration`` (its pool would serve that iteration
+        only: the retrain is skipped and stays due, e.g. for a resume with a larger
+        budget); the progress values of this iteration (:meth:`values`, plus the
+        retrain's seconds when it ran, or the env step of the skipped one)."""
         if not self.due(env_steps):
             return self.values()
+        if last_iteration:
+            served_by = "the previous pool" if self.pool is not None else "no pool (all real)"
+            print(
+                f"[synther] retrain {env_steps // self.knobs['synther_retrain_every']} due at "
+                f"env step {env_steps} skipped: the run's last iteration (its pool would "
+                f"serve only this iteration); its minibatches use {served_by}",
+                flush=True,
+            )
+            return self.values() | {M.SYNTHER_SKIPPED_STEP: int(env_steps)}
         started = time.perf_counter()
         self.retrain(columns, env_steps // self.knobs["synther_retrain_every"], env_steps)
         seconds = time.perf_counter() - started
