@@ -69,6 +69,7 @@ SYNTHETIC_REWARD_MEAN = "synthetic_reward_mean"
 SYNTHETIC_KEPT = "synthetic_kept_fraction"
 SYNTHETIC_SEGMENTS = "synthetic_segments"
 REAL_REWARD_MEAN = "real_reward_mean"
+UPDATE_MINIBATCH_SIZE = "update_minibatch_size"
 #: Rounds of model rollouts per iteration (:meth:`SyntheticSegmentsMixin.policy_rollouts`).
 ROLLOUT_ROUNDS = 4
 #: The integer knobs (each >= 1).
@@ -91,6 +92,7 @@ class SyntheticSegmentsConfigMixin:
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class)
         self.synthetic_ratio = 0.0
+        self.synthetic_matched_updates = False
         self.segment_length = 8
         self.recent_segments = 4096
         self.generator_retrain_every = 1
@@ -105,6 +107,7 @@ class SyntheticSegmentsConfigMixin:
         self,
         *,
         synthetic_ratio: float | None = NotProvided,
+        synthetic_matched_updates: bool | None = NotProvided,
         segment_length: int | None = NotProvided,
         recent_segments: int | None = NotProvided,
         generator_retrain_every: int | None = NotProvided,
@@ -123,6 +126,11 @@ class SyntheticSegmentsConfigMixin:
                 per real one in each update (1.0: half of every update batch is
                 synthetic, SynthER's online 50/50 mix; 0: no generator, the plain
                 algorithm).
+            synthetic_matched_updates: scale each update's minibatch by (real + synthetic
+                rows) / real rows, so that the augmented update takes as many minibatch
+                steps as the real rows alone would (within one, from rounding the size
+                to whole rows); false: the configured minibatch, so synthetic_ratio 1
+                about doubles the steps.
             segment_length: H, steps per synthetic segment (GAE runs inside a segment and
                 bootstraps from V(s_H) unless it is generated terminal).
             recent_segments: capacity of the FIFO of recent real segments the generator
@@ -141,6 +149,7 @@ class SyntheticSegmentsConfigMixin:
             self,
             dict(
                 synthetic_ratio=synthetic_ratio,
+                synthetic_matched_updates=synthetic_matched_updates,
                 segment_length=segment_length,
                 recent_segments=recent_segments,
                 generator_retrain_every=generator_retrain_every,
@@ -162,6 +171,11 @@ def check_synthetic_knobs(config: Any) -> None:
         raise ConfigError(
             f"synthetic_ratio={ratio} (--synthetic-ratio) must be a number >= 0 (0: off)."
         )
+    if not isinstance(config.synthetic_matched_updates, bool):
+        raise ConfigError(
+            f"synthetic_matched_updates={config.synthetic_matched_updates!r} "
+            "(--synthetic-matched-updates) must be true or false."
+        )
     if not config.generator_lr > 0:
         raise ConfigError(f"generator_lr={config.generator_lr} (--generator-lr) must be > 0.")
     for name in INTEGER_KNOBS:
@@ -169,6 +183,26 @@ def check_synthetic_knobs(config: Any) -> None:
         if isinstance(value, bool) or not (isinstance(value, int) and value >= 1):
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{name}={value!r} ({flag}) must be an integer >= 1.")
+
+
+def update_rows(episodes: list) -> int:
+    """Rows RLlib's PPO learner connectors build of ``episodes`` (per unit of the
+    family's rows per step): each chunk's steps plus the one loss-masked step
+    ``AddOneTsToEpisodesAndTruncate`` appends to it for the bootstrap value."""
+    return sum(len(ep) + 1 for ep in episodes)
+
+
+def matched_minibatch_size(minibatch_size: int, real_rows: int, all_rows: int) -> int:
+    """The minibatch size that cuts ``all_rows`` into as many minibatches as
+    ``minibatch_size`` cuts ``real_rows``: scaled by ``all_rows / real_rows`` and
+    rounded to whole rows. RLlib's cyclic iterator takes ``ceil(epochs · rows /
+    minibatch)`` steps, so the counts agree up to that rounding (at most one step); the
+    scaling also commutes with a learner's cap of the minibatch at the batch (DPPO's:
+    both sides are capped alike) and with rows counted in any per-step unit (DPPO's
+    denoising-step pairs)."""
+    if real_rows < 1:
+        return minibatch_size
+    return max(1, round(minibatch_size * all_rows / real_rows))
 
 
 # ------------------------------------------------------------------ episodes <-> arrays
@@ -363,10 +397,24 @@ class SyntheticSegmentsMixin:
             self.metrics.log_value((METRICS_NAMESPACE, key), value, window=1)
         return out
 
+    def update_minibatch_size(self, minibatch_size: int, episodes: list, synthetic: list) -> int:
+        """The minibatch of an update on ``episodes`` (real) plus ``synthetic``: the
+        configured ``minibatch_size``, or with ``synthetic_matched_updates`` the size
+        that gives the real rows' number of minibatch steps
+        (:func:`matched_minibatch_size`; logged as :data:`UPDATE_MINIBATCH_SIZE`)."""
+        if not (synthetic and self.config.synthetic_matched_updates):
+            return minibatch_size
+        real = update_rows(episodes)
+        size = matched_minibatch_size(minibatch_size, real, real + update_rows(synthetic))
+        self.metrics.log_value((METRICS_NAMESPACE, UPDATE_MINIBATCH_SIZE), size, window=1)
+        return size
+
     def update_learners(self, episodes: list, minibatch_size: int, shuffle: bool) -> list:
         """The PPO update of one iteration, as RLlib's ``PPO.training_step`` runs it, on the
         real episodes plus :meth:`synthesize`'s: ``num_epochs`` epochs of minibatches of
-        ``minibatch_size`` rows; the learners' results are aggregated and returned."""
+        ``minibatch_size`` rows (:meth:`update_minibatch_size`: scaled to the real rows'
+        number of steps with ``synthetic_matched_updates``); the learners' results are
+        aggregated and returned."""
         from ray.rllib.core import ALL_MODULES
         from ray.rllib.utils.metrics import (
             ENV_RUNNER_RESULTS,
@@ -387,7 +435,7 @@ class SyntheticSegmentsMixin:
                 ),
             },
             num_epochs=self.config.num_epochs,
-            minibatch_size=minibatch_size,
+            minibatch_size=self.update_minibatch_size(minibatch_size, episodes, synthetic),
             shuffle_batch_per_epoch=shuffle,
         )
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)

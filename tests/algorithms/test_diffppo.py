@@ -181,6 +181,7 @@ def test_plausible_prefixes_cut_before_the_first_unlikely_action():
         ({"generator_gradient_steps": 1.5}, "--generator-gradient-steps"),
         ({"generator_lr": 0.0}, "--generator-lr"),
         ({"synthetic_actions": "mixed"}, "--synthetic-actions"),
+        ({"synthetic_matched_updates": 1}, "--synthetic-matched-updates"),
     ],
 )
 def test_bad_knobs_are_one_line_errors(knobs, flag):
@@ -190,6 +191,29 @@ def test_bad_knobs_are_one_line_errors(knobs, flag):
         GaussianPPOSettings("ckpt", knobs=knobs)
     with pytest.raises(ConfigError, match="not a knob of diffppo"):
         GaussianPPOSettings("ckpt", knobs={"synthetic_ratios": 1.0})
+
+
+def _cyclic_steps(rows: int, minibatch_size: int, epochs: int) -> int:
+    """Minibatch steps RLlib's cyclic iterator takes over a batch of ``rows`` rows."""
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+    from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
+
+    batch = MultiAgentBatch({"p": SampleBatch({"x": np.arange(rows)})}, rows)
+    it = MiniBatchCyclicIterator(batch, num_epochs=epochs, minibatch_size=minibatch_size)
+    return sum(1 for _ in it)
+
+
+@pytest.mark.parametrize(
+    "real, both, minibatch, epochs",
+    [(68, 150, 32, 1), (2_040, 4_100, 512, 5), (20_400, 41_000, 10_000, 5), (300, 390, 64, 10)],
+)
+def test_matched_minibatch_takes_the_real_rows_number_of_steps(real, both, minibatch, epochs):
+    from rllib_diffusion.algorithms.synthetic_ppo import matched_minibatch_size
+
+    matched = matched_minibatch_size(minibatch, real, both)
+    assert _cyclic_steps(real, minibatch, epochs) == _cyclic_steps(both, matched, epochs)
+    assert _cyclic_steps(both, minibatch, epochs) > _cyclic_steps(real, minibatch, epochs)
+    assert matched_minibatch_size(minibatch, real, real) == minibatch
 
 
 # ------------------------------------------------------------ with RLlib and a policy
@@ -312,6 +336,43 @@ def test_synthetic_rows_reach_the_learner_and_real_rows_are_unchanged(algo, monk
     assert len(only_real[Columns.OBS]) == n_real and len(both[Columns.OBS]) == n_real + n_syn
     for key, rows in only_real.items():  # the real episodes come first, unchanged
         np.testing.assert_array_equal(both[key][:n_real], rows)
+
+
+@pytest.mark.parametrize("matched", [False, True])
+def test_matched_updates_take_the_real_batchs_minibatch_steps(make_algo, monkeypatch, matched):
+    """``synthetic_matched_updates``: the update on real + synthetic rows takes the
+    minibatch steps the real rows alone take with the configured minibatch (off: the
+    configured minibatch, about twice the steps at ratio 1)."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_MODULE_STEPS_TRAINED
+
+    from rllib_diffusion.algorithms.synthetic_ppo import SYNTHETIC_STEPS, update_rows
+
+    algo = make_algo(synthetic_matched_updates=matched)
+    rows, sizes = [], []  # counted before the learner connectors extend the episodes
+    real_update, synthesize = algo.learner_group.update, algo.synthesize
+
+    def recording_update(**kw):
+        rows.append(update_rows(kw["episodes"]))
+        sizes.append(kw["minibatch_size"])
+        return real_update(**kw)
+
+    monkeypatch.setattr(algo.learner_group, "update", recording_update)
+    monkeypatch.setattr(
+        algo, "synthesize", lambda eps: rows.append(update_rows(eps)) or synthesize(eps)
+    )
+    result = algo.train()
+    assert result["diffppo"][SYNTHETIC_STEPS] > 0
+    (real_rows, all_rows), size, epochs = rows, sizes[0], algo.config.num_epochs
+    steps = math.ceil(epochs * all_rows / size)  # RLlib's cyclic iterator
+    trained = result[LEARNER_RESULTS][DEFAULT_MODULE_ID][NUM_MODULE_STEPS_TRAINED]
+    assert trained == steps * size
+    real_steps = math.ceil(epochs * real_rows / TINY_PPO["minibatch_size"])
+    if matched:
+        assert steps == real_steps and result["diffppo"]["update_minibatch_size"] == size
+    else:
+        assert size == TINY_PPO["minibatch_size"] and steps > real_steps
+        assert "update_minibatch_size" not in result["diffppo"]
 
 
 def test_ratio_zero_is_plain_ppo(bc_ckpt, ray_session):
