@@ -18,6 +18,10 @@
 # The M2-/M3-like data (docs/avoid.md): DATA=rllib-diffusion/avoid/m2-v0 GAPS="0 2" NAME=m2_seeds
 # (m3: GAPS="0 3"), with their own OUT; the dataset is made when missing.
 #
+# DQL=1 adds the Q-learning baseline per seed (online DQL from the same diffusion BC, the
+# settings of docs/avoid.md's seed-0 run: reference defaults, 5,000-decision critic
+# warm-up), e.g. SEEDS="0 1 2" DQL=1 NAME=m5_dql_seeds bash benchmarks/avoid_seeds.sh.
+#
 # Result: benchmarks/results/avoid_modes_<NAME>.json (+ .png; NAME m5_seeds by default);
 # docs/avoid.md.
 set -euo pipefail
@@ -31,6 +35,7 @@ PY="${PY:-python}"
 COMPARE="${COMPARE:-1}"
 GAPS="${GAPS:-0 1}"
 NAME="${NAME:-m5_seeds}"
+DQL="${DQL:-0}"
 
 if ! "$PY" -c "import minari, sys; sys.exit('$DATA' not in minari.list_local_datasets())"; then
   "$PY" -m rllib_diffusion.collect.avoid_demos --env-id rllib_diffusion/AvoidM5-v0 \
@@ -83,6 +88,12 @@ for s in $SEEDS; do
           --checkpoint "DPPO s$s=$OUT/dppo_s$s/checkpoint"
           --checkpoint "Gaussian BC s$s=$OUT/gaussian_bc_s$s/checkpoint"
           --checkpoint "Gaussian PPO s$s=$OUT/gaussian_ppo_s$s/checkpoint")
+  [ "$DQL" = 1 ] || continue
+  step "dql_s$s" "$RD" finetune --algo dql --checkpoint "$OUT/bc_s$s/checkpoint" \
+    --env-steps 255000 --num-env-runners 0 --num-envs-per-env-runner 50 \
+    --decisions-per-iteration 1250 --critic-warmup-decisions 5000 --eval-interval 10 \
+    --eval-episodes 20 --seed "$s"
+  CKPTS+=(--checkpoint "DQL s$s=$OUT/dql_s$s/checkpoint")
 done
 [ "$COMPARE" = 1 ] || exit 0
 "$PY" benchmarks/avoid_modes.py --demos "${CKPTS[@]}" --episodes 100 --name "$NAME" \
