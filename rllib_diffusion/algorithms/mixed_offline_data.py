@@ -13,12 +13,17 @@ offline algorithm (``--synthetic-dataset PATH --real-ratio R``). Without a synth
 parquet the synthetic part is an in-memory pool that :meth:`MixedOfflineData.replace_synthetic`
 sets and replaces while training (regenerated model rollouts, ``--dydiff-model``): the
 next batch the Learner pulls already takes its synthetic rows from the new pool, and the
-real stream goes on where it was.
+real stream goes on where it was. Such a pool may also be replaced *inside* an RLlib
+iteration: a :class:`BatchClock` (:meth:`MixedOfflineData.set_batch_clock`) is told before
+the synthetic rows of every batch the Learner pulls are drawn (it may replace the pool
+then) and after each batch is drawn, so it counts the Learner's gradient steps. The pool
+lives in the driver, so it takes the driver's local Learner (``num_learners=0``; refused
+with remote Learners, which would train on a copy of the first pool).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from ray.rllib.offline.offline_data import OfflineData
@@ -30,6 +35,17 @@ from rllib_diffusion.modules.model_config import ConfigError
 #: Config attributes read by :class:`MixedOfflineData` (set by :func:`mix_offline_data`).
 SYNTHETIC_INPUT = "synthetic_input_"
 REAL_RATIO = "real_ratio"
+
+
+class BatchClock(Protocol):
+    """Told about every batch the Learner pulls from a :class:`MixedOfflineData`."""
+
+    def before_batch(self) -> None:
+        """Before the batch's synthetic rows are drawn (may replace the pool; called
+        again for the same batch when a pass ends before it is drawn)."""
+
+    def batch_drawn(self) -> None:
+        """The batch was drawn and goes to the Learner (one gradient step)."""
 
 
 def real_rows(real_ratio: float, batch_size: int, *, flag: str = "--real-ratio") -> int:
@@ -80,6 +96,7 @@ class MixedOfflineData(OfflineData):
 
     @override(OfflineData)
     def __init__(self, config: Any) -> None:
+        check_local_pool(config)
         super().__init__(config)
         self.real_ratio = float(getattr(config, REAL_RATIO))
         # Whole batches only: a short last batch would break the ratio.
@@ -92,6 +109,13 @@ class MixedOfflineData(OfflineData):
             self.synthetic = OfflineData(synthetic)
             self.synthetic.iter_batches_kwargs = dict(self.iter_batches_kwargs)
         self._mixed_iterators: list[MixedDataIterator] | None = None
+        self.batch_clock: BatchClock | None = None
+
+    def set_batch_clock(self, clock: BatchClock | None) -> None:
+        """Tell ``clock`` about every batch from now on (running iterators included)."""
+        self.batch_clock = clock
+        for iterator in self._mixed_iterators or []:
+            iterator.clock = clock
 
     @property
     def has_synthetic(self) -> bool:
@@ -142,16 +166,34 @@ class MixedOfflineData(OfflineData):
             parts = []
             if n_real:
                 parts.append(super().sample(n_real, False, num_shards, module_state))
+            if self.batch_clock is not None:
+                self.batch_clock.before_batch()
             if n_syn:
                 parts.append(self.synthetic.sample(n_syn, False, num_shards, module_state))
+            if self.batch_clock is not None:
+                self.batch_clock.batch_drawn()
             return _permuted(concat_samples(parts) if len(parts) > 1 else parts[0])
         if self._mixed_iterators is None:
             real = super().sample(num_samples, True, num_shards, module_state)
             syn = self.synthetic.sample(num_samples, True, num_shards, module_state)
             self._mixed_iterators = [
-                MixedDataIterator(r, s, self.real_ratio) for r, s in zip(real, syn)
+                MixedDataIterator(r, s, self.real_ratio, clock=self.batch_clock)
+                for r, s in zip(real, syn)
             ]
         return self._mixed_iterators
+
+
+def check_local_pool(config: Any) -> None:
+    """One-line ``ConfigError`` for an in-memory pool (no synthetic parquet: regenerated
+    rollouts) with remote Learners: the pool is replaced in the driver's objects, and a
+    remote Learner trains on its own copy of the iterator (the first pool, forever)."""
+    if getattr(config, SYNTHETIC_INPUT) or not getattr(config, "num_learners", 0):
+        return
+    raise ConfigError(
+        f"regenerated rollouts (--dydiff-model) replace the synthetic pool in the driver's "
+        f"local Learner only, and num_learners={config.num_learners} would train on remote "
+        "copies of the first pool: use num_learners=0 (config.learners(num_learners=0))."
+    )
 
 
 def _permuted(batch: MultiAgentBatch) -> MultiAgentBatch:
@@ -166,10 +208,14 @@ def _permuted(batch: MultiAgentBatch) -> MultiAgentBatch:
 class MixedDataIterator:
     """Duck-typed ``ray.data.DataIterator`` for RLlib's Learner: ``iter_torch_batches``
     yields flat ``{column: tensor}`` batches of ``n_real`` real + ``B − n_real`` synthetic
-    rows (permuted), ``B`` being the Learner's minibatch size."""
+    rows (permuted), ``B`` being the Learner's minibatch size; ``clock`` (a
+    :class:`BatchClock`, or None) is told about every batch."""
 
-    def __init__(self, real: Any, synthetic: Any, real_ratio: float) -> None:
+    def __init__(
+        self, real: Any, synthetic: Any, real_ratio: float, *, clock: BatchClock | None = None
+    ) -> None:
         self.real, self.synthetic, self.real_ratio = real, synthetic, float(real_ratio)
+        self.clock = clock
         #: Bumped by :meth:`replace_synthetic`; running epochs switch pools when it changes.
         self.generation = 0
 
@@ -183,8 +229,8 @@ class MixedDataIterator:
 
 
 class _MixedBatches:
-    """Re-iterable: each ``iter()`` is one epoch of the real stream (or of the synthetic
-    one when no row is real)."""
+    """Re-iterable: each ``iter()`` is one epoch of the real stream (or a pass of the
+    synthetic one when no row is real); the source's clock hears of every batch."""
 
     def __init__(self, source: MixedDataIterator, n_real: int, n_syn: int, kwargs: dict) -> None:
         self.source, self.n_real, self.n_syn, self.kwargs = source, n_real, n_syn, kwargs
@@ -206,27 +252,49 @@ class _MixedBatches:
                 batch = next(stream)
             yield batch
 
-    def __iter__(self):
-        import torch
+    def _before_batch(self) -> None:
+        if self.source.clock is not None:
+            self.source.clock.before_batch()
 
-        if self.n_real == 0:  # one epoch of the synthetic stream (cut short by a new pool)
-            generation = self.source.generation
-            for batch in self._stream(self.source.synthetic, self.n_syn):
-                if self.source.generation != generation:
-                    return
-                yield batch
+    def _batch_drawn(self) -> None:
+        if self.source.clock is not None:
+            self.source.clock.batch_drawn()
+
+    def _synthetic_pass(self):
+        """One pass of the synthetic pool (no real rows); a pool replaced during it
+        takes over from the next batch, and the pass ends with the new pool's."""
+        generation, stream = None, None
+        while True:
+            self._before_batch()
+            if generation != self.source.generation:
+                generation = self.source.generation
+                stream = self._stream(self.source.synthetic, self.n_syn)
+            batch = next(stream, None)
+            if batch is None:
+                return
+            self._batch_drawn()
+            yield batch
+
+    def __iter__(self):
+        if self.n_real == 0:
+            yield from self._synthetic_pass()
             return
         synthetic = self._synthetic() if self.n_syn else None
         for real in self._stream(self.source.real, self.n_real):
-            if synthetic is None:
-                yield real
-                continue
-            syn = next(synthetic)
-            order = torch.randperm(self.n_real + self.n_syn)
-            yield {
-                k: torch.cat([real[k], syn[k].to(real[k].dtype)])[order.to(real[k].device)]
-                for k in real
-            }
+            self._before_batch()  # may replace the pool: this batch draws from the new one
+            batch = real if synthetic is None else _mixed(real, next(synthetic))
+            self._batch_drawn()
+            yield batch
+
+
+def _mixed(real: dict[str, Any], syn: dict[str, Any]) -> dict[str, Any]:
+    """The rows of two ``{column: tensor}`` batches together, in a random order."""
+    import torch
+
+    order = torch.randperm(len(next(iter(real.values()))) + len(next(iter(syn.values()))))
+    return {
+        k: torch.cat([real[k], syn[k].to(real[k].dtype)])[order.to(real[k].device)] for k in real
+    }
 
 
 class ArrayStream:

@@ -344,9 +344,9 @@ class OfflineFamily(RunFamily):
 
         self.tag, self.build, self.settings = tag, build_algo, settings
         self.dataset, self.env_config, self.loss_key = dataset, env_config, loss_key
-        # Rollouts regenerated with the current policy (``regenerated_rollouts``); the
-        # progress fields of the last regeneration go into the next line.
-        self.regenerator, self._regenerated = regenerator, None
+        # Rollouts regenerated with the current policy (``regenerated_rollouts``), also
+        # inside an iteration; the iteration's regenerations go into its line.
+        self.regenerator = regenerator
         self._meta = CheckpointMeta.from_dict(
             {**meta, "settings": asdict(settings), "dataset": dataset.summary()}
         ).replace(run=run_metadata())
@@ -386,7 +386,7 @@ class OfflineFamily(RunFamily):
 
     def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
         if self.regenerator is not None:
-            self._regenerated = self.regenerator.maybe_regenerate(algo, counter)
+            self.regenerator.start_iteration(algo, counter)
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
         line = offline_progress_line(
@@ -396,8 +396,8 @@ class OfflineFamily(RunFamily):
             loss_key=self.loss_key,
             evaluated=evaluated,
         )
-        line.update(self._regenerated or {})
-        self._regenerated = None
+        if self.regenerator is not None:
+            line.update(self.regenerator.take_lines())
         return line
 
     def format_line(self, line: dict[str, Any], control: RunControl) -> str:

@@ -1,8 +1,8 @@
 """Model rollouts regenerated with the learning policy during offline training (DyDiff's
 loop), shared above the families: the knobs, the cadence and the driver.
 
-Every ``dydiff_regenerate_every`` gradient steps (DyDiff: 500) the run loop calls
-:meth:`Regenerator.maybe_regenerate` before the iteration: ``dydiff_num_rollouts`` start
+Every ``dydiff_regenerate_every`` gradient steps (DyDiff: 500), at that exact step even
+inside an RLlib iteration: ``dydiff_num_rollouts`` start
 states (DyDiff: 2,048) are drawn from the data, the current Learner's policy (its
 deterministic action, as the evaluation EnvRunner acts) is rolled out through the
 generator named by ``dydiff_model`` with iterated action injection, the rollouts are
@@ -12,7 +12,13 @@ batch at exactly ``real_ratio``. The generator is found through the registry (it
 ``rollouts`` class, e.g. DyDiff's), so no family imports another.
 
 Cadence: a regeneration at every gradient step ``t`` with ``t % every == 0`` (0, N,
-2N, ...), counted by the run loop (restored from ``progress.jsonl`` on ``--resume``).
+2N, ...), whatever the iteration size. The run loop calls :meth:`Regenerator.start_iteration`
+before each iteration with its gradient step (the first pool is made there), and the
+mixed data's :class:`~rllib_diffusion.algorithms.mixed_offline_data.BatchClock`
+(:class:`RegenerationClock`) counts the batches the driver's local Learner pulls inside
+the iteration and regenerates right before the synthetic rows of batch ``t`` are drawn,
+i.e. with the weights after exactly ``t`` gradient steps. Remote Learners are refused
+(:func:`~rllib_diffusion.algorithms.mixed_offline_data.check_local_pool`).
 Regeneration ``k = t // every`` draws its start states and samples with seeds derived
 from ``(seed, k)``. The pool in use is saved with every checkpoint
 (:meth:`Regenerator.save`, :mod:`~rllib_diffusion.algorithms.synthetic_pool`) and
@@ -39,7 +45,7 @@ FILTERS = ("hardmax", "softmax", "disagreement")
 #: Registry name of the generator whose checkpoints ``dydiff_model`` takes.
 GENERATOR = "dydiff"
 
-#: Progress-line keys of a regeneration (in the line of the iteration it preceded).
+#: Progress-line keys of a regeneration (the last in the iteration, in its line).
 REGENERATION = "dydiff_regeneration"
 AT_STEP = "dydiff_at_step"
 ROLLOUTS = "dydiff_rollouts"
@@ -48,6 +54,8 @@ TRANSITIONS = "dydiff_transitions"
 TERMINAL_RATE = "dydiff_terminal_rate"
 REWARD_MEAN = "dydiff_reward_mean"
 SECONDS = "dydiff_seconds"
+#: Progress-line key: the gradient steps of every regeneration in the iteration.
+STEPS = "dydiff_at_steps"
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -93,8 +101,8 @@ class RegenerationSettings(DyDiffRolloutKnobs):
             --dataset) that rolls the current policy out every --dydiff-regenerate-every
             gradient steps; its kept transitions are the synthetic part of every batch
             (give --real-ratio < 1, DyDiff: 0.6). None: off.
-        dydiff_regenerate_every: gradient steps between regenerations (DyDiff: 500); a
-            multiple of --steps-per-iteration.
+        dydiff_regenerate_every: gradient steps between regenerations (DyDiff: 500), at
+            exactly those steps (inside an iteration too).
         dydiff_num_rollouts: rollouts per regeneration, from start states drawn from
             --dataset (DyDiff: 2,048).
     """
@@ -110,7 +118,7 @@ class RegenerationSettings(DyDiffRolloutKnobs):
     def check_regeneration(self) -> None:
         """One-line ``ConfigError``s (before any data is read): a regeneration knob changed
         without ``dydiff_model``, a model without ``real_ratio`` < 1 or together with
-        ``synthetic_dataset``, a cadence that is not a whole number of iterations."""
+        ``synthetic_dataset``."""
         self.check_filter()
         if not self.regenerates:
             changed = [f.name for f in fields(RegenerationSettings) if _changed(self, f)]
@@ -130,13 +138,6 @@ class RegenerationSettings(DyDiffRolloutKnobs):
             raise ConfigError(
                 "--dydiff-model needs --real-ratio < 1, the real share of every batch (DyDiff: "
                 "0.6, e.g. --real-ratio 0.6 --batch-size 320)."
-            )
-        every, per_iteration = self.dydiff_regenerate_every, getattr(self, "steps_per_iteration", 1)
-        if every % per_iteration:
-            raise ConfigError(
-                f"--dydiff-regenerate-every {every} is not a whole number of iterations of "
-                f"--steps-per-iteration {per_iteration} (rollouts are regenerated between "
-                f"iterations): use --steps-per-iteration {np.gcd(every, per_iteration)}."
             )
 
 
@@ -245,6 +246,12 @@ class Regenerator:
         self.source = source
         #: ``(regeneration, step)`` of the pool in use (None: none yet).
         self.pool_at: tuple[int, int] | None = None
+        #: The gradient step of the next batch the Learner draws (None: not started).
+        self.step: int | None = None
+        #: The step of the last regeneration tried (kept or not): one try per step.
+        self.tried_at: int | None = None
+        #: Progress fields of the regenerations since :meth:`take_lines`.
+        self.lines: list[dict[str, Any]] = []
         self._provenance: dict[str, Any] | None = None
 
     def provenance(self) -> dict[str, Any]:
@@ -306,14 +313,36 @@ class Regenerator:
         return {POOL_FIELD: {k: getattr(rec, k) for k in ("regeneration", "at_step", "rows")}}
 
     def due(self, step: int, has_pool: bool) -> bool:
-        """Whether to regenerate before the iteration starting at gradient step ``step``."""
-        return step % self.s.dydiff_regenerate_every == 0 or not has_pool
+        """Whether to regenerate before the batch of gradient step ``step``: on the
+        cadence (once per step), or when there is no pool yet."""
+        if not has_pool:
+            return True
+        return step % self.s.dydiff_regenerate_every == 0 and step != self.tried_at
 
     def maybe_regenerate(self, algo: Any, step: int) -> dict[str, Any] | None:
-        """Regenerate ``algo.offline_data``'s synthetic pool if due; the progress fields."""
+        """Regenerate ``algo.offline_data``'s synthetic pool if due at gradient step
+        ``step``; the progress fields (also kept for :meth:`take_lines`)."""
         if not self.due(step, algo.offline_data.has_synthetic):
             return None
-        return self.regenerate(algo, step)
+        line = self.regenerate(algo, step)
+        self.lines.append(line)
+        return line
+
+    def start_iteration(self, algo: Any, step: int) -> dict[str, Any] | None:
+        """Before the iteration that starts at gradient step ``step`` (the run loop's
+        count): the clock set to ``step`` and installed in ``algo.offline_data`` (once),
+        and the first pool made (or one due at ``step`` with a Learner that draws no
+        batch through the clock)."""
+        self.step = step
+        if getattr(algo.offline_data, "batch_clock", None) is None:
+            algo.offline_data.set_batch_clock(RegenerationClock(self, algo))
+        return self.maybe_regenerate(algo, step)
+
+    def take_lines(self) -> dict[str, Any]:
+        """The progress fields of the regenerations since the last call: the last one's,
+        and :data:`STEPS` listing all their steps (empty dict: none)."""
+        lines, self.lines = self.lines, []
+        return {**lines[-1], STEPS: [x[AT_STEP] for x in lines]} if lines else {}
 
     def rollouts(self, policy: Policy, index: int) -> tuple[dict[str, np.ndarray], dict]:
         """Kept transition columns and statistics of regeneration ``index`` of ``policy``."""
@@ -322,7 +351,11 @@ class Regenerator:
         return self.source.generate(policy, s0, self.s, seed=seed)
 
     def regenerate(self, algo: Any, step: int) -> dict[str, Any]:
+        """Regeneration ``step // N`` with ``algo``'s current policy, made the pool of
+        ``algo.offline_data`` (the previous one stays if the filter kept nothing); its
+        progress fields, also printed."""
         started = time.perf_counter()
+        self.tried_at = step
         index = step // self.s.dydiff_regenerate_every
         columns, stats = self.rollouts(self.policy_fn(algo), index)
         n = len(columns["obs"])
@@ -348,6 +381,25 @@ class Regenerator:
         }
         print(format_regeneration(line), flush=True)
         return line
+
+
+class RegenerationClock:
+    """The :class:`~rllib_diffusion.algorithms.mixed_offline_data.BatchClock` of a
+    :class:`Regenerator`: regenerates (if due) before the synthetic rows of each batch the
+    Learner draws, at the regenerator's step, and counts the batches drawn."""
+
+    def __init__(self, regenerator: Regenerator, algo: Any) -> None:
+        self.regenerator, self.algo = regenerator, algo
+
+    def before_batch(self) -> None:
+        """Regenerate if due at the coming batch's gradient step (at most once a step)."""
+        if self.regenerator.step is not None:
+            self.regenerator.maybe_regenerate(self.algo, self.regenerator.step)
+
+    def batch_drawn(self) -> None:
+        """One more gradient step."""
+        if self.regenerator.step is not None:
+            self.regenerator.step += 1
 
 
 def format_regeneration(line: dict[str, Any]) -> str:

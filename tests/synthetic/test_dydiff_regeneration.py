@@ -28,6 +28,7 @@ from rllib_diffusion.algorithms.regenerated_rollouts import (
     AT_STEP,
     KEPT,
     REGENERATION,
+    STEPS,
     TRANSITIONS,
     Regenerator,
     learner_policy,
@@ -106,11 +107,11 @@ def regenerator(hopper, **kw) -> Regenerator:
     from rllib_diffusion.algorithms.dydiff.regenerate import DyDiffRollouts
 
     states, dydiff, _ = hopper
-    settings = SimpleNamespace(
-        seed=3, dydiff_regenerate_every=20, dydiff_num_rollouts=24, injection_rounds=1,
-        state_mix=0.5, filter="hardmax", keep_fraction=0.5, disagreement_threshold=1.0,
-        softmax_temperature=0.05, **kw,
-    )  # fmt: skip
+    settings = SimpleNamespace(**{
+        "seed": 3, "dydiff_regenerate_every": 20, "dydiff_num_rollouts": 24,
+        "injection_rounds": 1, "state_mix": 0.5, "filter": "hardmax", "keep_fraction": 0.5,
+        "disagreement_threshold": 1.0, "softmax_temperature": 0.05, **kw,
+    })  # fmt: skip
     return Regenerator(settings, states, ENV_CONFIG, source=DyDiffRollouts(None, dydiff))
 
 
@@ -182,6 +183,121 @@ def test_regenerates_at_steps_0_n_2n_and_once_after_a_resume_without_a_pool(hopp
     assert again[30][REGENERATION] == 1
 
 
+def learner_iterations(regen, algo, *, iterations: int, per_iteration: int, on_batch) -> list:
+    """Run ``iterations`` RLlib iterations of ``per_iteration`` gradient steps as the
+    local Learner does (one ``MiniBatchRayDataIterator`` over the mixed iterator, kept
+    across ``update`` calls); ``on_batch(step, batch)`` is the gradient step. Returns each
+    iteration's regeneration fields (:meth:`Regenerator.take_lines`)."""
+    from ray.rllib.utils.minibatch_utils import MiniBatchRayDataIterator
+
+    data = algo.offline_data
+    mixed = MixedDataIterator(None, None, real_ratio=0.75)
+    data._mixed_iterators = [mixed]
+    learner_iterator, lines = None, []
+    for it in range(iterations):
+        regen.start_iteration(algo, it * per_iteration)  # the run loop's before_iteration
+        if learner_iterator is None:  # RLlib's first sample(): the iterator, then the Learner's
+            mixed.real = RealRows(data.synthetic.columns)
+            learner_iterator = MiniBatchRayDataIterator(
+                iterator=mixed, device="cpu", minibatch_size=16, num_iters=per_iteration
+            )
+        for batch in learner_iterator:
+            on_batch(regen.step - 1, batch.policy_batches[MID])
+        lines.append(regen.take_lines())
+    return lines
+
+
+def test_regenerates_inside_iterations_at_exactly_n_with_the_current_policy(hopper) -> None:
+    """N = 3 with 5 gradient steps per iteration: regenerations at steps 0, 3, 6, ..., 18
+    (two inside some iterations), each pool the rollouts of the weights after exactly
+    that many gradient steps (the actor changes at every step), the batch of step t
+    drawing its synthetic rows from the pool regenerated at 3·⌊t/3⌋."""
+    _, _, actor = hopper
+    regen, algo = regenerator(hopper, dydiff_regenerate_every=3), fake_algo(actor)
+    algo.offline_data = mixed_data()
+    before = {k: v.clone() for k, v in actor.state_dict().items()}
+    pools: dict[int, ArrayStream] = {}
+
+    def gradient_step(step: int, batch) -> None:
+        pool = algo.offline_data.synthetic
+        if pool not in pools.values():  # new at this step: the current actor's rollouts
+            pools[step] = pool
+            obs = pool.columns[f"{MID}/obs"]
+            with torch.no_grad():
+                acted = actor.forward_inference({"obs": torch.as_tensor(obs)})["actions"]
+            want = np.clip(acted.numpy(), -1, 1)
+            np.testing.assert_allclose(pool.columns[f"{MID}/actions"], want, atol=1e-5)
+        synthetic = batch["obs"][:, 0] < RealRows.REAL
+        rows = {tuple(r) for r in pools[max(pools)].columns[f"{MID}/obs"].tolist()}
+        assert int(synthetic.sum()) == 4 and max(pools) == 3 * (step // 3)
+        assert {tuple(r) for r in np.asarray(batch["obs"][synthetic]).tolist()} <= rows
+        with torch.no_grad():  # the gradient step: new weights
+            for p in actor.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+
+    try:
+        lines = learner_iterations(
+            regen, algo, iterations=4, per_iteration=5, on_batch=gradient_step
+        )
+    finally:
+        actor.load_state_dict(before)
+    assert sorted(pools) == [0, 3, 6, 9, 12, 15, 18]
+    assert [line[STEPS] for line in lines] == [[0, 3], [6, 9], [12], [15, 18]]
+    assert [(line[AT_STEP], line[REGENERATION]) for line in lines] == [
+        (3, 1), (9, 3), (12, 4), (18, 6),
+    ]  # fmt: skip
+    assert regen.step == 20
+
+
+def test_the_clock_counts_only_batches_drawn_also_without_real_rows() -> None:
+    """``real_ratio`` 0 (a pass of the pool per epoch): a pool the clock replaces before
+    step 2 serves that step on, the pass ends with the new pool's, and the clock hears
+    ``batch_drawn`` once per batch handed out (an epoch's end draws none)."""
+    pool_a = ArrayStream({"x": np.full(40, -1.0, np.float32)}, seed=0)  # 5 batches a pass
+    pool_b = ArrayStream({"x": np.full(24, -2.0, np.float32)}, seed=0)  # 3 batches a pass
+    mixed = MixedDataIterator(RealStream(1000), pool_a, real_ratio=0.0)
+    clock = SimpleNamespace(step=0, before=[])
+
+    def before_batch() -> None:
+        clock.before.append(clock.step)
+        if clock.step == 2 and mixed.synthetic is pool_a:
+            mixed.replace_synthetic(pool_b)
+
+    clock.before_batch, clock.batch_drawn = (
+        before_batch,
+        lambda: setattr(clock, "step", clock.step + 1),
+    )
+    mixed.clock = clock
+    epochs = mixed.iter_torch_batches(batch_size=8)
+    first = [float(b["x"][0]) for b in epochs]
+    assert first == [-1.0, -1.0, -2.0, -2.0, -2.0] and clock.step == 5
+    assert [float(b["x"][0]) for b in epochs] == [-2.0] * 3 and clock.step == 8
+    assert clock.before == [0, 1, 2, 3, 4, 5, 5, 6, 7, 8]  # 5 and 8: the ends of the passes
+
+
+def test_regeneration_with_remote_learners_is_refused_in_one_line() -> None:
+    """The pool is swapped in the driver's objects: remote Learners would train on their
+    copy of the first pool, so ``num_learners >= 1`` is refused when the mixed data is
+    built (before any data is read, Learner actor started or batch drawn)."""
+    from ray.rllib.algorithms.bc import BCConfig
+
+    from rllib_diffusion.algorithms.mixed_offline_data import (
+        REAL_RATIO,
+        SYNTHETIC_INPUT,
+        check_local_pool,
+    )
+
+    config = BCConfig().learners(num_learners=1)
+    setattr(config, SYNTHETIC_INPUT, [])
+    setattr(config, REAL_RATIO, 0.5)
+    with pytest.raises(ConfigError, match=r"num_learners=1 .* use num_learners=0") as err:
+        MixedOfflineData(config)
+    assert "\n" not in str(err.value)
+    check_local_pool(config.learners(num_learners=0))  # the local Learner: fine
+    setattr(config.learners(num_learners=2), SYNTHETIC_INPUT, ["synthetic.parquet"])
+    check_local_pool(config)  # a fixed synthetic parquet is split across Learners by Ray Data
+
+
 # ------------------------------------------------------------ the mix after a swap
 class RealStream:
     """A ``DataIterator`` stand-in: rows 0, 1, 2, ... of column ``x`` in order."""
@@ -247,7 +363,7 @@ def mixed_data() -> MixedOfflineData:
 
     data = object.__new__(MixedOfflineData)
     data.config, data.prelearner_class, data.synthetic = None, TransitionPreLearner, None
-    data._mixed_iterators = None
+    data._mixed_iterators, data.batch_clock = None, None
     return data
 
 
@@ -446,9 +562,6 @@ def _settings(**kw) -> OfflineSettings:
         ({"filter": "softmax", "keep_fraction": 0.3}, "--filter, --keep-fraction apply only"),
         ({"dydiff_model": "m"}, r"--real-ratio < 1 go together"),
         ({"dydiff_model": "m", "real_ratio": 0.5, "synthetic_dataset": "d"}, "drop --synthetic-dataset"),
-        ({"dydiff_model": "m", "real_ratio": 0.5, "batch_size": 256}, "--steps-per-iteration 500"),
-        ({"dydiff_model": "m", "real_ratio": 0.5, "steps_per_iteration": 300, "gradient_steps": 3000},
-         "--steps-per-iteration 100"),
         ({"dydiff_model": "m", "real_ratio": 0.6, "steps_per_iteration": 500, "batch_size": 256},
          "--real-ratio 0.6 × batch 256"),
         ({"dydiff_model": "m", "real_ratio": 0.5, "steps_per_iteration": 500, "filter": "top"},

@@ -5,6 +5,7 @@ policy on the cadence, are killed after a checkpoint and resume with the pool sa
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -51,12 +52,12 @@ def dydiff_model(tiny_dataset, ray_session, tmp_path_factory) -> str:
 
 
 def _settings(dataset_id: str, out, algo: str, model: str, **kw) -> OfflineSettings:
-    return OfflineSettings(
-        dataset=dataset_id, out_dir=str(out), algo=algo, gradient_steps=60,
-        steps_per_iteration=10, batch_size=32, real_ratio=0.5, eval_episodes=1,
-        checkpoint_interval=3, dydiff_model=model, dydiff_regenerate_every=20,
-        dydiff_num_rollouts=16, seed=4, **HOSTS[algo], **kw,
-    )  # fmt: skip
+    return OfflineSettings(**{
+        "dataset": dataset_id, "out_dir": str(out), "algo": algo, "gradient_steps": 60,
+        "steps_per_iteration": 10, "batch_size": 32, "real_ratio": 0.5, "eval_episodes": 1,
+        "checkpoint_interval": 3, "dydiff_model": model, "dydiff_regenerate_every": 20,
+        "dydiff_num_rollouts": 16, "seed": 4, **HOSTS[algo], **kw,
+    })  # fmt: skip
 
 
 def _progress(out) -> list[dict]:
@@ -144,3 +145,44 @@ def test_host_regenerates_on_the_cadence_and_resumes_with_the_saved_pool(
     assert (Path(summary["checkpoint"]) / POOL_FILE).is_file()
     assert summary["gradient_steps"] == 60 and summary["evaluation"]["num_episodes"] == 1
     assert summary["settings"]["dydiff_model"] == dydiff_model
+
+
+def test_regenerates_inside_rllib_iterations_at_exactly_n(
+    tiny_dataset, dydiff_model, ray_session, tmp_path, monkeypatch
+) -> None:
+    """``--dydiff-regenerate-every 15`` with 10 gradient steps per iteration, through
+    RLlib's Learner: regenerations at steps 0, 15 and 30 (15 inside iteration 2, 30 at
+    iteration 4's start), each pool serving exactly the batches from its step to the
+    next regeneration's (15, 15, 10)."""
+    from rllib_diffusion.algorithms import mixed_offline_data
+    from rllib_diffusion.algorithms.regenerated_rollouts import STEPS
+
+    root, dataset_id = tiny_dataset
+    use_data_root(monkeypatch, root)
+    served, epochs = [], mixed_offline_data._ArrayEpochs.__iter__
+
+    def counted(self):  # the pool of each synthetic batch the Learner pulls
+        for batch in epochs(self):
+            served.append(id(self.stream))
+            yield batch
+
+    monkeypatch.setattr(mixed_offline_data._ArrayEpochs, "__iter__", counted)
+    out = tmp_path / "run"
+    summary = train_offline(
+        _settings(
+            dataset_id,
+            out,
+            "td3bc",
+            dydiff_model,
+            dydiff_regenerate_every=15,
+            gradient_steps=40,
+            checkpoint_interval=0,
+        )  # fmt: skip
+    )
+    lines = _progress(out)
+    assert [x.get(STEPS) for x in lines] == [[0], [15], None, [30]]
+    assert [(x[AT_STEP], x[REGENERATION]) for x in lines if AT_STEP in x] == [
+        (0, 0), (15, 1), (30, 2),
+    ]  # fmt: skip
+    runs = [len(list(group)) for _, group in itertools.groupby(served)]
+    assert runs == [15, 15, 10] and summary["gradient_steps"] == 40
