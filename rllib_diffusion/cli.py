@@ -449,15 +449,31 @@ def run_offline(args: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ online
 def add_online_args(p: argparse.ArgumentParser) -> None:
+    """Run flags from ``OnlineSettings``; online SynthER's knobs from their declaration
+    (``SynthEROnlineConfigMixin.training()``), with its defaults."""
     from rllib_diffusion.algorithms.online_run import OnlineSettings
+    from rllib_diffusion.algorithms.synthetic_replay import synther_knobs
+    from rllib_diffusion.knobs import add_knob_args
 
     add_settings_args(p, OnlineSettings)
+    group = p.add_argument_group("online SynthER knobs (off unless --synther-real-ratio < 1)")
+    add_knob_args(group, synther_knobs())
+
+
+def online_settings_from_args(args: argparse.Namespace):
+    """``OnlineSettings`` with the online SynthER knobs the user typed in ``knobs``."""
+    from rllib_diffusion.algorithms.online_run import OnlineSettings
+    from rllib_diffusion.algorithms.synthetic_replay import synther_knobs
+    from rllib_diffusion.knobs import given_knobs
+
+    knobs = given_knobs(args, synther_knobs())
+    return settings_from_args(OnlineSettings, args, consumed=tuple(knobs), knobs=knobs)
 
 
 def run_online(args: argparse.Namespace) -> dict[str, Any]:
-    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
+    from rllib_diffusion.algorithms.online_run import finetune_online
 
-    return finetune_online(settings_from_args(OnlineSettings, args))
+    return finetune_online(online_settings_from_args(args))
 
 
 # ---------------------------------------------------------------------------- evaluate

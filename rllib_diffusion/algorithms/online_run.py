@@ -7,11 +7,18 @@ by EnvRunners (``algorithms/online.py``) → checkpoints, ``progress.jsonl``,
 ``result.json`` with the return before and after, through the shared run loop
 (``rllib_diffusion.run_loop``). ``--resume`` continues the run's own checkpoint (the
 run loop's resume: learner state, replay buffer, iteration and env-step counters).
+
+Online SynthER (``--synther-real-ratio R`` < 1, knobs declared by
+:class:`~rllib_diffusion.algorithms.synthetic_replay.SynthEROnlineConfigMixin`): the
+replay fine-tuners' generator retrained every ``--synther-retrain-every`` env steps on
+the replay (offline rows included), its pool mixed into every minibatch at the exact
+ratio (``OfflineQMixin``); its generator and pool are saved with each checkpoint and
+restored by ``--resume``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,8 @@ class OnlineSettings:
             eval and checkpoint cadence).
         overwrite: replace an earlier run in OUT (its checkpoint, progress, result and
             TensorBoard files); without it (or --resume) an earlier run there is an error.
+        knobs: online SynthER's knobs given (``SynthEROnlineConfigMixin.training()``'s,
+            e.g. ``synther_real_ratio``; the others keep their defaults); none: off.
     """
 
     checkpoint: str
@@ -66,9 +75,18 @@ class OnlineSettings:
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
+    knobs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from rllib_diffusion.algorithms.synthetic_replay import DEFAULTS, knob_error
+        from rllib_diffusion.knobs import check_knobs
+        from rllib_diffusion.modules.model_config import ConfigError
+
         check_ranges(self)
+        check_knobs("rllib-diffusion online", set(DEFAULTS), self.knobs)
+        error = knob_error({**DEFAULTS, **self.knobs}, None)  # the split: the config's
+        if error:
+            raise ConfigError(error)
 
 
 def online_config(s: OnlineSettings, meta: CheckpointMeta):
@@ -96,6 +114,7 @@ def online_config(s: OnlineSettings, meta: CheckpointMeta):
         enabled=True,
         env_steps_per_iteration=s.env_steps_per_iteration,
         updates_per_env_step=s.updates_per_env_step,
+        synther=s.knobs,
     )
     config.env_runners(
         num_env_runners=s.num_env_runners,
@@ -135,7 +154,8 @@ class OnlineFamily(RunFamily):
     the offline learner state restored and the replay buffer seeded on start. Its
     checkpoints hold the replay buffer too (``OfflineQMixin.get_state``), so a resumed
     run restores everything from its own checkpoint and reads neither the offline
-    checkpoint's weights nor the dataset again."""
+    checkpoint's weights nor the dataset again; with online SynthER on, its generator
+    and pool too (:meth:`save_files`, :meth:`restore`)."""
 
     tag = "online"
     unit = "env_steps"
@@ -175,6 +195,7 @@ class OnlineFamily(RunFamily):
         """The checkpoint must be this command's, from the same offline checkpoint and
         with the same settings; only run control may differ (:data:`RESUME_MAY_CHANGE`)."""
         from rllib_diffusion.algorithms.offline_run import check_same_run_settings
+        from rllib_diffusion.algorithms.synthetic_replay import DEFAULTS
         from rllib_diffusion.checkpoints import CheckpointError
 
         if saved.phase != "online":
@@ -184,8 +205,11 @@ class OnlineFamily(RunFamily):
             )
         theirs = {**(saved.settings or {}).get("online", {})}
         theirs["checkpoint"] = saved.offline_checkpoint
+        # SynthER's knobs as values (given or default; runs before them had none: off).
+        theirs["knobs"] = {**DEFAULTS, **(theirs.get("knobs") or {})}
         ours = {k: v for k, v in asdict(self.s).items() if k not in RESUME_MAY_CHANGE}
         ours["checkpoint"] = self._meta.offline_checkpoint
+        ours["knobs"] = {**DEFAULTS, **self.s.knobs}
         check_same_run_settings(theirs, ours, where)
         self.resuming = True
 
@@ -255,7 +279,22 @@ class OnlineFamily(RunFamily):
             f"{algo.replay_buffer.size} transitions",
             flush=True,
         )
-        return {"env_steps": self.env_steps, "replay_size": algo.replay_buffer.size}
+        resumed = {"env_steps": self.env_steps, "replay_size": algo.replay_buffer.size}
+        if algo.synther is None:
+            return resumed
+        from rllib_diffusion.checkpoints import read_checkpoint_meta
+
+        record = read_checkpoint_meta(ckpt_dir).synthetic_pool
+        return resumed | algo.synther.restore(ckpt_dir, record, self.env_steps)
+
+    def save_files(self, algo, directory: Path) -> dict[str, Any]:
+        """Online SynthER's generator and pool (nothing when off or before a retrain)."""
+        return {} if algo.synther is None else algo.synther.save(directory)
+
+    def before_iteration(self, algo, counter: int, control: RunControl) -> None:
+        """Tell the algorithm whether the coming iteration ends the budget (it samples at
+        least ``env_steps_per_iteration``): online SynthER skips a retrain due in it."""
+        algo.mark_last_iteration(counter + self.s.env_steps_per_iteration >= control.budget)
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
         from ray.rllib.core import DEFAULT_MODULE_ID
@@ -277,6 +316,7 @@ class OnlineFamily(RunFamily):
             "train_return_mean": float_or_none(runners.get("episode_return_mean")),
             "replay_size": int(float_or_none(result.get(REPLAY_SIZE)) or 0),
             **critic_diagnostics(result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})),
+            **synther_progress(result),
         }
         ev = result.get(EVALUATION_RESULTS, {}).get(ENV_RUNNER_RESULTS, {})
         if evaluated and "episode_return_mean" in ev:
@@ -289,6 +329,9 @@ class OnlineFamily(RunFamily):
             f"[online] iter {line['iteration']}  env steps {line['env_steps']}/{control.budget}"
             f"  train return {'n/a' if ret is None else format(ret, '.1f')}"
             f"  buffer {line['replay_size']}"
+        )
+        msg += "".join(
+            f"  {label} {line[key]:{fmt}}" for label, key, fmt in synther_shown() if key in line
         )
         if EVAL_RETURN in line:
             msg += f"  EVAL return {line[EVAL_RETURN]:.1f}"
@@ -312,6 +355,23 @@ class OnlineFamily(RunFamily):
 
     def summary(self, base: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
         return before_after_summary(self.tag, base, self.start_evaluation, evaluation)
+
+
+def synther_shown() -> tuple[tuple[str, str, str], ...]:
+    """``(label, key, format)`` of online SynthER's values a printed line shows (the
+    replay fine-tuners' ``SYNTHER_SHOWN``)."""
+    from rllib_diffusion.algorithms.replay_finetune import SYNTHER_SHOWN
+
+    return SYNTHER_SHOWN
+
+
+def synther_progress(result: dict[str, Any]) -> dict[str, Any]:
+    """Online SynthER's values in an iteration's ``result`` (none when off): the shown
+    ones and those a progress line only carries (the replay fine-tuners' keys)."""
+    from rllib_diffusion.algorithms.replay_finetune import SYNTHER_CARRIED
+
+    keys = (*(key for _, key, _ in synther_shown()), *SYNTHER_CARRIED)
+    return {key: result[key] for key in keys if key in result}
 
 
 def finetune_online(settings: OnlineSettings) -> dict[str, Any]:

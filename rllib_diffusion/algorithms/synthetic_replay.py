@@ -82,37 +82,56 @@ class SynthEROnlineConfigMixin:
     @override(AlgorithmConfig)
     def validate(self) -> None:
         super().validate()
-        if not 0.0 <= self.synther_real_ratio <= 1.0:
-            self._value_error(
-                f"--synther-real-ratio must be in [0, 1], got {self.synther_real_ratio}."
-            )
-        for name in DEFAULTS:
-            if name != "synther_real_ratio" and not getattr(self, name) > 0:
-                self._value_error(f"{name} must be > 0, got {getattr(self, name)}.")
-        if self.synther_enabled and isinstance(self.minibatch_size, int):
-            self._check_whole_split()  # (a missing minibatch size: the host's error)
-        else:
-            self._refuse_knobs_while_off()
+        batch = self.minibatch_size if isinstance(self.minibatch_size, int) else None
+        error = knob_error({name: getattr(self, name) for name in DEFAULTS}, batch)
+        if error:  # (a missing minibatch size: the host's error)
+            self._value_error(error)
 
-    def _check_whole_split(self) -> None:
-        """``synther_real_ratio × minibatch_size`` must be whole (``real_rows``)."""
-        from rllib_diffusion.algorithms.mixed_offline_data import real_rows
-        from rllib_diffusion.modules.model_config import ConfigError
 
+class SynthEROnlineKnobs(SynthEROnlineConfigMixin, AlgorithmConfig):
+    """Online SynthER's knobs alone (their declaration: :class:`SynthEROnlineConfigMixin`),
+    for a host whose own config does not declare them: ``rllib-diffusion online`` lists
+    them by :func:`synther_knobs` and hands the values given to the offline
+    Q-learner's ``online_phase(synther=...)``."""
+
+
+def synther_knobs() -> list[Any]:
+    """The knobs (``rllib_diffusion.knobs.Knob``) of :class:`SynthEROnlineConfigMixin`:
+    names, help and defaults as declared there."""
+    from rllib_diffusion.knobs import declared_knobs
+
+    return declared_knobs(SynthEROnlineKnobs)
+
+
+def knob_error(values: dict[str, Any], minibatch_size: int | None) -> str | None:
+    """The first problem of online SynthER's knob ``values`` (every name of
+    :data:`DEFAULTS`) for gradient steps of ``minibatch_size`` rows (None: the split is
+    not checked), or None: a ratio outside [0, 1], a size not > 0, a real share of the
+    minibatch that is not whole (``real_rows``), or a knob set while SynthER is off."""
+    from rllib_diffusion.algorithms.mixed_offline_data import real_rows
+    from rllib_diffusion.modules.model_config import ConfigError
+
+    ratio = values["synther_real_ratio"]
+    if not 0.0 <= ratio <= 1.0:
+        return f"--synther-real-ratio must be in [0, 1], got {ratio}."
+    for name in DEFAULTS:
+        if name != "synther_real_ratio" and not values[name] > 0:
+            return f"{name} must be > 0, got {values[name]}."
+    if ratio < 1.0:
         try:
-            real_rows(self.synther_real_ratio, self.minibatch_size, flag="--synther-real-ratio")
+            if minibatch_size is not None:
+                real_rows(ratio, minibatch_size, flag="--synther-real-ratio")
         except ConfigError as err:
-            self._value_error(str(err))
-
-    def _refuse_knobs_while_off(self) -> None:
-        """A ``synther_*`` knob set to other than its default while SynthER is off."""
-        for name, default in DEFAULTS.items():
-            if name != "synther_real_ratio" and getattr(self, name) != default:
-                flag = "--" + name.replace("_", "-")
-                self._value_error(
-                    f"{flag} is set but online SynthER is off: add --synther-real-ratio "
-                    f"< 1 (SynthER: 0.5) or drop {flag}."
-                )
+            return str(err)
+        return None
+    for name, default in DEFAULTS.items():
+        if name != "synther_real_ratio" and values[name] != default:
+            flag = "--" + name.replace("_", "-")
+            return (
+                f"{flag} is set but online SynthER is off: add --synther-real-ratio "
+                f"< 1 (SynthER: 0.5) or drop {flag}."
+            )
+    return None
 
 
 #: Registry name of the generator that online SynthER retrains on the replay.
@@ -127,3 +146,15 @@ def online_synther(config: Any) -> Any:
 
     spec = registry.get(REPLAY_GENERATOR, registry.GENERATOR)
     return spec.replay_generator_class(config)
+
+
+def online_synther_of(knobs: dict[str, Any], seed: int | None) -> Any:
+    """The online SynthER state (:func:`online_synther`) of the knob values ``knobs``
+    given (the others: :data:`DEFAULTS`) and ``seed``, for a host that keeps them in a
+    dict (the offline Q-learners' online phase); None while off (ratio 1)."""
+    from types import SimpleNamespace
+
+    values = {**DEFAULTS, **knobs}
+    if values["synther_real_ratio"] >= 1.0:
+        return None
+    return online_synther(SimpleNamespace(**values, seed=seed))

@@ -6,7 +6,10 @@ mixed in instead of inherited from a sibling (no ``DACConfig → DiffusionQLConf
 
 Offline: RLlib's BC/MARWIL training step on transition parquet (``OfflineData`` →
 :class:`TransitionPreLearner`). Online (``config.online_phase(enabled=True)``): the same
-losses on a replay buffer seeded with the offline data and filled by EnvRunners.
+losses on a replay buffer seeded with the offline data and filled by EnvRunners, its
+minibatches mixed with online SynthER's pool when ``online_phase(synther=...)`` turns it
+on (:class:`~rllib_diffusion.algorithms.synther.online.OnlineSynthER`, found through the
+registry: :func:`~rllib_diffusion.algorithms.synthetic_replay.online_synther_of`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from rllib_diffusion.algorithms.mixed_precision import PrecisionConfigMixin
 from rllib_diffusion.algorithms.offline_restore import OfflineRestoreMixin
 from rllib_diffusion.algorithms.online import episode_transitions
 from rllib_diffusion.algorithms.replay import TransitionReplay
+from rllib_diffusion.algorithms.synthetic_replay import DEFAULTS as SYNTHER_DEFAULTS
+from rllib_diffusion.algorithms.synthetic_replay import knob_error, online_synther_of
 from rllib_diffusion.algorithms.transition_prelearner import TransitionPreLearner
 from rllib_diffusion.algorithms.window_prelearner import (
     LIGHT_PRELEARNER_KWARGS,
@@ -112,6 +117,7 @@ class OfflineQConfigMixin(PrecisionConfigMixin):
         self.online_env_steps_per_iteration = 1000
         self.updates_per_env_step = 1.0
         self.replay_capacity = 2_000_000
+        self.online_synther: dict[str, Any] = {}
 
     @override(BCConfig)
     def training(
@@ -158,6 +164,7 @@ class OfflineQConfigMixin(PrecisionConfigMixin):
         env_steps_per_iteration: int | None = NotProvided,
         updates_per_env_step: float | None = NotProvided,
         replay_capacity: int | None = NotProvided,
+        synther: dict[str, Any] | None = NotProvided,
     ):
         """The online phase: EnvRunners instead of offline input (``is_online``).
 
@@ -167,6 +174,9 @@ class OfflineQConfigMixin(PrecisionConfigMixin):
             env_steps_per_iteration: env steps sampled per iteration (all EnvRunners).
             updates_per_env_step: gradient steps per new env step.
             replay_capacity: transitions kept (the buffer starts with the offline data).
+            synther: online SynthER's knobs given (names and defaults:
+                ``SynthEROnlineConfigMixin.training()``; ``synther_real_ratio`` < 1 turns
+                it on); empty or None: off.
         """
         set_provided(
             self,
@@ -175,8 +185,10 @@ class OfflineQConfigMixin(PrecisionConfigMixin):
                 "online_env_steps_per_iteration": env_steps_per_iteration,
                 "updates_per_env_step": updates_per_env_step,
                 "replay_capacity": replay_capacity,
+                "online_synther": synther,
             },
         )
+        self.online_synther = dict(self.online_synther or {})
         return self
 
     @property
@@ -220,6 +232,23 @@ class OfflineQConfigMixin(PrecisionConfigMixin):
             self._value_error(
                 "online_env_steps_per_iteration must be >= 1 and updates_per_env_step > 0."
             )
+        self._validate_online_synther()
+
+    def _validate_online_synther(self) -> None:
+        """The online phase's SynthER knobs: known names, valid values, and a whole real
+        share of every ``train_batch_size_per_learner`` minibatch."""
+        from rllib_diffusion.knobs import check_knobs
+
+        if not self.online_synther:
+            return
+        try:
+            check_knobs("online SynthER", set(SYNTHER_DEFAULTS), self.online_synther)
+        except ConfigError as err:
+            self._value_error(str(err))
+        values = {**SYNTHER_DEFAULTS, **self.online_synther}
+        error = knob_error(values, self.train_batch_size_per_learner)
+        if error:
+            self._value_error(error)
 
     def _validate_knobs_are_ours(self) -> None:
         """A knob of another algorithm set on this config (``update_from_dict``, a
@@ -278,6 +307,21 @@ class OfflineQMixin(OfflineRestoreMixin):
     phase on a replay buffer. Host: ``<Algo>(OfflineQMixin, BC)``."""
 
     replay_buffer: TransitionReplay | None = None
+    #: Online SynthER's generator and pool (``online_phase(synther=...)``; None: off).
+    synther: Any = None
+    #: The coming iteration is the run's last (:meth:`mark_last_iteration`).
+    last_iteration: bool = False
+
+    @override(BC)
+    def setup(self, config: AlgorithmConfig) -> None:
+        super().setup(config)
+        if self.config.online:
+            self.synther = online_synther_of(self.config.online_synther, self.config.seed)
+
+    def mark_last_iteration(self, last: bool) -> None:
+        """Whether the coming iteration is the run's last (its host's budget ends there):
+        online SynthER skips a retrain due in it, as the replay fine-tuners do."""
+        self.last_iteration = bool(last)
 
     def seed_replay_buffer(self, transitions: dict[str, np.ndarray]) -> None:
         """Start the online phase's FIFO buffer (``replay_capacity`` transitions) with
@@ -324,6 +368,8 @@ class OfflineQMixin(OfflineRestoreMixin):
             self.metrics.log_value(EMPTY_SAMPLES, 1, reduce="sum")
             return
         self.replay_buffer.add_columns(new)
+        for key, value in self._synther_step().items():
+            self.metrics.log_value(key, value, window=1)
         self._update_from_replay(len(new[Columns.REWARDS]))
         self.metrics.log_value(REPLAY_SIZE, self.replay_buffer.size, window=1)
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
@@ -343,12 +389,28 @@ class OfflineQMixin(OfflineRestoreMixin):
         self.metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
         return episode_transitions(episodes)
 
+    def _synther_step(self) -> dict[str, Any]:
+        """Online SynthER's retrain on the replay's current rows when due at the env
+        steps sampled so far (none when off; skipped in the run's last iteration, whose
+        pool would serve it alone); its progress values."""
+        last, self.last_iteration = self.last_iteration, False
+        if self.synther is None:
+            return {}
+        replay = self.replay_buffer
+        held = {k: v[: len(replay)] for k, v in replay.data.items()}
+        env_steps = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME))
+        return self.synther.maybe_retrain(held, int(env_steps), last_iteration=last)
+
     def _update_from_replay(self, n_new: int) -> None:
-        """``updates_per_env_step × n_new`` gradient steps on uniform replay minibatches."""
+        """``updates_per_env_step × n_new`` gradient steps on uniform replay minibatches
+        (each mixed with online SynthER's pool at its exact ratio when on)."""
         cfg = self.config
         num_updates = max(1, round(n_new * cfg.updates_per_env_step))
         batch_size = cfg.train_batch_size_per_learner
-        data = self.replay_buffer.sample(num_updates * batch_size)
+        if self.synther is None:
+            data = self.replay_buffer.sample(num_updates * batch_size)
+        else:
+            data = self.synther.minibatches(self.replay_buffer, batch_size, num_updates)
         batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(data)}, env_steps=n_new)
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             learner_results = self.learner_group.update(

@@ -156,6 +156,16 @@ class OnlineSynthER:
         syn = {} if idx is None else {c: v[idx] for c, v in self.pool.columns.items()}
         return mixed_rows(replay.sample(n_real) if n_real else {}, syn, rng)
 
+    def minibatches(self, replay: Any, batch_size: int, count: int) -> dict[str, np.ndarray]:
+        """``count`` :meth:`minibatch` es of ``batch_size`` rows, one after the other in
+        one batch (a learner that splits it into consecutive ``batch_size`` slices,
+        unshuffled, sees each at the exact ratio); before the first pool one uniform
+        sample of ``count · batch_size`` replay rows."""
+        if self.pool is None:
+            return replay.sample(count * batch_size)
+        parts = [self.minibatch(replay, batch_size) for _ in range(count)]
+        return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+
     # ------------------------------------------------------------- checkpoints
     def save(self, directory: str | Path) -> dict[str, Any]:
         """Write the generator (:data:`GENERATOR_FILE`) and the pool into the checkpoint
