@@ -303,6 +303,7 @@ NEWER_SETTINGS = frozenset(
     {
         "synthetic_dataset",
         "real_ratio",
+        "clamp_obs",  # GaussianBCSettings
         *(f.name for f in dataclass_fields(RegenerationSettings)),
     }
 )

@@ -21,6 +21,8 @@ import numpy as np
 from rllib_diffusion.envs.tasks import make_env
 
 ENV_NAME = "rllib_diffusion/ChunkedEnv"
+#: env_config key: clip the normalised observations to [-1, 1] (absent: False).
+CLAMP_OBS_KEY = "clamp_obs"
 
 
 class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -215,7 +217,7 @@ def make_chunked_env(config: dict[str, Any] | None = None) -> gym.Env:
         action_high=act_norm.get("high"),
         flatten_actions=bool(config.get("flatten_actions", False)),
         record_frames=bool(config.get("record_frames", False)),
-        clamp_obs=bool(config.get("clamp_obs", False)),
+        clamp_obs=bool(config.get(CLAMP_OBS_KEY, False)),
     )
 
 

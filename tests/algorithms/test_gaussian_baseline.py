@@ -67,6 +67,7 @@ def test_bc_pretrain_writes_checkpoint_progress_and_eval(bc_run):
         True,
     )
     assert env_config["normalization"]["action"]["low"]
+    assert env_config["clamp_obs"] is False  # the default: unclipped, as before
     assert meta["model_config"]["fcnet_hiddens"] == [32, 32]
     assert summary["evaluation"]["num_episodes"] == 2
     assert "normalized_score" in summary["evaluation"]

@@ -9,12 +9,14 @@ in the same normalised units, so the PPO fine-tuning stage
 (:mod:`rllib_diffusion.algorithms.gaussian.gaussian_ppo`) starts from it unchanged.
 
 Writes into ``out_dir``: ``checkpoint/`` (atomic, ``rllib_diffusion.json`` holds
-``algorithm="GaussianBC"``, ``env_config`` and ``model_config``), ``progress.jsonl`` and
-``result.json`` (summary incl. the final evaluation of the saved policy).
+``algorithm="GaussianBC"``, ``env_config``, incl. ``clamp_obs``, and ``model_config``),
+``progress.jsonl`` and ``result.json`` (summary incl. the final evaluation of the saved
+policy).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +29,7 @@ from rllib_diffusion.algorithms.offline_run import (
     start_offline_run,
 )
 from rllib_diffusion.data.errors import DatasetError
+from rllib_diffusion.data.normalization import near_constant_obs_warning
 from rllib_diffusion.data.offline import OfflineDataInfo, prepare_offline_data
 from rllib_diffusion.knobs import NonNegative, NonNegativeFloat, Positive, PositiveFloat
 from rllib_diffusion.modules.model_config import ConfigError
@@ -61,6 +64,10 @@ class GaussianBCSettings(OfflineRunSettings):
             ``fixed_std: 0.1``); with --state-dependent-std the network predicts it instead.
         gmm_std_min: lower clamp of a predicted mixture std (official ``std_min``).
         gmm_std_max: upper clamp of a predicted mixture std (official ``std_max``).
+        clamp_obs: clip the min-max normalised observations the policy sees in the env to
+            [-1, 1] (as ``pretrain --clamp-obs``); stored in the checkpoint's env_config,
+            so ``finetune-gaussian`` and ``evaluate`` act with it. Guards against states
+            outside the dataset's range on near-constant dims (Franka Kitchen).
     """
 
     out_dir: str = "runs/pretrain_gaussian"
@@ -74,6 +81,7 @@ class GaussianBCSettings(OfflineRunSettings):
     gmm_fixed_std: PositiveFloat = 0.1
     gmm_std_min: PositiveFloat = 0.01
     gmm_std_max: PositiveFloat = 1.0
+    clamp_obs: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,10 +108,17 @@ def gmm_head(settings: GaussianBCSettings) -> GMMHead | None:
 
 
 def gaussian_env_config(
-    env_id: str, normalization: dict[str, Any], env_kwargs: dict[str, Any] | None = None
+    env_id: str,
+    normalization: dict[str, Any],
+    env_kwargs: dict[str, Any] | None = None,
+    clamp_obs: bool = False,
 ) -> dict[str, Any]:
     """env_config of the chunk env a Gaussian policy acts in: Ta = act_steps = 1, 1-D
-    actions, made with ``env_kwargs`` (the dataset's, e.g. the Franka Kitchen's tasks)."""
+    actions, made with ``env_kwargs`` (the dataset's, e.g. the Franka Kitchen's tasks),
+    normalised observations clipped to [-1, 1] when ``clamp_obs`` (a checkpoint saved
+    without the key acts unclipped)."""
+    from rllib_diffusion.envs.chunking import CLAMP_OBS_KEY
+
     config = {
         "env_id": env_id,
         "horizon": 1,
@@ -111,6 +126,7 @@ def gaussian_env_config(
         "obs_history": 1,
         "normalization": normalization,
         "flatten_actions": True,
+        CLAMP_OBS_KEY: bool(clamp_obs),
     }
     return {**config, "env_kwargs": dict(env_kwargs)} if env_kwargs else config
 
@@ -157,7 +173,9 @@ def build_gaussian_bc_config(
             f"Gaussian BC needs single-action samples (horizon=1), got chunks of "
             f"{data.action_shape[0]}; prepare the data with prepare_offline_data(..., horizon=1)."
         )
-    env_config = gaussian_env_config(env_id, data.normalization.to_dict(), env_kwargs)
+    env_config = gaussian_env_config(
+        env_id, data.normalization.to_dict(), env_kwargs, clamp_obs=s.clamp_obs
+    )
     model_config = gaussian_model_config(s)
     config = configure_offline(
         BCConfig(),
@@ -189,6 +207,9 @@ def pretrain_gaussian(settings: GaussianBCSettings) -> dict[str, Any]:
         f"{data.num_samples} samples {'(cached)' if data.cached else ''} at {data.path}",
         flush=True,
     )
+    warning = near_constant_obs_warning(data.normalization.obs, clamp_obs=s.clamp_obs)
+    if warning:
+        print(f"[pretrain-gaussian] {warning}", file=sys.stderr, flush=True)
     config, env_config, model_config = build_gaussian_bc_config(
         s, data, env_id, dataset_env_kwargs(dataset, env_id)
     )
