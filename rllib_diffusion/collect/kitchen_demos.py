@@ -48,6 +48,14 @@ TASKS_KWARG = "tasks_to_complete"
 PROVENANCE_KEY = "collection"
 _EE_SITE = "end_effector"
 _ARM = 7  # arm joints; actions 7 and 8 are the two fingers (+1 opens, -1 closes)
+#: Proportional gain (1/s) of the joint-space move back to the start posture.
+HOME_GAIN = 8.0
+#: Cap (rad/s) on each joint's speed in that move.
+HOME_MAX_SPEED = 2.0
+#: The move ends when every arm joint is within this (rad) of the start posture ...
+HOME_TOL = 0.15
+#: ... or after this many steps.
+HOME_MAX_STEPS = 30
 
 
 @dataclass
@@ -109,6 +117,27 @@ class EndEffectorController:
             free &= ~stuck
         return qdot
 
+    def _servo_action(self, qdot: np.ndarray, grip: float) -> np.ndarray:
+        """(9,) action for arm joint velocities ``qdot`` (7,) and ``grip``."""
+        # The servo target is q + 2·a·dt; it stops short by the gravity torque / kp.
+        lead = qdot * self._dt + self.data.qfrc_bias[:_ARM] / self._kp
+        arm = lead / (2.0 * self._dt)
+        return np.clip(np.concatenate([arm, [grip, grip]]), -1.0, 1.0)
+
+    def joint_action(self, q_target: np.ndarray, grip: float) -> np.ndarray:
+        """(9,) action moving the arm's joints straight towards ``q_target`` (7,) at
+        :data:`HOME_GAIN`, each joint's speed capped at :data:`HOME_MAX_SPEED`."""
+        error = np.asarray(q_target) - self.data.qpos[:_ARM]
+        qdot = HOME_GAIN * error
+        peak = float(np.abs(qdot).max())
+        if peak > HOME_MAX_SPEED:
+            qdot *= HOME_MAX_SPEED / peak  # the same direction in joint space
+        return self._servo_action(qdot, grip)
+
+    def joint_error(self, q_target: np.ndarray) -> float:
+        """Largest |q - q_target| (rad) over the arm's joints."""
+        return float(np.abs(np.asarray(q_target) - self.data.qpos[:_ARM]).max())
+
     def action(self, target: np.ndarray, quat: np.ndarray, grip: float) -> np.ndarray:
         """(9,) action in [-1, 1] moving the site towards ``target`` with orientation
         ``quat`` (w, x, y, z); ``grip`` +1 opens the fingers, -1 closes them."""
@@ -127,10 +156,7 @@ class EndEffectorController:
         # mju_subQuat answers in the site's frame; the Jacobian is in the world frame.
         spin = self.gain * (d.site_xmat[self._site].reshape(3, 3) @ local)
         qdot = self._joint_velocities(jac, np.concatenate([velocity, spin]))
-        # The servo target is q + 2·a·dt; it stops short by the gravity torque / kp.
-        lead = qdot * self._dt + d.qfrc_bias[:_ARM] / self._kp
-        arm = lead / (2.0 * self._dt)
-        return np.clip(np.concatenate([arm, [grip, grip]]), -1.0, 1.0)
+        return self._servo_action(qdot, grip)
 
 
 @dataclass(frozen=True)
@@ -142,7 +168,9 @@ class Waypoint:
     The phase ends when the site is within ``tol`` of the target (and the hand within
     0.1 rad of its orientation), when the env reports
     subtask ``task`` completed (if set), or after ``max_steps``. ``speed`` scales the
-    episode's end-effector speed cap.
+    episode's end-effector speed cap. ``home``: instead, move the arm's joints back to the
+    episode's start posture (a straight line in joint space; ``target``, ``yaw`` and
+    ``tol`` unused: the phase ends within :data:`HOME_TOL` of it).
     """
 
     target: tuple[float, float, float]
@@ -153,6 +181,17 @@ class Waypoint:
     task: str | None = None
     speed: float = 1.0
     relative: bool = False
+    home: bool = False
+
+
+#: Back to the start posture, from which every script works. (The Cartesian controller
+#: only steers the hand: after the light switch or the slide cabinet the arm reaches the
+#: microwave in another posture, with the shoulder, the wrist and its flexion at their
+#: limits, and stalls ~15 cm above the handle.)
+HOME = Waypoint((0.0, 0.0, 0.0), max_steps=HOME_MAX_STEPS, home=True)
+#: Subtasks whose script needs the start posture: :data:`HOME` precedes them unless first
+#: (the light switch and the slide cabinet mostly work from where the microwave leaves it).
+HOME_BEFORE = frozenset({"microwave"})
 
 
 def _site(data: Any, name: str) -> np.ndarray:
@@ -269,6 +308,7 @@ class ScriptedKitchen:
     _quat0: np.ndarray | None = field(init=False, default=None)
     _speed: float = field(init=False, default=0.5)
     _target: np.ndarray = field(init=False, default_factory=lambda: np.zeros(3))
+    _q_home: np.ndarray = field(init=False, default_factory=lambda: np.zeros(_ARM))
     _ctrl: EndEffectorController | None = field(init=False, default=None)
     _rng: np.random.Generator = field(init=False, default_factory=np.random.default_rng)
 
@@ -283,9 +323,11 @@ class ScriptedKitchen:
         if self.random_order:
             order = [order[i] for i in rng.permutation(len(order))]
         self.order = order
-        self._plan = [
-            wp for task in order for wp in PLANS[task](sim.data, rng.normal(0.0, self.jitter, 3))
-        ]
+        self._q_home = sim.data.qpos[:_ARM].copy()
+        plans = [PLANS[task](sim.data, rng.normal(0.0, self.jitter, 3)) for task in order]
+        self._plan = list(plans[0])
+        for task, plan in zip(order[1:], plans[1:], strict=True):
+            self._plan += [HOME, *plan] if task in HOME_BEFORE else plan
         self._phase, self._t_phase = 0, 0
 
     def act(self, info: dict[str, Any]) -> np.ndarray:
@@ -295,8 +337,10 @@ class ScriptedKitchen:
         wp = self._plan[min(self._phase, len(self._plan) - 1)]
         self._t_phase += 1
         self._ctrl.max_speed = self._speed * wp.speed
-        quat = _turned(self._quat0, wp.yaw)
-        action = self._ctrl.action(self._target, quat, wp.grip)
+        if wp.home:
+            action = self._ctrl.joint_action(self._q_home, wp.grip)
+        else:
+            action = self._ctrl.action(self._target, _turned(self._quat0, wp.yaw), wp.grip)
         action[:_ARM] += self._rng.normal(0.0, self.noise, _ARM)
         return np.clip(action, -1.0, 1.0)
 
@@ -308,11 +352,19 @@ class ScriptedKitchen:
             if self._t_phase == 0:  # the phase begins: fix its target
                 base = self._ctrl.position() if wp.relative else np.zeros(3)
                 self._target = base + np.asarray(wp.target)
-            turn = self._ctrl.turn_to(_turned(self._quat0, wp.yaw))
-            near = np.linalg.norm(self._target - self._ctrl.position()) < wp.tol and turn < 0.1
+            near = self._reached(wp)
             if not (near or wp.task in completed or self._t_phase >= wp.max_steps):
                 return
             self._phase, self._t_phase = self._phase + 1, 0
+
+    def _reached(self, wp: Waypoint) -> bool:
+        """Whether the arm is at way-point ``wp`` (its target and orientation, or the start
+        posture for a ``home`` phase)."""
+        assert self._ctrl is not None and self._quat0 is not None
+        if wp.home:
+            return self._ctrl.joint_error(self._q_home) < HOME_TOL
+        turn = self._ctrl.turn_to(_turned(self._quat0, wp.yaw))
+        return bool(np.linalg.norm(self._target - self._ctrl.position()) < wp.tol and turn < 0.1)
 
 
 def run_episode(env: Any, script: ScriptedKitchen, seed: int) -> tuple[Episode, bool]:

@@ -55,6 +55,37 @@ def test_two_subtasks_in_sequence_end_at_the_completion_step():
     assert not episode.truncations.any() and episode.length < 280
 
 
+def test_an_order_that_ends_with_the_microwave_succeeds():
+    """After the light switch and the slide cabinet the arm goes back to its start
+    posture (``kd.HOME``) before the microwave; without it the hand stalled above the
+    handle and the 280 steps ran out."""
+    tasks = ["light switch", "slide cabinet", "microwave"]
+    env = kd.make_kitchen_env(tasks)
+    script = kd.ScriptedKitchen(tasks)
+    try:
+        episode, success = kd.run_episode(env, script, seed=0)
+    finally:
+        env.close()
+    assert script.order == tasks and sum(wp.home for wp in script._plan) == 1
+    assert success and episode.episode_return == 3.0 and episode.length < 280
+
+
+def test_the_start_posture_precedes_only_a_later_microwave():
+    """A microwave-first order keeps its plan: no return to the start posture."""
+    env = kd.make_kitchen_env(list(kd.SCRIPTED_TASKS))
+    try:
+        for order, homes in (
+            (["microwave", "light switch"], 0),
+            (["slide cabinet", "microwave"], 1),
+        ):
+            env.reset(seed=0)
+            script = kd.ScriptedKitchen(order)
+            script.reset(env, np.random.default_rng(0))
+            assert sum(wp.home for wp in script._plan) == homes, order
+    finally:
+        env.close()
+
+
 def test_only_successful_episodes_are_kept(monkeypatch):
     def alternate(env, script, seed):
         success = seed % 2 == 1
