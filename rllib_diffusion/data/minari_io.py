@@ -27,6 +27,7 @@ import numpy as np
 
 from rllib_diffusion.data.episodes import Episode, EpisodeDataset
 from rllib_diffusion.data.errors import DatasetError
+from rllib_diffusion.data.minari_arrow import can_write_in_bulk, write_arrow_episodes
 from rllib_diffusion.envs.tasks import make_env
 
 logger = logging.getLogger(__name__)
@@ -348,9 +349,12 @@ def write_minari(
     """Write episodes as a Minari dataset under ``$MINARI_DATASETS_PATH/<dataset_id>``.
 
     Uses ``minari.create_dataset_from_buffers`` with ``EpisodeBuffer``s, so only pyarrow
-    is needed (no jax). The dataset is built under a hidden scratch directory inside the
-    Minari root and renamed into place at the end, so an interrupted or failed write never
-    leaves a half-written dataset under the id (Minari itself writes in place).
+    is needed (no jax); in the default arrow format the episode files are written in bulk
+    by :func:`rllib_diffusion.data.minari_arrow.write_arrow_episodes` (the same files as
+    Minari's, without its per-episode overhead). The dataset is built under a hidden
+    scratch directory inside the Minari root and renamed into place at the end, so an
+    interrupted or failed write never leaves a half-written dataset under the id (Minari
+    itself writes in place).
 
     Args:
         dataset: the episodes, or an ``EpisodeDataset`` (whose ``env_id`` and reference
@@ -529,7 +533,11 @@ def _create_in(
         # (`get_size`) after every episode, which makes one call with all buffers
         # quadratic (1000 episodes: ~80 s). Measuring once at the end is equivalent.
         mds = minari.create_dataset_from_buffers(dataset_id, [], **create_kwargs)
-        _fill_storage(mds.storage, buffers)
+        if can_write_in_bulk(mds.storage, buffers, create_kwargs["data_format"]):
+            # Minari's own files, written in one pass (2-4x faster for single-step episodes).
+            write_arrow_episodes(mds.storage, buffers)
+        else:
+            _fill_storage(mds.storage, buffers)
 
 
 def _fill_storage(storage: Any, buffers: list[Any]) -> None:
