@@ -4,8 +4,9 @@
 ``minari`` arm is ``write_minari`` as it was before the bulk writer (dataset metadata
 written once, every episode through Minari).
 
-Usage: ``python scripts/bench_minari_write.py 20000 bulk minari [--read]`` (the datasets go
-to a scratch Minari root, deleted at the end; the load average is printed with each time).
+Usage: ``python benchmarks/minari_write.py 20000 bulk minari [--read]`` (the datasets go
+to a scratch Minari root, deleted at the end; the load average is printed with each time
+and stored in ``benchmarks/results/minari_write.json``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from functools import partial
 
 import numpy as np
+from common import write_result
 
 from rllib_diffusion import columns as C
 from rllib_diffusion.data import load_minari, minari_io
@@ -38,12 +40,14 @@ def _columns(n: int) -> dict[str, np.ndarray]:
     }
 
 
-def _timed(label: str, n: int, fn) -> None:
+def _timed(label: str, n: int, fn, figures: dict) -> None:
+    """Run ``fn``, print and record its seconds (and the load average before it)."""
     load = os.getloadavg()[0]
     start = time.perf_counter()
     fn()
     took = time.perf_counter() - start
     print(f"{label}: {n} in {took:.1f} s ({1000 * took / n:.2f} ms each; load {load:.1f})")
+    figures[label] = {"transitions": n, "seconds": round(took, 2), "load_average": load}
 
 
 def main(argv: list[str]) -> None:
@@ -53,16 +57,19 @@ def main(argv: list[str]) -> None:
     os.environ["MINARI_DATASETS_PATH"] = root
     episodes = transition_episodes(_columns(n))
     bulk = minari_io.can_write_in_bulk
+    figures: dict = {}
     try:
         for i, arm in enumerate(arms):
             minari_io.can_write_in_bulk = bulk if arm == "bulk" else (lambda *_: False)
             dataset_id = f"bench/{arm}{i}-v0"
-            _timed(f"write {arm}", n, partial(minari_io.write_minari, episodes, dataset_id))
+            write = partial(minari_io.write_minari, episodes, dataset_id)
+            _timed(f"write {arm}", n, write, figures)
             if "--read" in argv:
-                _timed(f"read {arm} (load_minari)", n, partial(load_minari, dataset_id))
+                _timed(f"read {arm} (load_minari)", n, partial(load_minari, dataset_id), figures)
     finally:
         minari_io.can_write_in_bulk = bulk
         shutil.rmtree(root, ignore_errors=True)
+    print(write_result("minari_write", figures))
 
 
 if __name__ == "__main__":
