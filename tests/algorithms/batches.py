@@ -204,15 +204,17 @@ def smoke_and_resume(algo: str, pretrained: Any, out: Path, env_steps: int, **kw
 
 def replay_finetune_smoke(algo: str, pretrained: Any, out: Path) -> list[dict]:
     """:func:`smoke_and_resume` of a replay fine-tuning algorithm (DIPO/QSM/DQL/IDQL;
-    minibatches of 16, no warm-up) to 200 env steps: the replay's size and its return
+    minibatches of 16, no warm-up) to 300 env steps: the replay's size and its return
     with the checkpoint. Returns the first run's progress lines."""
     knobs = {"minibatch_size": 16, "critic_warmup_decisions": 0}
-    run = smoke_and_resume(algo, pretrained, out, 200, knobs=knobs)
+    run = smoke_and_resume(algo, pretrained, out, 300, knobs=knobs)
     lines = run["lines"]
-    assert len(lines) >= 3 and 200 <= lines[-1]["env_steps"] <= 210
+    # Two iterations: 40 decisions of <= 4 actions, then the >= 35 the budget still needs
+    # (<= 1.5 iterations' worth), topped up inside that iteration where episodes ended
+    # inside a chunk; at most one vector step (2 envs x 4 actions) over the budget.
+    assert len(lines) == 3 and 300 <= lines[-1]["env_steps"] <= 308
     assert lines[-1]["trained_decisions"] > 0 and lines[-1]["critic_loss"] >= 0
-    # 40 decisions of 4 actions, then only the ≈ 10 the budget still needs.
-    assert 50 <= lines[-1]["buffer_decisions"] < 80
+    assert 75 <= lines[-1]["buffer_decisions"] <= lines[-1]["env_steps"]
     # The replay came back with the checkpoint (one more vector step of 2 decisions).
     assert run["resumed"]["progress"][-1]["buffer_decisions"] == lines[-1]["buffer_decisions"] + 2
     return lines
