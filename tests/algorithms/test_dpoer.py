@@ -205,12 +205,13 @@ def test_finetune_smoke_checkpoint_and_exact_resume(pretrained, ray_session, tmp
     def lines():
         return [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()][1:]
 
-    finetune(FinetuneSettings.of(out_dir=str(out), env_steps=160, **common))
+    # Two iterations each (40 decisions, then the budget's last, <= 1.5 iterations' worth).
+    finetune(FinetuneSettings.of(out_dir=str(out), env_steps=320, **common))
     before = lines()
-    finetune(FinetuneSettings.of(out_dir=str(out), env_steps=320, resume=True, **common))
+    finetune(FinetuneSettings.of(out_dir=str(out), env_steps=640, resume=True, **common))
     after = lines()[len(before) :]
     meta = json.loads((out / "checkpoint" / "rllib_diffusion.json").read_text())
-    assert meta["algorithm"] == "DPOER" and after[-1]["env_steps"] >= 320
+    assert meta["algorithm"] == "DPOER" and after[-1]["env_steps"] >= 640
     print(
         json.dumps(
             [(x["env_steps"], x["dpoer_minibatches"], x["dpoer_alpha"]) for x in before + after]
