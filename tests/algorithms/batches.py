@@ -266,3 +266,26 @@ def improves_weak_policy(algo: str, weak_policy: dict, out: Path, **knobs: Any) 
     assert before < 6.0, "the pretrained policy should be weak (biased data)"
     assert after > before + 1.0, f"{algo} did not improve the policy: {before:.2f} -> {after:.2f}"
     return summary
+
+
+def record_updates(algo: Any, monkeypatch: Any) -> tuple[list[int], list[int]]:
+    """Record, for each ``algo.train()`` of a synthetic-segments PPO (DiffPPO, DPPO), the
+    update rows (``synthetic_ppo.update_rows``) of the real episodes and then of the
+    synthetic ones, counted before the learner connectors extend them, and the minibatch
+    size each learner update got. Returns the two lists, filled as ``train()`` runs."""
+    from rllib_diffusion.algorithms.synthetic_ppo import update_rows
+
+    rows: list[int] = []
+    sizes: list[int] = []
+    real_update, synthesize = algo.learner_group.update, algo.synthesize
+
+    def recording_update(**kw):
+        rows.append(update_rows(kw["episodes"]))
+        sizes.append(kw["minibatch_size"])
+        return real_update(**kw)
+
+    monkeypatch.setattr(algo.learner_group, "update", recording_update)
+    monkeypatch.setattr(
+        algo, "synthesize", lambda eps: rows.append(update_rows(eps)) or synthesize(eps)
+    )
+    return rows, sizes

@@ -346,21 +346,11 @@ def test_matched_updates_take_the_real_batchs_minibatch_steps(make_algo, monkeyp
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_MODULE_STEPS_TRAINED
 
-    from rllib_diffusion.algorithms.synthetic_ppo import SYNTHETIC_STEPS, update_rows
+    from rllib_diffusion.algorithms.synthetic_ppo import SYNTHETIC_STEPS
+    from tests.algorithms.batches import record_updates
 
     algo = make_algo(synthetic_matched_updates=matched)
-    rows, sizes = [], []  # counted before the learner connectors extend the episodes
-    real_update, synthesize = algo.learner_group.update, algo.synthesize
-
-    def recording_update(**kw):
-        rows.append(update_rows(kw["episodes"]))
-        sizes.append(kw["minibatch_size"])
-        return real_update(**kw)
-
-    monkeypatch.setattr(algo.learner_group, "update", recording_update)
-    monkeypatch.setattr(
-        algo, "synthesize", lambda eps: rows.append(update_rows(eps)) or synthesize(eps)
-    )
+    rows, sizes = record_updates(algo, monkeypatch)
     result = algo.train()
     assert result["diffppo"][SYNTHETIC_STEPS] > 0
     (real_rows, all_rows), size, epochs = rows, sizes[0], algo.config.num_epochs

@@ -203,21 +203,11 @@ def test_matched_updates_scale_the_pair_minibatch(make_algo, monkeypatch):
     """``synthetic_matched_updates``: DPPO's update gets ``pair_minibatch_size`` scaled
     by all rows / real rows (the real pairs' number of minibatch steps; DiffPPO's test
     counts the steps), logged as ``diffppo_update_minibatch_size``."""
-    from rllib_diffusion.algorithms.synthetic_ppo import matched_minibatch_size, update_rows
+    from rllib_diffusion.algorithms.synthetic_ppo import matched_minibatch_size
+    from tests.algorithms.batches import record_updates
 
     algo = make_algo(synthetic_matched_updates=True)
-    rows, sizes = [], []  # counted before the learner connectors extend the episodes
-    real_update, synthesize = algo.learner_group.update, algo.synthesize
-
-    def recording_update(**kw):
-        rows.append(update_rows(kw["episodes"]))
-        sizes.append(kw["minibatch_size"])
-        return real_update(**kw)
-
-    monkeypatch.setattr(algo.learner_group, "update", recording_update)
-    monkeypatch.setattr(
-        algo, "synthesize", lambda eps: rows.append(update_rows(eps)) or synthesize(eps)
-    )
+    rows, sizes = record_updates(algo, monkeypatch)
     result = algo.train()
     (real_rows, all_rows), base = rows, TINY_RUN["pair_minibatch_size"]
     assert all_rows > real_rows and sizes == [matched_minibatch_size(base, real_rows, all_rows)]

@@ -209,6 +209,27 @@ def test_online_iteration_without_samples_is_skipped_not_fatal(ray_session, tmp_
 
 
 # ------------------------------------------------------------------------------ resume
+def _online(offline_ckpt: str, out, env_steps: int, **kw) -> dict:
+    """A tiny online phase from ``offline_ckpt`` into ``out``: iterations of 30 env steps,
+    0.5 gradient steps per env step, one evaluation episode at the end, seed 5; ``kw``
+    (``resume``, ``knobs``, ...) over those. Its summary."""
+    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
+
+    return finetune_online(
+        OnlineSettings(
+            checkpoint=offline_ckpt,
+            out_dir=str(out),
+            env_steps=env_steps,
+            env_steps_per_iteration=30,
+            updates_per_env_step=0.5,
+            eval_interval=0,
+            eval_episodes=1,
+            seed=5,
+            **kw,
+        )
+    )
+
+
 def _fake_online_run(tmp_path, **online):
     """Metadata files only (no Ray): an offline FQL checkpoint and an online run's
     checkpoint at iteration 2 with ``online`` settings; returns (offline, out)."""
@@ -299,26 +320,13 @@ def test_online_resume_continues_counters_and_replay_exactly(ray_session, tmp_pa
     gradient-step counter and iteration."""
     import shutil
 
-    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
     from rllib_diffusion.checkpoints import load_policy_module
 
     _, offline = _tiny_offline_run(tmp_path, "fql", 10, gradient_steps=20, eval_episodes=1)
     out = tmp_path / "online"
 
     def run(env_steps: int, **kw) -> dict:
-        return finetune_online(
-            OnlineSettings(
-                checkpoint=offline["checkpoint"],
-                out_dir=str(out),
-                env_steps=env_steps,
-                env_steps_per_iteration=30,
-                updates_per_env_step=0.5,
-                eval_interval=0,
-                eval_episodes=1,
-                seed=5,
-                **kw,
-            )
-        )
+        return _online(offline["checkpoint"], out, env_steps, **kw)
 
     first = run(60)
     shutil.copytree(first["checkpoint"], tmp_path / "at2")

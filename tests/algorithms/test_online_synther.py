@@ -19,7 +19,7 @@ from rllib_diffusion.algorithms.synthetic_pool import POOL_FIELD
 from rllib_diffusion.algorithms.synthetic_replay import DEFAULTS
 from rllib_diffusion.modules.model_config import ConfigError
 
-from .test_online import _fake_online_run, _tiny_offline_run
+from .test_online import _fake_online_run, _online, _tiny_offline_run
 
 #: A tiny generator retrained every 30 env steps (one iteration), half of each batch real.
 TINY = {
@@ -127,24 +127,6 @@ def test_resume_of_a_run_saved_before_the_knobs_passes_with_synther_off(tmp_path
 
 
 # ------------------------------------------------------------------------ runs
-def _online(offline_ckpt: str, out, env_steps: int, **kw) -> dict:
-    from rllib_diffusion.algorithms.online_run import OnlineSettings, finetune_online
-
-    return finetune_online(
-        OnlineSettings(
-            checkpoint=offline_ckpt,
-            out_dir=str(out),
-            env_steps=env_steps,
-            env_steps_per_iteration=30,
-            updates_per_env_step=0.5,
-            eval_interval=0,
-            eval_episodes=1,
-            seed=5,
-            **kw,
-        )
-    )
-
-
 class _Spy:
     """Records every ``OnlineSynthER.minibatches`` call (the replay's held observations,
     the batch size, the rows returned) and every learner update's batch and minibatch
