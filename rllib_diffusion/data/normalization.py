@@ -165,9 +165,31 @@ def near_constant_dims(
     scale of the dims that move, and one outlier (say a step counter) does not set it.
     On the repo's Hopper, Avoid and Lift data no dim is flagged.
     """
-    ranges = normalizer.high - normalizer.low
-    reference = float(np.quantile(ranges, REFERENCE_RANGE_QUANTILE))
-    return np.flatnonzero((ranges <= EPS) | (ranges < rel_range * reference))
+    return near_constant_spread(normalizer.high - normalizer.low, rel_range)
+
+
+def near_constant_spread(
+    spread: np.ndarray, rel_range: float = NEAR_CONSTANT_REL_RANGE
+) -> np.ndarray:
+    """Indices of the (Do,) per-dim ``spread`` (a range, or a std) that is ``<= EPS`` or
+    below ``rel_range`` times its 90th percentile (:func:`near_constant_dims` explains
+    the choice); used for any observation normalisation fitted to data."""
+    spread = np.asarray(spread, dtype=np.float64)
+    reference = float(np.quantile(spread, REFERENCE_RANGE_QUANTILE))
+    return np.flatnonzero((spread <= EPS) | (spread < rel_range * reference))
+
+
+def near_constant_names(
+    dims: np.ndarray, spread: np.ndarray, at: np.ndarray, unit: str, max_named: int = 8
+) -> str:
+    """``"i (constant at x), j (<unit> s at x)… and N more"`` for the first ``max_named``
+    of ``dims`` (their ``spread`` and the value ``at`` which they sit)."""
+    named = []
+    for i in dims[:max_named]:
+        kind = "constant" if spread[i] <= EPS else f"{unit} {spread[i]:.2g}"
+        named.append(f"{i} ({kind} at {at[i]:.4g})")
+    more = f" and {dims.size - max_named} more" if dims.size > max_named else ""
+    return ", ".join(named) + more
 
 
 def near_constant_obs_warning(
@@ -179,15 +201,12 @@ def near_constant_obs_warning(
     dims = near_constant_dims(normalizer)
     if clamp_obs or dims.size == 0:
         return None
-    named = []
-    for i in dims[:max_named]:
-        width = normalizer.high[i] - normalizer.low[i]
-        kind = "constant" if width <= EPS else f"range {width:.2g}"
-        named.append(f"{i} ({kind} at {normalizer.low[i]:.4g})")
-    more = f" and {dims.size - max_named} more" if dims.size > max_named else ""
+    names = near_constant_names(
+        dims, normalizer.high - normalizer.low, normalizer.low, "range", max_named
+    )
     return (
         f"warning: {dims.size} of {normalizer.dim} observation dims have a near-constant "
-        f"range in the dataset: {', '.join(named)}{more}; min-max normalisation maps a "
+        f"range in the dataset: {names}; min-max normalisation maps a "
         "state off that range by d to about 2d/range (constant: 2e6 d), far outside "
         "[-1, 1] (inputs of 30,300 wrecked DPPO fine-tuning on Franka Kitchen). Pretrain "
         "with --clamp-obs (clips the policy's inputs to [-1, 1]) or drop those dims."

@@ -232,6 +232,67 @@ def test_state_statistics_fit_round_trip_and_acting():
         )
 
 
+def _dataset_with_flat_dims() -> SimpleNamespace:
+    """``_fake_dataset`` with state dim 1 constant (2.5) and dim 2 moving by 1e-4 a step."""
+    data = _fake_dataset()
+    for ep in data.episodes:
+        ep.observations[:, 1] = 2.5
+        ep.observations[:, 2] = 7.0 + 1e-4 * np.arange(len(ep.observations))
+    return data
+
+
+def test_near_constant_state_dims_are_named_with_the_fix():
+    """The warning names the constant and the near-constant dim (their std, the value they
+    sit at) and the fix; healthy data, or normalisation off, gives none."""
+    model = TD3BCConfig().model_config_for_data(
+        TD3BCModelConfig(OBS, ACT), _dataset_with_flat_dims()
+    )
+    message = TD3BCConfig().data_warning(model)
+    assert message.startswith(f"warning: 2 of {OBS} state dims are near-constant")
+    assert "1 (constant at 2.5)" in message and "2 (std " in message
+    assert "1000 d" in message and "--normalize-states false" in message
+    healthy = TD3BCConfig().model_config_for_data(TD3BCModelConfig(OBS, ACT), _fake_dataset())
+    assert TD3BCConfig().data_warning(healthy) is None
+    off = TD3BCConfig().training(normalize_states=False)
+    assert off.data_warning(off.model_config_for_data(model, _dataset_with_flat_dims())) is None
+
+
+def test_offline_prints_the_state_warning_before_training(isolated_dirs, monkeypatch, capsys):
+    """``train_offline`` prints the config's data warning once on stderr before training
+    (Ray and the training loop stubbed out)."""
+    from rllib_diffusion.algorithms.offline_q import train as train_module
+    from rllib_diffusion.algorithms.offline_q.train import OfflineSettings, train_offline
+    from rllib_diffusion.data import Episode, EpisodeDataset
+    from rllib_diffusion.data import offline as offline_data
+
+    episodes = []
+    for ep in _dataset_with_flat_dims().episodes:
+        n = len(ep.observations) - 1
+        done = np.arange(n) == n - 1
+        episodes.append(
+            Episode(
+                observations=ep.observations,
+                actions=np.zeros((n, ACT), np.float32),
+                rewards=np.arange(n, dtype=np.float32),
+                terminations=done,
+                truncations=np.zeros(n, dtype=bool),
+            )
+        )
+    dataset = EpisodeDataset(episodes=episodes, name="test/flat-v0", env_id="Hopper-v5")
+    trained = []
+    monkeypatch.setattr(
+        train_module, "start_offline_run", lambda s: (isolated_dirs, 0.0, dataset, "Hopper-v5")
+    )
+    monkeypatch.setattr(offline_data, "prepare_transition_data", lambda d, seed: ("unused", 8))
+    monkeypatch.setattr(
+        train_module, "run_offline_training", lambda *a, **k: trained.append(capsys.readouterr())
+    )
+    train_offline(OfflineSettings(dataset="unused", algo="td3bc", out_dir=str(isolated_dirs)))
+    ((_, err),) = trained
+    assert [line for line in err.splitlines() if "near-constant" in line] != []
+    assert err.count("near-constant") == 1 and err.startswith("[offline] warning: 2 of")
+
+
 @pytest.mark.parametrize(
     ("flags", "names"),
     [

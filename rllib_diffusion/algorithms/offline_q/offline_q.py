@@ -211,6 +211,11 @@ class OfflineQConfigMixin(PrecisionConfigMixin):
         None where none is at hand. Nothing by default."""
         return model
 
+    def data_warning(self, model: Any) -> str | None:
+        """One line about what :meth:`model_config_for_data` took from the data that
+        may hurt (e.g. TD3+BC's near-constant state dims), or None. None by default."""
+        return None
+
     @classmethod
     def task_defaults(cls, env_id: str | None) -> dict[str, Any]:
         """The paper's per-task knob values for ``env_id`` (none by default)."""

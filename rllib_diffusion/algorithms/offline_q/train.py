@@ -8,6 +8,7 @@ the env (``result.json``, ``progress.jsonl`` in ``out_dir``).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -258,6 +259,9 @@ def train_offline(settings: OfflineSettings) -> dict[str, Any]:
     config, model = build_offline_config(
         s, data_path, env_id, dataset.obs_dim, dataset.action_dim, dataset=dataset
     )
+    warning = config.data_warning(model)
+    if warning:
+        print(f"[offline] {warning}", file=sys.stderr, flush=True)
     s = resolved_settings(s, config)
     hyper = {k.name: getattr(config, k.name) for k in spec.knobs()}
     env_config = offline_env_config(env_id, dataset_env_kwargs(dataset, env_id))

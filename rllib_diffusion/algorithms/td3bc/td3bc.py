@@ -101,6 +101,30 @@ class TD3BCConfig(OfflineQConfigMixin, BCConfig):
         mean, std = state_statistics(states)
         return replace(model, obs_mean=mean, obs_std=std)
 
+    @override(OfflineQConfigMixin)
+    def data_warning(self, model: Any) -> str | None:
+        """Names the state dims whose data std is near-constant (:func:`near_constant_spread`):
+        ``(s − μ) / (σ + 1e-3)`` maps a state off such a dim's value by ``d`` to about
+        ``d / (σ + 1e-3)`` (constant: ``1000 d``), far outside the training inputs."""
+        from rllib_diffusion.algorithms.td3bc.td3bc_rl_module import STATE_STD_EPS
+        from rllib_diffusion.data.normalization import near_constant_names, near_constant_spread
+
+        if model.obs_std is None:
+            return None
+        std = np.asarray(model.obs_std, dtype=np.float64) - STATE_STD_EPS
+        dims = near_constant_spread(std)
+        if dims.size == 0:
+            return None
+        names = near_constant_names(dims, std, np.asarray(model.obs_mean), "std")
+        eps = f"{STATE_STD_EPS:g}"
+        return (
+            f"warning: {dims.size} of {std.size} state dims are near-constant in the dataset: "
+            f"{names}; TD3+BC's state normalisation (s - mean) / (std + {eps}) maps a state "
+            f"off such a dim's value by d to about d / (std + {eps}) (constant: "
+            f"{1 / STATE_STD_EPS:g} d), far outside the training inputs. Drop those dims, or "
+            "train with --normalize-states false."
+        )
+
     @classmethod
     def default_model_config(
         cls,
