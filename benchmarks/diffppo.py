@@ -42,7 +42,13 @@ ARMS: dict[str, dict] = {
     "ppo_10_epochs": {},
 }
 #: DPPO arms: name -> DPPO knobs (empty: plain DPPO).
-DPPO_ARMS: dict[str, dict] = {"dppo": {}, "dppo_policy": {"synthetic_ratio": 1.0}}
+DPPO_ARMS: dict[str, dict] = {
+    "dppo": {},
+    "dppo_policy": {"synthetic_ratio": 1.0},
+    # The same, with as many minibatch steps per update as the real rows alone make
+    # (``--synthetic-matched-updates``): the update-count control of the DPPO family.
+    "dppo_policy_matched": {"synthetic_ratio": 1.0, "synthetic_matched_updates": True},
+}
 #: DPPO run settings of every DPPO arm (those of runs/beyond's DPPO runs).
 DPPO_SETTINGS = dict(num_env_runners=1, num_envs_per_env_runner=10, decisions_per_iteration=2000)
 #: Defaults per family: checkpoint, out folder, result name.
