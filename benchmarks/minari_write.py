@@ -4,6 +4,11 @@
 ``minari`` arm is ``write_minari`` as it was before the bulk writer (dataset metadata
 written once, every episode through Minari).
 
+With ``--read``, each arm's dataset is loaded back with ``load_minari`` twice in the same
+process: through Minari's own reader (one ``pyarrow.dataset`` per episode) and through the
+bulk arrow reader (``minari_arrow.read_arrow_episodes``, which ``load_minari`` uses by
+default); the two results are checked to be identical.
+
 Usage: ``python benchmarks/minari_write.py 20000 bulk minari [--read]`` (the datasets go
 to a scratch Minari root, deleted at the end; the load average is printed with each time
 and stored in ``benchmarks/results/minari_write.json``).
@@ -16,7 +21,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 from common import write_result
@@ -26,6 +33,7 @@ from rllib_diffusion.data import load_minari, minari_io
 from rllib_diffusion.data.transitions import transition_episodes
 
 ARMS = ("bulk", "minari")
+_EPISODE_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
 
 
 def _columns(n: int) -> dict[str, np.ndarray]:
@@ -40,14 +48,38 @@ def _columns(n: int) -> dict[str, np.ndarray]:
     }
 
 
-def _timed(label: str, n: int, fn, figures: dict) -> None:
-    """Run ``fn``, print and record its seconds (and the load average before it)."""
+def _timed(label: str, n: int, fn: Callable[[], Any], figures: dict) -> Any:
+    """Run ``fn``, print and record its seconds (and the load average before it); returns
+    what ``fn`` returns."""
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    fn()
+    out = fn()
     took = time.perf_counter() - start
     print(f"{label}: {n} in {took:.1f} s ({1000 * took / n:.2f} ms each; load {load:.1f})")
-    figures[label] = {"transitions": n, "seconds": round(took, 2), "load_average": load}
+    figures[label] = {"transitions": n, "seconds": round(took, 3), "load_average": load}
+    return out
+
+
+def _read_both(dataset_id: str, arm: str, n: int, figures: dict) -> None:
+    """Time ``load_minari(dataset_id)`` with Minari's reader, then with the bulk reader,
+    and check that both give the same arrays."""
+    bulk = minari_io.can_read_in_bulk
+    loaded = []
+    try:
+        for reader, can_read in (("minari reader", lambda _: False), ("bulk reader", bulk)):
+            minari_io.can_read_in_bulk = can_read
+            label = f"read {arm} ({reader})"
+            loaded.append(_timed(label, n, partial(load_minari, dataset_id), figures))
+    finally:
+        minari_io.can_read_in_bulk = bulk
+    slow, fast = loaded
+    for a, b in zip(slow.episodes, fast.episodes, strict=True):
+        for field in _EPISODE_FIELDS:
+            x, y = getattr(a, field), getattr(b, field)
+            assert x.dtype == y.dtype and np.array_equal(x, y), field
+    ratio = figures[f"read {arm} (minari reader)"]["seconds"] / figures[label]["seconds"]
+    figures[f"read {arm} speed-up"] = {"minari_over_bulk": round(ratio, 1)}
+    print(f"read {arm}: identical episodes; bulk reader {ratio:.1f}x faster")
 
 
 def main(argv: list[str]) -> None:
@@ -65,7 +97,7 @@ def main(argv: list[str]) -> None:
             write = partial(minari_io.write_minari, episodes, dataset_id)
             _timed(f"write {arm}", n, write, figures)
             if "--read" in argv:
-                _timed(f"read {arm} (load_minari)", n, partial(load_minari, dataset_id), figures)
+                _read_both(dataset_id, arm, n, figures)
     finally:
         minari_io.can_write_in_bulk = bulk
         shutil.rmtree(root, ignore_errors=True)

@@ -27,7 +27,15 @@ import numpy as np
 
 from rllib_diffusion.data.episodes import Episode, EpisodeDataset
 from rllib_diffusion.data.errors import DatasetError
-from rllib_diffusion.data.minari_arrow import can_write_in_bulk, write_arrow_episodes
+from rllib_diffusion.data.minari_arrow import (
+    ArrowEpisodeColumns,
+    BulkReadUnsupported,
+    EpisodeFileError,
+    can_read_in_bulk,
+    can_write_in_bulk,
+    read_arrow_episodes,
+    write_arrow_episodes,
+)
 from rllib_diffusion.envs.tasks import make_env
 
 logger = logging.getLogger(__name__)
@@ -191,7 +199,57 @@ def _to_episode_dataset(mds: Any) -> EpisodeDataset:
 
 
 def _read_episodes(mds: Any, name: str) -> list[Episode]:
-    """Every episode of ``mds``; a damaged or incomplete episode store is a DatasetError."""
+    """Every episode of ``mds``: read in bulk where the bulk reader applies (arrow format,
+    Box spaces; the same arrays, 2-5x faster for many short episodes, measured by
+    ``benchmarks/minari_write.py --read``), else by Minari's reader."""
+    if can_read_in_bulk(mds.storage):
+        try:
+            return _read_episodes_in_bulk(mds, name)
+        except BulkReadUnsupported as why:
+            logger.info("Reading Minari dataset '%s' with Minari's reader: %s", name, why)
+    return _read_episodes_with_minari(mds, name)
+
+
+def _read_episodes_in_bulk(mds: Any, name: str) -> list[Episode]:
+    """Every episode of an arrow dataset through :func:`read_arrow_episodes`; an unreadable
+    episode file is a one-line DatasetError naming it."""
+    data_dir = Path(mds.storage.data_path)
+    try:
+        columns = read_arrow_episodes(data_dir, int(mds.total_episodes), int(mds.total_steps))
+    except EpisodeFileError as err:
+        raise DatasetError(
+            _DAMAGED.format(name=name, data_dir=data_dir, dataset_dir=data_dir.parent, reason=err)
+        ) from None
+    return _split_episodes(columns)
+
+
+def _split_episodes(columns: ArrowEpisodeColumns) -> list[Episode]:
+    """Episodes of the concatenated columns, converted to ``Episode``'s dtypes once (each
+    episode's arrays are views of the converted columns; the values are those that
+    ``Episode`` gives the arrays of Minari's reader)."""
+    step_ends = np.cumsum(columns.steps)
+    rows = _slices(columns.observations, np.float32, step_ends + np.arange(1, len(step_ends) + 1))
+    actions = _slices(columns.actions, np.float32, step_ends)
+    rewards = _slices(columns.rewards, np.float32, step_ends)
+    terminations = _slices(columns.terminations, bool, step_ends)
+    truncations = _slices(columns.truncations, bool, step_ends)
+    return [
+        Episode(*arrays)
+        for arrays in zip(rows, actions, rewards, terminations, truncations, strict=True)
+    ]
+
+
+def _slices(values: np.ndarray, dtype: Any, ends: np.ndarray) -> list[np.ndarray]:
+    """``values`` converted to ``dtype`` once and cut at ``ends`` (views; np.split costs
+    three times as much per piece)."""
+    converted = np.asarray(values, dtype=dtype)
+    bounds = [0, *ends.tolist()]
+    return [converted[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+
+
+def _read_episodes_with_minari(mds: Any, name: str) -> list[Episode]:
+    """Every episode of ``mds`` through Minari's own reader; a damaged or incomplete
+    episode store is a DatasetError."""
     data_dir = Path(mds.storage.data_path)
     episodes = []
     try:
@@ -259,10 +317,14 @@ def load_minari(dataset: str | os.PathLike[str], *, download: bool = False) -> E
     Returns:
         The episodes with observations flattened to ``(T+1, Do)`` float32, ``env_id`` from
         the dataset's env spec, and ``ref_min_score`` / ``ref_max_score`` from its metadata
-        when present (official ``mujoco/*-v0`` sets have none).
+        when present (official ``mujoco/*-v0`` sets have none). Arrow datasets with Box
+        spaces are read with :func:`~rllib_diffusion.data.minari_arrow.read_arrow_episodes`
+        (the same arrays as Minari's reader, several times faster for many short
+        episodes); other datasets through Minari's reader.
 
     Raises:
-        DatasetError: unknown id / path, malformed id, unreadable or unsupported dataset.
+        DatasetError: unknown id / path, malformed id, unreadable or unsupported dataset
+            (a damaged episode file is named in the message).
     """
     import minari
 
