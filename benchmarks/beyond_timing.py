@@ -9,16 +9,19 @@ the others for its whole measured window, whatever else runs on it. From each ru
 ``progress.jsonl``: sampling and learning seconds per iteration (medians), and seconds per
 1,000 env steps. The first iteration of each run is left out (EnvRunner warm-up).
 
-With ``--curves`` (result files of ``beyond.py``), the env steps at which each seed's
-evaluation first reached ``--threshold`` are turned into wall time at this equal-load
-cost: the paper's claim "ReinFlow reaches DPPO's return in less wall time" is
-(env steps to the return) × (seconds per env step).
+With ``--curves ARM=RESULT`` (a result file of ``beyond.py`` whose runs were made with
+that arm's settings), the env steps at which each of its runs of the arm's algorithm
+first reached ``--threshold`` are turned into wall time at the arm's equal-load cost:
+the paper's claim "ReinFlow reaches DPPO's return in less wall time" is (env steps to
+the return) × (seconds per env step). ``--summarize-only`` recomputes the result from
+the arms' runs in ``--out`` (e.g. with more curves) without running them again.
 
 Example (the BC checkpoints of docs/algorithms.md, "Second seed")::
 
     python benchmarks/beyond_timing.py --arm dppo=dppo:runs/beyond_s1/bc_ddpm/checkpoint \\
         --arm reinflow=reinflow:runs/beyond_s1/bc_flow/checkpoint --iterations 4 \\
-        --curves beyond_hopper_medium beyond_hopper_medium_s1 --threshold 2000
+        --curves dppo=beyond_hopper_medium dppo=beyond_hopper_medium_s1 \\
+        --curves reinflow=beyond_hopper_medium reinflow=beyond_hopper_medium_s1 --threshold 2000
 """
 
 from __future__ import annotations
@@ -65,9 +68,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/beyond_timing", help="parent of the arms' runs")
     p.add_argument("--name", default="beyond_timing_hopper", help="result file name")
-    p.add_argument("--curves", nargs="*", default=[], help="beyond.py result names")
+    p.add_argument(
+        "--curves",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="ARM=RESULT",
+        help="a beyond.py result whose runs used ARM's settings (repeat)",
+    )
     p.add_argument("--threshold", type=float, default=2000.0, help="return for --curves")
     p.add_argument("--timeout-min", type=float, default=60.0, help="stop everything after")
+    p.add_argument("--summarize-only", action="store_true", help="reuse the runs in --out")
     return p.parse_args(argv)
 
 
@@ -186,28 +197,25 @@ def arm_figures(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def time_to_threshold(
-    names: list[str], algo_cost: dict[str, float], threshold: float
+    curves: list[str], arms: dict[str, dict[str, Any]], cost: dict[str, float], threshold: float
 ) -> dict[str, Any]:
-    """Per curve run (``<algo>_s<seed>``): env steps at the first evaluation ≥ threshold
-    and that many env steps at the measured seconds per env step of its algorithm."""
+    """Per ``ARM=RESULT`` and run of the arm's algorithm in RESULT (``<algo>_s<seed>``):
+    env steps at its first evaluation ≥ ``threshold``, and that many env steps at the
+    arm's measured seconds per 1,000 env steps (``cost``)."""
     out = {}
-    for name in names:
+    for item in curves:
+        arm, _, name = item.partition("=")
+        if arm not in arms:
+            sys.exit(f"--curves {item!r}: no arm {arm!r}; give ARM=RESULT with an --arm NAME")
         series = json.loads((RESULTS_DIR / f"{name}.json").read_text())["series"]
         for run, curve in series.items():
-            algo = run.rsplit("_s", 1)[0]
-            if algo not in algo_cost:
+            if run.rsplit("_s", 1)[0] != arms[arm]["algo"]:
                 continue
-            hits = [
-                s
-                for s, r in zip(curve["eval_env_steps"], curve["eval_return_mean"])
-                if r >= threshold
-            ]
-            steps = hits[0] if hits else None
-            out[f"{name}:{run}"] = {
+            pairs = zip(curve["eval_env_steps"], curve["eval_return_mean"])
+            steps = next((s for s, r in pairs if r >= threshold), None)
+            out[f"{arm}:{name}:{run}"] = {
                 "env_steps_to_threshold": steps,
-                "minutes_at_equal_load": None
-                if steps is None
-                else steps * algo_cost[algo] / 1000 / 60,
+                "minutes_at_equal_load": None if steps is None else steps * cost[arm] / 6e4,
             }
     return out
 
@@ -215,18 +223,27 @@ def time_to_threshold(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     arms = _arms(args)
-    loads = run_side_by_side(args, arms)
-    figures = {name: arm_figures(_iterations(arm["out"])) for name, arm in arms.items()}
+    loads = [] if args.summarize_only else run_side_by_side(args, arms)
+    runs = {name: _iterations(Path(args.out) / name) for name in arms}
+    if not all(len(rows) > 2 for rows in runs.values()):
+        sys.exit(f"too few iterations in {args.out} to summarise: {runs.keys()}; run it first")
+    figures = {name: arm_figures(rows) for name, rows in runs.items()}
     ref = next(iter(figures.values()))
     for fig in figures.values():
         fig["iteration_seconds_vs_first_arm"] = fig["iteration_seconds"] / ref["iteration_seconds"]
         fig["per_env_step_vs_first_arm"] = (
             fig["seconds_per_1k_env_steps"] / ref["seconds_per_1k_env_steps"]
         )
-    cost = {a["algo"]: figures[n]["seconds_per_1k_env_steps"] for n, a in reversed(arms.items())}
     extra = {"load_average": {"min": min(loads), "max": max(loads)}} if loads else {}
+    if args.summarize_only:  # keep the load recorded when the arms ran
+        old = RESULTS_DIR / f"{args.name}.json"
+        if old.exists():
+            extra.update(
+                {k: v for k, v in json.loads(old.read_text()).items() if k == "load_average"}
+            )
     if args.curves:
-        extra["time_to_threshold"] = time_to_threshold(args.curves, cost, args.threshold)
+        cost = {n: f["seconds_per_1k_env_steps"] for n, f in figures.items()}
+        extra["time_to_threshold"] = time_to_threshold(args.curves, arms, cost, args.threshold)
         extra["threshold"] = args.threshold
     arm_info = {n: {k: a[k] for k in ("algo", "checkpoint", "flags")} for n, a in arms.items()}
     write_result(args.name, figures, arms=arm_info, **extra)
