@@ -3,8 +3,9 @@ segments at a matched env-step budget, from the same BC checkpoint, several seed
 
 Gaussian arms (``ppo``, ``diffppo``, ...) are ``finetune_gaussian_ppo`` runs (RLlib PPO;
 DiffPPO = the same run with DiffPPO knobs) from a Gaussian BC checkpoint; DPPO arms
-(``dppo``, ``dppo_policy``) are ``rllib-diffusion finetune --algo dppo`` runs (the second
-with ``--synthetic-ratio 1``) from a DiffusionBC checkpoint. Each run goes into
+(``dppo``, ``dppo_policy``, ...) are ``rllib-diffusion finetune --algo dppo`` runs (the
+others with ``--synthetic-ratio 1``; ``dppo_generated`` also with ``--synthetic-actions
+generated``) from a DiffusionBC checkpoint. Each run goes into
 ``<out>/<arm>_seed<seed>``. Run the arms one at a time (``--arm ppo --seed 0`` ...);
 ``--summarize`` then writes ``benchmarks/results/<name>.json`` from every finished (or
 partial) run in ``<out>``: per arm the final evaluation (mean over seeds) and the curves
@@ -48,6 +49,9 @@ DPPO_ARMS: dict[str, dict] = {
     # The same, with as many minibatch steps per update as the real rows alone make
     # (``--synthetic-matched-updates``): the update-count control of the DPPO family.
     "dppo_policy_matched": {"synthetic_ratio": 1.0, "synthetic_matched_updates": True},
+    # Generated segments, actions included; each chunk's chain drawn from the forward
+    # posterior and scored by the pre-update policy (``--synthetic-actions generated``).
+    "dppo_generated": {"synthetic_ratio": 1.0, "synthetic_actions": "generated"},
 }
 #: DPPO run settings of every DPPO arm (those of runs/beyond's DPPO runs).
 DPPO_SETTINGS = dict(num_env_runners=1, num_envs_per_env_runner=10, decisions_per_iteration=2000)

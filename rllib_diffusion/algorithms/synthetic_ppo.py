@@ -10,7 +10,8 @@ Each iteration, between sampling and ``learner_group.update``
 2. every ``generator_retrain_every`` iterations the generator is (re)trained
    (warm-started) for ``generator_gradient_steps`` steps on the FIFO: with policy
    actions a conditional DDPM dynamics model p(s′ − s, r, d | s, a) over the FIFO's
-   one-step transitions (``synthetic_segments.segment_transitions``);
+   one-step transitions (``synthetic_segments.segment_transitions``), with generated
+   actions an unconditional DDPM of whole segments;
 3. ``ceil(synthetic_ratio · real steps)`` synthetic steps are rolled out (topped up in
    up to 4 rounds where rollouts end terminated early): s_0 drawn from
    the FIFO's states, a_t from the *pre-update* policy exactly as an EnvRunner samples it
@@ -18,7 +19,12 @@ Each iteration, between sampling and ``learner_group.update``
    returns no actions, a sample of its action distribution; every output column is
    stored, e.g. DPPO's whole denoising chain and its per-step log-probs), the next state,
    reward and terminal flag from the model; a rollout stops terminated at its first
-   generated terminal flag, else after H steps truncated;
+   generated terminal flag, else after H steps truncated. With generated actions
+   (``synthetic_actions`` "generated") whole segments are generated instead and each
+   step is scored by the pre-update policy: DiffPPO's log-prob filter
+   (``gaussian/diffppo.py``), or for DPPO a denoising chain ending at each generated
+   chunk drawn from the forward posterior (:meth:`generated_segments` with
+   ``dppo.posterior_sample``);
 4. each rollout becomes a :class:`SingleAgentEpisode` (id prefixed ``synthetic-``) and
    goes to the learner with the real ones: the family's own learner connectors compute
    values, GAE (bootstrapped from V(s_H) when truncated, 0 when terminated) and the
@@ -36,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -69,7 +75,15 @@ SYNTHETIC_REWARD_MEAN = "synthetic_reward_mean"
 SYNTHETIC_KEPT = "synthetic_kept_fraction"
 SYNTHETIC_SEGMENTS = "synthetic_segments"
 REAL_REWARD_MEAN = "real_reward_mean"
+#: Mean behaviour log-prob (``action_logp``; DPPO: summed over the K′ denoising steps)
+#: of the real and of the synthetic steps: how likely π_old finds the synthetic actions.
+REAL_LOGP_MEAN = "real_action_logp_mean"
+SYNTHETIC_LOGP_MEAN = "synthetic_action_logp_mean"
 UPDATE_MINIBATCH_SIZE = "update_minibatch_size"
+#: ``synthetic_actions`` values: whole generated segments, actions included, or
+#: dynamics-model rollouts with the policy's actions.
+GENERATED_ACTIONS = "generated"
+POLICY_ACTIONS = "policy"
 #: Rounds of model rollouts per iteration (:meth:`SyntheticSegmentsMixin.policy_rollouts`).
 ROLLOUT_ROUNDS = 4
 #: The integer knobs (each >= 1).
@@ -87,12 +101,14 @@ INTEGER_KNOBS = (
 
 class SyntheticSegmentsConfigMixin:
     """The synthetic-segment knobs of an ``AlgorithmConfig`` (mixed in before
-    ``PPOConfig``); ``synthetic_ratio`` defaults to 0 (off)."""
+    ``PPOConfig``); ``synthetic_ratio`` defaults to 0 (off), ``synthetic_actions`` to
+    "policy" (a host may change both defaults)."""
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class)
         self.synthetic_ratio = 0.0
         self.synthetic_matched_updates = False
+        self.synthetic_actions = POLICY_ACTIONS
         self.segment_length = 8
         self.recent_segments = 4096
         self.generator_retrain_every = 1
@@ -108,6 +124,7 @@ class SyntheticSegmentsConfigMixin:
         *,
         synthetic_ratio: float | None = NotProvided,
         synthetic_matched_updates: bool | None = NotProvided,
+        synthetic_actions: Literal["generated", "policy"] | None = NotProvided,
         segment_length: int | None = NotProvided,
         recent_segments: int | None = NotProvided,
         generator_retrain_every: int | None = NotProvided,
@@ -131,6 +148,13 @@ class SyntheticSegmentsConfigMixin:
                 steps as the real rows alone would (within one, from rounding the size
                 to whole rows); false: the configured minibatch, so synthetic_ratio 1
                 about doubles the steps.
+            synthetic_actions: "policy": the generator is a dynamics model p(s′ − s, r, d |
+                s, a) and segments are rolled out from FIFO states with actions sampled
+                from the pre-update policy (exact behaviour log-probs; DPPO: its whole
+                denoising chain); "generated": an unconditional model of whole segments,
+                actions included, scored by the pre-update policy (DPPO: each generated
+                chunk gets a denoising chain ending at it, drawn from the forward
+                posterior, and the policy's per-step log-probs of that chain).
             segment_length: H, steps per synthetic segment (GAE runs inside a segment and
                 bootstraps from V(s_H) unless it is generated terminal).
             recent_segments: capacity of the FIFO of recent real segments the generator
@@ -150,6 +174,7 @@ class SyntheticSegmentsConfigMixin:
             dict(
                 synthetic_ratio=synthetic_ratio,
                 synthetic_matched_updates=synthetic_matched_updates,
+                synthetic_actions=synthetic_actions,
                 segment_length=segment_length,
                 recent_segments=recent_segments,
                 generator_retrain_every=generator_retrain_every,
@@ -175,6 +200,11 @@ def check_synthetic_knobs(config: Any) -> None:
         raise ConfigError(
             f"synthetic_matched_updates={config.synthetic_matched_updates!r} "
             "(--synthetic-matched-updates) must be true or false."
+        )
+    if config.synthetic_actions not in (GENERATED_ACTIONS, POLICY_ACTIONS):
+        raise ConfigError(
+            f"synthetic_actions={config.synthetic_actions!r} (--synthetic-actions); allowed: "
+            f"{GENERATED_ACTIONS}, {POLICY_ACTIONS}."
         )
     if not config.generator_lr > 0:
         raise ConfigError(f"generator_lr={config.generator_lr} (--generator-lr) must be > 0.")
@@ -323,6 +353,20 @@ def synthetic_episodes(
     return out
 
 
+def behaviour_logp_means(episodes: list, prefixes: list[dict[str, Any]]) -> dict[str, float]:
+    """:data:`REAL_LOGP_MEAN` and :data:`SYNTHETIC_LOGP_MEAN` of the real ``episodes`` and
+    the synthetic ``prefixes`` (empty where their steps carry no ``action_logp``)."""
+    key = Columns.ACTION_LOGP
+    if not all(key in p for p in prefixes):
+        return {}
+    real = [np.asarray(ep.get_extra_model_outputs(key), np.float64) for ep in episodes if len(ep)]
+    synthetic = np.concatenate([np.asarray(p[key], np.float64) for p in prefixes])
+    return {
+        REAL_LOGP_MEAN: float(np.concatenate(real).mean()),
+        SYNTHETIC_LOGP_MEAN: float(synthetic.mean()),
+    }
+
+
 # ------------------------------------------------------------------ algorithm mixin
 class SyntheticSegmentsMixin:
     """Algorithm side (mixed in before ``PPO``): call :meth:`setup_synthetic` at the end
@@ -332,7 +376,7 @@ class SyntheticSegmentsMixin:
 
     def uses_policy_actions(self) -> bool:
         """Whether synthetic actions come from the policy (dynamics-model rollouts)."""
-        return True
+        return self.config.synthetic_actions == POLICY_ACTIONS
 
     def setup_synthetic(self) -> None:
         from ray.rllib.core import DEFAULT_MODULE_ID
@@ -392,6 +436,7 @@ class SyntheticSegmentsMixin:
             if prefixes:
                 syn_rewards = np.concatenate([p["rewards"] for p in prefixes])
                 stats[SYNTHETIC_REWARD_MEAN] = float(syn_rewards.mean())
+                stats.update(behaviour_logp_means(episodes, prefixes))
         stats[GENERATOR_SECONDS] = time.perf_counter() - t0
         for key, value in stats.items():
             self.metrics.log_value((METRICS_NAMESPACE, key), value, window=1)
@@ -455,6 +500,37 @@ class SyntheticSegmentsMixin:
         """Rollout dicts holding ``wanted`` steps, and the number of steps generated."""
         prefixes = self.policy_rollouts(wanted)
         return prefixes, sum(len(p["actions"]) for p in prefixes)
+
+    def generated_segments(self, wanted: int, behaviour_fn: Any) -> tuple[list[dict], int]:
+        """Whole generated segments holding ``wanted`` steps: ``ceil(wanted / H)`` of them,
+        every step kept (the last segment cut to fit, then truncated), and the number of
+        steps generated. Each step's action and behaviour columns are
+        ``behaviour_fn(module, obs (N, Do), actions (N, Da), seed)`` of the first
+        Learner's pre-update module, in :func:`exploration_sample`'s format (``actions``
+        replaces the generated ones, e.g. clamped to the action space); ``seed`` is drawn
+        from the generator's RNG (checkpointed), so runs repeat."""
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        h = self.config.segment_length
+        n = math.ceil(wanted / h)
+        segs = self.layout.split(self.generator.generate(n))
+        obs = segs["obs"][:, :-1].reshape(n * h, -1)
+        actions = segs["actions"].reshape(n * h, -1)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator.rng))
+        behaviour = self.on_first_learner(
+            lambda lrn: behaviour_fn(lrn.module[DEFAULT_MODULE_ID], obs, actions, seed)
+        )
+        per_step = {k: v.reshape(n, h, *v.shape[1:]) for k, v in behaviour.items()}
+        out, have = [], 0
+        for i in range(n):
+            prefix = {"obs": segs["obs"][i], "rewards": segs["rewards"][i]}
+            prefix.update({col: v[i] for col, v in per_step.items()})
+            prefix = cut_prefix(
+                {**prefix, "terminated": bool(segs["terminated"][i])}, wanted - have
+            )
+            out.append(prefix)
+            have += len(prefix["actions"])
+        return out, n * h
 
     def _train_generator(self) -> float:
         """(Re)train the generator on the FIFO: the one-step transitions of its segments

@@ -9,7 +9,8 @@ Shape glossary:
     Dc  conditioning dimension
 
 Modules: ``schedules`` (NoiseSchedule), ``sampling`` (DDPM/DDIM steps, chains),
-``logprob`` (per-transition log-probs), ``losses`` (denoising loss), ``flow``
+``logprob`` (per-transition log-probs), ``posterior`` (chains ending at a given
+sample, drawn from the forward posterior), ``losses`` (denoising loss), ``flow``
 (flow matching, Euler sampler), ``ema`` (weight averaging), ``networks``.
 """
 
@@ -39,6 +40,7 @@ from rllib_diffusion.diffusion.networks import (
     build_network,
     make_activation,
 )
+from rllib_diffusion.diffusion.posterior import posterior_chain, posterior_step_mean_std
 from rllib_diffusion.diffusion.sampling import (
     ChainOutput,
     EpsFn,
@@ -92,6 +94,8 @@ __all__ = [
     "linear_path",
     "make_activation",
     "noisy_euler_chain",
+    "posterior_chain",
+    "posterior_step_mean_std",
     "reduce_per_sample",
     "sample_chain",
     "transition_logprob",

@@ -646,6 +646,7 @@ DPPO_FLAG_KNOBS = {
     "--pair-minibatch-size": ("500", "pair_minibatch_size"),
     "--synthetic-ratio": ("0.5", "synthetic_ratio"),
     "--synthetic-matched-updates": ("1", "synthetic_matched_updates"),
+    "--synthetic-actions": ("generated", "synthetic_actions"),
     "--segment-length": ("4", "segment_length"),
     "--recent-segments": ("100", "recent_segments"),
     "--generator-retrain-every": ("2", "generator_retrain_every"),

@@ -1,6 +1,7 @@
 """DPPO with synthetic segments (``synthetic_ratio`` > 0): rollouts of a learned dynamics
-model with whole denoising chains sampled by the pre-update policy
-(rllib_diffusion/algorithms/synthetic_ppo.py)."""
+model with whole denoising chains sampled by the pre-update policy (``synthetic_actions``
+"policy"), or generated segments whose chunks get chains drawn from the forward
+posterior (``"generated"``) (rllib_diffusion/algorithms/synthetic_ppo.py)."""
 
 from __future__ import annotations
 
@@ -93,12 +94,14 @@ def _pairs(algo, episodes) -> dict:
     return {k: torch.as_tensor(np.asarray(v)[mask]) for k, v in out.items()}
 
 
-def test_synthetic_rows_carry_the_pre_update_chain_logps(make_algo):
+@pytest.mark.parametrize("actions", ["policy", "generated"])
+def test_synthetic_rows_carry_the_pre_update_chain_logps(make_algo, actions):
     """Each synthetic decision stores the chain and the K_ft per-step log-probs of the
     Learner's current policy: after the DPPO learner connector, the recomputed
     log-prob of every (decision, denoising step) pair equals its stored one, so the
-    first-epoch ratio is exactly 1 (up to float error) on synthetic rows."""
-    algo = make_algo()
+    first-epoch ratio is exactly 1 (up to float error) on synthetic rows. Every chunk
+    is its chain's end, inside the action space."""
+    algo = make_algo(synthetic_actions=actions)
     synthetic = algo.synthesize(_sample(algo))
     assert synthetic and all(len(ep) <= TINY_KNOBS["segment_length"] for ep in synthetic)
     assert all(ep.id_.startswith(SYNTHETIC_EPISODE_PREFIX) for ep in synthetic)
@@ -108,6 +111,14 @@ def test_synthetic_rows_carry_the_pre_update_chain_logps(make_algo):
     chains = np.asarray(ep.get_extra_model_outputs(C.CHAINS))
     assert chains.shape[:2] == (len(ep), k_ft + 1)
     assert np.asarray(ep.get_extra_model_outputs(C.CHAIN_LOGP)).shape == (len(ep), k_ft)
+    for ep in synthetic:
+        chunks = np.asarray(ep.get_actions())
+        ends = np.asarray(ep.get_extra_model_outputs(C.CHAINS))[:, -1]
+        # A sampled chain's end is unclamped (the chunk is it clamped); a generated
+        # chunk is clamped first and its chain ends at it.
+        ends = ends if actions == "generated" else np.clip(ends, -1.0, 1.0)
+        np.testing.assert_array_equal(ends.reshape(chunks.shape), chunks)
+        assert np.abs(chunks).max() <= 1.0
     pairs = _pairs(algo, synthetic)
     assert len(pairs[OLD_LOGP]) == sum(len(e) for e in synthetic) * k_ft
     module = _learner(algo).module[DEFAULT_MODULE_ID].unwrapped()
@@ -214,6 +225,91 @@ def test_matched_updates_scale_the_pair_minibatch(make_algo, monkeypatch):
     assert sizes[0] > base and result["diffppo"]["update_minibatch_size"] == sizes[0]
 
 
+# ------------------------------------------------------------ generated chunks' chains
+def _chain_module(sampler: str, k_ft: int):
+    """A DPPOModule on the tiny policy (K = 5; DDIM: 3 steps)."""
+    from rllib_diffusion.algorithms.dppo.dppo_rl_module import DPPOModelConfig, DPPOModule
+    from rllib_diffusion.envs.chunking import chunk_spaces
+    from tests.algorithms.batches import DA, OBS_DIM, TA, tiny_policy
+
+    policy = tiny_policy() | ({"sampler": "ddim", "ddim_steps": 3} if sampler == "ddim" else {})
+    cfg = DPPOModelConfig(policy=policy, ft_denoising_steps=k_ft, critic_hidden_dims=(8,))
+    obs_space, act_space = chunk_spaces(OBS_DIM, TA, DA)
+    torch.manual_seed(0)
+    return DPPOModule(
+        observation_space=obs_space, action_space=act_space, model_config=cfg.to_dict()
+    )
+
+
+def _by_hand_logp(module, obs, chains, k: int) -> torch.Tensor:
+    """The Normal log-density of pair k under the module's step mean and log-prob std,
+    each element clamped, the executed rows kept, averaged (DPPO.md)."""
+    n = len(obs)
+    with torch.no_grad():
+        mean, std = module.step_mean_std(obs, chains[:, k], torch.full((n,), k))
+    z = (chains[:, k + 1] - mean) / std
+    elem = -0.5 * z**2 - std.log() - 0.5 * math.log(2 * math.pi)
+    elem = elem.clamp(*module.dppo_config.logprob_clamp)
+    return elem[:, : module.policy_config.act_steps].mean(dim=(1, 2))
+
+
+@pytest.mark.parametrize(("sampler", "k_ft"), [("ddpm", 2), ("ddpm", 5), ("ddim", 3)])
+def test_generated_chunks_get_posterior_chains_scored_by_the_policy(sampler, k_ft):
+    """``posterior_chains``: a K_ft-step chain ending exactly at each given chunk, its
+    stored log-probs the module's own per-step log-probs of those pairs (by hand), and
+    those follow the module's weights (a perturbed fine-tuned actor, same chain draw,
+    scores them differently)."""
+    from tests.algorithms.batches import DA, OBS_DIM, TA
+
+    module, n = _chain_module(sampler, k_ft), 64
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(n, OBS_DIM, generator=g)
+    chunks = torch.rand(n, TA, DA, generator=g) * 2 - 1
+    with torch.no_grad():
+        out = module.posterior_chains(obs, chunks, generator=torch.Generator().manual_seed(1))
+    chains, logp = out[C.CHAINS], out[C.CHAIN_LOGP]
+    assert chains.shape == (n, k_ft + 1, TA, DA) and logp.shape == (n, k_ft)
+    assert torch.equal(chains[:, -1], chunks) and torch.equal(out[Columns.ACTIONS], chunks)
+    for k in range(k_ft):
+        torch.testing.assert_close(logp[:, k], _by_hand_logp(module, obs, chains, k))
+    torch.testing.assert_close(out[Columns.ACTION_LOGP], logp.sum(-1))
+    with torch.no_grad():
+        for p in module.actor_ft.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        other = module.posterior_chains(obs, chunks, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(other[C.CHAINS], chains)
+    assert not torch.allclose(other[C.CHAIN_LOGP], logp, atol=1e-3)
+
+
+def test_generated_dppo_iteration_trains_on_real_and_generated_rows(make_algo, monkeypatch):
+    """A DPPO iteration with ``synthetic_actions`` "generated": the update gets ⌈R × real⌉
+    generated decisions (every generated step kept, none filtered) besides the real
+    ones, and the learner's numbers stay finite."""
+    from tests.algorithms.batches import record_updates
+
+    algo = make_algo(synthetic_actions="generated")
+    assert not algo.uses_policy_actions() and algo.generator.cond_dim == 0
+    rows, _ = record_updates(algo, monkeypatch)
+    result = algo.train()
+    real_rows, all_rows = rows
+    syn = result["diffppo"]
+    assert syn["synthetic_steps"] == math.ceil(TINY_KNOBS["synthetic_ratio"] * syn["real_steps"])
+    assert all_rows - real_rows >= syn["synthetic_steps"] > 0
+    # π_old's log-probs of the generated chains are logged beside the real ones'.
+    assert np.isfinite([syn["synthetic_action_logp_mean"], syn["real_action_logp_mean"]]).all()
+    learner = result["learners"][DEFAULT_MODULE_ID]
+    numbers = [v for v in learner.values() if isinstance(v, (int, float))]
+    assert numbers and all(np.isfinite(numbers))
+
+
+def test_reinflow_refuses_generated_actions_in_one_line():
+    from rllib_diffusion.algorithms.dppo.reinflow import ReinFlowConfig
+
+    with pytest.raises(ConfigError, match="--synthetic-actions policy") as err:
+        ReinFlowConfig().training(synthetic_actions="generated").validate()
+    assert "\n" not in str(err.value)
+
+
 def test_reward_scaling_statistics_ignore_synthetic_episodes():
     """Synthetic episodes are scaled by the real returns' std and leave it unchanged."""
     import gymnasium as gym
@@ -244,7 +340,11 @@ def test_reward_scaling_statistics_ignore_synthetic_episodes():
 
 @pytest.mark.parametrize(
     ("knobs", "flag"),
-    [({"synthetic_ratio": -1.0}, "--synthetic-ratio"), ({"segment_length": 0}, "--segment-length")],
+    [
+        ({"synthetic_ratio": -1.0}, "--synthetic-ratio"),
+        ({"segment_length": 0}, "--segment-length"),
+        ({"synthetic_actions": "mixed"}, "--synthetic-actions"),
+    ],
 )
 def test_bad_synthetic_knobs_are_one_line_errors(pretrained, knobs, flag):
     ckpt = str(pretrained[0] / "checkpoint")

@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.annotations import override
@@ -255,9 +258,11 @@ class DPPOConfig(SyntheticSegmentsConfigMixin, PrecisionConfigMixin, PPOConfig):
 class DPPO(SyntheticSegmentsMixin, EnvStepBudgetMixin, PPO):
     """PPO's sample → update → sync loop with DPPO's learner, pretrained-weight loading,
     true env-step counting and directly timed sample/learn/sync phases; with
-    ``synthetic_ratio`` > 0 each update also gets synthetic decisions rolled out in a
-    learned dynamics model with chains sampled by the pre-update policy
-    (:mod:`rllib_diffusion.algorithms.synthetic_ppo`; they count as no env steps)."""
+    ``synthetic_ratio`` > 0 each update also gets synthetic decisions
+    (:mod:`rllib_diffusion.algorithms.synthetic_ppo`; they count as no env steps):
+    rolled out in a learned dynamics model with chains sampled by the pre-update policy
+    (``synthetic_actions`` "policy"), or whole generated segments whose chunks get
+    chains drawn from the forward posterior (:func:`posterior_sample`, "generated")."""
 
     @classmethod
     @override(PPO)
@@ -292,6 +297,12 @@ class DPPO(SyntheticSegmentsMixin, EnvStepBudgetMixin, PPO):
             (M.SYNC_SECONDS, t3 - t2),
         ):
             self.metrics.log_value((M.DPPO_NAMESPACE, key), value, window=1)
+
+    @override(SyntheticSegmentsMixin)
+    def synthetic_prefixes(self, episodes: list, wanted: int) -> tuple[list[dict], int]:
+        if self.uses_policy_actions():
+            return super().synthetic_prefixes(episodes, wanted)
+        return self.generated_segments(wanted, posterior_sample)
 
     def _count_env_steps(self, episodes: list, runner_results: list) -> None:
         """Aggregate the EnvRunners' metrics and make RLlib's standard env-step counters
@@ -398,6 +409,33 @@ class DPPO(SyntheticSegmentsMixin, EnvStepBudgetMixin, PPO):
             if decisions:
                 self.metrics.log_value(M.DECISIONS_LIFETIME, decisions, reduce="lifetime_sum")
         self._anchor_env_step_counters()
+
+
+def posterior_sample(
+    module: Any, obs: np.ndarray, actions: np.ndarray, seed: int
+) -> dict[str, np.ndarray]:
+    """What an EnvRunner would store had ``module`` sampled the generated chunks
+    ``actions`` (N, Ta·Da) at ``obs`` (N, Do): each chunk clamped to the action space
+    [-1, 1], a chain of the fine-tuned steps ending at it drawn from the forward
+    posterior and its per-step log-probs under the module
+    (``DPPOModule.posterior_chains``), in ``synthetic_ppo.exploration_sample``'s format:
+    ``actions`` (N, Ta·Da), ``chains``, ``chain_logp``, ``action_logp``. ``seed`` seeds
+    the chains."""
+    module = module.unwrapped() if hasattr(module, "unwrapped") else module
+    device = next(iter(module.parameters())).device
+    n = len(obs)
+    obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=device)
+    chunks = torch.as_tensor(np.asarray(actions, np.float32), device=device)
+    chunks = chunks.reshape(n, *module.action_space.shape).clamp(-1.0, 1.0)
+    with torch.no_grad():
+        out = module.posterior_chains(
+            obs_t.reshape(n, *module.observation_space.shape),
+            chunks,
+            generator=torch.Generator(device=device).manual_seed(seed),
+        )
+    result = {"actions": out.pop(Columns.ACTIONS).reshape(n, -1).cpu().numpy()}
+    result.update({k: v.cpu().numpy().astype(np.float32) for k, v in out.items()})
+    return result
 
 
 def load_pretrained_into(algo: DPPO, checkpoint: str | Path) -> None:

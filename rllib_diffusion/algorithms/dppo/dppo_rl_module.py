@@ -27,6 +27,7 @@ from rllib_diffusion.algorithms.dppo.chain_module import FineTunedChainModule
 from rllib_diffusion.diffusion import (
     NoiseSchedule,
     chain_logprobs,
+    posterior_chain,
     reverse_step,
     reverse_step_std,
     reverse_timesteps,
@@ -250,6 +251,51 @@ class DPPOModule(FineTunedChainModule):
         return transition_logprob(
             x_next, mean, std, clamp=cfg.logprob_clamp, act_steps=self.policy_config.act_steps
         )
+
+    def posterior_chains(
+        self, obs: Tensor, actions: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Chains of the K_ft fine-tuned steps that end at given chunks, scored as rollouts.
+
+        The chain is drawn backwards from the forward process conditioned on the chunk
+        (the core's ``posterior_chain`` over this module's last K_ft reverse timesteps,
+        DDPM posterior or DDIM's ``q_σ`` with ``ddim_eta``); each of its K_ft pairs is
+        scored with :meth:`pair_logp` under the current weights, as the learner scores
+        rollout pairs. DiffPPO's ``generated`` synthetic actions (no chain of their own).
+
+        Args:
+            obs: ``(B, Do)`` observations.
+            actions: ``(B, Ta, Da)`` chunks the chains end at (normalised, as the
+                policy's chains end).
+            generator: RNG of the chains (on ``actions``' device).
+
+        Returns:
+            ``forward_exploration``'s columns: ``actions`` (B, Ta, Da), ``chains``
+            (B, K_ft+1, Ta, Da), ``chain_logp`` (B, K_ft) and ``action_logp`` (B,).
+        """
+        k_ft, n = self.ft_denoising_steps, actions.shape[0]
+        chain = posterior_chain(
+            self.schedule,
+            actions.float(),
+            self.timesteps[-k_ft:],
+            self.prev_steps[-k_ft:],
+            method=self.policy_config.sampler,
+            eta=self.dppo_config.ddim_eta,
+            generator=generator,
+        )
+        k = torch.arange(k_ft, device=chain.device).repeat(n)
+        logp = self.pair_logp(
+            obs.float().repeat_interleave(k_ft, dim=0),
+            chain[:, :-1].flatten(0, 1),
+            chain[:, 1:].flatten(0, 1),
+            k,
+        ).reshape(n, k_ft)
+        return {
+            Columns.ACTIONS: chain[:, -1],
+            Columns.ACTION_LOGP: logp.sum(-1),
+            C.CHAINS: chain,
+            C.CHAIN_LOGP: logp,
+        }
 
     # ---------------------------------------------------------------- forwards
     # Overriding the EnvRunner-side forwards drops TorchRLModule's default no_grad, so

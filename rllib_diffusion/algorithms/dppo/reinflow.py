@@ -20,7 +20,9 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion.algorithms.dppo.dppo import DPPO, DPPOConfig
+from rllib_diffusion.algorithms.synthetic_ppo import POLICY_ACTIONS
 from rllib_diffusion.knobs import set_provided
+from rllib_diffusion.modules.model_config import ConfigError
 
 #: Algorithm name stored in checkpoint metadata.
 ALGORITHM_NAME = "ReinFlow"
@@ -203,6 +205,12 @@ class ReinFlowConfig(DPPOConfig):
     @override(DPPOConfig)
     def validate(self) -> None:
         super().validate()
+        if self.synthetic_actions != POLICY_ACTIONS:
+            raise ConfigError(
+                f"--synthetic-actions {self.synthetic_actions} draws DDPM/DDIM posterior "
+                "chains ending at generated chunks; none is built for ReinFlow's noisy "
+                "flow chain: use --synthetic-actions policy."
+            )
         for name, value in IGNORED_DPPO_KNOBS.items():
             if getattr(self, name) != value:
                 self._value_error(

@@ -37,7 +37,7 @@ state in every checkpoint (``diffppo_generator.pt``) and restored with it, so
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.utils.annotations import override
 
 from rllib_diffusion.algorithms.synthetic_ppo import (
+    GENERATED_ACTIONS,
     GENERATOR_FILE,
     METRICS_NAMESPACE,
     SYNTHETIC_STEPS,
@@ -56,15 +57,11 @@ from rllib_diffusion.algorithms.synthetic_ppo import (
     cut_prefix,
 )
 from rllib_diffusion.knobs import set_provided
-from rllib_diffusion.modules.model_config import ConfigError
 
 __all__ = ["GENERATOR_FILE", "METRICS_NAMESPACE", "SYNTHETIC_STEPS", "DiffPPO", "DiffPPOConfig"]
 
 #: ``CheckpointMeta.algorithm`` of DiffPPO runs.
 ALGORITHM_NAME = "DiffPPO"
-#: ``synthetic_actions`` values.
-GENERATED_ACTIONS = "generated"
-POLICY_ACTIONS = "policy"
 #: Generation rounds of :meth:`DiffPPO._plausible_segments` (each ``wanted`` segments).
 GENERATION_ROUNDS = 4
 
@@ -72,7 +69,7 @@ GENERATION_ROUNDS = 4
 class DiffPPOConfig(SyntheticSegmentsConfigMixin, PPOConfig):
     """Config of :class:`DiffPPO`: RLlib's ``PPOConfig``, the synthetic-segment knobs
     (:class:`~rllib_diffusion.algorithms.synthetic_ppo.SyntheticSegmentsConfigMixin`,
-    ``synthetic_ratio`` 1 here) and the two below."""
+    ``synthetic_ratio`` 1 and ``synthetic_actions`` "generated" here) and the one below."""
 
     def __init__(self, algo_class=None) -> None:
         super().__init__(algo_class=algo_class or DiffPPO)
@@ -85,7 +82,6 @@ class DiffPPOConfig(SyntheticSegmentsConfigMixin, PPOConfig):
         self,
         *,
         synthetic_logp_filter: bool | None = NotProvided,
-        synthetic_actions: Literal["generated", "policy"] | None = NotProvided,
         **kwargs: Any,
     ) -> DiffPPOConfig:
         """DiffPPO knobs (plus the synthetic-segment knobs and RLlib's PPO ``training()``
@@ -97,20 +93,10 @@ class DiffPPOConfig(SyntheticSegmentsConfigMixin, PPOConfig):
                 real action of the same batch (the cut prefix ends truncated; up to 4
                 rounds of generation fill the quota). False keeps every generated step;
                 outlying actions then make PPO's ratio, and the gradients, overflow.
-            synthetic_actions: "generated": the generator is an unconditional model of
-                whole segments, actions included (the issue's design); "policy": it is
-                a dynamics model p(s′ − s, r, d | s, a) and segments are rolled out from
-                FIFO states with actions sampled from the pre-update policy (exact
-                behaviour log-probs; no log-prob filter needed).
+                Applies to "generated" synthetic actions only.
         """
         super().training(**kwargs)
-        set_provided(
-            self,
-            {
-                "synthetic_logp_filter": synthetic_logp_filter,
-                "synthetic_actions": synthetic_actions,
-            },
-        )
+        set_provided(self, {"synthetic_logp_filter": synthetic_logp_filter})
         return self
 
     @override(PPOConfig)
@@ -122,11 +108,6 @@ class DiffPPOConfig(SyntheticSegmentsConfigMixin, PPOConfig):
 def check_diffppo_knobs(config: Any) -> None:
     """One-line ConfigError naming the first DiffPPO knob out of its range."""
     check_synthetic_knobs(config)
-    if config.synthetic_actions not in (GENERATED_ACTIONS, POLICY_ACTIONS):
-        raise ConfigError(
-            f"synthetic_actions={config.synthetic_actions!r} (--synthetic-actions); allowed: "
-            f"{GENERATED_ACTIONS}, {POLICY_ACTIONS}."
-        )
 
 
 def behaviour_outputs(module: Any, obs: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
@@ -188,10 +169,6 @@ class DiffPPO(SyntheticSegmentsMixin, PPO):
     def setup(self, config: Any) -> None:
         super().setup(config)
         self.setup_synthetic()
-
-    @override(SyntheticSegmentsMixin)
-    def uses_policy_actions(self) -> bool:
-        return self.config.synthetic_actions == POLICY_ACTIONS
 
     @override(PPO)
     def training_step(self) -> None:
