@@ -10,9 +10,15 @@ a held pose stays put. :class:`ScriptedKitchen` chains way-points per subtask:
 * **light switch**: in front of and right of the switch's lever → push it left.
 * **slide cabinet**: in front of and left of the door's handle → push it right.
 * **microwave**: hook the fingers behind the door's handle → pull it open along its arc.
+* **kettle**: open fingers low in front of it, a little left of its centre → push it back
+  along the stove towards its goal on the top left burner (the env's ``kettle`` goal; the
+  task is done once the kettle's 7-D pose is within 0.3 of it).
 
-Next to the microwave, :data:`HOME` (a joint-space move back to the start posture) comes
-between two subtasks, so that every order works (:func:`chain_plans`).
+Next to the microwave or the kettle, :data:`HOME` (a joint-space move back to the start
+posture) comes between two subtasks, so that every order works (:func:`chain_plans`).
+Four subtasks (or three with the kettle) need more than the env's 280 steps:
+:func:`default_max_steps` (400), recorded with the tasks in the dataset's env kwargs
+(``--max-episode-steps``).
 
 Each episode draws way-point offsets (``--jitter``), a speed (``--speed``) and Gaussian
 action noise (``--noise``); with ``--random-order`` the subtask order too (several modes).
@@ -23,7 +29,8 @@ written as a Minari dataset whose metadata holds the env kwargs (so every comman
 same env: :func:`rllib_diffusion.data.minari_io.load_minari`) and the provenance.
 
 Run ``python -m rllib_diffusion.collect.kitchen_demos --tasks microwave "light switch"
---episodes 50 --dataset-id local/kitchen/scripted-v0``.
+--episodes 50 --dataset-id local/kitchen/scripted-v0`` (D4RL's four: ``--tasks microwave
+kettle light_switch slide_cabinet``).
 """
 
 from __future__ import annotations
@@ -44,12 +51,27 @@ from rllib_diffusion.collect.successes import collect_successes, success_summary
 from rllib_diffusion.data.episodes import Episode
 
 ENV_ID = "FrankaKitchen-v1"
-#: Subtasks with a script here (gymnasium-robotics' task names).
-SCRIPTED_TASKS = ("microwave", "light switch", "slide cabinet")
+#: The kettle's task name (gymnasium-robotics'; also its goal's key there).
+KETTLE = "kettle"
+#: Subtasks with a script here (gymnasium-robotics' task names), in D4RL's order.
+SCRIPTED_TASKS = ("microwave", KETTLE, "light switch", "slide cabinet")
+#: ``--tasks``' default: the three scripted before the kettle (commands documented without
+#: ``--tasks``, e.g. in ``tune_configs/dppo_kitchen.py``, collect these).
+DEFAULT_TASKS = ("microwave", "light switch", "slide cabinet")
+#: The kitchen's subtasks without one.
+UNSCRIPTED_TASKS = ("bottom burner", "top burner", "hinge cabinet")
 #: The env kwarg that selects the tasks (also the dataset metadata's ``env_kwargs`` key).
 TASKS_KWARG = "tasks_to_complete"
+#: The episode step limit's kwarg (``gym.make``'s; also recorded in ``env_kwargs``).
+STEPS_KWARG = "max_episode_steps"
+#: The env's registered step limit (D4RL's), the default for up to three subtasks ...
+ENV_MAX_STEPS = 280
+#: ... but for three or four with the kettle (scripted, seeds 0-19, random orders: up to 363
+#: steps for the four; 285 for microwave, kettle and slide cabinet).
+LONG_MAX_STEPS = 400
 PROVENANCE_KEY = "collection"
 _EE_SITE = "end_effector"
+_KETTLE_JOINT = "kettle"  # the kettle's free joint in the MuJoCo model
 _ARM = 7  # arm joints; actions 7 and 8 are the two fingers (+1 opens, -1 closes)
 #: Proportional gain (1/s) of the joint-space move back to the start posture.
 HOME_GAIN = 8.0
@@ -61,6 +83,17 @@ HOME_TOL = 0.3
 HOME_MAX_STEPS = 30
 #: Speed-cap factor of the way-point after :data:`HOME` (a free move to the next task).
 TRANSIT_SPEEDUP = 1.5
+#: The kettle's push: the end-effector site is this far (m) behind the kettle's centre when
+#: the open finger tips touch its front (its body is a 24.4 cm box; tips 4.5 cm ahead) ...
+KETTLE_REACH = 0.17
+#: ... it aims to leave the kettle this far (m) short of its goal (the hand lags behind its
+#: target while pushing: the kettle stops ~18 cm short, well inside the env's 0.3) ...
+KETTLE_SHORT = 0.12
+#: ... at this height (m) above the kettle's base: lower, the fingers caught on the stove.
+KETTLE_PUSH_HEIGHT = 0.07
+#: ... and this far (m) left of its centre: pushed at or right of it, it turned anticlockwise
+#: and on some seeds (1 to 7 of 20) stalled outside the env's threshold.
+KETTLE_PUSH_LEFT = 0.03
 #: Steps of the microwave's back-off from the handle (the hand is clear after ~10; it
 #: then lingers to turn, which wasted up to 10 of the 280 steps in front of the next task).
 BACK_OFF_STEPS = 10
@@ -199,8 +232,9 @@ class Waypoint:
 #: two slowly, in a posture whose push at the light switch's lever sometimes missed.)
 HOME = Waypoint((0.0, 0.0, 0.0), max_steps=HOME_MAX_STEPS, home=True)
 #: :data:`HOME` comes between two subtasks when either is one of these (the light switch
-#: and the slide cabinet follow each other without it).
-HOME_NEXT_TO = frozenset({"microwave"})
+#: and the slide cabinet follow each other without it; after the kettle's low push the
+#: light switch's push missed in every one of 5 seeds without it).
+HOME_NEXT_TO = frozenset({"microwave", KETTLE})
 
 
 def chain_plans(order: Sequence[str], plans: Sequence[list[Waypoint]]) -> list[Waypoint]:
@@ -285,11 +319,30 @@ def _microwave_plan(data: Any, jitter: np.ndarray) -> list[Waypoint]:
     ]
 
 
+def _kettle_plan(data: Any, jitter: np.ndarray) -> list[Waypoint]:
+    """Open fingers low in front of the kettle → push it back along the stove towards its
+    goal (gymnasium-robotics' top left burner) → back off and up."""
+    from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_GOALS
+
+    goal = OBS_ELEMENT_GOALS[KETTLE][:3]
+    kettle = data.joint(_KETTLE_JOINT).qpos[:3] + jitter * np.array([1.0, 0.3, 0.3])
+    x, y, z = kettle + np.array([-KETTLE_PUSH_LEFT, 0.0, KETTLE_PUSH_HEIGHT])
+    end = (x + goal[0] - kettle[0], goal[1] - KETTLE_SHORT - KETTLE_REACH, z)
+    return [
+        Waypoint((x, y - 0.30, z + 0.05), tol=0.03),
+        Waypoint((x, y - 0.22, z), max_steps=25),
+        # Faster: the push holds the hand back.
+        Waypoint(end, max_steps=60, speed=1.5),
+        Waypoint((end[0], end[1] - 0.12, z + 0.1), tol=0.03),
+    ]
+
+
 #: Script of each subtask: (MuJoCo data, per-episode offset (3,)) → way-points.
 PLANS: dict[str, Callable[[Any, np.ndarray], list[Waypoint]]] = {
     "light switch": _light_switch_plan,
     "slide cabinet": _slide_cabinet_plan,
     "microwave": _microwave_plan,
+    KETTLE: _kettle_plan,
 }
 
 
@@ -425,18 +478,31 @@ def task_names(names: Sequence[str]) -> list[str]:
     if unknown:
         raise ValueError(
             f"no kitchen script for {unknown}; scripted tasks: {list(SCRIPTED_TASKS)} "
-            "(kettle, burners and the hinge cabinet have none: use D4RL's data)."
+            f"({', '.join(UNSCRIPTED_TASKS)} have none: use D4RL's data)."
         )
     if not tasks or len(set(tasks)) != len(tasks):
         raise ValueError(f"--tasks needs one or more distinct tasks, got {list(names)}.")
     return tasks
 
 
-def make_kitchen_env(tasks: Sequence[str]) -> Any:
-    """The kitchen with exactly ``tasks`` to complete (flattened observations)."""
+def default_max_steps(tasks: Sequence[str]) -> int:
+    """The step limit for ``tasks`` unless one is given: :data:`LONG_MAX_STEPS` for three or
+    more subtasks with the kettle, else :data:`ENV_MAX_STEPS`."""
+    return LONG_MAX_STEPS if len(tasks) >= 3 and KETTLE in tasks else ENV_MAX_STEPS
+
+
+def kitchen_env_kwargs(tasks: Sequence[str], max_steps: int | None = None) -> dict[str, Any]:
+    """The env kwargs (also the dataset's ``env_kwargs``): ``tasks`` and the step limit
+    (``None``: :func:`default_max_steps`)."""
+    return {TASKS_KWARG: list(tasks), STEPS_KWARG: max_steps or default_max_steps(tasks)}
+
+
+def make_kitchen_env(tasks: Sequence[str], max_steps: int | None = None) -> Any:
+    """The kitchen with exactly ``tasks`` to complete (flattened observations), truncated
+    after ``max_steps`` (``None``: :func:`default_max_steps`)."""
     from rllib_diffusion.envs.tasks import make_env
 
-    return make_env(ENV_ID, **{TASKS_KWARG: list(tasks)})
+    return make_env(ENV_ID, **kitchen_env_kwargs(tasks, max_steps))
 
 
 def collect_kitchen_demos(
@@ -446,18 +512,21 @@ def collect_kitchen_demos(
     seed: int = 0,
     script: ScriptedKitchen | None = None,
     max_attempts: int | None = None,
+    max_steps: int | None = None,
     progress: bool = True,
 ) -> tuple[list[Episode], dict[str, Any]]:
     """Run the script until ``episodes`` episodes complete every task (at most
-    ``max_attempts``, default ``2 * episodes + 10``); attempt ``j`` resets with ``seed + j``.
+    ``max_attempts``, default ``2 * episodes + 10``) within ``max_steps`` steps each
+    (``None``: :func:`default_max_steps`); attempt ``j`` resets with ``seed + j``.
 
-    Returns the successful episodes and a summary (kept / attempts, success rate, mean
-    demo length, env steps and steps/s of all attempts, seconds).
+    Returns the successful episodes and a summary (its step limit, kept / attempts, success
+    rate, mean demo length, env steps and steps/s of all attempts, seconds).
     """
     tasks = task_names(tasks)
     script = script or ScriptedKitchen(tasks)
     max_attempts = max_attempts or 2 * episodes + 10
-    env = make_kitchen_env(tasks)
+    max_steps = max_steps or default_max_steps(tasks)
+    env = make_kitchen_env(tasks, max_steps)
     start = time.perf_counter()
     try:
         kept, lengths, attempts, steps = collect_successes(
@@ -476,6 +545,7 @@ def collect_kitchen_demos(
     summary = {
         "env_id": ENV_ID,
         "tasks": tasks,
+        STEPS_KWARG: max_steps,
         **success_summary(lengths, attempts, steps, seconds),
     }
     return kept, summary
@@ -489,8 +559,9 @@ def write_kitchen_dataset(
     overwrite: bool = False,
 ) -> str:
     """Write scripted kitchen ``episodes`` as Minari dataset ``dataset_id``: the env kwargs
-    (its tasks), references 0 and the number of tasks, ``provenance`` under
-    :data:`PROVENANCE_KEY`. Returns the dataset directory."""
+    (``provenance``'s tasks and step limit, :func:`kitchen_env_kwargs`), references 0 and
+    the number of tasks, ``provenance`` under :data:`PROVENANCE_KEY`. Returns the dataset
+    directory."""
     from rllib_diffusion.data import write_minari
 
     tasks = list(provenance["tasks"])
@@ -498,7 +569,7 @@ def write_kitchen_dataset(
         episodes,
         dataset_id,
         env_id=ENV_ID,
-        env_kwargs={TASKS_KWARG: tasks},
+        env_kwargs=kitchen_env_kwargs(tasks, provenance.get(STEPS_KWARG)),
         ref_min_score=0.0,
         ref_max_score=float(len(tasks)),
         algorithm_name="scripted-kitchen-demonstrator",
@@ -528,8 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_output_id(args.dataset_id, overwrite=args.overwrite)  # before any episode
         episodes, summary = collect_kitchen_demos(
-            tasks, args.episodes, seed=args.seed, script=script, max_attempts=args.max_attempts
-        )
+            tasks, args.episodes, seed=args.seed, script=script,
+            max_attempts=args.max_attempts, max_steps=args.max_episode_steps,
+        )  # fmt: skip
         if not episodes:
             raise DatasetError(f"no episode completed {tasks} in {summary['attempts']} attempts.")
         provenance = {
@@ -554,13 +626,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rllib_diffusion.collect.kitchen_demos",
         description=f"Scripted {ENV_ID} demonstrations, written as a Minari dataset whose env "
-        "(its tasks_to_complete) every command then uses.",
+        "(its tasks_to_complete and step limit) every command then uses.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--tasks",
         nargs="+",
-        default=list(SCRIPTED_TASKS),
+        default=list(DEFAULT_TASKS),
         help=f"subtasks, in order (choices: {', '.join(SCRIPTED_TASKS)}; light_switch also "
         "works); the env ends an episode when all are done",
     )
@@ -586,6 +658,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="give up after this many attempts (None: 2·episodes+10)",
     )
+    parser.add_argument(
+        "--max-episode-steps",
+        type=int,
+        default=None,
+        help=f"the env's step limit, recorded in the dataset's env kwargs (None: "
+        f"{LONG_MAX_STEPS} for 3 or 4 tasks with the kettle, else {ENV_MAX_STEPS}, the env's)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--json", default=None, help="also write the summary to this file")
     return parser
@@ -597,6 +676,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--episodes must be >= 1")
     if args.max_attempts is not None and args.max_attempts < 1:
         parser.error("--max-attempts must be >= 1")
+    if args.max_episode_steps is not None and args.max_episode_steps < 1:
+        parser.error("--max-episode-steps must be >= 1")
     if args.noise < 0 or args.jitter < 0:
         parser.error("--noise and --jitter must be >= 0")
     if not 0 < args.speed[0] <= args.speed[1]:

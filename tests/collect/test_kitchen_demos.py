@@ -14,10 +14,13 @@ from rllib_diffusion.data import load_dataset  # noqa: E402
 from rllib_diffusion.data.episodes import Episode  # noqa: E402
 from rllib_diffusion.data.errors import DatasetError  # noqa: E402
 from rllib_diffusion.data.minari_io import read_extra_metadata  # noqa: E402
+from rllib_diffusion.envs.tasks import make_env  # noqa: E402
 
 DATASET_ID = "test/kitchen/scripted-v0"
 #: The env's flat observation: achieved + desired goal of each task, then the 59-D state.
-TASK_DIMS = {"microwave": 1, "light switch": 2, "slide cabinet": 1}
+TASK_DIMS = {"microwave": 1, "kettle": 7, "light switch": 2, "slide cabinet": 1}
+#: D4RL's four subtasks, in its order.
+D4RL_ORDER = ["microwave", "kettle", "light switch", "slide cabinet"]
 
 
 def _obs_dim(tasks: list[str]) -> int:
@@ -41,6 +44,26 @@ def test_the_script_completes_each_subtask(task):
             assert info["success"]  # KitchenSuccessInfo: all of the env's tasks done
     finally:
         env.close()
+
+
+def test_the_kettle_is_pushed_upright_towards_its_goal():
+    """The env's completion check (the kettle's 7-D pose within 0.3 of its goal) is met
+    by moving it back towards the top left burner, not by tipping or turning it."""
+    from gymnasium_robotics.envs.franka_kitchen.kitchen_env import OBS_ELEMENT_GOALS
+
+    env = kd.make_kitchen_env(["kettle"])
+    try:
+        env.reset(seed=3)
+        start = env.unwrapped.data.joint("kettle").qpos.copy()
+        episode, success = kd.run_episode(env, kd.ScriptedKitchen(["kettle"]), seed=3)
+        end = env.unwrapped.data.joint("kettle").qpos.copy()
+    finally:
+        env.close()
+    goal = OBS_ELEMENT_GOALS["kettle"]
+    assert success and episode.episode_return == 1.0 and episode.length < 80
+    assert np.linalg.norm(end - goal) < 0.3 < np.linalg.norm(start - goal)
+    assert end[1] - start[1] > 0.1  # moved back along the stove
+    assert abs(end[2] - start[2]) < 0.02 and end[3] > 0.97  # still on it, upright
 
 
 def test_two_subtasks_in_sequence_end_at_the_completion_step():
@@ -83,11 +106,15 @@ def test_orders_that_do_not_begin_with_the_microwave_succeed(tasks):
         (["slide cabinet", "microwave"], 1),
         (["light switch", "slide cabinet", "microwave"], 1),
         (["slide cabinet", "microwave", "light switch"], 2),
+        (["kettle", "light switch"], 1),
+        (["slide cabinet", "kettle"], 1),
+        (D4RL_ORDER, 2),
+        (["light switch", "microwave", "slide cabinet", "kettle"], 3),
     ],
 )
 def test_the_start_posture_comes_next_to_the_microwave(order, homes):
-    """``HOME`` between two subtasks when one is the microwave, and the way-point after it
-    moves faster."""
+    """``HOME`` between two subtasks when one is the microwave or the kettle, and the
+    way-point after it moves faster."""
     plans = [[kd.Waypoint((0.0, 0.0, float(i)), speed=1.0)] for i in range(len(order))]
     chained = kd.chain_plans(order, plans)
     assert sum(wp.home for wp in chained) == homes
@@ -117,11 +144,12 @@ def test_the_dataset_round_trips_with_its_tasks(isolated_dirs):
     from rllib_diffusion.algorithms.offline_run import dataset_env_kwargs, load_validated_dataset
 
     tasks = ["light switch"]
-    episodes, summary = kd.collect_kitchen_demos(tasks, 2, progress=False)
-    assert summary["demos"] == 2
+    episodes, summary = kd.collect_kitchen_demos(tasks, 2, max_steps=150, progress=False)
+    assert summary["demos"] == 2 and summary[kd.STEPS_KWARG] == 150
     kd.write_kitchen_dataset(episodes, DATASET_ID, {"tasks": tasks, "seed": 0, **summary})
     data = load_dataset(DATASET_ID)
-    assert data.env_id == kd.ENV_ID and data.env_kwargs == {kd.TASKS_KWARG: tasks}
+    kwargs = {kd.TASKS_KWARG: tasks, kd.STEPS_KWARG: 150}
+    assert data.env_id == kd.ENV_ID and data.env_kwargs == kwargs
     assert (data.ref_min_score, data.ref_max_score) == (0.0, 1.0)
     assert (data.obs_dim, data.action_dim) == (_obs_dim(tasks), 9)
     for ep, written in zip(data.episodes, episodes, strict=True):
@@ -131,8 +159,45 @@ def test_the_dataset_round_trips_with_its_tasks(isolated_dirs):
     assert read_extra_metadata(DATASET_ID, kd.PROVENANCE_KEY)["demos"] == 2
     # Every command validates against (and acts in) the env with the dataset's tasks.
     validated, env_id = load_validated_dataset(DATASET_ID)
-    assert dataset_env_kwargs(validated, env_id) == {kd.TASKS_KWARG: tasks}
+    assert dataset_env_kwargs(validated, env_id) == kwargs
     assert dataset_env_kwargs(validated, "Hopper-v5") == {}
+    # ... with the step limit the demos had (gym.make's TimeLimit).
+    env = make_env(env_id, **dataset_env_kwargs(validated, env_id))
+    try:
+        assert env.spec.max_episode_steps == 150
+    finally:
+        env.close()
+
+
+def test_four_subtasks_get_a_longer_step_limit_that_is_written_down(isolated_dirs):
+    """Three or four subtasks with the kettle get 400 steps (the scripted 4-task chains took
+    up to 363), the others keep the env's 280, and a written dataset records the limit."""
+    assert kd.default_max_steps(kd.DEFAULT_TASKS) == kd.ENV_MAX_STEPS == 280
+    assert kd.default_max_steps(["kettle", "microwave"]) == 280
+    assert kd.default_max_steps(["kettle", "microwave", "light switch"]) == 400
+    assert kd.default_max_steps(D4RL_ORDER) == kd.LONG_MAX_STEPS == 400
+    for tasks, steps in ((["kettle"], 280), (D4RL_ORDER, 400)):
+        env = kd.make_kitchen_env(tasks)
+        try:
+            assert env.spec.max_episode_steps == steps
+        finally:
+            env.close()
+    episode = Episode(np.zeros((3, _obs_dim(D4RL_ORDER))), np.zeros((2, 9)), np.zeros(2),
+                      np.array([False, True]), np.zeros(2, dtype=bool))  # fmt: skip
+    kd.write_kitchen_dataset([episode], DATASET_ID, {"tasks": D4RL_ORDER})
+    assert load_dataset(DATASET_ID).env_kwargs[kd.STEPS_KWARG] == 400
+
+
+@pytest.mark.slow
+def test_d4rls_four_subtasks_in_its_order_succeed_beyond_280_steps():
+    """Microwave, kettle, light switch, slide cabinet in one episode (seed 0: 320 steps)."""
+    env = kd.make_kitchen_env(D4RL_ORDER)
+    try:
+        episode, success = kd.run_episode(env, kd.ScriptedKitchen(D4RL_ORDER), seed=0)
+    finally:
+        env.close()
+    assert success and episode.episode_return == 4.0
+    assert kd.ENV_MAX_STEPS < episode.length < kd.LONG_MAX_STEPS
 
 
 def test_policy_env_config_carries_the_tasks():
@@ -184,7 +249,8 @@ def test_offline_q_and_gaussian_env_configs_carry_the_datasets_tasks():
 @pytest.mark.parametrize(
     ("argv", "names"),
     [
-        (["--tasks", "kettle"], "kettle"),
+        (["--tasks", "hinge_cabinet"], "hinge cabinet"),
+        (["--max-episode-steps", "0"], "--max-episode-steps"),
         (["--tasks", "microwave", "microwave"], "distinct"),
         (["--episodes", "0"], "--episodes"),
         (["--speed", "0.5", "0.2"], "--speed"),
@@ -198,6 +264,18 @@ def test_bad_command_lines_fail_in_one_line(argv, names, capsys, isolated_dirs):
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and names in errors[0]
     assert not (isolated_dirs / "minari" / DATASET_ID).exists()
+
+
+def test_the_kettle_is_scripted_the_burners_and_hinge_cabinet_are_refused_in_one_line():
+    assert kd.task_names(["Kettle", "light_switch"]) == ["kettle", "light switch"]
+    for name in ("top burner", "bottom_burner", "hinge-cabinet"):
+        with pytest.raises(ValueError) as err:
+            kd.task_names([name])
+        message = str(err.value)
+        assert "\n" not in message and repr(name) in message
+        assert "'kettle'" in message.split("scripted tasks:")[1]  # listed as scripted ...
+        assert "kettle" not in message.split("(")[-1]  # ... and not as one without a script
+        assert "burner" in message.split("(")[-1] and "hinge cabinet" in message.split("(")[-1]
 
 
 def test_an_existing_dataset_id_is_refused_before_any_episode(isolated_dirs, monkeypatch, capsys):
