@@ -22,14 +22,13 @@ from ray.rllib.utils.annotations import override
 
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import pretrained_weights, registry
-from rllib_diffusion.algorithms.env_step_budget import last_iteration
 from rllib_diffusion.algorithms.finetune_run import (
+    BudgetedFinetuneHooks,
     FinetuneSettings,
     check_policy_env,
     chunked_run_config,
     learner_module_copy,
     pretrained_policy,
-    restore_finetune_checkpoint,
     return_fields,
     runner_placement,
     start_line,
@@ -119,7 +118,7 @@ def denoiser_finetune_config(s: FinetuneSettings) -> Any:
     )
 
 
-class DenoiserFinetuneFamily(RunFamily):
+class DenoiserFinetuneFamily(BudgetedFinetuneHooks, RunFamily):
     """Fine-tuning of the pretrained denoiser by ``s.algo`` on the run loop.
 
     Subclasses set :attr:`namespace` (the algorithm's metrics namespace),
@@ -159,10 +158,6 @@ class DenoiserFinetuneFamily(RunFamily):
     def meta(self) -> CheckpointMeta:
         return self._meta
 
-    def acting(self) -> str:
-        """The module's network the EnvRunners act with (checked after a restore)."""
-        return "actor"
-
     def check_resumable(self, saved: CheckpointMeta, where: Path) -> None:
         """The checkpoint's pretrained policy and model config must be this run's; the
         saved model config is read as the model-config class reads it (an older
@@ -198,20 +193,6 @@ class DenoiserFinetuneFamily(RunFamily):
         """Where fine-tuning starts: the pretrained policy, deterministic, real env."""
         self.start_evaluation = self._evaluate(learner_module_copy(algo), 20_000, control)
         return start_line(self.start_evaluation, control.eval_episodes)
-
-    def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
-        """The iteration that reaches the budget samples only the decisions it needs
-        (:class:`~rllib_diffusion.algorithms.env_step_budget.EnvStepBudgetMixin`)."""
-        algo.limit_next_iteration(
-            last_iteration(
-                control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
-            )
-        )
-
-    def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any]:
-        sums = restore_finetune_checkpoint(algo, ckpt_dir, acting=self.acting())
-        print(f"[finetune] restored {algo.env_steps_lifetime} env steps", flush=True)
-        return {"env_steps": algo.env_steps_lifetime, "restored_weight_sums": sums}
 
     def progress_line(self, algo: Any, result: dict, it: int, *, evaluated: bool) -> dict:
         """Flat per-iteration metrics of the algorithm's result dict."""

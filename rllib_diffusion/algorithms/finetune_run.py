@@ -465,6 +465,34 @@ def _where() -> dict[str, Any]:
     }
 
 
+class BudgetedFinetuneHooks:
+    """Run-loop hooks shared by the denoiser fine-tuners' families (DPPO and its chain-PPO
+    siblings, the replay fine-tuners): the budget's last iteration sized to end at it, and
+    restores verified on every EnvRunner. A family sets ``s`` (its settings) and
+    ``policy`` (the pretrained policy's config), and names its acting network."""
+
+    s: FinetuneSettings
+    policy: DiffusionPolicyConfig
+
+    def acting(self) -> str:
+        """The module's network the EnvRunners act with (checked after a restore)."""
+        return "actor"
+
+    def before_iteration(self, algo: Any, counter: int, control: RunControl) -> None:
+        """The iteration that reaches the budget samples only the decisions it needs
+        (:class:`~rllib_diffusion.algorithms.env_step_budget.EnvStepBudgetMixin`)."""
+        from rllib_diffusion.algorithms.env_step_budget import last_iteration
+
+        remaining = control.budget - counter
+        decisions = self.s.decisions_per_iteration
+        algo.limit_next_iteration(last_iteration(remaining, self.policy.act_steps, decisions))
+
+    def restore(self, algo: Any, ckpt_dir: Path) -> dict[str, Any]:
+        sums = restore_finetune_checkpoint(algo, ckpt_dir, acting=self.acting())
+        print(f"[finetune] restored {algo.env_steps_lifetime} env steps", flush=True)
+        return {"env_steps": algo.env_steps_lifetime, "restored_weight_sums": sums}
+
+
 def restore_finetune_checkpoint(
     algo: Any, ckpt_dir: str | os.PathLike, *, acting: str
 ) -> dict[str, float]:

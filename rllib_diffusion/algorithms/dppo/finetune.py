@@ -23,14 +23,13 @@ from typing import Any
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms import registry
 from rllib_diffusion.algorithms.dppo.dppo import DPPOConfig, check_policy_match
-from rllib_diffusion.algorithms.env_step_budget import last_iteration
 from rllib_diffusion.algorithms.finetune_run import (
+    BudgetedFinetuneHooks,
     FinetuneSettings,
     chunked_run_config,
     finetune,
     learner_module_copy,
     pretrained_policy,
-    restore_finetune_checkpoint,
     return_fields,
     runner_placement,
     start_line,
@@ -74,7 +73,7 @@ def dppo_config_from_pretrained(checkpoint: str | Path, s: FinetuneSettings) -> 
     )
 
 
-class DPPOFamily(RunFamily):
+class DPPOFamily(BudgetedFinetuneHooks, RunFamily):
     """DPPO (or a chain-PPO sibling, ``s.algo``) fine-tuning on the run loop: budget in
     true env steps (the last iteration is sized to end at it), an iteration-0 evaluation
     of the pretrained policy, restores verified on every EnvRunner, health warnings per
@@ -133,17 +132,8 @@ class DPPOFamily(RunFamily):
         )
         return start_line(self.start_evaluation, control.eval_episodes)
 
-    def restore(self, algo, ckpt_dir: Path) -> dict[str, Any]:
-        sums = restore_finetune_checkpoint(algo, ckpt_dir, acting="actor_ft")
-        print(f"[finetune] restored {algo.env_steps_lifetime} env steps", flush=True)
-        return {"env_steps": algo.env_steps_lifetime, "restored_weight_sums": sums}
-
-    def before_iteration(self, algo, counter: int, control: RunControl) -> None:
-        algo.limit_next_iteration(
-            last_iteration(
-                control.budget - counter, self.policy.act_steps, self.s.decisions_per_iteration
-            )
-        )
+    def acting(self) -> str:
+        return "actor_ft"
 
     def progress_line(self, algo, result, it: int, *, evaluated: bool) -> dict[str, Any]:
         line = progress_line(result, it, self.refs, evaluated=evaluated)
