@@ -27,7 +27,7 @@ Example (Lift, 5 demos, 100 BC gradient steps, 250k env steps)::
     python benchmarks/robot_finetune.py --task lift --demos 5 --bc-gradient-steps 100 \\
         --env-steps 250000 --name dppo_robot_lift
 
-Franka Kitchen (``--task kitchen_microwave`` or ``kitchen_all3``, :data:`KITCHEN_TASKS`):
+Franka Kitchen (``--task kitchen_microwave``, ``kitchen_all3`` or ``kitchen_all4``, :data:`KITCHEN_TASKS`):
 stage 1 is ``python -m rllib_diffusion.collect.kitchen_demos`` into the Minari id
 ``local/kitchen/<task>-scripted<N>-v0`` (under ``$MINARI_DATASETS_PATH``), whose tasks
 reach the BC and DPPO envs through the checkpoint; the training envs keep the kitchen's
@@ -110,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 KITCHEN_TASKS: dict[str, tuple[str, ...]] = {
     "kitchen_microwave": ("microwave",),
     "kitchen_all3": ("microwave", "light_switch", "slide_cabinet"),
+    # D4RL's four (kitchen-complete's order); the demos get 400 steps (kitchen_demos).
+    "kitchen_all4": ("microwave", "kettle", "light_switch", "slide_cabinet"),
 }
 
 

@@ -68,6 +68,10 @@ def test_kitchen_demos_are_collected_once_under_a_minari_id(bench, tmp_path, mon
     assert len(calls) == 1
     assert bench.kitchen_figures(args)["kitchen_tasks"] == list(bench.KITCHEN_TASKS["kitchen_all3"])
     assert bench.kitchen_figures(bench.parse_args(["--task", "lift"])) == {}
+    all4 = bench.parse_args(["--task", "kitchen_all4", "--demos", "3"])
+    assert bench.bc_dataset(all4) == "local/kitchen/all4-scripted3-v0"
+    assert calls[1][4:8] == ["microwave", "kettle", "light_switch", "slide_cabinet"]
+    assert bench.train_series(all4) == "train_tasks_completed_per_episode"
 
 
 def test_clamp_obs_pretrains_its_own_weak_bc(bench, tmp_path, monkeypatch):
