@@ -121,12 +121,16 @@ class SeparateLossesMixin:
         for module_id in self.module.keys():
             self.update_targets(module_id)
 
+    def target_tau(self, cfg: Any) -> float:
+        """Polyak rate of ``critic_target`` in this gradient step: ``cfg.tau``."""
+        return cfg.tau
+
     def update_targets(self, module_id) -> None:
         """Polyak-update ``critic_target`` (τ) and step the EMA actor schedule (if any)."""
         cfg = self.config.get_config_for_module(module_id)
         module = self.module[module_id].unwrapped()
         module.train_step += 1
-        polyak_update_(module.critic_target, module.critic, cfg.tau)
+        polyak_update_(module.critic_target, module.critic, self.target_tau(cfg))
         if not hasattr(module, "ema_actor"):
             return
         ema_step_(

@@ -9,7 +9,9 @@ exploration forward) appended to a FIFO :class:`~rllib_diffusion.algorithms.repl
 TransitionReplay` of single decisions (one executed action chunk each), then
 ``decisions / minibatch_size × replay_ratio`` gradient steps on uniform minibatches; the
 actor moves once ``critic_warmup_decisions`` decisions were sampled before the
-iteration (the reference's ``n_critic_warmup_itr``). Checkpoints hold the replay and
+iteration (the reference's ``n_critic_warmup_itr``; ``critic_warmup_replay_ratio`` and
+``critic_warmup_tau``, off by default, give the warm-up its own replay ratio and target
+rate, the issue-15 test of a non-myopic critic). Checkpoints hold the replay and
 the counters, so ``--resume`` continues exactly.
 
 The reference's training loops (irom-lab/dppo ``agent/finetune/train_{dql,idql,dipo,
@@ -75,6 +77,8 @@ class ReplayFinetuneConfigMixin(SynthEROnlineConfigMixin, DenoiserFinetuneConfig
         self.buffer_decisions = 1_000_000
         self.replay_ratio = 16.0
         self.critic_warmup_decisions = 80_000
+        self.critic_warmup_replay_ratio = None
+        self.critic_warmup_tau = None
 
     @override(AlgorithmConfig)
     def training(
@@ -87,6 +91,8 @@ class ReplayFinetuneConfigMixin(SynthEROnlineConfigMixin, DenoiserFinetuneConfig
         buffer_decisions: int | None = NotProvided,
         replay_ratio: float | None = NotProvided,
         critic_warmup_decisions: int | None = NotProvided,
+        critic_warmup_replay_ratio: float | None = NotProvided,
+        critic_warmup_tau: float | None = NotProvided,
         **kwargs: Any,
     ):
         """Args:
@@ -101,6 +107,11 @@ class ReplayFinetuneConfigMixin(SynthEROnlineConfigMixin, DenoiserFinetuneConfig
             replay_ratio (each algorithm's default is its reference value).
         critic_warmup_decisions: decisions sampled before the actor first moves
             (reference 5 iterations, the first evaluation-only: 4 × 20,000).
+        critic_warmup_replay_ratio: replay_ratio of the warm-up's iterations (critic
+            steps only); None (default, the reference's): replay_ratio.
+        critic_warmup_tau: Polyak rate of the critic targets in the warm-up's gradient
+            steps (those without actor rows; DQL, DIPO, QSM); None (default, the
+            reference's): tau.
         **kwargs: the run knobs (``pretrained_checkpoint``) and RLlib's ``training()``
             args (``gamma``, ``minibatch_size``, ...).
         """
@@ -126,6 +137,7 @@ class ReplayFinetuneConfigMixin(SynthEROnlineConfigMixin, DenoiserFinetuneConfig
             self._value_error(
                 f"critic_warmup_decisions must be >= 0, got {self.critic_warmup_decisions}."
             )
+        self.validate_warmup_knobs()
         if (
             self.synther_enabled
             and self.algo_class.actor_rows is not ReplayFinetuneMixin.actor_rows
@@ -134,6 +146,25 @@ class ReplayFinetuneConfigMixin(SynthEROnlineConfigMixin, DenoiserFinetuneConfig
                 f"--synther-real-ratio: {self.algo_class.__name__}'s actor trains on replay "
                 "rows it rewrites, which synthetic rows cannot be; use dql, idql or qsm, or "
                 "drop --synther-real-ratio."
+            )
+
+    def validate_warmup_knobs(self) -> None:
+        """One-line errors for ``critic_warmup_replay_ratio`` and ``critic_warmup_tau``
+        (IDQL's learner has no warm-up tau)."""
+        from rllib_diffusion.algorithms.replay_finetune_learner import (
+            ReplayFinetuneLearnerMixin,
+        )
+
+        ratio, tau = self.critic_warmup_replay_ratio, self.critic_warmup_tau
+        if ratio is not None and not ratio > 0:
+            self._value_error(f"critic_warmup_replay_ratio must be > 0, got {ratio}.")
+        if tau is not None and not 0 < tau <= 1:
+            self._value_error(f"critic_warmup_tau must be in (0, 1], got {tau}.")
+        learner = self.get_default_learner_class()
+        if tau is not None and not issubclass(learner, ReplayFinetuneLearnerMixin):
+            self._value_error(
+                f"critic_warmup_tau: {self.algo_class.__name__}'s learner has no warm-up "
+                "Polyak rate; use dql, dipo or qsm, or drop it."
             )
 
 
@@ -172,7 +203,7 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
         self._decisions_lifetime += added
         t1 = time.perf_counter()
         synther = self.synther_step(last)  # its retrain counts as learning time
-        steps = int(added / cfg.minibatch_size * cfg.replay_ratio)
+        steps = int(added / cfg.minibatch_size * self.replay_ratio_now(actor_on))
         for _ in range(steps):
             batch = self.minibatch(cfg.minibatch_size)
             if actor_on:
@@ -196,6 +227,12 @@ class ReplayFinetuneMixin(EnvStepBudgetMixin):
         }
         for key, value in values.items():
             self.log_own(key, value)
+
+    def replay_ratio_now(self, actor_on: bool) -> float:
+        """This iteration's replay ratio: ``critic_warmup_replay_ratio`` in the warm-up
+        (when set), else ``replay_ratio``."""
+        warmup = self.config.critic_warmup_replay_ratio
+        return self.config.replay_ratio if actor_on or warmup is None else warmup
 
     def limit_next_iteration(self, cap: LastIteration | None) -> None:
         """As :class:`EnvStepBudgetMixin`'s, and remember whether the coming iteration is

@@ -67,6 +67,19 @@ class ReplayFinetuneLearnerMixin(SeparateLossesMixin):
             self, module_id, [(name, *nets[name]) for name in self.OPTIMIZER_ORDER]
         )
 
+    def compute_losses(self, *, fwd_out, batch):
+        """Note whether this gradient step is the warm-up's (no module has actor rows),
+        for :meth:`target_tau`; then the losses."""
+        self._warmup_step = not any(ACTOR_ACTIONS in b for b in batch.values())
+        return super().compute_losses(fwd_out=fwd_out, batch=batch)
+
+    def target_tau(self, cfg: Any) -> float:
+        """``critic_warmup_tau`` in a warm-up step when set, else ``tau``."""
+        warmup = getattr(cfg, "critic_warmup_tau", None)
+        if warmup is not None and getattr(self, "_warmup_step", False):
+            return warmup
+        return cfg.tau
+
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> Tensor:
         module = self.module[module_id].unwrapped()
         critic, metrics = twin_critic_step(module, batch, config.gamma)

@@ -182,6 +182,7 @@ def test_cli_builds_each_with_the_official_hopper_defaults(algo, fake_bc_checkpo
     official = dict(actor_lr=1e-4, critic_lr=1e-3, reward_scale=0.01, gamma=0.99)
     official |= dict(minibatch_size=1000, critic_warmup_decisions=80_000)
     official |= dict(buffer_decisions=1_000_000)
+    official |= dict(critic_warmup_replay_ratio=None, critic_warmup_tau=None)
     if algo == "dql":
         official |= dict(tau=0.005, replay_ratio=16, eta=1.0, bc_actions="sampled")
         official |= dict(actor_after_critic_step=True)
@@ -279,3 +280,49 @@ def test_each_improves_a_weak_ddpm_policy(algo, weak_ddpm_policy, tmp_path):
     if algo == "idql":
         knobs |= {"actor_lr": 1e-3, "expectile_exploration": False}
     improves_weak_policy(algo, weak_ddpm_policy, tmp_path / algo, **knobs)
+
+
+# ------------------------------------------------ warm-up replay ratio and tau
+def test_warmup_tau_moves_the_targets_only_in_steps_without_actor_rows(ray_session):
+    """``critic_warmup_tau`` 1: a warm-up step (no actor rows) copies the critics into
+    their targets; a step with actor rows moves them by ``tau`` 0.1 only."""
+    from rllib_diffusion.algorithms.replay_finetune import ACTOR_ACTIONS, ACTOR_OBS
+    from tests.algorithms.batches import replay_rows, update
+
+    learner, module = _learner("dql", critic_lr=1e-2, tau=0.1, critic_warmup_tau=1.0)
+    rows = replay_rows()
+    update(learner, rows)
+    for target, critic in zip(module.critic_target.parameters(), module.critic.parameters()):
+        torch.testing.assert_close(target, critic)
+    update(learner, rows | {ACTOR_OBS: rows[Columns.OBS], ACTOR_ACTIONS: rows[Columns.ACTIONS]})
+    pairs = zip(module.critic_target.parameters(), module.critic.parameters())
+    assert any(not torch.allclose(target, critic) for target, critic in pairs)
+    default, module = _learner("dql", critic_lr=1e-2, tau=0.1)
+    update(default, rows)  # default (None): the warm-up's steps use tau
+    pairs = zip(module.critic_target.parameters(), module.critic.parameters())
+    assert any(not torch.allclose(target, critic) for target, critic in pairs)
+
+
+def test_warmup_replay_ratio_applies_only_before_the_actor_moves():
+    from types import SimpleNamespace
+
+    from rllib_diffusion.algorithms.replay_finetune import ReplayFinetuneMixin
+
+    ratio = ReplayFinetuneMixin.replay_ratio_now
+    warm = SimpleNamespace(config=DQLConfig().training(critic_warmup_replay_ratio=500.0))
+    assert (ratio(warm, actor_on=False), ratio(warm, actor_on=True)) == (500.0, 16.0)
+    default = SimpleNamespace(config=DQLConfig())
+    assert (ratio(default, actor_on=False), ratio(default, actor_on=True)) == (16.0, 16.0)
+
+
+@pytest.mark.parametrize(
+    ("algo", "flag", "value", "error"),
+    [
+        ("dql", "--critic-warmup-replay-ratio", "0", "--critic-warmup-replay-ratio must be > 0"),
+        ("dql", "--critic-warmup-tau", "1.5", r"--critic-warmup-tau must be in \(0, 1\]"),
+        ("idql", "--critic-warmup-tau", "0.5", "learner has no warm-up Polyak rate"),
+    ],
+)
+def test_bad_warmup_knobs_are_one_line_errors(algo, flag, value, error, fake_bc_checkpoint):
+    with pytest.raises(ValueError, match=error):
+        cli_finetune_config(algo, fake_bc_checkpoint, flag, value)
