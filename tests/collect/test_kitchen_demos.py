@@ -27,6 +27,17 @@ def _obs_dim(tasks: list[str]) -> int:
     return 2 * sum(TASK_DIMS[t] for t in tasks) + 59
 
 
+def _scripted_episode(tasks: list[str], seed: int = 0):
+    """``(episode, success, script)`` of one scripted episode of ``tasks`` (env closed)."""
+    env = kd.make_kitchen_env(tasks)
+    script = kd.ScriptedKitchen(tasks)
+    try:
+        episode, success = kd.run_episode(env, script, seed=seed)
+    finally:
+        env.close()
+    return episode, success, script
+
+
 @pytest.mark.parametrize("task", kd.SCRIPTED_TASKS)
 def test_the_script_completes_each_subtask(task):
     """Two seeds per subtask; success is the env's own report (its completed tasks)."""
@@ -68,11 +79,7 @@ def test_the_kettle_is_pushed_upright_towards_its_goal():
 
 def test_two_subtasks_in_sequence_end_at_the_completion_step():
     tasks = ["microwave", "slide cabinet"]
-    env = kd.make_kitchen_env(tasks)
-    try:
-        episode, success = kd.run_episode(env, kd.ScriptedKitchen(tasks), seed=0)
-    finally:
-        env.close()
+    episode, success, _ = _scripted_episode(tasks)
     assert success and episode.episode_return == 2.0
     assert episode.terminations[-1] and not episode.terminations[:-1].any()
     assert not episode.truncations.any() and episode.length < 280
@@ -88,12 +95,7 @@ def test_two_subtasks_in_sequence_end_at_the_completion_step():
 def test_orders_that_do_not_begin_with_the_microwave_succeed(tasks):
     """The arm goes back to its start posture (``kd.HOME``) next to the microwave; without
     it the hand stalled ~15 cm above the handle and the 280 steps ran out."""
-    env = kd.make_kitchen_env(tasks)
-    script = kd.ScriptedKitchen(tasks)
-    try:
-        episode, success = kd.run_episode(env, script, seed=0)
-    finally:
-        env.close()
+    episode, success, script = _scripted_episode(tasks)
     assert script.order == tasks
     assert success and episode.episode_return == 3.0 and episode.length < 280
 
@@ -191,11 +193,7 @@ def test_four_subtasks_get_a_longer_step_limit_that_is_written_down(isolated_dir
 @pytest.mark.slow
 def test_d4rls_four_subtasks_in_its_order_succeed_beyond_280_steps():
     """Microwave, kettle, light switch, slide cabinet in one episode (seed 0: 320 steps)."""
-    env = kd.make_kitchen_env(D4RL_ORDER)
-    try:
-        episode, success = kd.run_episode(env, kd.ScriptedKitchen(D4RL_ORDER), seed=0)
-    finally:
-        env.close()
+    episode, success, _ = _scripted_episode(D4RL_ORDER)
     assert success and episode.episode_return == 4.0
     assert kd.ENV_MAX_STEPS < episode.length < kd.LONG_MAX_STEPS
 
