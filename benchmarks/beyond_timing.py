@@ -160,13 +160,12 @@ def run_side_by_side(args: argparse.Namespace, arms: dict[str, dict[str, Any]]) 
         procs[name] = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        arm["out"] = out
     deadline = time.monotonic() + 60 * args.timeout_min
     try:
         while time.monotonic() < deadline:
             time.sleep(10)
             loads.append(os.getloadavg()[0])
-            counts = {n: len(_iterations(a["out"])) for n, a in arms.items()}
+            counts = {n: len(_iterations(Path(args.out) / n)) for n in arms}
             dead = [n for n, p in procs.items() if p.poll() is not None]
             if dead:
                 sys.exit(f"arm(s) {dead} exited early; see {args.out}/<arm>.log")
