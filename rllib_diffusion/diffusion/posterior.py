@@ -37,8 +37,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rllib_diffusion.diffusion.sampling import _alphas_prev, _ddim_sigma
-from rllib_diffusion.diffusion.schedules import NoiseSchedule, _extract
+from rllib_diffusion.diffusion.sampling import alphas_prev_at, ddim_sigma
+from rllib_diffusion.diffusion.schedules import NoiseSchedule, extract_at
 
 __all__ = ["posterior_chain", "posterior_step_mean_std"]
 
@@ -71,11 +71,11 @@ def posterior_step_mean_std(
         if bool((t_prev != t - 1).any()):
             raise ValueError("a DDPM posterior step lands on t - 1")
         mean = schedule.posterior_mean(x0, x_t, t)
-        std = _extract(schedule.posterior_variance, t, x_t).sqrt()
+        std = extract_at(schedule.posterior_variance, t, x_t).sqrt()
     elif method == "ddim":
-        alpha = _extract(schedule.alphas_cumprod, t, x_t)
-        alpha_prev = _alphas_prev(schedule, t_prev).reshape(alpha.shape).to(x_t.dtype)
-        std = _ddim_sigma(alpha, alpha_prev, eta)
+        alpha = extract_at(schedule.alphas_cumprod, t, x_t)
+        alpha_prev = alphas_prev_at(schedule, t_prev).reshape(alpha.shape).to(x_t.dtype)
+        std = ddim_sigma(alpha, alpha_prev, eta)
         dir_coef = (1 - alpha_prev - std**2).clamp(min=0).sqrt()
         mean = alpha_prev.sqrt() * x0 + dir_coef * schedule.predict_eps(x_t, t, x0)
     else:

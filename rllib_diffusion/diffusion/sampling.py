@@ -23,12 +23,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rllib_diffusion.diffusion.schedules import NoiseSchedule, _extract
+from rllib_diffusion.diffusion.schedules import NoiseSchedule, extract_at
 
 __all__ = [
     "ChainOutput",
     "EpsFn",
+    "alphas_prev_at",
     "ddim_mean_std",
+    "ddim_sigma",
     "ddim_timesteps",
     "ddpm_mean_std",
     "gaussian_step",
@@ -122,24 +124,24 @@ def ddim_mean_std(
         ``(mean, std)``, both ``(B, Ta, Da)``.
     """
     t_prev = torch.as_tensor(t_prev, device=t.device).expand_as(t)
-    alpha = _extract(schedule.alphas_cumprod, t, x_t)
-    alpha_prev = _alphas_prev(schedule, t_prev).reshape(alpha.shape)
+    alpha = extract_at(schedule.alphas_cumprod, t, x_t)
+    alpha_prev = alphas_prev_at(schedule, t_prev).reshape(alpha.shape)
     x0_hat = _clip(schedule.predict_x0(x_t, t, eps_hat), clip_x0)
     eps = schedule.predict_eps(x_t, t, x0_hat)
-    sigma = _ddim_sigma(alpha, alpha_prev, eta)
+    sigma = ddim_sigma(alpha, alpha_prev, eta)
     dir_coef = (1 - alpha_prev - sigma**2).clamp(min=0).sqrt()
     mean = alpha_prev.sqrt() * x0_hat + dir_coef * eps
     std = sigma.clamp(min=min_std).expand_as(mean)
     return mean, std
 
 
-def _alphas_prev(schedule: NoiseSchedule, t_prev: Tensor) -> Tensor:
+def alphas_prev_at(schedule: NoiseSchedule, t_prev: Tensor) -> Tensor:
     """``ᾱ[t_prev]`` ``(B,)``, 1.0 where ``t_prev < 0`` (the step that lands on data)."""
     alpha_prev = schedule.alphas_cumprod[t_prev.clamp(min=0)]
     return torch.where(t_prev < 0, torch.ones_like(alpha_prev), alpha_prev)
 
 
-def _ddim_sigma(alpha: Tensor, alpha_prev: Tensor, eta: float) -> Tensor:
+def ddim_sigma(alpha: Tensor, alpha_prev: Tensor, eta: float) -> Tensor:
     """``σ = η·sqrt((1−ᾱ_prev)/(1−ᾱ)·(1−ᾱ/ᾱ_prev))`` (any broadcastable shapes)."""
     return eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)).clamp(min=0).sqrt()
 
@@ -169,7 +171,7 @@ def reverse_step_std(
         std = (0.5 * schedule.posterior_log_variance_clipped[t]).exp()
     elif method == "ddim":
         t_prev = torch.as_tensor(t_prev, device=t.device).expand_as(t)
-        std = _ddim_sigma(schedule.alphas_cumprod[t], _alphas_prev(schedule, t_prev), eta)
+        std = ddim_sigma(schedule.alphas_cumprod[t], alphas_prev_at(schedule, t_prev), eta)
     else:
         raise ValueError(f"unknown sampling method {method!r}; allowed values: ['ddim', 'ddpm']")
     return std.clamp(min=min_std)

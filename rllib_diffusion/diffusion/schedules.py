@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["NoiseSchedule", "cosine_betas", "linear_betas", "vp_betas"]
+__all__ = ["NoiseSchedule", "cosine_betas", "extract_at", "linear_betas", "vp_betas"]
 
 
 def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
@@ -74,7 +74,7 @@ def _check_steps(num_steps: int) -> None:
 _SCHEDULES = {"cosine": cosine_betas, "vp": vp_betas, "linear": linear_betas}
 
 
-def _extract(buf: Tensor, t: Tensor, x: Tensor) -> Tensor:
+def extract_at(buf: Tensor, t: Tensor, x: Tensor) -> Tensor:
     """Gather ``buf[t]`` and reshape to ``(B, 1, ..., 1)`` so it broadcasts against ``x``.
 
     Args:
@@ -185,26 +185,26 @@ class NoiseSchedule(nn.Module):
             ``(B, ...)`` noised sample x_t.
         """
         return (
-            _extract(self.sqrt_alphas_cumprod, t, x0) * x0
-            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+            extract_at(self.sqrt_alphas_cumprod, t, x0) * x0
+            + extract_at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
         )
 
     def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """Invert ``q_sample``: ``x0 = sqrt(1/ᾱ_t)·x_t − sqrt(1/ᾱ_t − 1)·ε``. Shapes ``(B, ...)``."""
         return (
-            _extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
-            - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+            extract_at(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+            - extract_at(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
         )
 
     def predict_eps(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """Noise implied by ``(x_t, x0)``: ``ε = (x_t − sqrt(ᾱ_t)·x0)/sqrt(1−ᾱ_t)``. Shapes ``(B, ...)``."""
-        return (x_t - _extract(self.sqrt_alphas_cumprod, t, x_t) * x0) / _extract(
+        return (x_t - extract_at(self.sqrt_alphas_cumprod, t, x_t) * x0) / extract_at(
             self.sqrt_one_minus_alphas_cumprod, t, x_t
         )
 
     def posterior_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Mean of ``q(x_{t−1} | x_t, x0)``: ``coef1_t·x0 + coef2_t·x_t``. Shapes ``(B, ...)``."""
         return (
-            _extract(self.posterior_mean_coef1, t, x_t) * x0
-            + _extract(self.posterior_mean_coef2, t, x_t) * x_t
+            extract_at(self.posterior_mean_coef1, t, x_t) * x0
+            + extract_at(self.posterior_mean_coef2, t, x_t) * x_t
         )

@@ -3,7 +3,7 @@ features, leaner step glue): same numbers as before, and no autograd graph.
 
 The reference is computed independently through the core's ``sample_chain`` and
 ``chain_logprobs`` with gradients enabled and the pre-change time features and
-``_extract`` patched in, from the same seed; outputs must match bit for bit.
+``extract_at`` patched in, from the same seed; outputs must match bit for bit.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def pre_change_math(monkeypatch):
         monkeypatch.setattr(
             SinusoidalPosEmb, "forward", lambda self, t: reference_sinusoidal(t, self.dim)
         )
-        monkeypatch.setattr("rllib_diffusion.diffusion.schedules._extract", reference_extract)
-        monkeypatch.setattr("rllib_diffusion.diffusion.sampling._extract", reference_extract)
+        monkeypatch.setattr("rllib_diffusion.diffusion.schedules.extract_at", reference_extract)
+        monkeypatch.setattr("rllib_diffusion.diffusion.sampling.extract_at", reference_extract)
 
     return patch
 

@@ -1,7 +1,7 @@
 """The sampling hot path's caches and shortcuts give the same bits as the plain computation.
 
 Covers the sinusoidal-feature table of ``SinusoidalPosEmb`` (integer CPU timesteps) and
-the conversion-free ``_extract``; each is compared with an independent copy of the
+the conversion-free ``extract_at``; each is compared with an independent copy of the
 computation it replaced, bit for bit.
 """
 
@@ -15,7 +15,7 @@ import torch
 
 from rllib_diffusion.diffusion import NoiseSchedule, sample_chain
 from rllib_diffusion.diffusion.networks import DiffusionMLP, SinusoidalPosEmb, TimeEmbedding
-from rllib_diffusion.diffusion.schedules import _extract
+from rllib_diffusion.diffusion.schedules import extract_at
 
 
 def reference_sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -95,7 +95,7 @@ def test_extract_matches_plain_gather(t_dtype, x_dtype):
     t = torch.tensor([0, 7, 19, 7], dtype=t_dtype)
     x = torch.randn(4, 3, 2, dtype=x_dtype)
     for buf in (sched.alphas_cumprod, sched.posterior_mean_coef1):
-        out = _extract(buf, t, x)
+        out = extract_at(buf, t, x)
         ref = reference_extract(buf, t, x)
         assert out.shape == ref.shape == (4, 1, 1) and out.dtype == x_dtype
         assert torch.equal(out, ref)
@@ -119,8 +119,8 @@ def test_chain_with_table_equals_chain_with_direct_features(method, monkeypatch)
     monkeypatch.setattr(
         SinusoidalPosEmb, "forward", lambda self, t: reference_sinusoidal(t, self.dim)
     )
-    monkeypatch.setattr("rllib_diffusion.diffusion.schedules._extract", reference_extract)
-    monkeypatch.setattr("rllib_diffusion.diffusion.sampling._extract", reference_extract)
+    monkeypatch.setattr("rllib_diffusion.diffusion.schedules.extract_at", reference_extract)
+    monkeypatch.setattr("rllib_diffusion.diffusion.sampling.extract_at", reference_extract)
     slow = run()  # grad enabled, every feature recomputed
     assert slow.chain.grad_fn is not None
     for name in ("actions", "chain", "means", "stds"):

@@ -35,7 +35,7 @@ from rllib_diffusion.algorithms.actor_critic import (
 )
 from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
 from rllib_diffusion.algorithms.mixed_precision import MixedPrecisionMixin
-from rllib_diffusion.diffusion.schedules import _extract
+from rllib_diffusion.diffusion.schedules import extract_at
 from rllib_diffusion.utils.optim import set_lr
 
 
@@ -145,7 +145,7 @@ class DACTorchLearner(
             (grad,) = torch.autograd.grad(q_t.sum(), a_t)
         with torch.no_grad():
             scale = module.critic_target(obs, actions).abs().mean() + 1e-6
-            sigma = _extract(sched.sqrt_one_minus_alphas_cumprod, t, x0)
+            sigma = extract_at(sched.sqrt_one_minus_alphas_cumprod, t, x0)
             guide = sigma * grad / scale
         eps_hat = module.actor(a_t.detach(), t, obs)
         bc = bc_loss(eps_hat, noise, reduction)
