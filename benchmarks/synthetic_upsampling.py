@@ -133,6 +133,7 @@ def generator_command(p: Plan) -> list[str]:
     cmd = [CLI, "synthesize", "--dataset", str(p.subset_path), "--out", str(d)]
     cmd += ["--dataset-id", a.synthetic_id, "--num-transitions", str(p.n_full - p.n_subset)]
     cmd += ["--seed", str(a.seed), "--sample-batch-size", str(a.sample_batch_size)]
+    cmd += ["--terminals", a.terminals] if a.terminals else []
     if (d / "result.json").exists():  # trained earlier, interrupted while sampling
         cmd[cmd.index("--out") + 1] = str(d / "sample")
         return [*cmd, "--generator", str(d / "checkpoint"), "--overwrite"]
@@ -247,9 +248,17 @@ def arm_figures(p: Plan, arm: str) -> dict[str, Any]:
 
 def generator_figures(p: Plan) -> dict[str, Any]:
     """Fidelity, sampling and writing figures of the generator stage."""
+    from rllib_diffusion.algorithms.synther.synthesize import (
+        RULE_TERMINALS_KEY,
+        TERMINALS_KEY,
+    )
+
     syn = json.loads(p.summary_path(GENERATOR).read_text())
     train = json.loads((p.stage_dir(GENERATOR) / "result.json").read_text())
+    prov = syn["provenance"]
+    labelling = {k: prov[k] for k in (TERMINALS_KEY, RULE_TERMINALS_KEY) if k in prov}
     return {
+        **labelling,
         "fidelity": train["evaluation"],
         "gradient_steps": train["gradient_steps"],
         "train_seconds": train["train_seconds"],
@@ -375,6 +384,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generator-depth", type=int, default=4)
     p.add_argument("--ddim-steps", type=int, default=10)
     p.add_argument("--sample-batch-size", type=int, default=10_000)
+    p.add_argument(
+        "--terminals",
+        help="passed on to `rllib-diffusion synthesize --terminals` (its --help lists the "
+        "choices; default: synthesize's, SynthER's generated flag). A finished generator "
+        "stage is not redone: give another choice its own --out and --tag",
+    )
     p.add_argument(
         "--real-ratio",
         type=float,

@@ -5,6 +5,7 @@ data at an exact ratio (the ray.data iterator, and an offline Q-learner's Offlin
 from __future__ import annotations
 
 import gc
+import importlib
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +14,8 @@ import pytest
 from rllib_diffusion.algorithms.mixed_offline_data import MixedDataIterator, real_rows
 from rllib_diffusion.modules.model_config import ConfigError
 
+#: The module of ``synthesize`` (the package's name ``synthesize`` is the function).
+SYNTHESIZE_MODULE = "rllib_diffusion.algorithms.synther.synthesize"
 #: Reward of the marker transitions that stand for synthetic data (Hopper's are < 10).
 MARK = 1000.0
 
@@ -193,3 +196,62 @@ def test_synthesize_from_the_checkpoint_reproduces_the_data(synthesized) -> None
         np.testing.assert_array_equal(a.rewards, b.rewards)
     with pytest.raises(ConfigError, match="trained on"):
         synthesize(replace(again, dataset="test/other/data-v0", dataset_id="test/x/y-v2"))
+
+
+# --------------------------------------------------------------- terminal labelling
+def test_env_rule_terminals_relabel_exactly_the_rows_the_rule_flags(synthesized) -> None:
+    """Same generator and seed: the same transitions, terminal flags from Hopper's rule on
+    the generated next state; the provenance records the choice and both counts."""
+    from rllib_diffusion.algorithms.synther import read_provenance, synthesize
+    from rllib_diffusion.data import load_minari
+    from rllib_diffusion.envs.termination import termination_fn
+
+    module = importlib.import_module(SYNTHESIZE_MODULE)
+    s, summary = synthesized
+    ruled = replace(
+        s,
+        generator=summary["provenance"]["generator_checkpoint"],
+        dataset_id="test/hopper/synthetic-rule-v0",
+        out_dir=s.out_dir + "-rule",
+        terminals=module.ENV_RULE_TERMINALS,
+    )
+    synthesize(ruled)
+    first, second = load_minari(s.dataset_id), load_minari(ruled.dataset_id)
+    next_obs = np.stack([e.observations[1] for e in second.episodes])
+    np.testing.assert_array_equal(next_obs, [e.observations[1] for e in first.episodes])
+    by_hand = termination_fn("Hopper-v5")(next_obs)
+    assert 0 < by_hand.sum() < len(by_hand)  # both kinds of rows, or the check is blind
+    np.testing.assert_array_equal([e.terminations[0] for e in second.episodes], by_hand)
+    np.testing.assert_array_equal([e.truncations[0] for e in second.episodes], ~by_hand)
+    generated, prov = read_provenance(s.dataset_id), read_provenance(ruled.dataset_id)
+    assert generated[module.TERMINALS_KEY] == module.GENERATED_TERMINALS
+    assert module.RULE_TERMINALS_KEY not in generated
+    assert prov[module.TERMINALS_KEY] == module.ENV_RULE_TERMINALS
+    assert prov[module.RULE_TERMINALS_KEY] == int(by_hand.sum())
+    assert prov["terminal_rate"] == pytest.approx(by_hand.mean())
+    assert prov[module.GENERATED_TERMINAL_RATE_KEY] == pytest.approx(generated["terminal_rate"])
+
+
+def test_env_rule_is_refused_before_training_for_an_env_without_a_rule(
+    isolated_dirs, monkeypatch
+) -> None:
+    from rllib_diffusion.algorithms.synther import SynthesizeSettings, synthesize
+    from rllib_diffusion.data.npz_io import save_npz
+    from tests.synthetic.toy import toy_dataset
+
+    module = importlib.import_module(SYNTHESIZE_MODULE)
+    data = save_npz(toy_dataset(4, 0), isolated_dirs / "toy.npz")  # ReachTarget: no rule
+    monkeypatch.setattr(module, "train_generator", lambda s: pytest.fail("it trained"))
+    s = SynthesizeSettings(
+        dataset=data,
+        out_dir=str(isolated_dirs / "run"),
+        dataset_id="test/toy/synthetic-v0",
+        terminals=module.ENV_RULE_TERMINALS,
+    )
+    with pytest.raises(ConfigError) as err:
+        synthesize(s)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "ReachTarget" in msg and "--terminals generated" in msg and "termination.py" in msg
+    with pytest.raises(ConfigError, match="--terminals 'bogus'; allowed: generated, env-rule"):
+        replace(s, terminals="bogus")

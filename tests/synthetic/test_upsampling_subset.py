@@ -72,3 +72,19 @@ def test_write_subset_keeps_the_chosen_episodes(tmp_path: Path) -> None:
     assert sub.num_transitions == sum(3 + i for i in idx) == info["subset"]["num_transitions"]
     assert (sub.env_id, sub.ref_min_score, sub.ref_max_score) == ("Hopper-v5", -1.0, 2.0)
     assert info["full"]["num_transitions"] == full.num_transitions
+
+
+def test_terminals_is_passed_to_synthesize_only_when_given(tmp_path: Path) -> None:
+    s = _script()
+
+    def command(*argv: str) -> list[str]:
+        args = s.parse_args(["--out", str(tmp_path), *argv])
+        return s.generator_command(s.Plan(args, tmp_path, tmp_path / "sub.npz", 10, 2))
+
+    assert "--terminals" not in command()  # synthesize's own default
+    cmd = command("--terminals", "env-rule")
+    assert cmd[cmd.index("--terminals") + 1] == "env-rule"
+    (tmp_path / "generator").mkdir()
+    (tmp_path / "generator" / "result.json").write_text("{}")  # trained: sampling only
+    cmd = command("--terminals", "env-rule")
+    assert "--generator" in cmd and cmd[cmd.index("--terminals") + 1] == "env-rule"

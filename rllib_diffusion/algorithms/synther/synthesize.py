@@ -6,17 +6,25 @@ dataset → transition parquet → :class:`SynthER` (RLlib offline API) → chec
 (``result.json``) → N transitions sampled in chunks → one single-step Minari episode per
 transition (terminal: terminated, else truncated), written atomically with provenance
 under the ``metadata.json`` key :data:`PROVENANCE_KEY`.
+
+Terminal flags (``--terminals``, :data:`TERMINAL_LABELS`): ``generated`` is SynthER's
+official choice, the generated flag dimension thresholded at 0.5; ``env-rule`` labels
+each transition by the env's termination rule on its generated next state
+(:mod:`rllib_diffusion.envs.termination`), refused before any training for an env
+without a known rule. Offline only: online SynthER's pools keep the generated flag.
 """
 
 from __future__ import annotations
 
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from rllib_diffusion import columns as C
 from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.offline_run import (
     OfflineFamily,
@@ -37,6 +45,17 @@ from rllib_diffusion.modules.model_config import ConfigError
 
 #: Transitions the final fidelity check samples (at most the dataset's size).
 FIDELITY_SAMPLES = 5_000
+
+#: How a generated transition gets its terminal flag (``--terminals``): SynthER's
+#: threshold of the generated flag at 0.5, or the env's termination rule on s′.
+TerminalLabels = Literal["generated", "env-rule"]
+TERMINAL_LABELS: tuple[str, ...] = typing.get_args(TerminalLabels)
+GENERATED_TERMINALS, ENV_RULE_TERMINALS = TERMINAL_LABELS
+#: Provenance keys of the terminal labelling: the choice; with ``env-rule`` the rate
+#: the generated flag would have given and the number of transitions the rule flags.
+TERMINALS_KEY = "terminals"
+GENERATED_TERMINAL_RATE_KEY = "terminal_rate_generated_flag"
+RULE_TERMINALS_KEY = "num_terminals_env_rule"
 
 
 @dataclass
@@ -91,6 +110,9 @@ class SynthesizeSettings(SynthERSettings):
         generator: a SynthER checkpoint to sample from instead of training one (it must
             have been trained on --dataset; the generator flags are then not used).
         sample_batch_size: transitions sampled per chunk (one progress line each).
+        terminals: terminal flag of a generated transition: "generated" (SynthER's: the
+            generated flag thresholded at 0.5) or "env-rule" (the env's termination
+            rule on the generated next state; Hopper, Walker2d, HalfCheetah).
         overwrite: replace an earlier run in OUT and an existing dataset with this id.
     """
 
@@ -98,11 +120,16 @@ class SynthesizeSettings(SynthERSettings):
     num_transitions: Count = field(default=100_000, kw_only=True)
     generator: str | None = field(default=None, kw_only=True)
     sample_batch_size: Count = field(default=10_000, kw_only=True)
+    terminals: TerminalLabels = field(default=GENERATED_TERMINALS, kw_only=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.dataset_id:
             raise ConfigError("--dataset-id must name the Minari id to write.")
+        if self.terminals not in TERMINAL_LABELS:
+            raise ConfigError(
+                f"--terminals {self.terminals!r}; allowed: {', '.join(TERMINAL_LABELS)}."
+            )
 
 
 # --------------------------------------------------------------------------- training
@@ -278,6 +305,40 @@ def _check_output_id(s: SynthesizeSettings) -> None:
     check_output_id(s.dataset_id, overwrite=s.overwrite)
 
 
+def terminal_rule(s: SynthesizeSettings) -> Any:
+    """The termination rule ``--terminals env-rule`` labels with (None for "generated"):
+    the one of ``--env-id`` or else the dataset's env; a one-line ``ConfigError``, before
+    any training, when no rule is known for that env."""
+    from rllib_diffusion.data import load_dataset
+    from rllib_diffusion.envs.termination import TERMINATIONS, termination_fn
+
+    if s.terminals != ENV_RULE_TERMINALS:
+        return None
+    env_id = s.env_id or load_dataset(s.dataset, download=s.download).env_id
+    rule = termination_fn(env_id)
+    if rule is None:
+        raise ConfigError(
+            f"--terminals {ENV_RULE_TERMINALS}: no termination rule is known for env "
+            f"{env_id!r} (known: {', '.join(TERMINATIONS)}); use --terminals "
+            f"{GENERATED_TERMINALS}, or add its rule to rllib_diffusion/envs/termination.py."
+        )
+    return rule
+
+
+def label_terminals(columns: dict, rule: Any) -> tuple[dict, dict[str, Any]]:
+    """``columns`` with terminal flags from ``rule`` on their next states (0.0/1.0), and
+    the provenance of the labelling; unchanged (SynthER's generated flags) when ``rule``
+    is None."""
+    if rule is None:
+        return columns, {}
+    flagged = np.asarray(rule(columns[C.NEXT_OBS]), bool)
+    info = {
+        GENERATED_TERMINAL_RATE_KEY: float(columns[C.TERMINATEDS].mean()),
+        RULE_TERMINALS_KEY: int(flagged.sum()),
+    }
+    return {**columns, C.TERMINATEDS: flagged.astype(np.float32)}, info
+
+
 def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
     """Train (or load) the generator and write ``num_transitions`` synthetic transitions as
     the Minari dataset ``dataset_id``; returns a summary (also ``synthesize.json`` in OUT)."""
@@ -288,6 +349,7 @@ def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
     s = settings
     limit_threads()
     _check_output_id(s)
+    rule = terminal_rule(s)
     ckpt, training = generator_checkpoint(
         s.generator,
         lambda: train_generator(s),
@@ -299,9 +361,9 @@ def synthesize(settings: SynthesizeSettings) -> dict[str, Any]:
     module, meta = load_policy_module(ckpt, expect_algorithms=(ALGORITHM_NAME,))
     source = meta.dataset or {}
     started = time.perf_counter()
-    columns = _sample_columns(module, s, started)
+    columns, labelling = label_terminals(_sample_columns(module, s, started), rule)
     sample_seconds = time.perf_counter() - started
-    provenance = _provenance(s, ckpt, meta, source, columns)
+    provenance = {**_provenance(s, ckpt, meta, source, columns), **labelling}
     print(
         f"[synthesize] writing {s.num_transitions} transitions to '{s.dataset_id}' ...", flush=True
     )
@@ -359,7 +421,8 @@ def _provenance(
         "source_num_transitions": source.get("num_transitions"),
         "num_transitions": int(s.num_transitions),
         "seed": int(s.seed),
-        "terminal_rate": float(columns["terminateds"].mean()),
+        TERMINALS_KEY: s.terminals,
+        "terminal_rate": float(columns[C.TERMINATEDS].mean()),
         "run": run_metadata(),
     }
 
