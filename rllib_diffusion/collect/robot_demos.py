@@ -44,7 +44,7 @@ from rllib_diffusion.collect.successes import collect_successes, success_summary
 from rllib_diffusion.envs.robosuite_tasks import RobosuiteTaskEnv, task_for
 
 #: Tasks with a scripted controller here.
-SCRIPTED_TASKS = ("lift", "can", "square")
+SCRIPTED_TASKS = ("lift", "can", "square", "transport")
 
 _POS_SCALE = 0.05  # OSC output_max: one action unit is 5 cm of goal offset per step
 _ROT_SCALE = 0.5  # and 0.5 rad
@@ -302,16 +302,328 @@ class _SquareScene(NamedTuple):
         )
 
 
+def _finger_yaw(sim: Any, gripper: str) -> float:
+    """Yaw (world) of the line from the right to the left finger of ``gripper``."""
+    left = sim.data.body_xpos[sim.model.body_name2id(f"{gripper}_right_leftfinger")]
+    right = sim.data.body_xpos[sim.model.body_name2id(f"{gripper}_right_rightfinger")]
+    d = np.asarray(left) - np.asarray(right)
+    return float(np.arctan2(d[1], d[0]))
+
+
+def _turn_fingers(eef_quat: np.ndarray, finger_yaw: float, goal_yaw: float) -> np.ndarray:
+    """The hand orientation with the fingers along ``goal_yaw`` (either way round)."""
+    return _rotated_z(eef_quat, _wrap(goal_yaw - finger_yaw, np.pi))
+
+
+def _handle_point(
+    payload: np.ndarray, axis: np.ndarray, offset: float, towards_y: float
+) -> np.ndarray:
+    """The point ``offset`` along the hammer's handle from its centre, on the side whose
+    world y is towards the sign of ``towards_y``."""
+    sign = 1.0 if axis[1] * towards_y >= 0 else -1.0
+    return payload + sign * offset * axis
+
+
+class _TransportScene(NamedTuple):
+    """What :class:`ScriptedTransport` reads each step (world frame)."""
+
+    eef: tuple[np.ndarray, np.ndarray]
+    eef_quat: tuple[np.ndarray, np.ndarray]
+    finger_yaw: tuple[float, float]
+    lid_handle: np.ndarray
+    payload: np.ndarray
+    handle_axis: np.ndarray
+    trash: np.ndarray
+    trash_yaw: float
+    target_bin: np.ndarray
+    trash_bin: np.ndarray
+
+    @classmethod
+    def of(cls, env: RobosuiteTaskEnv) -> _TransportScene:
+        """The scene of ``env``'s current state."""
+        obs, sim = env.raw_observation(), env.robosuite_env.sim
+        handle = sim.model.geom_name2id("payload_handle")
+        axis = np.array(sim.data.geom_xmat[handle]).reshape(3, 3)[:, 2]
+        return cls(
+            eef=(np.asarray(obs["robot0_eef_pos"]), np.asarray(obs["robot1_eef_pos"])),
+            eef_quat=(np.asarray(obs["robot0_eef_quat"]), np.asarray(obs["robot1_eef_quat"])),
+            finger_yaw=(_finger_yaw(sim, "gripper0"), _finger_yaw(sim, "gripper1")),
+            lid_handle=np.asarray(obs["lid_handle_pos"]),
+            payload=np.array(sim.data.geom_xpos[handle]),
+            handle_axis=axis,
+            trash=np.asarray(obs["trash_pos"]),
+            trash_yaw=_yaw(np.asarray(obs["trash_quat"])),
+            target_bin=np.asarray(obs["target_bin_pos"]),
+            trash_bin=np.asarray(obs["trash_bin_pos"]),
+        )
+
+
+@dataclass
+class _ArmState:
+    """One arm's phase, steps spent in it, start and target hand orientation."""
+
+    phase: str
+    t: int = 0
+    quat0: np.ndarray | None = None
+    quat_target: np.ndarray | None = None
+    hold: np.ndarray | None = None
+
+    def go(self, phase: str) -> None:
+        self.phase, self.t = phase, 0
+
+
+_HANDOVER = np.array([0.0, -0.05, 1.10])  # arm 0's hand when it presents the hammer
+_GRIP_OFFSET = 0.05  # each hand grips the handle this far from its centre
+_HOVER_Z = 1.04  # a hand this high clears the bins' walls (their tops are at z 0.95)
+
+
+@dataclass
+class ScriptedTransport:
+    """Phase machine for Transport (TwoArmTransport): two arms, each its own phases.
+
+    Arm 0 (the start-bin side): above the lid's handle → descend → grasp → lift → carry
+    the lid off to the free end of its table → release → turn the fingers across the
+    hammer's handle → above it → descend → grasp (on the handle's half towards arm 1... or
+    arm 0's side) → lift while turning back (the handle along y) → present it between the
+    tables → hold until arm 1 has it → release → retreat.
+
+    Arm 1 (the target-bin side), meanwhile: turn to the trash cube → above it → descend →
+    grasp → lift → carry over the trash bin → release → wait beside the hand-over point;
+    when the hammer is presented: above the handle's other half → descend → grasp → (arm 0
+    lets go) → lift → carry the hammer over the target bin (closed loop on the hammer's,
+    not the hand's, position) → lower → release → retreat.
+
+    ``act(env)`` returns a (14,) action: each arm's OSC delta (position, rotation,
+    gripper), expressed in that arm's base frame as the controller expects.
+
+    Variety: a speed gain and small action noise per episode, and two approach modes: arm
+    1 reaches the trash through a waypoint to its left or its right, and arm 0 puts the lid
+    down near or far along its table.
+    """
+
+    task: str = "transport"
+    noise: float = 0.03
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng)
+    _gain: float = 1.0
+    _side: float = 1.0
+    _lid_x: float = -0.15
+    _arms: tuple[_ArmState, _ArmState] = field(
+        default_factory=lambda: (_ArmState("lid_above"), _ArmState("trash_turn"))
+    )
+    _base_rot: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.eye(3), np.eye(3)))
+
+    def reset(self, env: RobosuiteTaskEnv, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._side = float(rng.choice([-1.0, 1.0]))
+        self._lid_x = float(rng.choice([-0.12, -0.2]))
+        self._gain = float(rng.uniform(0.75, 1.0))
+        obs = env.raw_observation()
+        self._arms = (_ArmState("lid_above"), _ArmState("trash_turn"))
+        for i, arm in enumerate(self._arms):
+            arm.quat0 = np.array(obs[f"robot{i}_eef_quat"])
+            arm.quat_target = arm.quat0.copy()
+        self._base_rot = tuple(np.array(r.base_ori).reshape(3, 3) for r in env.robosuite_env.robots)
+
+    @property
+    def phases(self) -> tuple[str, str]:
+        return self._arms[0].phase, self._arms[1].phase
+
+    def act(self, env: RobosuiteTaskEnv) -> np.ndarray:
+        scene = _TransportScene.of(env)
+        for arm in self._arms:
+            arm.t += 1
+        targets = (self._arm0_target(scene), self._arm1_target(scene))
+        return np.concatenate([self._action(i, *targets[i], scene) for i in range(2)])
+
+    # -- arm 0: lid, hammer, hand-over ------------------------------------------------
+    def _arm0_target(self, s: _TransportScene) -> tuple[np.ndarray, float]:
+        arm, eef = self._arms[0], s.eef[0]
+        if arm.phase.startswith("lid"):
+            return self._lid_target(s)
+        if arm.phase.startswith("hammer"):
+            return self._pick_hammer_target(s)
+        if arm.phase == "present":
+            target = _HANDOVER.copy()
+            if self._arms[1].phase == "take_grasp" and self._arms[1].t >= 12:
+                arm.go("let_go")
+            return target, 1.0
+        if arm.phase == "let_go":
+            if arm.t >= 10:
+                arm.go("retreat")
+            return eef.copy(), -1.0
+        return np.array([eef[0], -0.35, 1.05]), -1.0  # retreat
+
+    def _lid_target(self, s: _TransportScene) -> tuple[np.ndarray, float]:
+        arm, eef, t = self._arms[0], s.eef[0], self._arms[0].t
+        handle = s.lid_handle
+        if arm.phase == "lid_above":
+            target, gripper = handle + np.array([0.0, 0.0, 0.08]), -1.0
+            if _reached(target, eef, 0.01) or t > 60:
+                arm.go("lid_descend")
+        elif arm.phase == "lid_descend":
+            target, gripper = handle + np.array([0.0, 0.0, -0.005]), -1.0
+            if _reached(target, eef, 0.006) or t > 50:
+                arm.go("lid_grasp")
+        elif arm.phase == "lid_grasp":
+            target, gripper = eef.copy(), 1.0
+            if t >= 12:
+                arm.go("lid_lift")
+        elif arm.phase == "lid_lift":
+            target, gripper = np.array([eef[0], eef[1], 1.12]), 1.0
+            if eef[2] > 1.1 or t > 60:
+                arm.go("lid_move")
+        elif arm.phase == "lid_move":
+            target, gripper = np.array([self._lid_x, handle[1], 1.08]), 1.0
+            if _reached(target, eef, 0.02) or t > 80:
+                arm.go("lid_release")
+        else:  # lid_release
+            target, gripper = eef.copy(), -1.0
+            if t >= 10:
+                axis = s.handle_axis
+                arm.quat_target = _turn_fingers(
+                    s.eef_quat[0], s.finger_yaw[0], float(np.arctan2(axis[1], axis[0])) + np.pi / 2
+                )
+                arm.go("hammer_above")
+        return target, gripper
+
+    def _pick_hammer_target(self, s: _TransportScene) -> tuple[np.ndarray, float]:
+        arm, eef, t = self._arms[0], s.eef[0], self._arms[0].t
+        grip = _handle_point(s.payload, s.handle_axis, _GRIP_OFFSET, -1.0)
+        turned = np.linalg.norm(_quat_error(arm.quat_target, s.eef_quat[0])) < 0.05
+        if arm.phase == "hammer_above":
+            target, gripper = np.array([grip[0], grip[1], _HOVER_Z]), -1.0  # over the walls
+            if (_reached(target, eef, 0.005) and turned) or t > 100:
+                arm.go("hammer_descend")
+        elif arm.phase == "hammer_descend":
+            target, gripper = grip + np.array([0.0, 0.0, -0.003]), -1.0
+            if _reached(target, eef, 0.004) or t > 60:
+                arm.hold = target
+                arm.go("hammer_grasp")
+        elif arm.phase == "hammer_grasp":
+            target, gripper = arm.hold, 1.0
+            if t >= 15:
+                arm.go("hammer_lift")
+        elif arm.phase == "hammer_lift":  # straight up, not turning, clear of the walls
+            target, gripper = np.array([arm.hold[0], arm.hold[1], 1.12]), 1.0
+            if eef[2] > 1.09 or t > 60:
+                arm.quat_target = arm.quat0.copy()
+                arm.go("hammer_turn")
+        else:  # hammer_turn: back to the start orientation, the handle along y
+            target, gripper = np.array([arm.hold[0], arm.hold[1], 1.12]), 1.0
+            if np.linalg.norm(_quat_error(arm.quat_target, s.eef_quat[0])) < 0.05 or t > 40:
+                arm.go("present")
+        return target, gripper
+
+    # -- arm 1: trash, take the hammer, place it ---------------------------------------
+    def _arm1_target(self, s: _TransportScene) -> tuple[np.ndarray, float]:
+        arm = self._arms[1]
+        if arm.phase.startswith("trash"):
+            return self._trash_target(s)
+        return self._take_target(s)
+
+    def _trash_target(self, s: _TransportScene) -> tuple[np.ndarray, float]:
+        arm, eef, t = self._arms[1], s.eef[1], self._arms[1].t
+        trash, gripper = s.trash, -1.0
+        if arm.phase == "trash_turn":  # fingers square to the cube, via a side waypoint
+            arm.quat_target = _rotated_z(
+                s.eef_quat[1], _wrap(s.trash_yaw - s.finger_yaw[1], np.pi / 2)
+            )
+            arm.go("trash_side")
+            target = eef.copy()
+        elif arm.phase == "trash_side":
+            target = trash + np.array([0.08 * self._side, 0.0, 0.14])
+            if _reached(target, eef, 0.02) or t > 60:
+                arm.go("trash_above")
+        elif arm.phase == "trash_above":
+            target = trash + np.array([0.0, 0.0, 0.08])
+            if _reached(target, eef, 0.01) or t > 60:
+                arm.go("trash_descend")
+        elif arm.phase == "trash_descend":
+            target = trash + np.array([0.0, 0.0, -0.005])
+            if _reached(target, eef, 0.006) or t > 50:
+                arm.go("trash_grasp")
+        elif arm.phase == "trash_grasp":
+            target, gripper = eef.copy(), 1.0
+            if t >= 12:
+                arm.go("trash_lift")
+        elif arm.phase == "trash_lift":
+            target, gripper = np.array([eef[0], eef[1], 1.08]), 1.0
+            if eef[2] > 1.05 or t > 60:
+                arm.go("trash_carry")
+        elif arm.phase == "trash_carry":
+            target, gripper = np.array([*s.trash_bin[:2], 1.05]), 1.0
+            if _reached(target[:2], eef[:2], 0.015) or t > 100:
+                arm.go("trash_release")
+        else:  # trash_release
+            target = eef.copy()
+            if t >= 10:
+                arm.quat_target = arm.quat0.copy()
+                arm.go("wait")
+        return target, gripper
+
+    def _take_target(self, s: _TransportScene) -> tuple[np.ndarray, float]:
+        arm, eef, t = self._arms[1], s.eef[1], self._arms[1].t
+        grip = _handle_point(s.payload, s.handle_axis, _GRIP_OFFSET, 1.0)
+        presented = self._arms[0].phase == "present" and self._arms[0].t > 20
+        if arm.phase == "wait":
+            target, gripper = np.array([_HANDOVER[0], 0.2, 1.2]), -1.0
+            if presented:
+                arm.go("take_above")
+        elif arm.phase == "take_above":
+            target, gripper = grip + np.array([0.0, 0.0, 0.08]), -1.0
+            if _reached(target, eef, 0.01) or t > 60:
+                arm.go("take_descend")
+        elif arm.phase == "take_descend":
+            target, gripper = grip + np.array([0.0, 0.0, -0.005]), -1.0
+            if _reached(target, eef, 0.006) or t > 50:
+                arm.go("take_grasp")
+        elif arm.phase == "take_grasp":
+            target, gripper = eef.copy(), 1.0
+            if self._arms[0].phase == "retreat" or t > 60:
+                arm.go("carry")
+        elif arm.phase == "carry":  # the hammer's centre over the bin's
+            goal = eef + (s.target_bin - s.payload)
+            target, gripper = np.array([goal[0], goal[1], 1.12]), 1.0
+            if _reached(s.target_bin[:2], s.payload[:2], 0.01) or t > 120:
+                arm.go("lower")
+        elif arm.phase == "lower":
+            goal = eef + (s.target_bin - s.payload)
+            target, gripper = np.array([goal[0], goal[1], eef[2] - 0.03]), 1.0
+            if s.payload[2] < s.target_bin[2] + 0.06 or t > 60:
+                arm.go("release")
+        elif arm.phase == "release":
+            target, gripper = eef.copy(), -1.0
+            if t >= 10:
+                arm.go("retreat")
+        else:
+            target, gripper = eef + np.array([0.0, 0.0, 0.05]), -1.0
+        return target, gripper
+
+    def _action(self, i: int, target: np.ndarray, gripper: float, s: _TransportScene) -> np.ndarray:
+        """Arm ``i``'s OSC delta action (its base frame) towards ``target``, with noise."""
+        arm, world_to_base = self._arms[i], self._base_rot[i].T
+        pos = world_to_base @ ((target - s.eef[i]) / _POS_SCALE * self._gain * 1.7)
+        rot = world_to_base @ (_quat_error(arm.quat_target, s.eef_quat[i]) / _ROT_SCALE)
+        action = np.concatenate([np.clip(pos, -1, 1), np.clip(rot, -1, 1), [gripper]])
+        if self.noise > 0:
+            action[:6] += self._rng.normal(0.0, self.noise, 6)
+        return np.clip(action, -1.0, 1.0)
+
+
+def _reached(target: np.ndarray, current: np.ndarray, tol: float) -> bool:
+    return bool(np.linalg.norm(np.asarray(target) - np.asarray(current)) < tol)
+
+
 def make_scripted_policy(task: str, noise: float | None = None) -> Any:
-    """The scripted controller for ``task`` (``lift``, ``can`` or ``square``)."""
+    """The scripted controller for ``task`` (``lift``, ``can``, ``square`` or ``transport``)."""
+    if task == "transport":
+        return ScriptedTransport() if noise is None else ScriptedTransport(noise=noise)
     if task == "square":
         return ScriptedSquare() if noise is None else ScriptedSquare(noise=noise)
     return ScriptedPickPlace(task) if noise is None else ScriptedPickPlace(task, noise=noise)
 
 
-def run_episode(
-    env: RobosuiteTaskEnv, policy: ScriptedPickPlace, seed: int, max_steps: int
-) -> dict[str, Any]:
+def run_episode(env: RobosuiteTaskEnv, policy: Any, seed: int, max_steps: int) -> dict[str, Any]:
     """One scripted episode from ``reset(seed)``: arrays in robomimic's layout."""
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
@@ -447,8 +759,7 @@ def _check_demo_request(task: str, name: str, dataset_id: str | None, *, overwri
         check_output_id(dataset_id, overwrite=overwrite)
     if name not in SCRIPTED_TASKS:
         raise ValueError(
-            f"no scripted controller for {task!r}; scripted tasks: {list(SCRIPTED_TASKS)} "
-            "(Transport needs real robomimic demos, see docs/robot_tasks.md)."
+            f"no scripted controller for {task!r}; scripted tasks: {list(SCRIPTED_TASKS)}."
         )
 
 
@@ -499,14 +810,19 @@ def replay_demo(env: RobosuiteTaskEnv, path: str | os.PathLike[str], demo: str) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rllib_diffusion.collect.robot_demos",
-        description="Scripted robomimic-format demonstrations for Lift, Can, Square (robosuite).",
+        description=(
+            "Scripted robomimic-format demonstrations for Lift, Can, Square, Transport (robosuite)."
+        ),
     )
     parser.add_argument("--task", choices=SCRIPTED_TASKS, required=True)
     parser.add_argument("--episodes", type=int, default=50, help="successful demos to keep")
     parser.add_argument("--out", required=True, help="output .hdf5 (written atomically)")
     parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode")
     parser.add_argument(
-        "--noise", type=float, default=None, help="std of action noise (0.05; square 0.03)"
+        "--noise",
+        type=float,
+        default=None,
+        help="std of action noise (0.05; square and transport 0.03)",
     )
     parser.add_argument("--max-attempts", type=int, default=None)
     parser.add_argument(
