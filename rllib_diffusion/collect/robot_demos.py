@@ -375,6 +375,7 @@ class _ArmState:
 _HANDOVER = np.array([0.0, -0.05, 1.10])  # arm 0's hand when it presents the hammer
 _GRIP_OFFSET = 0.05  # each hand grips the handle this far from its centre
 _HOVER_Z = 1.04  # a hand this high clears the bins' walls (their tops are at z 0.95)
+_LID_LIFT = 0.05  # the lid is lifted this much before it is carried off
 
 
 @dataclass
@@ -463,17 +464,18 @@ class ScriptedTransport:
         elif arm.phase == "lid_descend":
             target, gripper = handle + np.array([0.0, 0.0, -0.005]), -1.0
             if _reached(target, eef, 0.006) or t > 50:
+                arm.hold = target
                 arm.go("lid_grasp")
         elif arm.phase == "lid_grasp":
-            target, gripper = eef.copy(), 1.0
+            target, gripper = arm.hold, 1.0
             if t >= 12:
                 arm.go("lid_lift")
-        elif arm.phase == "lid_lift":
-            target, gripper = np.array([eef[0], eef[1], 1.12]), 1.0
-            if eef[2] > 1.1 or t > 60:
+        elif arm.phase == "lid_lift":  # just clear of the walls: the arm is cramped here
+            target, gripper = arm.hold + np.array([0.0, 0.0, _LID_LIFT]), 1.0
+            if _reached(target, eef, 0.01) or t > 40:
                 arm.go("lid_move")
         elif arm.phase == "lid_move":
-            target, gripper = np.array([self._lid_x, handle[1], 1.08]), 1.0
+            target, gripper = np.array([self._lid_x, arm.hold[1], arm.hold[2] + _LID_LIFT]), 1.0
             if _reached(target, eef, 0.02) or t > 80:
                 arm.go("lid_release")
         else:  # lid_release
@@ -504,12 +506,12 @@ class ScriptedTransport:
             if t >= 15:
                 arm.go("hammer_lift")
         elif arm.phase == "hammer_lift":  # straight up, not turning, clear of the walls
-            target, gripper = np.array([arm.hold[0], arm.hold[1], 1.12]), 1.0
-            if eef[2] > 1.09 or t > 60:
+            target, gripper = np.array([arm.hold[0], arm.hold[1], _HOVER_Z]), 1.0
+            if eef[2] > _HOVER_Z - 0.01 or t > 60:
                 arm.quat_target = arm.quat0.copy()
                 arm.go("hammer_turn")
         else:  # hammer_turn: back to the start orientation, the handle along y
-            target, gripper = np.array([arm.hold[0], arm.hold[1], 1.12]), 1.0
+            target, gripper = np.array([arm.hold[0], arm.hold[1], _HOVER_Z]), 1.0
             if np.linalg.norm(_quat_error(arm.quat_target, s.eef_quat[0])) < 0.05 or t > 40:
                 arm.go("present")
         return target, gripper
