@@ -136,6 +136,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("synthesize-malformed-id", [*S[:-1], "no-version"], "no-version"),
     ("synthesize-no-dataset-id", S[:-2], "--dataset-id"),
     ("synthesize-transitions-0", [*S, "--num-transitions", "0"], "--num-transitions"),
+    ("synthesize-terminals-unknown", [*S, "--terminals", "sometimes"], "--terminals"),
     ("synthesize-ddim-over-k", [*S, "--denoising-steps", "10", "--ddim-steps", "20"], "--ddim"),
     ("synthesize-missing-generator", [*S, "--generator", "{missing}"], "nope"),
     ("synthesize-foreign-generator", [*S, "--generator", "{ckpt}"], "DiffusionBC"),
