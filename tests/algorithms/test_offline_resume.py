@@ -30,9 +30,8 @@ def idql_settings(dataset_id: str, out, **kw) -> OfflineSettings:
         batch_size=32,
         hidden_dims=(16, 16),
         num_candidates=4,
-        eval_episodes=1,
         checkpoint_interval=2,
-        **kw,
+        **{"eval_episodes": 1, **kw},
     )
 
 
@@ -98,3 +97,47 @@ def test_cli_offline_and_pretrain_take_resume():
     assert settings_from_args(OfflineSettings, args).resume is True
     args = parser.parse_args(["pretrain", "--dataset", "d"])
     assert args.resume is False
+
+
+@pytest.mark.slow  # ≈ 1–2 min: two short offline runs with an evaluation every iteration
+def test_periodic_evaluations_are_fresh_before_and_after_a_resume(
+    tiny_dataset, ray_session, tmp_path, monkeypatch
+):
+    """Each periodic ``eval_return_mean`` is the mean of that evaluation's own episodes,
+    not RLlib's window over earlier evaluations, also in a resumed process's first
+    evaluation (the checkpoint restores RLlib's metrics)."""
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    root, dataset_id = tiny_dataset
+    use_data_root(monkeypatch, root)
+    episodes: list[float] = []
+    per_iteration: dict[int, list[float]] = {}
+    log_episode = SingleAgentEnvRunner._log_episode_metrics
+    real_line = offline_run.offline_progress_line
+
+    def record_episode(self, length, ret, sec):
+        episodes.append(float(ret))
+        return log_episode(self, length, ret, sec)
+
+    def line(result, it, **kw):
+        per_iteration[it] = episodes[:]
+        episodes.clear()
+        return real_line(result, it, **kw)
+
+    monkeypatch.setattr(SingleAgentEnvRunner, "_log_episode_metrics", record_episode)
+    monkeypatch.setattr(offline_run, "offline_progress_line", line)
+    evals = {"eval_interval": 1, "eval_episodes": 2}
+    with monkeypatch.context() as m:
+        _kill_at_iteration(m, 3)
+        with pytest.raises(Killed):
+            train_offline(idql_settings(dataset_id, tmp_path / "run", **evals))
+    episodes.clear()  # the killed iteration's evaluation
+    train_offline(idql_settings(dataset_id, tmp_path / "run", resume=True, **evals))
+    progress = [
+        json.loads(x) for x in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()
+    ]
+    assert [p["iteration"] for p in progress] == [1, 2, 3, 4]
+    for p in progress:
+        fresh = per_iteration[p["iteration"]]
+        assert len(fresh) == 2, (p["iteration"], fresh)
+        assert p["eval_return_mean"] == pytest.approx(sum(fresh) / 2), (p, fresh)
