@@ -367,14 +367,20 @@ class _ArmState:
     quat0: np.ndarray | None = None
     quat_target: np.ndarray | None = None
     hold: np.ndarray | None = None
+    retries: int = 0
 
     def go(self, phase: str) -> None:
         self.phase, self.t = phase, 0
 
 
-_HANDOVER = np.array([0.0, -0.05, 1.10])  # arm 0's hand when it presents the hammer
-_GRIP_OFFSET = 0.05  # each hand grips the handle this far from its centre
+# Arm 0's hand when it presents the hammer: low (the hands are then about level with the
+# shoulders, where the arms reach furthest), the handle's centre between the tables. The
+# hands grip 13 cm apart along the handle (closer, arm 1's hand lands on arm 0's; further
+# out, arm 1's elbow straightens and its controller stalls).
+_HANDOVER = np.array([0.0, -0.065, 1.0])
+_GRIP_OFFSET = 0.065  # each hand grips the handle this far from its centre
 _HOVER_Z = 1.04  # a hand this high clears the bins' walls (their tops are at z 0.95)
+_CARRY_Z = 1.25  # arm 1 carries the (perhaps hanging) hammer over the bin walls this high
 _LID_LIFT = 0.05  # the lid is lifted this much before it is carried off
 
 
@@ -450,9 +456,13 @@ class ScriptedTransport:
             return target, 1.0
         if arm.phase == "let_go":
             if arm.t >= 10:
+                arm.hold = eef.copy()
                 arm.go("retreat")
             return eef.copy(), -1.0
-        return np.array([eef[0], -0.35, 1.05]), -1.0  # retreat
+        # retreat: straight up first (the fingers would catch the hammer's head), then back
+        if arm.t <= 20:
+            return arm.hold + np.array([0.0, 0.0, 0.12]), -1.0
+        return np.array([eef[0], -0.35, 1.12]), -1.0
 
     def _lid_target(self, s: _TransportScene) -> tuple[np.ndarray, float]:
         arm, eef, t = self._arms[0], s.eef[0], self._arms[0].t
@@ -543,14 +553,18 @@ class ScriptedTransport:
         elif arm.phase == "trash_descend":
             target = trash + np.array([0.0, 0.0, -0.005])
             if _reached(target, eef, 0.006) or t > 50:
+                arm.hold = target
                 arm.go("trash_grasp")
         elif arm.phase == "trash_grasp":
-            target, gripper = eef.copy(), 1.0
+            target, gripper = arm.hold, 1.0
             if t >= 12:
                 arm.go("trash_lift")
         elif arm.phase == "trash_lift":
-            target, gripper = np.array([eef[0], eef[1], 1.08]), 1.0
-            if eef[2] > 1.05 or t > 60:
+            target, gripper = np.array([arm.hold[0], arm.hold[1], 1.08]), 1.0
+            if t > 25 and trash[2] < arm.hold[2] + 0.03 and arm.retries < 2:  # missed: again
+                arm.retries += 1
+                arm.go("trash_turn")
+            elif eef[2] > 1.05 or t > 60:
                 arm.go("trash_carry")
         elif arm.phase == "trash_carry":
             target, gripper = np.array([*s.trash_bin[:2], 1.05]), 1.0
@@ -566,7 +580,10 @@ class ScriptedTransport:
     def _take_target(self, s: _TransportScene) -> tuple[np.ndarray, float]:
         arm, eef, t = self._arms[1], s.eef[1], self._arms[1].t
         grip = _handle_point(s.payload, s.handle_axis, _GRIP_OFFSET, 1.0)
-        presented = self._arms[0].phase == "present" and self._arms[0].t > 20
+        arm0 = self._arms[0]
+        presented = arm0.phase == "present" and (
+            (_reached(_HANDOVER, s.eef[0], 0.015) and arm0.t > 10) or arm0.t > 80
+        )
         if arm.phase == "wait":
             target, gripper = np.array([_HANDOVER[0], 0.2, 1.2]), -1.0
             if presented:
@@ -581,11 +598,17 @@ class ScriptedTransport:
                 arm.go("take_grasp")
         elif arm.phase == "take_grasp":
             target, gripper = eef.copy(), 1.0
-            if self._arms[0].phase == "retreat" or t > 60:
+            # Until arm 0's open hand has risen clear (lifted with it, it catches the head).
+            if (arm0.phase == "retreat" and arm0.t > 30) or t > 90:
+                arm.hold = eef.copy()
+                arm.go("take_lift")
+        elif arm.phase == "take_lift":  # the hammer may swing down: up before carrying it
+            target, gripper = np.array([arm.hold[0], arm.hold[1], _CARRY_Z]), 1.0
+            if eef[2] > _CARRY_Z - 0.03 or t > 40:
                 arm.go("carry")
         elif arm.phase == "carry":  # the hammer's centre over the bin's
             goal = eef + (s.target_bin - s.payload)
-            target, gripper = np.array([goal[0], goal[1], 1.12]), 1.0
+            target, gripper = np.array([goal[0], goal[1], _CARRY_Z]), 1.0
             if _reached(s.target_bin[:2], s.payload[:2], 0.01) or t > 120:
                 arm.go("lower")
         elif arm.phase == "lower":

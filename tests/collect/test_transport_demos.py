@@ -99,12 +99,21 @@ def test_arm0_holds_the_hammer_until_arm1_has_closed_on_it():
             closed_steps.append(step)
         if p._arms[0].phase == "retreat":
             break
-    # Arm 0 let go only after arm 1 had closed for 12 steps, then retreated; arm 1 carries.
+    # Arm 0 let go only after arm 1 had closed for 12 steps, then retreated; arm 1 lifts
+    # the hammer only once arm 0's open hand has risen clear of it.
     assert closed_steps == list(range(1, 13))
     assert p._arms[0].phase == "retreat"
-    p._arms[1].t += 1
-    p._arm1_target(s)
-    assert p._arms[1].phase == "carry"
+    rises = []
+    for _ in range(40):
+        for arm in p._arms:
+            arm.t += 1
+        target0, _ = p._arm0_target(s)
+        rises.append(target0[2] - s.eef[0][2])
+        p._arm1_target(s)
+        if p._arms[1].phase == "take_lift":
+            break
+    assert p._arms[1].phase == "take_lift" and p._arms[0].t == 31
+    assert min(rises[:20]) > 0.1  # arm 0 goes straight up first
 
 
 def test_arm1_waits_for_the_presented_hammer():
@@ -118,7 +127,10 @@ def test_arm1_waits_for_the_presented_hammer():
     assert p._arms[1].phase == "wait"
     p._arms[0].go("present")
     p._arms[0].t = 21
-    p._arm1_target(s)
+    p._arm1_target(s)  # presenting, but arm 0's hand is still on its way
+    assert p._arms[1].phase == "wait"
+    at_handover = scene(eef=(rd._HANDOVER + 0.005, s.eef[1]))
+    p._arm1_target(at_handover)
     assert p._arms[1].phase == "take_above"
 
 
