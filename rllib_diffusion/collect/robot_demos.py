@@ -1,12 +1,16 @@
-"""Scripted demonstrations for robomimic's Lift, Can and Square, written as robomimic HDF5.
+"""Scripted demonstrations for robomimic's Lift, Can, Square and Transport, written as
+robomimic HDF5.
 
 Scripted OSC delta-position controllers act in
 :class:`~rllib_diffusion.envs.robosuite_tasks.RobosuiteTaskEnv`:
 :class:`ScriptedPickPlace` (Lift: above object → descend → grasp → lift; Can: then carry
-over the target bin → lower → release → retreat) and :class:`ScriptedSquare` (turn to the
-nut's handle, grasp, square the nut to the peg, carry, lower it on, release). Each draws
-an approach mode (two per task), a speed gain and small action noise per episode, so the
-data has the variety (and the modes) a diffusion policy should capture.
+over the target bin → lower → release → retreat), :class:`ScriptedSquare` (turn to the
+nut's handle, grasp, square the nut to the peg, carry, lower it on, release) and
+:class:`ScriptedTransport` (two arms: arm 0 takes the lid off the start bin and picks the
+hammer while arm 1 moves the trash cube to the trash bin; arm 0 hands the hammer over
+between the tables and arm 1 puts it in the target bin). Each draws an approach mode
+(two per task), a speed gain and small action noise per episode, so the data has the
+variety (and the modes) a diffusion policy should capture.
 
 Only successful episodes are kept, each ending at its first successful step (as robomimic's
 demos do). The file layout is robomimic's (``data/demo_<i>/{obs,next_obs}/<key>``,
@@ -24,7 +28,8 @@ in its metadata.
 
 Run ``python -m rllib_diffusion.collect.robot_demos --task lift --episodes 50 --out
 runs/robot/lift_scripted_50.hdf5 [--dataset-id local/robomimic/lift-scripted-v0]`` (or
-``experiments/robot_demos.py`` with the same flags).
+``experiments/robot_demos.py`` with the same flags); ``--task`` is ``lift``, ``can``,
+``square`` or ``transport``.
 """
 
 from __future__ import annotations
@@ -386,19 +391,24 @@ _LID_LIFT = 0.05  # the lid is lifted this much before it is carried off
 
 @dataclass
 class ScriptedTransport:
-    """Phase machine for Transport (TwoArmTransport): two arms, each its own phases.
+    """Phase machine for Transport (TwoArmTransport): one phase sequence per arm.
 
-    Arm 0 (the start-bin side): above the lid's handle → descend → grasp → lift → carry
-    the lid off to the free end of its table → release → turn the fingers across the
-    hammer's handle → above it → descend → grasp (on the handle's half towards arm 1... or
-    arm 0's side) → lift while turning back (the handle along y) → present it between the
-    tables → hold until arm 1 has it → release → retreat.
+    Arm 0 (start-bin side): ``lid_above`` → ``lid_descend`` → ``lid_grasp`` →
+    ``lid_lift`` (5 cm, just clear of the walls) → ``lid_move`` (to the free end of its
+    table) → ``lid_release`` → ``hammer_above`` (fingers turned across the handle) →
+    ``hammer_descend`` → ``hammer_grasp`` (the handle 6.5 cm from its centre, on arm 0's
+    side) → ``hammer_lift`` (straight up) → ``hammer_turn`` (back to the start
+    orientation: the handle along y) → ``present`` (hand-over point between the tables) →
+    ``let_go`` (once arm 1 has closed on the handle) → ``retreat`` (up, then back).
 
-    Arm 1 (the target-bin side), meanwhile: turn to the trash cube → above it → descend →
-    grasp → lift → carry over the trash bin → release → wait beside the hand-over point;
-    when the hammer is presented: above the handle's other half → descend → grasp → (arm 0
-    lets go) → lift → carry the hammer over the target bin (closed loop on the hammer's,
-    not the hand's, position) → lower → release → retreat.
+    Arm 1 (target-bin side), meanwhile: ``trash_turn`` (fingers square to the cube) →
+    ``trash_side`` (a waypoint) → ``trash_above`` → ``trash_descend`` → ``trash_grasp`` →
+    ``trash_lift`` (a missed cube is retried, at most twice) → ``trash_carry`` (over the
+    trash bin) → ``trash_release`` → ``wait`` (near the hand-over point) → ``take_above``
+    (the handle's other half) → ``take_descend`` → ``take_grasp`` (held until arm 0's open
+    hand has risen clear) → ``take_lift`` → ``carry`` (the hammer's, not the hand's, centre
+    over the target bin) → ``lower`` → ``release`` → ``retreat``. Success (hammer on the
+    target bin's floor, cube on the trash bin's) usually comes during ``lower``.
 
     ``act(env)`` returns a (14,) action: each arm's OSC delta (position, rotation,
     gripper), expressed in that arm's base frame as the controller expects.
