@@ -83,10 +83,11 @@ def test_default_actor_loss_matches_the_official_equation():
         torch.rand(8)  # flow-matching time ...
         torch.randn(8, 1, ACT)  # ... and noise
         z = torch.randn(8, ACT)
-        a = module.onestep_actions(batch[Columns.OBS], z)
+        raw = module.onestep_raw(batch[Columns.OBS], z)
+        a = raw.clamp(-1.0, 1.0)
         target = module.flow_actions(batch[Columns.OBS], z)
         q_pi = module.critic(batch[Columns.OBS], a).mean(0)
-        expected = 10.0 * ((a - target) ** 2).mean() - q_pi.mean()
+        expected = 10.0 * ((raw - target) ** 2).mean() - q_pi.mean()
     logged = float(learner.metrics.peek((MID, M.ACTOR_LOSS)))
     assert logged == pytest.approx(float(expected), rel=1e-4)
 
@@ -134,3 +135,28 @@ def test_alpha_default_is_the_official_one_and_no_task_overrides_it():
         assert FQLConfig.task_defaults(env_id) == {}
         _, _, config = _cli_learner("--hidden-dims", "8", env_id=env_id)
         assert config.alpha == 10.0 and config.q_agg == "mean"
+
+
+def test_outputs_past_the_bounds_act_clipped_and_are_pulled_back_by_distillation():
+    """Official clipping: an output far past the bound acts at the bound exactly (a
+    straight-through clamp computed as ``out + (clip(out) − out).detach()`` gave 0.0 at
+    |out| ≈ 1e16 in float32, the size a diverged run reached); the Q term sends no
+    gradient past a bound, so the only gradient on such an output is the distillation's,
+    toward the flow's action."""
+    learner, module, config = _cli_learner("--hidden-dims", "16", "16")
+    linear = [m for m in module.onestep.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor([1e16, 5.0]))  # ACT = 2
+    obs = _tiny_batch()[Columns.OBS]
+    z = torch.zeros(obs.shape[0], ACT)
+    acted = module.onestep_actions(obs, z)
+    assert acted[:, 0].eq(1.0).all() and acted[:, 1].eq(1.0).all()
+
+    raw = module.onestep_raw(obs, z).detach().requires_grad_(True)
+    q_pi = module.critic(obs, module.clip_to_bounds(raw)).mean(0)
+    (q_grad,) = torch.autograd.grad(q_term(q_pi, normalize=False), raw)
+    assert q_grad.abs().sum() == 0.0  # every output is past a bound
+    target = torch.zeros_like(raw)
+    (d_grad,) = torch.autograd.grad(distillation_loss(raw, target), raw)
+    assert (d_grad[:, 1] > 0).all()  # descending it moves the output 5.0 back toward 0

@@ -6,9 +6,11 @@ Glossary: B batch, Da action dim, H critic heads. As the official code (seohongp
 critic:   Σ_j MSE(Q_j(s, a), r + γ(1 − d)·agg_j Q′_j(s′, μ_ω(s′, z′))), agg = ``q_agg``
           (mean by default, or min)
 bc flow:  flow matching on dataset actions
-one-step: α·mean_{b,i}(μ_ω(s, z) − ODE_φ(s, z))² − λ·mean_j Q_j(s, μ_ω(s, z)),
+one-step: α·mean_{b,i}(μ_ω(s, z) − ODE_φ(s, z))² − λ·mean_j Q_j(s, clip(μ_ω(s, z))),
           λ = 1/stopgrad(mean|Q|) when ``normalize_q_loss`` else 1; ODE_φ: S Euler steps,
-          no grad.
+          no grad, clipped; the distillation sees the unclipped μ_ω (its pull keeps the
+          output inside the bounds), the Q term the clipped one (no gradient past a
+          bound), acting and the TD target clip too.
 """
 
 from __future__ import annotations
@@ -93,8 +95,9 @@ class FQLTorchLearner(
         z = torch.randn(obs.shape[0], da, device=obs.device)
         with torch.no_grad():
             target_a = module.flow_actions(obs, z)
-        a = module.onestep_actions(obs, z)
-        distill = distillation_loss(a, target_a)
+        raw = module.onestep_raw(obs, z)
+        distill = distillation_loss(raw, target_a)  # unclipped, as the official code
+        a = module.clip_to_bounds(raw)
         q_pi = module.critic(obs, a).mean(dim=0)
         actor_loss = config.alpha * distill + q_term(q_pi, config.normalize_q_loss)
 

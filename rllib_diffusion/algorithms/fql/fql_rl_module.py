@@ -95,16 +95,21 @@ class FQLModule(EvalWhenInferenceOnly, OffPolicyActorForwards, TorchRLModule, In
             self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
 
-    def onestep_actions(self, obs: Tensor, noise: Tensor) -> Tensor:
-        """``μ_ω(s, z)`` clamped to the action bounds; obs (B, Do), noise (B, Da).
+    def onestep_raw(self, obs: Tensor, noise: Tensor) -> Tensor:
+        """``μ_ω(s, z)`` unclipped, (B, Da) for obs (B, Do), noise (B, Da): what the
+        distillation loss compares with the flow's action (as the official code does)."""
+        return self.onestep(torch.cat([obs.float(), noise], dim=-1))
 
-        The clamp passes gradients straight through: data at the action bounds makes
-        the policy's raw output drift past them, where a plain clamp would cut the Q and
-        distillation gradients to zero and freeze those states' actions.
-        """
+    def clip_to_bounds(self, actions: Tensor) -> Tensor:
+        """``actions`` clipped to ``[-max_action, max_action]`` (the official ``jnp.clip``:
+        no gradient reaches an output past a bound)."""
         m = self.fql_config.max_action
-        out = self.onestep(torch.cat([obs.float(), noise], dim=-1))
-        return out + (out.clamp(-m, m) - out).detach()
+        return actions.clamp(-m, m)
+
+    def onestep_actions(self, obs: Tensor, noise: Tensor) -> Tensor:
+        """``μ_ω(s, z)`` clipped to the action bounds: what acts, and what the TD target
+        and the Q term evaluate."""
+        return self.clip_to_bounds(self.onestep_raw(obs, noise))
 
     def flow_actions(self, obs: Tensor, noise: Tensor) -> Tensor:
         """Euler solution of the BC flow from ``noise`` (B, Da); differentiable."""
