@@ -1,4 +1,4 @@
-"""Scripted robomimic-format demos for Lift / Can / Square (robosuite), as a script.
+"""Scripted robomimic-format demos for Lift / Can / Square / Transport (robosuite), as a script.
 
     python experiments/robot_demos.py --task lift --episodes 50 --out data/robot/lift_scripted.hdf5
 
