@@ -245,3 +245,25 @@ def test_constant_rates_when_asked_or_given_a_schedule():
     one_step(learner, config, tiny_batch())
     one_step(learner, config, tiny_batch())
     assert learner.get_optimizer(MID, "actor").param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+# ------------------------------------------------- 7. per-data BC thresholds (runs.sh)
+@pytest.mark.parametrize(
+    ("env_id", "dataset", "threshold"),
+    [
+        ("Hopper-v5", "mujoco/hopper/medium-expert-v0", 0.05),
+        ("HalfCheetah-v5", "halfcheetah-medium-expert-v2", 0.1),
+        ("Walker2d-v5", "walker2d-medium-expert-v2", 1.0),
+        ("Hopper-v5", "mujoco/hopper/medium-v0", 1.0),
+        ("Hopper-v5", "data/hopper-medium-replay.npz", 1.0),
+    ],
+)
+def test_bc_threshold_follows_the_official_runs_per_data_kind(env_id, dataset, threshold):
+    """Official ``runs.sh``: ``--bc_threshold`` 0.05 on hopper-medium-expert, 0.1 on
+    halfcheetah-medium-expert, 1 elsewhere (ρ stays per task)."""
+    found = DACConfig.dataset_defaults(env_id, dataset)
+    assert found["bc_threshold"] == threshold
+    assert found["lcb_rho"] == DACConfig.task_defaults(env_id)["lcb_rho"]
+    settings = OfflineSettings(dataset=dataset, algo="dac", hidden_dims=(16, 16))
+    config, _ = build_offline_config(settings, "/nonexistent", env_id, OBS, ACT)
+    assert config.bc_threshold == threshold

@@ -14,6 +14,7 @@ from rllib_diffusion.algorithms.offline_q.offline_q import (
     EMAActorConfigMixin,
     OfflineQConfigMixin,
     OfflineQMixin,
+    dataset_kind,
     task_name,
 )
 from rllib_diffusion.knobs import set_provided
@@ -23,6 +24,13 @@ TASK_DEFAULTS: dict[str, dict[str, float]] = {
     "hopper": {"lcb_rho": 1.5, "bc_threshold": 1.0},
     "walker2d": {"lcb_rho": 1.0, "bc_threshold": 1.0},
     "halfcheetah": {"lcb_rho": 0.0, "bc_threshold": 1.0},
+}
+
+#: BC thresholds of the official ``runs.sh`` (Fang-Lin93/DAC) that differ from the
+#: per-task value: the medium-expert data of hopper (0.05) and halfcheetah (0.1).
+KIND_BC_THRESHOLDS: dict[tuple[str, str], float] = {
+    ("hopper", "medium-expert"): 0.05,
+    ("halfcheetah", "medium-expert"): 0.1,
 }
 
 #: Allowed values of DAC's option knobs (checked in ``validate``).
@@ -125,6 +133,15 @@ class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     def task_defaults(cls, env_id: str | None) -> dict[str, Any]:
         """ρ and the BC threshold of the paper for ``env_id``'s task (else {})."""
         return dict(TASK_DEFAULTS.get(task_name(env_id), {}))
+
+    @classmethod
+    def dataset_defaults(cls, env_id: str | None, dataset: str | None) -> dict[str, Any]:
+        """The per-task values, with the official medium-expert BC thresholds."""
+        found = cls.task_defaults(env_id)
+        threshold = KIND_BC_THRESHOLDS.get((task_name(env_id), dataset_kind(dataset) or ""))
+        if threshold is not None:
+            found["bc_threshold"] = threshold
+        return found
 
     @classmethod
     def default_model_config(cls, obs_dim: int, action_dim: int, **overrides: Any):
