@@ -5,6 +5,7 @@ Glossary: B batch, H critic heads.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from ray.rllib.core.columns import Columns
 
 from rllib_diffusion.diffusion import ema_step_
 from rllib_diffusion.modules.critics import polyak_update_
-from rllib_diffusion.utils.optim import adam
+from rllib_diffusion.utils.optim import adam, set_lr
 
 #: Optimizer names.
 ACTOR, CRITIC = "actor", "critic"
@@ -55,18 +56,58 @@ def acting_policy_q(module: Any, obs: torch.Tensor) -> torch.Tensor | None:
         return module.critic(states, actions).mean()
 
 
-def register_adam_optimizers(learner, module_id, nets_and_lrs) -> None:
+def register_adam_optimizers(learner, module_id, nets_and_lrs, options=None) -> None:
     """One Adam optimizer (fused kernel, :func:`~rllib_diffusion.utils.optim.adam`) per
-    ``(name, net, lr)``."""
+    ``(name, net, lr)``; ``options`` maps a name to that optimizer's ``adam`` keywords
+    (e.g. ``{"decoupled": True, "weight_decay": 1e-4}``: AdamW)."""
     for name, net, lr in nets_and_lrs:
         params = learner.get_parameters(net)
         learner.register_optimizer(
             module_id=module_id,
             optimizer_name=name,
-            optimizer=adam(params),
+            optimizer=adam(params, **(options or {}).get(name, {})),
             params=params,
             lr_or_lr_schedule=lr,
         )
+
+
+def cosine_lr(lr0: float, step: int, decay_steps: int) -> float:
+    """``lr0·½(1 + cos(π·min(step, K)/K))``: optax's ``cosine_decay_schedule(lr0, K)``."""
+    frac = min(step, decay_steps) / decay_steps
+    return lr0 * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+class CosineLRMixin:
+    """Cosine decay to 0 of chosen optimizers' float rates, set before every gradient
+    step from the module's ``train_step`` (as optax's schedules count updates), so
+    RLlib's scheduler is not registered for them. Put it first among the learner's
+    bases; ``configure_optimizers_for_module`` passes each rate through
+    :meth:`cosine_or_lr`, then calls :meth:`set_cosine_lrs`."""
+
+    def build(self) -> None:
+        # Before super().build(), which configures the optimizers.
+        self._cosine_lrs: dict[tuple[Any, str], tuple[float, int]] = {}
+        super().build()
+
+    def cosine_or_lr(self, module_id, name: str, lr: Any, decay_steps: int | None) -> Any:
+        """None (the learner decays it) for a float ``lr`` with ``decay_steps``; else
+        ``lr`` for RLlib (a constant or an RLlib schedule)."""
+        if decay_steps is None or not isinstance(lr, (int, float)):
+            return lr
+        self._cosine_lrs[(module_id, name)] = (float(lr), int(decay_steps))
+        return None
+
+    def set_cosine_lrs(self, module_id) -> None:
+        step = int(self.module[module_id].unwrapped().train_step)
+        for (mid, name), (lr0, decay) in self._cosine_lrs.items():
+            if mid == module_id:
+                set_lr(self.get_optimizer(module_id, name), cosine_lr(lr0, step, decay))
+
+    def apply_gradients(self, gradients_dict) -> None:
+        """Cosine-decayed rates for this step, then the step (and the target updates)."""
+        for module_id in self.module.keys():
+            self.set_cosine_lrs(module_id)
+        super().apply_gradients(gradients_dict)
 
 
 class SeparateLossesMixin:

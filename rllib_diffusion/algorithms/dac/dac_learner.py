@@ -16,8 +16,6 @@ lr:     lr_k = lr_0·½(1 + cos(π·min(k, K)/K)) at gradient step k (K = lr_dec
 
 from __future__ import annotations
 
-import math
-
 import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
@@ -27,8 +25,10 @@ from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.actor_critic import (
     ACTOR,
     CRITIC,
+    CosineLRMixin,
     SeparateLossesMixin,
     acting_policy_q,
+    cosine_lr,
     register_adam_optimizers,
     td_target,
     transition_batch,
@@ -36,7 +36,8 @@ from rllib_diffusion.algorithms.actor_critic import (
 from rllib_diffusion.algorithms.finite_gradients import SkipNonFiniteStepsMixin
 from rllib_diffusion.algorithms.mixed_precision import MixedPrecisionMixin
 from rllib_diffusion.diffusion.schedules import extract_at
-from rllib_diffusion.utils.optim import set_lr
+
+__all__ = ["DACTorchLearner", "cosine_lr"]
 
 
 def reduce_actions(x: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -85,21 +86,13 @@ def dual_eta_step(eta: float, bc_loss: float, *, lr: float, threshold: float) ->
     return float(min(max(eta + lr * max(min(bc_loss - threshold, 1.0), -1.0), 0.001), 100.0))
 
 
-def cosine_lr(lr0: float, step: int, decay_steps: int) -> float:
-    """``lr0·½(1 + cos(π·min(step, K)/K))``: optax's ``cosine_decay_schedule(lr0, K)``."""
-    frac = min(step, decay_steps) / decay_steps
-    return lr0 * 0.5 * (1.0 + math.cos(math.pi * frac))
-
-
 class DACTorchLearner(
-    MixedPrecisionMixin, SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
+    CosineLRMixin, MixedPrecisionMixin, SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
 ):
     OPTIMIZER_ORDER = (ACTOR, CRITIC)
 
     @override(TorchLearner)
     def build(self) -> None:
-        # Before super().build(), which configures the optimizers.
-        self._cosine_lrs: dict[tuple, tuple[float, int]] = {}
         super().build()
         self._last_bc_loss: dict = {}
         self._eta_inputs: dict = {}
@@ -115,22 +108,12 @@ class DACTorchLearner(
         as optax does), so RLlib's scheduler is not registered for it."""
         module = self.module[module_id].unwrapped()
         decay = config.lr_decay_steps if not config.is_online else None
-        nets = []
         pairs = ((ACTOR, module.actor, config.actor_lr), (CRITIC, module.critic, config.critic_lr))
-        for name, net, lr in pairs:
-            cosine = decay is not None and isinstance(lr, (int, float))
-            if cosine:
-                self._cosine_lrs[(module_id, name)] = (float(lr), int(decay))
-            nets.append((name, net, None if cosine else lr))
+        nets = [
+            (name, net, self.cosine_or_lr(module_id, name, lr, decay)) for name, net, lr in pairs
+        ]
         register_adam_optimizers(self, module_id, nets)
-        self._set_cosine_lrs(module_id)
-
-    def _set_cosine_lrs(self, module_id) -> None:
-        step = int(self.module[module_id].unwrapped().train_step)
-        for (mid, name), (lr0, decay) in self._cosine_lrs.items():
-            if mid == module_id:
-                optim = self.get_optimizer(module_id, name)
-                set_lr(optim, cosine_lr(lr0, step, decay))
+        self.set_cosine_lrs(module_id)
 
     def actor_loss(
         self, module, obs, actions, t, noise, *, reduction: str = "mean"
@@ -206,12 +189,6 @@ class DACTorchLearner(
         if q_policy is not None:
             self.metrics.log_value((module_id, M.Q_POLICY_MEAN), q_policy, window=1)
         return actor_loss + q_loss
-
-    def apply_gradients(self, gradients_dict) -> None:
-        """Cosine-decayed rates for this step, then the step (and the target updates)."""
-        for module_id in self.module.keys():
-            self._set_cosine_lrs(module_id)
-        super().apply_gradients(gradients_dict)
 
     def update_targets(self, module_id) -> None:
         """Polyak/EMA, then η's dual step with the pre- or post-update BC loss."""
