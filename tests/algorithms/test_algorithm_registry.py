@@ -41,6 +41,7 @@ NEW_VALUES = {
     "lcb_std_ddof": 1,
     "eta_bc_loss": "post_update",
     "lr_decay_steps": 5000,
+    "actor_weight_decay": 0.0,
     "alpha": 3.0,
     "normalize_q_loss": True,
     "q_agg": "min",

@@ -106,3 +106,44 @@ def test_value_and_q_heads_follow_critic_activation(activation):
     act = nn.Mish if activation == "mish" else nn.ReLU
     assert {type(layer.body[2]) for layer in module.critic.heads[0].hidden} == {act}
     assert {type(layer.body[2]) for layer in module.value.hidden} == {act}
+
+
+def _one_step(learner, config, batch) -> torch.Tensor:
+    """One gradient step on ``batch``; the summed loss it took."""
+    loss = learner.compute_loss_for_module(module_id=MID, config=config, batch=batch, fwd_out={})
+    learner.apply_gradients(learner.compute_gradients({MID: loss}))
+    return loss
+
+
+def test_actor_uses_adamw_with_weight_decay_1e4_and_the_critics_plain_adam():
+    """Official ``create``: ``optax.adamw(actor_lr)`` (weight decay 1e-4 by default) for
+    the score model, ``optax.adam`` for Q and V; ``--actor-weight-decay 0``: Adam."""
+    learner, _, _ = _cli_learner("--hidden-dims", "8")
+    actor = learner.get_optimizer(MID, "actor")
+    assert isinstance(actor, torch.optim.AdamW)
+    assert actor.param_groups[0]["weight_decay"] == pytest.approx(1e-4)
+    for name in ("value", "critic"):
+        optim = learner.get_optimizer(MID, name)
+        assert not isinstance(optim, torch.optim.AdamW)
+        assert optim.param_groups[0]["weight_decay"] == 0
+    learner, _, _ = _cli_learner("--hidden-dims", "8", "--actor-weight-decay", "0")
+    assert not isinstance(learner.get_optimizer(MID, "actor"), torch.optim.AdamW)
+
+
+def test_actor_rate_is_cosine_decayed_per_step_and_the_critics_rates_are_constant():
+    """Official ``decay_steps``: ``optax.cosine_decay_schedule(actor_lr, decay_steps)`` on
+    the actor only: the rate of gradient step k is lr₀·½(1 + cos(πk/K))."""
+    import math
+
+    from tests.algorithms.batches import transition_batch
+
+    learner, _, config = _cli_learner(
+        "--hidden-dims", "8", "--lr-decay-steps", "4", "--actor-lr", "1e-3"
+    )
+    actor = learner.get_optimizer(MID, "actor")
+    others = [learner.get_optimizer(MID, n) for n in ("value", "critic")]
+    for k in range(3):
+        _one_step(learner, config, transition_batch(6, OBS, ACT, seed=k))
+        factor = 0.5 * (1 + math.cos(math.pi * k / 4))
+        assert actor.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
+        assert [o.param_groups[0]["lr"] for o in others] == [pytest.approx(3e-4)] * 2

@@ -26,9 +26,11 @@ class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     ``launcher/examples/train_ddpm_iql_offline.py``): EMA actor with decay 0.999
     (``actor_tau`` 0.001) after every gradient step from the start; acting by the argmax
     of min-Q over N = 64 samples; two 2×256 ReLU Q heads and a 2×256 ReLU V(s) with a
-    LayerNorm on its input. Batch 512 as the official runs (3M steps, the actor's lr
-    cosine-decayed over them): ``rllib-diffusion offline --algo idql`` uses it unless
-    ``--batch-size`` is given.
+    LayerNorm on its input. Batch 512 as the official runs (3M steps):
+    ``rllib-diffusion offline --algo idql`` uses it unless ``--batch-size`` is given. The
+    actor's optimizer is AdamW (optax's default weight decay 1e-4) with its rate
+    cosine-decayed to 0 over the run (``decay_steps``, 3M); the critics' plain Adam at
+    a constant rate.
     """
 
     ALGO_NAME = "idql"
@@ -43,16 +45,37 @@ class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
         self.ema_update_every = 1
         self.ema_start = 0
         self.train_batch_size_per_learner = 512  # the official runs'
+        self.actor_weight_decay = 1e-4
+        self.lr_decay_steps = 3_000_000
 
     @override(BCConfig)
-    def training(self, *, expectile: float | None = NotProvided, **kwargs: Any) -> IDQLConfig:
+    def training(
+        self,
+        *,
+        expectile: float | None = NotProvided,
+        actor_weight_decay: float | None = NotProvided,
+        lr_decay_steps: int | None = NotProvided,
+        **kwargs: Any,
+    ) -> IDQLConfig:
         """Args:
         expectile: τ of the value function's expectile regression (and of the
             expectile weights when acting with ``action_selection="expectile"``).
+        actor_weight_decay: decoupled weight decay of the actor's AdamW (official: 1e-4,
+            optax's ``adamw`` default); 0: plain Adam (before).
+        lr_decay_steps: gradient steps of a cosine decay of actor_lr (only) to 0 in the
+            offline phase (official: ``decay_steps``, its run length, 3M); None: a
+            constant rate (before). Not applied to a schedule (--lr-end) nor online.
         **kwargs: the shared offline-Q and RLlib ``training()`` args.
         """
         super().training(**kwargs)
-        set_provided(self, {"expectile": expectile})
+        set_provided(
+            self,
+            {
+                "expectile": expectile,
+                "actor_weight_decay": actor_weight_decay,
+                "lr_decay_steps": lr_decay_steps,
+            },
+        )
         return self
 
     @classmethod
@@ -97,6 +120,10 @@ class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
         super().validate()
         if not 0 < self.expectile < 1:
             self._value_error(f"expectile must be in (0, 1), got {self.expectile}.")
+        if self.actor_weight_decay < 0:
+            self._value_error(f"actor_weight_decay must be >= 0, got {self.actor_weight_decay}.")
+        if self.lr_decay_steps is not None and self.lr_decay_steps < 1:
+            self._value_error(f"lr_decay_steps must be >= 1 or None, got {self.lr_decay_steps}.")
 
 
 class IDQL(OfflineQMixin, BC):

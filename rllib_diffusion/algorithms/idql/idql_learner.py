@@ -2,7 +2,8 @@
 
 value:  mean(|τ − 1(u < 0)|·u²),  u = min_j Q′_j(s, a) − V(s)        (expectile regression)
 critic: Σ_j MSE(Q_j(s, a), r + γ(1 − d)·V(s′))
-actor:  denoising loss on dataset actions (plain diffusion BC)
+actor:  denoising loss on dataset actions (plain diffusion BC); AdamW (weight decay
+        1e-4), its rate cosine-decayed to 0 over lr_decay_steps (official)
 Policy extraction happens at acting time (N samples; argmax Q or expectile resampling).
 """
 
@@ -17,6 +18,7 @@ from rllib_diffusion import metrics as M
 from rllib_diffusion.algorithms.actor_critic import (
     ACTOR,
     CRITIC,
+    CosineLRMixin,
     SeparateLossesMixin,
     acting_policy_q,
     ensemble_mse,
@@ -38,23 +40,30 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 
 
 class IDQLTorchLearner(
-    MixedPrecisionMixin, SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
+    CosineLRMixin, MixedPrecisionMixin, SkipNonFiniteStepsMixin, SeparateLossesMixin, TorchLearner
 ):
     # The three losses touch disjoint parameters (targets are detached).
     OPTIMIZER_ORDER = (ACTOR, VALUE, CRITIC)
 
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        """The official optimizers: the actor's AdamW (``actor_weight_decay``; 0: Adam)
+        with a cosine-decayed rate (``lr_decay_steps``, offline), V's and Q's Adam."""
         module = self.module[module_id].unwrapped()
+        decay = config.lr_decay_steps if not config.is_online else None
+        actor_lr = self.cosine_or_lr(module_id, ACTOR, config.actor_lr, decay)
+        wd = config.actor_weight_decay
         register_adam_optimizers(
             self,
             module_id,
             (
-                (ACTOR, module.actor, config.actor_lr),
+                (ACTOR, module.actor, actor_lr),
                 (VALUE, module.value, config.critic_lr),
                 (CRITIC, module.critic, config.critic_lr),
             ),
+            {ACTOR: {"decoupled": True, "weight_decay": wd}} if wd > 0 else None,
         )
+        self.set_cosine_lrs(module_id)
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
