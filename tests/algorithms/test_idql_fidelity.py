@@ -115,6 +115,23 @@ def _one_step(learner, config, batch) -> torch.Tensor:
     return loss
 
 
+def test_critic_loss_is_the_mean_over_heads_by_hand():
+    """Official ``update_q``: ``((qs − target_q)²).mean()`` over heads and batch (the
+    sum over the two heads before: twice that)."""
+    from tests.algorithms.batches import transition_batch
+
+    learner, module, config = _cli_learner("--hidden-dims", "8")
+    batch = transition_batch(5, OBS, ACT, seed=1)
+    learner.compute_loss_for_module(module_id=MID, config=config, batch=batch, fwd_out={})
+    critic_loss = learner._temp_losses[(MID, "critic")]
+    with torch.no_grad():
+        v_next = module.value(batch["new_obs"]).squeeze(-1)
+        y = batch["rewards"] + config.gamma * (1 - batch["terminateds"]) * v_next
+        q = module.critic(batch["obs"], batch["actions"])  # (2, 5)
+    by_hand = sum(((q[j] - y) ** 2).mean() for j in range(2)) / 2
+    torch.testing.assert_close(critic_loss.detach(), by_hand)
+
+
 def test_actor_uses_adamw_with_weight_decay_1e4_and_the_critics_plain_adam():
     """Official ``create``: ``optax.adamw(actor_lr)`` (weight decay 1e-4 by default) for
     the score model, ``optax.adam`` for Q and V; ``--actor-weight-decay 0``: Adam."""

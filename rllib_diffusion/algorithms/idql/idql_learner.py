@@ -1,7 +1,7 @@
 """IDQL learner (Hansen-Estruch et al. 2023): IQL critics + diffusion BC actor.
 
 value:  mean(|τ − 1(u < 0)|·u²),  u = min_j Q′_j(s, a) − V(s)        (expectile regression)
-critic: Σ_j MSE(Q_j(s, a), r + γ(1 − d)·V(s′))
+critic: mean_j MSE(Q_j(s, a), r + γ(1 − d)·V(s′))    (mean over the heads, official)
 actor:  denoising loss on dataset actions (plain diffusion BC); AdamW (weight decay
         1e-4), its rate cosine-decayed to 0 over lr_decay_steps (official)
 Policy extraction happens at acting time (N samples; argmax Q or expectile resampling).
@@ -79,7 +79,7 @@ class IDQLTorchLearner(
             v_next = module.value(batch[Columns.NEXT_OBS].float()).squeeze(-1)
             y = td_target(batch, v_next, config.gamma)
         q = module.critic(obs, actions)
-        critic_loss = ensemble_mse(q, y)
+        critic_loss = ensemble_mse(q, y) / q.shape[0]  # the mean over heads
 
         actor_loss = denoising_loss(module.actor, module.schedule, actions.unsqueeze(1), obs)
 
