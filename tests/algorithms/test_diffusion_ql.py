@@ -370,7 +370,9 @@ def test_idql_losses_match_hand_computation():
         y = batch[Columns.REWARDS] + 0.99 * (1 - batch[Columns.TERMINATEDS]) * module.value(
             batch[Columns.NEXT_OBS]
         ).squeeze(-1)
-        expected_q = float(sum(((h(xa).squeeze(-1) - y) ** 2).mean() for h in module.critic.heads))
+        # The mean over the two heads (the official update_q's).
+        heads = module.critic.heads
+        expected_q = float(sum(((h(xa).squeeze(-1) - y) ** 2).mean() for h in heads)) / 2
     assert float(learner.metrics.peek((MID, "losses/value_loss"))) == pytest.approx(
         expected_v, rel=1e-5
     )
