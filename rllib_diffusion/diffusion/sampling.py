@@ -60,12 +60,14 @@ def ddpm_mean_std(
     *,
     clip_x0: float | None = 1.0,
     min_std: float = 0.0,
+    variance: str = "posterior",
 ) -> tuple[Tensor, Tensor]:
     """Mean and std of the DDPM reverse step ``p(x_{t−1} | x_t)``.
 
     ``x̂0`` is reconstructed from ``ε̂`` and clamped to ``±clip_x0`` (data lives in
     [-1, 1]); the mean is the posterior mean ``q(x_{t−1} | x_t, x̂0)``; the std is
-    ``max(sqrt(β̃_t), min_std)`` with β̃ log-clamped at 1e-20.
+    ``max(sqrt(β̃_t), min_std)`` with β̃ log-clamped at 1e-20 (``variance="beta"``:
+    ``sqrt(β_t)``, see :func:`reverse_step_std`).
 
     Args:
         schedule: the noise schedule (K steps).
@@ -78,7 +80,7 @@ def ddpm_mean_std(
     """
     x0_hat = _clip(schedule.predict_x0(x_t, t, eps_hat), clip_x0)
     mean = schedule.posterior_mean(x0_hat, x_t, t)
-    std = reverse_step_std(schedule, "ddpm", t, t - 1, min_std=min_std)
+    std = reverse_step_std(schedule, "ddpm", t, t - 1, min_std=min_std, variance=variance)
     return mean, std.reshape(-1, *([1] * (mean.dim() - 1))).expand_as(mean)
 
 
@@ -154,10 +156,13 @@ def reverse_step_std(
     *,
     eta: float = 1.0,
     min_std: float = 0.0,
+    variance: str = "posterior",
 ) -> Tensor:
     """Std of reverse steps ``t → t_prev``, which depends on the timesteps only.
 
     DDPM: ``max(sqrt(β̃_t), min_std)`` (β̃ log-clamped at 1e-20; ``t_prev = t − 1``);
+    with ``variance="beta"`` ``sqrt(β_t)`` instead, 0 at the last step ``t = 0`` (the
+    σ² = β_t choice of Ho et al., which the official DAC and IDQL samplers use);
     DDIM: ``max(σ, min_std)`` with σ as in ``ddim_mean_std``. Lets DPPO evaluate the
     log-prob std (its own floor) of a step without another network call.
 
@@ -167,7 +172,11 @@ def reverse_step_std(
     Returns:
         ``(N,)`` stds.
     """
-    if method == "ddpm":
+    if variance not in ("posterior", "beta"):
+        raise ValueError(f"unknown variance {variance!r}; allowed values: ['beta', 'posterior']")
+    if method == "ddpm" and variance == "beta":
+        std = torch.where(t > 0, schedule.betas[t].sqrt(), torch.zeros_like(schedule.betas[t]))
+    elif method == "ddpm":
         std = (0.5 * schedule.posterior_log_variance_clipped[t]).exp()
     elif method == "ddim":
         t_prev = torch.as_tensor(t_prev, device=t.device).expand_as(t)
@@ -254,6 +263,7 @@ def reverse_step(
     min_std: float = 0.0,
     deterministic: bool = False,
     last: bool = False,
+    variance: str = "posterior",
 ) -> tuple[Tensor, Tensor]:
     """Mean and std of one reverse step with the std floor of each mode.
 
@@ -269,7 +279,9 @@ def reverse_step(
     """
     if method == "ddpm":
         floor = DETERMINISTIC_MIN_STD if deterministic else min_std
-        mean, std = ddpm_mean_std(schedule, x_t, t, eps_hat, clip_x0=clip_x0, min_std=floor)
+        mean, std = ddpm_mean_std(
+            schedule, x_t, t, eps_hat, clip_x0=clip_x0, min_std=floor, variance=variance
+        )
         zero = deterministic and last
     elif method == "ddim":
         eta = 0.0 if deterministic else eta
@@ -300,6 +312,8 @@ def sample_chain(
     device: torch.device | str | None = None,
     eps_fn_ft: EpsFn | None = None,
     ft_steps: int = 0,
+    variance: str = "posterior",
+    clip_xt: float | None = None,
 ) -> ChainOutput:
     """Run the reverse process from noise and record every step.
 
@@ -328,6 +342,8 @@ def sample_chain(
         eps_fn_ft: network of the last ``ft_steps`` steps (DPPO's fine-tuned copy);
             ``eps_fn`` runs the first ``S − ft_steps`` (only the network a step needs runs).
         ft_steps: K_ft, in ``[0, S]``.
+        variance: DDPM step variance, "posterior" (β̃_t) or "beta" (β_t).
+        clip_xt: clamp of every step's sample x_{t−1} (IDQL's sampler; None: none).
 
     Returns:
         ``ChainOutput`` with S steps.
@@ -351,7 +367,7 @@ def sample_chain(
         mean, std = reverse_step(
             schedule, method, x, t, torch.full_like(t, t_prev_int), net(x, t),
             eta=eta, clip_x0=clip_x0, min_std=min_std,
-            deterministic=deterministic, last=i == steps - 1,
+            deterministic=deterministic, last=i == steps - 1, variance=variance,
         )  # fmt: skip
         zero_std = deterministic and (method == "ddim" or i == steps - 1)
         # A zero-std step is its mean; skipping the draw leaves the RNG stream untouched.
@@ -360,6 +376,7 @@ def sample_chain(
             if zero_std
             else gaussian_step(mean, std, noise_clip=noise_clip, generator=generator)
         )
+        x = _clip(x, clip_xt)
         chain.append(x)
         means.append(mean)
         stds.append(std)

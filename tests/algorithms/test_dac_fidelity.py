@@ -267,3 +267,31 @@ def test_bc_threshold_follows_the_official_runs_per_data_kind(env_id, dataset, t
     settings = OfflineSettings(dataset=dataset, algo="dac", hidden_dims=(16, 16))
     config, _ = build_offline_config(settings, "/nonexistent", env_id, OBS, ACT)
     assert config.bc_threshold == threshold
+
+
+# ------------------------------------------------------- 8. the sampler (acting, targets)
+def test_sampler_is_the_official_ddpm_sampler_by_hand():
+    """Official ``diffusions/diffusion.py`` ``ddpm_sampler``: x̂0 clamped to ±1, the
+    posterior mean, plus sqrt(β_t)·z before every step but the last (σ² = β_t, not the
+    posterior variance β̃_t of the earlier sampler); the last step's output is x̂0."""
+    from rllib_diffusion.algorithms.dac.dac_rl_module import DACModule
+
+    cfg = DACConfig.default_model_config(OBS, ACT, hidden_dims=(8,))
+    assert (cfg.sampler_variance, cfg.sampler_clip) == ("beta", "x0")
+    module = DACModule(model_config=cfg.to_dict()).eval()
+    obs, x = torch.randn(4, OBS), 3 * torch.randn(4, 1, ACT)  # x̂0 clamps on the way
+    torch.manual_seed(5)
+    got = module.sample(obs, ema=True, x_init=x)
+    sched, n = module.schedule, cfg.denoising_steps
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for t in range(n - 1, -1, -1):  # index t is the official step t + 1
+            eps = module.ema_actor(x, torch.full((4,), t), obs)
+            beta, abar = sched.betas[t], sched.alphas_cumprod[t]
+            abar_prev = sched.alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0)
+            x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+            mean = (abar_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - abar_prev) * x) / (
+                1 - abar
+            )
+            x = mean + (t > 0) * beta.sqrt() * torch.randn(x.shape)
+    torch.testing.assert_close(got, x[:, 0], rtol=1e-4, atol=1e-5)

@@ -164,3 +164,26 @@ def test_actor_rate_is_cosine_decayed_per_step_and_the_critics_rates_are_constan
         factor = 0.5 * (1 + math.cos(math.pi * k / 4))
         assert actor.param_groups[0]["lr"] == pytest.approx(1e-3 * factor)
         assert [o.param_groups[0]["lr"] for o in others] == [pytest.approx(3e-4)] * 2
+
+
+def test_sampler_is_the_official_ddpm_sampler_by_hand():
+    """Official ``jaxrl5/networks/diffusion.py`` ``ddpm_sampler``: x ← (x − β_t/sqrt(1−ᾱ_t)
+    ·ε̂)/sqrt(α_t) + sqrt(β_t)·z (no noise at t = 0), then x clamped to ±1 after every
+    step (no x̂0 clamp), and the result clamped once more."""
+    from rllib_diffusion.algorithms.idql.idql import IDQLConfig
+
+    cfg = IDQLConfig.default_model_config(OBS, ACT, hidden_dims=(8,))
+    assert (cfg.sampler_variance, cfg.sampler_clip) == ("beta", "xt")
+    module = IDQLModule(model_config=cfg.to_dict()).eval()
+    obs, x = torch.randn(4, OBS), 3 * torch.randn(4, 1, ACT)
+    torch.manual_seed(5)
+    got = module.sample(obs, ema=True, x_init=x)
+    sched = module.schedule
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for t in range(cfg.denoising_steps - 1, -1, -1):
+            eps = module.ema_actor(x, torch.full((4,), t), obs)
+            beta, abar = sched.betas[t], sched.alphas_cumprod[t]
+            x = (x - beta / (1 - abar).sqrt() * eps) / (1 - beta).sqrt()
+            x = (x + (t > 0) * beta.sqrt() * torch.randn(x.shape)).clamp(-1, 1)
+    torch.testing.assert_close(got, x[:, 0], rtol=1e-4, atol=1e-5)

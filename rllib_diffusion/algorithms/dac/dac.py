@@ -146,11 +146,15 @@ class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     @classmethod
     def default_model_config(cls, obs_dim: int, action_dim: int, **overrides: Any):
         """DAC's networks: 10 critic heads; acting by the argmax of the mean over heads
-        of 10 samples."""
+        of 10 samples; sampling steps of variance β_t (official ``ddpm_sampler``)."""
         from rllib_diffusion.algorithms.dac.dac_rl_module import DACModelConfig
 
         defaults = dict(
-            num_critics=10, num_candidates=10, action_selection="argmax", q_aggregation="mean"
+            num_critics=10,
+            num_candidates=10,
+            action_selection="argmax",
+            q_aggregation="mean",
+            sampler_variance="beta",
         )
         return DACModelConfig(obs_dim=obs_dim, action_dim=action_dim, **{**defaults, **overrides})
 

@@ -82,7 +82,8 @@ class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     def default_model_config(cls, obs_dim: int, action_dim: int, **overrides: Any):
         """IDQL-A's networks (official values): residual LayerNorm actor with dropout
         0.1; 2×256 ReLU Q heads; V(s) 2×256 ReLU with an input LayerNorm; acting by the
-        argmax over N = 64 samples."""
+        argmax over N = 64 samples, drawn by the official ``ddpm_sampler`` (steps of
+        variance β_t, each step's sample clamped to the action bounds, no x̂0 clamp)."""
         from rllib_diffusion.algorithms.idql.idql_rl_module import IDQLModelConfig
 
         defaults = dict(
@@ -94,6 +95,8 @@ class IDQLConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
             critic_hidden_dims=(256, 256),
             critic_activation="relu",
             value_layer_norm=True,
+            sampler_variance="beta",
+            sampler_clip="xt",
         )
         return IDQLModelConfig(obs_dim=obs_dim, action_dim=action_dim, **{**defaults, **overrides})
 

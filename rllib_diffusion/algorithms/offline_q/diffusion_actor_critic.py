@@ -49,7 +49,14 @@ class DiffusionActorCriticConfig:
             a residual MLP with LayerNorm and dropout 0.1).
         q_aggregation: how acting combines the target heads: "min" (Diffusion-QL, IDQL)
             or "mean" (DAC).
+        sampler_variance: variance of each DDPM sampling step: "posterior" (β̃_t,
+            Diffusion-QL's) or "beta" (β_t, the official DAC and IDQL samplers').
+        sampler_clip: what sampling clamps to ±max_action at each step: "x0" (the
+            reconstructed x̂0: Diffusion-QL, DAC) or "xt" (the step's sample: IDQL).
         env_id: the env the data came from.
+
+    Field defaults are Diffusion-QL's (and those of checkpoints recorded before a field
+    existed); each algorithm's ``default_model_config`` sets its official values.
     """
 
     SELECTIONS: ClassVar[tuple[str, ...]] = ("softmax", "argmax")
@@ -68,6 +75,8 @@ class DiffusionActorCriticConfig:
     actor_dropout: float = 0.0
     actor_residual: bool = False
     q_aggregation: str = "min"
+    sampler_variance: str = "posterior"
+    sampler_clip: str = "x0"
     env_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -87,6 +96,12 @@ class DiffusionActorCriticConfig:
             )
         if self.q_aggregation not in ("min", "mean"):
             raise ConfigError(f"q_aggregation={self.q_aggregation!r}; allowed: min, mean.")
+        variance, clip = self.sampler_variance, self.sampler_clip
+        if variance not in ("posterior", "beta") or clip not in ("x0", "xt"):
+            raise ConfigError(
+                f"sampler_variance={self.sampler_variance!r} (allowed: posterior, beta), "
+                f"sampler_clip={self.sampler_clip!r} (allowed: x0, xt)."
+            )
         if self.num_critics < 2 or self.num_candidates < 1 or self.denoising_steps < 1:
             raise ConfigError("need num_critics >= 2, num_candidates >= 1, denoising_steps >= 1.")
 
@@ -153,14 +168,17 @@ class DiffusionActorCriticMixin(OffPolicyActorForwards):
         if cfg.policy == "flow":
             out = euler_sample(lambda x, t: net(x, t, obs), x_init, cfg.denoising_steps)
             return out[:, 0].clamp(-cfg.max_action, cfg.max_action)
+        clip_xt = cfg.sampler_clip == "xt"
         chain = sample_chain(
             lambda x, t: net(x, t, obs),
             self.schedule,
             tuple(x_init.shape),
-            clip_x0=cfg.max_action,
+            clip_x0=None if clip_xt else cfg.max_action,
             noise_clip=None,
             final_clip=cfg.max_action,
             x_init=x_init,
+            variance=cfg.sampler_variance,
+            clip_xt=cfg.max_action if clip_xt else None,
         )
         return chain.actions[:, 0]
 
