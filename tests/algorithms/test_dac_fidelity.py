@@ -295,3 +295,35 @@ def test_sampler_is_the_official_ddpm_sampler_by_hand():
             )
             x = mean + (t > 0) * beta.sqrt() * torch.randn(x.shape)
     torch.testing.assert_close(got, x[:, 0], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------- 9. the acting actor
+def _nan_ema_module(**overrides):
+    """A DAC module (and its EnvRunner copy) whose EMA actor outputs NaN."""
+    from rllib_diffusion.algorithms.dac.dac_rl_module import DACModule
+
+    cfg = DACConfig.default_model_config(OBS, ACT, hidden_dims=(8,), **overrides).to_dict()
+    learner_side = DACModule(model_config=cfg)
+    runner_side = DACModule(model_config=cfg, inference_only=True)
+    runner_side.set_state(learner_side.get_state(inference_only=True))
+    for module in (learner_side, runner_side):
+        with torch.no_grad():
+            for p in module.ema_actor.parameters():
+                p.fill_(float("nan"))
+    return learner_side, runner_side
+
+
+def test_acting_ranks_samples_of_the_trained_actor_not_the_ema():
+    """Official ``sample_actions`` decodes with ``self.actor`` (the trained actor; the
+    EMA actor ``actor_tar`` only gives the critic's target actions): acting never
+    touches a broken EMA actor, and the EnvRunner copy carries the actor."""
+    learner_side, runner_side = _nan_ema_module()
+    assert runner_side.get_non_inference_attributes() == ["critic"]
+    assert hasattr(runner_side, "actor") and not hasattr(runner_side, "critic")
+    obs = torch.randn(5, OBS)
+    for module in (learner_side, runner_side):
+        assert torch.isfinite(module.select_actions(obs, explore=False)).all()
+    assert torch.isnan(learner_side.sample(obs, ema=True)).all()  # targets: the EMA
+    old_learner, old_runner = _nan_ema_module(acting_actor="ema")  # the earlier choice
+    assert not hasattr(old_runner, "actor")
+    assert torch.isnan(old_runner.select_actions(obs, explore=False)).all()

@@ -146,7 +146,8 @@ class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
     @classmethod
     def default_model_config(cls, obs_dim: int, action_dim: int, **overrides: Any):
         """DAC's networks: 10 critic heads; acting by the argmax of the mean over heads
-        of 10 samples; sampling steps of variance β_t (official ``ddpm_sampler``)."""
+        of 10 samples of the trained (not the EMA) actor, as the official
+        ``sample_actions``; sampling steps of variance β_t (official ``ddpm_sampler``)."""
         from rllib_diffusion.algorithms.dac.dac_rl_module import DACModelConfig
 
         defaults = dict(
@@ -155,6 +156,7 @@ class DACConfig(EMAActorConfigMixin, OfflineQConfigMixin, BCConfig):
             action_selection="argmax",
             q_aggregation="mean",
             sampler_variance="beta",
+            acting_actor="online",
         )
         return DACModelConfig(obs_dim=obs_dim, action_dim=action_dim, **{**defaults, **overrides})
 

@@ -96,7 +96,7 @@ class IDQLModule(EvalWhenInferenceOnly, DiffusionActorCriticMixin, TorchRLModule
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
-        learner_only = ["actor", "critic"]
+        learner_only = super().get_non_inference_attributes()
         if self.dql_config.action_selection != "expectile":
             learner_only.append("value")
         return learner_only

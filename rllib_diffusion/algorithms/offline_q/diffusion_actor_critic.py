@@ -2,9 +2,10 @@
 
 Glossary: B batch, N action candidates, Do obs dim, Da action dim, T denoising steps.
 
-Acting samples N candidate actions per state with the EMA actor and picks one by a
-softmax over (or the argmax of) the target critics' Q, as Diffusion-QL does. So the
-EnvRunners need ``ema_actor`` and ``critic_target``; ``actor`` and ``critic`` are
+Acting samples N candidate actions per state with the EMA actor (or the actor itself:
+``acting_actor="online"``, DAC's) and picks one by a softmax over (or the argmax of)
+the target critics' Q, as Diffusion-QL does. So the EnvRunners need ``critic_target``
+and the acting actor; ``critic`` (and ``actor`` when acting with the EMA) are
 learner-only. Each algorithm's module is ``<Algo>Module(DiffusionActorCriticMixin,
 TorchRLModule, InferenceOnlyAPI)`` and adds its own state (DAC: the dual variable,
 IDQL: the value net).
@@ -53,6 +54,9 @@ class DiffusionActorCriticConfig:
             Diffusion-QL's) or "beta" (β_t, the official DAC and IDQL samplers').
         sampler_clip: what sampling clamps to ±max_action at each step: "x0" (the
             reconstructed x̂0: Diffusion-QL, DAC) or "xt" (the step's sample: IDQL).
+        acting_actor: the actor whose samples acting ranks: "ema" (Diffusion-QL, IDQL)
+            or "online", the trained actor itself (the official DAC's
+            ``sample_actions``); the critic targets use the EMA actor either way.
         env_id: the env the data came from.
 
     Field defaults are Diffusion-QL's (and those of checkpoints recorded before a field
@@ -77,6 +81,7 @@ class DiffusionActorCriticConfig:
     q_aggregation: str = "min"
     sampler_variance: str = "posterior"
     sampler_clip: str = "x0"
+    acting_actor: str = "ema"
     env_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -102,6 +107,8 @@ class DiffusionActorCriticConfig:
                 f"sampler_variance={self.sampler_variance!r} (allowed: posterior, beta), "
                 f"sampler_clip={self.sampler_clip!r} (allowed: x0, xt)."
             )
+        if self.acting_actor not in ("ema", "online"):
+            raise ConfigError(f"acting_actor={self.acting_actor!r}; allowed: ema, online.")
         if self.num_critics < 2 or self.num_candidates < 1 or self.denoising_steps < 1:
             raise ConfigError("need num_critics >= 2, num_candidates >= 1, denoising_steps >= 1.")
 
@@ -153,15 +160,17 @@ class DiffusionActorCriticMixin(OffPolicyActorForwards):
         )
         self.ema_actor = copy.deepcopy(actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(critic).requires_grad_(False)
+        if not self.inference_only or cfg.acting_actor == "online":
+            self.actor = actor
         if not self.inference_only:
-            self.actor, self.critic = actor, critic
+            self.critic = critic
         # Gradient steps taken (EMA schedule); a buffer so checkpoints restore it.
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
 
     def sample(self, obs: Tensor, *, ema: bool, x_init: Tensor | None = None) -> Tensor:
         """Actions ``(B, Da)`` from the (EMA) actor; differentiable w.r.t. the actor."""
         cfg = self.dql_config
-        net = self.ema_actor if ema or self.inference_only else self.actor
+        net = self.ema_actor if ema or not hasattr(self, "actor") else self.actor
         obs = obs.float()
         if x_init is None:
             x_init = torch.randn(obs.shape[0], 1, cfg.action_dim, device=obs.device)
@@ -189,12 +198,13 @@ class DiffusionActorCriticMixin(OffPolicyActorForwards):
         return torch.multinomial(torch.softmax(q, dim=1), 1).squeeze(1)
 
     def select_actions(self, obs: Tensor, *, explore: bool) -> Tensor:
-        """Sample N candidates per state with the EMA actor and pick one by target Q."""
+        """Sample N candidates per state with the acting actor (``acting_actor``) and
+        pick one by target Q."""
         cfg = self.dql_config
         obs = obs.float()
         b, n = obs.shape[0], cfg.num_candidates
         obs_rep = obs.repeat_interleave(n, dim=0)
-        cand = self.sample(obs_rep, ema=True)
+        cand = self.sample(obs_rep, ema=cfg.acting_actor == "ema")
         q_heads = self.critic_target(obs_rep, cand)
         q = q_heads.mean(dim=0) if cfg.q_aggregation == "mean" else q_heads.min(dim=0).values
         idx = self.pick_candidates(obs, q.view(b, n), explore=explore)
@@ -202,7 +212,7 @@ class DiffusionActorCriticMixin(OffPolicyActorForwards):
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
-        return ["actor", "critic"]
+        return ["actor", "critic"] if self.dql_config.acting_actor == "ema" else ["critic"]
 
 
 def set_acting(
