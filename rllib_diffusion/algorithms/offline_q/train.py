@@ -60,7 +60,7 @@ class OfflineSettings(RegenerationSettings, OfflineRunSettings):
             ``train_batch_size_per_learner``: 256, IDQL 512 as its official runs).
         lr: both Adam learning rates (None: the config's, 3e-4).
         lr_end: None → constant ``lr``; else cosine decay from ``lr`` to ``lr_end`` over
-            ``gradient_steps`` (Diffusion-QL's ``lr_decay``; DAC decays by itself).
+            ``gradient_steps`` (Diffusion-QL's ``lr_decay``; DAC and IDQL decay by themselves).
         normalize_rewards: additionally scale rewards by 1000 / (max − min episode return
             of the dataset), IQL's locomotion normalisation. None: the algorithm's default
             (on for IDQL and DAC on Hopper/Walker2d/HalfCheetah, as their official code).
@@ -178,7 +178,7 @@ def build_offline_config(
     config.training(**cls.dataset_defaults(env_id, s.dataset))
     config.training(**_learning_rates(s))
     if "lr_decay_steps" in {k.name for k in spec.knobs()}:
-        config.training(lr_decay_steps=s.gradient_steps)  # decay over the run (DAC's)
+        config.training(lr_decay_steps=s.gradient_steps)  # decay over the run (DAC, IDQL)
     config.training(**s.given_knobs())
     model = config.model_config_for_data(model, dataset)
     config.rl_module(model_config=model.to_dict())
