@@ -270,13 +270,14 @@ def test_bc_threshold_follows_the_official_runs_per_data_kind(env_id, dataset, t
 
 
 # ------------------------------------------------------- 8. the sampler (acting, targets)
-def test_sampler_is_the_official_ddpm_sampler_by_hand():
-    """Official ``diffusions/diffusion.py`` ``ddpm_sampler``: x̂0 clamped to ±1, the
+def test_sampler_option_is_the_official_ddpm_sampler_by_hand():
+    """``sampler_variance="beta"`` is the official ``diffusions/diffusion.py`` ``ddpm_sampler``: x̂0 clamped to ±1, the
     posterior mean, plus sqrt(β_t)·z before every step but the last (σ² = β_t, not the
     posterior variance β̃_t of the earlier sampler); the last step's output is x̂0."""
     from rllib_diffusion.algorithms.dac.dac_rl_module import DACModule
 
-    cfg = DACConfig.default_model_config(OBS, ACT, hidden_dims=(8,))
+    assert DACConfig.default_model_config(OBS, ACT).sampler_variance == "posterior"
+    cfg = DACConfig.default_model_config(OBS, ACT, hidden_dims=(8,), sampler_variance="beta")
     assert (cfg.sampler_variance, cfg.sampler_clip) == ("beta", "x0")
     module = DACModule(model_config=cfg.to_dict()).eval()
     obs, x = torch.randn(4, OBS), 3 * torch.randn(4, 1, ACT)  # x̂0 clamps on the way
